@@ -1,0 +1,159 @@
+/// An error from Parley: a stable code, a readable message and, optionally, the error beneath.
+///
+/// Codes are shared with the wire protocol: ``ParleyError/Code/wireValue`` is the number that
+/// travels in ERROR frames (docs/PROTOCOL.md lists them). A code this version does not know
+/// (sent by a newer peer) keeps its number and compares unequal to every known code.
+public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The stable number carried by ERROR frames.
+        public let wireValue: UInt32
+
+        public init(wireValue: UInt32) { self.wireValue = wireValue }
+
+        // Connection and framing (1-9)
+        /// The byte stream broke the protocol; the connection is closed.
+        public static let protocolViolation = Code(wireValue: 1)
+        /// A frame's length field exceeded the receiver's maximum; the connection is closed.
+        public static let frameTooLarge = Code(wireValue: 2)
+        /// No protocol version in common.
+        public static let unsupportedVersion = Code(wireValue: 3)
+        /// The frame type is not known to the receiver.
+        public static let unknownRequest = Code(wireValue: 4)
+        /// A request's meta could not be decoded or a field is invalid.
+        public static let invalidRequest = Code(wireValue: 5)
+        /// The request needs a logged-on session.
+        public static let notLoggedOn = Code(wireValue: 6)
+        /// The connection is logged on already (log off first).
+        public static let alreadyLoggedOn = Code(wireValue: 7)
+        /// The first frame on a connection must be HELLO.
+        public static let handshakeRequired = Code(wireValue: 8)
+
+        // Accounts (10-19)
+        /// Unknown user ID or wrong password (deliberately not told apart).
+        public static let invalidCredentials = Code(wireValue: 10)
+        /// Too many failed logons; retry later.
+        public static let tooManyAttempts = Code(wireValue: 11)
+        /// The user has a session on another connection.
+        public static let sessionExists = Code(wireValue: 12)
+        /// This session was replaced by a newer logon of the same user.
+        public static let sessionReplaced = Code(wireValue: 13)
+
+        // Directory (20-29)
+        public static let userNotFound = Code(wireValue: 20)
+        public static let userAlreadyExists = Code(wireValue: 21)
+        /// A requested user ID is reserved or below the server's minimum.
+        public static let invalidUserID = Code(wireValue: 22)
+        /// No free user ID is left.
+        public static let userIDsExhausted = Code(wireValue: 23)
+
+        // Messages (30-39)
+        public static let invalidUTF8 = Code(wireValue: 30)
+        public static let tooManyRecipients = Code(wireValue: 31)
+        /// The recipient is not a registered user.
+        public static let recipientNotFound = Code(wireValue: 32)
+        /// No server application takes messages on this server.
+        public static let serverApplicationUnavailable = Code(wireValue: 33)
+
+        // Server and limits (40-49)
+        public static let tooManyConnections = Code(wireValue: 40)
+        public static let shuttingDown = Code(wireValue: 41)
+        public static let idleTimeout = Code(wireValue: 42)
+        /// The connection could not keep up with what was sent to it.
+        public static let slowConsumer = Code(wireValue: 43)
+
+        // Failures (50-59)
+        public static let internalError = Code(wireValue: 50)
+        public static let storageError = Code(wireValue: 51)
+
+        // Client-side conditions (never on the wire)
+        /// No connection to the server (not yet, or lost).
+        public static let notConnected = Code(wireValue: 1000)
+        /// The request got no answer in time.
+        public static let timedOut = Code(wireValue: 1001)
+        /// The client was shut down.
+        public static let cancelled = Code(wireValue: 1002)
+
+        public static let known: [Code] = [
+            .protocolViolation, .frameTooLarge, .unsupportedVersion, .unknownRequest, .invalidRequest,
+            .notLoggedOn, .alreadyLoggedOn, .handshakeRequired, .invalidCredentials, .tooManyAttempts,
+            .sessionExists, .sessionReplaced, .userNotFound, .userAlreadyExists, .invalidUserID,
+            .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
+            .serverApplicationUnavailable, .tooManyConnections, .shuttingDown, .idleTimeout,
+            .slowConsumer, .internalError, .storageError, .notConnected, .timedOut, .cancelled,
+        ]
+
+        /// A stable, readable name ("not-logged-on"), or "code-N" for codes this version lacks.
+        public var name: String {
+            switch wireValue {
+            case 1: "protocol-violation"
+            case 2: "frame-too-large"
+            case 3: "unsupported-version"
+            case 4: "unknown-request"
+            case 5: "invalid-request"
+            case 6: "not-logged-on"
+            case 7: "already-logged-on"
+            case 8: "handshake-required"
+            case 10: "invalid-credentials"
+            case 11: "too-many-attempts"
+            case 12: "session-exists"
+            case 13: "session-replaced"
+            case 20: "user-not-found"
+            case 21: "user-already-exists"
+            case 22: "invalid-user-id"
+            case 23: "user-ids-exhausted"
+            case 30: "invalid-utf8"
+            case 31: "too-many-recipients"
+            case 32: "recipient-not-found"
+            case 33: "server-application-unavailable"
+            case 40: "too-many-connections"
+            case 41: "shutting-down"
+            case 42: "idle-timeout"
+            case 43: "slow-consumer"
+            case 50: "internal-error"
+            case 51: "storage-error"
+            case 1000: "not-connected"
+            case 1001: "timed-out"
+            case 1002: "cancelled"
+            default: "code-\(wireValue)"
+            }
+        }
+
+        public var description: String { name }
+    }
+
+    public var code: Code
+    /// A readable explanation for people; never parse it.
+    public var message: String
+    /// When set, the earliest moment a retry can succeed, in milliseconds from now.
+    public var retryAfterMilliseconds: UInt32?
+    /// The underlying error, if any (not sent on the wire).
+    public var cause: (any Error & Sendable)?
+
+    public init(
+        code: Code,
+        message: String,
+        retryAfterMilliseconds: UInt32? = nil,
+        cause: (any Error & Sendable)? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.retryAfterMilliseconds = retryAfterMilliseconds
+        self.cause = cause
+    }
+
+    public var description: String {
+        var text = "\(code.name) (\(code.wireValue)): \(message)"
+        if let cause { text += " (cause: \(cause))" }
+        return text
+    }
+
+    public static func == (lhs: ParleyError, rhs: ParleyError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message
+            && lhs.retryAfterMilliseconds == rhs.retryAfterMilliseconds
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+    }
+}

@@ -1,0 +1,98 @@
+public import struct Foundation.Date
+
+/// What the directory knows about a user.
+public struct UserInfo: Hashable, Sendable, Codable {
+    public var userID: UserID
+    /// Required: 1 to ``UserInfo/maximumFieldLength`` characters.
+    public var userName: String
+    public var firstName: String
+    public var lastName: String
+    public var organization: String
+    public var department: String
+    public var application: String
+    /// Whether the user has a logged-on session right now (as the server saw it when it answered).
+    public var isOnline: Bool
+    public var registeredAt: Date?
+
+    /// The longest value any text field may have, in characters.
+    public static let maximumFieldLength = 64
+
+    public init(
+        userID: UserID = 0,
+        userName: String,
+        firstName: String = "",
+        lastName: String = "",
+        organization: String = "",
+        department: String = "",
+        application: String = "",
+        isOnline: Bool = false,
+        registeredAt: Date? = nil
+    ) {
+        self.userID = userID
+        self.userName = userName
+        self.firstName = firstName
+        self.lastName = lastName
+        self.organization = organization
+        self.department = department
+        self.application = application
+        self.isOnline = isOnline
+        self.registeredAt = registeredAt
+    }
+
+    /// The value of one text field.
+    public subscript(field: UserField) -> String {
+        switch field {
+        case .userName: userName
+        case .firstName: firstName
+        case .lastName: lastName
+        case .organization: organization
+        case .department: department
+        case .application: application
+        }
+    }
+
+    /// Trims the text fields and checks them: a user name is required, no field is too long.
+    ///
+    /// - Returns: the normalized info.
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest``.
+    public func validated() throws(ParleyError) -> UserInfo {
+        var copy = self
+        copy.userName = userName.trimmingWhitespace()
+        copy.firstName = firstName.trimmingWhitespace()
+        copy.lastName = lastName.trimmingWhitespace()
+        copy.organization = organization.trimmingWhitespace()
+        copy.department = department.trimmingWhitespace()
+        copy.application = application.trimmingWhitespace()
+        guard !copy.userName.isEmpty else {
+            throw ParleyError(code: .invalidRequest, message: "a user name is required")
+        }
+        for field in UserField.allCases where copy[field].count > Self.maximumFieldLength {
+            throw ParleyError(
+                code: .invalidRequest,
+                message: "\(field) is longer than \(Self.maximumFieldLength) characters"
+            )
+        }
+        return copy
+    }
+}
+
+/// The searchable text fields of ``UserInfo``.
+public enum UserField: String, CaseIterable, Hashable, Sendable, Codable, CustomStringConvertible {
+    case userName = "user-name"
+    case firstName = "first-name"
+    case lastName = "last-name"
+    case organization
+    case department
+    case application
+
+    public var description: String { rawValue }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,148 @@
+public import NIOCore
+import ParleyCore
+
+/// Why a byte stream could not be cut into frames. The stream cannot be trusted afterwards.
+public struct FrameDecodingError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Reason: Hashable, Sendable {
+        /// The length field announced more than the configured maximum.
+        case frameTooLarge(length: Int, maximum: Int)
+        /// The length field is smaller than the fixed header.
+        case frameTooShort(length: Int)
+        /// The meta length does not fit in the frame.
+        case metaLengthOutOfBounds(metaLength: Int, frameLength: Int)
+        /// The connection closed in the middle of a frame.
+        case truncatedFrame(bufferedBytes: Int)
+    }
+
+    public var reason: Reason
+
+    public init(_ reason: Reason) { self.reason = reason }
+
+    public var description: String {
+        switch reason {
+        case .frameTooLarge(let length, let maximum):
+            "frame of \(length) bytes exceeds the maximum of \(maximum) bytes"
+        case .frameTooShort(let length):
+            "frame length \(length) is shorter than the \(Frame.headerSize)-byte header"
+        case .metaLengthOutOfBounds(let metaLength, let frameLength):
+            "meta length \(metaLength) does not fit in a frame of \(frameLength) bytes"
+        case .truncatedFrame(let bufferedBytes):
+            "connection closed inside a frame (\(bufferedBytes) bytes buffered)"
+        }
+    }
+
+    /// The protocol error to report to the peer.
+    public var parleyError: ParleyError {
+        switch reason {
+        case .frameTooLarge: ParleyError(code: .frameTooLarge, message: description)
+        default: ParleyError(code: .protocolViolation, message: description)
+        }
+    }
+}
+
+/// Cuts a byte stream into ``Frame``s. The length field is checked against `maximumFrameSize`
+/// before a single byte of the frame is buffered, so a hostile length costs nothing.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = Frame
+
+    /// The largest accepted value of the length field.
+    public let maximumFrameSize: Int
+
+    public init(maximumFrameSize: Int) {
+        self.maximumFrameSize = maximumFrameSize
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> Frame? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self).map(Int.init) else {
+            return nil
+        }
+        guard length <= maximumFrameSize else {
+            throw FrameDecodingError(.frameTooLarge(length: length, maximum: maximumFrameSize))
+        }
+        guard length >= Frame.headerSize else {
+            throw FrameDecodingError(.frameTooShort(length: length))
+        }
+        guard buffer.readableBytes >= Frame.lengthFieldSize + length else { return nil }
+
+        let start = buffer.readerIndex + Frame.lengthFieldSize
+        // These reads are inside the readable bytes checked above.
+        guard let type = buffer.getInteger(at: start, as: UInt16.self),
+            let flags = buffer.getInteger(at: start + 2, as: UInt16.self),
+            let requestID = buffer.getInteger(at: start + 4, as: UInt32.self),
+            let metaLength = buffer.getInteger(at: start + 8, as: UInt32.self).map(Int.init)
+        else { return nil }
+        guard metaLength <= length - Frame.headerSize else {
+            throw FrameDecodingError(.metaLengthOutOfBounds(metaLength: metaLength, frameLength: length))
+        }
+        let payloadLength = length - Frame.headerSize - metaLength
+        guard let meta = buffer.getSlice(at: start + Frame.headerSize, length: metaLength),
+            let payload = buffer.getSlice(at: start + Frame.headerSize + metaLength, length: payloadLength)
+        else { return nil }
+        buffer.moveReaderIndex(forwardBy: Frame.lengthFieldSize + length)
+        return Frame(
+            type: FrameType(rawValue: type),
+            flags: flags,
+            requestID: requestID,
+            meta: meta,
+            payload: payload
+        )
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Frame? {
+        if let frame = try decode(buffer: &buffer) { return frame }
+        if buffer.readableBytes > 0 {
+            throw FrameDecodingError(.truncatedFrame(bufferedBytes: buffer.readableBytes))
+        }
+        return nil
+    }
+}
+
+/// Writes ``Frame``s with their length prefix. Small payloads are copied into the header's
+/// buffer (one write); large ones are written as their own buffer so they are never copied.
+public final class FrameEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    public typealias OutboundIn = Frame
+    public typealias OutboundOut = ByteBuffer
+
+    /// Payloads up to this many bytes are coalesced with the header.
+    public static let coalescingLimit = 1024
+
+    public init() {}
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var frame = unwrapOutboundIn(data)
+        let coalesce = frame.payload.readableBytes <= Self.coalescingLimit
+        let headerBytes = Frame.lengthFieldSize + Frame.headerSize + frame.meta.readableBytes
+        var buffer = context.channel.allocator.buffer(
+            capacity: headerBytes + (coalesce ? frame.payload.readableBytes : 0)
+        )
+        Self.writeHeader(of: &frame, into: &buffer)
+        if coalesce {
+            buffer.writeBuffer(&frame.payload)
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        } else {
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            context.write(wrapOutboundOut(frame.payload), promise: promise)
+        }
+    }
+
+    /// Appends the length field, the fixed header and the meta section of `frame` to `buffer`.
+    public static func writeHeader(of frame: inout Frame, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(truncatingIfNeeded: frame.length))
+        buffer.writeInteger(frame.type.rawValue)
+        buffer.writeInteger(frame.flags)
+        buffer.writeInteger(frame.requestID)
+        buffer.writeInteger(UInt32(truncatingIfNeeded: frame.meta.readableBytes))
+        buffer.writeBuffer(&frame.meta)
+    }
+}
+
+extension Frame {
+    /// The complete wire form of this frame (length prefix included).
+    public func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var copy = self
+        var buffer = allocator.buffer(capacity: Frame.lengthFieldSize + length)
+        FrameEncoder.writeHeader(of: &copy, into: &buffer)
+        buffer.writeBuffer(&copy.payload)
+        return buffer
+    }
+}

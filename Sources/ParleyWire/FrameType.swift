@@ -1,0 +1,78 @@
+/// The 16-bit type field of a frame. See docs/PROTOCOL.md, "Frame types".
+///
+/// Requests use 0x0001-0x00FF, events 0x0100-0x01FF; the answer to a request has the request's
+/// type with the high bit set (``FrameType/response``). ERROR answers any request.
+public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    // Connection
+    public static let hello = FrameType(rawValue: 0x0001)
+    public static let error = FrameType(rawValue: 0x0003)
+    public static let ping = FrameType(rawValue: 0x0004)
+    public static let pong = FrameType(rawValue: 0x0005)
+
+    // Accounts
+    public static let register = FrameType(rawValue: 0x0010)
+    public static let logOn = FrameType(rawValue: 0x0011)
+    public static let logOff = FrameType(rawValue: 0x0012)
+
+    // Directory
+    public static let userExists = FrameType(rawValue: 0x0020)
+    public static let userOnline = FrameType(rawValue: 0x0021)
+    public static let getUserInfo = FrameType(rawValue: 0x0022)
+    public static let findUserID = FrameType(rawValue: 0x0023)
+    public static let findUsers = FrameType(rawValue: 0x0024)
+    public static let updateUserInfo = FrameType(rawValue: 0x0025)
+    public static let changePassword = FrameType(rawValue: 0x0026)
+
+    // Messages
+    public static let sendMessage = FrameType(rawValue: 0x0030)
+    public static let ackMessages = FrameType(rawValue: 0x0031)
+
+    // Events (server -> client, request ID 0)
+    public static let message = FrameType(rawValue: 0x0101)
+    public static let deliveryReceipt = FrameType(rawValue: 0x0102)
+    public static let serverShutdown = FrameType(rawValue: 0x0103)
+    public static let sessionReplaced = FrameType(rawValue: 0x0104)
+
+    static let responseBit: UInt16 = 0x8000
+
+    /// The type of the successful answer to this request type.
+    public var response: FrameType { FrameType(rawValue: rawValue | Self.responseBit) }
+
+    /// True for the successful answer to a request.
+    public var isResponse: Bool { rawValue & Self.responseBit != 0 }
+
+    /// For a response, the type of the request it answers.
+    public var request: FrameType { FrameType(rawValue: rawValue & ~Self.responseBit) }
+
+    public var description: String {
+        let base: String
+        switch FrameType(rawValue: rawValue & ~Self.responseBit) {
+        case .hello: base = "HELLO"
+        case .error: base = "ERROR"
+        case .ping: base = "PING"
+        case .pong: base = "PONG"
+        case .register: base = "REGISTER"
+        case .logOn: base = "LOGON"
+        case .logOff: base = "LOGOFF"
+        case .userExists: base = "USER_EXISTS"
+        case .userOnline: base = "USER_ONLINE"
+        case .getUserInfo: base = "GET_USER_INFO"
+        case .findUserID: base = "FIND_USER_ID"
+        case .findUsers: base = "FIND_USERS"
+        case .updateUserInfo: base = "UPDATE_USER_INFO"
+        case .changePassword: base = "CHANGE_PASSWORD"
+        case .sendMessage: base = "SEND_MESSAGE"
+        case .ackMessages: base = "ACK_MESSAGES"
+        case .message: base = "MESSAGE"
+        case .deliveryReceipt: base = "DELIVERY_RECEIPT"
+        case .serverShutdown: base = "SERVER_SHUTDOWN"
+        case .sessionReplaced: base = "SESSION_REPLACED"
+        default: base = "0x" + String(rawValue & ~Self.responseBit, radix: 16)
+        }
+        return isResponse ? base + "_OK" : base
+    }
+}

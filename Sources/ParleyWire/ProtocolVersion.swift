@@ -1,0 +1,11 @@
+/// Constants of the wire protocol.
+public enum WireProtocol {
+    /// The value of `Hello.magic`.
+    public static let magic = "parley"
+    /// The protocol version this implementation speaks (the only one so far).
+    public static let version: UInt32 = 1
+    /// The default maximum frame size (length field value): 1 MiB.
+    public static let defaultMaximumFrameSize = 1 << 20
+    /// The most recipients one SEND_MESSAGE may name.
+    public static let maximumRecipients = 256
+}
