@@ -1,6 +1,6 @@
 public import NIOCore
 package import SwiftProtobuf
-import ParleyCore
+package import ParleyCore
 
 /// One protocol frame: a type, a request ID, a structured meta section (protobuf) and an opaque
 /// payload section. The length prefix is added by ``FrameEncoder`` and checked by
@@ -60,7 +60,7 @@ extension Frame {
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest`` when it does not parse.
     package func decodeMeta<M: SwiftProtobuf.Message>(as type: M.Type = M.self) throws(ParleyError) -> M {
         do {
-            return try meta.withUnsafeReadableBytes { try M(serializedBytes: $0) }
+            return try M(serializedBytes: Array(meta.readableBytesView))
         } catch {
             throw ParleyError(
                 code: .invalidRequest,

@@ -1,5 +1,5 @@
 public import NIOCore
-import ParleyCore
+public import ParleyCore
 
 /// Why a byte stream could not be cut into frames. The stream cannot be trusted afterwards.
 public struct FrameDecodingError: Error, Hashable, Sendable, CustomStringConvertible {

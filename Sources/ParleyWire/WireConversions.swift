@@ -1,5 +1,5 @@
 import struct Foundation.Date
-import ParleyCore
+package import ParleyCore
 
 // Conversions between the protobuf meta types and ParleyCore's vocabulary. Package-level:
 // the protobuf types are a wire detail, never public API.

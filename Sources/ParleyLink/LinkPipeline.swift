@@ -1,0 +1,107 @@
+public import NIOCore
+import ParleyCore
+public import ParleyWire
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Adds the framing, keep-alive and framing-error handlers every Parley link uses.
+    ///
+    /// After these, the channel reads and writes ``Frame``s. PING/PONG never reach handlers
+    /// added later; a byte stream that cannot be framed gets a fatal ERROR frame and is closed.
+    public func addParleyLinkHandlers(configuration: LinkConfiguration) throws {
+        try addHandler(
+            ByteToMessageHandler(
+                FrameDecoder(maximumFrameSize: configuration.maximumFrameSize),
+                maximumBufferSize: configuration.maximumFrameSize + Frame.lengthFieldSize
+            )
+        )
+        try addHandler(FrameEncoder())
+        try addHandler(
+            IdleStateHandler(
+                readTimeout: TimeAmount(configuration.idleTimeout),
+                writeTimeout: TimeAmount(configuration.heartbeatInterval)
+            )
+        )
+        try addHandler(KeepAliveHandler())
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Answers PINGs, sends PINGs when the link is quiet, closes it when the peer goes silent,
+/// and turns framing errors into a fatal ERROR frame before closing.
+public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = Frame
+    public typealias InboundOut = Frame
+    public typealias OutboundIn = Frame
+    public typealias OutboundOut = Frame
+
+    private var nextNonce: UInt64 = 1
+
+    public init() {}
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.type {
+        case .ping:
+            // Echo the nonce; a PING with an unreadable meta still proves liveness.
+            let ping = (try? frame.decodeMeta(as: Parley_V1_Ping.self)) ?? Parley_V1_Ping()
+            context.writeAndFlush(
+                wrapOutboundOut(Frame(type: .pong, requestID: frame.requestID, message: ping)),
+                promise: nil
+            )
+        case .pong:
+            break
+        default:
+            context.fireChannelRead(data)
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let idle = event as? IdleStateHandler.IdleStateEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        switch idle {
+        case .write:
+            var ping = Parley_V1_Ping()
+            ping.nonce = nextNonce
+            nextNonce &+= 1
+            context.writeAndFlush(wrapOutboundOut(Frame(type: .ping, requestID: 0, message: ping)), promise: nil)
+        case .read:
+            let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
+            context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
+            context.writeAndFlush(wrapOutboundOut(.error(error, requestID: 0, fatal: true)))
+                .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        case .all:
+            break
+        }
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let decoding = error as? FrameDecodingError {
+            // The stream can no longer be trusted: say why, then close.
+            context.fireUserInboundEventTriggered(LinkEvent.framingError(decoding))
+            if case .truncatedFrame = decoding.reason {
+                context.close(promise: nil)
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(.error(decoding.parleyError, requestID: 0, fatal: true)))
+                .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+}
+
+/// Events ``KeepAliveHandler`` passes on to the handlers after it.
+public enum LinkEvent: Sendable {
+    /// The peer sent nothing within the idle timeout; the link is being closed.
+    case idleTimeout
+    /// The byte stream could not be framed; the link is being closed.
+    case framingError(FrameDecodingError)
+}
