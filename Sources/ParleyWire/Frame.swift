@@ -2,6 +2,9 @@ public import NIOCore
 package import SwiftProtobuf
 package import ParleyCore
 
+/// The protobuf message protocol of the meta types, for modules that do not import SwiftProtobuf.
+package typealias WireMessage = SwiftProtobuf.Message
+
 /// One protocol frame: a type, a request ID, a structured meta section (protobuf) and an opaque
 /// payload section. The length prefix is added by ``FrameEncoder`` and checked by
 /// ``FrameDecoder``. See docs/PROTOCOL.md, "Frame layout".

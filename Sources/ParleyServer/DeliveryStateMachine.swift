@@ -1,0 +1,113 @@
+import ParleyCore
+
+/// Decides, for one logged-on session, which stored messages to push and when to read more
+/// from the store. Pure state: the connection handler carries out the returned actions.
+///
+/// Every message is stored before it is pushed, so the store is the source of truth: live
+/// notifications are a shortcut, and whenever the shortcut cannot be taken (window full,
+/// connection not writable, a load under way) the machine falls back to loading from the
+/// store in sequence order. Sequence numbers are global and strictly increasing, and live
+/// notifications reach a session in sequence order.
+struct DeliveryStateMachine {
+    struct Key: Hashable {
+        var sender: UserID
+        var messageID: MessageID
+    }
+
+    enum Action: Equatable {
+        case none
+        /// Push these messages, in order.
+        case push([Int64])
+        /// Read pending messages with sequence > `after`, at most `limit`.
+        case load(after: Int64, limit: Int)
+    }
+
+    /// How many pushed messages may wait for an acknowledgement.
+    let window: Int
+    /// Messages in the store that may not have been pushed yet.
+    private(set) var backlog = true
+    private(set) var loading = false
+    /// A live notification came while a load was under way: load again afterwards.
+    private var liveDuringLoad = false
+    private(set) var lastPushedSequence: Int64 = 0
+    private(set) var inFlight: [Key: Int64] = [:]
+    private var writable: Bool
+
+    init(window: Int, writable: Bool = true) {
+        self.window = max(window, 1)
+        self.writable = writable
+    }
+
+    private var hasRoom: Bool { writable && inFlight.count < window }
+
+    /// The session logged on: everything stored for it is backlog.
+    mutating func start() -> Action {
+        backlog = true
+        return loadIfPossible()
+    }
+
+    /// A message for this session was committed with `sequence`.
+    mutating func liveMessage(sequence: Int64, key: Key) -> Action {
+        guard sequence > lastPushedSequence else { return .none }
+        if loading {
+            liveDuringLoad = true
+            return .none
+        }
+        if backlog || !hasRoom {
+            backlog = true
+            return loadIfPossible()
+        }
+        lastPushedSequence = sequence
+        inFlight[key] = sequence
+        return .push([sequence])
+    }
+
+    /// A load finished with these messages (ascending sequence), of at most `limit` asked for.
+    mutating func loaded(_ messages: [(sequence: Int64, key: Key)], limit: Int) -> (push: [Int64], next: Action) {
+        loading = false
+        var push: [Int64] = []
+        var leftOver = false
+        for message in messages where message.sequence > lastPushedSequence {
+            guard hasRoom else {
+                leftOver = true
+                break
+            }
+            lastPushedSequence = message.sequence
+            inFlight[message.key] = message.sequence
+            push.append(message.sequence)
+        }
+        if messages.count < limit && !leftOver && !liveDuringLoad {
+            backlog = false
+        }
+        liveDuringLoad = false
+        return (push, backlog ? loadIfPossible() : .none)
+    }
+
+    /// A load failed; it will be retried at the next trigger.
+    mutating func loadFailed() {
+        loading = false
+        liveDuringLoad = false
+        backlog = true
+    }
+
+    /// The recipient acknowledged these messages. Returns the ones that were in flight.
+    mutating func acknowledged(_ keys: [Key]) -> (acknowledged: [Key], next: Action) {
+        var done: [Key] = []
+        for key in keys where inFlight.removeValue(forKey: key) != nil {
+            done.append(key)
+        }
+        return (done, backlog ? loadIfPossible() : .none)
+    }
+
+    mutating func writabilityChanged(_ isWritable: Bool) -> Action {
+        writable = isWritable
+        return isWritable && backlog ? loadIfPossible() : .none
+    }
+
+    private mutating func loadIfPossible() -> Action {
+        // Wait until at least half the window is free, so loads come in useful batches.
+        guard !loading, writable, inFlight.count <= window / 2 else { return .none }
+        loading = true
+        return .load(after: lastPushedSequence, limit: window - inFlight.count)
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ParleyCore
+import ParleyStore
+import Synchronization
+
+/// Group commit for the message path: every SEND_MESSAGE and ACK_MESSAGES is queued here, and
+/// one worker thread writes whatever has accumulated in one transaction per kind. Senders get
+/// their answer only after the commit, so an acknowledged message survives a crash.
+///
+/// Commits run strictly in queue order on one thread, and live notifications are issued from
+/// that thread in commit order, so every session sees its messages in sequence order.
+final class MessageCommitter: Sendable {
+    /// What happened to one recipient of a submitted message.
+    enum Outcome: Sendable {
+        case stored(StoredDelivery)
+        case recipientNotFound
+    }
+
+    struct Submission: Sendable {
+        var message: NewMessage
+        /// The body as it arrived, forwarded to online recipients without another copy.
+        var payload: ByteBuffer
+        var completion: @Sendable (Result<[UserID: Outcome], ParleyError>) -> Void
+    }
+
+    struct Acknowledgement: Sendable {
+        var recipient: UserID
+        var messages: [(sender: UserID, messageID: MessageID)]
+    }
+
+    /// A freshly stored delivery, for the recipient's session if it is online.
+    struct LiveDelivery: Sendable {
+        var recipient: UserID
+        var sequence: Int64
+        var message: NewMessage
+        var payload: ByteBuffer
+        var storedAt: Date
+    }
+
+    private struct Queue {
+        var submissions: [Submission] = []
+        var acknowledgements: [Acknowledgement] = []
+        var running = false
+        var stopped = false
+    }
+
+    private let store: ServerStore
+    private let worker: NIOThreadPool
+    private let queue = Mutex(Queue())
+    private let logger: Logger
+    private let deliverLive: @Sendable ([LiveDelivery]) -> Void
+    private let acknowledged: @Sendable ([AcknowledgedMessage]) -> Void
+    /// Most items written per transaction, so one huge burst cannot delay answers for long.
+    private let maximumBatch = 4096
+
+    init(
+        store: ServerStore,
+        logger: Logger,
+        deliverLive: @escaping @Sendable ([LiveDelivery]) -> Void,
+        acknowledged: @escaping @Sendable ([AcknowledgedMessage]) -> Void
+    ) {
+        self.store = store
+        self.logger = logger
+        self.deliverLive = deliverLive
+        self.acknowledged = acknowledged
+        self.worker = NIOThreadPool(numberOfThreads: 1)
+        worker.start()
+    }
+
+    func submit(_ submission: Submission) {
+        let start = queue.withLock { queue -> Bool? in
+            guard !queue.stopped else { return nil }
+            queue.submissions.append(submission)
+            return startIfIdle(&queue)
+        }
+        switch start {
+        case nil:
+            submission.completion(.failure(ParleyError(code: .shuttingDown, message: "the server is shutting down")))
+        case true?:
+            scheduleWork()
+        case false?:
+            break
+        }
+    }
+
+    func acknowledge(_ acknowledgement: Acknowledgement) {
+        let start = queue.withLock { queue -> Bool in
+            guard !queue.stopped else { return false }
+            queue.acknowledgements.append(acknowledgement)
+            return startIfIdle(&queue)
+        }
+        if start { scheduleWork() }
+    }
+
+    /// Finishes what is queued, then refuses new work.
+    func shutdown() async {
+        queue.withLock { $0.stopped = true }
+        // The worker drains the queue before it goes idle; wait for that.
+        while queue.withLock({ $0.running || !$0.submissions.isEmpty || !$0.acknowledgements.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        try? await worker.shutdownGracefully()
+    }
+
+    private func startIfIdle(_ queue: inout Queue) -> Bool {
+        guard !queue.running else { return false }
+        queue.running = true
+        return true
+    }
+
+    private func scheduleWork() {
+        worker.submit { [self] state in
+            guard state == .active else {
+                failEverything()
+                return
+            }
+            drain()
+        }
+    }
+
+    private func failEverything() {
+        let pending = queue.withLock { queue in
+            defer {
+                queue.submissions = []
+                queue.acknowledgements = []
+                queue.running = false
+            }
+            return queue.submissions
+        }
+        for submission in pending {
+            submission.completion(.failure(ParleyError(code: .shuttingDown, message: "the server is shutting down")))
+        }
+    }
+
+    private func drain() {
+        while true {
+            let (submissions, acknowledgements) = queue.withLock { queue -> ([Submission], [Acknowledgement]) in
+                let submissions = Array(queue.submissions.prefix(maximumBatch))
+                queue.submissions.removeFirst(submissions.count)
+                let acknowledgements = queue.acknowledgements
+                queue.acknowledgements = []
+                if submissions.isEmpty && acknowledgements.isEmpty {
+                    queue.running = false
+                }
+                return (submissions, acknowledgements)
+            }
+            if submissions.isEmpty && acknowledgements.isEmpty { return }
+            if !submissions.isEmpty { commit(submissions) }
+            if !acknowledgements.isEmpty { commit(acknowledgements) }
+        }
+    }
+
+    private func commit(_ submissions: [Submission]) {
+        let now = Date()
+        do {
+            let recipients = Array(Set(submissions.flatMap(\.message.recipients)))
+            let existing = try store.existingUserIDs(among: recipients)
+            var messages = submissions.map(\.message)
+            for index in messages.indices {
+                messages[index].recipients = messages[index].recipients.filter(existing.contains)
+            }
+            let stored = try store.storeMessages(messages, now: now)
+            var live: [LiveDelivery] = []
+            for (index, submission) in submissions.enumerated() {
+                var outcomes: [UserID: Outcome] = [:]
+                for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
+                for delivery in stored[index] {
+                    outcomes[delivery.recipient] = .stored(delivery)
+                    if !delivery.duplicate {
+                        live.append(
+                            LiveDelivery(
+                                recipient: delivery.recipient,
+                                sequence: delivery.sequence,
+                                message: messages[index],
+                                payload: submission.payload,
+                                storedAt: now
+                            )
+                        )
+                    }
+                }
+                submission.completion(.success(outcomes))
+            }
+            if !live.isEmpty { deliverLive(live) }
+        } catch {
+            logger.error("storing messages failed", metadata: ["error": "\(error)", "messages": "\(submissions.count)"])
+            for submission in submissions { submission.completion(.failure(error)) }
+        }
+    }
+
+    private func commit(_ acknowledgements: [Acknowledgement]) {
+        let now = Date()
+        var done: [AcknowledgedMessage] = []
+        for acknowledgement in acknowledgements {
+            do {
+                done += try store.acknowledge(
+                    recipient: acknowledgement.recipient,
+                    messages: acknowledgement.messages,
+                    now: now
+                )
+            } catch {
+                // The messages stay pending and are delivered again at the next logon, where
+                // the client's de-duplication drops them.
+                logger.error(
+                    "recording acknowledgements failed",
+                    metadata: ["error": "\(error)", "user.id": "\(acknowledgement.recipient)"]
+                )
+            }
+        }
+        if !done.isEmpty { acknowledged(done) }
+    }
+
+    /// Forgets acknowledged messages older than the de-duplication window.
+    func prune() {
+        worker.submit { [store, logger] state in
+            guard state == .active else { return }
+            do {
+                let removed = try store.pruneAcknowledged(now: Date())
+                if removed > 0 { logger.debug("pruned acknowledged messages", metadata: ["count": "\(removed)"]) }
+            } catch {
+                logger.warning("pruning acknowledged messages failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

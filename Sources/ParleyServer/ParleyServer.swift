@@ -1,0 +1,334 @@
+import Foundation
+public import Logging
+import NIOCore
+import NIOPosix
+public import ParleyCore
+import ParleyLink
+import ParleyStore
+import ParleyWire
+public import ServiceLifecycle
+import Synchronization
+
+/// The central Parley server: user directory, store-and-forward messaging, sessions.
+///
+/// Run it as a swift-service-lifecycle `Service` (graceful shutdown tells every client the
+/// server is going away), or call ``run()`` in a task and ``shutdown()`` when done:
+///
+/// ```swift
+/// let server = ParleyServer(configuration: .init(dataDirectory: "/var/lib/parley"), logger: logger)
+/// try await withThrowingTaskGroup(of: Void.self) { group in
+///     group.addTask { try await server.run() }
+///     let address = try await server.listeningAddress
+///     print("listening on \(address)")
+///     // ...
+///     await server.shutdown()
+/// }
+/// ```
+public final class ParleyServer: Service, Sendable {
+    /// The version of this implementation, sent in HELLO answers.
+    public static let version = "0.1.0"
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private let state = Mutex(RunState.idle)
+    private let listening: AsyncStream<Result<ListeningAddress, ParleyError>>
+    private let listeningContinuation: AsyncStream<Result<ListeningAddress, ParleyError>>.Continuation
+    private let address = Mutex<Result<ListeningAddress, ParleyError>?>(nil)
+
+    private enum RunState {
+        case idle
+        case running(Running)
+        case shuttingDown
+        case finished
+    }
+
+    private struct Running: Sendable {
+        let channel: any Channel
+        let context: ServerContext
+        let group: MultiThreadedEventLoopGroup
+    }
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "parley.server")) {
+        self.configuration = configuration
+        self.logger = logger
+        (listening, listeningContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Where the server accepts connections, once ``run()`` has bound its socket.
+    ///
+    /// Waits until the socket is bound; throws if binding failed.
+    public var listeningAddress: ListeningAddress {
+        get async throws(ParleyError) {
+            if let known = address.withLock({ $0 }) { return try known.get() }
+            for await result in listening {
+                return try result.get()
+            }
+            if let known = address.withLock({ $0 }) { return try known.get() }
+            throw ParleyError(code: .shuttingDown, message: "the server stopped before it was listening")
+        }
+    }
+
+    private func announce(_ result: Result<ListeningAddress, ParleyError>) {
+        address.withLock { $0 = result }
+        listeningContinuation.yield(result)
+        listeningContinuation.finish()
+    }
+
+    /// Opens the store, binds the socket and serves until shut down (graceful shutdown of the
+    /// service group, task cancellation, or ``shutdown()``).
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.eventLoopThreads, 1))
+        let blockingPool = NIOThreadPool(numberOfThreads: max(configuration.blockingThreads, 1))
+        blockingPool.start()
+        let context: ServerContext
+        let channel: any Channel
+        let inbox = ApplicationInbox(isAvailable: configuration.application != nil, capacity: 1024)
+        do {
+            try configuration.validate()
+            let store = try ServerStore(
+                path: configuration.databasePath,
+                configuration: .init(
+                    durability: configuration.durability == .full ? .full : .normal,
+                    deduplicationWindow: configuration.deduplicationWindow
+                )
+            )
+            context = ServerContext(
+                configuration: configuration,
+                store: store,
+                registry: SessionRegistry(),
+                blockingPool: blockingPool,
+                logger: logger,
+                applicationInbox: inbox
+            )
+            channel = try await bind(group: group, context: context)
+        } catch {
+            let failure = ServerConnectionHandler.parleyError(error)
+            announce(.failure(failure))
+            try? await blockingPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw failure
+        }
+        let started = state.withLock { state -> Bool in
+            guard case .idle = state else { return false }
+            state = .running(Running(channel: channel, context: context, group: group))
+            return true
+        }
+        guard started else {
+            try? await channel.close()
+            try? await blockingPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
+        }
+        let local = ListeningAddress(channel.localAddress, requestedHost: configuration.host)
+        logger.info("listening", metadata: ["address": "\(local)"])
+        announce(.success(local))
+
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await withThrowingDiscardingTaskGroup { tasks in
+                    if let application = configuration.application {
+                        tasks.addTask {
+                            for await message in inbox.stream {
+                                await application.receive(message, from: self)
+                            }
+                        }
+                    }
+                    tasks.addTask { [configuration] in
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: configuration.pruneInterval)
+                            context.committer.prune()
+                        }
+                    }
+                    try await channel.closeFuture.get()
+                    inbox.finish()
+                    tasks.cancelAll()
+                }
+            } onGracefulShutdown: {
+                self.beginShutdown()
+            }
+        } onCancel: {
+            self.beginShutdown()
+        }
+        await finishShutdown(context: context, group: group)
+        try? await blockingPool.shutdownGracefully()
+    }
+
+    /// Stops accepting connections, tells every client the server is shutting down, and
+    /// makes ``run()`` return once the connections are closed.
+    public func shutdown() async {
+        beginShutdown()
+    }
+
+    private func beginShutdown() {
+        let running = state.withLock { state -> Running? in
+            switch state {
+            case .running(let running):
+                state = .shuttingDown
+                return running
+            case .idle:
+                state = .finished
+                return nil
+            case .shuttingDown, .finished:
+                return nil
+            }
+        }
+        guard let running else { return }
+        logger.info("shutting down", metadata: ["connections": "\(running.context.registry.connectionCount)"])
+        let connections = running.context.registry.closeForShutdown()
+        let closed = connections.map { connection in
+            connection.pipeline.handler(type: ServerConnectionHandler.self)
+                .assumeIsolated()
+                .map { handler in handler.serverShuttingDown(reason: "the server is shutting down") }
+                .nonisolated()
+                .flatMap { connection.closeFuture }
+        }
+        let loop = running.channel.eventLoop
+        // Close the listener once the clients were told, or after a grace period at most.
+        let done = loop.makePromise(of: Void.self)
+        loop.scheduleTask(in: .seconds(5)) { done.succeed() }
+        EventLoopFuture.whenAllComplete(closed, on: loop).whenComplete { _ in done.succeed() }
+        done.futureResult.whenComplete { _ in running.channel.close(promise: nil) }
+    }
+
+    private func finishShutdown(context: ServerContext, group: MultiThreadedEventLoopGroup) async {
+        for connection in context.registry.closeForShutdown() {
+            try? await connection.close()
+        }
+        await context.committer.shutdown()
+        try? await group.shutdownGracefully()
+        state.withLock { $0 = .finished }
+        logger.info("stopped")
+    }
+
+    private func bind(group: MultiThreadedEventLoopGroup, context: ServerContext) async throws -> any Channel {
+        let configuration = self.configuration
+        let logger = self.logger
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+            )
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(
+                    low: configuration.outboundQueueLimit / 2,
+                    high: max(configuration.outboundQueueLimit, 2)
+                )
+            )
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard context.registry.addConnection(channel, limit: configuration.maximumConnections) else {
+                        logger.warning("refusing a connection: the server is full or shutting down")
+                        let error = ParleyError(code: .tooManyConnections, message: "the server is full; try again later")
+                        channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
+                            .whenComplete { _ in channel.close(promise: nil) }
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in context.registry.removeConnection(channel) }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addParleyLinkHandlers(configuration: configuration.link)
+                    try sync.addHandler(ServerConnectionHandler(server: context, logger: logger))
+                }
+            }
+        var port = configuration.port
+        var attempts = 0
+        while true {
+            do {
+                return try await bootstrap.bind(host: configuration.host, port: port).get()
+            } catch let error as IOError where error.errnoCode == EADDRINUSE && port != 0 {
+                attempts += 1
+                guard attempts < configuration.portSearchLimit, port < 65535 else {
+                    throw ParleyError(
+                        code: .internalError,
+                        message: "ports \(configuration.port)...\(port) on \(configuration.host) are all busy",
+                        cause: error
+                    )
+                }
+                logger.warning("port \(port) is busy; trying \(port + 1)")
+                port += 1
+            }
+        }
+    }
+
+    /// Sends a message from the server application (sender ``UserID/server``) to users.
+    ///
+    /// Stored and delivered like any other message; returns one result per recipient.
+    public func send(_ body: MessageBody, to recipients: [UserID], id: MessageID = .random()) async throws(ParleyError)
+        -> [DeliveryResult]
+    {
+        let context = try state.withLock { state throws(ParleyError) -> ServerContext in
+            guard case .running(let running) = state else {
+                throw ParleyError(code: .shuttingDown, message: "the server is not running")
+            }
+            return running.context
+        }
+        var seen = Set<UserID>()
+        let users = recipients.filter { $0 != .server && seen.insert($0).inserted }
+        guard !users.isEmpty else { return [] }
+        let message = NewMessage(
+            messageID: id,
+            sender: .server,
+            recipients: users,
+            allRecipients: users,
+            isText: body.isText,
+            body: body.bytes,
+            sentAt: Date(),
+            wantsReceipt: false
+        )
+        let outcome = await withCheckedContinuation { continuation in
+            context.committer.submit(
+                MessageCommitter.Submission(message: message, payload: ByteBuffer(bytes: message.body)) {
+                    continuation.resume(returning: $0)
+                }
+            )
+        }
+        let outcomes = try outcome.get()
+        return users.map { user in
+            switch outcomes[user] {
+            case .stored(let delivery)?:
+                DeliveryResult(
+                    recipient: user,
+                    status: context.registry.isOnline(user) ? .acceptedOnline : .acceptedOffline,
+                    duplicate: delivery.duplicate
+                )
+            case .recipientNotFound?, nil:
+                DeliveryResult(
+                    recipient: user,
+                    status: .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
+                )
+            }
+        }
+    }
+
+    /// How many connections are open right now.
+    public var connectionCount: Int {
+        state.withLock { state in
+            if case .running(let running) = state { return running.context.registry.connectionCount }
+            return 0
+        }
+    }
+}
+
+/// Where a server listens.
+public struct ListeningAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    init(_ address: SocketAddress?, requestedHost: String) {
+        self.host = address?.ipAddress ?? requestedHost
+        self.port = address?.port ?? 0
+    }
+
+    /// "HOST:PORT", with brackets around IPv6 hosts.
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}

@@ -1,0 +1,69 @@
+import Crypto
+import _CryptoExtras
+import Foundation
+import ParleyCore
+
+/// Salted scrypt password hashes, stored as `scrypt$<log2 N>$<r>$<p>$<salt base64>$<hash base64>`.
+///
+/// The cost lives in each hash, so raising ``Cost`` later only affects new and changed
+/// passwords. Hashing is deliberately slow: callers run it off the event loops.
+struct PasswordHasher: Sendable {
+    /// scrypt parameters. The default (N = 2^14, r = 8, p = 1) uses 16 MiB and about 50 ms of one
+    /// core per hash on the reference machine.
+    struct Cost: Sendable, Hashable {
+        var log2N: Int
+        var blockSize: Int
+        var parallelism: Int
+
+        static let `default` = Cost(log2N: 14, blockSize: 8, parallelism: 1)
+        /// For tests only: fast and weak.
+        static let minimal = Cost(log2N: 4, blockSize: 1, parallelism: 1)
+    }
+
+    var cost: Cost
+
+    private static let saltBytes = 16
+    private static let hashBytes = 32
+
+    func hash(_ password: String) throws -> String {
+        var generator = SystemRandomNumberGenerator()
+        let salt = (0..<Self.saltBytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        let derived = try Self.derive(password, salt: salt, cost: cost)
+        return [
+            "scrypt", String(cost.log2N), String(cost.blockSize), String(cost.parallelism),
+            Data(salt).base64EncodedString(), Data(derived).base64EncodedString(),
+        ].joined(separator: "$")
+    }
+
+    /// True when `password` matches `encoded`. A malformed stored hash never matches.
+    func verify(_ password: String, against encoded: String) -> Bool {
+        let parts = encoded.split(separator: "$", omittingEmptySubsequences: false)
+        guard parts.count == 6, parts[0] == "scrypt",
+            let log2N = Int(parts[1]), (1...24).contains(log2N),
+            let blockSize = Int(parts[2]), (1...64).contains(blockSize),
+            let parallelism = Int(parts[3]), (1...16).contains(parallelism),
+            let salt = Data(base64Encoded: String(parts[4])),
+            let expected = Data(base64Encoded: String(parts[5])), !expected.isEmpty
+        else { return false }
+        let cost = Cost(log2N: log2N, blockSize: blockSize, parallelism: parallelism)
+        guard let derived = try? Self.derive(password, salt: Array(salt), cost: cost, length: expected.count) else {
+            return false
+        }
+        // Constant-time comparison.
+        var difference: UInt8 = 0
+        for (a, b) in zip(derived, expected) { difference |= a ^ b }
+        return difference == 0 && derived.count == expected.count
+    }
+
+    private static func derive(_ password: String, salt: [UInt8], cost: Cost, length: Int = hashBytes) throws -> [UInt8] {
+        let key = try KDF.Scrypt.deriveKey(
+            from: Array(password.utf8),
+            salt: salt,
+            outputByteCount: length,
+            rounds: 1 << cost.log2N,
+            blockSize: cost.blockSize,
+            parallelism: cost.parallelism
+        )
+        return key.withUnsafeBytes { Array($0) }
+    }
+}

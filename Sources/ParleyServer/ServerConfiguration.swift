@@ -1,0 +1,124 @@
+import Foundation
+public import ParleyCore
+import ParleyLink
+import ParleyStore
+
+extension ParleyServer {
+    /// Everything an admin can tune, with the documented defaults.
+    public struct Configuration: Sendable {
+        /// The address to listen on. Default "0.0.0.0" (every IPv4 interface).
+        public var host: String = "0.0.0.0"
+        /// The TCP port; 0 lets the system choose. Default 7420. If the port is busy the server
+        /// tries the next ones, up to ``portSearchLimit`` ports in all, and logs each skip.
+        public var port: Int = 7420
+        public var portSearchLimit: Int = 20
+        /// Where the SQLite database lives (created if missing).
+        public var dataDirectory: String
+        /// Sent to clients in the handshake.
+        public var serverName: String = "parley"
+
+        /// The largest frame accepted from a client (length field value). Default 1 MiB.
+        public var maximumFrameSize: Int = 1 << 20
+        /// Connections beyond this are refused with TOO_MANY_CONNECTIONS. Default 16,384.
+        public var maximumConnections: Int = 16_384
+        /// A PING goes out after this long without writing. Default 30 s.
+        public var heartbeatInterval: Duration = .seconds(30)
+        /// A connection that sends nothing for this long is closed. Default 90 s.
+        public var idleTimeout: Duration = .seconds(90)
+
+        /// Slow-consumer policy, part 1: bytes queued for one connection before the server stops
+        /// pushing messages to it. Messages stay in the store and flow again once the client
+        /// has read half of it. Default 1 MiB.
+        public var outboundQueueLimit: Int = 1 << 20
+        /// Slow-consumer policy, part 2: messages pushed to a session and not yet acknowledged
+        /// before the server waits for acknowledgements. Default 512.
+        public var deliveryWindow: Int = 512
+        /// Slow-consumer policy, part 3: a connection whose queue stays over the limit this
+        /// long is closed with SLOW_CONSUMER. Default 60 s.
+        public var slowConsumerTimeout: Duration = .seconds(60)
+
+        /// Assigned user IDs start here. Default 1000.
+        public var minimumUserID: UserID = 1000
+        /// The scrypt cost for new password hashes.
+        public var passwordCost: PasswordCost = .default
+        /// What a second logon of a logged-on user does: false (default) refuses it with
+        /// SESSION_EXISTS; true closes the older session with SESSION_REPLACED.
+        public var replacesExistingSession = false
+
+        /// SQLite durability. `.normal` (default) survives a process crash or `kill -9`;
+        /// `.full` also survives power loss, at a cost in throughput.
+        public var durability: Durability = .normal
+        /// How long acknowledged message IDs are remembered to drop resent duplicates. Default 7 days.
+        public var deduplicationWindow: Duration = .seconds(7 * 24 * 3600)
+        /// How often expired message IDs are pruned. Default 1 hour.
+        public var pruneInterval: Duration = .seconds(3600)
+
+        /// Event-loop threads for connections. Default 1 (measured fastest on 2 cores).
+        public var eventLoopThreads: Int = 1
+        /// Threads for SQLite reads and password hashing. Default 2.
+        public var blockingThreads: Int = 2
+
+        /// Receives messages sent to ``UserID/server``; without one such messages fail with
+        /// SERVER_APPLICATION_UNAVAILABLE.
+        public var application: (any ParleyServerApplication)?
+
+        public init(dataDirectory: String) {
+            self.dataDirectory = dataDirectory
+        }
+
+        /// How hard SQLite works to keep committed data.
+        public enum Durability: Sendable, Hashable {
+            /// Survives a crash or `kill -9` of the server process (WAL, synchronous=NORMAL).
+            case normal
+            /// Also survives power loss (synchronous=FULL).
+            case full
+        }
+
+        /// The scrypt cost: N = 2^log2N, block size r, parallelism p.
+        public struct PasswordCost: Sendable, Hashable {
+            public var log2N: Int
+            public var blockSize: Int
+            public var parallelism: Int
+
+            public init(log2N: Int, blockSize: Int, parallelism: Int) {
+                self.log2N = log2N
+                self.blockSize = blockSize
+                self.parallelism = parallelism
+            }
+
+            /// N = 2^14, r = 8, p = 1: 16 MiB and tens of milliseconds per hash.
+            public static let `default` = PasswordCost(log2N: 14, blockSize: 8, parallelism: 1)
+            /// For tests only: fast and weak.
+            public static let insecureFastForTesting = PasswordCost(log2N: 4, blockSize: 1, parallelism: 1)
+
+            var hasherCost: PasswordHasher.Cost {
+                PasswordHasher.Cost(log2N: log2N, blockSize: blockSize, parallelism: parallelism)
+            }
+        }
+
+        var databasePath: String {
+            URL(fileURLWithPath: dataDirectory).appendingPathComponent("parley-server.sqlite").path
+        }
+
+        var link: LinkConfiguration {
+            LinkConfiguration(
+                maximumFrameSize: maximumFrameSize,
+                heartbeatInterval: heartbeatInterval,
+                idleTimeout: idleTimeout
+            )
+        }
+
+        func validate() throws(ParleyError) {
+            func check(_ condition: Bool, _ message: String) throws(ParleyError) {
+                guard condition else { throw ParleyError(code: .invalidRequest, message: "configuration: \(message)") }
+            }
+            try check((0...65535).contains(port), "port must be 0...65535")
+            try check(maximumFrameSize >= 1024, "maximumFrameSize must be at least 1024")
+            try check(maximumConnections >= 1, "maximumConnections must be at least 1")
+            try check(deliveryWindow >= 1, "deliveryWindow must be at least 1")
+            try check(minimumUserID.rawValue >= 1, "minimumUserID must be at least 1")
+            try check((1...24).contains(passwordCost.log2N), "passwordCost.log2N must be 1...24")
+            try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
+        }
+    }
+}

@@ -1,0 +1,793 @@
+import Foundation
+import Logging
+import NIOCore
+import ParleyCore
+import ParleyLink
+import ParleyStore
+import ParleyWire
+
+/// One client connection: handshake, guest and logged-on states, requests, deliveries.
+///
+/// All state lives on the channel's event loop. Blocking work (SQLite, password hashing) runs
+/// on the server's thread pools and comes back to the loop before it touches state. Requests
+/// that change the session (register, log on, log off, password, user info) are serialized:
+/// frames arriving meanwhile wait in a short queue, so a SEND_MESSAGE right after LOGON is
+/// handled as the logged-on user.
+final class ServerConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias OutboundIn = Frame
+    typealias OutboundOut = Frame
+
+    enum State: Equatable {
+        case awaitingHello
+        case guest
+        case loggedOn(UserID)
+        case closing
+    }
+
+    private let server: ServerContext
+    private var logger: Logger
+    private(set) var state = State.awaitingHello
+    private var context: ChannelHandlerContext?
+    private var handle: SessionHandle?
+    /// A session-changing request is being processed; other frames wait in `queued`.
+    private var busy = false
+    private var queued: [Frame] = []
+    private var delivery = DeliveryStateMachine(window: 1)
+    private var flushScheduled = false
+    private var slowConsumerTimer: Scheduled<Void>?
+
+    /// How long a failed logon waits before it is answered.
+    private static let failedLogonDelay = TimeAmount.milliseconds(100)
+    /// Frames allowed to wait behind a session-changing request.
+    private static let maximumQueuedFrames = 1024
+
+    init(server: ServerContext, logger: Logger) {
+        self.server = server
+        self.logger = logger
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        handle = SessionHandle(
+            id: ObjectIdentifier(self),
+            eventLoop: context.eventLoop,
+            handler: NIOLoopBound(self, eventLoop: context.eventLoop)
+        )
+        if let remote = context.remoteAddress {
+            logger[metadataKey: "peer.address"] = "\(remote)"
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        endSession()
+        state = .closing
+        slowConsumerTimer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard state != .closing else { return }
+        if busy {
+            guard queued.count < Self.maximumQueuedFrames else {
+                fail(ParleyError(code: .protocolViolation, message: "too many requests while a logon was pending"))
+                return
+            }
+            queued.append(frame)
+            return
+        }
+        handle(frame)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        if writable {
+            slowConsumerTimer?.cancel()
+            slowConsumerTimer = nil
+        } else if slowConsumerTimer == nil {
+            let timeout = TimeAmount.nanoseconds(Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
+            slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+                logger.warning("closing a slow consumer")
+                fail(
+                    ParleyError(code: .slowConsumer, message: "the connection did not read what was sent to it in time")
+                )
+            }
+        }
+        if case .loggedOn = state {
+            perform(delivery.writabilityChanged(writable))
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? LinkEvent {
+            switch event {
+            case .idleTimeout:
+                logger.info("closing an idle connection")
+            case .framingError(let error):
+                logger.info("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
+            }
+            state = .closing
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Writing
+
+    private func write(_ frame: Frame) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        scheduleFlush()
+    }
+
+    /// Flushes once per event-loop tick however many frames were written in it.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    private func respond(to request: Frame, with meta: some WireMessage, payload: ByteBuffer = ByteBuffer()) {
+        guard request.requestID != 0 else { return }
+        write(Frame(type: request.type.response, requestID: request.requestID, message: meta, payload: payload))
+    }
+
+    private func respond(to request: Frame, with error: ParleyError) {
+        write(.error(error, requestID: request.requestID))
+    }
+
+    /// Sends a fatal error and closes the connection.
+    private func fail(_ error: ParleyError) {
+        guard let context, state != .closing else { return }
+        state = .closing
+        context.writeAndFlush(wrapOutboundOut(.error(error, requestID: 0, fatal: true)))
+            .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+
+    // MARK: Requests
+
+    private func handle(_ frame: Frame) {
+        switch state {
+        case .closing:
+            return
+        case .awaitingHello:
+            guard frame.type == .hello else {
+                fail(ParleyError(code: .handshakeRequired, message: "the first frame must be HELLO"))
+                return
+            }
+            hello(frame)
+            return
+        case .guest, .loggedOn:
+            break
+        }
+        do {
+            try dispatch(frame)
+        } catch {
+            respond(to: frame, with: error)
+        }
+    }
+
+    private func dispatch(_ frame: Frame) throws(ParleyError) {
+        switch frame.type {
+        case .hello:
+            throw ParleyError(code: .invalidRequest, message: "the handshake is already done")
+        case .register:
+            try requireGuest()
+            register(frame, try frame.decodeMeta())
+        case .logOn:
+            try requireGuest()
+            logOn(frame, try frame.decodeMeta())
+        case .logOff:
+            _ = try requireUser()
+            logOff(frame)
+        case .userExists:
+            let request: Parley_V1_UserIdRequest = try frame.decodeMeta()
+            query(frame) { server throws(ParleyError) in
+                var response = Parley_V1_BoolResponse()
+                response.value = try server.store.userExists(UserID(request.userID))
+                return response
+            }
+        case .findUserID:
+            let request: Parley_V1_FindUserIdRequest = try frame.decodeMeta()
+            query(frame) { server throws(ParleyError) in
+                var response = Parley_V1_FindUserIdResponse()
+                response.userIds = try server.store.userIDs(named: request.userName.trimmingCharacters(in: .whitespaces))
+                    .map(\.rawValue)
+                return response
+            }
+        case .findUsers:
+            let query = try frame.decodeMeta(as: Parley_V1_FindUsersRequest.self).userQuery()
+            let online = query.online == .any ? [] : server.registry.onlineUsers
+            self.query(frame) { server throws(ParleyError) in
+                let result = try server.store.findUsers(query, onlineUserIDs: online)
+                var response = Parley_V1_FindUsersResponse()
+                response.users = result.users.map { user in
+                    var user = user
+                    user.isOnline = server.registry.isOnline(user.userID)
+                    return Parley_V1_UserInfo(user)
+                }
+                response.truncated = result.truncated
+                return response
+            }
+        case .userOnline:
+            _ = try requireUser()
+            let request: Parley_V1_UserIdRequest = try frame.decodeMeta()
+            let user = UserID(request.userID)
+            query(frame) { server throws(ParleyError) in
+                guard try server.store.userExists(user) else {
+                    throw ParleyError(code: .userNotFound, message: "no user \(user)")
+                }
+                var response = Parley_V1_BoolResponse()
+                response.value = server.registry.isOnline(user)
+                return response
+            }
+        case .getUserInfo:
+            _ = try requireUser()
+            let request: Parley_V1_UserIdRequest = try frame.decodeMeta()
+            let user = UserID(request.userID)
+            query(frame) { server throws(ParleyError) in
+                guard var info = try server.store.user(user)?.info else {
+                    throw ParleyError(code: .userNotFound, message: "no user \(user)")
+                }
+                info.isOnline = server.registry.isOnline(user)
+                var response = Parley_V1_UserInfoResponse()
+                response.user = Parley_V1_UserInfo(info)
+                return response
+            }
+        case .updateUserInfo:
+            let me = try requireUser()
+            let request: Parley_V1_UpdateUserInfoRequest = try frame.decodeMeta()
+            let info = try request.info.userInfo.validated()
+            serialized(frame) { server throws(ParleyError) in
+                var stored = try server.store.updateUserInfo(me, to: info)
+                stored.isOnline = true
+                var response = Parley_V1_UserInfoResponse()
+                response.user = Parley_V1_UserInfo(stored)
+                return response
+            }
+        case .changePassword:
+            let me = try requireUser()
+            let request: Parley_V1_ChangePasswordRequest = try frame.decodeMeta()
+            try Self.checkPassword(request.newPassword)
+            serialized(frame) { server throws(ParleyError) in
+                guard let stored = try server.store.user(me),
+                    server.hasher.verify(request.oldPassword, against: stored.passwordHash)
+                else {
+                    throw ParleyError(code: .invalidCredentials, message: "the old password is wrong")
+                }
+                let hash = try server.hashPassword(request.newPassword)
+                try server.store.updatePasswordHash(me, to: hash)
+                return Parley_V1_Empty()
+            }
+        case .sendMessage:
+            try sendMessage(frame, sender: try requireUser())
+        case .ackMessages:
+            let me = try requireUser()
+            let request: Parley_V1_AckMessagesRequest = try frame.decodeMeta()
+            acknowledge(request, recipient: me)
+            respond(to: frame, with: Parley_V1_Empty())
+        default:
+            if frame.type.isResponse || frame.type == .error {
+                throw ParleyError(code: .invalidRequest, message: "the server sends no requests; unexpected \(frame.type)")
+            }
+            throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
+        }
+    }
+
+    private func requireGuest() throws(ParleyError) {
+        if case .loggedOn(let user) = state {
+            throw ParleyError(code: .alreadyLoggedOn, message: "this connection is logged on as \(user); log off first")
+        }
+    }
+
+    private func requireUser() throws(ParleyError) -> UserID {
+        guard case .loggedOn(let user) = state else {
+            throw ParleyError(code: .notLoggedOn, message: "log on or register first")
+        }
+        return user
+    }
+
+    static func checkPassword(_ password: String) throws(ParleyError) {
+        guard !password.isEmpty else {
+            throw ParleyError(code: .invalidRequest, message: "a password is required")
+        }
+        guard password.utf8.count <= 1024 else {
+            throw ParleyError(code: .invalidRequest, message: "the password is longer than 1024 bytes")
+        }
+    }
+
+    /// Runs a read-only request off the loop and answers it; other requests go on meanwhile.
+    private func query<M: WireMessage>(
+        _ frame: Frame,
+        _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> M
+    ) {
+        guard let context else { return }
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                answer(frame, result)
+            }
+    }
+
+    /// Runs a session-changing request off the loop; later frames wait until it is answered.
+    private func serialized<M: WireMessage>(
+        _ frame: Frame,
+        _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> M
+    ) {
+        guard let context else { return }
+        busy = true
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                answer(frame, result)
+                resume()
+            }
+    }
+
+    private func answer<M: WireMessage>(_ frame: Frame, _ result: Result<M, any Error>) {
+        switch result {
+        case .success(let response):
+            respond(to: frame, with: response)
+        case .failure(let error):
+            respond(to: frame, with: Self.parleyError(error))
+        }
+    }
+
+    static func parleyError(_ error: any Error) -> ParleyError {
+        if let error = error as? ParleyError { return error }
+        return ParleyError(code: .internalError, message: "the server could not complete the request", cause: error)
+    }
+
+    /// Processes the frames that waited behind a session-changing request.
+    private func resume() {
+        busy = false
+        while !busy, !queued.isEmpty, state != .closing {
+            handle(queued.removeFirst())
+        }
+        if let context { context.flush() }
+    }
+
+    // MARK: Handshake
+
+    private func hello(_ frame: Frame) {
+        let hello: Parley_V1_Hello
+        do {
+            hello = try frame.decodeMeta()
+        } catch {
+            fail(error)
+            return
+        }
+        guard hello.magic == WireProtocol.magic else {
+            fail(ParleyError(code: .protocolViolation, message: "HELLO magic must be \"\(WireProtocol.magic)\""))
+            return
+        }
+        guard hello.minVersion <= WireProtocol.version, WireProtocol.version <= hello.maxVersion else {
+            fail(
+                ParleyError(
+                    code: .unsupportedVersion,
+                    message: "this server speaks protocol version \(WireProtocol.version) only; the client offered \(hello.minVersion)...\(hello.maxVersion)"
+                )
+            )
+            return
+        }
+        let configuration = server.configuration
+        var ok = Parley_V1_HelloOk()
+        ok.version = WireProtocol.version
+        ok.capabilities = []
+        ok.agent = "parley-swift/\(ParleyServer.version)"
+        ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
+        ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds
+        ok.idleTimeoutMs = configuration.idleTimeout.wireMilliseconds
+        ok.serverUserID = UserID.server.rawValue
+        ok.serverName = configuration.serverName
+        state = .guest
+        logger.debug("handshake done", metadata: ["client.agent": "\(hello.agent)"])
+        write(Frame(type: FrameType.hello.response, requestID: frame.requestID, message: ok))
+    }
+
+    // MARK: Accounts
+
+    private func register(_ frame: Frame, _ request: Parley_V1_RegisterRequest) {
+        let info: UserInfo
+        do {
+            info = try request.info.userInfo.validated()
+            try Self.checkPassword(request.password)
+        } catch {
+            respond(to: frame, with: error)
+            return
+        }
+        let requested = request.requestedUserID == 0 ? nil : UserID(request.requestedUserID)
+        if requested == .server {
+            respond(to: frame, with: ParleyError(code: .invalidUserID, message: "user ID 0 is the server's address"))
+            return
+        }
+        let minimum = server.configuration.minimumUserID
+        logOnSerialized(frame) { server throws(ParleyError) in
+            let hash = try server.hashPassword(request.password)
+            let user = try server.store.registerUser(
+                info,
+                passwordHash: hash,
+                requestedID: requested,
+                minimumID: minimum,
+                now: Date()
+            )
+            server.logger.info("registered a user", metadata: ["user.id": "\(user.userID)"])
+            return (user, 0)
+        }
+    }
+
+    private func logOn(_ frame: Frame, _ request: Parley_V1_LogonRequest) {
+        let user = UserID(request.userID)
+        if let wait = server.throttle.retryAfter(for: user) {
+            respond(
+                to: frame,
+                with: ParleyError(
+                    code: .tooManyAttempts,
+                    message: "too many failed logons for user \(user); retry later",
+                    retryAfterMilliseconds: max(wait.wireMilliseconds, 1)
+                )
+            )
+            return
+        }
+        logOnSerialized(frame) { server throws(ParleyError) in
+            guard let stored = try server.store.user(user),
+                server.hasher.verify(request.password, against: stored.passwordHash)
+            else {
+                server.throttle.recordFailure(for: user)
+                throw ParleyError(code: .invalidCredentials, message: "unknown user ID or wrong password")
+            }
+            server.throttle.recordSuccess(for: user)
+            return (stored.info, try server.store.pendingMessageCount(for: user))
+        }
+    }
+
+    /// Checks credentials off the loop, then makes this connection the user's session.
+    private func logOnSerialized(
+        _ frame: Frame,
+        _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
+    ) {
+        guard let context else { return }
+        busy = true
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let (user, stored)):
+                    completeLogOn(frame, user: user, storedMessages: stored)
+                case .failure(let error):
+                    let error = Self.parleyError(error)
+                    guard error.code == .invalidCredentials, let context = self.context else {
+                        respond(to: frame, with: error)
+                        break
+                    }
+                    // A pause on every failure slows guessing even before the back-off starts;
+                    // the connection stays busy meanwhile, so pipelined guesses wait too.
+                    context.eventLoop.assumeIsolated().scheduleTask(in: Self.failedLogonDelay) { [self] in
+                        respond(to: frame, with: error)
+                        resume()
+                    }
+                    return
+                }
+                resume()
+            }
+    }
+
+    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
+        guard state == .guest, let handle else { return }
+        switch server.registry.claim(user.userID, for: handle, replaceExisting: server.configuration.replacesExistingSession) {
+        case .rejected:
+            respond(
+                to: frame,
+                with: ParleyError(code: .sessionExists, message: "user \(user.userID) is logged on from another connection")
+            )
+            return
+        case .replaced(let previous):
+            previous.execute { $0.replacedByNewerSession() }
+        case .claimed:
+            break
+        }
+        state = .loggedOn(user.userID)
+        logger[metadataKey: "user.id"] = "\(user.userID)"
+        logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
+        var info = user
+        info.isOnline = true
+        var response = Parley_V1_LogonResponse()
+        response.user = Parley_V1_UserInfo(info)
+        response.storedMessages = UInt32(clamping: storedMessages)
+        respond(to: frame, with: response)
+        delivery = DeliveryStateMachine(
+            window: server.configuration.deliveryWindow,
+            writable: context?.channel.isWritable ?? true
+        )
+        perform(delivery.start())
+    }
+
+    private func logOff(_ frame: Frame) {
+        endSession()
+        state = .guest
+        respond(to: frame, with: Parley_V1_Empty())
+    }
+
+    /// Leaves the registry; stored messages that were pushed but not acknowledged stay stored.
+    private func endSession() {
+        guard case .loggedOn(let user) = state, let handle else { return }
+        server.registry.release(user, for: handle.id)
+        logger.info("logged off")
+        logger[metadataKey: "user.id"] = nil
+        delivery = DeliveryStateMachine(window: 1)
+    }
+
+    /// Another connection logged on as this user and the server lets the newer one win.
+    func replacedByNewerSession() {
+        guard case .loggedOn = state, let context else { return }
+        var event = Parley_V1_SessionReplacedEvent()
+        event.reason = "the same user logged on from another connection"
+        state = .closing
+        context.write(wrapOutboundOut(Frame(type: .sessionReplaced, requestID: 0, message: event)), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(
+                .error(ParleyError(code: .sessionReplaced, message: event.reason), requestID: 0, fatal: true)
+            )
+        ).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+
+    // MARK: Messages
+
+    private func sendMessage(_ frame: Frame, sender: UserID) throws(ParleyError) {
+        let request: Parley_V1_SendMessageRequest = try frame.decodeMeta()
+        guard request.messageID != 0 else {
+            throw ParleyError(code: .invalidRequest, message: "message ID 0 is reserved")
+        }
+        var seen = Set<UInt32>()
+        let recipients = request.recipients.filter { seen.insert($0).inserted }.map(UserID.init(rawValue:))
+        guard !recipients.isEmpty else {
+            throw ParleyError(code: .invalidRequest, message: "a message needs at least one recipient")
+        }
+        guard recipients.count <= WireProtocol.maximumRecipients else {
+            throw ParleyError(
+                code: .tooManyRecipients,
+                message: "at most \(WireProtocol.maximumRecipients) recipients per message"
+            )
+        }
+        let isText: Bool
+        switch request.kind {
+        case .text:
+            isText = true
+            let valid = frame.payload.withUnsafeReadableBytes { String(validating: $0, as: UTF8.self) != nil }
+            guard valid else {
+                throw ParleyError(code: .invalidUTF8, message: "a text message must be valid UTF-8")
+            }
+        case .binary:
+            isText = false
+        case .UNRECOGNIZED(let raw):
+            throw ParleyError(code: .invalidRequest, message: "unknown payload kind \(raw)")
+        }
+        let sentAt = Date(millisecondsSince1970: request.sentAtMs)
+        var results: [UserID: DeliveryResult.Status] = [:]
+        if recipients.contains(.server) {
+            let body: MessageBody =
+                isText
+                ? .text(String(decoding: frame.payload.readableBytesView, as: UTF8.self))
+                : .binary(Array(frame.payload.readableBytesView))
+            results[.server] = server.applicationInbox.offer(
+                Message(
+                    id: MessageID(request.messageID),
+                    sender: sender,
+                    recipients: recipients,
+                    body: body,
+                    sentAt: sentAt,
+                    deliveredAt: Date()
+                )
+            )
+        }
+        let users = recipients.filter { $0 != .server }
+        guard !users.isEmpty else {
+            respond(to: frame, with: Self.sendResponse(recipients, results))
+            return
+        }
+        let message = NewMessage(
+            messageID: MessageID(request.messageID),
+            sender: sender,
+            recipients: users,
+            allRecipients: recipients,
+            isText: isText,
+            body: Array(frame.payload.readableBytesView),
+            sentAt: sentAt,
+            wantsReceipt: request.wantReceipt
+        )
+        guard let handle else { return }
+        let registry = server.registry
+        let serverResults = results
+        server.committer.submit(
+            MessageCommitter.Submission(message: message, payload: frame.payload) { outcome in
+                // Online status is read now, on the committer thread, right after the commit.
+                var statuses = serverResults
+                switch outcome {
+                case .success(let outcomes):
+                    for user in users {
+                        switch outcomes[user] {
+                        case .stored?:
+                            statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
+                        case .recipientNotFound?, nil:
+                            statuses[user] = .failed(
+                                ParleyError(code: .recipientNotFound, message: "no user \(user)")
+                            )
+                        }
+                    }
+                    let duplicates = Set(
+                        outcomes.compactMap { key, value -> UserID? in
+                            if case .stored(let delivery) = value, delivery.duplicate { return key }
+                            return nil
+                        }
+                    )
+                    let response = Self.sendResponse(recipients, statuses, duplicates: duplicates)
+                    handle.execute { $0.respond(to: frame, with: response) }
+                case .failure(let error):
+                    handle.execute { $0.respond(to: frame, with: error) }
+                }
+            }
+        )
+    }
+
+    private static func sendResponse(
+        _ recipients: [UserID],
+        _ statuses: [UserID: DeliveryResult.Status],
+        duplicates: Set<UserID> = []
+    ) -> Parley_V1_SendMessageResponse {
+        var response = Parley_V1_SendMessageResponse()
+        response.results = recipients.map { recipient in
+            DeliveryResult(
+                recipient: recipient,
+                status: statuses[recipient]
+                    ?? .failed(ParleyError(code: .internalError, message: "no result for \(recipient)")),
+                duplicate: duplicates.contains(recipient)
+            ).wire
+        }
+        return response
+    }
+
+    private func acknowledge(_ request: Parley_V1_AckMessagesRequest, recipient: UserID) {
+        guard !request.messages.isEmpty else { return }
+        let keys = request.messages.map {
+            DeliveryStateMachine.Key(sender: UserID($0.sender), messageID: MessageID($0.messageID))
+        }
+        server.committer.acknowledge(
+            MessageCommitter.Acknowledgement(
+                recipient: recipient,
+                messages: keys.map { (sender: $0.sender, messageID: $0.messageID) }
+            )
+        )
+        perform(delivery.acknowledged(keys).next)
+    }
+
+    /// A message for this session was just committed.
+    func liveDelivery(_ live: MessageCommitter.LiveDelivery) {
+        guard case .loggedOn(let user) = state, user == live.recipient else { return }
+        let key = DeliveryStateMachine.Key(sender: live.message.sender, messageID: live.message.messageID)
+        let action = delivery.liveMessage(sequence: live.sequence, key: key)
+        if case .push = action {
+            push(
+                messageID: live.message.messageID,
+                sender: live.message.sender,
+                recipients: live.message.allRecipients,
+                isText: live.message.isText,
+                payload: live.payload,
+                sentAt: live.message.sentAt,
+                storedAt: live.storedAt
+            )
+        } else {
+            perform(action)
+        }
+    }
+
+    func deliveryReceipt(_ ack: AcknowledgedMessage) {
+        guard case .loggedOn(let user) = state, user == ack.sender else { return }
+        var event = Parley_V1_DeliveryReceiptEvent()
+        event.messageID = ack.messageID.rawValue
+        event.recipient = ack.recipient.rawValue
+        event.acknowledgedAtMs = ack.acknowledgedAt.millisecondsSince1970
+        write(Frame(type: .deliveryReceipt, requestID: 0, message: event))
+    }
+
+    private func perform(_ action: DeliveryStateMachine.Action) {
+        switch action {
+        case .none, .push:
+            // Live pushes carry their message and are written by `liveDelivery`.
+            break
+        case .load(let after, let limit):
+            load(after: after, limit: limit)
+        }
+    }
+
+    private func load(after: Int64, limit: Int) {
+        guard case .loggedOn(let user) = state, let context else { return }
+        server.blocking(on: context.eventLoop) { [store = server.store] () throws(ParleyError) in
+            try store.pendingMessages(for: user, after: after, limit: limit)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            guard case .loggedOn(let current) = state, current == user else { return }
+            switch result {
+            case .success(let messages):
+                let keyed = messages.map {
+                    (sequence: $0.sequence, key: DeliveryStateMachine.Key(sender: $0.sender, messageID: $0.messageID))
+                }
+                let (pushed, next) = delivery.loaded(keyed, limit: limit)
+                let wanted = Set(pushed)
+                for message in messages where wanted.contains(message.sequence) {
+                    push(
+                        messageID: message.messageID,
+                        sender: message.sender,
+                        recipients: message.recipients,
+                        isText: message.isText,
+                        payload: ByteBuffer(bytes: message.body),
+                        sentAt: message.sentAt,
+                        storedAt: message.storedAt
+                    )
+                }
+                perform(next)
+            case .failure(let error):
+                logger.error("loading stored messages failed", metadata: ["error": "\(error)"])
+                delivery.loadFailed()
+            }
+        }
+    }
+
+    private func push(
+        messageID: MessageID,
+        sender: UserID,
+        recipients: [UserID],
+        isText: Bool,
+        payload: ByteBuffer,
+        sentAt: Date,
+        storedAt: Date
+    ) {
+        var event = Parley_V1_MessageEvent()
+        event.messageID = messageID.rawValue
+        event.sender = sender.rawValue
+        event.recipients = recipients.map(\.rawValue)
+        event.kind = isText ? .text : .binary
+        event.sentAtMs = sentAt.millisecondsSince1970
+        event.deliveredAtMs = Date().millisecondsSince1970
+        event.storedAtMs = storedAt.millisecondsSince1970
+        write(Frame(type: .message, requestID: 0, message: event, payload: payload))
+    }
+
+    // MARK: Shutdown
+
+    /// Tells the client the server is going away, then closes.
+    func serverShuttingDown(reason: String) {
+        guard let context, state != .closing else { return }
+        var event = Parley_V1_ServerShutdownEvent()
+        event.reason = reason
+        state = .closing
+        context.writeAndFlush(wrapOutboundOut(Frame(type: .serverShutdown, requestID: 0, message: event)))
+            .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension ServerConnectionHandler: Sendable {}

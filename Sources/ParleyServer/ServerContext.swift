@@ -1,0 +1,72 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ParleyCore
+import ParleyStore
+
+/// Everything a connection handler needs from the server, shared by all connections.
+final class ServerContext: Sendable {
+    let configuration: ParleyServer.Configuration
+    let store: ServerStore
+    let registry: SessionRegistry
+    let hasher: PasswordHasher
+    let throttle: LogonThrottle
+    /// Runs blocking work (SQLite reads, password hashing) off the event loops.
+    let blockingPool: NIOThreadPool
+    let logger: Logger
+    let applicationInbox: ApplicationInbox
+    /// Set once, right after init (the committer calls back into the registry).
+    let committer: MessageCommitter
+
+    init(
+        configuration: ParleyServer.Configuration,
+        store: ServerStore,
+        registry: SessionRegistry,
+        blockingPool: NIOThreadPool,
+        logger: Logger,
+        applicationInbox: ApplicationInbox
+    ) {
+        self.configuration = configuration
+        self.store = store
+        self.registry = registry
+        self.hasher = PasswordHasher(cost: configuration.passwordCost.hasherCost)
+        self.throttle = LogonThrottle(policy: .init())
+        self.blockingPool = blockingPool
+        self.logger = logger
+        self.applicationInbox = applicationInbox
+        self.committer = MessageCommitter(
+            store: store,
+            logger: logger,
+            deliverLive: { deliveries in
+                for delivery in deliveries {
+                    registry.session(for: delivery.recipient)?.execute { $0.liveDelivery(delivery) }
+                }
+            },
+            acknowledged: { acknowledged in
+                for ack in acknowledged where ack.wantsReceipt {
+                    registry.session(for: ack.sender)?.execute { $0.deliveryReceipt(ack) }
+                }
+            }
+        )
+    }
+
+    /// Runs `work` on the blocking pool; the result arrives on `eventLoop`.
+    func blocking<T: Sendable>(
+        on eventLoop: any EventLoop,
+        _ work: @escaping @Sendable () throws(ParleyError) -> T
+    ) -> EventLoopFuture<T> {
+        blockingPool.runIfActive(eventLoop: eventLoop) {
+            try work()
+        }
+    }
+}
+
+extension ServerContext {
+    func hashPassword(_ password: String) throws(ParleyError) -> String {
+        do {
+            return try hasher.hash(password)
+        } catch {
+            throw ParleyError(code: .internalError, message: "hashing the password failed", cause: error)
+        }
+    }
+}
