@@ -1,0 +1,233 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import ParleyCore
+import ParleyLink
+import ParleyWire
+import Synchronization
+
+/// One TCP connection to the server: request/answer correlation and the close reason.
+final class ClientConnection: Sendable {
+    private struct State {
+        var nextRequestID: UInt32 = 1
+        var pending: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
+        var closedReason: ParleyError?
+        var isClosed = false
+        var closeWaiters: [CheckedContinuation<ParleyError?, Never>] = []
+        /// The server's fatal ERROR, kept as the reason once the socket closes.
+        var fatalError: ParleyError?
+    }
+
+    let channel: any Channel
+    private let state = Mutex(State())
+    private let pendingAcks = Mutex<(refs: [Parley_V1_MessageRef], scheduled: Bool)>(([], false))
+    /// Filled in by the HELLO answer.
+    let serverInfo = Mutex<Parley_V1_HelloOk?>(nil)
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// Sends a request and waits for its answer.
+    ///
+    /// - Throws: the server's ``ParleyError``; `notConnected` if the connection closes first;
+    ///   `timedOut` after `timeout`.
+    func request<M: WireMessage>(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: ByteBuffer = ByteBuffer(),
+        timeout: Duration,
+        as: M.Type = M.self
+    ) async throws(ParleyError) -> M {
+        let response = try await requestFrame(type, meta, payload: payload, timeout: timeout)
+        guard response.type == type.response else {
+            throw ParleyError(code: .protocolViolation, message: "expected \(type.response), got \(response.type)")
+        }
+        return try response.decodeMeta()
+    }
+
+    func requestFrame(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: ByteBuffer = ByteBuffer(),
+        timeout: Duration
+    ) async throws(ParleyError) -> Frame {
+        let id = state.withLock { state -> UInt32 in
+            let id = state.nextRequestID
+            state.nextRequestID = state.nextRequestID == .max ? 1 : state.nextRequestID + 1
+            return id
+        }
+        let frame = Frame(type: type, requestID: id, message: meta, payload: payload)
+        let timer = channel.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)) {
+            [self] in
+            complete(id, .failure(ParleyError(code: .timedOut, message: "\(type) got no answer within \(timeout)")))
+        }
+        defer { timer.cancel() }
+        do {
+            let response = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Frame, any Error>) in
+                    let closed = state.withLock { state -> ParleyError? in
+                        guard !state.isClosed else { return state.closedReason ?? Self.lost }
+                        state.pending[id] = continuation
+                        return nil
+                    }
+                    if let closed {
+                        continuation.resume(throwing: closed)
+                        return
+                    }
+                    channel.writeAndFlush(frame).whenFailure { [self] error in
+                        complete(id, .failure(ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)))
+                    }
+                }
+            } onCancel: {
+                complete(id, .failure(ParleyError(code: .cancelled, message: "\(type) was cancelled")))
+            }
+            if response.type == .error { throw ParleyError(errorFrame: response) }
+            return response
+        } catch let error as ParleyError {
+            throw error
+        } catch {
+            throw ParleyError(code: .internalError, message: "\(type) failed", cause: error)
+        }
+    }
+
+    static let lost = ParleyError(code: .notConnected, message: "the connection to the server was lost")
+
+    /// Delivers an answer (or failure) to the request waiting for it, if any.
+    func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
+        let continuation = state.withLock { $0.pending.removeValue(forKey: requestID) }
+        continuation?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    /// The server sent a fatal error; it becomes the close reason.
+    func recordFatal(_ error: ParleyError) {
+        state.withLock { $0.fatalError = error }
+    }
+
+    /// The socket closed: fail every waiting request and wake ``waitUntilClosed()``.
+    func closed() {
+        let (pending, waiters, reason) = state.withLock { state in
+            state.isClosed = true
+            let reason = state.fatalError ?? Self.lost
+            state.closedReason = reason
+            defer {
+                state.pending = [:]
+                state.closeWaiters = []
+            }
+            return (state.pending, state.closeWaiters, reason)
+        }
+        for continuation in pending.values { continuation.resume(throwing: reason) }
+        for waiter in waiters { waiter.resume(returning: reason) }
+    }
+
+    /// Returns once the connection is closed, with the reason.
+    func waitUntilClosed() async -> ParleyError? {
+        await withCheckedContinuation { continuation in
+            let reason = state.withLock { state -> ParleyError?? in
+                guard state.isClosed else {
+                    state.closeWaiters.append(continuation)
+                    return nil
+                }
+                return .some(state.closedReason)
+            }
+            if let reason { continuation.resume(returning: reason) }
+        }
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    /// Queues an acknowledgement; all acknowledgements of one event-loop tick go in one frame.
+    func acknowledge(_ message: Message) {
+        var ref = Parley_V1_MessageRef()
+        ref.sender = message.sender.rawValue
+        ref.messageID = message.id.rawValue
+        let schedule = pendingAcks.withLock { acks -> Bool in
+            acks.refs.append(ref)
+            defer { acks.scheduled = true }
+            return !acks.scheduled
+        }
+        guard schedule else { return }
+        channel.eventLoop.execute { [self] in
+            let refs = pendingAcks.withLock { acks in
+                defer { acks = ([], false) }
+                return acks.refs
+            }
+            var request = Parley_V1_AckMessagesRequest()
+            request.messages = refs
+            channel.writeAndFlush(Frame(type: .ackMessages, requestID: 0, message: request), promise: nil)
+        }
+    }
+
+    /// Opens a TCP connection with the Parley pipeline; `onFrame` gets every frame that is not
+    /// an answer to a request.
+    static func connect(
+        host: String,
+        port: Int,
+        configuration: ParleyClient.Configuration,
+        group: any EventLoopGroup,
+        onEvent: @escaping @Sendable (Frame, ClientConnection) -> Void
+    ) async throws -> ClientConnection {
+        let link = LinkConfiguration(maximumFrameSize: configuration.maximumFrameSize)
+        let box = Mutex<ClientConnection?>(nil)
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(TimeAmount.nanoseconds(Int64(configuration.retry.connectTimeout.wireMilliseconds) * 1_000_000))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connection = ClientConnection(channel: channel)
+                    box.withLock { $0 = connection }
+                    try channel.pipeline.syncOperations.addParleyLinkHandlers(configuration: link)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientFrameHandler(connection: connection, onEvent: onEvent)
+                    )
+                }
+            }
+            .connect(host: host, port: port)
+            .get()
+        guard let connection = box.withLock({ $0 }) else {
+            channel.close(promise: nil)
+            throw ParleyError(code: .internalError, message: "the connection was not set up")
+        }
+        return connection
+    }
+}
+
+/// Routes answers to waiting requests and everything else to the client.
+final class ClientFrameHandler: ChannelInboundHandler {
+    typealias InboundIn = Frame
+
+    private let connection: ClientConnection
+    private let onEvent: @Sendable (Frame, ClientConnection) -> Void
+
+    init(connection: ClientConnection, onEvent: @escaping @Sendable (Frame, ClientConnection) -> Void) {
+        self.connection = connection
+        self.onEvent = onEvent
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.requestID != 0, frame.type.isResponse || frame.type == .error {
+            connection.complete(frame.requestID, .success(frame))
+            return
+        }
+        if frame.type == .error {
+            let error = ParleyError(errorFrame: frame)
+            connection.recordFatal(error)
+        }
+        onEvent(frame, connection)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.closed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension ClientFrameHandler: Sendable {}

@@ -1,0 +1,57 @@
+public import ParleyCore
+
+/// Something the server told the client, or a change of the connection.
+public enum ParleyClientEvent: Sendable, Hashable {
+    /// A message for the logged-on user. The client acknowledges it to the server when the
+    /// application takes it from ``ParleyClient/events``, so a message is never lost between
+    /// the socket and the application; redeliveries are dropped by message ID.
+    case message(Message)
+    /// A recipient acknowledged a message sent with `wantReceipt`.
+    case deliveryReceipt(DeliveryReceipt)
+    case connectionStateChanged(ParleyClient.ConnectionState)
+    /// The server announced it is shutting down; the client reconnects when it is back.
+    case serverShuttingDown(reason: String)
+    /// The same user logged on elsewhere and the server closed this session.
+    case sessionReplaced(reason: String)
+}
+
+extension ParleyClient {
+    public enum ConnectionState: Sendable, Hashable {
+        case connecting
+        /// Connected and greeted; not logged on.
+        case connected
+        case loggedOn(UserID)
+        /// The connection is gone; the client reconnects unless it was stopped.
+        case disconnected(ParleyError?)
+        /// ``ParleyClient/run()`` has returned.
+        case stopped
+    }
+}
+
+/// The events of one client, as an `AsyncSequence`. Iterate it from one task.
+///
+/// Its buffer is bounded in practice by the server's delivery window: the server pushes at
+/// most that many unacknowledged messages, and messages are acknowledged as they are taken.
+public struct ParleyClientEvents: AsyncSequence, Sendable {
+    public typealias Element = ParleyClientEvent
+
+    let stream: AsyncStream<ParleyClientEvent>
+    let client: ParleyClient
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncStream<ParleyClientEvent>.AsyncIterator
+        let client: ParleyClient
+
+        public mutating func next() async -> ParleyClientEvent? {
+            let event = await base.next()
+            if case .message(let message)? = event {
+                client.acknowledge(message)
+            }
+            return event
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), client: client)
+    }
+}

@@ -1,0 +1,542 @@
+public import Foundation
+public import Logging
+import NIOCore
+import NIOPosix
+public import ParleyCore
+import ParleyWire
+import Synchronization
+
+/// A session with a central Parley server.
+///
+/// The client works while ``run()`` runs: `run()` connects (retrying per the configuration's
+/// ``RetryPolicy``), greets the server, and after a lost connection reconnects with back-off,
+/// logs on again with the last credentials and resends messages whose answer was still
+/// pending. Requests made meanwhile wait for the connection, within the request timeout.
+/// ``withParleyClient(configuration:logger:_:)`` runs a client for the length of a closure:
+///
+/// ```swift
+/// try await withParleyClient(configuration: .init(server: "127.0.0.1:7420")) { client in
+///     try await client.logOn(userID: 1000, password: "secret")
+///     let results = try await client.send(.text("hello"), to: [1001])
+///     for await event in client.events { ... }
+/// }
+/// ```
+public final class ParleyClient: Sendable {
+    public let configuration: Configuration
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let eventStream: AsyncStream<ParleyClientEvent>
+    private let eventContinuation: AsyncStream<ParleyClientEvent>.Continuation
+    private let group: any EventLoopGroup
+
+    private struct State {
+        enum Phase {
+            case idle
+            case connecting
+            case ready(ClientConnection)
+            case stopped(ParleyError?)
+        }
+
+        var phase = Phase.idle
+        var waiters: [UUID: CheckedContinuation<ClientConnection, any Error>] = [:]
+        /// The last successful logon, replayed after a reconnect.
+        var credentials: (user: UserID, password: String)?
+        var user: UserID?
+        var stopRequested = false
+        var seen = RecentMessages(capacity: 10_000)
+    }
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup.singleton
+        (eventStream, eventContinuation) = AsyncStream.makeStream()
+        state.withLock { $0.seen = RecentMessages(capacity: configuration.deduplicationCapacity) }
+    }
+
+    /// Messages, receipts and connection changes, in order. Iterate from one task.
+    public var events: ParleyClientEvents {
+        ParleyClientEvents(stream: eventStream, client: self)
+    }
+
+    /// The user this client is logged on as, if any.
+    public var loggedOnUser: UserID? { state.withLock { $0.user } }
+
+    // MARK: Running
+
+    /// Connects and keeps the connection until ``shutdown()`` or task cancellation.
+    ///
+    /// - Throws: ``ParleyError`` when the first connection fails after every attempt.
+    public func run() async throws(ParleyError) {
+        let start = state.withLock { state -> Bool in
+            guard case .idle = state.phase, !state.stopRequested else { return false }
+            state.phase = .connecting
+            return true
+        }
+        guard start else {
+            throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
+        }
+        var failures = 0
+        var everConnected = false
+        var finalError: ParleyError?
+        while !Task.isCancelled, !state.withLock({ $0.stopRequested }) {
+            emit(.connectionStateChanged(.connecting))
+            do {
+                let connection = try await connect()
+                everConnected = true
+                failures = 0
+                let reason = await withTaskCancellationHandler {
+                    await connection.waitUntilClosed()
+                } onCancel: {
+                    connection.close()
+                }
+                state.withLock { state in
+                    if case .ready = state.phase { state.phase = .connecting }
+                    state.user = nil
+                }
+                logger.info("disconnected", metadata: ["reason": "\(reason.map(String.init(describing:)) ?? "closed")"])
+                emit(.connectionStateChanged(.disconnected(reason)))
+                if reason?.code == .sessionReplaced || !configuration.reconnects {
+                    finalError = reason
+                    break
+                }
+            } catch {
+                failures += 1
+                logger.debug("connecting failed", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                if !everConnected, failures >= configuration.retry.connectAttempts {
+                    finalError = error
+                    break
+                }
+            }
+            if state.withLock({ $0.stopRequested }) { break }
+            do {
+                try await Task.sleep(for: configuration.retry.delay(afterFailures: max(failures, 1)))
+            } catch {
+                break
+            }
+        }
+        stop(finalError)
+        if let finalError, !everConnected { throw finalError }
+    }
+
+    /// Closes the connection and makes ``run()`` return.
+    public func shutdown() {
+        let connection = state.withLock { state -> ClientConnection? in
+            state.stopRequested = true
+            if case .ready(let connection) = state.phase { return connection }
+            return nil
+        }
+        connection?.close()
+        // Wake requests waiting for a connection; run() finishes the rest.
+        failWaiters(ParleyError(code: .cancelled, message: "the client was shut down"))
+    }
+
+    private func stop(_ error: ParleyError?) {
+        let waiters = state.withLock { state in
+            state.phase = .stopped(error)
+            state.user = nil
+            defer { state.waiters = [:] }
+            return state.waiters
+        }
+        let failure = error ?? ParleyError(code: .cancelled, message: "the client was shut down")
+        for waiter in waiters.values { waiter.resume(throwing: failure) }
+        emit(.connectionStateChanged(.stopped))
+        eventContinuation.finish()
+    }
+
+    private func failWaiters(_ error: ParleyError) {
+        let waiters = state.withLock { state in
+            defer { state.waiters = [:] }
+            return state.waiters
+        }
+        for waiter in waiters.values { waiter.resume(throwing: error) }
+    }
+
+    private func connect() async throws(ParleyError) -> ClientConnection {
+        let connection: ClientConnection
+        do {
+            connection = try await ClientConnection.connect(
+                host: configuration.host,
+                port: configuration.port,
+                configuration: configuration,
+                group: group
+            ) { [weak self] frame, connection in
+                self?.handleEvent(frame, from: connection)
+            }
+        } catch let error as ParleyError {
+            throw error
+        } catch {
+            throw ParleyError(
+                code: .notConnected,
+                message: "cannot connect to \(configuration.host):\(configuration.port)",
+                cause: error
+            )
+        }
+        do {
+            var hello = Parley_V1_Hello()
+            hello.magic = WireProtocol.magic
+            hello.minVersion = WireProtocol.version
+            hello.maxVersion = WireProtocol.version
+            hello.agent = configuration.agent
+            let ok: Parley_V1_HelloOk = try await connection.request(
+                .hello,
+                hello,
+                timeout: configuration.retry.requestTimeout
+            )
+            connection.serverInfo.withLock { $0 = ok }
+            logger.info("connected", metadata: ["server": "\(configuration.host):\(configuration.port)"])
+            emit(.connectionStateChanged(.connected))
+            if let credentials = state.withLock({ $0.credentials }) {
+                do {
+                    let response: Parley_V1_LogonResponse = try await connection.request(
+                        .logOn,
+                        Self.logonRequest(credentials.user, credentials.password),
+                        timeout: configuration.retry.requestTimeout
+                    )
+                    state.withLock { $0.user = UserID(response.user.userID) }
+                    emit(.connectionStateChanged(.loggedOn(credentials.user)))
+                } catch {
+                    // Wrong password now, or the user logged on elsewhere: stay a guest.
+                    logger.warning("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
+                    if error.code == .invalidCredentials {
+                        state.withLock { $0.credentials = nil }
+                    }
+                }
+            }
+        } catch {
+            connection.close()
+            throw error
+        }
+        let (waiters, stopped) = state.withLock { state in
+            defer { state.waiters = [:] }
+            if state.stopRequested { return (state.waiters, true) }
+            state.phase = .ready(connection)
+            return (state.waiters, false)
+        }
+        if stopped {
+            connection.close()
+            throw ParleyError(code: .cancelled, message: "the client was shut down")
+        }
+        for waiter in waiters.values { waiter.resume(returning: connection) }
+        return connection
+    }
+
+    /// The current connection, waiting for one (within `timeout`) while reconnecting.
+    private func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
+        let id = UUID()
+        do {
+            return try await withThrowingTaskGroup(of: ClientConnection.self) { group in
+                group.addTask {
+                    try await withTaskCancellationHandler {
+                        try await withCheckedThrowingContinuation { continuation in
+                            let immediate = self.state.withLock { state -> Result<ClientConnection, ParleyError>? in
+                                switch state.phase {
+                                case .ready(let connection):
+                                    return .success(connection)
+                                case .stopped(let error):
+                                    return .failure(
+                                        error ?? ParleyError(code: .cancelled, message: "the client is not running")
+                                    )
+                                case .idle, .connecting:
+                                    if state.stopRequested {
+                                        return .failure(ParleyError(code: .cancelled, message: "the client was shut down"))
+                                    }
+                                    state.waiters[id] = continuation
+                                    return nil
+                                }
+                            }
+                            if let immediate { continuation.resume(with: immediate.mapError { $0 as any Error }) }
+                        }
+                    } onCancel: {
+                        let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
+                        waiter?.resume(throwing: CancellationError())
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw ParleyError(code: .notConnected, message: "no connection to the server within \(timeout)")
+                }
+                defer { group.cancelAll() }
+                guard let connection = try await group.next() else {
+                    throw ParleyError(code: .notConnected, message: "no connection to the server")
+                }
+                return connection
+            }
+        } catch let error as ParleyError {
+            throw error
+        } catch {
+            throw ParleyError(code: .cancelled, message: "waiting for the connection was cancelled", cause: error)
+        }
+    }
+
+    private func request<M: WireMessage>(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: ByteBuffer = ByteBuffer(),
+        as: M.Type = M.self
+    ) async throws(ParleyError) -> M {
+        let timeout = configuration.retry.requestTimeout
+        let connection = try await readyConnection(timeout: timeout)
+        return try await connection.request(type, meta, payload: payload, timeout: timeout)
+    }
+
+    // MARK: Events
+
+    private func emit(_ event: ParleyClientEvent) {
+        eventContinuation.yield(event)
+    }
+
+    private func handleEvent(_ frame: Frame, from connection: ClientConnection) {
+        switch frame.type {
+        case .message:
+            guard let event: Parley_V1_MessageEvent = try? frame.decodeMeta() else {
+                logger.warning("dropping a MESSAGE event with an unreadable meta section")
+                return
+            }
+            let body: MessageBody
+            if event.kind == .binary {
+                body = .binary(Array(frame.payload.readableBytesView))
+            } else {
+                body = .text(String(decoding: frame.payload.readableBytesView, as: UTF8.self))
+            }
+            let message = Message(
+                id: MessageID(event.messageID),
+                sender: UserID(event.sender),
+                recipients: event.recipients.map(UserID.init(rawValue:)),
+                body: body,
+                sentAt: Date(millisecondsSince1970: event.sentAtMs),
+                deliveredAt: Date(millisecondsSince1970: event.deliveredAtMs)
+            )
+            let fresh = state.withLock { $0.seen.insert(sender: message.sender, id: message.id) }
+            if fresh {
+                emit(.message(message))
+            } else {
+                // A redelivery of a message the application already has: just confirm it.
+                connection.acknowledge(message)
+            }
+        case .deliveryReceipt:
+            guard let event: Parley_V1_DeliveryReceiptEvent = try? frame.decodeMeta() else { return }
+            emit(
+                .deliveryReceipt(
+                    DeliveryReceipt(
+                        messageID: MessageID(event.messageID),
+                        recipient: UserID(event.recipient),
+                        acknowledgedAt: Date(millisecondsSince1970: event.acknowledgedAtMs)
+                    )
+                )
+            )
+        case .serverShutdown:
+            let event = (try? frame.decodeMeta(as: Parley_V1_ServerShutdownEvent.self)) ?? .init()
+            emit(.serverShuttingDown(reason: event.reason))
+        case .sessionReplaced:
+            let event = (try? frame.decodeMeta(as: Parley_V1_SessionReplacedEvent.self)) ?? .init()
+            state.withLock { $0.credentials = nil }
+            emit(.sessionReplaced(reason: event.reason))
+        case .error:
+            logger.warning("the server reported an error", metadata: ["error": "\(ParleyError(errorFrame: frame))"])
+        default:
+            logger.debug("ignoring an unexpected frame", metadata: ["frame.type": "\(frame.type)"])
+        }
+    }
+
+    /// Called by the events iterator when the application takes a message.
+    func acknowledge(_ message: Message) {
+        let connection = state.withLock { state -> ClientConnection? in
+            if case .ready(let connection) = state.phase { return connection }
+            return nil
+        }
+        // Without a connection the server keeps the message and redelivers it after the
+        // next logon, where the de-duplication above drops it.
+        connection?.acknowledge(message)
+    }
+}
+
+// MARK: - Requests
+
+extension ParleyClient {
+    public struct LogonResult: Sendable, Hashable {
+        public var user: UserInfo
+        /// How many stored messages follow as events.
+        public var storedMessages: Int
+    }
+
+    private static func logonRequest(_ user: UserID, _ password: String) -> Parley_V1_LogonRequest {
+        var request = Parley_V1_LogonRequest()
+        request.userID = user.rawValue
+        request.password = password
+        return request
+    }
+
+    /// Registers a new user and logs this client on as that user.
+    ///
+    /// - Parameters:
+    ///   - info: the user's details; `userName` is required, `userID` is ignored.
+    ///   - requestedUserID: a specific free ID, or nil to let the server assign the next one.
+    @discardableResult
+    public func register(_ info: UserInfo, password: String, requestedUserID: UserID? = nil) async throws(ParleyError)
+        -> UserInfo
+    {
+        var request = Parley_V1_RegisterRequest()
+        request.info = Parley_V1_UserInfo(info)
+        request.password = password
+        request.requestedUserID = requestedUserID?.rawValue ?? 0
+        let response: Parley_V1_LogonResponse = try await self.request(.register, request)
+        let user = response.user.userInfo
+        state.withLock { state in
+            state.credentials = (user.userID, password)
+            state.user = user.userID
+        }
+        emit(.connectionStateChanged(.loggedOn(user.userID)))
+        return user
+    }
+
+    /// Logs on; stored messages for the user follow as ``ParleyClientEvent/message(_:)`` events.
+    @discardableResult
+    public func logOn(userID: UserID, password: String) async throws(ParleyError) -> LogonResult {
+        let response: Parley_V1_LogonResponse = try await request(.logOn, Self.logonRequest(userID, password))
+        state.withLock { state in
+            state.credentials = (userID, password)
+            state.user = userID
+        }
+        emit(.connectionStateChanged(.loggedOn(userID)))
+        return LogonResult(user: response.user.userInfo, storedMessages: Int(response.storedMessages))
+    }
+
+    /// Logs off; the connection stays open as a guest.
+    public func logOff() async throws(ParleyError) {
+        let _: Parley_V1_Empty = try await request(.logOff, Parley_V1_Empty())
+        state.withLock { state in
+            state.credentials = nil
+            state.user = nil
+        }
+        emit(.connectionStateChanged(.connected))
+    }
+
+    public func userExists(_ user: UserID) async throws(ParleyError) -> Bool {
+        var request = Parley_V1_UserIdRequest()
+        request.userID = user.rawValue
+        let response: Parley_V1_BoolResponse = try await self.request(.userExists, request)
+        return response.value
+    }
+
+    /// Whether `user` is logged on right now. Throws `userNotFound` for unknown users.
+    public func isOnline(_ user: UserID) async throws(ParleyError) -> Bool {
+        var request = Parley_V1_UserIdRequest()
+        request.userID = user.rawValue
+        let response: Parley_V1_BoolResponse = try await self.request(.userOnline, request)
+        return response.value
+    }
+
+    public func userInfo(_ user: UserID) async throws(ParleyError) -> UserInfo {
+        var request = Parley_V1_UserIdRequest()
+        request.userID = user.rawValue
+        let response: Parley_V1_UserInfoResponse = try await self.request(.getUserInfo, request)
+        return response.user.userInfo
+    }
+
+    /// IDs of the users with this user name (case-insensitive), ascending.
+    public func findUserIDs(named name: String) async throws(ParleyError) -> [UserID] {
+        var request = Parley_V1_FindUserIdRequest()
+        request.userName = name
+        let response: Parley_V1_FindUserIdResponse = try await self.request(.findUserID, request)
+        return response.userIds.map(UserID.init(rawValue:))
+    }
+
+    public func findUsers(_ query: UserQuery) async throws(ParleyError) -> UserSearchResult {
+        let response: Parley_V1_FindUsersResponse = try await request(.findUsers, Parley_V1_FindUsersRequest(query))
+        return UserSearchResult(users: response.users.map(\.userInfo), truncated: response.truncated)
+    }
+
+    /// Replaces the logged-on user's details (not the ID); returns what the server stored.
+    public func updateUserInfo(_ info: UserInfo) async throws(ParleyError) -> UserInfo {
+        var request = Parley_V1_UpdateUserInfoRequest()
+        request.info = Parley_V1_UserInfo(info)
+        let response: Parley_V1_UserInfoResponse = try await self.request(.updateUserInfo, request)
+        return response.user.userInfo
+    }
+
+    public func changePassword(from old: String, to new: String) async throws(ParleyError) {
+        var request = Parley_V1_ChangePasswordRequest()
+        request.oldPassword = old
+        request.newPassword = new
+        let _: Parley_V1_Empty = try await self.request(.changePassword, request)
+        state.withLock { state in
+            if let user = state.credentials?.user { state.credentials = (user, new) }
+        }
+    }
+
+    /// Sends a message and returns one result per distinct recipient, in order.
+    ///
+    /// The server answers once the message is stored durably. If the connection drops before
+    /// the answer, the client resends the message (same ID, so never delivered twice) after it
+    /// reconnects and logs on again, until the request timeout runs out.
+    public func send(
+        _ body: MessageBody,
+        to recipients: [UserID],
+        id: MessageID = .random(),
+        wantReceipt: Bool = false,
+        sentAt: Date = Date()
+    ) async throws(ParleyError) -> [DeliveryResult] {
+        var request = Parley_V1_SendMessageRequest()
+        request.messageID = id.rawValue
+        request.recipients = recipients.map(\.rawValue)
+        request.kind = body.isText ? .text : .binary
+        request.sentAtMs = sentAt.millisecondsSince1970
+        request.wantReceipt = wantReceipt
+        let payload = ByteBuffer(bytes: body.bytes)
+        let deadline = ContinuousClock.now + configuration.retry.requestTimeout
+        while true {
+            do throws(ParleyError) {
+                let remaining = deadline - ContinuousClock.now
+                guard remaining > .zero else {
+                    throw ParleyError(code: .timedOut, message: "message \(id) was not acknowledged in time")
+                }
+                let connection = try await readyConnection(timeout: remaining)
+                let response: Parley_V1_SendMessageResponse = try await connection.request(
+                    .sendMessage,
+                    request,
+                    payload: payload,
+                    timeout: remaining
+                )
+                return response.results.map(DeliveryResult.init(wire:))
+            } catch {
+                guard error.code == .notConnected else { throw error }
+                // Lost before the answer: the server may or may not have it. Resend after the
+                // reconnect; the server drops the copy if the first one arrived.
+                logger.debug("resending after reconnect", metadata: ["message.id": "\(id)"])
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+}
+
+/// A bounded memory of recently received (sender, message ID) pairs.
+struct RecentMessages {
+    private struct Key: Hashable {
+        var sender: UserID
+        var id: MessageID
+    }
+
+    private var set: Set<Key> = []
+    private var order: [Key] = []
+    private var head = 0
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = max(capacity, 1)
+    }
+
+    /// True if the pair was not seen before (and remembers it).
+    mutating func insert(sender: UserID, id: MessageID) -> Bool {
+        let key = Key(sender: sender, id: id)
+        guard set.insert(key).inserted else { return false }
+        if order.count < capacity {
+            order.append(key)
+        } else {
+            set.remove(order[head])
+            order[head] = key
+            head = (head + 1) % capacity
+        }
+        return true
+    }
+}

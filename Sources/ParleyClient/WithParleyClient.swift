@@ -1,0 +1,28 @@
+public import Logging
+
+/// Runs a ``ParleyClient`` for the duration of `body`: connects, hands the client to `body`,
+/// then shuts it down.
+///
+/// - Throws: the first connection's failure (after the retry policy's attempts), or what
+///   `body` throws.
+public func withParleyClient<Result: Sendable>(
+    configuration: ParleyClient.Configuration,
+    logger: Logger = Logger(label: "parley.client"),
+    _ body: (ParleyClient) async throws -> Result
+) async throws -> Result {
+    let client = ParleyClient(configuration: configuration, logger: logger)
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await client.run() }
+        do {
+            let result = try await body(client)
+            client.shutdown()
+            try await group.waitForAll()
+            return result
+        } catch {
+            client.shutdown()
+            // Prefer the connection failure when body failed because of it.
+            try await group.waitForAll()
+            throw error
+        }
+    }
+}
