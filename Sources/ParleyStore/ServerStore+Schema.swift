@@ -1,0 +1,79 @@
+import GRDB
+
+extension ServerStore {
+    /// The schema's history. Migrations are append-only: never edit or reorder a registered one,
+    /// register a new one ("v2-…") instead.
+    ///
+    /// Dates are INTEGER milliseconds since 1970. User IDs are INTEGER (0...UInt32.max); message
+    /// IDs are the INTEGER bit pattern of their UInt64. Text fields are stored as given, plus a
+    /// case-folded copy (`…_folded`) that every search compares against.
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+
+        migrator.registerMigration("v1-users") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE user (
+                        user_id INTEGER PRIMARY KEY NOT NULL,
+                        user_name TEXT NOT NULL,
+                        first_name TEXT NOT NULL,
+                        last_name TEXT NOT NULL,
+                        organization TEXT NOT NULL,
+                        department TEXT NOT NULL,
+                        application TEXT NOT NULL,
+                        user_name_folded TEXT NOT NULL,
+                        first_name_folded TEXT NOT NULL,
+                        last_name_folded TEXT NOT NULL,
+                        organization_folded TEXT NOT NULL,
+                        department_folded TEXT NOT NULL,
+                        application_folded TEXT NOT NULL,
+                        password_hash TEXT NOT NULL,
+                        registered_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX user_by_user_name_folded ON user (user_name_folded);
+                    """
+            )
+        }
+
+        // A message's body is stored once in `message`; each recipient gets a `delivery` row.
+        // `message.pending_count` counts the deliveries not yet acknowledged: when it reaches 0 the
+        // message row (and its body) is deleted, while the small delivery rows stay behind as
+        // acknowledged tombstones until the de-duplication window has passed. Deliveries do not
+        // reference `message` with a foreign key: the store manages that lifetime itself, and a
+        // foreign key would need one more index on every delivery.
+        migrator.registerMigration("v1-messages") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE message (
+                        id INTEGER PRIMARY KEY NOT NULL,
+                        sender INTEGER NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        recipients BLOB NOT NULL,
+                        is_text INTEGER NOT NULL,
+                        body BLOB NOT NULL,
+                        sent_at INTEGER NOT NULL,
+                        stored_at INTEGER NOT NULL,
+                        wants_receipt INTEGER NOT NULL,
+                        pending_count INTEGER NOT NULL
+                    );
+                    CREATE TABLE delivery (
+                        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                        recipient INTEGER NOT NULL REFERENCES user (user_id),
+                        sender INTEGER NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        message INTEGER,
+                        acknowledged_at INTEGER
+                    );
+                    CREATE UNIQUE INDEX delivery_by_recipient_sender_message_id
+                        ON delivery (recipient, sender, message_id);
+                    CREATE INDEX delivery_pending_by_recipient_sequence
+                        ON delivery (recipient, sequence) WHERE acknowledged_at IS NULL;
+                    CREATE INDEX delivery_acknowledged_by_time
+                        ON delivery (acknowledged_at) WHERE acknowledged_at IS NOT NULL;
+                    """
+            )
+        }
+
+        return migrator
+    }()
+}

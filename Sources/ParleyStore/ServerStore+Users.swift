@@ -1,0 +1,277 @@
+import GRDB
+public import ParleyCore
+
+public import struct Foundation.Date
+
+extension ServerStore {
+    /// The columns ``decodeUser(_:)`` reads, in its order.
+    private static let userColumns = """
+        user_id, user_name, first_name, last_name, organization, department, application, registered_at
+        """
+
+    /// Registers a user.
+    ///
+    /// - Parameters:
+    ///   - info: The directory fields, already validated; its `userID`, `isOnline` and
+    ///     `registeredAt` are ignored.
+    ///   - passwordHash: Stored as given.
+    ///   - requestedID: The ID the user asked for, or nil to assign the next free one:
+    ///     max(highest existing ID + 1, `minimumID`), chosen inside the write transaction so
+    ///     concurrent registrations never collide.
+    ///   - minimumID: The lowest ID the server hands out or grants.
+    ///   - now: The registration time.
+    /// - Returns: The stored info, with its user ID and registration time.
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidUserID`` when `requestedID` is
+    ///   0 or below `minimumID`, ``ParleyError/Code/userAlreadyExists`` when it is taken,
+    ///   ``ParleyError/Code/userIDsExhausted`` when no ID above the highest is left.
+    public func registerUser(
+        _ info: UserInfo,
+        passwordHash: String,
+        requestedID: UserID?,
+        minimumID: UserID,
+        now: Date
+    ) throws(ParleyError) -> UserInfo {
+        if let requestedID, requestedID == .server || requestedID < minimumID {
+            throw ParleyError(
+                code: .invalidUserID,
+                message: "user ID \(requestedID) is reserved or below the minimum \(minimumID)"
+            )
+        }
+        let registeredAt = now.storedMilliseconds
+        return try write("registering a user") { db in
+            let id: UserID
+            if let requestedID {
+                id = requestedID
+            } else {
+                id = try Self.nextUserID(db, minimumID: minimumID)
+            }
+            let insert = try db.cachedStatement(
+                sql: """
+                    INSERT INTO user (
+                        user_id, user_name, first_name, last_name, organization, department, application,
+                        user_name_folded, first_name_folded, last_name_folded, organization_folded,
+                        department_folded, application_folded, password_hash, registered_at
+                    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            )
+            do {
+                try insert.execute(arguments: [
+                    id.storedValue, info.userName, info.firstName, info.lastName, info.organization,
+                    info.department, info.application, info.userName.folded, info.firstName.folded,
+                    info.lastName.folded, info.organization.folded, info.department.folded,
+                    info.application.folded, passwordHash, registeredAt,
+                ])
+            } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+                throw ParleyError(code: .userAlreadyExists, message: "user ID \(id) is taken", cause: error)
+            }
+            var stored = info
+            stored.userID = id
+            stored.isOnline = false
+            stored.registeredAt = Date(storedMilliseconds: registeredAt)
+            return stored
+        }
+    }
+
+    /// The next ID to assign: one above the highest, at least `minimumID`, never 0.
+    private static func nextUserID(_ db: Database, minimumID: UserID) throws -> UserID {
+        let highest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(user_id) FROM user")) ?? 0
+        let (afterHighest, overflow) = highest.addingReportingOverflow(1)
+        let next = max(overflow ? .max : afterHighest, minimumID.storedValue, 1)
+        guard let raw = UInt32(exactly: next) else {
+            throw ParleyError(code: .userIDsExhausted, message: "no user ID above \(highest) is left")
+        }
+        return UserID(raw)
+    }
+
+    /// The user with this ID, or nil.
+    public func user(_ id: UserID) throws(ParleyError) -> StoredUser? {
+        try read("reading a user") { db in
+            let statement = try db.cachedStatement(
+                sql: "SELECT \(Self.userColumns), password_hash FROM user WHERE user_id = ?"
+            )
+            guard let row = try Row.fetchOne(statement, arguments: [id.storedValue]) else { return nil }
+            return StoredUser(info: try Self.decodeUser(row), passwordHash: try row.text(8, "user.password_hash"))
+        }
+    }
+
+    /// Whether a user with this ID is registered.
+    public func userExists(_ id: UserID) throws(ParleyError) -> Bool {
+        try read("looking up a user") { db in
+            let statement = try db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM user WHERE user_id = ?)")
+            return try Bool.fetchOne(statement, arguments: [id.storedValue]) ?? false
+        }
+    }
+
+    /// The subset of `ids` that are registered users, found with one query.
+    public func existingUserIDs(among ids: [UserID]) throws(ParleyError) -> Set<UserID> {
+        if ids.isEmpty { return [] }
+        return try read("looking up users") { db in
+            let statement = try db.cachedStatement(
+                sql: "SELECT user_id FROM user WHERE user_id IN (SELECT value FROM json_each(?))"
+            )
+            var found = Set<UserID>()
+            let rows = try Row.fetchCursor(statement, arguments: [ids.jsonArray])
+            while let row = try rows.next() {
+                found.insert(try row.userID(0, "user.user_id"))
+            }
+            return found
+        }
+    }
+
+    /// Replaces a user's six text fields (already validated).
+    ///
+    /// - Returns: The stored info.
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
+    public func updateUserInfo(_ id: UserID, to info: UserInfo) throws(ParleyError) -> UserInfo {
+        try write("updating a user") { db in
+            let update = try db.cachedStatement(
+                sql: """
+                    UPDATE user SET
+                        user_name = ?, first_name = ?, last_name = ?, organization = ?, department = ?,
+                        application = ?, user_name_folded = ?, first_name_folded = ?, last_name_folded = ?,
+                        organization_folded = ?, department_folded = ?, application_folded = ?
+                    WHERE user_id = ?
+                    """
+            )
+            try update.execute(arguments: [
+                info.userName, info.firstName, info.lastName, info.organization, info.department,
+                info.application, info.userName.folded, info.firstName.folded, info.lastName.folded,
+                info.organization.folded, info.department.folded, info.application.folded, id.storedValue,
+            ])
+            guard db.changesCount > 0 else { throw Self.userNotFound(id) }
+            let select = try db.cachedStatement(sql: "SELECT \(Self.userColumns) FROM user WHERE user_id = ?")
+            guard let row = try Row.fetchOne(select, arguments: [id.storedValue]) else { throw Self.userNotFound(id) }
+            return try Self.decodeUser(row)
+        }
+    }
+
+    /// Replaces a user's password hash.
+    ///
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
+    public func updatePasswordHash(_ id: UserID, to hash: String) throws(ParleyError) {
+        try write("updating a password") { db in
+            let update = try db.cachedStatement(sql: "UPDATE user SET password_hash = ? WHERE user_id = ?")
+            try update.execute(arguments: [hash, id.storedValue])
+            guard db.changesCount > 0 else { throw Self.userNotFound(id) }
+        }
+    }
+
+    /// The IDs of the users whose user name equals `name` case-insensitively, ascending.
+    public func userIDs(named name: String) throws(ParleyError) -> [UserID] {
+        try read("looking up a user name") { db in
+            let statement = try db.cachedStatement(
+                sql: "SELECT user_id FROM user WHERE user_name_folded = ? ORDER BY user_id"
+            )
+            var ids: [UserID] = []
+            let rows = try Row.fetchCursor(statement, arguments: [name.folded])
+            while let row = try rows.next() {
+                ids.append(try row.userID(0, "user.user_id"))
+            }
+            return ids
+        }
+    }
+
+    /// Searches the directory.
+    ///
+    /// Every filter must hold; text is compared case-insensitively and literally (`%` and `_`
+    /// are not wildcards). Ties of a field sort are broken by user ID in the same direction, so a
+    /// descending sort is the exact reverse of the ascending one.
+    ///
+    /// - Parameters:
+    ///   - query: The filters, online filter, sort and limit (``UserQuery/effectiveLimit``).
+    ///   - onlineUserIDs: Who is logged on now: it drives the online filter and each result's
+    ///     ``UserInfo/isOnline``.
+    public func findUsers(_ query: UserQuery, onlineUserIDs: Set<UserID>) throws(ParleyError) -> UserSearchResult {
+        if query.online == .online && onlineUserIDs.isEmpty {
+            return UserSearchResult(users: [], truncated: false)
+        }
+        let limit = query.effectiveLimit
+        var conditions: [String] = []
+        var arguments = StatementArguments()
+        for filter in query.filters {
+            // The column comes from a closed set, the value only ever through an argument.
+            let column = Self.foldedColumn(filter.field)
+            let value = filter.value.folded
+            switch filter.match {
+            case .exact:
+                conditions.append("\(column) = ?")
+                arguments += [value]
+            case .prefix:
+                conditions.append("\(column) LIKE ? ESCAPE '\\'")
+                arguments += [value.escapedForLike + "%"]
+            case .contains:
+                conditions.append("\(column) LIKE ? ESCAPE '\\'")
+                arguments += ["%" + value.escapedForLike + "%"]
+            }
+        }
+        switch query.online {
+        case .any:
+            break
+        case .online:
+            conditions.append("user_id IN (SELECT value FROM json_each(?))")
+            arguments += [onlineUserIDs.jsonArray]
+        case .offline:
+            if !onlineUserIDs.isEmpty {
+                conditions.append("user_id NOT IN (SELECT value FROM json_each(?))")
+                arguments += [onlineUserIDs.jsonArray]
+            }
+        }
+        let direction = query.descending ? "DESC" : "ASC"
+        let order =
+            switch query.sort {
+            case .userID: "user_id \(direction)"
+            case .field(let field): "\(Self.foldedColumn(field)) \(direction), user_id \(direction)"
+            }
+        var sql = "SELECT \(Self.userColumns) FROM user"
+        if !conditions.isEmpty {
+            sql += " WHERE " + conditions.joined(separator: " AND ")
+        }
+        sql += " ORDER BY \(order) LIMIT ?"
+        arguments += [limit + 1]
+
+        return try read("searching users") { db in
+            // Not cached: the number of filter combinations is unbounded.
+            let statement = try db.makeStatement(sql: sql)
+            var users: [UserInfo] = []
+            let rows = try Row.fetchCursor(statement, arguments: arguments)
+            while let row = try rows.next() {
+                var user = try Self.decodeUser(row)
+                user.isOnline = onlineUserIDs.contains(user.userID)
+                users.append(user)
+            }
+            let truncated = users.count > limit
+            if truncated { users.removeLast(users.count - limit) }
+            return UserSearchResult(users: users, truncated: truncated)
+        }
+    }
+
+    private static func foldedColumn(_ field: UserField) -> String {
+        switch field {
+        case .userName: "user_name_folded"
+        case .firstName: "first_name_folded"
+        case .lastName: "last_name_folded"
+        case .organization: "organization_folded"
+        case .department: "department_folded"
+        case .application: "application_folded"
+        }
+    }
+
+    /// Decodes the columns of ``userColumns``.
+    private static func decodeUser(_ row: Row) throws -> UserInfo {
+        UserInfo(
+            userID: try row.userID(0, "user.user_id"),
+            userName: try row.text(1, "user.user_name"),
+            firstName: try row.text(2, "user.first_name"),
+            lastName: try row.text(3, "user.last_name"),
+            organization: try row.text(4, "user.organization"),
+            department: try row.text(5, "user.department"),
+            application: try row.text(6, "user.application"),
+            isOnline: false,
+            registeredAt: try row.date(7, "user.registered_at")
+        )
+    }
+
+    private static func userNotFound(_ id: UserID) -> ParleyError {
+        ParleyError(code: .userNotFound, message: "no user has ID \(id)")
+    }
+}

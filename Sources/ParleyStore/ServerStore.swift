@@ -1,0 +1,137 @@
+import Foundation
+import GRDB
+public import ParleyCore
+
+/// The server's durable state in one SQLite file: the user directory and the store-and-forward
+/// message queue.
+///
+/// The store owns its schema (named, append-only migrations run when it opens) and exposes domain
+/// methods only. Every method is synchronous and blocks until SQLite answers, so the server calls
+/// them off its event loops. Writes are serialized by one writer connection; reads run
+/// concurrently on a small pool of reader connections (SQLite's WAL mode).
+///
+/// Every failure is a ``ParleyError``: SQLite errors, and rows that cannot be decoded, have code
+/// ``ParleyError/Code/storageError``.
+public final class ServerStore: Sendable {
+    /// How the store uses SQLite.
+    public struct Configuration: Sendable {
+        /// How much of a committed transaction survives a crash.
+        public enum Durability: Sendable {
+            /// Survives a process crash or kill -9 (WAL mode, `synchronous=NORMAL`), not power loss.
+            case normal
+            /// Also survives power loss (`synchronous=FULL`), at the cost of an fsync per commit.
+            case full
+        }
+
+        /// SQLite's synchronous mode. Default ``Durability/normal``.
+        public var durability: Durability
+        /// How long the store remembers an acknowledged message's (recipient, sender, message ID)
+        /// to reject resends as duplicates. Default 7 days.
+        public var deduplicationWindow: Duration
+
+        public init(durability: Durability = .normal, deduplicationWindow: Duration = .seconds(7 * 24 * 3600)) {
+            self.durability = durability
+            self.deduplicationWindow = deduplicationWindow
+        }
+    }
+
+    /// The user directory's record of one user.
+    public typealias StoredUser = ParleyStore.StoredUser
+    /// One message to store for its recipients.
+    public typealias NewMessage = ParleyStore.NewMessage
+    /// What ``storeMessages(_:now:)`` did for one recipient of one message.
+    public typealias StoredDelivery = ParleyStore.StoredDelivery
+    /// A message stored for a recipient and not yet acknowledged.
+    public typealias PendingMessage = ParleyStore.PendingMessage
+    /// A delivery that ``acknowledge(recipient:messages:now:)`` marked acknowledged.
+    public typealias AcknowledgedMessage = ParleyStore.AcknowledgedMessage
+
+    /// How long a connection waits for another process's lock before failing with SQLITE_BUSY.
+    static let busyTimeout: TimeInterval = 5
+
+    /// The database file.
+    public let path: String
+    let configuration: Configuration
+    let pool: DatabasePool
+
+    /// Opens the store at `path`, creating the file and its parent directory if needed, and
+    /// brings its schema up to date.
+    ///
+    /// - Parameters:
+    ///   - path: The SQLite file. Its `-wal` and `-shm` companions live beside it.
+    ///   - configuration: Durability and de-duplication settings.
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/storageError`` when the directory or
+    ///   the database cannot be created, opened or migrated.
+    public init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
+        self.path = path
+        self.configuration = configuration
+
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ParleyError(
+                code: .storageError,
+                message: "cannot create the directory of the database \(path)",
+                cause: error
+            )
+        }
+
+        var grdbConfiguration = GRDB.Configuration()
+        grdbConfiguration.foreignKeysEnabled = true
+        grdbConfiguration.busyMode = .timeout(Self.busyTimeout)
+        let synchronous =
+            switch configuration.durability {
+            case .normal: "PRAGMA synchronous = NORMAL"
+            case .full: "PRAGMA synchronous = FULL"
+            }
+        grdbConfiguration.prepareDatabase { db in try db.execute(sql: synchronous) }
+
+        do {
+            pool = try DatabasePool(path: path, configuration: grdbConfiguration)
+            // Opening the pool switches the writer to WAL mode and, with it, to synchronous=NORMAL,
+            // after `prepareDatabase` ran: apply the configured mode again.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: synchronous) }
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot open the database \(path)", cause: error)
+        }
+    }
+
+    // MARK: Access
+
+    /// Runs `body` in an IMMEDIATE write transaction: it takes the write lock before its first
+    /// read, so a read-then-write (like choosing the next user ID) never races another writer.
+    func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
+        do {
+            return try pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                guard let result else {
+                    throw ParleyError(code: .internalError, message: "\(operation): the transaction returned nothing")
+                }
+                return result
+            }
+        } catch {
+            throw Self.storageError(operation, error)
+        }
+    }
+
+    /// Runs `body` on a reader connection, in a snapshot of the last committed state.
+    func read<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
+        do {
+            return try pool.read(body)
+        } catch {
+            throw Self.storageError(operation, error)
+        }
+    }
+
+    /// Passes a ``ParleyError`` thrown inside a transaction through; wraps anything else.
+    static func storageError(_ operation: String, _ error: any Error) -> ParleyError {
+        if let error = error as? ParleyError { return error }
+        return ParleyError(code: .storageError, message: "\(operation) failed", cause: error)
+    }
+}
