@@ -10,8 +10,11 @@ extension ParleyClient {
         /// After a connection that worked is lost, reconnect (with back-off) and log on again.
         /// Default true.
         public var reconnects: Bool = true
-        /// The largest frame accepted from the server. Default 1 MiB.
-        public var maximumFrameSize: Int = 1 << 20
+        /// The largest frame accepted from the server. Default 1 MiB + 64 KiB: a MESSAGE event
+        /// carries a body the server accepted in a frame of up to its own maximum (1 MiB by
+        /// default) plus a larger meta, and a recipient that refused it would get it first again
+        /// after every reconnect (docs/PROTOCOL.md, section 21).
+        public var maximumFrameSize: Int = (1 << 20) + 64 * 1024
         /// Sent in HELLO, for the server's logs.
         public var agent: String = "parley-swift/0.1.0"
         /// How many received message IDs are remembered to drop redeliveries. Default 10,000.

@@ -93,6 +93,9 @@ final class ClientConnection: Sendable {
 
     static let lost = ParleyError(code: .notConnected, message: "the connection to the server was lost")
 
+    /// True once the socket has closed (``ParleyClient/run()`` may not have noticed yet).
+    var isClosed: Bool { state.withLock { $0.isClosed } }
+
     /// Delivers an answer (or failure) to the request waiting for it, if any.
     func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
         let continuation = state.withLock { $0.pending.removeValue(forKey: requestID) }
@@ -212,9 +215,10 @@ final class ClientFrameHandler: ChannelInboundHandler {
             connection.complete(frame.requestID, .success(frame))
             return
         }
-        if frame.type == .error {
-            let error = ParleyError(errorFrame: frame)
-            connection.recordFatal(error)
+        // Request ID 0 also answers a failed request that was sent with ID 0 (fatal = false):
+        // only a fatal ERROR explains why the connection ends.
+        if frame.type == .error, (try? frame.decodeMeta(as: Parley_V1_Error.self))?.fatal == true {
+            connection.recordFatal(ParleyError(errorFrame: frame))
         }
         onEvent(frame, connection)
     }

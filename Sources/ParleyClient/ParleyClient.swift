@@ -44,6 +44,17 @@ public final class ParleyClient: Sendable {
         var user: UserID?
         var stopRequested = false
         var seen = RecentMessages(capacity: 10_000)
+        /// The user whose messages `seen` remembers.
+        var seenUser: UserID?
+
+        /// Starts a fresh memory of received messages unless it already is `user`'s (nil: a user
+        /// about to be registered). Message IDs are unique per sender, not per recipient: another
+        /// user's copy of the same message is no duplicate.
+        mutating func rememberMessages(for user: UserID?) {
+            guard user == nil || user != seenUser else { return }
+            seen = RecentMessages(capacity: seen.capacity)
+            seenUser = user
+        }
     }
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
@@ -231,8 +242,12 @@ public final class ParleyClient: Sendable {
                         try await withCheckedThrowingContinuation { continuation in
                             let immediate = self.state.withLock { state -> Result<ClientConnection, ParleyError>? in
                                 switch state.phase {
-                                case .ready(let connection):
+                                case .ready(let connection) where !connection.isClosed:
                                     return .success(connection)
+                                case .ready:
+                                    // Closed, and run() has not noticed yet: wait for the next one.
+                                    state.waiters[id] = continuation
+                                    return nil
                                 case .stopped(let error):
                                     return .failure(
                                         error ?? ParleyError(code: .cancelled, message: "the client is not running")
@@ -372,19 +387,26 @@ extension ParleyClient {
     /// - Parameters:
     ///   - info: the user's details; `userName` is required, `userID` is ignored.
     ///   - requestedUserID: a specific free ID, or nil to let the server assign the next one.
+    ///     ``UserID/server`` is never granted (on the wire, 0 means "assign one").
     @discardableResult
     public func register(_ info: UserInfo, password: String, requestedUserID: UserID? = nil) async throws(ParleyError)
         -> UserInfo
     {
+        if requestedUserID == .server {
+            throw ParleyError(code: .invalidUserID, message: "user ID \(UserID.server) is the server's address")
+        }
         var request = Parley_V1_RegisterRequest()
         request.info = Parley_V1_UserInfo(info)
         request.password = password
         request.requestedUserID = requestedUserID?.rawValue ?? 0
+        // Before the request: the new user's messages may arrive right behind the answer.
+        state.withLock { $0.rememberMessages(for: nil) }
         let response: Parley_V1_LogonResponse = try await self.request(.register, request)
         let user = response.user.userInfo
         state.withLock { state in
             state.credentials = (user.userID, password)
             state.user = user.userID
+            state.seenUser = user.userID
         }
         emit(.connectionStateChanged(.loggedOn(user.userID)))
         return user
@@ -393,6 +415,8 @@ extension ParleyClient {
     /// Logs on; stored messages for the user follow as ``ParleyClientEvent/message(_:)`` events.
     @discardableResult
     public func logOn(userID: UserID, password: String) async throws(ParleyError) -> LogonResult {
+        // Before the request: the user's stored messages may arrive right behind the answer.
+        state.withLock { $0.rememberMessages(for: userID) }
         let response: Parley_V1_LogonResponse = try await request(.logOn, Self.logonRequest(userID, password))
         state.withLock { state in
             state.credentials = (userID, password)

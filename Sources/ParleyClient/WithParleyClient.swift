@@ -3,11 +3,14 @@ public import Logging
 /// Runs a ``ParleyClient`` for the duration of `body`: connects, hands the client to `body`,
 /// then shuts it down.
 ///
+/// `body` runs in the caller's isolation (`isolation`), so it may use the caller's state.
+///
 /// - Throws: the first connection's failure (after the retry policy's attempts), or what
 ///   `body` throws.
 public func withParleyClient<Result: Sendable>(
     configuration: ParleyClient.Configuration,
     logger: Logger = Logger(label: "parley.client"),
+    isolation: isolated (any Actor)? = #isolation,
     _ body: (ParleyClient) async throws -> Result
 ) async throws -> Result {
     let client = ParleyClient(configuration: configuration, logger: logger)

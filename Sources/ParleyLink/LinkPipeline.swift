@@ -75,8 +75,7 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
         case .read:
             let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
             context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
-            context.writeAndFlush(wrapOutboundOut(.error(error, requestID: 0, fatal: true)))
-                .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            writeFinal(.error(error, requestID: 0, fatal: true), context: context)
         case .all:
             break
         }
@@ -90,11 +89,18 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
                 context.close(promise: nil)
                 return
             }
-            context.writeAndFlush(wrapOutboundOut(.error(decoding.parleyError, requestID: 0, fatal: true)))
-                .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            writeFinal(.error(decoding.parleyError, requestID: 0, fatal: true), context: context)
             return
         }
         context.fireErrorCaught(error)
+    }
+
+    /// Sends a last frame and closes at once. The flush hands the frame to the socket right away
+    /// when it can take it; a peer that stops reading would keep the write, and so the close,
+    /// pending forever.
+    private func writeFinal(_ frame: Frame, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        context.close(promise: nil)
     }
 }
 

@@ -117,7 +117,10 @@ public final class ParleyServer: Service, Sendable {
             try? await channel.close()
             try? await blockingPool.shutdownGracefully()
             try? await group.shutdownGracefully()
-            throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
+            let error = ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
+            // Whoever waits for the address must not wait forever (a first run() announced already).
+            if address.withLock({ $0 == nil }) { announce(.failure(error)) }
+            throw error
         }
         let local = ListeningAddress(channel.localAddress, requestedHost: configuration.host)
         logger.info("listening", metadata: ["address": "\(local)"])
@@ -160,27 +163,36 @@ public final class ParleyServer: Service, Sendable {
     }
 
     private func beginShutdown() {
-        let running = state.withLock { state -> Running? in
+        let (running, neverRan) = state.withLock { state -> (Running?, Bool) in
             switch state {
             case .running(let running):
                 state = .shuttingDown
-                return running
+                return (running, false)
             case .idle:
                 state = .finished
-                return nil
+                return (nil, true)
             case .shuttingDown, .finished:
-                return nil
+                return (nil, false)
             }
+        }
+        if neverRan, address.withLock({ $0 == nil }) {
+            announce(.failure(ParleyError(code: .shuttingDown, message: "the server was shut down before it ran")))
         }
         guard let running else { return }
         logger.info("shutting down", metadata: ["connections": "\(running.context.registry.connectionCount)"])
         let connections = running.context.registry.closeForShutdown()
+        // The handlers live on their connections' event loops: tell each one there.
         let closed = connections.map { connection in
-            connection.pipeline.handler(type: ServerConnectionHandler.self)
-                .assumeIsolated()
-                .map { handler in handler.serverShuttingDown(reason: "the server is shutting down") }
-                .nonisolated()
-                .flatMap { connection.closeFuture }
+            connection.eventLoop.flatSubmit {
+                do {
+                    let handler = try connection.pipeline.syncOperations.handler(type: ServerConnectionHandler.self)
+                    handler.serverShuttingDown(reason: "the server is shutting down")
+                } catch {
+                    // No Parley handler (the connection is being torn down): just close it.
+                    connection.close(promise: nil)
+                }
+                return connection.closeFuture
+            }
         }
         let loop = running.channel.eventLoop
         // Close the listener once the clients were told, or after a grace period at most.

@@ -18,6 +18,19 @@ struct PasswordHasher: Sendable {
         static let `default` = Cost(log2N: 14, blockSize: 8, parallelism: 1)
         /// For tests only: fast and weak.
         static let minimal = Cost(log2N: 4, blockSize: 1, parallelism: 1)
+
+        /// 128 * N * r * p: the bytes scrypt's main loop touches, summed over its lanes, which
+        /// bounds both its memory and its time.
+        var workBytes: Int {
+            guard (0...30).contains(log2N), (1...1024).contains(blockSize), (1...1024).contains(parallelism) else {
+                return .max
+            }
+            return 128 * (1 << log2N) * blockSize * parallelism
+        }
+
+        /// The most work a hash may ask for (1 GiB, e.g. N = 2^20, r = 8, p = 1): 64 times the
+        /// default, yet a corrupt stored hash cannot make a logon allocate gigabytes.
+        static let maximumWorkBytes = 1 << 30
     }
 
     var cost: Cost
@@ -43,9 +56,10 @@ struct PasswordHasher: Sendable {
             let blockSize = Int(parts[2]), (1...64).contains(blockSize),
             let parallelism = Int(parts[3]), (1...16).contains(parallelism),
             let salt = Data(base64Encoded: String(parts[4])),
-            let expected = Data(base64Encoded: String(parts[5])), !expected.isEmpty
+            let expected = Data(base64Encoded: String(parts[5])), (16...64).contains(expected.count)
         else { return false }
         let cost = Cost(log2N: log2N, blockSize: blockSize, parallelism: parallelism)
+        guard cost.workBytes <= Cost.maximumWorkBytes else { return false }
         guard let derived = try? Self.derive(password, salt: Array(salt), cost: cost, length: expected.count) else {
             return false
         }

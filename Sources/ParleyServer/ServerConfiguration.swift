@@ -118,6 +118,13 @@ extension ParleyServer {
             try check(deliveryWindow >= 1, "deliveryWindow must be at least 1")
             try check(minimumUserID.rawValue >= 1, "minimumUserID must be at least 1")
             try check((1...24).contains(passwordCost.log2N), "passwordCost.log2N must be 1...24")
+            // The ranges PasswordHasher.verify accepts: a hash it would refuse must never be made.
+            try check((1...64).contains(passwordCost.blockSize), "passwordCost.blockSize must be 1...64")
+            try check((1...16).contains(passwordCost.parallelism), "passwordCost.parallelism must be 1...16")
+            try check(
+                passwordCost.hasherCost.workBytes <= PasswordHasher.Cost.maximumWorkBytes,
+                "passwordCost: 128 * 2^log2N * blockSize * parallelism must be at most 1 GiB"
+            )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
         }
     }

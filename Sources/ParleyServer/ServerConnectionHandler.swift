@@ -30,6 +30,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private(set) var state = State.awaitingHello
     private var context: ChannelHandlerContext?
     private var handle: SessionHandle?
+    /// The user whose session this connection holds in the registry. Kept apart from `state`,
+    /// which turns `.closing` before the channel goes inactive: the session must still be
+    /// released then.
+    private var sessionUser: UserID?
     /// A session-changing request is being processed; other frames wait in `queued`.
     private var busy = false
     private var queued: [Frame] = []
@@ -160,8 +164,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func fail(_ error: ParleyError) {
         guard let context, state != .closing else { return }
         state = .closing
-        context.writeAndFlush(wrapOutboundOut(.error(error, requestID: 0, fatal: true)))
-            .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        writeFinal([.error(error, requestID: 0, fatal: true)], context: context)
+    }
+
+    /// Sends the last frames and closes at once. The flush hands them to the socket right away
+    /// when it can take them; waiting for the write instead would keep a connection whose peer
+    /// stopped reading (a slow consumer) open forever.
+    private func writeFinal(_ frames: [Frame], context: ChannelHandlerContext) {
+        for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+        context.flush()
+        context.close(promise: nil)
     }
 
     // MARK: Requests
@@ -510,6 +522,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             break
         }
         state = .loggedOn(user.userID)
+        sessionUser = user.userID
         logger[metadataKey: "user.id"] = "\(user.userID)"
         logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
         var info = user
@@ -533,7 +546,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// Leaves the registry; stored messages that were pushed but not acknowledged stay stored.
     private func endSession() {
-        guard case .loggedOn(let user) = state, let handle else { return }
+        guard let user = sessionUser, let handle else { return }
+        sessionUser = nil
         server.registry.release(user, for: handle.id)
         logger.info("logged off")
         logger[metadataKey: "user.id"] = nil
@@ -546,12 +560,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var event = Parley_V1_SessionReplacedEvent()
         event.reason = "the same user logged on from another connection"
         state = .closing
-        context.write(wrapOutboundOut(Frame(type: .sessionReplaced, requestID: 0, message: event)), promise: nil)
-        context.writeAndFlush(
-            wrapOutboundOut(
-                .error(ParleyError(code: .sessionReplaced, message: event.reason), requestID: 0, fatal: true)
-            )
-        ).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        writeFinal(
+            [
+                Frame(type: .sessionReplaced, requestID: 0, message: event),
+                .error(ParleyError(code: .sessionReplaced, message: event.reason), requestID: 0, fatal: true),
+            ],
+            context: context
+        )
     }
 
     // MARK: Messages
@@ -784,8 +799,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var event = Parley_V1_ServerShutdownEvent()
         event.reason = reason
         state = .closing
-        context.writeAndFlush(wrapOutboundOut(Frame(type: .serverShutdown, requestID: 0, message: event)))
-            .whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        writeFinal([Frame(type: .serverShutdown, requestID: 0, message: event)], context: context)
     }
 }
 

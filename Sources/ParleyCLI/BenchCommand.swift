@@ -1,0 +1,364 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ParleyClient
+import ParleyCore
+
+/// `parley bench`: a load generator that measures delivered messages per second and
+/// end-to-end latency, or logons per second.
+struct BenchCommand: AsyncParsableCommand, LoggingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure a server: delivered messages/s and latency percentiles, or logons/s.",
+        discussion: """
+            Registers --clients fresh users and connects one logged-on client each. Client i sends \
+            its share of --messages text messages of --size bytes to client (i+1) % N, with at most \
+            --window sends in flight per client; each body carries its send time, so the receiver \
+            measures end-to-end latency. Throughput counts from the first send to the last delivery. \
+            With --logons K, measures logons per second instead (K logons spread over the clients, at \
+            the server's password cost, each followed by a log-off). Stops after --timeout seconds at \
+            the latest; exits 6 if not everything completed by then.
+            """
+    )
+    static let defaultLogLevel = Logger.Level.warning
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var connection: ServerOptions
+
+    @Option(help: "How many clients (and users).")
+    var clients = 4
+
+    @Option(help: "How many messages in all.")
+    var messages = 1000
+
+    @Option(help: "The size of each message body in bytes (at least \(BenchCommand.minimumSize)).")
+    var size = 100
+
+    @Option(help: "The offered load in messages per second over all clients; 0 sends as fast as possible.")
+    var rate: Double = 0
+
+    @Option(help: "Sends in flight per client at most.")
+    var window = 64
+
+    @Option(
+        name: [.customLong("logons"), .customLong("password-cost-logons")],
+        help: "Measure logons per second with this many logons instead of messages."
+    )
+    var logons: Int?
+
+    @Option(help: "Stop after this many seconds at the latest.")
+    var timeout: Double = 120
+
+    static let minimumSize = 24
+
+    func validate() throws {
+        guard clients >= 1 else { throw ValidationError("--clients must be at least 1") }
+        guard messages >= 1 else { throw ValidationError("--messages must be at least 1") }
+        guard size >= Self.minimumSize else { throw ValidationError("--size must be at least \(Self.minimumSize)") }
+        guard rate >= 0 else { throw ValidationError("--rate must not be negative") }
+        guard window >= 1 else { throw ValidationError("--window must be at least 1") }
+        if let logons, logons < 1 { throw ValidationError("--logons must be at least 1") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func run() async throws {
+        let out = Output(json: output.json)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        let participants = BenchParticipants(
+            count: clients,
+            configuration: try connection.clientConfiguration(),
+            logger: Logger(label: "parley.client"),
+            deadline: deadline
+        )
+        if let logons {
+            let report = try await participants.withLoggedOnClients { participants in
+                try await Self.measureLogons(logons, participants: participants, deadline: deadline)
+            }
+            try out.emit(report, text: report.summary)
+            if report.logons < logons { throw ExitStatus.incomplete }
+            return
+        }
+        let plan = MessagePlan(
+            messages: messages,
+            size: size,
+            senders: clients,
+            window: window,
+            interval: rate > 0 ? .nanoseconds(Int64(Double(clients) * 1e9 / rate)) : nil
+        )
+        let report = try await participants.withLoggedOnClients { participants in
+            try await Self.measureMessages(plan, participants: participants, deadline: deadline)
+        }
+        try out.emit(report, text: report.summary)
+        if let failure = report.firstFailure { Output.note("a send failed: \(failure)") }
+        if report.delivered < report.messages { throw ExitStatus.incomplete }
+    }
+
+    // MARK: Messages
+
+    /// What every sender does.
+    struct MessagePlan: Sendable {
+        var messages: Int
+        var size: Int
+        var senders: Int
+        var window: Int
+        /// The pause between two sends of one client, for a paced run.
+        var interval: Duration?
+
+        /// How many messages sender `index` sends; the remainder goes to the first ones.
+        func share(of index: Int) -> Int {
+            messages / senders + (index < messages % senders ? 1 : 0)
+        }
+    }
+
+    private static func measureMessages(
+        _ plan: MessagePlan,
+        participants: [BenchParticipant],
+        deadline: ContinuousClock.Instant
+    ) async throws -> MessageReport {
+        let start = ContinuousClock.now
+        let count = participants.count
+        var sent = SenderTally()
+        var received = ReceiverTally()
+        try await withThrowingTaskGroup(of: BenchPart.self) { group in
+            for index in 0..<count {
+                let sender = participants[index]
+                let receiver = participants[(index + 1) % count]
+                let share = plan.share(of: index)
+                group.addTask {
+                    let tally = try await withDeadline(deadline) {
+                        await receiveMessages(share, on: receiver.client, since: start)
+                    }
+                    return .received(tally)
+                }
+                group.addTask {
+                    // At the deadline, sends still in flight are cancelled (and count as failed).
+                    let tally = try await withDeadline(deadline) {
+                        await sendMessages(
+                            share,
+                            from: sender.client,
+                            to: receiver.user,
+                            plan: plan,
+                            since: start,
+                            deadline: deadline
+                        )
+                    }
+                    return .sent(tally)
+                }
+            }
+            for try await part in group {
+                switch part {
+                case .sent(let tally): sent.merge(tally)
+                case .received(let tally): received.merge(tally)
+                }
+            }
+        }
+        let end = received.lastDelivery ?? ContinuousClock.now
+        let seconds = Double((end - start).nanoseconds) / 1e9
+        let latency = LatencySummary(nanoseconds: received.latencies)
+        return MessageReport(
+            clients: count,
+            messages: plan.messages,
+            size: plan.size,
+            delivered: received.latencies.count,
+            failed: sent.failed,
+            seconds: seconds,
+            deliveredPerSecond: seconds > 0 ? Double(received.latencies.count) / seconds : 0,
+            p50Ms: latency.percentile(0.5),
+            p99Ms: latency.percentile(0.99),
+            p999Ms: latency.percentile(0.999),
+            firstFailure: sent.firstFailure
+        )
+    }
+
+    private enum BenchPart: Sendable {
+        case sent(SenderTally)
+        case received(ReceiverTally)
+    }
+
+    /// Sends `count` messages with at most `plan.window` in flight, paced when the plan says so.
+    private static func sendMessages(
+        _ count: Int,
+        from client: ParleyClient,
+        to peer: UserID,
+        plan: MessagePlan,
+        since start: ContinuousClock.Instant,
+        deadline: ContinuousClock.Instant
+    ) async -> SenderTally {
+        var tally = SenderTally()
+        await withTaskGroup(of: SenderTally.self) { group in
+            var inFlight = 0
+            for sequence in 0..<count {
+                if let interval = plan.interval {
+                    let due = start + interval * sequence
+                    guard due < deadline else { break }
+                    do {
+                        try await Task.sleep(until: due, clock: .continuous)
+                    } catch {
+                        break  // cancelled
+                    }
+                }
+                guard ContinuousClock.now < deadline, !Task.isCancelled else { break }
+                if inFlight >= plan.window, let done = await group.next() {
+                    tally.merge(done)
+                    inFlight -= 1
+                }
+                group.addTask {
+                    let sentAt = (ContinuousClock.now - start).nanoseconds
+                    let body = Self.payload(sentAt: sentAt, size: plan.size)
+                    var result = SenderTally()
+                    do {
+                        let results = try await client.send(.text(body), to: [peer])
+                        if !results.allSatisfy(\.isAccepted) {
+                            result.failed = 1
+                            result.firstFailure = results.first { !$0.isAccepted }.map { "\($0.status)" }
+                        }
+                    } catch {
+                        result.failed = 1
+                        result.firstFailure = "\(error)"
+                    }
+                    return result
+                }
+                inFlight += 1
+            }
+            for await done in group { tally.merge(done) }
+        }
+        return tally
+    }
+
+    /// Takes messages from `client` until `count` arrived (or the task is cancelled) and
+    /// records each one's latency from the send time its body carries.
+    private static func receiveMessages(
+        _ count: Int,
+        on client: ParleyClient,
+        since start: ContinuousClock.Instant
+    ) async -> ReceiverTally {
+        var tally = ReceiverTally()
+        tally.latencies.reserveCapacity(count)
+        guard count > 0 else { return tally }
+        for await event in client.events {
+            guard case .message(let message) = event else { continue }
+            let now = ContinuousClock.now
+            guard case .text(let text) = message.body, let sentAt = Int64(text.prefix { $0 != " " }) else { continue }
+            tally.latencies.append((now - start).nanoseconds - sentAt)
+            tally.lastDelivery = now
+            if tally.latencies.count >= count { break }
+        }
+        return tally
+    }
+
+    /// The send time in nanoseconds since the run's start, then padding to `size` bytes.
+    static func payload(sentAt: Int64, size: Int) -> String {
+        let stamp = "\(sentAt) "
+        return stamp + String(repeating: "x", count: max(size - stamp.utf8.count, 0))
+    }
+
+    private struct SenderTally: Sendable {
+        var failed = 0
+        var firstFailure: String?
+
+        mutating func merge(_ other: SenderTally) {
+            failed += other.failed
+            firstFailure = firstFailure ?? other.firstFailure
+        }
+    }
+
+    private struct ReceiverTally: Sendable {
+        var latencies: [Int64] = []
+        var lastDelivery: ContinuousClock.Instant?
+
+        mutating func merge(_ other: ReceiverTally) {
+            latencies += other.latencies
+            if let last = other.lastDelivery, lastDelivery.map({ last > $0 }) ?? true { lastDelivery = last }
+        }
+    }
+
+    /// `{"clients":..,"deliveredPerSecond":..,"messages":..,"p50Ms":..,"p999Ms":..,"p99Ms":..,"seconds":..,"size":..}`
+    struct MessageReport: Encodable {
+        var clients: Int
+        var messages: Int
+        var size: Int
+        var delivered: Int
+        var failed: Int
+        var seconds: Double
+        var deliveredPerSecond: Double
+        var p50Ms: Double?
+        var p99Ms: Double?
+        var p999Ms: Double?
+        var firstFailure: String?
+
+        private enum CodingKeys: String, CodingKey {
+            case clients, messages, size, delivered, failed, seconds, deliveredPerSecond, p50Ms, p99Ms, p999Ms
+        }
+
+        var summary: String {
+            func ms(_ value: Double?) -> String { value.map { String(format: "%.2f ms", $0) } ?? "-" }
+            return """
+                \(clients) clients, \(delivered) of \(messages) messages of \(size) bytes delivered \
+                (\(failed) sends failed) in \(String(format: "%.3f", seconds)) s
+                \(String(format: "%.0f", deliveredPerSecond)) messages/s delivered
+                latency p50 \(ms(p50Ms)), p99 \(ms(p99Ms)), p99.9 \(ms(p999Ms))
+                """
+        }
+    }
+
+    // MARK: Logons
+
+    private static func measureLogons(
+        _ total: Int,
+        participants: [BenchParticipant],
+        deadline: ContinuousClock.Instant
+    ) async throws -> LogonReport {
+        // Registering logged every client on: start the measurement as guests.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for participant in participants { group.addTask { try await participant.client.logOff() } }
+            try await group.waitForAll()
+        }
+        let start = ContinuousClock.now
+        let count = participants.count
+        let done = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, participant) in participants.enumerated() {
+                let share = total / count + (index < total % count ? 1 : 0)
+                group.addTask {
+                    var done = 0
+                    while done < share, ContinuousClock.now < deadline, !Task.isCancelled {
+                        try await participant.client.logOn(userID: participant.user, password: participant.password)
+                        try await participant.client.logOff()
+                        done += 1
+                    }
+                    return done
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let seconds = Double((ContinuousClock.now - start).nanoseconds) / 1e9
+        return LogonReport(
+            clients: count,
+            logons: done,
+            seconds: seconds,
+            logonsPerSecond: seconds > 0 ? Double(done) / seconds : 0
+        )
+    }
+
+    /// `{"clients":..,"logons":..,"logonsPerSecond":..,"seconds":..}`
+    struct LogonReport: Encodable {
+        var clients: Int
+        var logons: Int
+        var seconds: Double
+        var logonsPerSecond: Double
+
+        var summary: String {
+            """
+            \(clients) clients, \(logons) logons in \(String(format: "%.3f", seconds)) s
+            \(String(format: "%.1f", logonsPerSecond)) logons/s
+            """
+        }
+    }
+}
+
+extension Duration {
+    /// The whole duration in nanoseconds (saturating far beyond any run's length).
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

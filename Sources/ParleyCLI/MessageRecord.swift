@@ -1,0 +1,52 @@
+import Foundation
+import ParleyCore
+
+/// A received message as `receive`, `send --receipt` and `chat` print it.
+struct MessageRecord: Encodable {
+    var event = "message"
+    var id: UInt64
+    var sender: UInt32
+    var recipients: [UInt32]
+    var kind: String
+    var text: String?
+    var base64: String?
+    var sentAt: Date
+    var deliveredAt: Date
+
+    init(_ message: Message) {
+        id = message.id.rawValue
+        sender = message.sender.rawValue
+        recipients = message.recipients.map(\.rawValue)
+        sentAt = message.sentAt
+        deliveredAt = message.deliveredAt
+        switch message.body {
+        case .text(let text):
+            kind = "text"
+            self.text = text
+        case .binary(let bytes):
+            kind = "binary"
+            base64 = Data(bytes).base64EncodedString()
+        }
+    }
+
+    /// "1001 -> 1000,1002 [8812...] hello"; line breaks in text are escaped to keep one line.
+    var line: String {
+        let to = recipients.map(String.init).joined(separator: ",")
+        return "\(sender) -> \(to) [\(id)] \(content)"
+    }
+
+    /// "[from 1001] hello", for chat.
+    var chatLine: String {
+        "[from \(sender)] \(content)"
+    }
+
+    private var content: String {
+        if let text {
+            return text.replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\n", with: "\\n")
+                .replacingOccurrences(of: "\r", with: "\\r")
+        }
+        let count = base64.flatMap { Data(base64Encoded: $0)?.count } ?? 0
+        return "\(count) bytes base64:\(base64 ?? "")"
+    }
+}

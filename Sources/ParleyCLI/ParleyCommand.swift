@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ParleyCore
+
+/// The `parley` executable: a server, client commands for scripts and people, and a load generator.
+///
+/// Standard output carries only results (one JSON object per line with `--json`); logs and
+/// errors go to standard error, so scripts can read stdout as is.
+@main
+struct ParleyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "parley",
+        abstract: "Run a Parley server, talk to one, or measure one.",
+        discussion: """
+            Exit codes: 0 success; 1 failure; 2 usage; 3 cannot connect; 4 the server refused \
+            (wrong password, unknown user, ...); 5 a recipient failed (send); 6 fewer results than \
+            expected arrived in time (receive --count, send --receipt, bench).
+            """,
+        subcommands: [
+            ServerCommand.self,
+            RegisterCommand.self,
+            SendCommand.self,
+            ReceiveCommand.self,
+            WhoisCommand.self,
+            ExistsCommand.self,
+            FindCommand.self,
+            ChatCommand.self,
+            BenchCommand.self,
+        ]
+    )
+
+    /// Parses, bootstraps logging (the only place that does), runs the command, and turns errors
+    /// into one line on standard error plus an exit code.
+    static func main() async {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(reporting: error)
+        }
+        bootstrapLogging(for: command)
+        do {
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                var command = command
+                try command.run()
+            }
+        } catch {
+            exit(reporting: error)
+        }
+    }
+
+    private static func bootstrapLogging(for command: any ParsableCommand) {
+        let level: Logger.Level
+        if let command = command as? any LoggingCommand {
+            level = command.output.logLevel?.level ?? type(of: command).defaultLogLevel
+        } else {
+            level = .warning
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
+    private static func exit(reporting error: any Error) -> Never {
+        switch error {
+        case let code as ExitCode:
+            // The command already printed what there was to say.
+            Foundation.exit(code.rawValue)
+        case let error as ParleyError:
+            Output.note("error: \(error)")
+            Foundation.exit(ExitStatus.code(for: error).rawValue)
+        case let failure as CommandFailure:
+            Output.note("error: \(failure.message)")
+            Foundation.exit(failure.exitCode.rawValue)
+        default:
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                Foundation.exit(ExitCode.success.rawValue)
+            }
+            if code == .validationFailure {
+                // ArgumentParser's usage errors (EX_USAGE) become exit code 2, like most Unix tools,
+                // and one line like every other error, with the help hint ArgumentParser adds.
+                // "See 'parley send --help' for more information." -> " (see 'parley send --help' ...)"
+                let hint = message.split(separator: "\n")
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
+                    .first { $0.hasPrefix("See '") && $0.hasSuffix(".") }
+                    .map { " (see" + $0.dropFirst("See".count).dropLast() + ")" }
+                Output.note("error: \(Self.message(for: error))\(hint ?? "")")
+                Foundation.exit(ExitStatus.usage.rawValue)
+            }
+            Output.note(message.isEmpty ? "error: \(error)" : "error: \(message)")
+            Foundation.exit(code == .failure ? ExitStatus.failure.rawValue : code.rawValue)
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Logging
+import ParleyClient
+import ParleyCore
+
+/// `parley receive`: logs on and prints messages as they arrive, stored ones first.
+struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "receive",
+        abstract: "Log on and print messages as they arrive (messages stored while offline come first).",
+        discussion: """
+            Line format: "<sender> -> <recipients> [<message id>] <text>", or "<n> bytes base64:<...>" \
+            for binary messages. A message is acknowledged when it is printed. Ends after --count \
+            messages, after --timeout seconds, or when the server shuts down; exits 0, or 6 when \
+            --count was given and fewer messages arrived. With --json the first line is \
+            {"event":"loggedOn",...}, then {"event":"message",...} per message and \
+            {"event":"serverShutdown",...} if the server goes away.
+            """
+    )
+    static let defaultLogLevel = Logger.Level.warning
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var connection: ServerOptions
+    @OptionGroup var credentials: CredentialOptions
+
+    @Option(help: "Exit after this many messages.")
+    var count: Int?
+
+    @Option(help: "Exit after this many seconds.")
+    var timeout: Double?
+
+    func validate() throws {
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+    }
+
+    func run() async throws {
+        let out = Output(json: output.json)
+        let (credentials, count) = (self.credentials, self.count)
+        let deadline = ContinuousClock.Instant.after(seconds: timeout)
+        let received = try await withParleyClient(
+            configuration: try connection.clientConfiguration(),
+            logger: Logger(label: "parley.client")
+        ) { client in
+            let logon = try await client.logOn(userID: credentials.user, password: credentials.password)
+            try out.emitJSON(
+                LoggedOnRecord(userID: credentials.user.rawValue, storedMessages: logon.storedMessages)
+            )
+            return try await withDeadline(deadline) {
+                try await Self.printMessages(from: client.events, count: count, out: out)
+            }
+        }
+        if let count, received < count { throw ExitStatus.incomplete }
+    }
+
+    /// Prints messages until `count` were printed, the server shuts down, or the task is
+    /// cancelled; returns how many were printed.
+    private static func printMessages(from events: ParleyClientEvents, count: Int?, out: Output) async throws -> Int {
+        var received = 0
+        for await event in events {
+            switch event {
+            case .message(let message):
+                let record = MessageRecord(message)
+                try out.emit(record, text: record.line)
+                received += 1
+                if let count, received >= count { return received }
+            case .serverShuttingDown(let reason):
+                try out.emitJSON(ShutdownRecord(reason: reason))
+                Output.note("the server is shutting down: \(reason)")
+                return received
+            case .sessionReplaced(let reason):
+                throw ParleyError(code: .sessionReplaced, message: reason)
+            case .deliveryReceipt, .connectionStateChanged:
+                continue
+            }
+        }
+        return received
+    }
+}
+
+/// `{"event":"loggedOn","storedMessages":N,"userID":N}`
+struct LoggedOnRecord: Encodable {
+    var event = "loggedOn"
+    var userID: UInt32
+    var storedMessages: Int
+}
+
+/// `{"event":"serverShutdown","reason":...}`
+struct ShutdownRecord: Encodable {
+    var event = "serverShutdown"
+    var reason: String
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ParleyCore
+import ParleyServer
+import ServiceLifecycle
+
+/// `parley server`: runs a server in a service group until SIGTERM or SIGINT.
+struct ServerCommand: AsyncParsableCommand, LoggingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run a Parley server until SIGTERM or SIGINT (graceful shutdown).",
+        discussion: """
+            Once the socket is bound, prints "listening on HOST:PORT" (with --json \
+            {"event":"listening","host":...,"port":...}). If the port is busy the server tries the \
+            next ones and logs each skip.
+            """
+    )
+    static let defaultLogLevel = Logger.Level.info
+
+    @OptionGroup var output: OutputOptions
+
+    @Option(help: "The TCP port; 0 lets the system choose.")
+    var port = 7420
+
+    @Option(name: .customLong("data"), help: "The directory for the server's database (created if missing).")
+    var dataDirectory: String
+
+    @Option(help: "The address to listen on.")
+    var host = "0.0.0.0"
+
+    @Option(name: .customLong("max-connections"), help: "Refuse connections beyond this many (default 16384).")
+    var maximumConnections: Int?
+
+    @Option(name: .customLong("max-frame-size"), help: "The largest frame accepted, in bytes (default 1 MiB).")
+    var maximumFrameSize: Int?
+
+    @Option(name: .customLong("minimum-user-id"), help: "Assigned user IDs start here (default 1000).")
+    var minimumUserID: UInt32?
+
+    @Flag(name: .customLong("replace-sessions"), help: "A second logon of a user replaces the older session.")
+    var replacesSessions = false
+
+    @Option(name: .customLong("password-cost"), help: "log2 of scrypt's N for new password hashes (default 14).")
+    var passwordCost: Int?
+
+    @Option(name: .customLong("event-loops"), help: "Event-loop threads for connections (default 1).")
+    var eventLoops: Int?
+
+    @Option(help: "The server name sent to clients.")
+    var name: String?
+
+    @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss.")
+    var durability: DurabilityArgument = .normal
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+        if let maximumConnections, maximumConnections < 1 {
+            throw ValidationError("--max-connections must be at least 1")
+        }
+        if let maximumFrameSize, maximumFrameSize < 1024 {
+            throw ValidationError("--max-frame-size must be at least 1024")
+        }
+        if let minimumUserID, minimumUserID < 1 { throw ValidationError("--minimum-user-id must be at least 1") }
+        if let passwordCost, !(1...24).contains(passwordCost) {
+            throw ValidationError("--password-cost must be 1...24")
+        }
+        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
+    }
+
+    func run() async throws {
+        let out = Output(json: output.json)
+        let server = ParleyServer(configuration: try serverConfiguration(), logger: Logger(label: "parley.server"))
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "parley.lifecycle")
+            )
+        )
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await services.run() }
+                let address = try await server.listeningAddress
+                try out.emit(
+                    ListeningRecord(host: address.host, port: address.port),
+                    text: "listening on \(address)"
+                )
+                try await tasks.waitForAll()
+            }
+        } catch let error as ParleyError {
+            // Everything here is local (bad configuration, busy ports, storage): not a refusal.
+            throw CommandFailure(message: error.description)
+        }
+    }
+
+    private func serverConfiguration() throws -> ParleyServer.Configuration {
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw CommandFailure(message: "cannot create the data directory \(dataDirectory): \(error)")
+        }
+        var configuration = ParleyServer.Configuration(dataDirectory: dataDirectory)
+        configuration.host = host
+        configuration.port = port
+        configuration.replacesExistingSession = replacesSessions
+        configuration.durability = durability.value
+        if let name { configuration.serverName = name }
+        if let maximumConnections { configuration.maximumConnections = maximumConnections }
+        if let maximumFrameSize { configuration.maximumFrameSize = maximumFrameSize }
+        if let minimumUserID { configuration.minimumUserID = UserID(minimumUserID) }
+        if let passwordCost {
+            configuration.passwordCost.log2N = passwordCost
+        }
+        if let eventLoops { configuration.eventLoopThreads = eventLoops }
+        return configuration
+    }
+}
+
+/// `--durability` values.
+enum DurabilityArgument: String, ExpressibleByArgument, CaseIterable {
+    case normal, full
+
+    var value: ParleyServer.Configuration.Durability {
+        switch self {
+        case .normal: .normal
+        case .full: .full
+        }
+    }
+}
+
+/// `{"event":"listening","host":...,"port":...}`
+struct ListeningRecord: Encodable {
+    var event = "listening"
+    var host: String
+    var port: Int
+}

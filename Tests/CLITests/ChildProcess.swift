@@ -1,0 +1,262 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// A value that changes over time and can be awaited until it satisfies a condition.
+final class Observed<Value: Sendable>: Sendable {
+    private struct Waiter {
+        let isSatisfied: @Sendable (Value) -> Bool
+        let continuation: CheckedContinuation<Value, any Error>
+    }
+
+    private let state: Mutex<(value: Value, waiters: [UUID: Waiter])>
+
+    init(_ value: Value) {
+        state = Mutex((value, [:]))
+    }
+
+    var value: Value { state.withLock { $0.value } }
+
+    func update(_ change: (inout Value) -> Void) {
+        let ready = state.withLock { state -> [(CheckedContinuation<Value, any Error>, Value)] in
+            change(&state.value)
+            let value = state.value
+            let satisfied = state.waiters.filter { $0.value.isSatisfied(value) }
+            for id in satisfied.keys { state.waiters[id] = nil }
+            return satisfied.values.map { ($0.continuation, value) }
+        }
+        for (continuation, value) in ready { continuation.resume(returning: value) }
+    }
+
+    /// Waits until `isSatisfied` holds, or throws when the task is cancelled.
+    func wait(until isSatisfied: @escaping @Sendable (Value) -> Bool) async throws -> Value {
+        let id = UUID()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let now = state.withLock { state -> Value? in
+                    if isSatisfied(state.value) { return state.value }
+                    state.waiters[id] = Waiter(isSatisfied: isSatisfied, continuation: continuation)
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.continuation.resume(throwing: CancellationError())
+        }
+    }
+}
+
+/// A timeout in a test: says what was being waited for.
+struct TestTimeout: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Runs `operation`, failing with ``TestTimeout`` if it takes longer than `timeout`.
+func withTimeout<T: Sendable>(
+    _ timeout: Duration,
+    waitingFor what: String,
+    _ operation: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await operation() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw TestTimeout(what: what)
+        }
+        defer { group.cancelAll() }
+        guard let result = try await group.next() else { throw TestTimeout(what: what) }
+        return result
+    }
+}
+
+/// How a child process ended.
+enum Termination: Sendable, Equatable, CustomStringConvertible {
+    case exit(Int32)
+    case signal(Int32)
+
+    var description: String {
+        switch self {
+        case .exit(let code): "exit \(code)"
+        case .signal(let signal): "signal \(signal)"
+        }
+    }
+}
+
+/// The built `parley` executable, run as a child process with its output collected.
+///
+/// Output is read on dedicated threads as it comes, so a chatty child never blocks on a full
+/// pipe and tests can wait for a particular line.
+final class ChildProcess: Sendable {
+    struct Stream: Sendable {
+        var data = Data()
+        var isClosed = false
+
+        var text: String { String(decoding: data, as: UTF8.self) }
+        /// Complete lines only.
+        var lines: [String] {
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            lines.removeLast()
+            return lines
+        }
+    }
+
+    let arguments: [String]
+    let standardOutput = Observed(Stream())
+    let standardError = Observed(Stream())
+    let termination = Observed<Termination?>(nil)
+    let processIdentifier: Int32
+
+    /// The package's `.build/debug/parley`, found from this file's path.
+    static let executable: URL = {
+        URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent()  // CLITests
+            .deletingLastPathComponent()  // Tests
+            .deletingLastPathComponent()  // package root
+            .appendingPathComponent(".build/debug/parley")
+    }()
+
+    /// Where ``write(_:)`` sends; nil when standard input is /dev/null or already written.
+    private let input: FileHandle?
+
+    /// Starts `parley` with `arguments`. `input`, when given, is written to its standard input,
+    /// which is then closed unless `keepsInputOpen` (else standard input is /dev/null).
+    init(_ arguments: [String], input: String? = nil, keepsInputOpen: Bool = false) throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
+            throw TestFailure(
+                "the parley executable is missing at \(Self.executable.path); build it with `swift build --product parley`"
+            )
+        }
+        self.arguments = arguments
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        let stdout = Pipe()
+        let stderr = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        let termination = self.termination
+        process.terminationHandler = { process in
+            let status = process.terminationStatus
+            let ended: Termination = process.terminationReason == .exit ? .exit(status) : .signal(status)
+            termination.update { $0 = ended }
+        }
+        try process.run()
+        processIdentifier = process.processIdentifier
+        Self.collect(stdout.fileHandleForReading, into: standardOutput)
+        Self.collect(stderr.fileHandleForReading, into: standardError)
+        if let input {
+            try stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
+            if !keepsInputOpen { try stdin.fileHandleForWriting.close() }
+        }
+        self.input = keepsInputOpen ? stdin.fileHandleForWriting : nil
+    }
+
+    /// Writes to standard input (started with `keepsInputOpen`), closing it after when asked.
+    func write(_ text: String, thenClose: Bool = false) throws {
+        guard let input else { throw TestFailure("the standard input of `\(commandLine)` is not open") }
+        try input.write(contentsOf: Data(text.utf8))
+        if thenClose { try input.close() }
+    }
+
+    deinit {
+        // Never leave a child behind when a test fails half-way.
+        if termination.value == nil { kill(processIdentifier, SIGKILL) }
+    }
+
+    private static func collect(_ handle: FileHandle, into stream: Observed<Stream>) {
+        Thread.detachNewThread {
+            while true {
+                let data = handle.availableData
+                if data.isEmpty { break }
+                stream.update { $0.data.append(data) }
+            }
+            stream.update { $0.isClosed = true }
+        }
+    }
+
+    var commandLine: String { (["parley"] + arguments).joined(separator: " ") }
+    var output: String { standardOutput.value.text }
+    var outputLines: [String] { standardOutput.value.lines }
+    var errorOutput: String { standardError.value.text }
+
+    /// Sends a signal (SIGTERM, SIGKILL, ...).
+    func signal(_ signal: Int32) {
+        kill(processIdentifier, signal)
+    }
+
+    /// Waits for the first line of standard output that satisfies `predicate`.
+    @discardableResult
+    func line(
+        timeout: Duration = .seconds(30),
+        where predicate: @escaping @Sendable (String) -> Bool
+    ) async throws -> String {
+        let stream = try await withTimeout(timeout, waitingFor: "a line of `\(commandLine)`") {
+            try await self.standardOutput.wait { $0.lines.contains(where: predicate) || $0.isClosed }
+        }
+        guard let line = stream.lines.first(where: predicate) else {
+            throw TestFailure(
+                "`\(commandLine)` closed its output without the expected line; "
+                    + "stdout: \(stream.text) stderr: \(errorOutput)"
+            )
+        }
+        return line
+    }
+
+    /// Waits for the process to end and for all of its output.
+    @discardableResult
+    func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
+        let ended = try await withTimeout(timeout, waitingFor: "`\(commandLine)` to exit") {
+            let ended = try await self.termination.wait { $0 != nil }
+            _ = try await self.standardOutput.wait { $0.isClosed }
+            _ = try await self.standardError.wait { $0.isClosed }
+            return ended
+        }
+        return ended ?? .exit(-1)
+    }
+}
+
+/// A test failure with a message.
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What a finished `parley` command printed, and how it ended.
+struct CommandResult: Sendable, CustomStringConvertible {
+    var termination: Termination
+    var output: String
+    var errorOutput: String
+
+    var lines: [String] { output.split(separator: "\n").map(String.init) }
+    var status: Int32? {
+        if case .exit(let status) = termination { return status }
+        return nil
+    }
+
+    /// Every line of standard output as a JSON object.
+    func jsonLines() throws -> [[String: Any]] {
+        try lines.map { line in
+            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                throw TestFailure("not a JSON object: \(line)")
+            }
+            return object
+        }
+    }
+
+    var description: String { "\(termination); stdout: \(output)stderr: \(errorOutput)" }
+}
+
+/// Runs `parley` with `arguments` to its end.
+func parley(
+    _ arguments: [String],
+    input: String? = nil,
+    timeout: Duration = .seconds(60)
+) async throws -> CommandResult {
+    let child = try ChildProcess(arguments, input: input)
+    let termination = try await child.waitForExit(timeout: timeout)
+    return CommandResult(termination: termination, output: child.output, errorOutput: child.errorOutput)
+}

@@ -1,0 +1,106 @@
+import ParleyClient
+import ParleyCore
+import ParleyServer
+import ParleyWire
+import Testing
+
+@Suite("Connection limits and keep-alive", .timeLimit(.minutes(1)))
+struct LimitsTests {
+    @Test("connections beyond the maximum are refused with TOO_MANY_CONNECTIONS")
+    func maximumConnections() async throws {
+        try await withTestServer(ServerChanges { $0.maximumConnections = 3 }) { server in
+            var connections: [RawConnection] = []
+            for _ in 0..<3 {
+                let raw = try await RawConnection.connect(to: server.address)
+                try await raw.hello()
+                connections.append(raw)
+            }
+            #expect(server.server.connectionCount == 3)
+
+            let refused = try await RawConnection.connect(to: server.address)
+            let frames = try await refused.waitUntilClosed()
+            #expect(frames.count == 1)
+            #expect(frames.first?.isFatalError == true)
+            #expect(refused.connectionErrors.map(\.code) == [.tooManyConnections])
+
+            // The three are unaffected.
+            for raw in connections {
+                var exists = Parley_V1_UserIdRequest()
+                exists.userID = 1000
+                #expect(try await raw.request(.userExists, exists).type == FrameType.userExists.response)
+                await raw.close()
+            }
+        }
+    }
+
+    @Test("a silent peer is closed with IDLE_TIMEOUT; a real client answers PINGs and stays")
+    func idleTimeout() async throws {
+        try await withTestServer(
+            ServerChanges {
+                $0.heartbeatInterval = .milliseconds(100)
+                $0.idleTimeout = .milliseconds(300)
+            }
+        ) { server in
+            try await withTestClient(of: server.clientConfiguration) { test in
+                let alice = try await test.register("alice")
+                let raw = try await RawConnection.connect(to: server.address)
+                let ok = try await raw.hello()
+                #expect(ok.heartbeatIntervalMs == 100)
+                #expect(ok.idleTimeoutMs == 300)
+                let sleepy = try await raw.register("sleepy")
+
+                let frames = try await raw.waitUntilClosed(timeout: .seconds(5))
+                #expect(frames.contains { $0.type == .ping })
+                #expect(frames.last?.isFatalError == true)
+                #expect(raw.connectionErrors.map(\.code) == [.idleTimeout])
+
+                // The client has been connected at least as long and is still there.
+                #expect(
+                    !test.events.items.contains { event in
+                        if case .connectionStateChanged(.disconnected) = event { return true }
+                        return false
+                    }
+                )
+                #expect(try await test.client.userInfo(alice).isOnline)
+                #expect(try await !test.client.isOnline(sleepy))
+
+                // The timed-out session is over: the user can log on again.
+                try await test.client.logOff()
+                try await test.client.logOn(userID: sleepy, password: "secret")
+            }
+        }
+    }
+
+    @Test(
+        "a peer that stops reading is disconnected (slow consumer, or idle) even though its socket is full",
+        arguments: ["slow consumer", "idle"]
+    )
+    func stuckPeerIsDisconnected(reason: String) async throws {
+        try await withTestServer(
+            ServerChanges {
+                $0.outboundQueueLimit = 64 * 1024
+                if reason == "idle" {
+                    $0.heartbeatInterval = .milliseconds(100)
+                    $0.idleTimeout = .milliseconds(400)
+                } else {
+                    $0.slowConsumerTimeout = .milliseconds(200)
+                }
+            }
+        ) { server in
+            let raw = try await RawConnection.connect(to: server.address)
+            try await raw.hello()
+            let user = try await raw.register("sleepy")
+            // From now on the peer reads nothing: the kernel buffers fill, then the server's queue.
+            try await raw.channel.setOption(.autoRead, value: false).get()
+
+            let body = MessageBody.binary(Array(repeating: 0x5A, count: 64 * 1024))
+            for _ in 0..<300 where server.server.connectionCount > 0 {
+                _ = try await server.server.send(body, to: [user])
+            }
+            try await eventually("the server to drop the connection", timeout: .seconds(10)) {
+                server.server.connectionCount == 0
+            }
+            await raw.close()
+        }
+    }
+}

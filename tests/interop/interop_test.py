@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Interoperability test: the independent Python client against a running Parley server.
+
+Usage: interop_test.py HOST PORT
+
+Every check prints one line; the last line is "N passed, M failed" and the exit status is
+non-zero if anything failed. Section numbers refer to docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import parley_client as p  # noqa: E402
+
+HOST = ""
+PORT = 0
+passed = 0
+failed = 0
+notes: list[str] = []
+
+
+def check(name: str, condition: bool, detail: object = "") -> bool:
+    global passed, failed
+    if condition:
+        passed += 1
+        print(f"ok     {name}")
+    else:
+        failed += 1
+        print(f"FAIL   {name}" + (f": {detail}" if detail != "" else ""))
+    return condition
+
+
+@contextmanager
+def step(name: str):
+    """Runs a group of checks; an unexpected exception counts as one failed check."""
+    global failed
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001
+        failed += 1
+        print(f"FAIL   {name}: unexpected {type(error).__name__}: {error}")
+        traceback.print_exc(limit=3, file=sys.stdout)
+
+
+def connect() -> p.Connection:
+    return p.Connection(HOST, PORT, timeout=10.0)
+
+
+def expect_error(name: str, answer: p.Frame, code: int, request_id: int, fatal: bool = False) -> None:
+    meta = answer.fields() if answer.type == p.ERROR else {}
+    check(
+        name,
+        answer.type == p.ERROR and meta["code"] == code and answer.request_id == request_id
+        and meta["fatal"] == fatal,
+        f"got {answer}",
+    )
+
+
+def expect_closed(name: str, conn: p.Connection) -> None:
+    try:
+        frame = conn.next_frame(timeout=5.0)
+        check(name, False, f"got {frame} instead of the end of the connection")
+    except p.ConnectionClosed:
+        check(name, True)
+    except TimeoutError:
+        check(name, False, "the connection stayed open")
+
+
+def main() -> int:
+    suffix = os.urandom(4).hex()
+    alice_name, bob_name = f"Alice-{suffix}", f"bob-{suffix}"
+    alice_pw, bob_pw = "alice secret", "bob secret ü"
+
+    # --- Handshake (section 7) ------------------------------------------------------------
+    a = connect()
+    with step("HELLO"):
+        ok = a.hello()
+        check("HELLO answered with version 1", ok["version"] == 1, ok)
+        check("HELLO_OK announces max_frame_size >= 1024", ok["max_frame_size"] >= 1024, ok)
+        check("HELLO_OK idle timeout is longer than the heartbeat interval",
+              ok["idle_timeout_ms"] > ok["heartbeat_interval_ms"] > 0, ok)
+        check("HELLO_OK server_user_id is 0", ok["server_user_id"] == 0, ok)
+    max_frame = (a.hello_ok or {}).get("max_frame_size", 1 << 20)
+
+    with step("client PING"):
+        pong = a.ping(0xDEADBEEFCAFE)
+        check("client PING is answered by PONG with the same nonce and request ID",
+              pong.type == p.PONG and p.decode("Ping", pong.meta)["nonce"] == 0xDEADBEEFCAFE
+              and pong.request_id == a.next_request_id - 1, pong)
+
+    # --- Guest restrictions (section 8) ---------------------------------------------------
+    with step("guest restrictions"):
+        answer = a.request_frame(p.SEND_MESSAGE, {"message_id": 1, "recipients": [1000]}, b"x", request_id=77)
+        expect_error("guest SEND_MESSAGE -> ERROR 6 NOT_LOGGED_ON, same request ID", answer, 6, 77)
+        answer = a.request_frame(p.GET_USER_INFO, {"user_id": 1000}, request_id=78)
+        expect_error("guest GET_USER_INFO -> ERROR 6", answer, 6, 78)
+        answer = a.request_frame(p.LOGOFF, request_id=79)
+        expect_error("guest LOGOFF -> ERROR 6", answer, 6, 79)
+        # Section 21: a failing request with request ID 0 still yields a non-fatal ERROR with ID 0.
+        a.ack([(1000, 1)], request_id=0)
+        a.ping(1)
+        errors = [f for f in a.events if f.type == p.ERROR]
+        check("guest ACK_MESSAGES with request ID 0 -> non-fatal ERROR 6 with request ID 0",
+              len(errors) == 1 and errors[0].request_id == 0 and errors[0].fields()["code"] == 6
+              and not errors[0].fields()["fatal"], [str(f) for f in a.events])
+        a.events.clear()
+        check("guest USER_EXISTS is allowed (unknown ID -> false)", a.user_exists(0) is False)
+
+    # --- Accounts (section 9.1-9.3) -------------------------------------------------------
+    bob = alice = 0
+    with step("register"):
+        reg = a.register(f"  {bob_name}\t", bob_pw, first_name="Bob", organization="Interop")
+        bob = reg["user"]["user_id"]
+        check("REGISTER assigns an ID and logs on (online, trimmed name, no stored messages)",
+              bob >= 1 and reg["user"]["online"] and reg["user"]["user_name"] == bob_name
+              and reg["stored_messages"] == 0 and reg["user"]["registered_at_ms"] > 1_600_000_000_000, reg)
+        answer = a.request_frame(p.REGISTER, {"info": {"user_name": "x"}, "password": "y"}, request_id=90)
+        expect_error("REGISTER while logged on -> ERROR 7 ALREADY_LOGGED_ON", answer, 7, 90)
+        a.logoff()
+        check("LOGOFF returns to guest (GET_USER_INFO -> 6 again)",
+              a.request_frame(p.GET_USER_INFO, {"user_id": bob}).fields()["code"] == 6)
+        answer = a.request_frame(p.REGISTER, {"info": {"user_name": "   "}, "password": "y"}, request_id=91)
+        expect_error("REGISTER with a blank user name -> ERROR 5 INVALID_REQUEST", answer, 5, 91)
+        reg = a.register(alice_name, alice_pw, organization="Interop Labs")
+        alice = reg["user"]["user_id"]
+        check("second REGISTER on the same connection after LOGOFF", alice > bob, reg)
+
+    # --- Directory (section 9.4-9.8) ------------------------------------------------------
+    with step("directory"):
+        check("USER_EXISTS(bob) is true", a.user_exists(bob))
+        check("USER_ONLINE(bob) is false while bob is offline", a.user_online(bob) is False)
+        info = a.user_info(alice)
+        check("GET_USER_INFO(alice) is online with her fields",
+              info["online"] and info["organization"] == "Interop Labs" and info["user_id"] == alice, info)
+        answer = a.request_frame(p.GET_USER_INFO, {"user_id": 4_000_000_000}, request_id=95)
+        expect_error("GET_USER_INFO of an unknown ID -> ERROR 20 USER_NOT_FOUND", answer, 20, 95)
+        check("FIND_USER_ID is exact and case-insensitive",
+              a.find_user_ids(alice_name.upper()) == [alice] and a.find_user_ids(alice_name[:-1]) == [])
+        found = a.find_users([(p.USER_FIELD_USER_NAME, p.MATCH_CONTAINS, suffix.upper()),
+                              (p.USER_FIELD_ORGANIZATION, p.MATCH_PREFIX, "INTEROP")],
+                             sort=p.USER_FIELD_USER_NAME)
+        check("FIND_USERS: contains + prefix, case-insensitive, AND, sorted by user name",
+              [u["user_id"] for u in found["users"]] == [alice, bob] and not found["truncated"], found)
+        found = a.find_users([(p.USER_FIELD_USER_NAME, p.MATCH_CONTAINS, suffix)], online=p.ONLINE_ONLINE)
+        check("FIND_USERS online filter", [u["user_id"] for u in found["users"]] == [alice], found)
+        found = a.find_users([(p.USER_FIELD_USER_NAME, p.MATCH_CONTAINS, suffix)], limit=1)
+        check("FIND_USERS limit and truncated", len(found["users"]) == 1 and found["truncated"], found)
+        answer = a.request_frame(p.FIND_USERS, {"filters": [{"field": p.USER_FIELD_USER_ID, "value": "1"}]},
+                                 request_id=96)
+        expect_error("FIND_USERS on the user ID field -> ERROR 5", answer, 5, 96)
+
+    # --- Messages to an offline recipient (section 11) ------------------------------------
+    texts = ["hello bob 👋", "second", "third: ordering"]
+    text_ids = []
+    with step("send while offline"):
+        for text in texts:
+            message_id, results = a.send_message([bob], text)
+            text_ids.append(message_id)
+            check(f"SEND_MESSAGE {text!r} to offline bob -> ACCEPTED_OFFLINE",
+                  len(results) == 1 and results[0]["recipient"] == bob
+                  and results[0]["status"] == p.ACCEPTED_OFFLINE and not results[0]["duplicate"], results)
+        _, results = a.send_message([4_000_000_000], "nobody")
+        check("unknown recipient -> FAILED with error_code 32",
+              results[0]["status"] == p.FAILED and results[0]["error_code"] == 32, results)
+        answer = a.request_frame(p.SEND_MESSAGE, {"message_id": 5, "recipients": [bob], "kind": p.KIND_TEXT},
+                                 b"\xff\xfe bad", request_id=97)
+        expect_error("TEXT payload that is not UTF-8 -> ERROR 30 INVALID_UTF8", answer, 30, 97)
+        answer = a.request_frame(p.SEND_MESSAGE, {"message_id": 0, "recipients": [bob]}, b"", request_id=98)
+        expect_error("message ID 0 -> ERROR 5", answer, 5, 98)
+
+    # --- Bob logs on in a second connection and gets the stored messages (11.4, 11.5) -----
+    b = connect()
+    inbox = p.Inbox()
+    with step("bob logs on"):
+        b.hello()
+        start = time.monotonic()
+        answer = b.request_frame(p.LOGON, {"user_id": bob, "password": "wrong"}, request_id=5)
+        expect_error("LOGON with a wrong password -> ERROR 10 INVALID_CREDENTIALS", answer, 10, 5)
+        check("a failed LOGON is answered after a pause (~100 ms)", time.monotonic() - start >= 0.09)
+        logon = b.logon(bob, bob_pw)
+        check("LOGON reports 3 stored messages", logon["stored_messages"] == 3, logon)
+        received = [b.next_event(types=(p.MESSAGE,)) for _ in texts]
+        metas = [m.fields() for m in received]
+        check("stored MESSAGE events arrive oldest first, from alice, as TEXT, with the right bodies",
+              [m.payload.decode("utf-8") for m in received] == texts
+              and [m["message_id"] for m in metas] == text_ids
+              and all(m["sender"] == alice and m["kind"] == p.KIND_TEXT and m["recipients"] == [bob]
+                      and m["stored_at_ms"] > 0 and m["delivered_at_ms"] >= m["stored_at_ms"] for m in metas),
+              [str(m) for m in received])
+        for m in metas:
+            inbox.is_new(m["sender"], m["message_id"])
+        ack = b.ack([(alice, text_ids[0])], request_id=6)
+        check("ACK_MESSAGES with a request ID is answered by an empty 0x8031",
+              ack is not None and ack.type == p.ACK_MESSAGES | p.RESPONSE_BIT and ack.meta == b"", ack)
+        b.ack([(alice, i) for i in text_ids[1:]], request_id=0)
+        b.ping(2)
+        check("ACK_MESSAGES with request ID 0 gets no answer",
+              not any(f.type == p.ACK_MESSAGES | p.RESPONSE_BIT or f.type == p.ERROR for f in b.events)
+              and not b.answers, [str(f) for f in b.events])
+        answer = b.request_frame(p.LOGON, {"user_id": bob, "password": bob_pw}, request_id=7)
+        expect_error("LOGON while logged on -> ERROR 7", answer, 7, 7)
+        c = connect()
+        c.hello()
+        answer = c.request_frame(p.LOGON, {"user_id": bob, "password": bob_pw}, request_id=8)
+        expect_error("LOGON of a user logged on elsewhere -> ERROR 12 SESSION_EXISTS", answer, 12, 8)
+        c.close()
+        check("USER_ONLINE(bob) is true now", a.user_online(bob))
+
+    # --- Binary message while online, receipt, duplicate (9.11, 10.2, 11.3) ----------------
+    with step("binary message online"):
+        body = bytes(range(256)) + b"\x00\x00\xff"
+        message_id, results = a.send_message([bob, bob], body, want_receipt=True)
+        check("binary SEND_MESSAGE to online bob -> one ACCEPTED_ONLINE (duplicate recipient dropped)",
+              len(results) == 1 and results[0]["status"] == p.ACCEPTED_ONLINE, results)
+        event = b.next_event(types=(p.MESSAGE,))
+        meta = event.fields()
+        check("bob receives the binary MESSAGE intact",
+              meta["kind"] == p.KIND_BINARY and event.payload == body and meta["message_id"] == message_id
+              and meta["sender"] == alice, event)
+        inbox.is_new(alice, message_id)
+        b.ack([(alice, message_id)])
+        receipt = a.next_event(types=(p.DELIVERY_RECEIPT,))
+        rmeta = receipt.fields()
+        check("alice receives a DELIVERY_RECEIPT after bob's ACK",
+              rmeta["message_id"] == message_id and rmeta["recipient"] == bob
+              and rmeta["acknowledged_at_ms"] > 0 and receipt.request_id == 0, receipt)
+        _, results = a.send_message([bob], body, message_id=message_id)
+        check("resending the same message ID -> accepted with duplicate = true",
+              results[0]["status"] in (p.ACCEPTED_ONLINE, p.ACCEPTED_OFFLINE) and results[0]["duplicate"], results)
+        try:
+            extra = b.next_event(timeout=0.5, types=(p.MESSAGE,))
+            check("the duplicate is not delivered again", False, extra)
+        except TimeoutError:
+            check("the duplicate is not delivered again", True)
+
+    # --- Redelivery after reconnect + client-side de-duplication (11.6) --------------------
+    with step("redelivery"):
+        message_id, results = a.send_message([bob], "not acknowledged")
+        event = b.next_event(types=(p.MESSAGE,))
+        check("bob receives a live TEXT message", event.payload == b"not acknowledged")
+        check("the inbox sees it as new", inbox.is_new(alice, message_id))
+        b.close()  # without acknowledging it
+        b = connect()
+        b.hello()
+        logon = b.logon(bob, bob_pw)
+        event = b.next_event(types=(p.MESSAGE,))
+        check("after reconnecting, the unacknowledged message is pushed again",
+              logon["stored_messages"] == 1 and event.fields()["message_id"] == message_id, (logon, event))
+        check("client-side de-duplication recognizes the redelivery",
+              not inbox.is_new(event.fields()["sender"], event.fields()["message_id"]))
+        b.ack([(alice, message_id)])
+        b.logoff()
+        b.logon(bob, bob_pw)
+        b.ping(3)
+        check("after the ACK nothing is pushed at the next logon",
+              not [f for f in b.events if f.type == p.MESSAGE], [str(f) for f in b.events])
+
+    # --- Largest frame (2.1, 21) -----------------------------------------------------------
+    with step("largest frame"):
+        meta = p.encode("SendMessageRequest", {"message_id": 0x1234567890, "recipients": [bob],
+                                               "kind": p.KIND_BINARY, "sent_at_ms": int(time.time() * 1000)})
+        big = os.urandom(max_frame - 12 - len(meta))
+        a.send_frame(p.SEND_MESSAGE, 500, meta, big)
+        answer = a.wait_answer(500)
+        check("a SEND_MESSAGE frame of exactly max_frame_size bytes is accepted",
+              answer.type == p.SEND_MESSAGE | p.RESPONSE_BIT
+              and answer.fields()["results"][0]["status"] == p.ACCEPTED_ONLINE, answer)
+        event = b.next_event(types=(p.MESSAGE,))
+        check("and delivered intact", event.payload == big)
+        if event.length > max_frame:
+            notes.append(f"the MESSAGE frame carrying it is {event.length} bytes, "
+                         f"{event.length - max_frame} over max_frame_size (PROTOCOL.md section 21)")
+        b.ack([(alice, 0x1234567890)])
+
+    # --- Unknown frame type and misuse (section 6, 8) -------------------------------------
+    with step("unknown frame type"):
+        a.send_frame(0x0777, 4242, b"\x08\x01", b"payload")
+        expect_error("unknown frame type -> ERROR 4 UNKNOWN_REQUEST with the same request ID",
+                     a.wait_answer(4242), 4, 4242)
+        a.send_frame(p.HELLO | p.RESPONSE_BIT, 4243)
+        expect_error("a response-type frame from the client -> ERROR 5", a.wait_answer(4243), 5, 4243)
+        a.send_frame(p.HELLO, 4244, p.encode("Hello", {"magic": "parley", "min_version": 1, "max_version": 1}))
+        expect_error("a second HELLO -> ERROR 5", a.wait_answer(4244), 5, 4244)
+        check("the connection still works afterwards", a.ping(4).type == p.PONG)
+
+    # --- Handshake failures (section 7) ---------------------------------------------------
+    with step("handshake failures"):
+        c = connect()
+        pong = c.ping(5)
+        check("PING before HELLO is answered", pong.type == p.PONG)
+        c.send_frame(p.USER_EXISTS, 9, p.encode("UserIdRequest", {"user_id": 1}))
+        expect_error("first frame not HELLO -> fatal ERROR 8 with request ID 0", c.next_frame(), 8, 0, fatal=True)
+        expect_closed("... and the connection is closed", c)
+        c.close()
+        c = connect()
+        c.send_frame(p.HELLO, 1, p.encode("Hello", {"magic": "parley", "min_version": 2, "max_version": 3}))
+        expect_error("HELLO without a common version -> fatal ERROR 3", c.next_frame(), 3, 0, fatal=True)
+        expect_closed("... and the connection is closed", c)
+        c.close()
+        c = connect()
+        c.send_frame(p.HELLO, 1, p.encode("Hello", {"magic": "Parley", "min_version": 1, "max_version": 1}))
+        expect_error("HELLO with a wrong magic -> fatal ERROR 1", c.next_frame(), 1, 0, fatal=True)
+        c.close()
+        c = connect()
+        c.send_frame(p.HELLO, 1, b"\x0a\x09parley")  # string field longer than the meta section
+        expect_error("HELLO with an unreadable meta section -> fatal ERROR 5", c.next_frame(), 5, 0, fatal=True)
+        c.close()
+
+    # --- Framing errors (section 2.1, 2.2) ------------------------------------------------
+    with step("oversized frame"):
+        c = connect()
+        c.hello()
+        # Only the header of a frame one byte over the limit: the server must not wait for the rest.
+        c.send_raw(struct.pack(">I", max_frame + 1) + p.HEADER.pack(p.SEND_MESSAGE, 0, 11, 0))
+        expect_error("length field over max_frame_size -> fatal ERROR 2 FRAME_TOO_LARGE, request ID 0",
+                     c.next_frame(), 2, 0, fatal=True)
+        expect_closed("... and the connection is closed", c)
+        c.close()
+        c = connect()
+        c.hello()
+        c.send_raw(struct.pack(">I", 11) + b"\x00" * 11)
+        expect_error("length field under 12 -> fatal ERROR 1", c.next_frame(), 1, 0, fatal=True)
+        c.close()
+        c = connect()
+        c.hello()
+        c.send_raw(struct.pack(">I", 14) + p.HEADER.pack(p.USER_EXISTS, 0, 12, 3) + b"\x08\x01")
+        expect_error("meta length beyond the frame -> fatal ERROR 1", c.next_frame(), 1, 0, fatal=True)
+        c.close()
+
+    # --- Keep-alive (section 12) ----------------------------------------------------------
+    # Server PINGs are answered automatically by Connection.next_frame. The server only PINGs a
+    # connection after heartbeat_interval_ms of silence (30 s by default), so waiting for one is
+    # opt-in: INTEROP_WAIT_FOR_SERVER_PING=1.
+    if os.environ.get("INTEROP_WAIT_FOR_SERVER_PING") == "1":
+        with step("server PING"):
+            interval = (a.hello_ok or {}).get("heartbeat_interval_ms", 30_000) / 1000
+            frame = a.read_frame(timeout=interval + 5)
+            check("the server PINGs a quiet connection with request ID 0 and a nonce",
+                  frame.type == p.PING and frame.request_id == 0 and p.decode("Ping", frame.meta)["nonce"] > 0, frame)
+            a.send_frame(p.PONG, 0, p.encode("Ping", {"nonce": p.decode("Ping", frame.meta)["nonce"]}))
+            check("the connection still works after our PONG", a.user_exists(alice))
+    pings = a.server_pings_answered + b.server_pings_answered
+    print(f"info   server PINGs answered with PONG during the run: {pings} "
+          f"(heartbeat interval {(a.hello_ok or {}).get('heartbeat_interval_ms')} ms)")
+
+    a.close()
+    b.close()
+    for note in notes:
+        print(f"note   {note}")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print("usage: interop_test.py HOST PORT", file=sys.stderr)
+        sys.exit(2)
+    HOST, PORT = sys.argv[1], int(sys.argv[2])
+    try:
+        status = main()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        print(f"{passed} passed, {failed + 1} failed")
+        status = 1
+    sys.exit(status)
