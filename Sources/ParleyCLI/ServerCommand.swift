@@ -47,6 +47,12 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(name: .customLong("event-loops"), help: "Event-loop threads for connections (default 1).")
     var eventLoops: Int?
 
+    @Option(help: "Seconds without writing before the server sends a PING (default 30).")
+    var heartbeat: Double?
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds of silence before a connection is closed (default 90).")
+    var idleTimeout: Double?
+
     @Option(help: "The server name sent to clients.")
     var name: String?
 
@@ -113,6 +119,8 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
             configuration.passwordCost.log2N = passwordCost
         }
         if let eventLoops { configuration.eventLoopThreads = eventLoops }
+        if let heartbeat { configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000)) }
+        if let idleTimeout { configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000)) }
         return configuration
     }
 }

@@ -58,7 +58,9 @@ final class ClientConnection: Sendable {
             return id
         }
         let frame = Frame(type: type, requestID: id, message: meta, payload: payload)
-        let timer = channel.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)) {
+        let timer = channel.eventLoop.scheduleTask(
+            in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)
+        ) {
             [self] in
             complete(id, .failure(ParleyError(code: .timedOut, message: "\(type) got no answer within \(timeout)")))
         }
@@ -76,7 +78,9 @@ final class ClientConnection: Sendable {
                         return
                     }
                     channel.writeAndFlush(frame).whenFailure { [self] error in
-                        complete(id, .failure(ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)))
+                        complete(
+                            id,
+                            .failure(ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)))
                     }
                 }
             } onCancel: {
@@ -175,7 +179,9 @@ final class ClientConnection: Sendable {
         let link = LinkConfiguration(maximumFrameSize: configuration.maximumFrameSize)
         let box = Mutex<ClientConnection?>(nil)
         let channel = try await ClientBootstrap(group: group)
-            .connectTimeout(TimeAmount.nanoseconds(Int64(configuration.retry.connectTimeout.wireMilliseconds) * 1_000_000))
+            .connectTimeout(
+                TimeAmount.nanoseconds(Int64(configuration.retry.connectTimeout.wireMilliseconds) * 1_000_000)
+            )
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -183,7 +183,7 @@ public final class ParleyClient: Sendable {
                 cause: error
             )
         }
-        do {
+        do throws(ParleyError) {
             var hello = Parley_V1_Hello()
             hello.magic = WireProtocol.magic
             hello.minVersion = WireProtocol.version
@@ -207,9 +207,14 @@ public final class ParleyClient: Sendable {
                     state.withLock { $0.user = UserID(response.user.userID) }
                     emit(.connectionStateChanged(.loggedOn(credentials.user)))
                 } catch {
-                    // Wrong password now, or the user logged on elsewhere: stay a guest.
                     logger.warning("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
-                    if error.code == .invalidCredentials {
+                    switch error.code {
+                    case .sessionExists, .tooManyAttempts, .timedOut, .notConnected, .storageError, .internalError:
+                        // The server may not have noticed the old connection died yet, or is
+                        // briefly unable to answer: reconnect with back-off and try again.
+                        throw error
+                    default:
+                        // The password is no longer right (changed elsewhere): stay a guest.
                         state.withLock { $0.credentials = nil }
                     }
                 }
@@ -234,6 +239,12 @@ public final class ParleyClient: Sendable {
 
     /// The current connection, waiting for one (within `timeout`) while reconnecting.
     private func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
+        // The common case, without the cost of a task group.
+        let current = state.withLock { state -> ClientConnection? in
+            if case .ready(let connection) = state.phase, !connection.isClosed { return connection }
+            return nil
+        }
+        if let current { return current }
         let id = UUID()
         do {
             return try await withThrowingTaskGroup(of: ClientConnection.self) { group in
@@ -254,7 +265,8 @@ public final class ParleyClient: Sendable {
                                     )
                                 case .idle, .connecting:
                                     if state.stopRequested {
-                                        return .failure(ParleyError(code: .cancelled, message: "the client was shut down"))
+                                        return .failure(
+                                            ParleyError(code: .cancelled, message: "the client was shut down"))
                                     }
                                     state.waiters[id] = continuation
                                     return nil

@@ -88,8 +88,9 @@ public enum UserField: String, CaseIterable, Hashable, Sendable, Codable, Custom
     public var description: String { rawValue }
 }
 
-extension String {
-    func trimmingWhitespace() -> String {
+extension StringProtocol {
+    /// Drops leading and trailing white space (any Unicode white space), as registration does.
+    package func trimmingWhitespace() -> String {
         var slice = Substring(self)
         while let first = slice.first, first.isWhitespace { slice.removeFirst() }
         while let last = slice.last, last.isWhitespace { slice.removeLast() }

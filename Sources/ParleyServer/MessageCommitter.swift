@@ -185,7 +185,8 @@ final class MessageCommitter: Sendable {
             }
             if !live.isEmpty { deliverLive(live) }
         } catch {
-            logger.error("storing messages failed", metadata: ["error": "\(error)", "messages": "\(submissions.count)"])
+            logger.error(
+                "storing messages failed", metadata: ["error": "\(error)", "messages": "\(submissions.count)"])
             for submission in submissions { submission.completion(.failure(error)) }
         }
     }

@@ -232,9 +232,8 @@ public final class ParleyServer: Service, Sendable {
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    guard context.registry.addConnection(channel, limit: configuration.maximumConnections) else {
-                        logger.warning("refusing a connection: the server is full or shutting down")
-                        let error = ParleyError(code: .tooManyConnections, message: "the server is full; try again later")
+                    if let error = context.registry.addConnection(channel, limit: configuration.maximumConnections) {
+                        logger.warning("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
                             .whenComplete { _ in channel.close(promise: nil) }
                         return

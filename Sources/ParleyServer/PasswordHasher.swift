@@ -1,7 +1,7 @@
 import Crypto
-import _CryptoExtras
 import Foundation
 import ParleyCore
+import _CryptoExtras
 
 /// Salted scrypt password hashes, stored as `scrypt$<log2 N>$<r>$<p>$<salt base64>$<hash base64>`.
 ///
@@ -69,7 +69,8 @@ struct PasswordHasher: Sendable {
         return difference == 0 && derived.count == expected.count
     }
 
-    private static func derive(_ password: String, salt: [UInt8], cost: Cost, length: Int = hashBytes) throws -> [UInt8] {
+    private static func derive(_ password: String, salt: [UInt8], cost: Cost, length: Int = hashBytes) throws -> [UInt8]
+    {
         let key = try KDF.Scrypt.deriveKey(
             from: Array(password.utf8),
             salt: salt,

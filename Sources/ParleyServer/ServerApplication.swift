@@ -34,10 +34,12 @@ final class ApplicationInbox: Sendable {
             return .acceptedByServer
         case .dropped, .terminated:
             return .failed(
-                ParleyError(code: .serverApplicationUnavailable, message: "the server application is overloaded or stopped")
+                ParleyError(
+                    code: .serverApplicationUnavailable, message: "the server application is overloaded or stopped")
             )
         @unknown default:
-            return .failed(ParleyError(code: .serverApplicationUnavailable, message: "the server application is unavailable"))
+            return .failed(
+                ParleyError(code: .serverApplicationUnavailable, message: "the server application is unavailable"))
         }
     }
 

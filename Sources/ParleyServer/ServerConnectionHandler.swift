@@ -101,7 +101,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             slowConsumerTimer?.cancel()
             slowConsumerTimer = nil
         } else if slowConsumerTimer == nil {
-            let timeout = TimeAmount.nanoseconds(Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
+            let timeout = TimeAmount.nanoseconds(
+                Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
             slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 logger.warning("closing a slow consumer")
                 fail(
@@ -223,8 +224,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             let request: Parley_V1_FindUserIdRequest = try frame.decodeMeta()
             query(frame) { server throws(ParleyError) in
                 var response = Parley_V1_FindUserIdResponse()
-                response.userIds = try server.store.userIDs(named: request.userName.trimmingCharacters(in: .whitespaces))
-                    .map(\.rawValue)
+                response.userIds = try server.store.userIDs(
+                    named: request.userName.trimmingWhitespace()
+                )
+                .map(\.rawValue)
                 return response
             }
         case .findUsers:
@@ -233,12 +236,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             self.query(frame) { server throws(ParleyError) in
                 let result = try server.store.findUsers(query, onlineUserIDs: online)
                 var response = Parley_V1_FindUsersResponse()
-                response.users = result.users.map { user in
-                    var user = user
-                    user.isOnline = server.registry.isOnline(user.userID)
-                    return Parley_V1_UserInfo(user)
-                }
                 response.truncated = result.truncated
+                // Keep the answer within the frame size: long non-ASCII names can make 1000
+                // users larger than a frame. What does not fit is reported as truncated.
+                let budget = server.configuration.maximumFrameSize - Frame.headerSize - 64
+                var size = 0
+                for var user in result.users {
+                    user.isOnline = server.registry.isOnline(user.userID)
+                    let wire = Parley_V1_UserInfo(user)
+                    let entrySize = ((try? wire.serializedBytes() as [UInt8])?.count ?? 0) + 5
+                    guard size + entrySize <= budget else {
+                        response.truncated = true
+                        break
+                    }
+                    size += entrySize
+                    response.users.append(wire)
+                }
                 return response
             }
         case .userOnline:
@@ -300,7 +313,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(to: frame, with: Parley_V1_Empty())
         default:
             if frame.type.isResponse || frame.type == .error {
-                throw ParleyError(code: .invalidRequest, message: "the server sends no requests; unexpected \(frame.type)")
+                throw ParleyError(
+                    code: .invalidRequest, message: "the server sends no requests; unexpected \(frame.type)")
             }
             throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
         }
@@ -399,7 +413,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             fail(
                 ParleyError(
                     code: .unsupportedVersion,
-                    message: "this server speaks protocol version \(WireProtocol.version) only; the client offered \(hello.minVersion)...\(hello.maxVersion)"
+                    message:
+                        "this server speaks protocol version \(WireProtocol.version) only; the client offered \(hello.minVersion)...\(hello.maxVersion)"
                 )
             )
             return
@@ -431,10 +446,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let requested = request.requestedUserID == 0 ? nil : UserID(request.requestedUserID)
-        if requested == .server {
-            respond(to: frame, with: ParleyError(code: .invalidUserID, message: "user ID 0 is the server's address"))
-            return
-        }
         let minimum = server.configuration.minimumUserID
         logOnSerialized(frame) { server throws(ParleyError) in
             let hash = try server.hashPassword(request.password)
@@ -509,11 +520,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
         guard state == .guest, let handle else { return }
-        switch server.registry.claim(user.userID, for: handle, replaceExisting: server.configuration.replacesExistingSession) {
+        switch server.registry.claim(
+            user.userID, for: handle, replaceExisting: server.configuration.replacesExistingSession)
+        {
         case .rejected:
             respond(
                 to: frame,
-                with: ParleyError(code: .sessionExists, message: "user \(user.userID) is logged on from another connection")
+                with: ParleyError(
+                    code: .sessionExists, message: "user \(user.userID) is logged on from another connection")
             )
             return
         case .replaced(let previous):

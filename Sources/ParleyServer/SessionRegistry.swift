@@ -35,11 +35,17 @@ final class SessionRegistry: Sendable {
     private let state = Mutex(State())
 
     /// Registers a new connection; false when the server is full or shutting down.
-    func addConnection(_ channel: any Channel, limit: Int) -> Bool {
+    /// Registers a new connection, or says why it cannot be taken.
+    func addConnection(_ channel: any Channel, limit: Int) -> ParleyError? {
         state.withLock { state in
-            guard state.accepting, state.connections.count < limit else { return false }
+            guard state.accepting else {
+                return ParleyError(code: .shuttingDown, message: "the server is shutting down")
+            }
+            guard state.connections.count < limit else {
+                return ParleyError(code: .tooManyConnections, message: "the server is full; try again later")
+            }
             state.connections[ObjectIdentifier(channel)] = channel
-            return true
+            return nil
         }
     }
 

@@ -1,6 +1,6 @@
 public import NIOCore
-package import SwiftProtobuf
 package import ParleyCore
+package import SwiftProtobuf
 
 /// The protobuf message protocol of the meta types, for modules that do not import SwiftProtobuf.
 package typealias WireMessage = SwiftProtobuf.Message

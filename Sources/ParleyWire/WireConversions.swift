@@ -1,5 +1,6 @@
-import struct Foundation.Date
 package import ParleyCore
+
+import struct Foundation.Date
 
 // Conversions between the protobuf meta types and ParleyCore's vocabulary. Package-level:
 // the protobuf types are a wire detail, never public API.
