@@ -17,7 +17,10 @@ let package = Package(
         .library(name: "ParleyWire", targets: ["ParleyWire"]),
         .library(name: "ParleyServer", targets: ["ParleyServer"]),
         .library(name: "ParleyClient", targets: ["ParleyClient"]),
+        .library(name: "ParleyDiscovery", targets: ["ParleyDiscovery"]),
+        .library(name: "ParleyAvahi", targets: ["ParleyAvahi"]),
         .executable(name: "parley", targets: ["ParleyCLI"]),
+        .executable(name: "parley-discovery-probe", targets: ["ParleyDiscoveryProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -96,6 +99,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // LAN discovery: the seam (no C), and its Avahi implementation, the only importer of CAvahi.
+        .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
+        .target(name: "ParleyDiscovery", swiftSettings: strict),
+        .target(
+            name: "ParleyAvahi",
+            dependencies: ["CAvahi", "ParleyDiscovery", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // Publishes a record and prints peer events as JSON lines; driven by the LAN-lab tests.
+        .executableTarget(
+            name: "ParleyDiscoveryProbe",
+            dependencies: ["ParleyDiscovery", "ParleyAvahi", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // Examples use only public products, so they cannot rot.
         .executableTarget(
             name: "example-echo-bot",
@@ -113,6 +130,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(name: "LANTests", dependencies: ["ParleyDiscovery", "ParleyAvahi"], swiftSettings: strict),
         .testTarget(
             name: "ParleyStoreTests",
             dependencies: ["ParleyCore", "ParleyStore", .product(name: "GRDB", package: "GRDB.swift")],

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libsqlite3-dev python3)
+# SQLite for the store; Avahi, D-Bus and iproute2 for the LAN lab (network namespaces).
+packages=(libsqlite3-dev python3 libavahi-client-dev avahi-daemon avahi-utils dbus iproute2)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

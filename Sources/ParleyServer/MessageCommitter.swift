@@ -192,25 +192,17 @@ final class MessageCommitter: Sendable {
     }
 
     private func commit(_ acknowledgements: [Acknowledgement]) {
-        let now = Date()
-        var done: [AcknowledgedMessage] = []
-        for acknowledgement in acknowledgements {
-            do {
-                done += try store.acknowledge(
-                    recipient: acknowledgement.recipient,
-                    messages: acknowledgement.messages,
-                    now: now
-                )
-            } catch {
-                // The messages stay pending and are delivered again at the next logon, where
-                // the client's de-duplication drops them.
-                logger.error(
-                    "recording acknowledgements failed",
-                    metadata: ["error": "\(error)", "user.id": "\(acknowledgement.recipient)"]
-                )
-            }
+        do {
+            let done = try store.acknowledge(acknowledgements.map { ($0.recipient, $0.messages) }, now: Date())
+            if !done.isEmpty { acknowledged(done) }
+        } catch {
+            // The messages stay pending and are delivered again at the next logon, where the
+            // client's de-duplication drops them.
+            logger.error(
+                "recording acknowledgements failed",
+                metadata: ["error": "\(error)", "acknowledgements": "\(acknowledgements.count)"]
+            )
         }
-        if !done.isEmpty { acknowledged(done) }
     }
 
     /// Forgets acknowledged messages older than the de-duplication window.

@@ -190,7 +190,16 @@ extension ServerStore {
         messages: [(sender: UserID, messageID: MessageID)],
         now: Date
     ) throws(ParleyError) -> [AcknowledgedMessage] {
-        if messages.isEmpty { return [] }
+        try acknowledge([(recipient: recipient, messages: messages)], now: now)
+    }
+
+    /// Acknowledges the deliveries of several recipients in one transaction (group commit);
+    /// otherwise the same as ``acknowledge(recipient:messages:now:)``.
+    public func acknowledge(
+        _ batch: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
+        now: Date
+    ) throws(ParleyError) -> [AcknowledgedMessage] {
+        if batch.allSatisfy({ $0.messages.isEmpty }) { return [] }
         let acknowledgedAt = now.storedMilliseconds
         return try write("acknowledging messages") { db in
             let find = try db.cachedStatement(
@@ -210,30 +219,34 @@ extension ServerStore {
                 sql: "DELETE FROM message WHERE id = ? AND pending_count <= 0"
             )
             var acknowledged: [AcknowledgedMessage] = []
-            for (sender, messageID) in messages {
-                let arguments: StatementArguments = [recipient.storedValue, sender.storedValue, messageID.storedValue]
-                guard let row = try Row.fetchOne(find, arguments: arguments) else { continue }
-                let sequence = try row.int64(0, "delivery.sequence")
-                let messageRow = try row.decode(DatabaseValue.self, atIndex: 1)
-                guard messageRow != .null else {
-                    throw ParleyError(
-                        code: .storageError,
-                        message: "corrupt row: pending delivery \(sequence) has no message"
+            for (recipient, messages) in batch {
+                for (sender, messageID) in messages {
+                    let arguments: StatementArguments = [
+                        recipient.storedValue, sender.storedValue, messageID.storedValue,
+                    ]
+                    guard let row = try Row.fetchOne(find, arguments: arguments) else { continue }
+                    let sequence = try row.int64(0, "delivery.sequence")
+                    let messageRow = try row.decode(DatabaseValue.self, atIndex: 1)
+                    guard messageRow != .null else {
+                        throw ParleyError(
+                            code: .storageError,
+                            message: "corrupt row: pending delivery \(sequence) has no message"
+                        )
+                    }
+                    let wantsReceipt = try row.bool(2, "message.wants_receipt")
+                    try mark.execute(arguments: [acknowledgedAt, sequence])
+                    try release.execute(arguments: [messageRow])
+                    try deleteIfDone.execute(arguments: [messageRow])
+                    acknowledged.append(
+                        AcknowledgedMessage(
+                            sender: sender,
+                            messageID: messageID,
+                            recipient: recipient,
+                            wantsReceipt: wantsReceipt,
+                            acknowledgedAt: Date(storedMilliseconds: acknowledgedAt)
+                        )
                     )
                 }
-                let wantsReceipt = try row.bool(2, "message.wants_receipt")
-                try mark.execute(arguments: [acknowledgedAt, sequence])
-                try release.execute(arguments: [messageRow])
-                try deleteIfDone.execute(arguments: [messageRow])
-                acknowledged.append(
-                    AcknowledgedMessage(
-                        sender: sender,
-                        messageID: messageID,
-                        recipient: recipient,
-                        wantsReceipt: wantsReceipt,
-                        acknowledgedAt: Date(storedMilliseconds: acknowledgedAt)
-                    )
-                )
             }
             return acknowledged
         }

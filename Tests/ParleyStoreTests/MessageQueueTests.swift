@@ -202,6 +202,25 @@ import Testing
         }
     }
 
+    @Test func acknowledgesSeveralRecipientsInOneBatch() throws {
+        try withTemporaryStore { store, path in
+            let ids = try store.register(person("a"), person("b"), person("c"))
+            let (a, b, c) = (ids[0], ids[1], ids[2])
+            _ = try store.storeMessages([message(1, from: a, to: [b, c]), message(2, from: b, to: [c])], now: now)
+            let acknowledged = try store.acknowledge(
+                [(recipient: b, messages: [(a, 1)]), (recipient: c, messages: [(a, 1), (b, 2), (b, 77)])],
+                now: now
+            )
+            #expect(
+                acknowledged.map { "\($0.recipient):\($0.sender):\($0.messageID)" } == [
+                    "\(b):\(a):1", "\(c):\(a):1", "\(c):\(b):2",
+                ])
+            #expect(try store.pendingMessageCount(for: b) == 0)
+            #expect(try store.pendingMessageCount(for: c) == 0)
+            #expect(try rowCount(path, "message") == 0)
+        }
+    }
+
     @Test func prunesTombstonesAfterTheWindow() throws {
         try withTemporaryStore(configuration: .init(deduplicationWindow: .seconds(3600))) { store, path in
             let ids = try store.register(person("a"), person("b"))
