@@ -19,6 +19,10 @@ extension ParleyClient {
         public var agent: String = "parley-swift/0.1.0"
         /// How many received message IDs are remembered to drop redeliveries. Default 10,000.
         public var deduplicationCapacity: Int = 10_000
+        /// The node this client speaks for, declared with every LOGON and REGISTER (the automatic
+        /// logon after a reconnect too) so the server records it and shows it in the user's info.
+        /// Nil (the default): nothing is declared, and the node the server recorded last stays.
+        public var node: NodeAdvertisement? = nil
 
         public init(host: String, port: Int, retry: RetryPolicy = .local) {
             self.host = host

@@ -199,6 +199,23 @@ final class ClientConnection: Sendable {
             channel.close(promise: nil)
             throw ParleyError(code: .internalError, message: "the connection was not set up")
         }
+        // Connecting to a loopback port with no listener can, rarely, connect the socket to
+        // itself (TCP simultaneous open) when the kernel picks that same port as the local one.
+        // That is no server: drop it at once, which also frees the port for the server.
+        if let local = channel.localAddress, let remote = channel.remoteAddress, local == remote {
+            // Close with a reset: a normal close would leave the port in TIME_WAIT, and a server
+            // restarting on that port could not bind it for a minute.
+            if let provider = channel as? any SocketOptionProvider {
+                do {
+                    try await provider.setSoLinger(NIOLinger(l_onoff: 1, l_linger: 0)).get()
+                } catch {
+                    // Still close; at worst the port stays in TIME_WAIT.
+                }
+            }
+            channel.close(promise: nil)
+            throw ParleyError(
+                code: .notConnected, message: "no server at \(host):\(port) (the socket connected to itself)")
+        }
         return connection
     }
 }

@@ -130,6 +130,27 @@ public final class ParleyClient: Sendable {
         if let finalError, !everConnected { throw finalError }
     }
 
+    /// Logs off first if logged on (waiting at most `timeout` for the answer), then shuts down.
+    ///
+    /// Logging off lets the server end the session before the socket closes, so the same user
+    /// can log on again from another client at once instead of getting SESSION_EXISTS until the
+    /// server has noticed the closed connection.
+    public func shutdownGracefully(timeout: Duration = .seconds(1)) async {
+        let connection = state.withLock { state -> ClientConnection? in
+            guard state.user != nil, case .ready(let connection) = state.phase else { return nil }
+            return connection
+        }
+        if let connection {
+            do {
+                let _: Parley_V1_Empty = try await connection.request(.logOff, Parley_V1_Empty(), timeout: timeout)
+                state.withLock { $0.user = nil }
+            } catch {
+                logger.debug("logging off before shutting down failed", metadata: ["error": "\(error)"])
+            }
+        }
+        shutdown()
+    }
+
     /// Closes the connection and makes ``run()`` return.
     public func shutdown() {
         let connection = state.withLock { state -> ClientConnection? in
@@ -201,7 +222,7 @@ public final class ParleyClient: Sendable {
                 do {
                     let response: Parley_V1_LogonResponse = try await connection.request(
                         .logOn,
-                        Self.logonRequest(credentials.user, credentials.password),
+                        logonRequest(credentials.user, credentials.password),
                         timeout: configuration.retry.requestTimeout
                     )
                     state.withLock { $0.user = UserID(response.user.userID) }
@@ -387,10 +408,13 @@ extension ParleyClient {
         public var storedMessages: Int
     }
 
-    private static func logonRequest(_ user: UserID, _ password: String) -> Parley_V1_LogonRequest {
+    /// A LOGON request, with ``Configuration/node`` if set: every logon, the automatic one after
+    /// a reconnect too, declares the node again.
+    private func logonRequest(_ user: UserID, _ password: String) -> Parley_V1_LogonRequest {
         var request = Parley_V1_LogonRequest()
         request.userID = user.rawValue
         request.password = password
+        if let node = configuration.node { request.declare(node) }
         return request
     }
 
@@ -411,6 +435,7 @@ extension ParleyClient {
         request.info = Parley_V1_UserInfo(info)
         request.password = password
         request.requestedUserID = requestedUserID?.rawValue ?? 0
+        if let node = configuration.node { request.declare(node) }
         // Before the request: the new user's messages may arrive right behind the answer.
         state.withLock { $0.rememberMessages(for: nil) }
         let response: Parley_V1_LogonResponse = try await self.request(.register, request)
@@ -429,7 +454,7 @@ extension ParleyClient {
     public func logOn(userID: UserID, password: String) async throws(ParleyError) -> LogonResult {
         // Before the request: the user's stored messages may arrive right behind the answer.
         state.withLock { $0.rememberMessages(for: userID) }
-        let response: Parley_V1_LogonResponse = try await request(.logOn, Self.logonRequest(userID, password))
+        let response: Parley_V1_LogonResponse = try await request(.logOn, logonRequest(userID, password))
         state.withLock { state in
             state.credentials = (userID, password)
             state.user = userID

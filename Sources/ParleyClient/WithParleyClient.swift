@@ -1,7 +1,7 @@
 public import Logging
 
 /// Runs a ``ParleyClient`` for the duration of `body`: connects, hands the client to `body`,
-/// then shuts it down.
+/// then logs off and shuts it down.
 ///
 /// `body` runs in the caller's isolation (`isolation`), so it may use the caller's state.
 ///
@@ -18,11 +18,11 @@ public func withParleyClient<Result: Sendable>(
         group.addTask { try await client.run() }
         do {
             let result = try await body(client)
-            client.shutdown()
+            await client.shutdownGracefully()
             try await group.waitForAll()
             return result
         } catch {
-            client.shutdown()
+            await client.shutdownGracefully()
             // Prefer the connection failure when body failed because of it.
             try await group.waitForAll()
             throw error

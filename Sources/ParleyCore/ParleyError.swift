@@ -65,6 +65,11 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let internalError = Code(wireValue: 50)
         public static let storageError = Code(wireValue: 51)
 
+        // Peers and node links (60-69)
+        /// A peer presented a key other than the one pinned for its node or user (trust on
+        /// first use); the link is refused.
+        public static let pinnedKeyMismatch = Code(wireValue: 60)
+
         // Client-side conditions (never on the wire)
         /// No connection to the server (not yet, or lost).
         public static let notConnected = Code(wireValue: 1000)
@@ -79,7 +84,7 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .sessionExists, .sessionReplaced, .userNotFound, .userAlreadyExists, .invalidUserID,
             .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
             .serverApplicationUnavailable, .tooManyConnections, .shuttingDown, .idleTimeout,
-            .slowConsumer, .internalError, .storageError, .notConnected, .timedOut, .cancelled,
+            .slowConsumer, .internalError, .storageError, .pinnedKeyMismatch, .notConnected, .timedOut, .cancelled,
         ]
 
         /// A stable, readable name ("not-logged-on"), or "code-N" for codes this version lacks.
@@ -111,6 +116,7 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 43: "slow-consumer"
             case 50: "internal-error"
             case 51: "storage-error"
+            case 60: "pinned-key-mismatch"
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"

@@ -13,6 +13,18 @@ public struct UserInfo: Hashable, Sendable, Codable {
     /// Whether the user has a logged-on session right now (as the server saw it when it answered).
     public var isOnline: Bool
     public var registeredAt: Date?
+    /// The ID of the node the user last declared at logon: lowercase base32 (RFC 4648, no
+    /// padding) of SHA-256(``nodePublicKey``). Nil while the user has declared no node.
+    public var nodeID: String?
+    /// SubjectPublicKeyInfo DER of that node's P-256 key. The server vouches that this key belongs
+    /// to whoever logged on as this user; a peer claiming to be this user must prove it holds it.
+    public var nodePublicKey: [UInt8]?
+    /// "host:port" addresses where that node accepts direct links.
+    public var directAddresses: [String]
+    /// The user's consent to direct links with that node.
+    public var allowsDirectLinks: Bool
+    /// When the server recorded the node.
+    public var nodeKeyUpdatedAt: Date?
 
     /// The longest value any text field may have, in characters.
     public static let maximumFieldLength = 64
@@ -26,7 +38,12 @@ public struct UserInfo: Hashable, Sendable, Codable {
         department: String = "",
         application: String = "",
         isOnline: Bool = false,
-        registeredAt: Date? = nil
+        registeredAt: Date? = nil,
+        nodeID: String? = nil,
+        nodePublicKey: [UInt8]? = nil,
+        directAddresses: [String] = [],
+        allowsDirectLinks: Bool = false,
+        nodeKeyUpdatedAt: Date? = nil
     ) {
         self.userID = userID
         self.userName = userName
@@ -37,6 +54,11 @@ public struct UserInfo: Hashable, Sendable, Codable {
         self.application = application
         self.isOnline = isOnline
         self.registeredAt = registeredAt
+        self.nodeID = nodeID
+        self.nodePublicKey = nodePublicKey
+        self.directAddresses = directAddresses
+        self.allowsDirectLinks = allowsDirectLinks
+        self.nodeKeyUpdatedAt = nodeKeyUpdatedAt
     }
 
     /// The value of one text field.

@@ -438,9 +438,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func register(_ frame: Frame, _ request: Parley_V1_RegisterRequest) {
         let info: UserInfo
+        let node: NodeDeclaration?
         do {
             info = try request.info.userInfo.validated()
             try Self.checkPassword(request.password)
+            node = try NodeDeclaration.validated(
+                publicKey: request.nodePublicKey,
+                nodeID: request.nodeID,
+                directAddresses: request.directAddresses,
+                allowsDirect: request.allowDirect
+            )
         } catch {
             respond(to: frame, with: error)
             return
@@ -457,12 +464,24 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 now: Date()
             )
             server.logger.info("registered a user", metadata: ["user.id": "\(user.userID)"])
-            return (user, 0)
+            return (try Self.record(node, for: user, server: server), 0)
         }
     }
 
     private func logOn(_ frame: Frame, _ request: Parley_V1_LogonRequest) {
         let user = UserID(request.userID)
+        let node: NodeDeclaration?
+        do {
+            node = try NodeDeclaration.validated(
+                publicKey: request.nodePublicKey,
+                nodeID: request.nodeID,
+                directAddresses: request.directAddresses,
+                allowsDirect: request.allowDirect
+            )
+        } catch {
+            respond(to: frame, with: error)
+            return
+        }
         if let wait = server.throttle.retryAfter(for: user) {
             respond(
                 to: frame,
@@ -482,8 +501,30 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 throw ParleyError(code: .invalidCredentials, message: "unknown user ID or wrong password")
             }
             server.throttle.recordSuccess(for: user)
-            return (stored.info, try server.store.pendingMessageCount(for: user))
+            let info = try Self.record(node, for: stored.info, server: server)
+            return (info, try server.store.pendingMessageCount(for: user))
         }
+    }
+
+    /// Records the node an authenticated user declared, if any.
+    ///
+    /// - Returns: the user's info with the node as stored.
+    private static func record(
+        _ node: NodeDeclaration?,
+        for user: UserInfo,
+        server: ServerContext
+    ) throws(ParleyError) -> UserInfo {
+        guard let node else { return user }
+        let recorded = try server.store.recordNode(
+            for: user.userID,
+            nodeID: node.nodeID,
+            publicKey: node.publicKey,
+            directAddresses: node.directAddresses,
+            allowsDirect: node.allowsDirect,
+            now: Date()
+        )
+        server.logger.info("recorded a node", metadata: ["user.id": "\(user.userID)", "node.id": "\(node.nodeID)"])
+        return recorded
     }
 
     /// Checks credentials off the loop, then makes this connection the user's session.

@@ -74,6 +74,21 @@ extension ServerStore {
             )
         }
 
+        // The node each user declared at its last logon with a node key (docs/PROTOCOL.md,
+        // "Node keys"): all NULL (and allow_direct 0) until then. direct_addresses is a JSON array
+        // of strings.
+        migrator.registerMigration("v2-node-keys") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE user ADD COLUMN node_id TEXT;
+                    ALTER TABLE user ADD COLUMN node_public_key BLOB;
+                    ALTER TABLE user ADD COLUMN direct_addresses TEXT;
+                    ALTER TABLE user ADD COLUMN allow_direct INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE user ADD COLUMN node_key_updated_at INTEGER;
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -1,12 +1,12 @@
+public import Foundation
 import GRDB
 public import ParleyCore
-
-public import struct Foundation.Date
 
 extension ServerStore {
     /// The columns ``decodeUser(_:)`` reads, in its order.
     private static let userColumns = """
-        user_id, user_name, first_name, last_name, organization, department, application, registered_at
+        user_id, user_name, first_name, last_name, organization, department, application, registered_at,
+        node_id, node_public_key, direct_addresses, allow_direct, node_key_updated_at
         """
 
     /// Registers a user.
@@ -90,7 +90,7 @@ extension ServerStore {
                 sql: "SELECT \(Self.userColumns), password_hash FROM user WHERE user_id = ?"
             )
             guard let row = try Row.fetchOne(statement, arguments: [id.storedValue]) else { return nil }
-            return StoredUser(info: try Self.decodeUser(row), passwordHash: try row.text(8, "user.password_hash"))
+            return StoredUser(info: try Self.decodeUser(row), passwordHash: try row.text(13, "user.password_hash"))
         }
     }
 
@@ -142,6 +142,57 @@ extension ServerStore {
             let select = try db.cachedStatement(sql: "SELECT \(Self.userColumns) FROM user WHERE user_id = ?")
             guard let row = try Row.fetchOne(select, arguments: [id.storedValue]) else { throw Self.userNotFound(id) }
             return try Self.decodeUser(row)
+        }
+    }
+
+    /// Records the node a user declared at logon, replacing the one recorded before.
+    ///
+    /// - Parameters:
+    ///   - user: The user who logged on.
+    ///   - nodeID: The node's ID, already checked against `publicKey`.
+    ///   - publicKey: SubjectPublicKeyInfo DER of the node's key, already validated.
+    ///   - directAddresses: "host:port" addresses, already validated; stored in this order.
+    ///   - allowsDirect: The user's consent to direct links.
+    ///   - now: The time recorded as ``UserInfo/nodeKeyUpdatedAt``.
+    /// - Returns: The stored info with the new node.
+    /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
+    @discardableResult
+    public func recordNode(
+        for user: UserID,
+        nodeID: String,
+        publicKey: [UInt8],
+        directAddresses: [String],
+        allowsDirect: Bool,
+        now: Date
+    ) throws(ParleyError) -> UserInfo {
+        let addresses = try Self.encodeAddresses(directAddresses)
+        return try write("recording a node") { db in
+            let update = try db.cachedStatement(
+                sql: """
+                    UPDATE user SET
+                        node_id = ?, node_public_key = ?, direct_addresses = ?, allow_direct = ?,
+                        node_key_updated_at = ?
+                    WHERE user_id = ?
+                    """
+            )
+            try update.execute(arguments: [
+                nodeID, Data(publicKey), addresses, allowsDirect, now.storedMilliseconds, user.storedValue,
+            ])
+            guard db.changesCount > 0 else { throw Self.userNotFound(user) }
+            let select = try db.cachedStatement(sql: "SELECT \(Self.userColumns) FROM user WHERE user_id = ?")
+            guard let row = try Row.fetchOne(select, arguments: [user.storedValue]) else {
+                throw Self.userNotFound(user)
+            }
+            return try Self.decodeUser(row)
+        }
+    }
+
+    /// The stored form of a node's direct addresses: a JSON array of strings.
+    private static func encodeAddresses(_ addresses: [String]) throws(ParleyError) -> String {
+        do {
+            return String(decoding: try JSONEncoder().encode(addresses), as: UTF8.self)
+        } catch {
+            throw ParleyError(code: .internalError, message: "cannot encode direct addresses", cause: error)
         }
     }
 
@@ -267,11 +318,45 @@ extension ServerStore {
             department: try row.text(5, "user.department"),
             application: try row.text(6, "user.application"),
             isOnline: false,
-            registeredAt: try row.date(7, "user.registered_at")
+            registeredAt: try row.date(7, "user.registered_at"),
+            nodeID: try row.textOrNil(8, "user.node_id"),
+            nodePublicKey: try row.bytesOrNil(9, "user.node_public_key"),
+            directAddresses: try row.directAddresses(10, "user.direct_addresses"),
+            allowsDirectLinks: try row.bool(11, "user.allow_direct"),
+            nodeKeyUpdatedAt: try row.dateOrNil(12, "user.node_key_updated_at")
         )
     }
 
     private static func userNotFound(_ id: UserID) -> ParleyError {
         ParleyError(code: .userNotFound, message: "no user has ID \(id)")
+    }
+}
+
+// The node columns (migration "v2-node-keys") are NULL until a user declares a node.
+extension Row {
+    fileprivate func textOrNil(_ index: Int, _ column: StaticString) throws -> String? {
+        try holdsNull(index) ? nil : text(index, column)
+    }
+
+    fileprivate func bytesOrNil(_ index: Int, _ column: StaticString) throws -> [UInt8]? {
+        try holdsNull(index) ? nil : bytes(index, column)
+    }
+
+    fileprivate func dateOrNil(_ index: Int, _ column: StaticString) throws -> Date? {
+        try holdsNull(index) ? nil : date(index, column)
+    }
+
+    /// A JSON array of strings; NULL is no addresses.
+    fileprivate func directAddresses(_ index: Int, _ column: StaticString) throws -> [String] {
+        guard let json = try textOrNil(index, column) else { return [] }
+        do {
+            return try JSONDecoder().decode([String].self, from: Data(json.utf8))
+        } catch {
+            throw ParleyError(code: .storageError, message: "corrupt row: \(column) holds no JSON array of strings")
+        }
+    }
+
+    private func holdsNull(_ index: Int) throws -> Bool {
+        try decode(DatabaseValue.self, atIndex: index).isNull
     }
 }

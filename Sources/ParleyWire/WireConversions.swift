@@ -1,5 +1,6 @@
 package import ParleyCore
 
+import struct Foundation.Data
 import struct Foundation.Date
 
 // Conversions between the protobuf meta types and ParleyCore's vocabulary. Package-level:
@@ -27,6 +28,11 @@ extension Parley_V1_UserInfo {
         application = info.application
         online = info.isOnline
         registeredAtMs = info.registeredAt?.millisecondsSince1970 ?? 0
+        nodeID = info.nodeID ?? ""
+        nodePublicKey = Data(info.nodePublicKey ?? [])
+        directAddresses = info.directAddresses
+        allowDirect = info.allowsDirectLinks
+        nodeKeyUpdatedAtMs = info.nodeKeyUpdatedAt?.millisecondsSince1970 ?? 0
     }
 
     package var userInfo: UserInfo {
@@ -39,7 +45,12 @@ extension Parley_V1_UserInfo {
             department: department,
             application: application,
             isOnline: online,
-            registeredAt: registeredAtMs == 0 ? nil : Date(millisecondsSince1970: registeredAtMs)
+            registeredAt: registeredAtMs == 0 ? nil : Date(millisecondsSince1970: registeredAtMs),
+            nodeID: nodeID.isEmpty ? nil : nodeID,
+            nodePublicKey: nodePublicKey.isEmpty ? nil : [UInt8](nodePublicKey),
+            directAddresses: directAddresses,
+            allowsDirectLinks: allowDirect,
+            nodeKeyUpdatedAt: nodeKeyUpdatedAtMs == 0 ? nil : Date(millisecondsSince1970: nodeKeyUpdatedAtMs)
         )
     }
 }

@@ -69,7 +69,7 @@ func withTestClients<T: Sendable>(
         }
         do {
             let result = try await body(clients)
-            for test in clients { test.client.shutdown() }
+            for test in clients { await test.client.shutdownGracefully() }
             for test in clients {
                 // The event stream ends when run() has returned.
                 try await test.events.waitUntilFinished("a client to stop")
@@ -77,7 +77,7 @@ func withTestClients<T: Sendable>(
             try await group.waitForAll()
             return result
         } catch {
-            for test in clients { test.client.shutdown() }
+            for test in clients { await test.client.shutdownGracefully() }
             try? await group.waitForAll()
             throw error
         }

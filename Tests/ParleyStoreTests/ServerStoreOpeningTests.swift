@@ -16,7 +16,7 @@ import Testing
                     try String.fetchOne(db, sql: "PRAGMA journal_mode")
                 )
             }
-            #expect(migrations == ["v1-messages", "v1-users"])
+            #expect(migrations == ["v1-messages", "v1-users", "v2-node-keys"])
             #expect(tables.isSuperset(of: ["user", "message", "delivery"]))
             #expect(journalMode == "wal")
         }

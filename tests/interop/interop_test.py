@@ -9,6 +9,8 @@ non-zero if anything failed. Section numbers refer to docs/PROTOCOL.md.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 import struct
@@ -157,6 +159,35 @@ def main() -> int:
         answer = a.request_frame(p.FIND_USERS, {"filters": [{"field": p.USER_FIELD_USER_ID, "value": "1"}]},
                                  request_id=96)
         expect_error("FIND_USERS on the user ID field -> ERROR 5", answer, 5, 96)
+
+    # --- Node keys (section 17.5) ---------------------------------------------------------
+    with step("node keys"):
+        # The P-256 key of the worked example in section 17.5 (the generator point), as the
+        # 91-byte DER SubjectPublicKeyInfo; its node ID is computed here from the bytes.
+        key = bytes.fromhex(
+            "3059301306072a8648ce3d020106082a8648ce3d03010703420004"
+            "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+            "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+        node_id = base64.b32encode(hashlib.sha256(key).digest()).decode("ascii").rstrip("=").lower()
+        addresses = ["192.0.2.7:7421", "[2001:db8::7]:7421"]
+        n = connect()
+        n.hello()
+        node_pw = "node secret"
+        node_user = n.register(f"node-{os.urandom(4).hex()}", node_pw)["user"]["user_id"]
+        n.logoff()
+        answer = n.request_frame(p.LOGON, {"user_id": node_user, "password": node_pw, "node_public_key": key,
+                                           "node_id": node_id.upper()}, request_id=99)
+        expect_error("LOGON with a node_id that is not the key's lowercase base32 SHA-256 -> ERROR 5",
+                     answer, 5, 99)
+        logon = n.request(p.LOGON, {"user_id": node_user, "password": node_pw, "node_public_key": key,
+                                    "node_id": node_id, "direct_addresses": addresses, "allow_direct": True})
+        info = a.user_info(node_user)
+        check("LOGON with a node key: GET_USER_INFO returns the key, node ID, addresses and consent",
+              len(node_id) == 52 and info["node_public_key"] == key and info["node_id"] == node_id
+              and info["direct_addresses"] == addresses and info["allow_direct"]
+              and info["node_key_updated_at_ms"] == logon["user"]["node_key_updated_at_ms"] > 1_600_000_000_000,
+              info)
+        n.close()
 
     # --- Messages to an offline recipient (section 11) ------------------------------------
     texts = ["hello bob 👋", "second", "third: ordering"]

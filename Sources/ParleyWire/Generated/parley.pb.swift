@@ -16,6 +16,11 @@
 ///
 /// Regenerate the Swift code with scripts/generate-protos.sh.
 
+#if canImport(FoundationEssentials)
+package import FoundationEssentials
+#else
+package import Foundation
+#endif
 package import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -387,37 +392,88 @@ package nonisolated struct Parley_V1_UserInfo: Sendable {
   /// Milliseconds since the Unix epoch, set by the server.
   package var registeredAtMs: Int64 = 0
 
+  /// The node the user last declared at REGISTER or LOGON (PROTOCOL.md, section 17.5). Set by the
+  /// server in answers, ignored in requests; empty/false/0 while the user has declared no node.
+  /// The server vouches that this key belongs to whoever logged on as this user.
+  package var nodeID: String = String()
+
+  /// SubjectPublicKeyInfo DER of the node's P-256 key.
+  package var nodePublicKey: Data = Data()
+
+  /// "host:port" addresses where the node accepts direct links.
+  package var directAddresses: [String] = []
+
+  /// The user's consent to direct links.
+  package var allowDirect: Bool = false
+
+  /// When the server recorded the node, milliseconds since the Unix epoch.
+  package var nodeKeyUpdatedAtMs: Int64 = 0
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
 }
 
 /// REGISTER (0x0010): creates an account and logs this connection on as that user.
-package nonisolated struct Parley_V1_RegisterRequest: Sendable {
+package nonisolated struct Parley_V1_RegisterRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   package var info: Parley_V1_UserInfo {
-    get {_info ?? Parley_V1_UserInfo()}
-    set {_info = newValue}
+    get {_storage._info ?? Parley_V1_UserInfo()}
+    set {_uniqueStorage()._info = newValue}
   }
   /// Returns true if `info` has been explicitly set.
-  package var hasInfo: Bool {self._info != nil}
+  package var hasInfo: Bool {_storage._info != nil}
   /// Clears the value of `info`. Subsequent reads from it will return its default value.
-  package mutating func clearInfo() {self._info = nil}
+  package mutating func clearInfo() {_uniqueStorage()._info = nil}
 
-  package var password: String = String()
+  package var password: String {
+    get {_storage._password}
+    set {_uniqueStorage()._password = newValue}
+  }
 
   /// 0: the server assigns the next free ID. Otherwise the server grants exactly this ID or
   /// fails with USER_ALREADY_EXISTS / INVALID_USER_ID.
-  package var requestedUserID: UInt32 = 0
+  package var requestedUserID: UInt32 {
+    get {_storage._requestedUserID}
+    set {_uniqueStorage()._requestedUserID = newValue}
+  }
+
+  /// Optional: the node this connection speaks for (PROTOCOL.md, section 17.5 "Node keys"):
+  /// the 91-byte DER SubjectPublicKeyInfo of its P-256 key, point uncompressed. Empty: no node
+  /// is declared, the three fields after this one must be empty too, and the node the server
+  /// recorded before, if any, stays as it is.
+  package var nodePublicKey: Data {
+    get {_storage._nodePublicKey}
+    set {_uniqueStorage()._nodePublicKey = newValue}
+  }
+
+  /// Required with node_public_key: lowercase base32 (RFC 4648 alphabet, no padding) of
+  /// SHA-256(node_public_key), 52 characters.
+  package var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
+
+  /// "host:port" addresses where the node accepts direct links: at most 8, each 1 to 128 bytes.
+  package var directAddresses: [String] {
+    get {_storage._directAddresses}
+    set {_uniqueStorage()._directAddresses = newValue}
+  }
+
+  /// The user's consent to direct links with this node.
+  package var allowDirect: Bool {
+    get {_storage._allowDirect}
+    set {_uniqueStorage()._allowDirect = newValue}
+  }
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
 
-  fileprivate var _info: Parley_V1_UserInfo? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// The answer to REGISTER and LOGON.
@@ -454,6 +510,22 @@ package nonisolated struct Parley_V1_LogonRequest: Sendable {
   package var userID: UInt32 = 0
 
   package var password: String = String()
+
+  /// Optional: the node this connection speaks for (PROTOCOL.md, section 17.5 "Node keys"):
+  /// the 91-byte DER SubjectPublicKeyInfo of its P-256 key, point uncompressed. Empty: no node
+  /// is declared, the three fields after this one must be empty too, and the node the server
+  /// recorded before, if any, stays as it is.
+  package var nodePublicKey: Data = Data()
+
+  /// Required with node_public_key: lowercase base32 (RFC 4648 alphabet, no padding) of
+  /// SHA-256(node_public_key), 52 characters.
+  package var nodeID: String = String()
+
+  /// "host:port" addresses where the node accepts direct links: at most 8, each 1 to 128 bytes.
+  package var directAddresses: [String] = []
+
+  /// The user's consent to direct links with this node.
+  package var allowDirect: Bool = false
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1023,7 +1095,7 @@ nonisolated extension Parley_V1_Empty: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Parley_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".UserInfo"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}user_name\0\u{3}first_name\0\u{3}last_name\0\u{1}organization\0\u{1}department\0\u{1}application\0\u{1}online\0\u{3}registered_at_ms\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}user_name\0\u{3}first_name\0\u{3}last_name\0\u{1}organization\0\u{1}department\0\u{1}application\0\u{1}online\0\u{3}registered_at_ms\0\u{3}node_id\0\u{3}node_public_key\0\u{3}direct_addresses\0\u{3}allow_direct\0\u{3}node_key_updated_at_ms\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1040,6 +1112,11 @@ nonisolated extension Parley_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._
       case 7: try { try decoder.decodeSingularStringField(value: &self.application) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.online) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.registeredAtMs) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 11: try { try decoder.decodeSingularBytesField(value: &self.nodePublicKey) }()
+      case 12: try { try decoder.decodeRepeatedStringField(value: &self.directAddresses) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.allowDirect) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.nodeKeyUpdatedAtMs) }()
       default: break
       }
     }
@@ -1073,6 +1150,21 @@ nonisolated extension Parley_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._
     if self.registeredAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.registeredAtMs, fieldNumber: 9)
     }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 10)
+    }
+    if !self.nodePublicKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.nodePublicKey, fieldNumber: 11)
+    }
+    if !self.directAddresses.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.directAddresses, fieldNumber: 12)
+    }
+    if self.allowDirect != false {
+      try visitor.visitSingularBoolField(value: self.allowDirect, fieldNumber: 13)
+    }
+    if self.nodeKeyUpdatedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.nodeKeyUpdatedAtMs, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1086,6 +1178,11 @@ nonisolated extension Parley_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.application != rhs.application {return false}
     if lhs.online != rhs.online {return false}
     if lhs.registeredAtMs != rhs.registeredAtMs {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.nodePublicKey != rhs.nodePublicKey {return false}
+    if lhs.directAddresses != rhs.directAddresses {return false}
+    if lhs.allowDirect != rhs.allowDirect {return false}
+    if lhs.nodeKeyUpdatedAtMs != rhs.nodeKeyUpdatedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1093,43 +1190,111 @@ nonisolated extension Parley_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Parley_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}info\0\u{1}password\0\u{3}requested_user_id\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}info\0\u{1}password\0\u{3}requested_user_id\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0")
+
+  fileprivate class _StorageClass {
+    var _info: Parley_V1_UserInfo? = nil
+    var _password: String = String()
+    var _requestedUserID: UInt32 = 0
+    var _nodePublicKey: Data = Data()
+    var _nodeID: String = String()
+    var _directAddresses: [String] = []
+    var _allowDirect: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _info = source._info
+      _password = source._password
+      _requestedUserID = source._requestedUserID
+      _nodePublicKey = source._nodePublicKey
+      _nodeID = source._nodeID
+      _directAddresses = source._directAddresses
+      _allowDirect = source._allowDirect
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._info) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.password) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.requestedUserID) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._info) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._password) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._requestedUserID) }()
+        case 4: try { try decoder.decodeSingularBytesField(value: &_storage._nodePublicKey) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 6: try { try decoder.decodeRepeatedStringField(value: &_storage._directAddresses) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._allowDirect) }()
+        default: break
+        }
       }
     }
   }
 
   package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._info {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if !self.password.isEmpty {
-      try visitor.visitSingularStringField(value: self.password, fieldNumber: 2)
-    }
-    if self.requestedUserID != 0 {
-      try visitor.visitSingularUInt32Field(value: self.requestedUserID, fieldNumber: 3)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._info {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._password.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._password, fieldNumber: 2)
+      }
+      if _storage._requestedUserID != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._requestedUserID, fieldNumber: 3)
+      }
+      if !_storage._nodePublicKey.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._nodePublicKey, fieldNumber: 4)
+      }
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 5)
+      }
+      if !_storage._directAddresses.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._directAddresses, fieldNumber: 6)
+      }
+      if _storage._allowDirect != false {
+        try visitor.visitSingularBoolField(value: _storage._allowDirect, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Parley_V1_RegisterRequest, rhs: Parley_V1_RegisterRequest) -> Bool {
-    if lhs._info != rhs._info {return false}
-    if lhs.password != rhs.password {return false}
-    if lhs.requestedUserID != rhs.requestedUserID {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._info != rhs_storage._info {return false}
+        if _storage._password != rhs_storage._password {return false}
+        if _storage._requestedUserID != rhs_storage._requestedUserID {return false}
+        if _storage._nodePublicKey != rhs_storage._nodePublicKey {return false}
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._directAddresses != rhs_storage._directAddresses {return false}
+        if _storage._allowDirect != rhs_storage._allowDirect {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1176,7 +1341,7 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".LogonRequest"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1186,6 +1351,10 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.userID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.password) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.nodePublicKey) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.directAddresses) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.allowDirect) }()
       default: break
       }
     }
@@ -1198,12 +1367,28 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.password.isEmpty {
       try visitor.visitSingularStringField(value: self.password, fieldNumber: 2)
     }
+    if !self.nodePublicKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.nodePublicKey, fieldNumber: 3)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 4)
+    }
+    if !self.directAddresses.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.directAddresses, fieldNumber: 5)
+    }
+    if self.allowDirect != false {
+      try visitor.visitSingularBoolField(value: self.allowDirect, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Parley_V1_LogonRequest, rhs: Parley_V1_LogonRequest) -> Bool {
     if lhs.userID != rhs.userID {return false}
     if lhs.password != rhs.password {return false}
+    if lhs.nodePublicKey != rhs.nodePublicKey {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.directAddresses != rhs.directAddresses {return false}
+    if lhs.allowDirect != rhs.allowDirect {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
