@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ParleyClient
 import ParleyCore
@@ -111,6 +112,9 @@ struct ShutdownTests {
                         if restarted != nil { break }
                         try await Task.sleep(for: .milliseconds(100))
                     }
+                    if restarted == nil {
+                        Issue.record("port \(address.port) stayed busy: \(socketsUsing(port: address.port))")
+                    }
                     #expect(restarted?.port == address.port)
 
                     let results = try await outage
@@ -147,4 +151,22 @@ struct ShutdownTests {
             try await group.waitForAll()
         }
     }
+}
+
+/// What holds a port, for diagnosing a failed re-bind (from `ss`).
+private func socketsUsing(port: Int) -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
+    process.arguments = ["-tanpe"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    do {
+        try process.run()
+    } catch {
+        return "ss failed: \(error)"
+    }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.contains(":\(port) ") }
+    return lines.joined(separator: " | ")
 }

@@ -399,6 +399,14 @@ private func spawn(
     posix_spawn_file_actions_adddup2(&actions, pipes[0][0], 0)
     posix_spawn_file_actions_adddup2(&actions, pipes[1][1], 1)
     posix_spawn_file_actions_adddup2(&actions, pipes[2][1], 2)
+    // Nothing else of the test process may leak into the child: the tests run in parallel, and
+    // an inherited listening socket of another test's server would keep its port busy for as
+    // long as the child lives.
+    // (glibc ignores a close action for a descriptor that was closed meanwhile.)
+    let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for descriptor in open.compactMap(Int32.init) where descriptor > 2 {
+        posix_spawn_file_actions_addclose(&actions, descriptor)
+    }
 
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
