@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "ParleyClient", targets: ["ParleyClient"]),
         .library(name: "ParleyDiscovery", targets: ["ParleyDiscovery"]),
         .library(name: "ParleyAvahi", targets: ["ParleyAvahi"]),
+        .library(name: "ParleyNode", targets: ["ParleyNode"]),
         .executable(name: "parley", targets: ["ParleyCLI"]),
         .executable(name: "parley-discovery-probe", targets: ["ParleyDiscoveryProbe"]),
     ],
@@ -100,6 +101,7 @@ let package = Package(
             name: "ParleyCLI",
             dependencies: [
                 "ParleyCore", "ParleyServer", "ParleyClient",
+                "ParleyNode", "ParleyAvahi", "ParleyDiscovery", "ParleyLink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -114,6 +116,17 @@ let package = Package(
         .target(
             name: "ParleyAvahi",
             dependencies: ["CAvahi", "ParleyDiscovery", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The SDK facade: server client + discovery (injected) + direct links + registry cache + routing.
+        .target(
+            name: "ParleyNode",
+            dependencies: [
+                "ParleyCore", "ParleyWire", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // Publishes a record and prints peer events as JSON lines; driven by the LAN-lab tests.
@@ -161,6 +174,17 @@ let package = Package(
         .testTarget(
             name: "ParleyServerTests",
             dependencies: ["ParleyCore", "ParleyWire", "ParleyServer"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ParleyNodeTests",
+            dependencies: [
+                "ParleyCore", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
+                "ParleyNode",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "CLITests", dependencies: ["ParleyCore"], swiftSettings: strict),

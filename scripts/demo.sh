@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Parley demo: a server and two clients on loopback. Alice and Bob register, message each
-# other while both are online, then Bob goes offline, Alice writes to him, and Bob gets the
-# stored messages (oldest first) the moment he logs on again.
+# The Parley demo. Part one: a server and two clients on loopback. Alice and Bob register,
+# message each other while both are online, then Bob goes offline, Alice writes to him, and Bob
+# gets the stored messages (oldest first) the moment he logs on again. Part two (as root):
+# scripts/demo-lan.sh, a server and three nodes on a simulated LAN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,4 +82,11 @@ echo "(nothing new for Bob)"
 
 say "stopping the server (SIGTERM: graceful shutdown)"
 kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=
+
+if [ "$(id -u)" = 0 ] && [ "${PARLEY_DEMO_LAN:-1}" = 1 ]; then
+    say "part two: the same on a simulated LAN, with discovery, direct links and the server gone"
+    ./scripts/demo-lan.sh
+else
+    echo "(the LAN part needs root for its network namespaces: run ./scripts/demo-lan.sh as root)"
+fi
 echo "done."

@@ -121,6 +121,34 @@ extension NodeRegistry {
             )
         }
 
+        // Node links (NodeRegistry+Seen.swift): `seen_message` remembers each message delivered to
+        // this node's application, keyed by sender ("user:<ID>" or "node:<node ID>"), so a copy
+        // arriving on another path is dropped. `node_outbox` is the durable outbox for messages
+        // addressed to a node rather than a user (peer-to-peer mode), ordered by `sequence`.
+        migrator.registerMigration("v2-node-links") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE seen_message (
+                        sender TEXT NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        seen_at INTEGER NOT NULL,
+                        PRIMARY KEY (sender, message_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX seen_message_by_time ON seen_message (seen_at);
+                    CREATE TABLE node_outbox (
+                        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                        node_id TEXT NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        sender INTEGER NOT NULL,
+                        is_text INTEGER NOT NULL,
+                        body BLOB NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX node_outbox_by_node_message ON node_outbox (node_id, message_id);
+                    """
+            )
+        }
+
         return migrator
     }()
 }

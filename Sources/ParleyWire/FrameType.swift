@@ -37,6 +37,10 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let serverShutdown = FrameType(rawValue: 0x0103)
     public static let sessionReplaced = FrameType(rawValue: 0x0104)
 
+    // Node-to-node links (0x0200-0x02FF): only on TLS links between two nodes, never to a server.
+    public static let nodeHello = FrameType(rawValue: 0x0201)
+    public static let peerMessage = FrameType(rawValue: 0x0210)
+
     static let responseBit: UInt16 = 0x8000
 
     /// The type of the successful answer to this request type.
@@ -71,6 +75,8 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .deliveryReceipt: base = "DELIVERY_RECEIPT"
         case .serverShutdown: base = "SERVER_SHUTDOWN"
         case .sessionReplaced: base = "SESSION_REPLACED"
+        case .nodeHello: base = "NODE_HELLO"
+        case .peerMessage: base = "PEER_MESSAGE"
         default: base = "0x" + String(rawValue & ~Self.responseBit, radix: 16)
         }
         return isResponse ? base + "_OK" : base

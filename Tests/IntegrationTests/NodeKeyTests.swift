@@ -203,8 +203,12 @@ struct NodeKeyTests {
         defer { directory.remove() }
         let logger = makeTestLogger("parley.server")
         let first = ParleyServer(configuration: makeServerConfiguration(dataDirectory: directory.path), logger: logger)
+        let firstStopped = Mailbox<Never>()
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await first.run() }
+            group.addTask {
+                defer { firstStopped.finish() }
+                try await first.run()
+            }
             let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
             var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
             configuration.node = Self.nodeOne
@@ -214,6 +218,8 @@ struct NodeKeyTests {
                     let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
                     let before = test.events.items.count
                     await first.shutdown()
+                    // The first server is gone for good (its listener closed) before the restart.
+                    try await firstStopped.waitUntilFinished("the first server to stop")
 
                     // The port can be briefly taken by the reconnecting client's own socket
                     // (loopback self-connect): retry the bind with a fresh server a few times.

@@ -44,7 +44,9 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                     try String.fetchOne(db, sql: "PRAGMA journal_mode")
                 )
             }
-            #expect(migrations == ["v1-cached-nodes", "v1-cached-users", "v1-outbox", "v1-pinned-keys"])
+            #expect(
+                migrations == ["v1-cached-nodes", "v1-cached-users", "v1-outbox", "v1-pinned-keys", "v2-node-links"]
+            )
             #expect(journalMode == "wal")
         }
     }

@@ -860,6 +860,60 @@ package nonisolated struct Parley_V1_SessionReplacedEvent: Sendable {
   package init() {}
 }
 
+/// Frame type NODE_HELLO (0x0201), node -> node, the first frame each side sends once TLS is up.
+/// Request ID 0; not answered. A claim the receiver cannot verify closes the link (fatal ERROR).
+package nonisolated struct Parley_V1_NodeHello: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The sender's node ID (52 lowercase base32 characters); must be the ID of the key the sender
+  /// proved in the TLS handshake.
+  package var nodeID: String = String()
+
+  /// The user on the sending node; 0 when there is none. Checked against the key the server
+  /// vouched for that user, else against the key pinned for that user on first use.
+  package var userID: UInt32 = 0
+
+  /// The name shown on the LAN (at most 64 characters).
+  package var userName: String = String()
+
+  /// The server the user belongs to ("host:port"); empty in peer-to-peer mode.
+  package var server: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// Frame type PEER_MESSAGE (0x0210), node -> node; the frame's payload section carries the body.
+/// Answered with PEER_MESSAGE_OK (0x8210, meta Empty) once the receiver has handed the message to
+/// its application and recorded its ID, or with ERROR (same request ID).
+package nonisolated struct Parley_V1_PeerMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Chosen by the sender; the same ID on every path (direct, server, outbox) so receivers drop
+  /// duplicates.
+  package var messageID: UInt64 = 0
+
+  /// The sending user (0 without a user). Receivers trust only the user the link's NODE_HELLO proved.
+  package var sender: UInt32 = 0
+
+  /// The user IDs the message is addressed to; empty for a message to the node itself.
+  package var recipients: [UInt32] = []
+
+  package var kind: Parley_V1_PayloadKind = .text
+
+  /// The sender's clock, milliseconds since the Unix epoch.
+  package var sentAtMs: Int64 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "parley.v1"
@@ -2092,6 +2146,101 @@ nonisolated extension Parley_V1_SessionReplacedEvent: SwiftProtobuf.Message, Swi
 
   package static func ==(lhs: Parley_V1_SessionReplacedEvent, rhs: Parley_V1_SessionReplacedEvent) -> Bool {
     if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_NodeHello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".NodeHello"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}user_id\0\u{3}user_name\0\u{1}server\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.userID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.userName) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.server) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.userID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.userID, fieldNumber: 2)
+    }
+    if !self.userName.isEmpty {
+      try visitor.visitSingularStringField(value: self.userName, fieldNumber: 3)
+    }
+    if !self.server.isEmpty {
+      try visitor.visitSingularStringField(value: self.server, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_NodeHello, rhs: Parley_V1_NodeHello) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.userID != rhs.userID {return false}
+    if lhs.userName != rhs.userName {return false}
+    if lhs.server != rhs.server {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_PeerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".PeerMessage"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}sender\0\u{1}recipients\0\u{1}kind\0\u{3}sent_at_ms\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.recipients) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.sentAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.messageID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messageID, fieldNumber: 1)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 2)
+    }
+    if !self.recipients.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.recipients, fieldNumber: 3)
+    }
+    if self.kind != .text {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 4)
+    }
+    if self.sentAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentAtMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_PeerMessage, rhs: Parley_V1_PeerMessage) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.recipients != rhs.recipients {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.sentAtMs != rhs.sentAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

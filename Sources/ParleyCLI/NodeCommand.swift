@@ -1,0 +1,62 @@
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+
+/// `parley node`: a long-running node that finds its peers on the LAN, links to them directly,
+/// uses the server when it has one, and prints what happens.
+struct NodeCommand: AsyncParsableCommand, LoggingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node",
+        abstract: "Run a node: LAN discovery, direct links to peers, the server when there is one.",
+        discussion: """
+            Prints one line per event (with --json one object per line, its kind in "event"): \
+            "started" (nodeID, name, port, pid) first; "peerUp", "peerChanged" (nodeID, userID, \
+            name, addresses, status, linked, online) and "peerDown" (nodeID); "message" (id, \
+            sender, recipients, kind, text or base64, sentAt, deliveredAt, fromNode, route: direct, \
+            server or queued); "routeChanged" (toUser or toNode, route); "server" (state: \
+            connecting, connected, loggedOn with userID, disconnected with reason, stopped); and \
+            "stopped" last.
+
+            Unless --no-stdin-commands is given, it reads commands from standard input, one per \
+            line, and answers each with one line: "send USER_ID TEXT" and "send-node NODE_ID TEXT" \
+            answer {"event":"sent","messageID":...,"route":"direct|server|queued"}; "whois USER_ID" \
+            answers {"event":"whois","cached":...,"user":{...}}; "peers" answers \
+            {"event":"peers","peers":[...]}; a failed command answers \
+            {"event":"error","command":...,"message":...}. "quit" stops the node. The end of \
+            standard input does not stop it (so a script may close its end of the pipe); SIGTERM \
+            and SIGINT stop it gracefully. Queued messages stay in the node's outbox (in --data) \
+            and are sent when the recipient is reachable, also after a restart.
+            """
+    )
+    static let defaultLogLevel = Logger.Level.warning
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var options: NodeOptions
+
+    @Flag(
+        name: .customLong("stdin-commands"),
+        inversion: .prefixedNo,
+        help: "Read commands from standard input (send, send-node, whois, peers, quit)."
+    )
+    var readsCommands = true
+
+    func run() async throws {
+        let (node, discovery) = try options.makeNode(logger: Logger(label: "parley.node"))
+        let console = NodeConsole(
+            node: node,
+            discovery: discovery,
+            name: options.name,
+            out: Output(json: output.json),
+            readsCommands: readsCommands
+        )
+        let services = ServiceGroup(
+            configuration: .init(
+                // `quit` ends the console: that is a normal end, not a failure.
+                services: [.init(service: console, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "parley.lifecycle")
+            )
+        )
+        try await services.run()
+    }
+}

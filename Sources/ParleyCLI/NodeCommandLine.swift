@@ -1,0 +1,81 @@
+import ParleyCore
+import ParleyLink
+import ParleyNode
+
+/// One command read by `parley node` from standard input:
+///
+///     send USER_ID TEXT         send TEXT to a user, by the best route
+///     send-node NODE_ID TEXT    send TEXT to one node
+///     whois USER_ID             a user's details (from the server, or the node's cache)
+///     peers                     the peers the node knows
+///
+/// (`quit` is handled by the console.) Each command answers with one record: its result, or
+/// `{"event":"error","command":...,"message":...}`.
+struct NodeCommandLine {
+    static let usage = "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, peers, quit"
+
+    let command: String
+    let arguments: Substring
+
+    init(_ line: String) {
+        let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        command = parts.first.map(String.init) ?? ""
+        arguments = parts.count > 1 ? parts[1] : ""
+    }
+
+    func perform(on node: ParleyNode) async -> NodeEventRecord {
+        do {
+            switch command {
+            case "send":
+                let (user, text) = try userAndText()
+                return try await send(text, to: .user(user), node: node)
+            case "send-node":
+                let (first, text) = try splitFirst()
+                guard let nodeID = NodeID(String(first)) else { throw Failure("\"\(first)\" is not a node ID") }
+                return try await send(text, to: .node(nodeID), node: node)
+            case "whois":
+                guard let user = UserID(arguments) else {
+                    throw Failure("usage: whois USER_ID")
+                }
+                let (info, cached) = try await node.whois(user)
+                return .whois(info, cached: cached)
+            case "peers":
+                return .peers(node.peers())
+            default:
+                throw Failure("unknown command \"\(command)\"; \(Self.usage)")
+            }
+        } catch let failure as Failure {
+            return .error(failure.message, command: command)
+        } catch let error as ParleyError {
+            return .error(error.description, command: command)
+        } catch {
+            return .error("\(error)", command: command)
+        }
+    }
+
+    private func send(_ text: Substring, to recipient: ParleyNode.Recipient, node: ParleyNode) async throws
+        -> NodeEventRecord
+    {
+        let result = try await node.send(.text(String(text)), to: recipient, id: .random())
+        return .sent(result, to: recipient)
+    }
+
+    private func userAndText() throws -> (UserID, Substring) {
+        let (first, text) = try splitFirst()
+        guard let user = UserID(first) else { throw Failure("\"\(first)\" is not a user ID") }
+        return (user, text)
+    }
+
+    /// "ID TEXT..." -> ("ID", "TEXT...").
+    private func splitFirst() throws -> (Substring, Substring) {
+        let parts = arguments.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, !parts[1].isEmpty else { throw Failure("usage: \(command) ID TEXT") }
+        return (parts[0], parts[1])
+    }
+
+    /// A mistake in the command line itself.
+    private struct Failure: Error {
+        let message: String
+        init(_ message: String) { self.message = message }
+    }
+}

@@ -1,0 +1,231 @@
+import Foundation
+import ParleyClient
+import ParleyCore
+import ParleyLink
+import ParleyNode
+
+/// One line of `parley node` output: an event of the node, or the result of a command read from
+/// standard input. With `--json` every line is one object whose `event` says which kind it is;
+/// fields that do not apply are left out.
+struct NodeEventRecord: Encodable {
+    var event: String
+    var nodeID: String?
+    var name: String?
+    var port: Int?
+    var pid: Int?
+    var userID: UInt32?
+    var addresses: [String]?
+    var status: String?
+    var linked: Bool?
+    var online: Bool?
+    // A received message (`message`), as `receive` prints it plus how it came.
+    var id: UInt64?
+    var sender: UInt32?
+    var recipients: [UInt32]?
+    var kind: String?
+    var text: String?
+    var base64: String?
+    var sentAt: Date?
+    var deliveredAt: Date?
+    var fromNode: String?
+    var route: String?
+    // `routeChanged` and `sent`: who the route or message is for.
+    var toUser: UInt32?
+    var toNode: String?
+    var messageID: UInt64?
+    // `server`: the state of the connection to the server.
+    var state: String?
+    var reason: String?
+    // Command results.
+    var user: UserRecord?
+    var cached: Bool?
+    var peers: [NodeEventRecord]?
+    var command: String?
+    var message: String?
+
+    private init(event: String) {
+        self.event = event
+    }
+
+    /// `{"event":"started","nodeID":...,"name":...,"port":...,"pid":...}`
+    static func started(nodeID: NodeID, name: String, port: Int) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "started")
+        record.nodeID = nodeID.description
+        record.name = name
+        record.port = port
+        record.pid = Int(ProcessInfo.processInfo.processIdentifier)
+        return record
+    }
+
+    /// `{"event":"stopped"}`, the last line of a node that shut down.
+    static var stopped: NodeEventRecord { NodeEventRecord(event: "stopped") }
+
+    /// `{"event":"sent","messageID":...,"route":...,"toUser"|"toNode":...}`
+    static func sent(_ result: ParleyNode.SendResult, to recipient: ParleyNode.Recipient) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "sent")
+        record.messageID = result.messageID.rawValue
+        record.route = result.route.rawValue
+        record.setRecipient(recipient)
+        return record
+    }
+
+    /// `{"event":"whois","cached":...,"user":{...}}`
+    static func whois(_ info: UserInfo, cached: Bool) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "whois")
+        record.user = UserRecord(info)
+        record.cached = cached
+        return record
+    }
+
+    /// `{"event":"peers","peers":[{"event":"peer",...}]}`
+    static func peers(_ peers: [ParleyNode.PeerInfo]) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "peers")
+        record.peers = peers.sorted { $0.nodeID.description < $1.nodeID.description }.map { peer("peer", $0) }
+        return record
+    }
+
+    /// `{"event":"error","command":...,"message":...}`
+    static func error(_ message: String, command: String? = nil) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "error")
+        record.command = command
+        record.message = message
+        return record
+    }
+
+    init(_ event: ParleyNode.Event) {
+        switch event {
+        case .peerUp(let info):
+            self.init(event: "peerUp")
+            setPeer(info)
+        case .peerChanged(let info):
+            self.init(event: "peerChanged")
+            setPeer(info)
+        case .peerDown(let nodeID):
+            self.init(event: "peerDown")
+            self.nodeID = nodeID.description
+        case .messageReceived(let message, let from, let route):
+            self.init(event: "message")
+            id = message.id.rawValue
+            sender = message.sender.rawValue
+            recipients = message.recipients.map(\.rawValue)
+            sentAt = message.sentAt
+            deliveredAt = message.deliveredAt
+            fromNode = from?.description
+            self.route = route.rawValue
+            switch message.body {
+            case .text(let text):
+                kind = "text"
+                self.text = text
+            case .binary(let bytes):
+                kind = "binary"
+                base64 = Data(bytes).base64EncodedString()
+            }
+        case .routeChanged(let recipient, let route):
+            self.init(event: "routeChanged")
+            setRecipient(recipient)
+            self.route = route.rawValue
+        case .serverConnection(let connection):
+            self.init(event: "server")
+            switch connection {
+            case .connecting:
+                state = "connecting"
+            case .connected:
+                state = "connected"
+            case .loggedOn(let user):
+                state = "loggedOn"
+                userID = user.rawValue
+            case .disconnected(let error):
+                state = "disconnected"
+                reason = error?.description
+            case .stopped:
+                state = "stopped"
+            }
+        }
+    }
+
+    private static func peer(_ event: String, _ info: ParleyNode.PeerInfo) -> NodeEventRecord {
+        var record = NodeEventRecord(event: event)
+        record.setPeer(info)
+        return record
+    }
+
+    private mutating func setPeer(_ info: ParleyNode.PeerInfo) {
+        nodeID = info.nodeID.description
+        userID = info.userID?.rawValue
+        name = info.name
+        addresses = info.addresses
+        status = info.status
+        linked = info.linked
+        online = info.online
+    }
+
+    private mutating func setRecipient(_ recipient: ParleyNode.Recipient) {
+        switch recipient {
+        case .user(let user): toUser = user.rawValue
+        case .node(let node): toNode = node.description
+        }
+    }
+
+    /// The readable form (without `--json`); may span several lines for `peers`.
+    var line: String {
+        switch event {
+        case "started":
+            return "node \(nodeID ?? "?") (\(name ?? "")) accepts direct links on port \(port.map(String.init) ?? "?")"
+        case "stopped":
+            return "node stopped"
+        case "peerUp", "peerChanged", "peer":
+            let what = event == "peerUp" ? "peer up: " : event == "peerChanged" ? "peer changed: " : ""
+            return what + peerLine
+        case "peerDown":
+            return "peer down: node \(nodeID ?? "?")"
+        case "message":
+            return "[from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
+        case "routeChanged":
+            return "route to \(recipientText): \(route ?? "?")"
+        case "server":
+            switch state {
+            case "loggedOn": return "server: logged on as \(userID.map(String.init) ?? "?")"
+            case "disconnected": return "server: disconnected" + (reason.map { " (\($0))" } ?? "")
+            default: return "server: \(state ?? "?")"
+            }
+        case "sent":
+            return "sent \(messageID.map(String.init) ?? "?") to \(recipientText) via \(route ?? "?")"
+        case "whois":
+            return (user?.line ?? "?") + (cached == true ? " (from the node's cache)" : "")
+        case "peers":
+            let lines = (peers ?? []).map(\.line)
+            return lines.isEmpty ? "no peers" : lines.joined(separator: "\n")
+        case "error":
+            return "error: " + (command.map { "\($0): " } ?? "") + (message ?? "")
+        default:
+            return event
+        }
+    }
+
+    private var peerLine: String {
+        let user = userID.map { "user \($0)" } ?? "no user"
+        let at = (addresses ?? []).joined(separator: ", ")
+        var flags = [status ?? ""]
+        if online == true { flags.append("online") }
+        if linked == true { flags.append("linked") }
+        let state = flags.filter { !$0.isEmpty }.joined(separator: ", ")
+        return "\(name ?? "?") (\(user)) node \(nodeID ?? "?") at \(at.isEmpty ? "?" : at)"
+            + (state.isEmpty ? "" : " [\(state)]")
+    }
+
+    private var recipientText: String {
+        if let toUser { return "user \(toUser)" }
+        return "node \(toNode ?? "?")"
+    }
+
+    /// Text with line breaks escaped, so one message stays one line; binary as base64.
+    private var content: String {
+        if let text {
+            return text.replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\n", with: "\\n")
+                .replacingOccurrences(of: "\r", with: "\\r")
+        }
+        let count = base64.flatMap { Data(base64Encoded: $0)?.count } ?? 0
+        return "\(count) bytes base64:\(base64 ?? "")"
+    }
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Logging
+import ParleyAvahi
+import ParleyClient
+import ParleyCore
+import ParleyLink
+import ParleyNode
+
+/// What `node` and `node-send` need to start a node: its data, its name, the optional server
+/// account, and the link settings.
+struct NodeOptions: ParsableArguments {
+    @Option(
+        name: .customLong("data"),
+        help: "The node's directory: its key, peer cache and outbox (created if missing)."
+    )
+    var dataDirectory: String
+
+    @Option(help: "The node's name, shown to peers on the LAN.")
+    var name: String
+
+    @Option(help: "The server's address, HOST:PORT (optional: without it the node works peer to peer only).")
+    var server: String?
+
+    @Option(help: "Connection attempts and time limits for the server connection.")
+    var retry: RetryPreset = .lan
+
+    @OptionGroup var credentials: OptionalCredentialOptions
+
+    @Option(name: .customLong("listen-host"), help: "The address on which the node accepts direct links.")
+    var listenHost = "0.0.0.0"
+
+    @Option(name: .customLong("listen-port"), help: "The port for direct links; 0 lets the system choose.")
+    var listenPort = 0
+
+    @Flag(name: .customLong("no-direct"), help: "Neither accept nor open direct links: use the server only.")
+    var noDirect = false
+
+    @Option(help: "Seconds between heartbeats on direct links (default 2).")
+    var heartbeat: Double?
+
+    @Option(name: .customLong("peer-timeout"), help: "Seconds of silence before a peer counts as down (default 8).")
+    var peerTimeout: Double?
+
+    func validate() throws {
+        guard !name.isEmpty else { throw ValidationError("--name must not be empty") }
+        guard (0...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 0...65535") }
+        if let heartbeat, heartbeat <= 0 { throw ValidationError("--heartbeat must be positive") }
+        if let peerTimeout, peerTimeout <= 0 { throw ValidationError("--peer-timeout must be positive") }
+        if let server {
+            do {
+                _ = try ParleyClient.Configuration(server: server)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+    }
+
+    /// The node and the Avahi discovery it uses; discovery's `run()` is the caller's to run.
+    ///
+    /// The node's identity is loaded first, because discovery must know the node's own ID to
+    /// filter out its own advertisement.
+    func makeNode(logger: Logger) throws -> (node: ParleyNode, discovery: AvahiDiscovery) {
+        let identity: NodeIdentity
+        do {
+            identity = try NodeIdentity(dataDirectory: dataDirectory)
+        } catch {
+            throw CommandFailure(message: "cannot load the node key in \(dataDirectory): \(error)")
+        }
+        let discovery: AvahiDiscovery
+        do {
+            discovery = try AvahiDiscovery(
+                configuration: .init(ownNodeID: identity.nodeID.description),
+                logger: Logger(label: "parley.discovery")
+            )
+        } catch {
+            throw CommandFailure(message: "cannot set up LAN discovery: \(error)")
+        }
+        let nodeConfiguration = try configuration()
+        let node: ParleyNode
+        do {
+            node = try ParleyNode(configuration: nodeConfiguration, discovery: discovery, logger: logger)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        guard node.nodeID == identity.nodeID else {
+            throw CommandFailure(message: "the node's ID \(node.nodeID) is not the one in \(dataDirectory)")
+        }
+        return (node, discovery)
+    }
+
+    private func configuration() throws -> ParleyNode.Configuration {
+        var configuration = ParleyNode.Configuration(dataDirectory: dataDirectory, name: name)
+        if let server {
+            configuration.server = try ParleyClient.Configuration(server: server, retry: retry.policy)
+        }
+        if let user = credentials.user, let password = credentials.password {
+            configuration.credentials = ParleyNode.Credentials(userID: user, password: password)
+        }
+        configuration.listenHost = listenHost
+        configuration.listenPort = listenPort
+        configuration.allowsDirectLinks = !noDirect
+        if let heartbeat { configuration.heartbeatInterval = .seconds(heartbeat) }
+        if let peerTimeout { configuration.peerTimeout = .seconds(peerTimeout) }
+        return configuration
+    }
+}

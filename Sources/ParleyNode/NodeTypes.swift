@@ -1,0 +1,125 @@
+public import ParleyClient
+public import ParleyCore
+public import ParleyLink
+
+extension ParleyNode {
+    /// The node's ID: SHA-256 of its public key, in base32 (see ``ParleyLink/NodeID``).
+    public typealias NodeID = ParleyLink.NodeID
+
+    /// How a node runs: where it keeps its data, who it is, and how it reaches others.
+    public struct Configuration: Sendable {
+        /// Holds the node key (`node-key.pem`) and the registry (`parley-node.sqlite`: user and
+        /// node cache, pinned keys, durable outbox, seen message IDs).
+        public var dataDirectory: String
+        /// The user name shown on the LAN (discovery and NODE_HELLO), at most 64 characters.
+        public var name: String
+        /// The central server; nil runs the node in peer-to-peer mode (LAN only).
+        public var server: ParleyClient.Configuration?
+        /// The user ID and password to log on to the server with. Without a server, the user ID
+        /// is still claimed on direct links (and checked by peers against the key pinned for it).
+        public var credentials: Credentials?
+        /// The address the direct-link listener binds. Default all IPv4 interfaces.
+        public var listenHost: String = "0.0.0.0"
+        /// The direct-link listener's port; 0 (the default) lets the system pick one.
+        public var listenPort: Int = 0
+        /// Whether this user accepts and opens direct links for user-addressed messages. False
+        /// refuses incoming links and sends everything through the server (or the outbox).
+        public var allowsDirectLinks: Bool = true
+        /// A PING is sent on a direct link after this long without writing. Default 2 s.
+        public var heartbeatInterval: Duration = .seconds(2)
+        /// A direct link that received nothing for this long is closed, and its peer is shown
+        /// offline unless a redial succeeds. Default 8 s: a killed peer is offline within ~10 s.
+        public var peerTimeout: Duration = .seconds(8)
+
+        public init(dataDirectory: String, name: String) {
+            self.dataDirectory = dataDirectory
+            self.name = name
+        }
+    }
+
+    /// A user ID and password for the server.
+    public struct Credentials: Sendable {
+        public var userID: UserID
+        public var password: String
+
+        public init(userID: UserID, password: String) {
+            self.userID = userID
+            self.password = password
+        }
+    }
+
+    /// Whom a message is for: a user (any route) or a node (direct links and the outbox only).
+    public enum Recipient: Sendable, Hashable {
+        case user(UserID)
+        case node(NodeID)
+    }
+
+    /// How a message left (or will leave) this node.
+    public enum Route: String, Sendable, Hashable, Codable {
+        /// Over a direct link; the peer acknowledged it.
+        case direct
+        /// Through the server, which stored it durably.
+        case server
+        /// In the durable local outbox, to leave as soon as a route exists.
+        case queued
+    }
+
+    /// The outcome of ``ParleyNode/send(_:to:id:)``.
+    public struct SendResult: Sendable, Hashable {
+        public var messageID: MessageID
+        public var route: Route
+
+        public init(messageID: MessageID, route: Route) {
+            self.messageID = messageID
+            self.route = route
+        }
+    }
+
+    /// Another node as this node sees it.
+    public struct PeerInfo: Sendable, Hashable {
+        public var nodeID: NodeID
+        /// The user the peer proved (NODE_HELLO) or advertised.
+        public var userID: UserID?
+        public var name: String
+        /// "host:port" addresses from discovery.
+        public var addresses: [String]
+        /// The advertised presence token ("online"), or "offline".
+        public var status: String
+        /// Whether a direct link to it is open.
+        public var linked: Bool
+        /// Whether it is believed reachable: advertised or linked, and its last link did not die
+        /// without a successful redial.
+        public var online: Bool
+
+        public init(
+            nodeID: NodeID,
+            userID: UserID?,
+            name: String,
+            addresses: [String],
+            status: String,
+            linked: Bool,
+            online: Bool
+        ) {
+            self.nodeID = nodeID
+            self.userID = userID
+            self.name = name
+            self.addresses = addresses
+            self.status = status
+            self.linked = linked
+            self.online = online
+        }
+    }
+
+    /// What happens on the node, in order.
+    public enum Event: Sendable, Hashable {
+        case peerUp(PeerInfo)
+        case peerChanged(PeerInfo)
+        case peerDown(NodeID)
+        /// A message for this node's user (or node): `route` is ``Route/direct`` or
+        /// ``Route/server``; `from` is the sending node when it came direct.
+        case messageReceived(Message, from: NodeID?, route: Route)
+        /// Messages to this recipient now leave by another route.
+        case routeChanged(Recipient, Route)
+        case serverConnection(ParleyClient.ConnectionState)
+    }
+}

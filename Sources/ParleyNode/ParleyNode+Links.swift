@@ -1,0 +1,502 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import ParleyCore
+import ParleyDiscovery
+import ParleyLink
+import ParleyStore
+import ParleyWire
+
+extension ParleyNode {
+    var linkConfiguration: LinkConfiguration {
+        LinkConfiguration(heartbeatInterval: configuration.heartbeatInterval, idleTimeout: configuration.peerTimeout)
+    }
+
+    /// How long opening a link (TCP, TLS, both NODE_HELLOs) may take.
+    var dialTimeout: Duration { min(configuration.peerTimeout, .seconds(5)) }
+
+    /// This node's NODE_HELLO.
+    var helloFrame: Frame {
+        var hello = Parley_V1_NodeHello()
+        hello.nodeID = nodeID.description
+        hello.userID = ownUser?.rawValue ?? 0
+        hello.userName = String(configuration.name.prefix(UserInfo.maximumFieldLength))
+        if let server = configuration.server { hello.server = Self.address(host: server.host, port: server.port) }
+        return Frame(type: .nodeHello, requestID: 0, message: hello)
+    }
+
+    static func address(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Splits "host:port" / "[v6]:port".
+    static func parseAddress(_ address: String) -> (host: String, port: Int)? {
+        guard let separator = address.lastIndex(of: ":"),
+            let port = Int(address[address.index(after: separator)...]), (1...65535).contains(port)
+        else { return nil }
+        var host = String(address[..<separator])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    /// The addresses this node tells the server it accepts links on.
+    func directAddresses(port: Int) -> [String] {
+        let host = configuration.listenHost
+        if host != "0.0.0.0", host != "::" { return [Self.address(host: host, port: port)] }
+        var hosts: [String] = []
+        do {
+            for device in try System.enumerateDevices() {
+                guard let address = device.address, case .v4 = address, let ip = address.ipAddress else { continue }
+                if !hosts.contains(ip) { hosts.append(ip) }
+            }
+        } catch {
+            logger.debug("cannot list the network interfaces", metadata: ["error": "\(error)"])
+        }
+        // Non-loopback first; the server takes at most 8.
+        hosts.sort { ($0.hasPrefix("127.") ? 1 : 0) < ($1.hasPrefix("127.") ? 1 : 0) }
+        if hosts.isEmpty { hosts = ["127.0.0.1"] }
+        return hosts.prefix(8).map { Self.address(host: $0, port: port) }
+    }
+
+    // MARK: Listening
+
+    func bindListener() async throws(ParleyError) -> any Channel {
+        let identity = self.identity
+        let allows = configuration.allowsDirectLinks
+        let linkConfiguration = self.linkConfiguration
+        let hello = helloFrame
+        let links = linkContinuation
+        let logger = self.logger
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let (inputs, continuation) = AsyncStream.makeStream(
+                        of: DirectLink.Input.self,
+                        bufferingPolicy: .bufferingOldest(256)
+                    )
+                    let operations = channel.pipeline.syncOperations
+                    try operations.addParleyNodeLinkHandlers(
+                        identity: identity,
+                        role: .accepting { _, _ in allows },
+                        configuration: linkConfiguration
+                    )
+                    try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
+                    let link = DirectLink(channel: channel, inputs: inputs)
+                    if case .enqueued = links.yield(link) { return }
+                    logger.warning("refusing a direct link: the node is not serving links")
+                    channel.close(promise: nil)
+                }
+            }
+        do {
+            return try await bootstrap.bind(host: configuration.listenHost, port: configuration.listenPort).get()
+        } catch {
+            throw ParleyError(
+                code: .internalError,
+                message: "cannot listen for direct links on \(configuration.listenHost):\(configuration.listenPort)",
+                cause: error
+            )
+        }
+    }
+
+    // MARK: Dialling
+
+    /// A ready link to `peer`: an open one, or a new one to the first of `addresses` that answers.
+    func link(to peer: NodeID, addresses: [String]) async throws(ParleyError) -> DirectLink {
+        if let open = state.withLock({ $0.links[peer]?.values.first }) { return open }
+        var lastError = ParleyError(code: .notConnected, message: "no address is known for node \(peer)")
+        for address in addresses {
+            do throws(ParleyError) {
+                return try await dial(peer, address: address)
+            } catch {
+                logger.debug(
+                    "dialling failed", metadata: ["peer.id": "\(peer)", "address": "\(address)", "error": "\(error)"])
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    private func dial(_ peer: NodeID, address: String) async throws(ParleyError) -> DirectLink {
+        guard state.withLock({ $0.phase == .running && !$0.stopping }) else {
+            throw ParleyError(code: .notConnected, message: "the node is not running")
+        }
+        guard let (host, port) = Self.parseAddress(address) else {
+            throw ParleyError(code: .invalidRequest, message: "\"\(address)\" is not HOST:PORT")
+        }
+        let identity = self.identity
+        let linkConfiguration = self.linkConfiguration
+        let hello = helloFrame
+        let (inputs, continuation) = AsyncStream.makeStream(
+            of: DirectLink.Input.self, bufferingPolicy: .bufferingOldest(256))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.nanoseconds(dialTimeout.nanoseconds))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let operations = channel.pipeline.syncOperations
+                        try operations.addParleyNodeLinkHandlers(
+                            identity: identity,
+                            role: .dialling(expecting: peer),
+                            configuration: linkConfiguration
+                        )
+                        try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
+                    }
+                }
+                .connect(host: host, port: port)
+                .get()
+        } catch {
+            continuation.finish()
+            throw ParleyError(code: .notConnected, message: "cannot connect to \(address)", cause: error)
+        }
+        let link = DirectLink(channel: channel, inputs: inputs)
+        guard case .enqueued = linkContinuation.yield(link) else {
+            channel.close(promise: nil)
+            throw ParleyError(code: .notConnected, message: "the node is not serving links")
+        }
+        _ = try await link.waitUntilReady(timeout: dialTimeout)
+        return link
+    }
+
+    // MARK: Serving
+
+    /// Serves every link, each in its own child task, until the node stops.
+    func serveLinks() async {
+        await withDiscardingTaskGroup { group in
+            for await link in linkStream {
+                group.addTask { await self.serve(link) }
+            }
+        }
+    }
+
+    private func serve(_ link: DirectLink) async {
+        let key = ObjectIdentifier(link)
+        let stopping = state.withLock { state -> Bool in
+            if !state.stopping { state.allLinks[key] = link }
+            return state.stopping
+        }
+        if stopping {
+            link.fail(ParleyError(code: .shuttingDown, message: "the node is shutting down"))
+        }
+        for await input in link.inputs {
+            switch input {
+            case .authenticated(let peer):
+                link.setAuthenticated(peer)
+            case .frame(let frame):
+                await handle(frame, on: link)
+            case .closed:
+                break
+            }
+        }
+        link.closed()
+        let hello = link.hello
+        let lastLink = state.withLock { state -> Bool in
+            state.allLinks[key] = nil
+            guard let hello else { return false }
+            state.links[hello.nodeID]?[key] = nil
+            if state.links[hello.nodeID]?.isEmpty == true { state.links[hello.nodeID] = nil }
+            let (events, last) = state.peers.linkDown(hello.nodeID)
+            emit(events)
+            return last && !state.stopping
+        }
+        guard let hello else { return }
+        logger.info("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
+        if lastLink { await redial(hello.nodeID) }
+    }
+
+    /// After the last link to a peer closed: one attempt to open a new one; failing that, the
+    /// peer is down, whatever discovery still says.
+    private func redial(_ peer: NodeID) async {
+        let addresses = candidateAddresses(of: peer)
+        if !addresses.isEmpty {
+            do {
+                _ = try await link(to: peer, addresses: addresses)
+                return
+            } catch {
+                logger.debug("redial failed", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
+            }
+        }
+        state.withLock { state in
+            guard state.links[peer] == nil else { return }
+            emit(state.peers.redialFailed(peer))
+        }
+    }
+
+    /// Where `peer` may accept links: discovery's addresses, then the server's.
+    func candidateAddresses(of peer: NodeID) -> [String] {
+        state.withLock { state in
+            var addresses = state.peers.addresses(of: peer)
+            for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks {
+                addresses += node.addresses.filter { !addresses.contains($0) }
+            }
+            return addresses
+        }
+    }
+
+    private func handle(_ frame: Frame, on link: DirectLink) async {
+        switch frame.type {
+        case .nodeHello:
+            await handleHello(frame, on: link)
+        case .peerMessage:
+            handleMessage(frame, on: link)
+        case FrameType.peerMessage.response:
+            link.complete(frame.requestID, .success(()))
+        case .error:
+            let error = ParleyError(errorFrame: frame)
+            if frame.requestID != 0 {
+                link.complete(frame.requestID, .failure(error))
+            } else {
+                logger.error(
+                    "the peer closed the direct link",
+                    metadata: ["peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)"]
+                )
+                link.fail(error)
+            }
+        default:
+            if !frame.type.isResponse, frame.requestID != 0 {
+                link.write(
+                    .error(
+                        ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)"),
+                        requestID: frame.requestID)
+                )
+            }
+        }
+    }
+
+    private func handleHello(_ frame: Frame, on link: DirectLink) async {
+        guard let peer = link.authenticated, link.hello == nil else {
+            link.refuse(ParleyError(code: .protocolViolation, message: "NODE_HELLO out of place"))
+            return
+        }
+        do throws(ParleyError) {
+            let meta: Parley_V1_NodeHello = try frame.decodeMeta()
+            guard NodeID(meta.nodeID) == peer.peer else {
+                throw ParleyError(
+                    code: .protocolViolation,
+                    message: "NODE_HELLO names node \(meta.nodeID), but the TLS handshake proved \(peer.peer)"
+                )
+            }
+            let user = meta.userID == 0 ? nil : UserID(meta.userID)
+            if let user {
+                // Ask the server first, if it can be asked: a key it vouches for beats one pinned on
+                // first use, and must not be pre-empted by an impostor's pin.
+                if try registry.vouchedKey(forUser: user) == nil { await refreshServerNode(of: user) }
+                try verifyClaim(user, by: peer)
+            }
+            let name = String(meta.userName.prefix(UserInfo.maximumFieldLength))
+            recordPeer(peer, user: user, name: name)
+            let hello = VerifiedHello(
+                nodeID: peer.peer,
+                publicKeyDER: peer.publicKeyDER,
+                userID: user,
+                userName: name,
+                server: meta.server
+            )
+            link.markReady(hello)
+            state.withLock { state in
+                state.links[peer.peer, default: [:]][ObjectIdentifier(link)] = link
+                emit(state.peers.linkUp(peer.peer, user: user, name: name))
+            }
+            logger.info(
+                "direct link up", metadata: ["peer.id": "\(peer.peer)", "user.id": "\(user?.description ?? "-")"])
+            flushContinuation.yield()
+        } catch {
+            logger.error(
+                "refusing a direct link",
+                metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
+            )
+            link.refuse(error)
+        }
+    }
+
+    /// Checks that `peer` may speak for `user`: its key must be the one the server vouched for
+    /// that user, or, without a vouched key, the one pinned for that user on first use.
+    private func verifyClaim(_ user: UserID, by peer: LinkAuthenticated) throws(ParleyError) {
+        if let vouched = try registry.vouchedKey(forUser: user) {
+            guard vouched.publicKey == peer.publicKeyDER else {
+                throw ParleyError(
+                    code: .pinnedKeyMismatch,
+                    message: """
+                        node \(peer.peer) claims user \(user), but the server vouches for node \(vouched.nodeID) \
+                        (\(NodeRegistry.fingerprint(of: vouched.publicKey))); refusing an impostor
+                        """
+                )
+            }
+            try registry.checkKey(
+                forUser: user,
+                nodeID: peer.peer.description,
+                publicKey: peer.publicKeyDER,
+                vouchedByServer: true,
+                now: Date()
+            )
+        } else {
+            try registry.checkKey(
+                forUser: user,
+                nodeID: peer.peer.description,
+                publicKey: peer.publicKeyDER,
+                vouchedByServer: false,
+                now: Date()
+            )
+        }
+    }
+
+    private func recordPeer(_ peer: LinkAuthenticated, user: UserID?, name: String) {
+        do {
+            try registry.record(
+                node: peer.peer.description,
+                publicKey: peer.publicKeyDER,
+                userID: user,
+                userName: name.isEmpty ? nil : name,
+                addresses: [],
+                source: .peer,
+                seenAt: Date()
+            )
+            if let user, !name.isEmpty {
+                try registry.record(
+                    user: UserInfo(userID: user, userName: name),
+                    nodeID: peer.peer.description,
+                    source: .peer,
+                    seenAt: Date()
+                )
+            }
+        } catch {
+            logger.debug("cannot cache the peer", metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"])
+        }
+    }
+
+    private func handleMessage(_ frame: Frame, on link: DirectLink) {
+        guard let hello = link.hello else {
+            link.write(
+                .error(ParleyError(code: .handshakeRequired, message: "NODE_HELLO first"), requestID: frame.requestID)
+            )
+            return
+        }
+        do throws(ParleyError) {
+            let meta: Parley_V1_PeerMessage = try frame.decodeMeta()
+            let bytes = Array(frame.payload.readableBytesView)
+            let body: MessageBody
+            switch meta.kind {
+            case .binary:
+                body = .binary(bytes)
+            default:
+                guard let text = String(validating: bytes, as: UTF8.self) else {
+                    throw ParleyError(code: .invalidUTF8, message: "the text message is not valid UTF-8")
+                }
+                body = .text(text)
+            }
+            let message = Message(
+                id: MessageID(meta.messageID),
+                sender: hello.userID ?? UserID(0),
+                recipients: meta.recipients.map(UserID.init(rawValue:)),
+                body: body,
+                sentAt: Date(timeIntervalSince1970: Double(meta.sentAtMs) / 1000),
+                deliveredAt: Date()
+            )
+            let sender = hello.userID.map { "user:\($0)" } ?? "node:\(hello.nodeID)"
+            try deliver(message, sender: sender, from: hello.nodeID, route: .direct)
+            link.write(
+                Frame(type: FrameType.peerMessage.response, requestID: frame.requestID, message: Parley_V1_Empty()))
+        } catch {
+            link.write(.error(error, requestID: frame.requestID))
+        }
+    }
+
+    /// Hands a received message to ``events`` unless it was delivered before (by any route),
+    /// then records it as seen.
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` when the event buffer is full (the message is not
+    ///   acknowledged and comes again) or the seen messages cannot be recorded.
+    func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) throws(ParleyError) {
+        let outcome = deliveryLock.withLock { _ -> Result<Void, ParleyError> in
+            do throws(ParleyError) {
+                if try registry.hasSeen(sender: sender, messageID: message.id) {
+                    logger.debug(
+                        "dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
+                    return .success(())
+                }
+                guard case .enqueued = eventContinuation.yield(.messageReceived(message, from: node, route: route))
+                else {
+                    throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
+                }
+                try registry.recordSeen(sender: sender, messageID: message.id, at: Date())
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try outcome.get()
+    }
+
+    // MARK: Discovery
+
+    func runDiscovery(_ discovery: any Discovery, port: Int) async {
+        var record = ServiceRecord(
+            instanceName: Self.instanceName(configuration.name, nodeID: nodeID),
+            port: UInt16(clamping: port),
+            nodeID: nodeID.description,
+            userID: ownUser?.rawValue,
+            userName: configuration.name.isEmpty ? nil : String(configuration.name.prefix(UserInfo.maximumFieldLength)),
+            server: configuration.server.map { Self.address(host: $0.host, port: $0.port) },
+            status: "online"
+        )
+        do {
+            try record.validate()
+        } catch {
+            logger.warning(
+                "the discovery record is invalid; advertising without a user name", metadata: ["error": "\(error)"])
+            record.userName = nil
+        }
+        do {
+            try await discovery.advertise(record)
+        } catch {
+            logger.error("cannot advertise the node", metadata: ["error": "\(error)"])
+        }
+        for await event in discovery.peerEvents {
+            handleDiscovery(event)
+        }
+    }
+
+    static func instanceName(_ name: String, nodeID: NodeID) -> String {
+        var instance = name.isEmpty ? "parley-\(nodeID.description.prefix(8))" : name
+        while instance.utf8.count > ServiceRecord.maximumInstanceNameLength { instance.removeLast() }
+        return instance
+    }
+
+    private func handleDiscovery(_ event: PeerEvent) {
+        guard let peerID = NodeID(event.nodeID), peerID != nodeID else { return }
+        switch event {
+        case .up(let peer), .changed(let peer):
+            let isNew: Bool
+            if case .up = event { isNew = true } else { isNew = false }
+            state.withLock { state in emit(state.peers.advertised(peer, as: peerID, isNew: isNew)) }
+            do {
+                if let user = peer.userID, let name = peer.userName, !name.isEmpty {
+                    try registry.record(
+                        user: UserInfo(userID: UserID(user), userName: name),
+                        nodeID: peerID.description,
+                        source: .discovery,
+                        seenAt: Date()
+                    )
+                }
+            } catch {
+                logger.debug("cannot cache a discovered user", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
+            }
+            // The lower node ID opens the standing link (liveness); the other side waits for it.
+            if nodeID.description < peerID.description, configuration.allowsDirectLinks,
+                !state.withLock({ $0.peers.isLinked(peerID) })
+            {
+                linkInBackground(peerID)
+            }
+            flushContinuation.yield()
+        case .down:
+            state.withLock { state in emit(state.peers.withdrawn(peerID)) }
+        }
+    }
+
+    /// Opens a standing link to a discovered peer, through the link-serving task group.
+    private func linkInBackground(_ peer: NodeID) {
+        state.withLock { _ = $0.pendingDials.insert(peer) }
+        flushContinuation.yield()
+    }
+}

@@ -1,0 +1,271 @@
+import Foundation
+import ParleyClient
+public import ParleyCore
+import ParleyStore
+import ParleyWire
+
+extension ParleyNode {
+    /// Sends a message by the best route: direct, the server, or the durable outbox.
+    ///
+    /// Returns once the message is safe: acknowledged by the peer (``Route/direct``), stored by
+    /// the server (``Route/server``), or stored in the local outbox (``Route/queued``), from which
+    /// it leaves, in order and with the same ID, as soon as a route exists. A message to a
+    /// recipient with queued messages is queued behind them, so it cannot overtake them.
+    ///
+    /// - Parameters:
+    ///   - recipient: A user (all routes) or a node (direct links and the outbox only).
+    ///   - id: The message ID; pass the same ID to resend a message without duplicating it.
+    /// - Throws: ``ParleyCore/ParleyError`` when the server refused the message for good (for
+    ///   instance ``ParleyCore/ParleyError/Code/recipientNotFound``) or the outbox cannot store it.
+    public func send(
+        _ body: MessageBody,
+        to recipient: Recipient,
+        id: MessageID = .random()
+    ) async throws(ParleyError) -> SendResult {
+        await sendLock.lock()
+        let result: Result<Route, ParleyError>
+        do throws(ParleyError) {
+            result = .success(try await route(body, to: recipient, id: id, createdAt: Date(), fromOutbox: false))
+        } catch {
+            result = .failure(error)
+        }
+        await sendLock.unlock()
+        let route = try result.get()
+        noteRoute(route, for: recipient)
+        return SendResult(messageID: id, route: route)
+    }
+
+    private func noteRoute(_ route: Route, for recipient: Recipient) {
+        state.withLock { state in
+            guard state.lastRoute[recipient] != route else { return }
+            state.lastRoute[recipient] = route
+            eventContinuation.yield(.routeChanged(recipient, route))
+        }
+    }
+
+    /// Where a direct message to `recipient` would go: the peer's node and its addresses.
+    private func directTarget(for recipient: Recipient) async -> (node: NodeID, addresses: [String], linked: Bool)? {
+        switch recipient {
+        case .node(let node):
+            let (linked, addresses) = state.withLock { ($0.peers.isLinked(node), $0.peers.addresses(of: node)) }
+            let all = addresses.isEmpty ? candidateAddresses(of: node) : addresses
+            return linked || !all.isEmpty ? (node, all, linked) : nil
+        case .user(let user):
+            guard configuration.allowsDirectLinks else { return nil }
+            await refreshServerNode(of: user)
+            if let known = state.withLock({ $0.serverNodes[user] }) {
+                // The server vouches for the user's node: only that node gets the message directly.
+                guard known.allowsDirectLinks, known.nodeID != nodeID else { return nil }
+                let linked = state.withLock { $0.peers.isLinked(known.nodeID) }
+                let addresses = candidateAddresses(of: known.nodeID)
+                return linked || !addresses.isEmpty ? (known.nodeID, addresses, linked) : nil
+            }
+            // Only the LAN knows the user's node; the link's NODE_HELLO check decides (the key the
+            // server vouched for in an earlier run, else the pinned one).
+            guard let node = state.withLock({ $0.peers.node(ofUser: user) }) else { return nil }
+            do {
+                if let vouched = try registry.vouchedKey(forUser: user), vouched.nodeID != node.description {
+                    return nil
+                }
+            } catch {
+                logger.warning("cannot read the vouched key", metadata: ["user.id": "\(user)", "error": "\(error)"])
+                return nil
+            }
+            return (node, candidateAddresses(of: node), state.withLock { $0.peers.isLinked(node) })
+        }
+    }
+
+    /// Routes one message; the caller holds ``sendLock``. From the outbox, `.queued` means "still
+    /// waiting" and nothing is enqueued again.
+    func route(
+        _ body: MessageBody,
+        to recipient: Recipient,
+        id: MessageID,
+        createdAt: Date,
+        fromOutbox: Bool
+    ) async throws(ParleyError) -> Route {
+        let hasQueued: Bool
+        switch recipient {
+        case .node(let node): hasQueued = !(try registry.pendingForNode(node.description, limit: 1).isEmpty)
+        case .user(let user): hasQueued = try registry.pendingCount(for: user) > 0
+        }
+        let target = await directTarget(for: recipient)
+        let situation = RouteSituation(
+            recipientIsNode: { if case .node = recipient { true } else { false } }(),
+            hasQueuedMessages: hasQueued && !fromOutbox,
+            direct: target.map { $0.linked ? .linked : .dialable } ?? .unavailable,
+            directAllowed: configuration.allowsDirectLinks,
+            serverLoggedOn: state.withLock { $0.serverLoggedOn }
+        )
+        let plan = fromOutbox ? RoutePlanner.planFlush(situation) : RoutePlanner.plan(situation)
+        for step in plan {
+            switch step {
+            case .direct:
+                guard let target else { continue }
+                do {
+                    try await sendDirect(body, to: recipient, target: target, id: id, createdAt: createdAt)
+                    return .direct
+                } catch {
+                    logger.info(
+                        "direct send failed, falling back",
+                        metadata: ["peer.id": "\(target.node)", "message.id": "\(id)", "error": "\(error)"]
+                    )
+                }
+            case .server:
+                guard case .user(let user) = recipient, let client = state.withLock({ $0.client }) else { continue }
+                do throws(ParleyError) {
+                    let results = try await client.send(body, to: [user], id: id, sentAt: createdAt)
+                    if let failed = results.first(where: { !$0.isAccepted }), case .failed(let error) = failed.status {
+                        throw error
+                    }
+                    return .server
+                } catch {
+                    switch error.code {
+                    case .notConnected, .timedOut, .shuttingDown, .cancelled, .notLoggedOn:
+                        logger.info(
+                            "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
+                    default:
+                        throw error
+                    }
+                }
+            case .queued:
+                try enqueue(body, to: recipient, id: id, createdAt: createdAt)
+                return .queued
+            }
+        }
+        return .queued
+    }
+
+    private func enqueue(_ body: MessageBody, to recipient: Recipient, id: MessageID, createdAt: Date)
+        throws(ParleyError)
+    {
+        switch recipient {
+        case .node(let node):
+            try registry.enqueue(
+                forNode: node.description,
+                messageID: id,
+                sender: ownUser ?? UserID(0),
+                isText: body.isText,
+                body: body.bytes,
+                createdAt: createdAt
+            )
+        case .user(let user):
+            try registry.enqueue(
+                OutboxMessage(
+                    messageID: id,
+                    sender: ownUser ?? UserID(0),
+                    recipients: [user],
+                    isText: body.isText,
+                    body: body.bytes,
+                    createdAt: createdAt
+                )
+            )
+        }
+        logger.info("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
+    }
+
+    private func sendDirect(
+        _ body: MessageBody,
+        to recipient: Recipient,
+        target: (node: NodeID, addresses: [String], linked: Bool),
+        id: MessageID,
+        createdAt: Date
+    ) async throws(ParleyError) {
+        let directLink = try await link(to: target.node, addresses: target.addresses)
+        if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
+            throw ParleyError(
+                code: .recipientNotFound,
+                message: "node \(target.node) speaks for user \(hello.userID?.description ?? "none"), not \(user)"
+            )
+        }
+        var meta = Parley_V1_PeerMessage()
+        meta.messageID = id.rawValue
+        meta.sender = ownUser?.rawValue ?? 0
+        if case .user(let user) = recipient { meta.recipients = [user.rawValue] }
+        meta.kind = body.isText ? .text : .binary
+        meta.sentAtMs = Int64((createdAt.timeIntervalSince1970 * 1000).rounded())
+        try await directLink.request(meta, payload: body.bytes, timeout: dialTimeout + .seconds(5))
+    }
+
+    // MARK: The outbox
+
+    /// Flushes the outbox whenever a route may have appeared (signalled), and opens the standing
+    /// links to discovered peers.
+    func runFlusher() async {
+        for await _ in flushStream {
+            await openStandingLinks()
+            await sendLock.lock()
+            await flushOutbox()
+            await sendLock.unlock()
+        }
+    }
+
+    private func openStandingLinks() async {
+        let peers = state.withLock { state in
+            defer { state.pendingDials = [] }
+            return state.pendingDials.filter { !state.peers.isLinked($0) }
+        }
+        for peer in peers {
+            do {
+                _ = try await link(to: peer, addresses: candidateAddresses(of: peer))
+            } catch {
+                logger.debug(
+                    "cannot open a link to a discovered peer", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
+                state.withLock { state in emit(state.peers.redialFailed(peer)) }
+            }
+        }
+    }
+
+    private func flushOutbox() async {
+        do throws(ParleyError) {
+            var blockedUsers: Set<UserID> = []
+            for entry in try registry.pending(for: nil) {
+                for recipient in entry.pendingRecipients where !blockedUsers.contains(recipient) {
+                    let message = entry.message
+                    let body: MessageBody =
+                        message.isText ? .text(String(decoding: message.body, as: UTF8.self)) : .binary(message.body)
+                    let route = try await route(
+                        body,
+                        to: .user(recipient),
+                        id: message.messageID,
+                        createdAt: message.createdAt,
+                        fromOutbox: true
+                    )
+                    guard route != .queued else {
+                        blockedUsers.insert(recipient)
+                        continue
+                    }
+                    try registry.markDelivered(
+                        messageID: message.messageID,
+                        sender: message.sender,
+                        recipient: recipient,
+                        route: route.rawValue,
+                        at: Date()
+                    )
+                    logger.info(
+                        "queued message delivered",
+                        metadata: ["message.id": "\(message.messageID)", "route": "\(route)"])
+                    noteRoute(route, for: .user(recipient))
+                }
+            }
+            var blockedNodes: Set<String> = []
+            for entry in try registry.pendingForNode(nil) where !blockedNodes.contains(entry.nodeID) {
+                guard let node = NodeID(entry.nodeID) else { continue }
+                let body: MessageBody =
+                    entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
+                let route = try await route(
+                    body, to: .node(node), id: entry.messageID, createdAt: entry.createdAt, fromOutbox: true)
+                guard route != .queued else {
+                    blockedNodes.insert(entry.nodeID)
+                    continue
+                }
+                try registry.markDeliveredToNode(sequence: entry.sequence)
+                logger.info(
+                    "queued message delivered", metadata: ["message.id": "\(entry.messageID)", "route": "\(route)"])
+                noteRoute(route, for: .node(node))
+            }
+        } catch {
+            logger.error("flushing the outbox failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

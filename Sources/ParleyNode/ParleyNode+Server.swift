@@ -1,0 +1,152 @@
+import Foundation
+import ParleyClient
+public import ParleyCore
+import ParleyStore
+
+extension ParleyNode {
+    /// Keeps a client session with the server while the node runs: logs on with the credentials,
+    /// declares this node (key, direct addresses, consent), forwards messages, and starts over
+    /// with a new client when one gives up.
+    func runServerClient(_ server: ParleyClient.Configuration, port: Int) async {
+        var configuration = server
+        configuration.node = NodeAdvertisement(
+            nodeID: nodeID.description,
+            publicKey: identity.publicKeyDER,
+            directAddresses: self.configuration.allowsDirectLinks ? directAddresses(port: port) : [],
+            allowsDirectLinks: self.configuration.allowsDirectLinks
+        )
+        while !Task.isCancelled, !state.withLock({ $0.stopping }) {
+            let client = ParleyClient(configuration: configuration, logger: logger)
+            state.withLock { $0.client = client }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        try await client.run()
+                    } catch {
+                        self.logger.info("the server is unreachable", metadata: ["error": "\(error)"])
+                    }
+                }
+                group.addTask { await self.consume(client) }
+            }
+            state.withLock { state in
+                state.client = nil
+                state.serverLoggedOn = false
+            }
+            do {
+                try await Task.sleep(for: server.retry.maximumDelay)
+            } catch {
+                return
+            }
+        }
+    }
+
+    private func consume(_ client: ParleyClient) async {
+        var loggedOnOnce = false
+        for await event in client.events {
+            switch event {
+            case .message(let message):
+                do {
+                    try deliver(message, sender: "user:\(message.sender)", from: nil, route: .server)
+                } catch {
+                    logger.error(
+                        "a message from the server was lost",
+                        metadata: ["message.id": "\(message.id)", "error": "\(error)"])
+                }
+            case .connectionStateChanged(let connection):
+                let loggedOn: Bool
+                if case .loggedOn = connection { loggedOn = true } else { loggedOn = false }
+                // The state first: whoever sees the event may send at once.
+                state.withLock { $0.serverLoggedOn = loggedOn }
+                eventContinuation.yield(.serverConnection(connection))
+                if loggedOn { flushContinuation.yield() }
+                if case .connected = connection, !loggedOnOnce, let credentials = configuration.credentials {
+                    loggedOnOnce = true
+                    do {
+                        let result = try await client.logOn(userID: credentials.userID, password: credentials.password)
+                        cacheServerInfo(result.user)
+                    } catch {
+                        logger.error("logging on to the server failed", metadata: ["error": "\(error)"])
+                    }
+                }
+            default:
+                break
+            }
+        }
+    }
+
+    /// Caches what the server says about a user: its info, and its node (the server vouches for
+    /// the key) for direct links.
+    func cacheServerInfo(_ info: UserInfo) {
+        let now = Date()
+        do {
+            try registry.record(user: info, nodeID: info.nodeID, source: .server, seenAt: now)
+            if let node = info.nodeID, let key = info.nodePublicKey, !key.isEmpty {
+                try registry.record(
+                    node: node,
+                    publicKey: key,
+                    userID: info.userID,
+                    userName: info.userName,
+                    addresses: Array(info.directAddresses.prefix(NodeRegistry.maximumAddressCount)),
+                    source: .server,
+                    seenAt: now
+                )
+            }
+        } catch {
+            logger.debug("cannot cache user info", metadata: ["user.id": "\(info.userID)", "error": "\(error)"])
+        }
+        guard let node = info.nodeID.flatMap({ NodeID($0) }), let key = info.nodePublicKey else { return }
+        state.withLock { state in
+            state.serverNodes[info.userID] = ServerNode(
+                nodeID: node,
+                publicKey: key,
+                addresses: info.directAddresses,
+                allowsDirectLinks: info.allowsDirectLinks && info.isOnline,
+                fetchedAt: .now
+            )
+        }
+    }
+
+    /// Asks the server about `user`'s node unless asked recently (or the server is not there).
+    func refreshServerNode(of user: UserID) async {
+        let client = state.withLock { state -> ParleyClient? in
+            guard state.serverLoggedOn, let client = state.client else { return nil }
+            if let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) { return nil }
+            return client
+        }
+        guard let client else { return }
+        do {
+            cacheServerInfo(try await client.userInfo(user))
+        } catch {
+            logger.debug("cannot look up a user's node", metadata: ["user.id": "\(user)", "error": "\(error)"])
+        }
+    }
+
+    /// What the server says about `user`, or, when the server cannot be asked, what the local
+    /// cache remembers (`cached` true).
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/userNotFound``
+    ///   when neither knows the user.
+    public func whois(_ user: UserID) async throws(ParleyError) -> (info: UserInfo, cached: Bool) {
+        let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
+        if let client {
+            do throws(ParleyError) {
+                let info = try await client.userInfo(user)
+                cacheServerInfo(info)
+                return (info, false)
+            } catch {
+                switch error.code {
+                case .notConnected, .timedOut, .shuttingDown, .cancelled, .notLoggedOn:
+                    break
+                default:
+                    throw error
+                }
+            }
+        }
+        guard let cached = try registry.cachedUser(user) else {
+            throw ParleyError(code: .userNotFound, message: "user \(user) is not in the local cache")
+        }
+        var info = cached.info
+        info.isOnline = state.withLock { $0.peers.node(ofUser: user) != nil }
+        return (info, true)
+    }
+}

@@ -1,0 +1,259 @@
+import Foundation
+public import Logging
+import NIOCore
+import NIOPosix
+import ParleyClient
+public import ParleyCore
+public import ParleyDiscovery
+public import ParleyLink
+import ParleyStore
+import ParleyWire
+import Synchronization
+
+/// A Parley node: the SDK facade that a chat program embeds.
+///
+/// A node talks to the central server when one is configured (client/server mode) and to other
+/// nodes over direct, mutually authenticated TLS 1.3 links (docs/PROTOCOL.md, "Node-to-node
+/// links"). Without a server (peer-to-peer mode) it finds peers through the injected
+/// ``ParleyDiscovery/Discovery`` and exchanges messages with them directly.
+///
+/// The node works while ``run()`` runs. ``send(_:to:id:)`` picks a route per message: a direct
+/// link when both users allow it and the peer's node is known, else the server, else the durable
+/// outbox in the data directory, which is flushed in order as soon as a route exists (a peer
+/// appears, the server comes back), also after a restart. A message keeps its ID on every path,
+/// and receivers drop copies they have delivered already, so a message acknowledged by any route
+/// is never lost nor delivered twice, and messages from one sender to one recipient stay in order.
+///
+/// Liveness comes from the links: a direct link sends PINGs after ``Configuration/heartbeatInterval``
+/// of silence and closes after ``Configuration/peerTimeout`` without input; a peer whose last link
+/// closed and cannot be redialled is reported down even while discovery still lists it.
+public final class ParleyNode: Sendable {
+    let configuration: Configuration
+    let discovery: (any Discovery)?
+    let logger: Logger
+    let identity: NodeIdentity
+    let registry: NodeRegistry
+
+    private let eventStream: AsyncStream<Event>
+    let eventContinuation: AsyncStream<Event>.Continuation
+    let linkStream: AsyncStream<DirectLink>
+    let linkContinuation: AsyncStream<DirectLink>.Continuation
+    let flushStream: AsyncStream<Void>
+    let flushContinuation: AsyncStream<Void>.Continuation
+    private let stopStream: AsyncStream<Void>
+    private let stopContinuation: AsyncStream<Void>.Continuation
+    let state = Mutex(State())
+    /// Held while a message is routed or the outbox flushed: keeps each recipient's messages in order.
+    let sendLock = SerialLock()
+    /// Held while a received message is checked against, handed to ``events`` and recorded in the
+    /// seen messages: the same message arriving on two paths at once is delivered once.
+    let deliveryLock = Mutex(())
+
+    /// The most events ``events`` buffers for a slow reader; more are dropped (a dropped direct
+    /// message is not acknowledged, so its sender retries).
+    public static let eventBufferLimit = 65_536
+
+    struct State {
+        enum Phase { case idle, running, stopped }
+
+        var phase = Phase.idle
+        var port: Int?
+        var portWaiters: [CheckedContinuation<Result<Int, ParleyError>, Never>] = []
+        var listener: (any Channel)?
+        var peers = PeerDirectory()
+        /// Ready links by peer node.
+        var links: [NodeID: [ObjectIdentifier: DirectLink]] = [:]
+        /// Every link, ready or not, to close at shutdown.
+        var allLinks: [ObjectIdentifier: DirectLink] = [:]
+        var client: ParleyClient?
+        var serverLoggedOn = false
+        /// What the server said about users' nodes (for direct links), by user.
+        var serverNodes: [UserID: ServerNode] = [:]
+        var lastRoute: [Recipient: Route] = [:]
+        /// Discovered peers to open a standing link to (the flusher dials them).
+        var pendingDials: Set<NodeID> = []
+        var stopping = false
+    }
+
+    /// A user's node as the server's user info shows it.
+    struct ServerNode: Sendable {
+        var nodeID: NodeID
+        var publicKey: [UInt8]
+        var addresses: [String]
+        var allowsDirectLinks: Bool
+        var fetchedAt: ContinuousClock.Instant
+    }
+
+    /// Opens (or creates) the node's key and registry in the data directory.
+    ///
+    /// - Parameters:
+    ///   - discovery: Finds peers and advertises this node; nil for none (direct links then only
+    ///     reach nodes the server's user info names).
+    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    ///   when the key or the registry cannot be read or created.
+    public init(
+        configuration: Configuration,
+        discovery: (any Discovery)?,
+        logger: Logger = Logger(label: "parley.node")
+    ) throws(ParleyError) {
+        self.configuration = configuration
+        self.discovery = discovery
+        self.logger = logger
+        do throws(NodeIdentityError) {
+            identity = try NodeIdentity(dataDirectory: configuration.dataDirectory)
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot load the node key: \(error.message)", cause: error)
+        }
+        registry = try NodeRegistry(dataDirectory: configuration.dataDirectory)
+        (eventStream, eventContinuation) = AsyncStream.makeStream(
+            bufferingPolicy: .bufferingOldest(Self.eventBufferLimit))
+        (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
+        (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// This node's ID.
+    public var nodeID: NodeID { identity.nodeID }
+
+    /// Peer, message, route and server connection events, in order. Iterate from one task.
+    ///
+    /// The buffer is bounded: it holds at most ``eventBufferLimit`` events (oldest kept). A direct
+    /// message that does not fit is refused, not acknowledged, and comes again; a message from the
+    /// server that does not fit is lost for this run, so keep reading.
+    public var events: AsyncStream<Event> { eventStream }
+
+    /// The port of the direct-link listener, once ``run()`` has bound it.
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/notConnected``
+    ///   when the node stopped before it listened.
+    public var listeningPort: Int {
+        get async throws(ParleyError) {
+            let result = await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Result<Int, ParleyError>? in
+                    if let port = state.port { return .success(port) }
+                    if state.phase == .stopped {
+                        return .failure(ParleyError(code: .notConnected, message: "the node is stopped"))
+                    }
+                    state.portWaiters.append(continuation)
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+            return try result.get()
+        }
+    }
+
+    /// The peers known from discovery and direct links.
+    public func peers() -> [PeerInfo] {
+        state.withLock { $0.peers.peers }
+    }
+
+    // MARK: Running
+
+    /// Binds the direct-link listener, advertises the node through discovery, connects to the
+    /// server if one is configured, and works until ``shutdown()`` or task cancellation.
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` when the listener cannot be bound, or `run()` was
+    ///   called before.
+    public func run() async throws {
+        let start = state.withLock { state -> Bool in
+            guard state.phase == .idle, !state.stopping else { return false }
+            state.phase = .running
+            return true
+        }
+        guard start else {
+            throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
+        }
+        let listener: any Channel
+        do {
+            listener = try await bindListener()
+        } catch {
+            finishStopped(error)
+            throw error
+        }
+        let port = listener.localAddress?.port ?? configuration.listenPort
+        let waiters = state.withLock { state in
+            state.listener = listener
+            state.port = port
+            defer { state.portWaiters = [] }
+            return state.portWaiters
+        }
+        for waiter in waiters { waiter.resume(returning: .success(port)) }
+        logger.info("listening for direct links", metadata: ["node.id": "\(nodeID)", "port": "\(port)"])
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.serveLinks() }
+            group.addTask { await self.runFlusher() }
+            group.addTask { await self.runTicker() }
+            if let discovery {
+                group.addTask { await self.runDiscovery(discovery, port: port) }
+            }
+            if let server = configuration.server {
+                group.addTask { await self.runServerClient(server, port: port) }
+            }
+            flushContinuation.yield()
+            for await _ in stopStream {}
+            await tearDown()
+            group.cancelAll()
+        }
+        finishStopped(nil)
+    }
+
+    /// Withdraws the advertisement, logs off the server, closes every link and makes ``run()``
+    /// return. Messages in the outbox stay there for the next run.
+    public func shutdown() async {
+        let first = state.withLock { state -> Bool in
+            defer { state.stopping = true }
+            return !state.stopping
+        }
+        guard first else { return }
+        stopContinuation.finish()
+        if state.withLock({ $0.phase == .idle }) { finishStopped(nil) }
+    }
+
+    private func tearDown() async {
+        let (listener, links, client) = state.withLock { state in
+            state.stopping = true
+            return (state.listener, Array(state.allLinks.values), state.client)
+        }
+        if let discovery { await discovery.withdraw() }
+        if let client { await client.shutdownGracefully() }
+        try? await listener?.close()
+        for link in links { try? await link.channel.close() }
+    }
+
+    private func finishStopped(_ error: (any Error)?) {
+        let waiters = state.withLock { state in
+            state.phase = .stopped
+            state.stopping = true
+            defer { state.portWaiters = [] }
+            return state.portWaiters
+        }
+        let failure = ParleyError(code: .notConnected, message: "the node stopped before it listened")
+        for waiter in waiters { waiter.resume(returning: .failure(failure)) }
+        linkContinuation.finish()
+        flushContinuation.finish()
+        eventContinuation.finish()
+        if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
+    }
+
+    /// Signals the outbox flusher every half peer timeout, to retry routes that may have come back.
+    private func runTicker() async {
+        let interval = max(configuration.peerTimeout / 2, .milliseconds(500))
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            flushContinuation.yield()
+        }
+    }
+
+    func emit(_ events: [Event]) {
+        for event in events { eventContinuation.yield(event) }
+    }
+
+    /// This node's user, as claimed on links and used as the sender of direct messages.
+    var ownUser: UserID? { configuration.credentials?.userID }
+}
