@@ -53,7 +53,7 @@ public final class NodeRegistry: Sendable {
     /// The database file.
     public let path: String
     let configuration: Configuration
-    let pool: DatabasePool
+    let database: SQLiteDatabase
 
     /// Opens the registry in `dataDirectory` (its file is ``fileName``), creating the directory
     /// and the file if needed, and brings its schema up to date.
@@ -72,66 +72,23 @@ public final class NodeRegistry: Sendable {
     public init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
         self.path = path
         self.configuration = configuration
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw ParleyError(
-                code: .storageError,
-                message: "cannot create the directory of the node registry \(path)",
-                cause: error
-            )
-        }
-
-        var grdbConfiguration = GRDB.Configuration()
-        grdbConfiguration.foreignKeysEnabled = true
-        grdbConfiguration.busyMode = .timeout(ServerStore.busyTimeout)
-        let synchronous =
-            switch configuration.durability {
-            case .normal: "PRAGMA synchronous = NORMAL"
-            case .full: "PRAGMA synchronous = FULL"
-            }
-        grdbConfiguration.prepareDatabase { db in try db.execute(sql: synchronous) }
-
-        do {
-            pool = try DatabasePool(path: path, configuration: grdbConfiguration)
-            // Opening the pool switches the writer to WAL mode and, with it, to synchronous=NORMAL,
-            // after `prepareDatabase` ran: apply the configured mode again.
-            try pool.writeWithoutTransaction { db in try db.execute(sql: synchronous) }
-            try Self.migrator.migrate(pool)
-        } catch {
-            throw ParleyError(code: .storageError, message: "cannot open the node registry \(path)", cause: error)
-        }
+        database = try SQLiteDatabase(
+            path: path,
+            durability: configuration.durability,
+            migrator: Self.migrator,
+            description: "the node registry"
+        )
     }
 
     // MARK: Access
 
-    /// Runs `body` in an IMMEDIATE write transaction, so a read-then-write never races another
-    /// writer.
+    /// Runs `body` in an IMMEDIATE write transaction (see ``SQLiteDatabase/write(_:_:)``).
     func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
-        do {
-            return try pool.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    return .commit
-                }
-                guard let result else {
-                    throw ParleyError(code: .internalError, message: "\(operation): the transaction returned nothing")
-                }
-                return result
-            }
-        } catch {
-            throw ServerStore.storageError(operation, error)
-        }
+        try database.write(operation, body)
     }
 
     /// Runs `body` on a reader connection, in a snapshot of the last committed state.
     func read<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
-        do {
-            return try pool.read(body)
-        } catch {
-            throw ServerStore.storageError(operation, error)
-        }
+        try database.read(operation, body)
     }
 }

@@ -237,54 +237,13 @@ extension ServerStore {
             return UserSearchResult(users: [], truncated: false)
         }
         let limit = query.effectiveLimit
-        var conditions: [String] = []
-        var arguments = StatementArguments()
-        for filter in query.filters {
-            // The column comes from a closed set, the value only ever through an argument.
-            let column = Self.foldedColumn(filter.field)
-            let value = filter.value.folded
-            switch filter.match {
-            case .exact:
-                conditions.append("\(column) = ?")
-                arguments += [value]
-            case .prefix:
-                conditions.append("\(column) LIKE ? ESCAPE '\\'")
-                arguments += [value.escapedForLike + "%"]
-            case .contains:
-                conditions.append("\(column) LIKE ? ESCAPE '\\'")
-                arguments += ["%" + value.escapedForLike + "%"]
-            }
-        }
-        switch query.online {
-        case .any:
-            break
-        case .online:
-            conditions.append("user_id IN (SELECT value FROM json_each(?))")
-            arguments += [onlineUserIDs.jsonArray]
-        case .offline:
-            if !onlineUserIDs.isEmpty {
-                conditions.append("user_id NOT IN (SELECT value FROM json_each(?))")
-                arguments += [onlineUserIDs.jsonArray]
-            }
-        }
-        let direction = query.descending ? "DESC" : "ASC"
-        let order =
-            switch query.sort {
-            case .userID: "user_id \(direction)"
-            case .field(let field): "\(Self.foldedColumn(field)) \(direction), user_id \(direction)"
-            }
-        var sql = "SELECT \(Self.userColumns) FROM user"
-        if !conditions.isEmpty {
-            sql += " WHERE " + conditions.joined(separator: " AND ")
-        }
-        sql += " ORDER BY \(order) LIMIT ?"
-        arguments += [limit + 1]
+        let search = UserSearchSQL(query, onlineUserIDs: onlineUserIDs, columns: Self.userColumns, table: "user")
 
         return try read("searching users") { db in
             // Not cached: the number of filter combinations is unbounded.
-            let statement = try db.makeStatement(sql: sql)
+            let statement = try db.makeStatement(sql: search.sql)
             var users: [UserInfo] = []
-            let rows = try Row.fetchCursor(statement, arguments: arguments)
+            let rows = try Row.fetchCursor(statement, arguments: search.arguments)
             while let row = try rows.next() {
                 var user = try Self.decodeUser(row)
                 user.isOnline = onlineUserIDs.contains(user.userID)
@@ -293,17 +252,6 @@ extension ServerStore {
             let truncated = users.count > limit
             if truncated { users.removeLast(users.count - limit) }
             return UserSearchResult(users: users, truncated: truncated)
-        }
-    }
-
-    private static func foldedColumn(_ field: UserField) -> String {
-        switch field {
-        case .userName: "user_name_folded"
-        case .firstName: "first_name_folded"
-        case .lastName: "last_name_folded"
-        case .organization: "organization_folded"
-        case .department: "department_folded"
-        case .application: "application_folded"
         }
     }
 

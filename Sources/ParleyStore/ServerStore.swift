@@ -46,13 +46,10 @@ public final class ServerStore: Sendable {
     /// A delivery that ``acknowledge(recipient:messages:now:)`` marked acknowledged.
     public typealias AcknowledgedMessage = ParleyStore.AcknowledgedMessage
 
-    /// How long a connection waits for another process's lock before failing with SQLITE_BUSY.
-    static let busyTimeout: TimeInterval = 5
-
     /// The database file.
     public let path: String
     let configuration: Configuration
-    let pool: DatabasePool
+    let database: SQLiteDatabase
 
     /// Opens the store at `path`, creating the file and its parent directory if needed, and
     /// brings its schema up to date.
@@ -66,72 +63,23 @@ public final class ServerStore: Sendable {
         self.path = path
         self.configuration = configuration
 
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw ParleyError(
-                code: .storageError,
-                message: "cannot create the directory of the database \(path)",
-                cause: error
-            )
-        }
-
-        var grdbConfiguration = GRDB.Configuration()
-        grdbConfiguration.foreignKeysEnabled = true
-        grdbConfiguration.busyMode = .timeout(Self.busyTimeout)
-        let synchronous =
-            switch configuration.durability {
-            case .normal: "PRAGMA synchronous = NORMAL"
-            case .full: "PRAGMA synchronous = FULL"
-            }
-        grdbConfiguration.prepareDatabase { db in try db.execute(sql: synchronous) }
-
-        do {
-            pool = try DatabasePool(path: path, configuration: grdbConfiguration)
-            // Opening the pool switches the writer to WAL mode and, with it, to synchronous=NORMAL,
-            // after `prepareDatabase` ran: apply the configured mode again.
-            try pool.writeWithoutTransaction { db in try db.execute(sql: synchronous) }
-            try Self.migrator.migrate(pool)
-        } catch {
-            throw ParleyError(code: .storageError, message: "cannot open the database \(path)", cause: error)
-        }
+        database = try SQLiteDatabase(
+            path: path,
+            durability: configuration.durability,
+            migrator: Self.migrator,
+            description: "the database"
+        )
     }
 
     // MARK: Access
 
-    /// Runs `body` in an IMMEDIATE write transaction: it takes the write lock before its first
-    /// read, so a read-then-write (like choosing the next user ID) never races another writer.
+    /// Runs `body` in an IMMEDIATE write transaction (see ``SQLiteDatabase/write(_:_:)``).
     func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
-        do {
-            return try pool.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    return .commit
-                }
-                guard let result else {
-                    throw ParleyError(code: .internalError, message: "\(operation): the transaction returned nothing")
-                }
-                return result
-            }
-        } catch {
-            throw Self.storageError(operation, error)
-        }
+        try database.write(operation, body)
     }
 
     /// Runs `body` on a reader connection, in a snapshot of the last committed state.
     func read<T>(_ operation: String, _ body: (Database) throws -> T) throws(ParleyError) -> T {
-        do {
-            return try pool.read(body)
-        } catch {
-            throw Self.storageError(operation, error)
-        }
-    }
-
-    /// Passes a ``ParleyError`` thrown inside a transaction through; wraps anything else.
-    static func storageError(_ operation: String, _ error: any Error) -> ParleyError {
-        if let error = error as? ParleyError { return error }
-        return ParleyError(code: .storageError, message: "\(operation) failed", cause: error)
+        try database.read(operation, body)
     }
 }

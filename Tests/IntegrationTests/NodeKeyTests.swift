@@ -202,7 +202,10 @@ struct NodeKeyTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let logger = makeTestLogger("parley.server")
-        let first = ParleyServer(configuration: makeServerConfiguration(dataDirectory: directory.path), logger: logger)
+        let first = ParleyServer(
+            configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
+            logger: logger
+        )
         let firstStopped = Mailbox<Never>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -216,6 +219,11 @@ struct NodeKeyTests {
             do {
                 try await withTestClient(of: configuration) { test in
                     let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
+                    // The event pump may not have recorded the registration's own logon yet:
+                    // count from after it, so only the logon after the restart matches below.
+                    try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
+                        event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
+                    }
                     let before = test.events.items.count
                     await first.shutdown()
                     // The first server is gone for good (its listener closed) before the restart.

@@ -41,7 +41,10 @@ struct ShutdownTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let logger = makeTestLogger("parley.server")
-        let first = ParleyServer(configuration: makeServerConfiguration(dataDirectory: directory.path), logger: logger)
+        let first = ParleyServer(
+            configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
+            logger: logger
+        )
 
         let firstStopped = Mailbox<Never>()
         let secondStopped = Mailbox<Never>()

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Logging
 import ParleyClient
 import ParleyCore
@@ -99,4 +100,28 @@ func withTestServer<T: Sendable>(
             throw error
         }
     }
+}
+
+/// A free loopback port below the kernel's ephemeral range (32768-60999 here), for tests that
+/// restart a server on the same port. Ports handed out by `bind(port: 0)` elsewhere in the suite,
+/// and local ports of connecting clients (a loopback self-connect), always come from the
+/// ephemeral range, so they can never take this port during the restart.
+func portForRestartTests() throws -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000..<32_000)
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { continue }
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if bound == 0 { return port }
+    }
+    throw ParleyError(code: .internalError, message: "no free port in 20000..<32000")
 }

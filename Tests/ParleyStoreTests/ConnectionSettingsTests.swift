@@ -9,8 +9,8 @@ import Testing
     func appliesTheConnectionSettings(durability: ServerStore.Configuration.Durability, synchronous: Int) throws {
         try withTemporaryStore(configuration: .init(durability: durability)) { store, _ in
             let pragmas = "SELECT * FROM pragma_synchronous, pragma_foreign_keys, pragma_busy_timeout"
-            let fromWriter = try store.pool.write { db in try Row.fetchOne(db, sql: pragmas) }
-            let fromReader = try store.pool.read { db in try Row.fetchOne(db, sql: pragmas) }
+            let fromWriter = try store.database.pool.write { db in try Row.fetchOne(db, sql: pragmas) }
+            let fromReader = try store.database.pool.read { db in try Row.fetchOne(db, sql: pragmas) }
             for row in [fromWriter, fromReader] {
                 let values = try #require(row)
                 #expect(values[0] as Int? == synchronous)
