@@ -8,30 +8,8 @@ import _CryptoExtras
 /// The cost lives in each hash, so raising ``Cost`` later only affects new and changed
 /// passwords. Hashing is deliberately slow: callers run it off the event loops.
 struct PasswordHasher: Sendable {
-    /// scrypt parameters. The default (N = 2^14, r = 8, p = 1) uses 16 MiB and about 50 ms of one
-    /// core per hash on the reference machine.
-    struct Cost: Sendable, Hashable {
-        var log2N: Int
-        var blockSize: Int
-        var parallelism: Int
-
-        static let `default` = Cost(log2N: 14, blockSize: 8, parallelism: 1)
-        /// For tests only: fast and weak.
-        static let minimal = Cost(log2N: 4, blockSize: 1, parallelism: 1)
-
-        /// 128 * N * r * p: the bytes scrypt's main loop touches, summed over its lanes, which
-        /// bounds both its memory and its time.
-        var workBytes: Int {
-            guard (0...30).contains(log2N), (1...1024).contains(blockSize), (1...1024).contains(parallelism) else {
-                return .max
-            }
-            return 128 * (1 << log2N) * blockSize * parallelism
-        }
-
-        /// The most work a hash may ask for (1 GiB, e.g. N = 2^20, r = 8, p = 1): 64 times the
-        /// default, yet a corrupt stored hash cannot make a logon allocate gigabytes.
-        static let maximumWorkBytes = 1 << 30
-    }
+    /// scrypt parameters: the server configuration's own type, so there is one definition.
+    typealias Cost = ParleyServer.Configuration.PasswordCost
 
     var cost: Cost
 
@@ -81,4 +59,19 @@ struct PasswordHasher: Sendable {
         )
         return key.withUnsafeBytes { Array($0) }
     }
+}
+
+extension ParleyServer.Configuration.PasswordCost {
+    /// 128 * N * r * p: the bytes scrypt's main loop touches, summed over its lanes, which
+    /// bounds both its memory and its time.
+    var workBytes: Int {
+        guard (0...30).contains(log2N), (1...1024).contains(blockSize), (1...1024).contains(parallelism) else {
+            return .max
+        }
+        return 128 * (1 << log2N) * blockSize * parallelism
+    }
+
+    /// The most work a hash may ask for (1 GiB, e.g. N = 2^20, r = 8, p = 1): 64 times the
+    /// default, yet a corrupt stored hash cannot make a logon allocate gigabytes.
+    static let maximumWorkBytes = 1 << 30
 }

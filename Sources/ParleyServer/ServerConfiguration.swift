@@ -90,10 +90,6 @@ extension ParleyServer {
             public static let `default` = PasswordCost(log2N: 14, blockSize: 8, parallelism: 1)
             /// For tests only: fast and weak.
             public static let insecureFastForTesting = PasswordCost(log2N: 4, blockSize: 1, parallelism: 1)
-
-            var hasherCost: PasswordHasher.Cost {
-                PasswordHasher.Cost(log2N: log2N, blockSize: blockSize, parallelism: parallelism)
-            }
         }
 
         var databasePath: String {
@@ -122,7 +118,7 @@ extension ParleyServer {
             try check((1...64).contains(passwordCost.blockSize), "passwordCost.blockSize must be 1...64")
             try check((1...16).contains(passwordCost.parallelism), "passwordCost.parallelism must be 1...16")
             try check(
-                passwordCost.hasherCost.workBytes <= PasswordHasher.Cost.maximumWorkBytes,
+                passwordCost.workBytes <= PasswordCost.maximumWorkBytes,
                 "passwordCost: 128 * 2^log2N * blockSize * parallelism must be at most 1 GiB"
             )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")

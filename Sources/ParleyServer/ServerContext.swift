@@ -15,7 +15,7 @@ final class ServerContext: Sendable {
     let blockingPool: NIOThreadPool
     let logger: Logger
     let applicationInbox: ApplicationInbox
-    /// Set once, right after init (the committer calls back into the registry).
+    /// Group commit for SEND_MESSAGE and ACK_MESSAGES; it calls back into the registry.
     let committer: MessageCommitter
 
     init(
@@ -29,7 +29,7 @@ final class ServerContext: Sendable {
         self.configuration = configuration
         self.store = store
         self.registry = registry
-        self.hasher = PasswordHasher(cost: configuration.passwordCost.hasherCost)
+        self.hasher = PasswordHasher(cost: configuration.passwordCost)
         self.throttle = LogonThrottle(policy: .init())
         self.blockingPool = blockingPool
         self.logger = logger

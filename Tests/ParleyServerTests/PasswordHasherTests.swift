@@ -5,7 +5,7 @@ import Testing
 
 @Suite("PasswordHasher")
 struct PasswordHasherTests {
-    let hasher = PasswordHasher(cost: .minimal)
+    let hasher = PasswordHasher(cost: .insecureFastForTesting)
 
     @Test("the right password matches, a wrong one does not")
     func verifies() throws {
