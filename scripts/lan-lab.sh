@@ -16,7 +16,7 @@
 #      PARLEYLAB_IPV6 = 0 (IPv4 only, default) | 1 (also fd70::N/64 and link-local) | ll (link-local only).
 # The prefix keeps this lab apart from any other lab on the machine (e.g. shared/lan-lab's "lanlab").
 # Needs root with CAP_NET_ADMIN + CAP_SYS_ADMIN (ip netns, mount), veth + bridge kernel support and
-# the packages iproute2 dbus avahi-daemon avahi-utils (`lan-lab.sh deps` installs them).
+# the packages iproute2 iptables dbus avahi-daemon avahi-utils (`lan-lab.sh deps` installs them).
 # Adapted from shared/lan-lab/netns-lab.sh (tested recipe; see its README for the measurements).
 set -euo pipefail
 
@@ -25,7 +25,7 @@ STATE=${PARLEYLAB_STATE:-/run/$PREFIX}
 SUBNET=${PARLEYLAB_SUBNET:-10.231.0}
 IPV6=${PARLEYLAB_IPV6:-0}
 SW=$PREFIX-sw
-PACKAGES=(iproute2 dbus avahi-daemon avahi-utils)
+PACKAGES=(iproute2 iptables dbus avahi-daemon avahi-utils)
 
 die() { echo "lan-lab: $*" >&2; exit 1; }
 log() { echo "lan-lab: $*" >&2; }

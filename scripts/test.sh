@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# SQLite for the store; Avahi, D-Bus and iproute2 for the LAN lab (network namespaces).
-packages=(libsqlite3-dev python3 libavahi-client-dev avahi-daemon avahi-utils dbus iproute2)
+# SQLite for the store; Avahi, D-Bus, iproute2 and iptables for the LAN lab (network namespaces,
+# a firewall rule to cut a direct link).
+packages=(libsqlite3-dev python3 libavahi-client-dev avahi-daemon avahi-utils dbus iproute2 iptables)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
