@@ -13,7 +13,8 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             "started" (nodeID, name, port, pid) first; "peerUp", "peerChanged" (nodeID, userID, \
             name, addresses, status, linked, online) and "peerDown" (nodeID); "message" (id, \
             sender, recipients, kind, text or base64, sentAt, deliveredAt, fromNode, route: direct, \
-            server or queued); "routeChanged" (toUser or toNode, route); "server" (state: \
+            server or queued); "routeChanged" (toUser or toNode, route); "queuedMessageFailed" \
+            (messageID, toUser or toNode, message: a queued message refused for good); "server" (state: \
             connecting, connected, loggedOn with userID, disconnected with reason, stopped); and \
             "stopped" last.
 
@@ -41,7 +42,7 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
     var readsCommands = true
 
     func run() async throws {
-        let (node, discovery) = try options.makeNode(logger: Logger(label: "parley.node"))
+        let (node, discovery) = try options.setup.makeNode(logger: Logger(label: "parley.node"))
         let console = NodeConsole(
             node: node,
             discovery: discovery,

@@ -124,6 +124,11 @@ struct NodeEventRecord: Encodable {
             self.init(event: "routeChanged")
             setRecipient(recipient)
             self.route = route.rawValue
+        case .queuedMessageFailed(let id, let recipient, let error):
+            self.init(event: "queuedMessageFailed")
+            messageID = id.rawValue
+            setRecipient(recipient)
+            message = error.description
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -182,6 +187,8 @@ struct NodeEventRecord: Encodable {
             return "[from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
         case "routeChanged":
             return "route to \(recipientText): \(route ?? "?")"
+        case "queuedMessageFailed":
+            return "queued message \(messageID.map(String.init) ?? "?") to \(recipientText) refused: \(message ?? "?")"
         case "server":
             switch state {
             case "loggedOn": return "server: logged on as \(userID.map(String.init) ?? "?")"

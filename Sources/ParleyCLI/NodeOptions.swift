@@ -6,8 +6,8 @@ import ParleyCore
 import ParleyLink
 import ParleyNode
 
-/// What `node` and `node-send` need to start a node: its data, its name, the optional server
-/// account, and the link settings.
+/// What `node` needs to start a node: its data, its name, the optional server account, and the
+/// link settings.
 struct NodeOptions: ParsableArguments {
     @Option(
         name: .customLong("data"),
@@ -38,7 +38,7 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Seconds between heartbeats on direct links (default 2).")
     var heartbeat: Double?
 
-    @Option(name: .customLong("peer-timeout"), help: "Seconds of silence before a peer counts as down (default 8).")
+    @Option(name: .customLong("peer-timeout"), help: "Seconds of silence before a peer counts as down (default 6).")
     var peerTimeout: Double?
 
     func validate() throws {
@@ -54,6 +54,38 @@ struct NodeOptions: ParsableArguments {
             }
         }
     }
+
+    /// The node these options describe.
+    var setup: NodeSetup {
+        var setup = NodeSetup(dataDirectory: dataDirectory, name: name)
+        setup.server = server
+        setup.retry = retry
+        if let user = credentials.user, let password = credentials.password {
+            setup.credentials = ParleyNode.Credentials(userID: user, password: password)
+        }
+        setup.listenHost = listenHost
+        setup.listenPort = listenPort
+        setup.allowsDirectLinks = !noDirect
+        setup.heartbeat = heartbeat
+        setup.peerTimeout = peerTimeout
+        return setup
+    }
+}
+
+/// Everything a command needs to start a node (`parley node`, `parley send --data`).
+struct NodeSetup {
+    var dataDirectory: String
+    var name: String
+    var server: String?
+    var retry = RetryPreset.lan
+    var credentials: ParleyNode.Credentials?
+    var listenHost = "0.0.0.0"
+    var listenPort = 0
+    var allowsDirectLinks = true
+    /// Seconds; nil keeps the node's default.
+    var heartbeat: Double?
+    /// Seconds; nil keeps the node's default.
+    var peerTimeout: Double?
 
     /// The node and the Avahi discovery it uses; discovery's `run()` is the caller's to run.
     ///
@@ -93,12 +125,10 @@ struct NodeOptions: ParsableArguments {
         if let server {
             configuration.server = try ParleyClient.Configuration(server: server, retry: retry.policy)
         }
-        if let user = credentials.user, let password = credentials.password {
-            configuration.credentials = ParleyNode.Credentials(userID: user, password: password)
-        }
+        configuration.credentials = credentials
         configuration.listenHost = listenHost
         configuration.listenPort = listenPort
-        configuration.allowsDirectLinks = !noDirect
+        configuration.allowsDirectLinks = allowsDirectLinks
         if let heartbeat { configuration.heartbeatInterval = .seconds(heartbeat) }
         if let peerTimeout { configuration.peerTimeout = .seconds(peerTimeout) }
         return configuration

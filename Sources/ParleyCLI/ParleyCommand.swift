@@ -27,7 +27,7 @@ struct ParleyCommand: AsyncParsableCommand {
             FindCommand.self,
             ChatCommand.self,
             BenchCommand.self,
-            NodeCommand.self, NodeSendCommand.self, PeersCommand.self,
+            NodeCommand.self, PeersCommand.self,
         ]
     )
 

@@ -3,25 +3,43 @@ import Foundation
 import Logging
 import ParleyClient
 import ParleyCore
+import ParleyNode
 
-/// `parley send`: sends one message and prints every recipient's result.
+/// `parley send`: sends one message and prints every recipient's result: as a client of the
+/// server, or (with `--data`) as a LAN node that picks the best route.
 struct SendCommand: AsyncParsableCommand, LoggingCommand {
     static let configuration = CommandConfiguration(
         commandName: "send",
         abstract: "Send a message; prints one result per recipient (\"1001 accepted-online\").",
         discussion: """
-            Exits 0 once every recipient's result is in and all were accepted, 5 if any recipient \
-            failed (all results are still printed). With --receipt, then waits up to --timeout \
-            seconds for the delivery receipts of the accepted recipients and prints them \
-            ("receipt 1001 <time>"); exits 6 if some did not arrive. Messages that arrive for the \
-            sender while it waits are printed too, as receive prints them: taking them acknowledges them.
+            Through the server (--server, --user, --password): exits 0 once every recipient's \
+            result is in and all were accepted, 5 if any recipient failed (all results are still \
+            printed). With --receipt, then waits up to --timeout seconds for the delivery receipts \
+            of the accepted recipients and prints them ("receipt 1001 <time>"); exits 6 if some did \
+            not arrive. Messages that arrive for the sender while it waits are printed too, as \
+            receive prints them: taking them acknowledges them.
+
+            As a node (--data DIR, with or without --server): starts the node kept in DIR, waits \
+            until each recipient's node is linked on the LAN or --wait seconds have passed, sends \
+            by the best route and prints it per recipient: "sent ID to user N via direct|server|queued" \
+            (JSON: {"event":"sent","messageID":...,"route":...,"toUser":N}). A queued message stays \
+            in DIR's outbox and leaves the next time a node runs with the same --data and can \
+            reach the recipient (`parley node --data DIR`). Exits 0 when every message is direct, \
+            stored by the server or queued; a recipient the server refuses prints an error and \
+            exits 5.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
 
     @OptionGroup var output: OutputOptions
-    @OptionGroup var connection: ServerOptions
-    @OptionGroup var credentials: CredentialOptions
+
+    @Option(help: "The server's address: HOST:PORT (\"[::1]:7420\" for IPv6). Required without --data.")
+    var server: String?
+
+    @Option(help: "Connection attempts and time limits (default: local; lan with --data).")
+    var retry: RetryPreset?
+
+    @OptionGroup var credentials: OptionalCredentialOptions
 
     @Option(
         name: .customLong("to"),
@@ -36,11 +54,26 @@ struct SendCommand: AsyncParsableCommand, LoggingCommand {
     @Argument(help: "The text to send (or use --binary-file).")
     var text: String?
 
-    @Flag(help: "Ask for delivery receipts and wait for them.")
+    @Flag(help: "Through the server: ask for delivery receipts and wait for them.")
     var receipt = false
 
     @Option(help: "With --receipt: how many seconds to wait for the receipts.")
     var timeout: Double = 10
+
+    @Option(
+        name: .customLong("data"),
+        help: "Send as the LAN node kept in this directory (key, peer cache, outbox): direct, server or queued."
+    )
+    var dataDirectory: String?
+
+    @Option(help: "With --data: the node's name on the LAN (default: the data directory's name).")
+    var name: String?
+
+    @Option(help: "With --data: at most this many seconds to wait for the recipients' nodes on the LAN.")
+    var wait: Double = 3
+
+    @Flag(name: .customLong("no-direct"), help: "With --data: no direct links, the server (or the outbox) only.")
+    var noDirect = false
 
     var recipients: [UserID] { recipientLists.flatMap { $0 } }
 
@@ -50,19 +83,51 @@ struct SendCommand: AsyncParsableCommand, LoggingCommand {
         }
         guard !recipients.isEmpty else { throw ValidationError("give at least one --to") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        if let server {
+            do {
+                _ = try ParleyClient.Configuration(server: server)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+        if dataDirectory == nil {
+            guard server != nil else {
+                throw ValidationError("give --server HOST:PORT, or --data DIR to send as a LAN node")
+            }
+            guard credentials.user != nil else { throw ValidationError("sending through the server needs --user") }
+            for (option, given) in [("--name", name != nil), ("--no-direct", noDirect)] where given {
+                throw ValidationError("\(option) goes with --data")
+            }
+        } else {
+            guard !receipt else { throw ValidationError("--receipt works through the server only (without --data)") }
+            guard wait >= 0 else { throw ValidationError("--wait must not be negative") }
+            if let name, name.isEmpty { throw ValidationError("--name must not be empty") }
+        }
     }
 
     func run() async throws {
+        if let dataDirectory {
+            try await sendAsNode(dataDirectory: dataDirectory)
+        } else {
+            try await sendThroughServer()
+        }
+    }
+
+    private func sendThroughServer() async throws {
         let out = Output(json: output.json)
         let body = try messageBody()
         let id = MessageID.random()
-        let (recipients, credentials) = (self.recipients, self.credentials)
+        guard let server, let user = credentials.user, let password = credentials.password else {
+            throw ValidationError("sending through the server needs --server, --user and --password")
+        }
+        let recipients = self.recipients
         let (receipt, timeout) = (self.receipt, self.timeout)
+        let configuration = try ParleyClient.Configuration(server: server, retry: (retry ?? .local).policy)
         let outcome = try await withParleyClient(
-            configuration: try connection.clientConfiguration(),
+            configuration: configuration,
             logger: Logger(label: "parley.client")
         ) { client in
-            try await client.logOn(userID: credentials.user, password: credentials.password)
+            try await client.logOn(userID: user, password: password)
             let results = try await client.send(body, to: recipients, id: id, wantReceipt: receipt)
             for result in results {
                 let record = DeliveryRecord(result, messageID: id)
@@ -114,7 +179,7 @@ struct SendCommand: AsyncParsableCommand, LoggingCommand {
         return missing
     }
 
-    private func messageBody() throws -> MessageBody {
+    func messageBody() throws -> MessageBody {
         if let text { return .text(text) }
         guard let binaryFile else { throw ValidationError("nothing to send") }
         do {

@@ -28,8 +28,14 @@ extension ParleyNode {
         /// A PING is sent on a direct link after this long without writing. Default 2 s.
         public var heartbeatInterval: Duration = .seconds(2)
         /// A direct link that received nothing for this long is closed, and its peer is shown
-        /// offline unless a redial succeeds. Default 8 s: a killed peer is offline within ~10 s.
-        public var peerTimeout: Duration = .seconds(8)
+        /// offline unless a redial succeeds within ``redialTimeout``. Default 6 s (three missed
+        /// heartbeats): a frozen peer is shown offline after about 8 s, a killed one (its sockets
+        /// close) at once.
+        public var peerTimeout: Duration = .seconds(6)
+
+        /// How long the one redial after a peer's last link closed may take before the peer is
+        /// shown offline. Default 2 s.
+        public var redialTimeout: Duration = .seconds(2)
 
         public init(dataDirectory: String, name: String) {
             self.dataDirectory = dataDirectory
@@ -120,6 +126,9 @@ extension ParleyNode {
         case messageReceived(Message, from: NodeID?, route: Route)
         /// Messages to this recipient now leave by another route.
         case routeChanged(Recipient, Route)
+        /// A message that waited in the outbox was refused for good when it left (the server
+        /// does not know the recipient, say): it is removed from the outbox, not retried.
+        case queuedMessageFailed(MessageID, to: Recipient, ParleyError)
         case serverConnection(ParleyClient.ConnectionState)
     }
 }

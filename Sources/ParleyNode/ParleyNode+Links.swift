@@ -102,12 +102,15 @@ extension ParleyNode {
     // MARK: Dialling
 
     /// A ready link to `peer`: an open one, or a new one to the first of `addresses` that answers.
-    func link(to peer: NodeID, addresses: [String]) async throws(ParleyError) -> DirectLink {
+    ///
+    /// - Parameter timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
+    ///   ``dialTimeout``.
+    func link(to peer: NodeID, addresses: [String], timeout: Duration? = nil) async throws(ParleyError) -> DirectLink {
         if let open = state.withLock({ $0.links[peer]?.values.first }) { return open }
         var lastError = ParleyError(code: .notConnected, message: "no address is known for node \(peer)")
         for address in addresses {
             do throws(ParleyError) {
-                return try await dial(peer, address: address)
+                return try await dial(peer, address: address, timeout: timeout ?? dialTimeout)
             } catch {
                 logger.debug(
                     "dialling failed", metadata: ["peer.id": "\(peer)", "address": "\(address)", "error": "\(error)"])
@@ -117,7 +120,7 @@ extension ParleyNode {
         throw lastError
     }
 
-    private func dial(_ peer: NodeID, address: String) async throws(ParleyError) -> DirectLink {
+    private func dial(_ peer: NodeID, address: String, timeout: Duration) async throws(ParleyError) -> DirectLink {
         guard state.withLock({ $0.phase == .running && !$0.stopping }) else {
             throw ParleyError(code: .notConnected, message: "the node is not running")
         }
@@ -132,7 +135,7 @@ extension ParleyNode {
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.nanoseconds(dialTimeout.nanoseconds))
+                .connectTimeout(.nanoseconds(timeout.nanoseconds))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let operations = channel.pipeline.syncOperations
@@ -155,7 +158,7 @@ extension ParleyNode {
             channel.close(promise: nil)
             throw ParleyError(code: .notConnected, message: "the node is not serving links")
         }
-        _ = try await link.waitUntilReady(timeout: dialTimeout)
+        _ = try await link.waitUntilReady(timeout: timeout)
         return link
     }
 
@@ -205,13 +208,14 @@ extension ParleyNode {
         if lastLink { await redial(hello.nodeID) }
     }
 
-    /// After the last link to a peer closed: one attempt to open a new one; failing that, the
-    /// peer is down, whatever discovery still says.
+    /// After the last link to a peer closed: one quick attempt (``Configuration/redialTimeout``
+    /// per address) to open a new one; failing that, the peer is down, whatever discovery still
+    /// says.
     private func redial(_ peer: NodeID) async {
         let addresses = candidateAddresses(of: peer)
         if !addresses.isEmpty {
             do {
-                _ = try await link(to: peer, addresses: addresses)
+                _ = try await link(to: peer, addresses: addresses, timeout: configuration.redialTimeout)
                 return
             } catch {
                 logger.debug("redial failed", metadata: ["peer.id": "\(peer)", "error": "\(error)"])

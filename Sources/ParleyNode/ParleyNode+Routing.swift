@@ -9,8 +9,10 @@ extension ParleyNode {
     ///
     /// Returns once the message is safe: acknowledged by the peer (``Route/direct``), stored by
     /// the server (``Route/server``), or stored in the local outbox (``Route/queued``), from which
-    /// it leaves, in order and with the same ID, as soon as a route exists. A message to a
-    /// recipient with queued messages is queued behind them, so it cannot overtake them.
+    /// it leaves, in order and with the same ID, as soon as a route exists. Earlier messages to
+    /// the same recipient that still wait in the outbox leave first (now, if a route exists);
+    /// if they cannot, this one is queued behind them, so it cannot overtake them. Messages to
+    /// other recipients do not wait for this one.
     ///
     /// - Parameters:
     ///   - recipient: A user (all routes) or a node (direct links and the outbox only).
@@ -22,14 +24,17 @@ extension ParleyNode {
         to recipient: Recipient,
         id: MessageID = .random()
     ) async throws(ParleyError) -> SendResult {
-        await sendLock.lock()
+        await sendLocks.lock(recipient)
         let result: Result<Route, ParleyError>
         do throws(ParleyError) {
-            result = .success(try await route(body, to: recipient, id: id, createdAt: Date(), fromOutbox: false))
+            let stillQueued = try await flushQueue(of: recipient)
+            result = .success(
+                try await route(body, to: recipient, id: id, createdAt: Date(), mode: .new(behindQueued: stillQueued))
+            )
         } catch {
             result = .failure(error)
         }
-        await sendLock.unlock()
+        await sendLocks.unlock(recipient)
         let route = try result.get()
         noteRoute(route, for: recipient)
         return SendResult(messageID: id, route: route)
@@ -75,24 +80,31 @@ extension ParleyNode {
         }
     }
 
-    /// Routes one message; the caller holds ``sendLock``. From the outbox, `.queued` means "still
-    /// waiting" and nothing is enqueued again.
+    /// Whether a message is new (and must wait behind queued ones) or leaves the outbox.
+    enum RoutingMode {
+        case new(behindQueued: Bool)
+        case flush
+    }
+
+    /// Routes one message; the caller holds the recipient's lock in ``sendLocks``. In
+    /// ``RoutingMode/flush`` mode, `.queued` means "still waiting" and nothing is enqueued again.
     func route(
         _ body: MessageBody,
         to recipient: Recipient,
         id: MessageID,
         createdAt: Date,
-        fromOutbox: Bool
+        mode: RoutingMode
     ) async throws(ParleyError) -> Route {
+        let fromOutbox: Bool
         let hasQueued: Bool
-        switch recipient {
-        case .node(let node): hasQueued = !(try registry.pendingForNode(node.description, limit: 1).isEmpty)
-        case .user(let user): hasQueued = try registry.pendingCount(for: user) > 0
+        switch mode {
+        case .new(let behindQueued): (fromOutbox, hasQueued) = (false, behindQueued)
+        case .flush: (fromOutbox, hasQueued) = (true, false)
         }
         let target = await directTarget(for: recipient)
         let situation = RouteSituation(
             recipientIsNode: { if case .node = recipient { true } else { false } }(),
-            hasQueuedMessages: hasQueued && !fromOutbox,
+            hasQueuedMessages: hasQueued,
             direct: target.map { $0.linked ? .linked : .dialable } ?? .unavailable,
             directAllowed: configuration.allowsDirectLinks,
             serverLoggedOn: state.withLock { $0.serverLoggedOn }
@@ -184,7 +196,8 @@ extension ParleyNode {
         if case .user(let user) = recipient { meta.recipients = [user.rawValue] }
         meta.kind = body.isText ? .text : .binary
         meta.sentAtMs = Int64((createdAt.timeIntervalSince1970 * 1000).rounded())
-        try await directLink.request(meta, payload: body.bytes, timeout: dialTimeout + .seconds(5))
+        // A live peer answers at once; one silent for a peer timeout is as good as gone.
+        try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
     }
 
     // MARK: The outbox
@@ -194,9 +207,7 @@ extension ParleyNode {
     func runFlusher() async {
         for await _ in flushStream {
             await openStandingLinks()
-            await sendLock.lock()
             await flushOutbox()
-            await sendLock.unlock()
         }
     }
 
@@ -216,56 +227,91 @@ extension ParleyNode {
         }
     }
 
+    /// Flushes every recipient's waiting messages, the recipients side by side (a peer whose
+    /// dial times out holds up only its own messages).
     private func flushOutbox() async {
+        let recipients: [Recipient]
         do throws(ParleyError) {
-            var blockedUsers: Set<UserID> = []
-            for entry in try registry.pending(for: nil) {
-                for recipient in entry.pendingRecipients where !blockedUsers.contains(recipient) {
+            let waiting = try registry.outboxRecipients()
+            recipients = waiting.users.map { .user($0) } + waiting.nodes.compactMap { NodeID($0).map { .node($0) } }
+        } catch {
+            logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
+            return
+        }
+        await withDiscardingTaskGroup { group in
+            for recipient in recipients {
+                group.addTask {
+                    await self.sendLocks.lock(recipient)
+                    do throws(ParleyError) {
+                        _ = try await self.flushQueue(of: recipient)
+                    } catch {
+                        self.logger.error(
+                            "flushing the outbox failed", metadata: ["recipient": "\(recipient)", "error": "\(error)"])
+                    }
+                    await self.sendLocks.unlock(recipient)
+                }
+            }
+        }
+    }
+
+    /// Sends the outbox entries for `recipient`, in order, until one finds no route; the caller
+    /// holds the recipient's lock. An entry the server refuses for good (an unknown recipient,
+    /// say) leaves the outbox with a ``Event/queuedMessageFailed(_:to:_:)`` event.
+    ///
+    /// - Returns: Whether messages for `recipient` still wait.
+    func flushQueue(of recipient: Recipient) async throws(ParleyError) -> Bool {
+        switch recipient {
+        case .user(let user):
+            while true {
+                let entries = try registry.pending(for: user, limit: 64)
+                if entries.isEmpty { return false }
+                for entry in entries {
                     let message = entry.message
                     let body: MessageBody =
                         message.isText ? .text(String(decoding: message.body, as: UTF8.self)) : .binary(message.body)
-                    let route = try await route(
-                        body,
-                        to: .user(recipient),
-                        id: message.messageID,
-                        createdAt: message.createdAt,
-                        fromOutbox: true
-                    )
-                    guard route != .queued else {
-                        blockedUsers.insert(recipient)
-                        continue
+                    let outcome: String
+                    do throws(ParleyError) {
+                        let route = try await route(
+                            body, to: recipient, id: message.messageID, createdAt: message.createdAt, mode: .flush)
+                        if route == .queued { return true }
+                        outcome = route.rawValue
+                        noteRoute(route, for: recipient)
+                    } catch {
+                        // Storage errors are this node's trouble: the entry stays for the next flush.
+                        if error.code == .storageError { throw error }
+                        outcome = "failed: \(error.code)"
+                        emit([.queuedMessageFailed(message.messageID, to: recipient, error)])
                     }
                     try registry.markDelivered(
                         messageID: message.messageID,
                         sender: message.sender,
-                        recipient: recipient,
-                        route: route.rawValue,
+                        recipient: user,
+                        route: outcome,
                         at: Date()
                     )
                     logger.info(
-                        "queued message delivered",
-                        metadata: ["message.id": "\(message.messageID)", "route": "\(route)"])
-                    noteRoute(route, for: .user(recipient))
+                        "queued message left the outbox",
+                        metadata: ["message.id": "\(message.messageID)", "outcome": "\(outcome)"])
                 }
             }
-            var blockedNodes: Set<String> = []
-            for entry in try registry.pendingForNode(nil) where !blockedNodes.contains(entry.nodeID) {
-                guard let node = NodeID(entry.nodeID) else { continue }
-                let body: MessageBody =
-                    entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
-                let route = try await route(
-                    body, to: .node(node), id: entry.messageID, createdAt: entry.createdAt, fromOutbox: true)
-                guard route != .queued else {
-                    blockedNodes.insert(entry.nodeID)
-                    continue
+        case .node(let node):
+            while true {
+                let entries = try registry.pendingForNode(node.description, limit: 64)
+                if entries.isEmpty { return false }
+                for entry in entries {
+                    let body: MessageBody =
+                        entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
+                    // Node messages go direct only: nothing can refuse them for good but the peer.
+                    let route = try await route(
+                        body, to: recipient, id: entry.messageID, createdAt: entry.createdAt, mode: .flush)
+                    if route == .queued { return true }
+                    try registry.markDeliveredToNode(sequence: entry.sequence)
+                    logger.info(
+                        "queued message left the outbox",
+                        metadata: ["message.id": "\(entry.messageID)", "outcome": "\(route)"])
+                    noteRoute(route, for: recipient)
                 }
-                try registry.markDeliveredToNode(sequence: entry.sequence)
-                logger.info(
-                    "queued message delivered", metadata: ["message.id": "\(entry.messageID)", "route": "\(route)"])
-                noteRoute(route, for: .node(node))
             }
-        } catch {
-            logger.error("flushing the outbox failed", metadata: ["error": "\(error)"])
         }
     }
 }

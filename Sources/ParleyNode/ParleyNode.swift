@@ -43,8 +43,9 @@ public final class ParleyNode: Sendable {
     private let stopStream: AsyncStream<Void>
     private let stopContinuation: AsyncStream<Void>.Continuation
     let state = Mutex(State())
-    /// Held while a message is routed or the outbox flushed: keeps each recipient's messages in order.
-    let sendLock = SerialLock()
+    /// Held per recipient while a message to it is routed or its outbox entries flushed: keeps
+    /// each recipient's messages in order.
+    let sendLocks = KeyedSerialLock<Recipient>()
     /// Held while a received message is checked against, handed to ``events`` and recorded in the
     /// seen messages: the same message arriving on two paths at once is delivered once.
     let deliveryLock = Mutex(())

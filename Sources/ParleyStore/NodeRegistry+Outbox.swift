@@ -99,6 +99,26 @@ extension NodeRegistry {
         }
     }
 
+    /// Everyone something waits for: the users of the outbox and the nodes of the node outbox,
+    /// each list in the order of its oldest waiting message.
+    public func outboxRecipients() throws(ParleyError) -> (users: [UserID], nodes: [String]) {
+        try read("listing the outbox's recipients") { db in
+            var users: [UserID] = []
+            let userRows = try Row.fetchCursor(
+                db.cachedStatement(
+                    sql: "SELECT recipient FROM outbox_recipient GROUP BY recipient ORDER BY MIN(sequence)"
+                )
+            )
+            while let row = try userRows.next() { users.append(try row.userID(0, "outbox_recipient.recipient")) }
+            var nodes: [String] = []
+            let nodeRows = try Row.fetchCursor(
+                db.cachedStatement(sql: "SELECT node_id FROM node_outbox GROUP BY node_id ORDER BY MIN(sequence)")
+            )
+            while let row = try nodeRows.next() { nodes.append(try row.text(0, "node_outbox.node_id")) }
+            return (users, nodes)
+        }
+    }
+
     /// How many messages wait for `recipient` (or, for nil, in all).
     public func pendingCount(for recipient: UserID? = nil) throws(ParleyError) -> Int {
         try read("counting the outbox") { db in

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ParleyCore
+import ParleyNode
+
+extension SendCommand {
+    /// `send --data DIR`: starts the node kept in DIR, gives discovery until `--wait` to link the
+    /// recipients' nodes, sends by the best route, prints each recipient's route, and stops.
+    func sendAsNode(dataDirectory: String) async throws {
+        let out = Output(json: output.json)
+        let body = try messageBody()
+        var setup = NodeSetup(
+            dataDirectory: dataDirectory,
+            name: name ?? Self.defaultName(dataDirectory: dataDirectory)
+        )
+        setup.server = server
+        setup.retry = retry ?? .lan
+        if let user = credentials.user, let password = credentials.password {
+            setup.credentials = ParleyNode.Credentials(userID: user, password: password)
+        }
+        setup.allowsDirectLinks = !noDirect
+        let (node, discovery) = try setup.makeNode(logger: Logger(label: "parley.node"))
+        let recipients = self.recipients
+        let deadline = ContinuousClock.now + .seconds(wait)
+        let id = MessageID.random()
+        let outcomes = try await withThrowingTaskGroup(
+            of: Void.self,
+            returning: [(UserID, Result<ParleyNode.SendResult, ParleyError>)].self
+        ) { group in
+            group.addTask { try await discovery.run() }
+            group.addTask { try await node.run() }
+            group.addTask {
+                // Whatever arrives for this node's user meanwhile is printed, not dropped.
+                for await event in node.events {
+                    guard case .messageReceived = event else { continue }
+                    let record = NodeEventRecord(event)
+                    try out.emit(record, text: record.line)
+                }
+            }
+            _ = try await node.listeningPort
+            await Self.waitForLinks(to: Set(recipients), node: node, until: deadline)
+            var outcomes: [(UserID, Result<ParleyNode.SendResult, ParleyError>)] = []
+            for recipient in recipients {
+                do throws(ParleyError) {
+                    outcomes.append((recipient, .success(try await node.send(body, to: .user(recipient), id: id))))
+                } catch {
+                    outcomes.append((recipient, .failure(error)))
+                }
+            }
+            await node.shutdown()
+            discovery.shutDown()
+            group.cancelAll()
+            try await group.waitForAll()
+            return outcomes
+        }
+        var failed = false
+        for (recipient, outcome) in outcomes {
+            switch outcome {
+            case .success(let result):
+                let record = NodeEventRecord.sent(result, to: .user(recipient))
+                try out.emit(record, text: record.line)
+            case .failure(let error):
+                failed = true
+                let record = NodeEventRecord.error("\(recipient): \(error.message)", command: "send")
+                try out.emit(record, text: record.line)
+            }
+        }
+        if failed { throw ExitStatus.recipientFailed }
+    }
+
+    /// The LAN name of a node started by `send` without `--name`: the data directory's name.
+    static func defaultName(dataDirectory: String) -> String {
+        let name = URL(fileURLWithPath: dataDirectory).standardizedFileURL.lastPathComponent
+        return name.isEmpty || name == "/" ? "parley" : name
+    }
+
+    /// Returns once a node of every user in `users` is linked, or at `deadline`.
+    private static func waitForLinks(
+        to users: Set<UserID>,
+        node: ParleyNode,
+        until deadline: ContinuousClock.Instant
+    ) async {
+        while ContinuousClock.now < deadline {
+            let linked = Set(node.peers().filter(\.linked).compactMap(\.userID))
+            if users.isSubset(of: linked) { return }
+            do {
+                try await Task.sleep(for: .milliseconds(50))
+            } catch {
+                return  // cancelled: the command is on its way out
+            }
+        }
+    }
+}
