@@ -15,14 +15,16 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             sender, recipients, kind, text or base64, sentAt, deliveredAt, fromNode, route: direct, \
             server or queued); "routeChanged" (toUser or toNode, route); "queuedMessageFailed" \
             (messageID, toUser or toNode, message: a queued message refused for good); "server" (state: \
-            connecting, connected, loggedOn with userID, disconnected with reason, stopped); and \
+            connecting, connected, loggedOn with userID, logOnFailed or disconnected with reason, \
+            stopped); and \
             "stopped" last.
 
             Unless --no-stdin-commands is given, it reads commands from standard input, one per \
             line, and answers each with one line: "send USER_ID TEXT" and "send-node NODE_ID TEXT" \
             answer {"event":"sent","messageID":...,"route":"direct|server|queued"}; "whois USER_ID" \
             answers {"event":"whois","cached":...,"user":{...}}; "peers" answers \
-            {"event":"peers","peers":[...]}; a failed command answers \
+            {"event":"peers","peers":[...]}; "status TEXT" (online, away, busy or a short text: the \
+            presence peers see) answers {"event":"status","status":...}; a failed command answers \
             {"event":"error","command":...,"message":...}. "quit" stops the node. The end of \
             standard input does not stop it (so a script may close its end of the pipe); SIGTERM \
             and SIGINT stop it gracefully. Queued messages stay in the node's outbox (in --data) \

@@ -8,11 +8,13 @@ import ParleyNode
 ///     send-node NODE_ID TEXT    send TEXT to one node
 ///     whois USER_ID             a user's details (from the server, or the node's cache)
 ///     peers                     the peers the node knows
+///     status TEXT               the presence advertised on the LAN (online, away, busy, ...)
 ///
 /// (`quit` is handled by the console.) Each command answers with one record: its result, or
 /// `{"event":"error","command":...,"message":...}`.
 struct NodeCommandLine {
-    static let usage = "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, peers, quit"
+    static let usage =
+        "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, peers, status TEXT, quit"
 
     let command: String
     let arguments: Substring
@@ -41,6 +43,9 @@ struct NodeCommandLine {
                 return .whois(info, cached: cached)
             case "peers":
                 return .peers(node.peers())
+            case "status":
+                try await node.setStatus(String(arguments))
+                return .status(node.status)
             default:
                 throw Failure("unknown command \"\(command)\"; \(Self.usage)")
             }

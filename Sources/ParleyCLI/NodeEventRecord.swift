@@ -84,6 +84,13 @@ struct NodeEventRecord: Encodable {
         return record
     }
 
+    /// `{"event":"status","status":...}`: the presence the node now advertises.
+    static func status(_ status: String) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "status")
+        record.status = status
+        return record
+    }
+
     /// `{"event":"error","command":...,"message":...}`
     static func error(_ message: String, command: String? = nil) -> NodeEventRecord {
         var record = NodeEventRecord(event: "error")
@@ -129,6 +136,10 @@ struct NodeEventRecord: Encodable {
             messageID = id.rawValue
             setRecipient(recipient)
             message = error.description
+        case .serverLogOnFailed(let error):
+            self.init(event: "server")
+            state = "logOnFailed"
+            reason = error.description
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -193,10 +204,13 @@ struct NodeEventRecord: Encodable {
             switch state {
             case "loggedOn": return "server: logged on as \(userID.map(String.init) ?? "?")"
             case "disconnected": return "server: disconnected" + (reason.map { " (\($0))" } ?? "")
+            case "logOnFailed": return "server: logging on failed (\(reason ?? "?"))"
             default: return "server: \(state ?? "?")"
             }
         case "sent":
             return "sent \(messageID.map(String.init) ?? "?") to \(recipientText) via \(route ?? "?")"
+        case "status":
+            return "status: \(status ?? "?")"
         case "whois":
             return (user?.line ?? "?") + (cached == true ? " (from the node's cache)" : "")
         case "peers":

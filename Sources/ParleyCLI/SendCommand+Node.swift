@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ParleyCore
 import ParleyNode
+import Synchronization
 
 extension SendCommand {
     /// `send --data DIR`: starts the node kept in DIR, gives discovery until `--wait` to link the
@@ -24,6 +25,7 @@ extension SendCommand {
         let recipients = self.recipients
         let deadline = ContinuousClock.now + .seconds(wait)
         let id = MessageID.random()
+        let server = ServerWatch()
         let outcomes = try await withThrowingTaskGroup(
             of: Void.self,
             returning: [(UserID, Result<ParleyNode.SendResult, ParleyError>)].self
@@ -31,15 +33,31 @@ extension SendCommand {
             group.addTask { try await discovery.run() }
             group.addTask { try await node.run() }
             group.addTask {
-                // Whatever arrives for this node's user meanwhile is printed, not dropped.
                 for await event in node.events {
-                    guard case .messageReceived = event else { continue }
-                    let record = NodeEventRecord(event)
-                    try out.emit(record, text: record.line)
+                    switch event {
+                    case .messageReceived:
+                        // Whatever arrives for this node's user meanwhile is printed, not dropped.
+                        let record = NodeEventRecord(event)
+                        try out.emit(record, text: record.line)
+                    case .serverConnection(.loggedOn):
+                        server.progress.withLock { $0 = .loggedOn }
+                    case .serverLogOnFailed(let error):
+                        server.progress.withLock { $0 = .refused(error) }
+                    default:
+                        continue
+                    }
                 }
             }
             _ = try await node.listeningPort
-            await Self.waitForLinks(to: Set(recipients), node: node, until: deadline)
+            let refusal = await Self.waitForRoutes(
+                to: Set(recipients), node: node, server: server, usesServer: setup.server != nil, until: deadline)
+            if let refusal {
+                await node.shutdown()
+                discovery.shutDown()
+                group.cancelAll()
+                try await group.waitForAll()
+                throw refusal
+            }
             var outcomes: [(UserID, Result<ParleyNode.SendResult, ParleyError>)] = []
             for recipient in recipients {
                 do throws(ParleyError) {
@@ -75,20 +93,43 @@ extension SendCommand {
         return name.isEmpty || name == "/" ? "parley" : name
     }
 
-    /// Returns once a node of every user in `users` is linked, or at `deadline`.
-    private static func waitForLinks(
+    /// How far the node's server session got.
+    enum ServerProgress {
+        case waiting
+        case loggedOn
+        case refused(ParleyError)
+    }
+
+    final class ServerWatch: Sendable {
+        let progress = Mutex(ServerProgress.waiting)
+    }
+
+    /// Returns once the messages have a route: logged on to the server (which either stores them
+    /// or names the recipients' nodes for direct links), or a node of every user in `users`
+    /// linked on the LAN; or at `deadline`. Returns the server's refusal of the credentials.
+    private static func waitForRoutes(
         to users: Set<UserID>,
         node: ParleyNode,
+        server: ServerWatch,
+        usesServer: Bool,
         until deadline: ContinuousClock.Instant
-    ) async {
+    ) async -> ParleyError? {
         while ContinuousClock.now < deadline {
+            switch server.progress.withLock({ $0 }) {
+            case .refused(let error): return error
+            case .loggedOn: return nil
+            case .waiting: break
+            }
             let linked = Set(node.peers().filter(\.linked).compactMap(\.userID))
-            if users.isSubset(of: linked) { return }
+            if users.isSubset(of: linked) { return nil }
             do {
                 try await Task.sleep(for: .milliseconds(50))
             } catch {
-                return  // cancelled: the command is on its way out
+                return nil  // cancelled: the command is on its way out
             }
         }
+        if case .refused(let error) = server.progress.withLock({ $0 }) { return error }
+        if usesServer { Output.note("not logged on to the server within --wait; sending by the other routes") }
+        return nil
     }
 }

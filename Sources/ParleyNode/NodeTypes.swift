@@ -37,6 +37,12 @@ extension ParleyNode {
         /// shown offline. Default 2 s.
         public var redialTimeout: Duration = .seconds(2)
 
+        /// How long the IDs of received messages are remembered to drop copies that arrive again
+        /// by another route (a direct send whose acknowledgement was lost, then resent through
+        /// the server), and of messages the outbox delivered (so enqueuing one again is a
+        /// duplicate). Default 30 days; pruned about once an hour.
+        public var seenRetention: Duration = .seconds(30 * 86_400)
+
         public init(dataDirectory: String, name: String) {
             self.dataDirectory = dataDirectory
             self.name = name
@@ -130,5 +136,8 @@ extension ParleyNode {
         /// does not know the recipient, say): it is removed from the outbox, not retried.
         case queuedMessageFailed(MessageID, to: Recipient, ParleyError)
         case serverConnection(ParleyClient.ConnectionState)
+        /// The server refused the configured credentials (a wrong password, an unknown user):
+        /// the node stays connected as a guest and does not retry until it is restarted.
+        case serverLogOnFailed(ParleyError)
     }
 }

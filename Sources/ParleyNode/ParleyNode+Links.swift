@@ -442,7 +442,7 @@ extension ParleyNode {
             userID: ownUser?.rawValue,
             userName: configuration.name.isEmpty ? nil : String(configuration.name.prefix(UserInfo.maximumFieldLength)),
             server: configuration.server.map { Self.address(host: $0.host, port: $0.port) },
-            status: "online"
+            status: state.withLock { $0.status }
         )
         do {
             try record.validate()
@@ -452,7 +452,16 @@ extension ParleyNode {
             record.userName = nil
         }
         do {
+            // Recorded first, so a status set meanwhile is either in `record` or updates it.
+            record = state.withLock { state in
+                record.status = state.status
+                state.advertised = record
+                return record
+            }
             try await discovery.advertise(record)
+            // A status set while the first advertisement was on its way could not update it.
+            let latest = state.withLock { $0.advertised }
+            if let latest, latest.status != record.status { try await discovery.update(latest) }
         } catch {
             logger.error("cannot advertise the node", metadata: ["error": "\(error)"])
         }

@@ -66,6 +66,7 @@ extension ParleyNode {
                         cacheServerInfo(result.user)
                     } catch {
                         logger.error("logging on to the server failed", metadata: ["error": "\(error)"])
+                        eventContinuation.yield(.serverLogOnFailed(error))
                     }
                 }
             default:

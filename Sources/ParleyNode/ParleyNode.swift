@@ -73,6 +73,10 @@ public final class ParleyNode: Sendable {
         var lastRoute: [Recipient: Route] = [:]
         /// Discovered peers to open a standing link to (the flusher dials them).
         var pendingDials: Set<NodeID> = []
+        /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
+        var status = "online"
+        /// What discovery advertises, once it does.
+        var advertised: ServiceRecord?
         var stopping = false
     }
 
@@ -147,6 +151,46 @@ public final class ParleyNode: Sendable {
     /// The peers known from discovery and direct links.
     public func peers() -> [PeerInfo] {
         state.withLock { $0.peers.peers }
+    }
+
+    /// The presence this node advertises on the LAN: "online" until ``setStatus(_:)``.
+    public var status: String { state.withLock { $0.status } }
+
+    /// The longest status ``setStatus(_:)`` takes, in UTF-8 bytes.
+    public static let maximumStatusLength = 64
+
+    /// Sets the presence this node advertises on the LAN, such as "online", "away", "busy" or a
+    /// short status text; peers see it in ``PeerInfo/status`` (a ``Event/peerChanged(_:)``).
+    ///
+    /// Takes effect at once while the node runs, else when it starts advertising.
+    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/invalidRequest``
+    ///   when `status` is empty, longer than ``maximumStatusLength`` bytes, contains control
+    ///   characters, or is "offline" (which peers use for a node they cannot reach).
+    public func setStatus(_ status: String) async throws(ParleyError) {
+        guard !status.isEmpty, status.utf8.count <= Self.maximumStatusLength,
+            !status.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw ParleyError(
+                code: .invalidRequest,
+                message: "a status is 1 to \(Self.maximumStatusLength) bytes of UTF-8 without control characters"
+            )
+        }
+        guard status != "offline" else {
+            throw ParleyError(code: .invalidRequest, message: "\"offline\" is what peers show for unreachable nodes")
+        }
+        let record = state.withLock { state -> ServiceRecord? in
+            state.status = status
+            state.advertised?.status = status
+            return state.advertised
+        }
+        guard let discovery, let record else { return }
+        do {
+            try await discovery.update(record)
+        } catch where error.code == .notAdvertising {
+            // The first advertisement is on its way; runDiscovery sends the new status after it.
+        } catch {
+            throw ParleyError(code: .internalError, message: "cannot advertise the new status: \(error)", cause: error)
+        }
     }
 
     // MARK: Running
@@ -238,16 +282,37 @@ public final class ParleyNode: Sendable {
         if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
     }
 
-    /// Signals the outbox flusher every half peer timeout, to retry routes that may have come back.
+    /// Signals the outbox flusher every half peer timeout, to retry routes that may have come
+    /// back, and prunes the remembered message IDs (received, and sent from the outbox) once an
+    /// hour (and at start).
     private func runTicker() async {
         let interval = max(configuration.peerTimeout / 2, .milliseconds(500))
+        var nextPrune = ContinuousClock.now
         while !Task.isCancelled {
+            if ContinuousClock.now >= nextPrune {
+                pruneSeen()
+                nextPrune = .now + .seconds(3600)
+            }
             do {
                 try await Task.sleep(for: interval)
             } catch {
                 return
             }
             flushContinuation.yield()
+        }
+    }
+
+    private func pruneSeen() {
+        let cutoff = Date(timeIntervalSinceNow: -Double(configuration.seenRetention.components.seconds))
+        do {
+            let seen = try registry.pruneSeen(before: cutoff)
+            let delivered = try registry.pruneDelivered(before: cutoff)
+            if seen + delivered > 0 {
+                logger.debug(
+                    "forgot old message IDs", metadata: ["seen": "\(seen)", "delivered": "\(delivered)"])
+            }
+        } catch {
+            logger.warning("cannot prune old message IDs", metadata: ["error": "\(error)"])
         }
     }
 

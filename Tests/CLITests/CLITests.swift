@@ -94,6 +94,59 @@ struct CLITests {
         }
     }
 
+    @Test("send --data queues without a route, then sends queued and new messages through the server, in order")
+    func sendAsNode() async throws {
+        try await withTestServer { server in
+            let alice = try await register("alice", on: server)
+            let bob = try await register("bob", password: "bobpw", on: server)
+            let data = server.dataDirectory.appendingPathComponent("alice-node").path
+
+            // No server, nobody on the LAN: the message waits in the node's outbox.
+            let queued = try await parley(["send", "--data", data, "--to", bob, "--wait", "0", "first"])
+            #expect(queued.status == 0, "\(queued)")
+            let queuedLine = try #require(queued.lines.first)
+            #expect(queuedLine.hasPrefix("sent "), "\(queued)")
+            #expect(queuedLine.hasSuffix(" to user \(bob) via queued"), "\(queued)")
+
+            // With the server: the queued message leaves first, then the new one, both stored for bob.
+            let sent = try await parley([
+                "send", "--data", data, "--server", server.address, "--user", alice, "--password", "secret",
+                "--to", bob, "--json", "second",
+            ])
+            #expect(sent.status == 0, "\(sent)")
+            let record = try #require(try sent.jsonLines().first { $0["event"] as? String == "sent" }, "\(sent)")
+            #expect(record["route"] as? String == "server", "\(sent)")
+            #expect(record["toUser"] as? Int == Int(bob), "\(sent)")
+
+            let received = try await parley([
+                "receive", "--server", server.address, "--user", bob, "--password", "bobpw", "--count", "2",
+                "--timeout", "20",
+            ])
+            #expect(received.status == 0, "\(received)")
+            #expect(received.lines.map { $0.split(separator: " ").last.map(String.init) } == ["first", "second"])
+
+            // A wrong password is a clear refusal, not a silently queued message.
+            let refused = try await parley([
+                "send", "--data", data, "--server", server.address, "--user", alice, "--password", "wrong",
+                "--to", bob, "third",
+            ])
+            #expect(refused.status == 4, "\(refused)")
+            #expect(refused.output.isEmpty, "\(refused)")
+
+            // An unknown recipient is refused by the server: an error line and exit 5.
+            let unknown = try await parley([
+                "send", "--data", data, "--server", server.address, "--user", alice, "--password", "secret",
+                "--to", "999999", "hello?",
+            ])
+            #expect(unknown.status == 5, "\(unknown)")
+            #expect(unknown.lines.first?.hasPrefix("error: send: 999999:") == true, "\(unknown)")
+
+            let usage = try await parley(["send", "--to", bob, "no route"])
+            #expect(usage.status == 2, "\(usage)")
+            #expect(usage.errorOutput.contains("--server HOST:PORT, or --data DIR"), "\(usage)")
+        }
+    }
+
     @Test("exists, whois and find print users")
     func directory() async throws {
         try await withTestServer { server in
