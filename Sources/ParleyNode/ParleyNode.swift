@@ -186,10 +186,13 @@ public final class ParleyNode: Sendable {
         guard let discovery, let record else { return }
         do {
             try await discovery.update(record)
-        } catch where error.code == .notAdvertising {
-            // The first advertisement is on its way; runDiscovery sends the new status after it.
         } catch {
-            throw ParleyError(code: .internalError, message: "cannot advertise the new status: \(error)", cause: error)
+            // notAdvertising: the first advertisement is on its way, and runDiscovery sends the
+            // new status after it.
+            guard error.code == .notAdvertising else {
+                throw ParleyError(
+                    code: .internalError, message: "cannot advertise the new status: \(error)", cause: error)
+            }
         }
     }
 
