@@ -26,8 +26,11 @@ struct NodeOptions: ParsableArguments {
 
     @OptionGroup var credentials: OptionalCredentialOptions
 
-    @Option(name: .customLong("listen-host"), help: "The address on which the node accepts direct links.")
-    var listenHost = "0.0.0.0"
+    @Option(
+        name: .customLong("listen-host"),
+        help: "The address on which the node accepts direct links (default: every interface, IPv6 and IPv4)."
+    )
+    var listenHost: String?
 
     @Option(name: .customLong("listen-port"), help: "The port for direct links; 0 lets the system choose.")
     var listenPort = 0
@@ -79,7 +82,7 @@ struct NodeSetup {
     var server: String?
     var retry = RetryPreset.lan
     var credentials: ParleyNode.Credentials?
-    var listenHost = "0.0.0.0"
+    var listenHost: String?
     var listenPort = 0
     var allowsDirectLinks = true
     /// Seconds; nil keeps the node's default.

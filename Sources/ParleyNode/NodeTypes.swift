@@ -18,8 +18,9 @@ extension ParleyNode {
         /// The user ID and password to log on to the server with. Without a server, the user ID
         /// is still claimed on direct links (and checked by peers against the key pinned for it).
         public var credentials: Credentials?
-        /// The address the direct-link listener binds. Default all IPv4 interfaces.
-        public var listenHost: String = "0.0.0.0"
+        /// The address the direct-link listener binds. Default nil: every interface, IPv6 and
+        /// IPv4 (one dual-stack socket on "::"), or IPv4 only ("0.0.0.0") where IPv6 is off.
+        public var listenHost: String?
         /// The direct-link listener's port; 0 (the default) lets the system pick one.
         public var listenPort: Int = 0
         /// Whether this user accepts and opens direct links for user-addressed messages. False

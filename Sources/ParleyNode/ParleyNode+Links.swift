@@ -39,23 +39,39 @@ extension ParleyNode {
         return host.isEmpty ? nil : (host, port)
     }
 
-    /// The addresses this node tells the server it accepts links on.
-    func directAddresses(port: Int) -> [String] {
-        let host = configuration.listenHost
-        if host != "0.0.0.0", host != "::" { return [Self.address(host: host, port: port)] }
-        var hosts: [String] = []
+    /// The addresses this node tells the server it accepts links on: the listening address, or
+    /// for a listener on every interface the interfaces' addresses (IPv4 first, then global
+    /// IPv6 when the listener takes IPv6, loopback last; at most 8, the server's limit).
+    /// Link-local IPv6 addresses are left out: they mean nothing without the interface, which
+    /// differs from host to host (discovery reports them with their scope).
+    func directAddresses(port: Int, listener: SocketAddress?) -> [String] {
+        let wildcard = ["0.0.0.0", "::"]
+        if let host = configuration.listenHost, !wildcard.contains(host) { return [Self.address(host: host, port: port)] }
+        let takesIPv6: Bool
+        if case .v6 = listener { takesIPv6 = true } else { takesIPv6 = false }
+        var hosts: [(host: String, rank: Int)] = []
         do {
             for device in try System.enumerateDevices() {
-                guard let address = device.address, case .v4 = address, let ip = address.ipAddress else { continue }
-                if !hosts.contains(ip) { hosts.append(ip) }
+                guard let address = device.address, let ip = address.ipAddress else { continue }
+                let rank: Int
+                switch address {
+                case .v4:
+                    rank = ip.hasPrefix("127.") ? 3 : 0
+                case .v6 where takesIPv6:
+                    if ip.lowercased().hasPrefix("fe80:") { continue }
+                    rank = ip == "::1" ? 3 : 1
+                default:
+                    continue
+                }
+                if !hosts.contains(where: { $0.host == ip }) { hosts.append((ip, rank)) }
             }
         } catch {
             logger.debug("cannot list the network interfaces", metadata: ["error": "\(error)"])
         }
-        // Non-loopback first; the server takes at most 8.
-        hosts.sort { ($0.hasPrefix("127.") ? 1 : 0) < ($1.hasPrefix("127.") ? 1 : 0) }
-        if hosts.isEmpty { hosts = ["127.0.0.1"] }
-        return hosts.prefix(8).map { Self.address(host: $0, port: port) }
+        let ordered = hosts.enumerated().sorted { ($0.element.rank, $0.offset) < ($1.element.rank, $1.offset) }
+        var addresses = ordered.map { Self.address(host: $0.element.host, port: port) }
+        if addresses.isEmpty { addresses = [Self.address(host: "127.0.0.1", port: port)] }
+        return Array(addresses.prefix(8))
     }
 
     // MARK: Listening
@@ -88,15 +104,22 @@ extension ParleyNode {
                     channel.close(promise: nil)
                 }
             }
-        do {
-            return try await bootstrap.bind(host: configuration.listenHost, port: configuration.listenPort).get()
-        } catch {
-            throw ParleyError(
-                code: .internalError,
-                message: "cannot listen for direct links on \(configuration.listenHost):\(configuration.listenPort)",
-                cause: error
-            )
+        // Every interface: one dual-stack socket where IPv6 works, else IPv4 only.
+        let hosts = configuration.listenHost.map { [$0] } ?? ["::", "0.0.0.0"]
+        var failure: (any Error)?
+        for host in hosts {
+            do {
+                return try await bootstrap.bind(host: host, port: configuration.listenPort).get()
+            } catch {
+                logger.debug("cannot listen on \(host)", metadata: ["error": "\(error)"])
+                failure = error
+            }
         }
+        throw ParleyError(
+            code: .internalError,
+            message: "cannot listen for direct links on \(hosts.last ?? "?") port \(configuration.listenPort)",
+            cause: failure
+        )
     }
 
     // MARK: Dialling

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import ParleyClient
 public import ParleyCore
 import ParleyStore
@@ -7,12 +8,12 @@ extension ParleyNode {
     /// Keeps a client session with the server while the node runs: logs on with the credentials,
     /// declares this node (key, direct addresses, consent), forwards messages, and starts over
     /// with a new client when one gives up.
-    func runServerClient(_ server: ParleyClient.Configuration, port: Int) async {
+    func runServerClient(_ server: ParleyClient.Configuration, port: Int, listener: SocketAddress?) async {
         var configuration = server
         configuration.node = NodeAdvertisement(
             nodeID: nodeID.description,
             publicKey: identity.publicKeyDER,
-            directAddresses: self.configuration.allowsDirectLinks ? directAddresses(port: port) : [],
+            directAddresses: self.configuration.allowsDirectLinks ? directAddresses(port: port, listener: listener) : [],
             allowsDirectLinks: self.configuration.allowsDirectLinks
         )
         while !Task.isCancelled, !state.withLock({ $0.stopping }) {

@@ -237,7 +237,8 @@ public final class ParleyNode: Sendable {
                 group.addTask { await self.runDiscovery(discovery, port: port) }
             }
             if let server = configuration.server {
-                group.addTask { await self.runServerClient(server, port: port) }
+                let address = listener.localAddress
+                group.addTask { await self.runServerClient(server, port: port, listener: address) }
             }
             flushContinuation.yield()
             for await _ in stopStream {}
