@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+
+/// Presence and liveness of `parley node`s between network namespaces, with the default timers.
+@Suite(
+    "LAN lab: node presence and liveness with default settings",
+    .serialized,
+    .enabled(if: Lab.isRoot, "LAN lab tests need root (network namespaces, bind mounts); skipped"),
+    .timeLimit(.minutes(2))
+)
+struct NodePresenceLabTests {
+    @Test func aStatusSetOnOneNodeIsSeenByItsPeer() async throws {
+        try await NodeLab.with(hosts: 2) { lab, data in
+            let alpha = try await lab.node("h1", data: data, name: "alpha")
+            let beta = try await lab.node("h2", data: data, name: "beta")
+            let first = try await beta.waitFor("peerUp alpha", timeout: .seconds(10)) {
+                $0.event == "peerUp" && $0.nodeID == alpha.nodeID
+            }
+            #expect(status(of: first) == "online", "\(first)")
+
+            let mark = beta.process.lines.count
+            let answerMark = alpha.process.lines.count
+            try alpha.process.send("status away")
+            let answer = try await alpha.waitFor("status answer", from: answerMark) {
+                ["status", "error"].contains($0.event)
+            }
+            #expect(answer.event == "status" && status(of: answer) == "away", "\(answer)")
+            let changed = try await beta.waitFor("alpha away", from: mark, timeout: .seconds(10)) {
+                $0.event == "peerChanged" && $0.nodeID == alpha.nodeID && status(of: $0) == "away"
+            }
+            #expect(changed.name == "alpha")
+
+            // "offline" is what a node shows for peers it cannot reach: refused, and nothing changes
+            let refusedMark = alpha.process.lines.count
+            try alpha.process.send("status offline")
+            let refused = try await alpha.waitFor("refusal", from: refusedMark) {
+                ["status", "error"].contains($0.event)
+            }
+            #expect(refused.event == "error", "\(refused)")
+            let peers = try await beta.command("peers")
+            #expect(status(of: peers, peer: alpha.nodeID) == "away", "\(peers)")
+        }
+    }
+
+    @Test func aFrozenNodeIsReportedDownWithinFifteenSecondsWithTheDefaultTimers() async throws {
+        try await NodeLab.with(hosts: 2) { lab, data in
+            let alpha = try await lab.node("h1", data: data, name: "alpha")
+            let beta = try await lab.node("h2", data: data, name: "beta")
+            try await alpha.waitFor("peerUp beta", timeout: .seconds(10)) {
+                $0.event == "peerUp" && $0.nodeID == beta.nodeID
+            }
+            let sent = try await alpha.command("send-node \(beta.nodeID) are you there")
+            #expect(sent.route == "direct", "\(sent)")
+            try await beta.waitFor("message") { $0.event == "message" }
+
+            // SIGSTOP: the sockets stay open and the advertisement stays up; only the link's
+            // silence tells (heartbeat 2 s, peer timeout 6 s, a 2 s redial).
+            let mark = alpha.process.lines.count
+            let frozenAt = ContinuousClock.now
+            #expect(kill(beta.pid, SIGSTOP) == 0)
+            defer { kill(beta.pid, SIGKILL) }
+            let down = try await alpha.waitFor("peerDown beta", from: mark, timeout: .seconds(20)) {
+                $0.event == "peerDown" && $0.nodeID == beta.nodeID
+            }
+            print(
+                "timing: SIGSTOP of the node on h2 -> peerDown on h1 (default timers): \(seconds(down.arrived - frozenAt))"
+            )
+            #expect(down.arrived - frozenAt < .seconds(15))
+
+            // a message to the frozen peer is not lost: it waits in the outbox
+            let queued = try await alpha.command("send-node \(beta.nodeID) wake up")
+            #expect(queued.route == "queued", "\(queued)")
+        }
+    }
+}
+
+/// The `status` field of a node JSON line, or of one peer in a `peers` answer.
+private func status(of line: NodeLine, peer: String? = nil) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(line.raw.utf8)) as? [String: Any] else {
+        return nil
+    }
+    guard let peer else { return object["status"] as? String }
+    let peers = object["peers"] as? [[String: Any]] ?? []
+    return peers.first { $0["nodeID"] as? String == peer }?["status"] as? String
+}
