@@ -22,7 +22,9 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             Unless --no-stdin-commands is given, it reads commands from standard input, one per \
             line, and answers each with one line: "send USER_ID TEXT" and "send-node NODE_ID TEXT" \
             answer {"event":"sent","messageID":...,"route":"direct|server|queued"}; "whois USER_ID" \
-            answers {"event":"whois","cached":...,"user":{...}}; "peers" answers \
+            answers {"event":"whois","cached":...,"user":{...}}; "find PREFIX" (of the user name) or "find \
+            FIELD MATCH VALUE" answers {"event":"found","cached":...,"truncated":...,"users":[...]} \
+            (cached: the server was away and the node's cache answered); "peers" answers \
             {"event":"peers","peers":[...]}; "status TEXT" (online, away, busy or a short text: the \
             presence peers see) answers {"event":"status","status":...}; a failed command answers \
             {"event":"error","command":...,"message":...}. "quit" stops the node. The end of \

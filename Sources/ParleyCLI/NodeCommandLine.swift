@@ -7,6 +7,8 @@ import ParleyNode
 ///     send USER_ID TEXT         send TEXT to a user, by the best route
 ///     send-node NODE_ID TEXT    send TEXT to one node
 ///     whois USER_ID             a user's details (from the server, or the node's cache)
+///     find PREFIX               users whose user name starts with PREFIX (server, or cache)
+///     find FIELD MATCH VALUE    users whose FIELD matches VALUE (MATCH: exact, prefix, contains)
 ///     peers                     the peers the node knows
 ///     status TEXT               the presence advertised on the LAN (online, away, busy, ...)
 ///
@@ -14,7 +16,8 @@ import ParleyNode
 /// `{"event":"error","command":...,"message":...}`.
 struct NodeCommandLine {
     static let usage =
-        "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, peers, status TEXT, quit"
+        "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, find [FIELD MATCH] VALUE, peers, "
+        + "status TEXT, quit"
 
     let command: String
     let arguments: Substring
@@ -41,6 +44,9 @@ struct NodeCommandLine {
                 }
                 let (info, cached) = try await node.whois(user)
                 return .whois(info, cached: cached)
+            case "find":
+                let (result, cached) = try await node.findUsers(try query())
+                return .found(result, cached: cached)
             case "peers":
                 return .peers(node.peers())
             case "status":
@@ -69,6 +75,25 @@ struct NodeCommandLine {
         let (first, text) = try splitFirst()
         guard let user = UserID(first) else { throw Failure("\"\(first)\" is not a user ID") }
         return (user, text)
+    }
+
+    /// "PREFIX" (of the user name) or "FIELD MATCH VALUE".
+    private func query() throws -> UserQuery {
+        let parts = arguments.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
+        switch parts.count {
+        case 1:
+            return UserQuery(filters: [.init(.userName, .prefix, parts[0])])
+        case 3:
+            guard let field = UserField(rawValue: parts[0]) else {
+                throw Failure("unknown field \"\(parts[0])\"; fields: \(UserField.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard let match = UserQuery.Match(rawValue: parts[1]) else {
+                throw Failure("unknown match \"\(parts[1])\"; use exact, prefix or contains")
+            }
+            return UserQuery(filters: [.init(field, match, parts[2])])
+        default:
+            throw Failure("usage: find PREFIX, or find FIELD MATCH VALUE")
+        }
     }
 
     /// "ID TEXT..." -> ("ID", "TEXT...").

@@ -38,6 +38,8 @@ struct NodeEventRecord: Encodable {
     var reason: String?
     // Command results.
     var user: UserRecord?
+    var users: [UserRecord]?
+    var truncated: Bool?
     var cached: Bool?
     var peers: [NodeEventRecord]?
     var command: String?
@@ -73,6 +75,15 @@ struct NodeEventRecord: Encodable {
     static func whois(_ info: UserInfo, cached: Bool) -> NodeEventRecord {
         var record = NodeEventRecord(event: "whois")
         record.user = UserRecord(info)
+        record.cached = cached
+        return record
+    }
+
+    /// `{"event":"found","cached":...,"truncated":...,"users":[{...}]}`
+    static func found(_ result: UserSearchResult, cached: Bool) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "found")
+        record.users = result.users.map(UserRecord.init)
+        record.truncated = result.truncated
         record.cached = cached
         return record
     }
@@ -213,6 +224,10 @@ struct NodeEventRecord: Encodable {
             return "status: \(status ?? "?")"
         case "whois":
             return (user?.line ?? "?") + (cached == true ? " (from the node's cache)" : "")
+        case "found":
+            let lines = (users ?? []).map(\.line) + (truncated == true ? ["(more users match)"] : [])
+            let note = cached == true ? " (from the node's cache)" : ""
+            return lines.isEmpty ? "no users found" + note : lines.joined(separator: "\n") + note
         case "peers":
             let lines = (peers ?? []).map(\.line)
             return lines.isEmpty ? "no peers" : lines.joined(separator: "\n")

@@ -44,6 +44,11 @@ extension ParleyNode {
         /// duplicate). Default 30 days; pruned about once an hour.
         public var seenRetention: Duration = .seconds(30 * 86_400)
 
+        /// The most events ``ParleyNode/events`` holds for a slow reader. Past it, messages are
+        /// held back (the server's stay with the server, a direct one is refused unacknowledged
+        /// and its sender sends it another way) and other events are dropped. Default 65,536.
+        public var unreadEventLimit = 65_536
+
         public init(dataDirectory: String, name: String) {
             self.dataDirectory = dataDirectory
             self.name = name

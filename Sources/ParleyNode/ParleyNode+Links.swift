@@ -442,8 +442,10 @@ extension ParleyNode {
                         "dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
                     return .success(())
                 }
-                guard case .enqueued = eventContinuation.yield(.messageReceived(message, from: node, route: route))
-                else {
+                // A message from the server was taken (acknowledged) already: it must not be lost.
+                // A direct one is refused unacknowledged while the reader lags; its sender retries.
+                let event = Event.messageReceived(message, from: node, route: route)
+                guard route == .server ? eventQueue.force(event) : eventQueue.offer(event) else {
                     throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
                 }
                 try registry.recordSeen(sender: sender, messageID: message.id, at: Date())

@@ -44,7 +44,7 @@ extension ParleyNode {
         state.withLock { state in
             guard state.lastRoute[recipient] != route else { return }
             state.lastRoute[recipient] = route
-            eventContinuation.yield(.routeChanged(recipient, route))
+            eventQueue.offer(.routeChanged(recipient, route))
         }
     }
 
@@ -132,13 +132,9 @@ extension ParleyNode {
                     }
                     return .server
                 } catch {
-                    switch error.code {
-                    case .notConnected, .timedOut, .shuttingDown, .cancelled, .notLoggedOn:
-                        logger.info(
-                            "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
-                    default:
-                        throw error
-                    }
+                    guard error.meansServerUnavailable else { throw error }
+                    logger.info(
+                        "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
                 }
             case .queued:
                 try enqueue(body, to: recipient, id: id, createdAt: createdAt)

@@ -43,7 +43,12 @@ extension ParleyNode {
 
     private func consume(_ client: ParleyClient) async {
         var loggedOnOnce = false
-        for await event in client.events {
+        var events = client.events.makeAsyncIterator()
+        while true {
+            // Taking a message from the client acknowledges it: take one only when the node's
+            // reader has room for it, so the server keeps what the reader cannot take yet.
+            await eventQueue.waitForRoom()
+            guard let event = await events.next() else { return }
             switch event {
             case .message(let message):
                 do {
@@ -58,7 +63,7 @@ extension ParleyNode {
                 if case .loggedOn = connection { loggedOn = true } else { loggedOn = false }
                 // The state first: whoever sees the event may send at once.
                 state.withLock { $0.serverLoggedOn = loggedOn }
-                eventContinuation.yield(.serverConnection(connection))
+                eventQueue.offer(.serverConnection(connection))
                 if loggedOn { flushContinuation.yield() }
                 if case .connected = connection, !loggedOnOnce, let credentials = configuration.credentials {
                     loggedOnOnce = true
@@ -67,7 +72,7 @@ extension ParleyNode {
                         cacheServerInfo(result.user)
                     } catch {
                         logger.error("logging on to the server failed", metadata: ["error": "\(error)"])
-                        eventContinuation.yield(.serverLogOnFailed(error))
+                        eventQueue.offer(.serverLogOnFailed(error))
                     }
                 }
             default:
@@ -136,12 +141,8 @@ extension ParleyNode {
                 cacheServerInfo(info)
                 return (info, false)
             } catch {
-                switch error.code {
-                case .notConnected, .timedOut, .shuttingDown, .cancelled, .notLoggedOn:
-                    break
-                default:
-                    throw error
-                }
+                // the server is away: the cache answers
+                guard error.meansServerUnavailable else { throw error }
             }
         }
         guard let cached = try registry.cachedUser(user) else {
@@ -150,5 +151,41 @@ extension ParleyNode {
         var info = cached.info
         info.isOnline = state.withLock { $0.peers.node(ofUser: user) != nil }
         return (info, true)
+    }
+
+    /// Searches the server's user directory, or, when the server cannot be asked, the local
+    /// cache (`cached` true) with the same query semantics. In the cache, the users whose nodes
+    /// are online on the LAN count as online.
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` when the server refuses the query (an invalid one),
+    ///   or the cache cannot be read.
+    public func findUsers(_ query: UserQuery) async throws(ParleyError) -> (result: UserSearchResult, cached: Bool) {
+        let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
+        if let client {
+            do throws(ParleyError) {
+                let result = try await client.findUsers(query)
+                for info in result.users { cacheServerInfo(info) }
+                return (result, false)
+            } catch {
+                // the server is away: the cache answers
+                guard error.meansServerUnavailable else { throw error }
+            }
+        }
+        let online = state.withLock { state in
+            Set(state.peers.peers.filter(\.online).compactMap(\.userID))
+        }
+        let found = try registry.findCachedUsers(query, onlineUserIDs: online)
+        return (UserSearchResult(users: found.users.map(\.info), truncated: found.truncated), true)
+    }
+}
+
+extension ParleyError {
+    /// The server could not answer (no connection, no session, no time): another route, or the
+    /// cache, may; any other error is the server's answer.
+    var meansServerUnavailable: Bool {
+        switch code {
+        case .notConnected, .timedOut, .shuttingDown, .cancelled, .notLoggedOn: true
+        default: false
+        }
     }
 }

@@ -34,8 +34,7 @@ public final class ParleyNode: Sendable {
     let identity: NodeIdentity
     let registry: NodeRegistry
 
-    private let eventStream: AsyncStream<Event>
-    let eventContinuation: AsyncStream<Event>.Continuation
+    let eventQueue: EventQueue
     let linkStream: AsyncStream<DirectLink>
     let linkContinuation: AsyncStream<DirectLink>.Continuation
     let flushStream: AsyncStream<Void>
@@ -50,9 +49,6 @@ public final class ParleyNode: Sendable {
     /// seen messages: the same message arriving on two paths at once is delivered once.
     let deliveryLock = Mutex(())
 
-    /// The most events ``events`` buffers for a slow reader; more are dropped (a dropped direct
-    /// message is not acknowledged, so its sender retries).
-    public static let eventBufferLimit = 65_536
 
     struct State {
         enum Phase { case idle, running, stopped }
@@ -110,8 +106,7 @@ public final class ParleyNode: Sendable {
             throw ParleyError(code: .storageError, message: "cannot load the node key: \(error.message)", cause: error)
         }
         registry = try NodeRegistry(dataDirectory: configuration.dataDirectory)
-        (eventStream, eventContinuation) = AsyncStream.makeStream(
-            bufferingPolicy: .bufferingOldest(Self.eventBufferLimit))
+        eventQueue = EventQueue(limit: max(1, configuration.unreadEventLimit))
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -122,10 +117,9 @@ public final class ParleyNode: Sendable {
 
     /// Peer, message, route and server connection events, in order. Iterate from one task.
     ///
-    /// The buffer is bounded: it holds at most ``eventBufferLimit`` events (oldest kept). A direct
-    /// message that does not fit is refused, not acknowledged, and comes again; a message from the
-    /// server that does not fit is lost for this run, so keep reading.
-    public var events: AsyncStream<Event> { eventStream }
+    /// At most ``Configuration/unreadEventLimit`` events wait unread; past that, messages are held back
+    /// (never lost) and other events dropped, see ``Events``.
+    public var events: Events { Events(stream: eventQueue.stream, queue: eventQueue) }
 
     /// The port of the direct-link listener, once ``run()`` has bound it.
     ///
@@ -282,7 +276,7 @@ public final class ParleyNode: Sendable {
         for waiter in waiters { waiter.resume(returning: .failure(failure)) }
         linkContinuation.finish()
         flushContinuation.finish()
-        eventContinuation.finish()
+        eventQueue.finish()
         if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
     }
 
@@ -321,7 +315,7 @@ public final class ParleyNode: Sendable {
     }
 
     func emit(_ events: [Event]) {
-        for event in events { eventContinuation.yield(event) }
+        for event in events { eventQueue.offer(event) }
     }
 
     /// This node's user, as claimed on links and used as the sender of direct messages.
