@@ -85,7 +85,9 @@ struct NodeCommandLine {
             return UserQuery(filters: [.init(.userName, .prefix, parts[0])])
         case 3:
             guard let field = UserField(rawValue: parts[0]) else {
-                throw Failure("unknown field \"\(parts[0])\"; fields: \(UserField.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw Failure(
+                    "unknown field \"\(parts[0])\"; fields: \(UserField.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             guard let match = UserQuery.Match(rawValue: parts[1]) else {
                 throw Failure("unknown match \"\(parts[1])\"; use exact, prefix or contains")

@@ -46,7 +46,9 @@ extension ParleyNode {
     /// differs from host to host (discovery reports them with their scope).
     func directAddresses(port: Int, listener: SocketAddress?) -> [String] {
         let wildcard = ["0.0.0.0", "::"]
-        if let host = configuration.listenHost, !wildcard.contains(host) { return [Self.address(host: host, port: port)] }
+        if let host = configuration.listenHost, !wildcard.contains(host) {
+            return [Self.address(host: host, port: port)]
+        }
         let takesIPv6: Bool
         if case .v6 = listener { takesIPv6 = true } else { takesIPv6 = false }
         var hosts: [(host: String, rank: Int)] = []

@@ -13,7 +13,8 @@ extension ParleyNode {
         configuration.node = NodeAdvertisement(
             nodeID: nodeID.description,
             publicKey: identity.publicKeyDER,
-            directAddresses: self.configuration.allowsDirectLinks ? directAddresses(port: port, listener: listener) : [],
+            directAddresses: self.configuration.allowsDirectLinks
+                ? directAddresses(port: port, listener: listener) : [],
             allowsDirectLinks: self.configuration.allowsDirectLinks
         )
         while !Task.isCancelled, !state.withLock({ $0.stopping }) {

@@ -49,7 +49,6 @@ public final class ParleyNode: Sendable {
     /// seen messages: the same message arriving on two paths at once is delivered once.
     let deliveryLock = Mutex(())
 
-
     struct State {
         enum Phase { case idle, running, stopped }
 
