@@ -9,11 +9,16 @@
 #   lan-lab.sh status               hosts, addresses, daemon pids, avahi state
 #   lan-lab.sh exec HOST CMD...     run CMD inside HOST (h1 or 1) with DBUS_SYSTEM_BUS_ADDRESS set
 #   lan-lab.sh avahi HOST stop|kill|start   failure injection (SIGTERM / SIGKILL / restart)
+#   lan-lab.sh link HOST IFACE down|up      failure injection: one interface of HOST down / up
 #   lan-lab.sh bus HOST             print HOST's DBUS_SYSTEM_BUS_ADDRESS
 #
 # Env: PARLEYLAB_PREFIX (parleylab: namespaces parleylab-sw, parleylab-h1, ...),
 #      PARLEYLAB_STATE (/run/$PREFIX), PARLEYLAB_SUBNET (10.231.0 -> h1 = 10.231.0.1/24),
-#      PARLEYLAB_IPV6 = 0 (IPv4 only, default) | 1 (also fd70::N/64 and link-local) | ll (link-local only).
+#      PARLEYLAB_IPV6 = 0 (IPv4 only, default) | 1 (also fd70::N/64 and link-local) | ll (link-local only),
+#      PARLEYLAB_NICS = 1 (eth0 only, default) | 2 (every host also has eth1 on a second bridge br1,
+#        address $PARLEYLAB_SUBNET2.N/24, fd71::N/64 with IPV6=1; avahi uses eth0 and eth1),
+#      PARLEYLAB_SUBNET2 (default: the second octet of PARLEYLAB_SUBNET plus 10, e.g. 10.231.0 -> 10.241.0,
+#        10.232.0 -> 10.242.0, so labs whose first subnets differ get second subnets that differ too).
 # The prefix keeps this lab apart from any other lab on the machine (e.g. shared/lan-lab's "lanlab").
 # Needs root with CAP_NET_ADMIN + CAP_SYS_ADMIN (ip netns, mount), veth + bridge kernel support and
 # the packages iproute2 iptables dbus avahi-daemon avahi-utils (`lan-lab.sh deps` installs them).
@@ -24,6 +29,7 @@ PREFIX=${PARLEYLAB_PREFIX:-parleylab}
 STATE=${PARLEYLAB_STATE:-/run/$PREFIX}
 SUBNET=${PARLEYLAB_SUBNET:-10.231.0}
 IPV6=${PARLEYLAB_IPV6:-0}
+NICS=${PARLEYLAB_NICS:-1}
 SW=$PREFIX-sw
 PACKAGES=(iproute2 iptables dbus avahi-daemon avahi-utils)
 
@@ -32,25 +38,37 @@ log() { echo "lan-lab: $*" >&2; }
 
 [[ $PREFIX =~ ^[a-z][a-z0-9]{0,11}$ ]] || die "PARLEYLAB_PREFIX must be 1-12 lowercase letters/digits"
 [[ $IPV6 == 0 || $IPV6 == 1 || $IPV6 == ll ]] || die "PARLEYLAB_IPV6 must be 0, 1 or ll"
+[[ $NICS == 1 || $NICS == 2 ]] || die "PARLEYLAB_NICS must be 1 or 2"
+octets3='^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$'
+[[ $SUBNET =~ $octets3 ]] || die "PARLEYLAB_SUBNET must be three octets, e.g. 10.231.0"
+# second subnet: second octet + 10 (10.231.0 -> 10.241.0); wraps below 256 (10.250.0 -> 10.4.0)
+SUBNET2=${PARLEYLAB_SUBNET2:-${BASH_REMATCH[1]}.$(( (BASH_REMATCH[2] + 10) % 256 )).${BASH_REMATCH[3]}}
+[[ $SUBNET2 =~ $octets3 ]] || die "PARLEYLAB_SUBNET2 must be three octets, e.g. 10.241.0"
+[[ $SUBNET2 != "$SUBNET" ]] || die "PARLEYLAB_SUBNET2 must differ from PARLEYLAB_SUBNET"
 
 usage() {
   cat <<EOF
-usage: $0 deps | up N | down | status | exec HOST CMD... | avahi HOST stop|kill|start | bus HOST
+usage: $0 deps | up N | down | status | exec HOST CMD... | avahi HOST stop|kill|start
+          | link HOST IFACE down|up | bus HOST
 
   deps        apt-get install ${PACKAGES[*]} if any is missing
   up N        hosts h1..hN (N>=1) = netns $PREFIX-h1.., addresses $SUBNET.1..N/24 on eth0,
               all plugged into bridge br0 in netns $SW. Each host runs dbus-daemon
               (bus at $STATE/hI/dbus.sock) and avahi-daemon (host name hI.local).
-              Idempotent: a healthy lab with the same N is left alone; anything else is rebuilt.
+              With PARLEYLAB_NICS=2 every host also has eth1 = $SUBNET2.1..N/24 on bridge br1.
+              Idempotent: a healthy lab with the same N (and subnets, ipv6, nics) is left alone;
+              anything else is rebuilt.
   down        kills every process inside the lab namespaces, deletes them, removes $STATE
   exec H CMD  ip netns exec $PREFIX-H env DBUS_SYSTEM_BUS_ADDRESS=unix:path=$STATE/H/dbus.sock CMD
   avahi H stop|kill|start   SIGTERM / SIGKILL / (re)start the avahi-daemon of host H
+  link H IFACE down|up      ip link set IFACE (eth0, eth1) of host H down / up (addresses are kept)
   bus H       prints the D-Bus system bus address of host H
 
 examples:
   $0 up 3
   $0 exec h1 avahi-publish-service -s "peer one" _parley._tcp 7000 pv=1 node=n1 &
   $0 exec h2 avahi-browse -rpt _parley._tcp
+  PARLEYLAB_NICS=2 $0 up 2; $0 link h1 eth0 down
   $0 down
 EOF
 }
@@ -106,8 +124,9 @@ wait_for() {  # seconds description command...
 }
 
 write_configs() {  # host index
-  local h=$1 i=$2 d=$STATE/$1 v6=no
+  local h=$1 i=$2 d=$STATE/$1 v6=no ifaces=eth0
   [[ $IPV6 != 0 ]] && v6=yes
+  [[ $NICS == 2 ]] && ifaces=eth0,eth1
   mkdir -p "$d/avahi-run"
   cat >"$d/dbus.conf" <<EOF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -137,7 +156,7 @@ host-name=$h
 domain-name=local
 use-ipv4=yes
 use-ipv6=$v6
-allow-interfaces=eth0
+allow-interfaces=$ifaces
 enable-dbus=yes
 ratelimit-interval-usec=1000000
 ratelimit-burst=1000
@@ -177,8 +196,14 @@ start_avahi() {  # host
 dbus_ready() { dbus-send --bus="$(bus_of "$1")" --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.GetId >/dev/null 2>&1; }
 avahi_ready() { [[ $(avahi_state "$1") == 2 ]]; }
 
+lab_config() {  # N -> the settings a lab was built with (healthy compares them)
+  if [[ $NICS == 2 ]]; then echo "$1 $SUBNET ipv6=$IPV6 nics=$NICS subnet2=$SUBNET2"
+  else echo "$1 $SUBNET ipv6=$IPV6 nics=$NICS"
+  fi
+}
+
 healthy() {  # N
-  [[ -f $STATE/config ]] && [[ $(<"$STATE/config") == "$1 $SUBNET ipv6=$IPV6" ]] || return 1
+  [[ -f $STATE/config ]] && [[ $(<"$STATE/config") == "$(lab_config "$1")" ]] || return 1
   ip netns list | grep -qw "$SW" || return 1
   local i
   for (( i = 1; i <= $1; i++ )); do
@@ -227,7 +252,7 @@ cmd_down() {
 cmd_up() {
   local n=${1:-}
   [[ $n =~ ^[1-9][0-9]*$ ]] && (( n <= 250 )) || die "usage: up N   (1 <= N <= 250)"
-  if healthy "$n"; then log "already up with $n hosts (same subnet/ipv6 settings)"; cmd_status; return 0; fi
+  if healthy "$n"; then log "already up with $n hosts (same subnet/ipv6/nics settings)"; cmd_status; return 0; fi
   local t0; t0=$(date +%s%N)
   cmd_down >/dev/null 2>&1 || true
   mkdir -p "$STATE"
@@ -237,6 +262,10 @@ cmd_up() {
   ip -n "$SW" link set lo up
   ip -n "$SW" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
   ip -n "$SW" link set br0 up
+  if [[ $NICS == 2 ]]; then
+    ip -n "$SW" link add br1 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+    ip -n "$SW" link set br1 up
+  fi
   local i h ns
   for (( i = 1; i <= n; i++ )); do
     h=h$i ns=$PREFIX-h$i
@@ -254,6 +283,13 @@ cmd_up() {
     ip -n "$ns" addr add "$SUBNET.$i/24" dev eth0
     [[ $IPV6 == 1 ]] && ip -n "$ns" addr add "fd70::$i/64" dev eth0 nodad
     ip -n "$ns" link set eth0 up
+    if [[ $NICS == 2 ]]; then
+      ip -n "$SW" link add "q$i" type veth peer name eth1 netns "$ns"
+      ip -n "$SW" link set "q$i" master br1 up
+      ip -n "$ns" addr add "$SUBNET2.$i/24" dev eth1
+      [[ $IPV6 == 1 ]] && ip -n "$ns" addr add "fd71::$i/64" dev eth1 nodad
+      ip -n "$ns" link set eth1 up
+    fi
     write_configs "$h" "$i"
   done
   for (( i = 1; i <= n; i++ )); do start_dbus "h$i"; done
@@ -262,22 +298,42 @@ cmd_up() {
   for (( i = 1; i <= n; i++ )); do wait_for 15 "avahi h$i" avahi_ready "h$i" || die "avahi h$i failed: $(cat "$STATE/h$i/avahi.log")"; done
   trap - EXIT
   echo "$n" >"$STATE/hosts"
-  echo "$n $SUBNET ipv6=$IPV6" >"$STATE/config"
+  lab_config "$n" >"$STATE/config"
   log "up: $n hosts in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   cmd_status
 }
 
+# "ADDR" of IFACE on host H, with "(down)" when the interface is administratively down
+iface_address() {  # host iface address
+  local flags
+  flags=$(ip -n "$PREFIX-$1" -o link show dev "$2" 2>/dev/null | sed -n 's/^[0-9]*: [^<]*<\([^>]*\)>.*/\1/p')
+  if [[ -z $flags ]]; then echo "$3(missing)"
+  elif [[ ,$flags, == *,UP,* ]]; then echo "$3"
+  else echo "$3(down)"
+  fi
+}
+
 cmd_status() {
   [[ -f $STATE/hosts ]] || { echo "lab is down"; return 1; }
-  local n i h dp ap
+  local n i h dp ap addr subnet=$SUBNET subnet2=$SUBNET2 nics=$NICS config field
   n=$(<"$STATE/hosts")
-  printf '%-4s %-14s %-16s %-8s %-8s %s\n' HOST NETNS ADDRESS DBUS AVAHI "DBUS_SYSTEM_BUS_ADDRESS"
+  # the settings the lab was built with (they may differ from this shell's environment)
+  if [[ -f $STATE/config ]]; then
+    read -r -a config <"$STATE/config"
+    subnet=${config[1]:-$SUBNET}
+    for field in "${config[@]:2}"; do
+      case $field in nics=*) nics=${field#nics=};; subnet2=*) subnet2=${field#subnet2=};; esac
+    done
+  fi
+  printf '%-4s %-14s %-30s %-8s %-8s %s\n' HOST NETNS ADDRESS DBUS AVAHI "DBUS_SYSTEM_BUS_ADDRESS"
   for (( i = 1; i <= n; i++ )); do
     h=h$i
     dp=$(live_pid "$STATE/$h/dbus.pid" dbus-daemon || echo dead)
     ap=$(live_pid "$STATE/$h/avahi.pid" avahi-daemon || echo dead)
     [[ $ap != dead ]] && [[ $(avahi_state "$h") != 2 ]] && ap="$ap(!run)"
-    printf '%-4s %-14s %-16s %-8s %-8s %s\n' "$h" "$PREFIX-$h" "$SUBNET.$i" "$dp" "$ap" "$(bus_of "$h")"
+    addr=$(iface_address "$h" eth0 "$subnet.$i")
+    [[ $nics == 2 ]] && addr+=",$(iface_address "$h" eth1 "$subnet2.$i")"
+    printf '%-4s %-14s %-30s %-8s %-8s %s\n' "$h" "$PREFIX-$h" "$addr" "$dp" "$ap" "$(bus_of "$h")"
   done
 }
 
@@ -309,6 +365,16 @@ cmd_avahi() {
   esac
 }
 
+cmd_link() {
+  [[ $# -eq 3 && ( $3 == down || $3 == up ) ]] || die "usage: link HOST IFACE down|up"
+  local h; h=$(host_name "$1")
+  [[ -d $STATE/$h ]] || die "no such host $h (is the lab up?)"
+  [[ $2 =~ ^[a-z][a-z0-9]{0,14}$ ]] || die "bad interface name '$2'"
+  ip -n "$PREFIX-$h" link show dev "$2" >/dev/null 2>&1 || die "host $h has no interface $2"
+  ip -n "$PREFIX-$h" link set dev "$2" "$3"
+  log "link $2 on $h: $3"
+}
+
 cmd_bus() {
   [[ $# -eq 1 ]] || die "usage: bus HOST"
   local h; h=$(host_name "$1")
@@ -323,6 +389,7 @@ case ${1:-} in
   status) cmd_status;;
   exec) shift; need_root; cmd_exec "$@";;
   avahi) shift; need_root; cmd_avahi "$@";;
+  link) shift; need_root; cmd_link "$@";;
   bus) shift; cmd_bus "$@";;
   -h|--help|help) usage;;
   *) usage; exit 64;;

@@ -44,6 +44,9 @@ final class DirectLink: Sendable {
     }
 
     var authenticated: LinkAuthenticated? { state.withLock { $0.authenticated } }
+
+    /// Not closed nor closing: a request sent on it can be answered.
+    var isOpen: Bool { channel.isActive && !state.withLock { $0.closed } }
     var hello: VerifiedHello? { state.withLock { $0.hello } }
 
     func setAuthenticated(_ peer: LinkAuthenticated) { state.withLock { $0.authenticated = peer } }

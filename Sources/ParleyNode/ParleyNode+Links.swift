@@ -131,7 +131,17 @@ extension ParleyNode {
     /// - Parameter timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
     ///   ``dialTimeout``.
     func link(to peer: NodeID, addresses: [String], timeout: Duration? = nil) async throws(ParleyError) -> DirectLink {
-        if let open = state.withLock({ $0.links[peer]?.values.first }) { return open }
+        let (open, refusal) = state.withLock { state in
+            (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer])
+        }
+        if let open { return open }
+        if let refusal, refusal.until > .now {
+            throw ParleyError(
+                code: .notConnected,
+                message:
+                    "node \(peer) refused this node's last link (\(refusal.reason.message)); not dialling it again yet"
+            )
+        }
         var lastError = ParleyError(code: .notConnected, message: "no address is known for node \(peer)")
         for address in addresses {
             do throws(ParleyError) {
@@ -219,6 +229,9 @@ extension ParleyNode {
         }
         link.closed()
         let hello = link.hello
+        let refused =
+            link.authenticated.map { peer in state.withLock { ($0.refusals[peer.peer]?.until ?? .now) > .now } }
+            ?? false
         let lastLink = state.withLock { state -> Bool in
             state.allLinks[key] = nil
             guard let hello else { return false }
@@ -230,7 +243,17 @@ extension ParleyNode {
         }
         guard let hello else { return }
         logger.info("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
-        if lastLink { await redial(hello.nodeID) }
+        guard lastLink else { return }
+        if refused {
+            // Dialling straight back would be refused again: the peer is down for this node
+            // until the backoff ends.
+            state.withLock { state in
+                guard state.links[hello.nodeID] == nil else { return }
+                emit(state.peers.redialFailed(hello.nodeID))
+            }
+        } else {
+            await redial(hello.nodeID)
+        }
     }
 
     /// After the last link to a peer closed: one quick attempt (``Configuration/redialTimeout``
@@ -256,7 +279,7 @@ extension ParleyNode {
     func candidateAddresses(of peer: NodeID) -> [String] {
         state.withLock { state in
             var addresses = state.peers.addresses(of: peer)
-            for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks {
+            for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks && node.isOnline {
                 addresses += node.addresses.filter { !addresses.contains($0) }
             }
             return addresses
@@ -271,14 +294,30 @@ extension ParleyNode {
             handleMessage(frame, on: link)
         case FrameType.peerMessage.response:
             link.complete(frame.requestID, .success(()))
+            // The peer takes this node's messages: whatever it refused before is settled.
+            if let peer = link.authenticated?.peer { state.withLock { _ = $0.refusals.removeValue(forKey: peer) } }
         case .error:
             let error = ParleyError(errorFrame: frame)
             if frame.requestID != 0 {
                 link.complete(frame.requestID, .failure(error))
             } else {
+                // A refusal (not a timeout nor a shutdown) makes this node wait before dialling again.
+                let refused = ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code)
+                var refusal: Refusal?
+                if refused, let peer = link.authenticated?.peer {
+                    refusal = state.withLock { state in
+                        let count = (state.refusals[peer]?.count ?? 0) + 1
+                        let refusal = Refusal(count: count, until: .now + Refusal.backoff(after: count), reason: error)
+                        state.refusals[peer] = refusal
+                        return refusal
+                    }
+                }
                 logger.error(
                     "the peer closed the direct link",
-                    metadata: ["peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)"]
+                    metadata: [
+                        "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
+                        "redial.after": "\(refusal.map { "\(Refusal.backoff(after: $0.count))" } ?? "-")",
+                    ]
                 )
                 link.fail(error)
             }

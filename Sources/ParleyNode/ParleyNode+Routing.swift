@@ -59,7 +59,8 @@ extension ParleyNode {
             guard configuration.allowsDirectLinks else { return nil }
             await refreshServerNode(of: user)
             if let known = state.withLock({ $0.serverNodes[user] }) {
-                // The server vouches for the user's node: only that node gets the message directly.
+                // The server vouches for the user's node: only that node gets the message directly,
+                // at the addresses the server knows (if the user is logged on) or the LAN shows.
                 guard known.allowsDirectLinks, known.nodeID != nodeID else { return nil }
                 let linked = state.withLock { $0.peers.isLinked(known.nodeID) }
                 let addresses = candidateAddresses(of: known.nodeID)
@@ -115,6 +116,11 @@ extension ParleyNode {
             case .direct:
                 guard let target else { continue }
                 do {
+                    // Messages that went through the server and may not have arrived yet go
+                    // direct first (the recipient drops copies), or this one would overtake them.
+                    if case .user(let user) = recipient {
+                        try await resendAwaitingReceipts(to: user, target: target)
+                    }
                     try await sendDirect(body, to: recipient, target: target, id: id, createdAt: createdAt)
                     return .direct
                 } catch {
@@ -125,13 +131,19 @@ extension ParleyNode {
                 }
             case .server:
                 guard case .user(let user) = recipient, let client = state.withLock({ $0.client }) else { continue }
+                // Remembered before it leaves: its receipt may come back before the answer does.
+                try registry.awaitReceipt(
+                    recipient: user, messageID: id, sender: ownUser ?? UserID(0), isText: body.isText, body: body.bytes,
+                    createdAt: createdAt)
                 do throws(ParleyError) {
-                    let results = try await client.send(body, to: [user], id: id, sentAt: createdAt)
+                    let results = try await client.send(body, to: [user], id: id, wantReceipt: true, sentAt: createdAt)
                     if let failed = results.first(where: { !$0.isAccepted }), case .failed(let error) = failed.status {
                         throw error
                     }
                     return .server
                 } catch {
+                    // Not sent (or not known to be): it leaves by another route, with the same ID.
+                    try registry.confirmReceipt(recipient: user, messageID: id)
                     guard error.meansServerUnavailable else { throw error }
                     logger.info(
                         "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
@@ -172,6 +184,30 @@ extension ParleyNode {
         logger.info("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
     }
 
+    /// Sends `user` directly, in order, the messages that went to it through the server and
+    /// whose delivery receipts have not come; each one acknowledged is forgotten.
+    ///
+    /// - Throws: the first direct send's failure (the caller must not go direct then).
+    private func resendAwaitingReceipts(
+        to user: UserID,
+        target: (node: NodeID, addresses: [String], linked: Bool)
+    ) async throws(ParleyError) {
+        while true {
+            let waiting = try registry.awaitingReceipts(for: user, limit: 64)
+            if waiting.isEmpty { return }
+            for entry in waiting {
+                let body: MessageBody =
+                    entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
+                try await sendDirect(
+                    body, to: .user(user), target: target, id: entry.messageID, createdAt: entry.createdAt)
+                try registry.confirmReceipt(recipient: user, messageID: entry.messageID)
+                logger.debug(
+                    "a message sent through the server was also sent directly, to keep the order",
+                    metadata: ["message.id": "\(entry.messageID)", "user.id": "\(user)"])
+            }
+        }
+    }
+
     private func sendDirect(
         _ body: MessageBody,
         to recipient: Recipient,
@@ -193,7 +229,16 @@ extension ParleyNode {
         meta.kind = body.isText ? .text : .binary
         meta.sentAtMs = Int64((createdAt.timeIntervalSince1970 * 1000).rounded())
         // A live peer answers at once; one silent for a peer timeout is as good as gone.
-        try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+        do {
+            try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+        } catch {
+            // The link was closing as the message left (the peer's end timed out, say): one more
+            // try on a fresh link. The same message ID, so the peer keeps one copy at most.
+            guard error.code == .notConnected, !directLink.isOpen else { throw error }
+            let fresh = try await link(to: target.node, addresses: target.addresses)
+            guard fresh !== directLink, fresh.hello?.userID == directLink.hello?.userID else { throw error }
+            try await fresh.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+        }
     }
 
     // MARK: The outbox

@@ -59,6 +59,14 @@ extension ParleyNode {
                         "a message from the server was lost",
                         metadata: ["message.id": "\(message.id)", "error": "\(error)"])
                 }
+            case .deliveryReceipt(let receipt):
+                do {
+                    try registry.confirmReceipt(recipient: receipt.recipient, messageID: receipt.messageID)
+                } catch {
+                    logger.warning(
+                        "cannot record a delivery receipt",
+                        metadata: ["message.id": "\(receipt.messageID)", "error": "\(error)"])
+                }
             case .connectionStateChanged(let connection):
                 let loggedOn: Bool
                 if case .loggedOn = connection { loggedOn = true } else { loggedOn = false }
@@ -108,7 +116,8 @@ extension ParleyNode {
                 nodeID: node,
                 publicKey: key,
                 addresses: info.directAddresses,
-                allowsDirectLinks: info.allowsDirectLinks && info.isOnline,
+                allowsDirectLinks: info.allowsDirectLinks,
+                isOnline: info.isOnline,
                 fetchedAt: .now
             )
         }

@@ -68,6 +68,8 @@ public final class ParleyNode: Sendable {
         var lastRoute: [Recipient: Route] = [:]
         /// Discovered peers to open a standing link to (the flusher dials them).
         var pendingDials: Set<NodeID> = []
+        /// Peers that refused this node's link (a fatal ERROR): not dialled again before `until`.
+        var refusals: [NodeID: Refusal] = [:]
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.
@@ -75,12 +77,27 @@ public final class ParleyNode: Sendable {
         var stopping = false
     }
 
+    /// A peer refused this node's last link; dialling it again waits, longer each time.
+    struct Refusal: Sendable {
+        var count: Int
+        var until: ContinuousClock.Instant
+        var reason: ParleyError
+
+        /// 5 s after the first refusal, doubling up to 5 minutes.
+        static func backoff(after count: Int) -> Duration {
+            .seconds(min(5 << min(count - 1, 6), 300))
+        }
+    }
+
     /// A user's node as the server's user info shows it.
     struct ServerNode: Sendable {
         var nodeID: NodeID
         var publicKey: [UInt8]
         var addresses: [String]
+        /// The user consents to direct links.
         var allowsDirectLinks: Bool
+        /// The user was logged on when the server was asked (its addresses are current).
+        var isOnline: Bool
         var fetchedAt: ContinuousClock.Instant
     }
 
@@ -303,7 +320,9 @@ public final class ParleyNode: Sendable {
         let cutoff = Date(timeIntervalSinceNow: -Double(configuration.seenRetention.components.seconds))
         do {
             let seen = try registry.pruneSeen(before: cutoff)
-            let delivered = try registry.pruneDelivered(before: cutoff)
+            let delivered =
+                try registry.pruneDelivered(before: cutoff)
+                + registry.pruneAwaitingReceipts(before: cutoff)
             if seen + delivered > 0 {
                 logger.debug(
                     "forgot old message IDs", metadata: ["seen": "\(seen)", "delivered": "\(delivered)"])

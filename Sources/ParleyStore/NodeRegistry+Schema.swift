@@ -149,6 +149,28 @@ extension NodeRegistry {
             )
         }
 
+        // Order across routes (NodeRegistry+Receipts.swift): `awaiting_receipt` keeps a copy of
+        // each message sent through the server until the recipient's delivery receipt arrives,
+        // so a later direct message cannot overtake it (the copy goes direct first).
+        migrator.registerMigration("v3-awaiting-receipt") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE awaiting_receipt (
+                        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                        recipient INTEGER NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        sender INTEGER NOT NULL,
+                        is_text INTEGER NOT NULL,
+                        body BLOB NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX awaiting_receipt_by_recipient_message
+                        ON awaiting_receipt (recipient, message_id);
+                    CREATE INDEX awaiting_receipt_by_time ON awaiting_receipt (created_at);
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -310,4 +310,59 @@ struct LANLabTests {
             try await listener.waitFor("accepted") { $0.raw == "accepted" }
         }
     }
+
+    @Test func sameNodeOnTwoInterfacesIsOnePeerWithBothAddresses() async throws {
+        try await Lab.with(hosts: 2, nics: 2) { lab in
+            let eth0 = ProbeLine.Address(host: "10.231.0.1", port: 7000, interface: "eth0")
+            let eth1 = ProbeLine.Address(host: "10.241.0.1", port: 7000, interface: "eth1")
+            let node = try lab.probe("h1", ["--node", "a", "--port", "7000", "--status", "online"])
+            let observer = try lab.probe("h2", ["--node", "b"])
+            // the browser reports the service once per interface: up with one address, then
+            // changed with both (or up with both, if both resolve before the first event)
+            let both = try await observer.waitFor("a on eth0 and eth1") { line in
+                (line.isPeer("up", "a") || line.isPeer("changed", "a")) && line.peer?.addresses == [eth0, eth1]
+            }
+            #expect(observer.lines.filter { $0.isPeer("up", "a") }.count == 1)
+            #expect(both.peer?.instance == "parley a")
+
+            // h1's eth0 goes down: no goodbye can cross a down link, so h2 keeps the eth0 records
+            // cached until their TTL (120 s) and nothing changes; the peer stays up. A TXT update
+            // (announced on eth1 only) proves h2 still hears a, and that no down came before it.
+            try await lab.link("h1", "eth0", up: false)
+            var mark = observer.lines.count
+            try node.send("status away")
+            let away = try await observer.waitFor("changed a (st=away) over eth1", from: mark) {
+                $0.isPeer("changed", "a") && $0.peer?.st == "away"
+            }
+            #expect(away.peer?.addresses.contains(eth1) == true)
+
+            // h2's eth0 goes down: h2's daemon drops that interface and its cache, the browser
+            // removes the eth0 instance, and the peer stays up with the eth1 address alone
+            mark = observer.lines.count
+            try await lab.link("h2", "eth0", up: false)
+            let eth1Only = try await observer.waitFor("changed a (eth1 only)", from: mark) { $0.isPeer("changed", "a") }
+            #expect(eth1Only.peer?.addresses == [eth1])
+            #expect(eth1Only.peer?.st == "away")
+
+            // both eth0 back: both addresses again, with the current TXT (not the stale one)
+            mark = observer.lines.count
+            try await lab.link("h1", "eth0", up: true)
+            try await lab.link("h2", "eth0", up: true)
+            let again = try await observer.waitFor("changed a (both again)", from: mark) {
+                $0.isPeer("changed", "a") && $0.peer?.addresses == [eth0, eth1]
+            }
+            #expect(again.peer?.st == "away")
+            #expect(!observer.lines.contains { $0.isPeer("down", "a") })
+            #expect(observer.lines.filter { $0.isPeer("up", "a") }.count == 1)
+
+            // the last interface that carried it goes: then, and only then, a is down
+            mark = observer.lines.count
+            try await lab.link("h2", "eth0", up: false)
+            try await observer.waitFor("changed a (eth1 only, again)", from: mark) {
+                $0.isPeer("changed", "a") && $0.peer?.addresses == [eth1]
+            }
+            try await lab.link("h2", "eth1", up: false)
+            try await observer.waitFor("down a", from: mark) { $0.isPeer("down", "a") }
+        }
+    }
 }

@@ -59,12 +59,15 @@ enum Lab {
     }
 
     /// Brings up a lab of `hosts` hosts, runs `body`, and always tears the lab down.
+    /// `nics`: 1 (eth0 only) or 2 (every host also has eth1, on a second bridge and subnet:
+    /// 10.241.0.N next to the discovery lab's 10.231.0.N; see `scripts/lan-lab.sh`).
     static func with(
         hosts: Int,
         ipv6: String = "0",
+        nics: Int = 1,
         _ body: (LabSession) async throws -> Void
     ) async throws {
-        let environment = ["PARLEYLAB_IPV6": ipv6]
+        let environment = ["PARLEYLAB_IPV6": ipv6, "PARLEYLAB_NICS": "\(nics)"]
         try await run(["up", "\(hosts)"], environment: environment)
         let session = LabSession(environment: environment)
         do {
@@ -104,6 +107,12 @@ final class LabSession: Sendable {
 
     func avahi(_ host: String, _ action: String) async throws {
         try await Lab.run(["avahi", host, action], environment: environment)
+    }
+
+    /// Takes one interface of `host` down or brings it up again (`lan-lab.sh link`); the
+    /// interface keeps its addresses.
+    func link(_ host: String, _ interface: String, up: Bool) async throws {
+        try await Lab.run(["link", host, interface, up ? "up" : "down"], environment: environment)
     }
 
     func run(_ host: String, _ command: [String]) async throws -> String {

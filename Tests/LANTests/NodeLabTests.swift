@@ -148,23 +148,23 @@ struct NodeLabTests {
         }
     }
 
-    @Test func nodeSendWaitsForTheRecipientsNodeAndSendsDirectly() async throws {
+    @Test func sendWithDataWaitsForTheRecipientsNodeAndSendsDirectly() async throws {
         try await NodeLab.with(hosts: 2) { lab, data in
             // peer to peer: the user IDs are claimed on the links, not logged on anywhere
             let beta = try await lab.node("h2", data: data, name: "beta", ["--user", "2002", "--password", "unused"])
             let output = try await lab.run(
                 "h1",
                 [
-                    Lab.parley, "node-send", "--data", data.appendingPathComponent("alpha").path, "--name", "alpha",
+                    Lab.parley, "send", "--data", data.appendingPathComponent("alpha").path, "--name", "alpha",
                     "--user", "2001", "--password", "unused", "--to", "2002", "--wait", "10", "--json",
-                    "hello from node-send",
+                    "hello from send --data",
                 ]
             )
             let lines = output.split(separator: "\n").compactMap { NodeLine(json: String($0)) }
-            let sent = try #require(lines.first { $0.event == "sent" }, "node-send printed: \(output)")
+            let sent = try #require(lines.first { $0.event == "sent" }, "send --data printed: \(output)")
             #expect(sent.route == "direct", "\(sent)")
             let received = try await beta.waitFor("message") { $0.event == "message" }
-            #expect(received.text == "hello from node-send")
+            #expect(received.text == "hello from send --data")
             #expect(received.route == "direct")
         }
     }
@@ -319,15 +319,18 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var route: String?
     var text: String?
     var fromNode: String?
+    var id: UInt64?
     var messageID: UInt64?
     var message: String?
+    var state: String?
+    var reason: String?
     var peers: [NodeLine]?
     var arrived: ContinuousClock.Instant = .now
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
-        case event, nodeID, name, port, pid, userID, addresses, linked, route, text, fromNode, messageID, message
-        case peers
+        case event, nodeID, name, port, pid, userID, addresses, linked, route, text, fromNode, id, messageID, message
+        case state, reason, peers
     }
 
     init?(json: String) {

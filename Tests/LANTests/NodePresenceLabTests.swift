@@ -2,13 +2,8 @@ import Foundation
 import Testing
 
 /// Presence and liveness of `parley node`s between network namespaces, with the default timers.
-@Suite(
-    "LAN lab: node presence and liveness with default settings",
-    .serialized,
-    .enabled(if: Lab.isRoot, "LAN lab tests need root (network namespaces, bind mounts); skipped"),
-    .timeLimit(.minutes(2))
-)
-struct NodePresenceLabTests {
+/// Part of the node lab suite, which runs its tests one at a time on its one lab.
+extension NodeLabTests {
     @Test func aStatusSetOnOneNodeIsSeenByItsPeer() async throws {
         try await NodeLab.with(hosts: 2) { lab, data in
             let alpha = try await lab.node("h1", data: data, name: "alpha")
