@@ -142,6 +142,11 @@ struct NodeEventRecord: Encodable {
             self.init(event: "routeChanged")
             setRecipient(recipient)
             self.route = route.rawValue
+        case .deliveryReceipt(let receipt):
+            self.init(event: "receipt")
+            messageID = receipt.messageID.rawValue
+            toUser = receipt.recipient.rawValue
+            deliveredAt = receipt.acknowledgedAt
         case .queuedMessageFailed(let id, let recipient, let error):
             self.init(event: "queuedMessageFailed")
             messageID = id.rawValue
@@ -209,6 +214,8 @@ struct NodeEventRecord: Encodable {
             return "[from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
         case "routeChanged":
             return "route to \(recipientText): \(route ?? "?")"
+        case "receipt":
+            return "delivered \(messageID.map(String.init) ?? "?") to \(recipientText)"
         case "queuedMessageFailed":
             return "queued message \(messageID.map(String.init) ?? "?") to \(recipientText) refused: \(message ?? "?")"
         case "server":

@@ -136,6 +136,10 @@ extension ParleyNode {
         /// A message for this node's user (or node): `route` is ``Route/direct`` or
         /// ``Route/server``; `from` is the sending node when it came direct.
         case messageReceived(Message, from: NodeID?, route: Route)
+        /// A message this node sent through the server reached the recipient (its application
+        /// took it). Messages sent directly need no receipt: ``Route/direct`` means the peer
+        /// acknowledged them.
+        case deliveryReceipt(DeliveryReceipt)
         /// Messages to this recipient now leave by another route.
         case routeChanged(Recipient, Route)
         /// A message that waited in the outbox was refused for good when it left (the server

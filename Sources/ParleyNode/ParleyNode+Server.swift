@@ -60,6 +60,7 @@ extension ParleyNode {
                         metadata: ["message.id": "\(message.id)", "error": "\(error)"])
                 }
             case .deliveryReceipt(let receipt):
+                eventQueue.offer(.deliveryReceipt(receipt))
                 do {
                     try registry.confirmReceipt(recipient: receipt.recipient, messageID: receipt.messageID)
                 } catch {
