@@ -13,7 +13,7 @@ import ParleyDiscovery
 ///
 /// Output lines: {"event":"start"}, {"event":"up"|"changed","peer":{...}}, {"event":"down","node":...},
 /// {"event":"log","level":...,"message":...,"metadata":{...}}, {"event":"stopped"}; each has "ms",
-/// the milliseconds since the probe started.
+/// the milliseconds since the probe's main function started.
 /// Commands on standard input, one per line: `status VALUE`, `user NAME`, `withdraw`,
 /// `advertise`, `quit`. SIGTERM and SIGINT stop it gracefully (the service is withdrawn).
 @main
@@ -27,6 +27,8 @@ struct DiscoveryProbe {
     }
 
     static func main() async {
+        // Starts the clock of the "ms" fields (a lazy static): as early as the probe can.
+        _ = ProbeOutput.elapsedMilliseconds
         let options: Options
         do {
             options = try parse(Array(CommandLine.arguments.dropFirst()))

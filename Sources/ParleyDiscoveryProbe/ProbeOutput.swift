@@ -8,7 +8,7 @@ enum ProbeOutput {
     private static let lock = Mutex(())
     private static let start = ContinuousClock.now
 
-    /// Milliseconds since the probe started.
+    /// Milliseconds since the probe first asked (the start of `main`).
     static var elapsedMilliseconds: Double {
         let (seconds, attoseconds) = (ContinuousClock.now - start).components
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
@@ -16,7 +16,8 @@ enum ProbeOutput {
 
     static func emit(_ fields: [String: Any]) {
         var fields = fields
-        fields["ms"] = max(0, (elapsedMilliseconds * 10).rounded() / 10)
+        // + 0: never "-0"
+        fields["ms"] = max(0, (elapsedMilliseconds * 10).rounded() / 10) + 0
         guard
             let data = try? JSONSerialization.data(
                 withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
