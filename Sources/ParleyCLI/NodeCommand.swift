@@ -14,7 +14,9 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             name, addresses, status, linked, online) and "peerDown" (nodeID); "message" (id, \
             sender, recipients, kind, text or base64, sentAt, deliveredAt, fromNode, route: direct, \
             server or queued); "receipt" (messageID, toUser, deliveredAt: a message sent through the \
-            server reached its recipient); "routeChanged" (toUser or toNode, route); "queuedMessageFailed" \
+            server reached its recipient); "linkRefused" (nodeID, message, byPeer: a direct link refused \
+            by this node, e.g. an impostor, or by the peer); "routeChanged" (toUser or toNode, route); \
+            "queuedMessageFailed" \
             (messageID, toUser or toNode, message: a queued message refused for good); "server" (state: \
             connecting, connected, loggedOn with userID, logOnFailed or disconnected with reason, \
             stopped); and \

@@ -40,6 +40,7 @@ struct NodeEventRecord: Encodable {
     var user: UserRecord?
     var users: [UserRecord]?
     var truncated: Bool?
+    var byPeer: Bool?
     var cached: Bool?
     var peers: [NodeEventRecord]?
     var command: String?
@@ -142,6 +143,11 @@ struct NodeEventRecord: Encodable {
             self.init(event: "routeChanged")
             setRecipient(recipient)
             self.route = route.rawValue
+        case .linkRefused(let node, let error, let byPeer):
+            self.init(event: "linkRefused")
+            nodeID = node.description
+            message = error.description
+            self.byPeer = byPeer
         case .deliveryReceipt(let receipt):
             self.init(event: "receipt")
             messageID = receipt.messageID.rawValue
@@ -214,6 +220,10 @@ struct NodeEventRecord: Encodable {
             return "[from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
         case "routeChanged":
             return "route to \(recipientText): \(route ?? "?")"
+        case "linkRefused":
+            let node = nodeID ?? "?"
+            let who = byPeer == true ? "node \(node) refused this node's link" : "refused node \(node)"
+            return "\(who): \(message ?? "?")"
         case "receipt":
             return "delivered \(messageID.map(String.init) ?? "?") to \(recipientText)"
         case "queuedMessageFailed":

@@ -136,6 +136,10 @@ extension ParleyNode {
         /// A message for this node's user (or node): `route` is ``Route/direct`` or
         /// ``Route/server``; `from` is the sending node when it came direct.
         case messageReceived(Message, from: NodeID?, route: Route)
+        /// A direct link was refused: by this node (`byPeer` false: the peer's user claim does
+        /// not match the key the server vouched for or the one pinned, for instance), or by the
+        /// peer (`byPeer` true: this node does not dial it again for a while).
+        case linkRefused(NodeID, ParleyError, byPeer: Bool)
         /// A message this node sent through the server reached the recipient (its application
         /// took it). Messages sent directly need no receipt: ``Route/direct`` means the peer
         /// acknowledged them.

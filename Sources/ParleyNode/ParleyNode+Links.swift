@@ -312,6 +312,9 @@ extension ParleyNode {
                         return refusal
                     }
                 }
+                if refused, let peer = link.authenticated?.peer {
+                    eventQueue.offer(.linkRefused(peer, error, byPeer: true))
+                }
                 logger.error(
                     "the peer closed the direct link",
                     metadata: [
@@ -374,6 +377,7 @@ extension ParleyNode {
                 "refusing a direct link",
                 metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
             )
+            eventQueue.offer(.linkRefused(peer.peer, error, byPeer: false))
             link.refuse(error)
         }
     }

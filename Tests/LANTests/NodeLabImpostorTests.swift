@@ -24,13 +24,21 @@ extension NodeLabTests {
             let mallory = try await lab.node(
                 "h3", data: data, name: "mallory", ["--user", "2002", "--password", "x"])
             #expect(mallory.nodeID != beta.nodeID)
-            // Whoever of the two opens the standing link, alpha checks mallory's NODE_HELLO and refuses.
-            // The node prints no JSON line for a refused link: the log line (stderr) is all there is.
+            // Whoever of the two opens the standing link, alpha checks mallory's NODE_HELLO and refuses:
+            // a "linkRefused" line, and the log line on stderr.
+            let refused = try await alpha.waitFor("alpha's linkRefused for mallory", timeout: .seconds(20)) {
+                $0.event == "linkRefused" && $0.nodeID == mallory.nodeID
+            }
+            #expect(refused.message?.contains("pinned-key-mismatch") == true, "\(refused)")
             let refusal = try await alpha.process.waitFor("alpha refusing mallory's link", timeout: .seconds(20)) {
                 $0.event == "stderr" && $0.raw.contains("refusing a direct link")
                     && $0.raw.contains(mallory.nodeID) && $0.raw.contains("pinned-key-mismatch")
             }
             print("alpha's refusal: \(refusal.raw)")
+            // mallory learns it was refused, by whom
+            try await mallory.waitFor("mallory's linkRefused from alpha", timeout: .seconds(20)) {
+                $0.event == "linkRefused" && $0.nodeID == alpha.nodeID
+            }
             #expect(
                 !alpha.process.lines.contains {
                     NodeLine($0).map { $0.nodeID == mallory.nodeID && $0.linked == true } ?? false
