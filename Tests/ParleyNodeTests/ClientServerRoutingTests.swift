@@ -70,14 +70,7 @@ import Testing
         let lan = FakeLAN()
         try await withServer(dataDirectory: directory.subdirectory("server")) { _, server in
             let users = try await registerUsers(["ann", "bob"], on: server)
-            var annConfiguration = makeNodeConfiguration(dataDirectory: directory.subdirectory("ann"), name: "ann")
-            annConfiguration.server = server
-            annConfiguration.credentials = .init(userID: users[0], password: "pw-ann")
-            let ann = try ParleyNode(
-                configuration: annConfiguration,
-                discovery: FakeDiscovery(lan: lan),
-                logger: makeTestLogger("ann")
-            )
+            let ann = try makeServerNode("ann", users[0], directory: directory, server: server, lan: lan)
             let bob = try makeServerNode("bob", users[1], directory: directory, server: server)
             // Mallory is on the LAN, without the server, and claims to be bob.
             var malloryConfiguration = makeNodeConfiguration(

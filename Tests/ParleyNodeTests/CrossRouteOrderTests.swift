@@ -16,11 +16,7 @@ import Testing
         let lan = FakeLAN()
         try await withServer(dataDirectory: directory.subdirectory("server")) { _, server in
             let users = try await registerUsers(["ann", "bob"], on: server)
-            var annConfiguration = makeNodeConfiguration(dataDirectory: directory.subdirectory("ann"), name: "ann")
-            annConfiguration.server = server
-            annConfiguration.credentials = .init(userID: users[0], password: "pw-ann")
-            let ann = try ParleyNode(
-                configuration: annConfiguration, discovery: FakeDiscovery(lan: lan), logger: makeTestLogger("ann"))
+            let ann = try makeServerNode("ann", users[0], directory: directory, server: server, lan: lan)
             try await withRunningNode(ann) { annEvents in
                 try await annEvents.waitForLogon()
                 let first = try await ann.send(.text("first, while you are away"), to: .user(users[1]))

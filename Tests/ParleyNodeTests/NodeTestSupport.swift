@@ -174,19 +174,21 @@ func registerUsers(_ names: [String], on server: ParleyClient.Configuration) asy
     return users
 }
 
-/// A node of user `user` in client/server mode.
+/// A node of user `user` in client/server mode, on `lan` if given.
 func makeServerNode(
     _ name: String,
     _ user: UserID,
     directory: TemporaryDirectory,
     server: ParleyClient.Configuration,
-    allowsDirectLinks: Bool = true
+    allowsDirectLinks: Bool = true,
+    lan: FakeLAN? = nil
 ) throws -> ParleyNode {
     var configuration = makeNodeConfiguration(dataDirectory: directory.subdirectory(name), name: name)
     configuration.server = server
     configuration.credentials = .init(userID: user, password: "pw-\(name)")
     configuration.allowsDirectLinks = allowsDirectLinks
-    return try ParleyNode(configuration: configuration, discovery: nil, logger: makeTestLogger(name))
+    return try ParleyNode(
+        configuration: configuration, discovery: lan.map { FakeDiscovery(lan: $0) }, logger: makeTestLogger(name))
 }
 
 extension EventRecorder {
