@@ -45,7 +45,10 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 )
             }
             #expect(
-                migrations == ["v1-cached-nodes", "v1-cached-users", "v1-outbox", "v1-pinned-keys", "v2-node-links"]
+                migrations == [
+                    "v1-cached-nodes", "v1-cached-users", "v1-outbox", "v1-pinned-keys", "v2-node-links",
+                    "v3-awaiting-receipt",
+                ]
             )
             #expect(journalMode == "wal")
         }
