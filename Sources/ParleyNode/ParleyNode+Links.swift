@@ -275,15 +275,26 @@ extension ParleyNode {
         }
     }
 
-    /// Where `peer` may accept links: discovery's addresses, then the server's.
-    func candidateAddresses(of peer: NodeID) -> [String] {
-        state.withLock { state in
+    /// Where `peer` may accept links: discovery's addresses, then the server's, then (with
+    /// `cached`) the last ones the node cache remembers, for when neither discovery nor the
+    /// server can tell.
+    func candidateAddresses(of peer: NodeID, cached: Bool = false) -> [String] {
+        var addresses = state.withLock { state in
             var addresses = state.peers.addresses(of: peer)
             for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks && node.isOnline {
                 addresses += node.addresses.filter { !addresses.contains($0) }
             }
             return addresses
         }
+        if cached {
+            do {
+                let remembered = try registry.node(peer.description)?.addresses ?? []
+                addresses += remembered.filter { !addresses.contains($0) }
+            } catch {
+                logger.debug("cannot read the cached node", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
+            }
+        }
+        return addresses
     }
 
     private func handle(_ frame: Frame, on link: DirectLink) async {
@@ -414,13 +425,15 @@ extension ParleyNode {
     }
 
     private func recordPeer(_ peer: LinkAuthenticated, user: UserID?, name: String) {
+        // Where discovery shows it now: the cache keeps it reachable when discovery is not there.
+        let addresses = state.withLock { $0.peers.addresses(of: peer.peer) }.prefix(NodeRegistry.maximumAddressCount)
         do {
             try registry.record(
                 node: peer.peer.description,
                 publicKey: peer.publicKeyDER,
                 userID: user,
                 userName: name.isEmpty ? nil : name,
-                addresses: [],
+                addresses: Array(addresses),
                 source: .peer,
                 seenAt: Date()
             )
@@ -562,8 +575,21 @@ extension ParleyNode {
                         seenAt: Date()
                     )
                 }
+                // A node met before (its key is cached): remember where it is now.
+                if let known = try registry.node(peerID.description), !peer.addresses.isEmpty {
+                    try registry.record(
+                        node: peerID.description,
+                        publicKey: known.publicKey,
+                        userID: nil,
+                        userName: nil,
+                        addresses: Array(
+                            peer.addresses.map(\.description).prefix(NodeRegistry.maximumAddressCount)),
+                        source: .discovery,
+                        seenAt: Date()
+                    )
+                }
             } catch {
-                logger.debug("cannot cache a discovered user", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
+                logger.debug("cannot cache a discovered peer", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
             }
             // The lower node ID opens the standing link (liveness); the other side waits for it.
             if nodeID.description < peerID.description, configuration.allowsDirectLinks,

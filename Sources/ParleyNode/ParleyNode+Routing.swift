@@ -53,7 +53,7 @@ extension ParleyNode {
         switch recipient {
         case .node(let node):
             let (linked, addresses) = state.withLock { ($0.peers.isLinked(node), $0.peers.addresses(of: node)) }
-            let all = addresses.isEmpty ? candidateAddresses(of: node) : addresses
+            let all = addresses.isEmpty ? candidateAddresses(of: node, cached: true) : addresses
             return linked || !all.isEmpty ? (node, all, linked) : nil
         case .user(let user):
             guard configuration.allowsDirectLinks else { return nil }
@@ -66,9 +66,19 @@ extension ParleyNode {
                 let addresses = candidateAddresses(of: known.nodeID)
                 return linked || !addresses.isEmpty ? (known.nodeID, addresses, linked) : nil
             }
-            // Only the LAN knows the user's node; the link's NODE_HELLO check decides (the key the
-            // server vouched for in an earlier run, else the pinned one).
-            guard let node = state.withLock({ $0.peers.node(ofUser: user) }) else { return nil }
+            // Only the LAN knows the user's node, or, while the server cannot be asked, the node
+            // cache; the link's NODE_HELLO check decides (the key the server vouched for in an
+            // earlier run, else the pinned one).
+            let serverAway = !state.withLock { $0.serverLoggedOn }
+            var lanNode = state.withLock { $0.peers.node(ofUser: user) }
+            if lanNode == nil, serverAway {
+                do {
+                    lanNode = try registry.cachedUser(user)?.nodeID.flatMap(NodeID.init)
+                } catch {
+                    logger.debug("cannot read the cached user", metadata: ["user.id": "\(user)", "error": "\(error)"])
+                }
+            }
+            guard let node = lanNode, node != nodeID else { return nil }
             do {
                 if let vouched = try registry.vouchedKey(forUser: user), vouched.nodeID != node.description {
                     return nil
@@ -77,7 +87,9 @@ extension ParleyNode {
                 logger.warning("cannot read the vouched key", metadata: ["user.id": "\(user)", "error": "\(error)"])
                 return nil
             }
-            return (node, candidateAddresses(of: node), state.withLock { $0.peers.isLinked(node) })
+            let addresses = candidateAddresses(of: node, cached: serverAway)
+            let linked = state.withLock { $0.peers.isLinked(node) }
+            return linked || !addresses.isEmpty ? (node, addresses, linked) : nil
         }
     }
 
