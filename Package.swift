@@ -142,6 +142,15 @@ let package = Package(
             path: "examples/echo-bot",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "example-node-pair",
+            dependencies: [
+                "ParleyServer", "ParleyClient", "ParleyCore", "ParleyNode",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/node-pair",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ParleyWireTests",
             dependencies: [

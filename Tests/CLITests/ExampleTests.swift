@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+
+/// The examples are complete programs: each must run to its end and say what it promises.
+@Suite("examples", .timeLimit(.minutes(1)))
+struct ExampleTests {
+    @Test("node-pair: the first message goes direct, and the nodes keep talking after the server stops")
+    func nodePair() async throws {
+        let output = try await runExample("example-node-pair")
+        for line in [
+            "ada -> ben: direct", "ben <- 1000 via direct: hello ben", "ben -> ada: direct",
+            "ada <- 1001 via direct: the server stopped, we still talk",
+        ] {
+            #expect(output.contains(line), "missing \"\(line)\" in:\n\(output)")
+        }
+    }
+
+    @Test("echo-bot: the server application answers")
+    func echoBot() async throws {
+        let output = try await runExample("example-echo-bot")
+        #expect(output.contains("the server answered: HELLO, SERVER"), "\(output)")
+    }
+
+    /// Runs `.build/debug/NAME` to its end (at most 30 s) and returns its standard output.
+    private func runExample(_ name: String) async throws -> String {
+        let executable = ChildProcess.executable.deletingLastPathComponent().appendingPathComponent(name)
+        try #require(FileManager.default.isExecutableFile(atPath: executable.path), "build \(name) first")
+        let process = Process()
+        process.executableURL = executable
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        let (exits, exited) = AsyncStream.makeStream(of: Void.self)
+        process.terminationHandler = { _ in exited.finish() }
+        try process.run()
+        let reader = Task { pipe.fileHandleForReading.readDataToEndOfFile() }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(30))
+            process.terminate()
+        }
+        for await _ in exits {}
+        watchdog.cancel()
+        let output = String(decoding: await reader.value, as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(name) failed:\n\(output)")
+        return output
+    }
+}
