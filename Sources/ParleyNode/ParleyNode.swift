@@ -131,6 +131,19 @@ public final class ParleyNode: Sendable {
     /// This node's ID.
     public var nodeID: NodeID { identity.nodeID }
 
+    /// The ID of the node kept in `dataDirectory` (its key is created there if missing): what
+    /// discovery needs before the node exists, to filter out the node's own advertisement.
+    ///
+    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    ///   when the key cannot be read or created.
+    public static func nodeID(dataDirectory: String) throws(ParleyError) -> NodeID {
+        do throws(NodeIdentityError) {
+            return try NodeIdentity(dataDirectory: dataDirectory).nodeID
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot load the node key: \(error.message)", cause: error)
+        }
+    }
+
     /// Peer, message, route and server connection events, in order. Iterate from one task.
     ///
     /// At most ``Configuration/unreadEventLimit`` events wait unread; past that, messages are held back
