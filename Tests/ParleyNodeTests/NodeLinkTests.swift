@@ -137,6 +137,37 @@ import Testing
                 }
                 let result = try await mallory.send(.text("I am 42"), to: .node(ann.nodeID))
                 #expect(result.route == .queued)
+                // both sides say so: ann refused mallory, mallory was refused by ann
+                try await annEvents.wait("ann's refusal") { events in
+                    events.contains { event in
+                        if case .linkRefused(let node, let error, byPeer: false) = event {
+                            return node == mallory.nodeID && error.code == .pinnedKeyMismatch
+                        }
+                        return false
+                    }
+                }
+                try await malloryEvents.wait("mallory told it was refused") { events in
+                    events.contains { if case .linkRefused(ann.nodeID, _, byPeer: true) = $0 { true } else { false } }
+                }
+
+                // A refused node waits (5 s, doubling) before it dials again, rather than costing
+                // both sides a TLS handshake in a tight loop. Watch for two seconds (the absence of
+                // a storm cannot be awaited as an event): how often does mallory count a link up?
+                func linkUps() -> Int {
+                    malloryEvents.all.count { event in
+                        switch event {
+                        case .peerUp(let info), .peerChanged(let info): info.nodeID == ann.nodeID && info.linked
+                        default: false
+                        }
+                    }
+                }
+                let start = ContinuousClock.now
+                let before = linkUps()
+                while ContinuousClock.now < start + .seconds(2), linkUps() - before <= 20 {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let ups = linkUps() - before
+                #expect(ups <= 1, "mallory's node linked to ann \(ups) times in \(start.duration(to: .now))")
                 #expect(annEvents.messages.isEmpty)
                 #expect(!annEvents.all.isLinked(to: mallory.nodeID))
             }
