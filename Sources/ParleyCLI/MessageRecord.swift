@@ -40,7 +40,10 @@ struct MessageRecord: Encodable {
         "[from \(sender)] \(content)"
     }
 
-    private var content: String {
+    private var content: String { Self.content(text: text, base64: base64) }
+
+    /// A message body on one line: text with line breaks escaped; binary as its size and base64.
+    static func content(text: String?, base64: String?) -> String {
         if let text {
             return text.replacingOccurrences(of: "\\", with: "\\\\")
                 .replacingOccurrences(of: "\n", with: "\\n")

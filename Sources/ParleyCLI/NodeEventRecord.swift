@@ -272,13 +272,5 @@ struct NodeEventRecord: Encodable {
     }
 
     /// Text with line breaks escaped, so one message stays one line; binary as base64.
-    private var content: String {
-        if let text {
-            return text.replacingOccurrences(of: "\\", with: "\\\\")
-                .replacingOccurrences(of: "\n", with: "\\n")
-                .replacingOccurrences(of: "\r", with: "\\r")
-        }
-        let count = base64.flatMap { Data(base64Encoded: $0)?.count } ?? 0
-        return "\(count) bytes base64:\(base64 ?? "")"
-    }
+    private var content: String { MessageRecord.content(text: text, base64: base64) }
 }

@@ -3,7 +3,6 @@ import Logging
 import ParleyAvahi
 import ParleyClient
 import ParleyCore
-import ParleyLink
 import ParleyNode
 
 /// What `node` needs to start a node: its data, its name, the optional server account, and the
@@ -95,16 +94,16 @@ struct NodeSetup {
     /// The node's identity is loaded first, because discovery must know the node's own ID to
     /// filter out its own advertisement.
     func makeNode(logger: Logger) throws -> (node: ParleyNode, discovery: AvahiDiscovery) {
-        let identity: NodeIdentity
+        let nodeID: ParleyNode.NodeID
         do {
-            identity = try NodeIdentity(dataDirectory: dataDirectory)
+            nodeID = try ParleyNode.nodeID(dataDirectory: dataDirectory)
         } catch {
             throw CommandFailure(message: "cannot load the node key in \(dataDirectory): \(error)")
         }
         let discovery: AvahiDiscovery
         do {
             discovery = try AvahiDiscovery(
-                configuration: .init(ownNodeID: identity.nodeID.description),
+                configuration: .init(ownNodeID: nodeID.description),
                 logger: Logger(label: "parley.discovery")
             )
         } catch {
@@ -116,9 +115,6 @@ struct NodeSetup {
             node = try ParleyNode(configuration: nodeConfiguration, discovery: discovery, logger: logger)
         } catch {
             throw CommandFailure(message: error.description)
-        }
-        guard node.nodeID == identity.nodeID else {
-            throw CommandFailure(message: "the node's ID \(node.nodeID) is not the one in \(dataDirectory)")
         }
         return (node, discovery)
     }

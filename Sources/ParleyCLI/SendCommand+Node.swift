@@ -26,9 +26,9 @@ extension SendCommand {
         let deadline = ContinuousClock.now + .seconds(wait)
         let id = MessageID.random()
         let server = ServerWatch()
-        let outcomes = try await withThrowingTaskGroup(
+        let sending = try await withThrowingTaskGroup(
             of: Void.self,
-            returning: [(UserID, Result<ParleyNode.SendResult, ParleyError>)].self
+            returning: Result<[(UserID, Result<ParleyNode.SendResult, ParleyError>)], ParleyError>.self
         ) { group in
             group.addTask { try await discovery.run() }
             group.addTask { try await node.run() }
@@ -51,27 +51,27 @@ extension SendCommand {
             _ = try await node.listeningPort
             let refusal = await Self.waitForRoutes(
                 to: Set(recipients), node: node, server: server, usesServer: setup.server != nil, until: deadline)
+            let sending: Result<[(UserID, Result<ParleyNode.SendResult, ParleyError>)], ParleyError>
             if let refusal {
-                await node.shutdown()
-                discovery.shutDown()
-                group.cancelAll()
-                try await group.waitForAll()
-                throw refusal
-            }
-            var outcomes: [(UserID, Result<ParleyNode.SendResult, ParleyError>)] = []
-            for recipient in recipients {
-                do throws(ParleyError) {
-                    outcomes.append((recipient, .success(try await node.send(body, to: .user(recipient), id: id))))
-                } catch {
-                    outcomes.append((recipient, .failure(error)))
+                sending = .failure(refusal)
+            } else {
+                var outcomes: [(UserID, Result<ParleyNode.SendResult, ParleyError>)] = []
+                for recipient in recipients {
+                    do throws(ParleyError) {
+                        outcomes.append((recipient, .success(try await node.send(body, to: .user(recipient), id: id))))
+                    } catch {
+                        outcomes.append((recipient, .failure(error)))
+                    }
                 }
+                sending = .success(outcomes)
             }
             await node.shutdown()
             discovery.shutDown()
             group.cancelAll()
             try await group.waitForAll()
-            return outcomes
+            return sending
         }
+        let outcomes = try sending.get()
         var failed = false
         for (recipient, outcome) in outcomes {
             switch outcome {

@@ -341,12 +341,7 @@ public final class ParleyClient: Sendable {
                 logger.warning("dropping a MESSAGE event with an unreadable meta section")
                 return
             }
-            let body: MessageBody
-            if event.kind == .binary {
-                body = .binary(Array(frame.payload.readableBytesView))
-            } else {
-                body = .text(String(decoding: frame.payload.readableBytesView, as: UTF8.self))
-            }
+            let body = MessageBody(isText: event.kind != .binary, bytes: Array(frame.payload.readableBytesView))
             let message = Message(
                 id: MessageID(event.messageID),
                 sender: UserID(event.sender),

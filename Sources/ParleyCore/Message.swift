@@ -5,6 +5,12 @@ public enum MessageBody: Hashable, Sendable {
     case text(String)
     case binary([UInt8])
 
+    /// The body from its stored or wire form (``isText`` and ``bytes``). Text that is not valid
+    /// UTF-8 is repaired (invalid sequences become U+FFFD); check it first where that must fail.
+    public init(isText: Bool, bytes: [UInt8]) {
+        self = isText ? .text(String(decoding: bytes, as: UTF8.self)) : .binary(bytes)
+    }
+
     /// The body as bytes, as it travels on the wire.
     public var bytes: [UInt8] {
         switch self {

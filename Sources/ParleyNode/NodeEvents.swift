@@ -11,11 +11,10 @@ extension ParleyNode {
         public typealias Element = Event
         public typealias Failure = Never
 
-        let stream: AsyncStream<Event>
         let queue: EventQueue
 
         public func makeAsyncIterator() -> AsyncIterator {
-            AsyncIterator(base: stream.makeAsyncIterator(), queue: queue)
+            AsyncIterator(base: queue.stream.makeAsyncIterator(), queue: queue)
         }
 
         public struct AsyncIterator: AsyncIteratorProtocol {
@@ -57,25 +56,13 @@ final class EventQueue: Sendable {
         (stream, continuation) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
-    /// Queues `event` unless `limit` events wait unread; returns whether it was queued.
+    /// Queues `event` unless `limit` events wait unread, or, with `pastLimit` (a message already
+    /// taken from the server, which must not be lost), in any case; returns whether it was
+    /// queued (false only at the limit, or after ``finish()``).
     @discardableResult
-    func offer(_ event: ParleyNode.Event) -> Bool {
+    func offer(_ event: ParleyNode.Event, pastLimit: Bool = false) -> Bool {
         let accepted = state.withLock { state -> Bool in
-            guard !state.finished, state.unread < limit else { return false }
-            state.unread += 1
-            return true
-        }
-        guard accepted else { return false }
-        continuation.yield(event)
-        return true
-    }
-
-    /// Queues `event` even past the limit (a message already taken from the server, which must
-    /// not be lost); false only after ``finish()``.
-    @discardableResult
-    func force(_ event: ParleyNode.Event) -> Bool {
-        let accepted = state.withLock { state -> Bool in
-            guard !state.finished else { return false }
+            guard !state.finished, pastLimit || state.unread < limit else { return false }
             state.unread += 1
             return true
         }

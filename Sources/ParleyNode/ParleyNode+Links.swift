@@ -229,9 +229,6 @@ extension ParleyNode {
         }
         link.closed()
         let hello = link.hello
-        let refused =
-            link.authenticated.map { peer in state.withLock { ($0.refusals[peer.peer]?.until ?? .now) > .now } }
-            ?? false
         let lastLink = state.withLock { state -> Bool in
             state.allLinks[key] = nil
             guard let hello else { return false }
@@ -243,17 +240,8 @@ extension ParleyNode {
         }
         guard let hello else { return }
         logger.info("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
-        guard lastLink else { return }
-        if refused {
-            // Dialling straight back would be refused again: the peer is down for this node
-            // until the backoff ends.
-            state.withLock { state in
-                guard state.links[hello.nodeID] == nil else { return }
-                emit(state.peers.redialFailed(hello.nodeID))
-            }
-        } else {
-            await redial(hello.nodeID)
-        }
+        // After a refusal, the redial fails at once (the backoff in link(to:)): the peer is down.
+        if lastLink { await redial(hello.nodeID) }
     }
 
     /// After the last link to a peer closed: one quick attempt (``Configuration/redialTimeout``
@@ -313,17 +301,16 @@ extension ParleyNode {
                 link.complete(frame.requestID, .failure(error))
             } else {
                 // A refusal (not a timeout nor a shutdown) makes this node wait before dialling again.
-                let refused = ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code)
                 var refusal: Refusal?
-                if refused, let peer = link.authenticated?.peer {
+                if ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code),
+                    let peer = link.authenticated?.peer
+                {
                     refusal = state.withLock { state in
                         let count = (state.refusals[peer]?.count ?? 0) + 1
                         let refusal = Refusal(count: count, until: .now + Refusal.backoff(after: count), reason: error)
                         state.refusals[peer] = refusal
                         return refusal
                     }
-                }
-                if refused, let peer = link.authenticated?.peer {
                     eventQueue.offer(.linkRefused(peer, error, byPeer: true))
                 }
                 logger.error(
@@ -503,7 +490,7 @@ extension ParleyNode {
                 // A message from the server was taken (acknowledged) already: it must not be lost.
                 // A direct one is refused unacknowledged while the reader lags; its sender retries.
                 let event = Event.messageReceived(message, from: node, route: route)
-                guard route == .server ? eventQueue.force(event) : eventQueue.offer(event) else {
+                guard eventQueue.offer(event, pastLimit: route == .server) else {
                     throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
                 }
                 try registry.recordSeen(sender: sender, messageID: message.id, at: Date())
@@ -525,7 +512,7 @@ extension ParleyNode {
             userID: ownUser?.rawValue,
             userName: configuration.name.isEmpty ? nil : String(configuration.name.prefix(UserInfo.maximumFieldLength)),
             server: configuration.server.map { Self.address(host: $0.host, port: $0.port) },
-            status: state.withLock { $0.status }
+            status: nil  // set below, under the lock that records what is advertised
         )
         do {
             try record.validate()

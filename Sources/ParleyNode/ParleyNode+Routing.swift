@@ -208,8 +208,7 @@ extension ParleyNode {
             let waiting = try registry.awaitingReceipts(for: user, limit: 64)
             if waiting.isEmpty { return }
             for entry in waiting {
-                let body: MessageBody =
-                    entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
+                let body = MessageBody(isText: entry.isText, bytes: entry.body)
                 try await sendDirect(
                     body, to: .user(user), target: target, id: entry.messageID, createdAt: entry.createdAt)
                 try registry.confirmReceipt(recipient: user, messageID: entry.messageID)
@@ -227,29 +226,29 @@ extension ParleyNode {
         id: MessageID,
         createdAt: Date
     ) async throws(ParleyError) {
-        let directLink = try await link(to: target.node, addresses: target.addresses)
-        if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
-            throw ParleyError(
-                code: .recipientNotFound,
-                message: "node \(target.node) speaks for user \(hello.userID?.description ?? "none"), not \(user)"
-            )
-        }
         var meta = Parley_V1_PeerMessage()
         meta.messageID = id.rawValue
         meta.sender = ownUser?.rawValue ?? 0
         if case .user(let user) = recipient { meta.recipients = [user.rawValue] }
         meta.kind = body.isText ? .text : .binary
         meta.sentAtMs = Int64((createdAt.timeIntervalSince1970 * 1000).rounded())
-        // A live peer answers at once; one silent for a peer timeout is as good as gone.
-        do {
-            try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
-        } catch {
-            // The link was closing as the message left (the peer's end timed out, say): one more
-            // try on a fresh link. The same message ID, so the peer keeps one copy at most.
-            guard error.code == .notConnected, !directLink.isOpen else { throw error }
-            let fresh = try await link(to: target.node, addresses: target.addresses)
-            guard fresh !== directLink, fresh.hello?.userID == directLink.hello?.userID else { throw error }
-            try await fresh.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+        // A second try only on a fresh link, when the first was closing as the message left (the
+        // peer's end timed out, say). The same message ID, so the peer keeps one copy at most.
+        for attempt in 1...2 {
+            let directLink = try await link(to: target.node, addresses: target.addresses)
+            if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
+                throw ParleyError(
+                    code: .recipientNotFound,
+                    message: "node \(target.node) speaks for user \(hello.userID?.description ?? "none"), not \(user)"
+                )
+            }
+            do {
+                // A live peer answers at once; one silent for a peer timeout is as good as gone.
+                try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+                return
+            } catch {
+                guard attempt == 1, error.code == .notConnected, !directLink.isOpen else { throw error }
+            }
         }
     }
 
@@ -322,8 +321,7 @@ extension ParleyNode {
                 if entries.isEmpty { return false }
                 for entry in entries {
                     let message = entry.message
-                    let body: MessageBody =
-                        message.isText ? .text(String(decoding: message.body, as: UTF8.self)) : .binary(message.body)
+                    let body = MessageBody(isText: message.isText, bytes: message.body)
                     let outcome: String
                     do throws(ParleyError) {
                         let route = try await route(
@@ -354,8 +352,7 @@ extension ParleyNode {
                 let entries = try registry.pendingForNode(node.description, limit: 64)
                 if entries.isEmpty { return false }
                 for entry in entries {
-                    let body: MessageBody =
-                        entry.isText ? .text(String(decoding: entry.body, as: UTF8.self)) : .binary(entry.body)
+                    let body = MessageBody(isText: entry.isText, bytes: entry.body)
                     // Node messages go direct only: nothing can refuse them for good but the peer.
                     let route = try await route(
                         body, to: recipient, id: entry.messageID, createdAt: entry.createdAt, mode: .flush)

@@ -116,11 +116,7 @@ public final class ParleyNode: Sendable {
         self.configuration = configuration
         self.discovery = discovery
         self.logger = logger
-        do throws(NodeIdentityError) {
-            identity = try NodeIdentity(dataDirectory: configuration.dataDirectory)
-        } catch {
-            throw ParleyError(code: .storageError, message: "cannot load the node key: \(error.message)", cause: error)
-        }
+        identity = try Self.identity(dataDirectory: configuration.dataDirectory)
         registry = try NodeRegistry(dataDirectory: configuration.dataDirectory)
         eventQueue = EventQueue(limit: max(1, configuration.unreadEventLimit))
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
@@ -137,8 +133,12 @@ public final class ParleyNode: Sendable {
     /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
     ///   when the key cannot be read or created.
     public static func nodeID(dataDirectory: String) throws(ParleyError) -> NodeID {
+        try identity(dataDirectory: dataDirectory).nodeID
+    }
+
+    private static func identity(dataDirectory: String) throws(ParleyError) -> NodeIdentity {
         do throws(NodeIdentityError) {
-            return try NodeIdentity(dataDirectory: dataDirectory).nodeID
+            return try NodeIdentity(dataDirectory: dataDirectory)
         } catch {
             throw ParleyError(code: .storageError, message: "cannot load the node key: \(error.message)", cause: error)
         }
@@ -148,7 +148,7 @@ public final class ParleyNode: Sendable {
     ///
     /// At most ``Configuration/unreadEventLimit`` events wait unread; past that, messages are held back
     /// (never lost) and other events dropped, see ``Events``.
-    public var events: Events { Events(stream: eventQueue.stream, queue: eventQueue) }
+    public var events: Events { Events(queue: eventQueue) }
 
     /// The port of the direct-link listener, once ``run()`` has bound it.
     ///

@@ -658,10 +658,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let sentAt = Date(millisecondsSince1970: request.sentAtMs)
         var results: [UserID: DeliveryResult.Status] = [:]
         if recipients.contains(.server) {
-            let body: MessageBody =
-                isText
-                ? .text(String(decoding: frame.payload.readableBytesView, as: UTF8.self))
-                : .binary(Array(frame.payload.readableBytesView))
+            let body = MessageBody(isText: isText, bytes: Array(frame.payload.readableBytesView))
             results[.server] = server.applicationInbox.offer(
                 Message(
                     id: MessageID(request.messageID),

@@ -132,17 +132,7 @@ struct NodeLinkTests {
                 var configuration = TLSConfiguration.makeClientConfiguration()
                 configuration.maximumTLSVersion = .tlsv12
                 configuration.certificateVerification = .none
-                let context = try NIOSSLContext(configuration: configuration)
-                let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                NIOSSLClientHandler(context: context, serverHostname: nil)
-                            )
-                        }
-                    }
-                    .connect(host: "127.0.0.1", port: listener.port).get()
-                try await channel.closeFuture.get()
+                try await dialWithPlainTLS(listener, configuration)
                 let outcome = try await listener.nextOutcome()
                 #expect(throws: NodeLinkError.self) { try outcome.get() }
             }
@@ -157,17 +147,7 @@ struct NodeLinkTests {
                 var configuration = TLSConfiguration.makeClientConfiguration()
                 configuration.minimumTLSVersion = .tlsv13
                 configuration.certificateVerification = .none
-                let context = try NIOSSLContext(configuration: configuration)
-                let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                NIOSSLClientHandler(context: context, serverHostname: nil)
-                            )
-                        }
-                    }
-                    .connect(host: "127.0.0.1", port: listener.port).get()
-                try await channel.closeFuture.get()
+                try await dialWithPlainTLS(listener, configuration)
                 let outcome = try await listener.nextOutcome()
                 #expect(throws: NodeLinkError.self) { try outcome.get() }
             }
@@ -295,6 +275,21 @@ private func dial(
                 return (try FrameChannel(wrappingChannelSynchronously: channel), handshake)
             }
         }
+}
+
+/// Connects to `listener` with a plain TLS client (not a Parley node) configured by `configuration`,
+/// and returns once the listener has closed the connection.
+private func dialWithPlainTLS(_ listener: Listener, _ configuration: TLSConfiguration) async throws {
+    let context = try NIOSSLContext(configuration: configuration)
+    let channel = try await ClientBootstrap(group: .singletonMultiThreadedEventLoopGroup)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(
+                    NIOSSLClientHandler(context: context, serverHostname: nil))
+            }
+        }
+        .connect(host: "127.0.0.1", port: listener.port).get()
+    try await channel.closeFuture.get()
 }
 
 /// Echoes every frame and reports the link's authentication outcome from the pipeline events.
