@@ -18,14 +18,9 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 note() { printf '   %s\n' "$*"; }
 
 lab="$PWD/scripts/lan-lab.sh"
-packages=(libsqlite3-dev libavahi-client-dev)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-"$lab" deps
+source scripts/deps.sh
+parley_install_debian_packages
+
 
 say "building the parley command (the first build takes a few minutes)"
 swift build --product parley 2>&1 | grep -E "error|warning: .*Sources|complete" || true

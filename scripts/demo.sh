@@ -9,14 +9,9 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*" | sed "s#$PWD/##g" >&2; "$@"; }
 
-packages=(libsqlite3-dev)
-for p in "${packages[@]}"; do
-    if ! dpkg -s "$p" >/dev/null 2>&1; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-        break
-    fi
-done
+# Debian packages: the one list in scripts/deps.sh (shared with the test suite).
+source scripts/deps.sh
+parley_install_debian_packages
 
 say "building the parley command (first build takes a few minutes)"
 swift build --product parley 2>&1 | grep -E "error|warning: .*Sources|Compiling Parley|Build complete" || true

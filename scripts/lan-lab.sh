@@ -31,7 +31,6 @@ SUBNET=${PARLEYLAB_SUBNET:-10.231.0}
 IPV6=${PARLEYLAB_IPV6:-0}
 NICS=${PARLEYLAB_NICS:-1}
 SW=$PREFIX-sw
-PACKAGES=(iproute2 iptables dbus avahi-daemon avahi-utils)
 
 die() { echo "lan-lab: $*" >&2; exit 1; }
 log() { echo "lan-lab: $*" >&2; }
@@ -51,7 +50,7 @@ usage() {
 usage: $0 deps | up N | down | status | exec HOST CMD... | avahi HOST stop|kill|start
           | link HOST IFACE down|up | bus HOST
 
-  deps        apt-get install ${PACKAGES[*]} if any is missing
+  deps        install the project's Debian packages (scripts/deps.sh) if any is missing
   up N        hosts h1..hN (N>=1) = netns $PREFIX-h1.., addresses $SUBNET.1..N/24 on eth0,
               all plugged into bridge br0 in netns $SW. Each host runs dbus-daemon
               (bus at $STATE/hI/dbus.sock) and avahi-daemon (host name hI.local).
@@ -81,15 +80,11 @@ need_root() {
   done
 }
 
-cmd_deps() {
+cmd_deps() {  # the project's one list of Debian packages (scripts/deps.sh) includes the lab's
   [[ $(id -u) == 0 ]] || die "must run as root"
-  local p missing=()
-  for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  (( ${#missing[@]} == 0 )) && { log "deps: all installed"; return 0; }
-  log "deps: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # shellcheck source=scripts/deps.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/deps.sh"
+  parley_install_debian_packages
 }
 
 host_name() {  # "h2" | "2" -> "h2"

@@ -5,17 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# SQLite for the store; Avahi, D-Bus, iproute2 and iptables for the LAN lab (network namespaces,
-# a firewall rule to cut a direct link).
-packages=(libsqlite3-dev python3 libavahi-client-dev avahi-daemon avahi-utils dbus iproute2 iptables)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Debian packages: the one list in scripts/deps.sh (shared with the demo).
+source scripts/deps.sh
+parley_install_debian_packages
 
 echo "== lint (swift format lint --strict)"
 swift format lint --strict --recursive Package.swift Sources Tests examples
