@@ -4,7 +4,8 @@
 Opens N connections (HELLO + REGISTER, which logs on), leaves them idle, and compares the
 server's resident memory (VmRSS from /proc/PID/status) before and after. Loopback only.
 
-    python3 bench/idle_connections.py --server 127.0.0.1:PORT --pid SERVER_PID --connections 10000
+    python3 bench/idle_connections.py --server 127.0.0.1:PORT --pid SERVER_PID --connections 10000 \
+        [--fingerprint sha256:HEX | --plaintext]
 """
 import argparse
 import json
@@ -31,13 +32,16 @@ def main() -> int:
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to let the server settle")
+    parser.add_argument("--fingerprint", help="the server's TLS fingerprint (sha256:HEX) to pin")
+    parser.add_argument("--plaintext", action="store_true", help="for a server run with --insecure-plaintext")
     args = parser.parse_args()
     host, port = args.server.rsplit(":", 1)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 100)), hard))
 
     # Warm up: one connection, so one-time allocations are not counted per connection.
-    warm = parley_client.Connection(host, int(port))
+    tls = {"tls": not args.plaintext, "fingerprint": args.fingerprint}
+    warm = parley_client.Connection(host, int(port), **tls)
     warm.hello()
     warm.register("idle-warm", "pw")
     time.sleep(args.settle)
@@ -47,7 +51,7 @@ def main() -> int:
     started = time.monotonic()
     suffix = os.getpid()
     for i in range(args.connections):
-        connection = parley_client.Connection(host, int(port), timeout=30)
+        connection = parley_client.Connection(host, int(port), timeout=30, **tls)
         connection.hello()
         connection.register(f"idle-{suffix}-{i}", "pw")
         connections.append(connection)

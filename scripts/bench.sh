@@ -33,24 +33,34 @@ start_server() {
     done
     address=$(sed -n 's/^listening on //p' "$work/$name.out")
     [ -n "$address" ] || { cat "$work/$name.log"; exit 1; }
+    # TLS servers print their certificate's fingerprint; the bench clients pin it.
+    fingerprint=$(sed -n 's/^tls fingerprint //p' "$work/$name.out")
+    export PARLEY_SERVER_FINGERPRINT=$fingerprint
 }
 
-echo "== throughput: $CLIENTS clients, $MESSAGES messages of $SIZE bytes, as fast as possible"
-start_server throughput --max-connections 20000
-"$parley" bench --server "$address" --clients "$CLIENTS" --messages "$MESSAGES" --size "$SIZE" --json | tee "$work/throughput.json"
-kill "$server_pid"
+# Every measurement runs twice: TLS (the default) and plaintext (--insecure-plaintext on both
+# sides), so the cost of TLS is measured on the same machine in the same run.
+for mode in tls plaintext; do
+    plain=(); [ "$mode" = plaintext ] && plain=(--insecure-plaintext)
 
-echo "== latency at $RATE messages/s offered"
-start_server latency
-"$parley" bench --server "$address" --clients "$CLIENTS" --messages $((RATE * 10)) --size "$SIZE" --rate "$RATE" --json | tee "$work/latency.json"
-kill "$server_pid"
+    echo "== [$mode] throughput: $CLIENTS clients, $MESSAGES messages of $SIZE bytes, as fast as possible"
+    start_server "throughput-$mode" --max-connections 20000 "${plain[@]}"
+    "$parley" bench --server "$address" "${plain[@]}" --clients "$CLIENTS" --messages "$MESSAGES" --size "$SIZE" --json | tee "$work/throughput-$mode.json"
+    kill "$server_pid"
 
-echo "== logons per second at the default password cost"
-start_server logons
-"$parley" bench --server "$address" --clients 4 --logons "$LOGONS" --json | tee "$work/logons.json"
-kill "$server_pid"
+    echo "== [$mode] latency at $RATE messages/s offered"
+    start_server "latency-$mode" "${plain[@]}"
+    "$parley" bench --server "$address" "${plain[@]}" --clients "$CLIENTS" --messages $((RATE * 10)) --size "$SIZE" --rate "$RATE" --json | tee "$work/latency-$mode.json"
+    kill "$server_pid"
 
-echo "== memory per idle logged-on connection ($IDLE connections)"
-start_server idle --max-connections $((IDLE + 100)) --password-cost 4
-python3 bench/idle_connections.py --server "$address" --pid "$server_pid" --connections "$IDLE"
-kill "$server_pid"
+    echo "== [$mode] logons per second at the default password cost"
+    start_server "logons-$mode" "${plain[@]}"
+    "$parley" bench --server "$address" "${plain[@]}" --clients 4 --logons "$LOGONS" --json | tee "$work/logons-$mode.json"
+    kill "$server_pid"
+
+    echo "== [$mode] memory per idle logged-on connection ($IDLE connections)"
+    start_server "idle-$mode" --max-connections $((IDLE + 100)) --password-cost 4 "${plain[@]}"
+    if [ "$mode" = plaintext ]; then idle=(--plaintext); else idle=(--fingerprint "$fingerprint"); fi
+    python3 bench/idle_connections.py --server "$address" --pid "$server_pid" --connections "$IDLE" "${idle[@]}"
+    kill "$server_pid"
+done

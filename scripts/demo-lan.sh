@@ -76,8 +76,11 @@ say "a LAN of four hosts: h1 = 10.231.0.1 (server), h2 Alice, h3 Bob, h4 Carol"
 say "the server starts on h1"
 start_in h1 "$data/server.pid" "$data/server.out" "$data/server.log" \
     "$parley" server --host 10.231.0.1 --port 7420 --data "$data/server" --json
-wait_for "$data/server.out" '"event":"listening"' 60 >/dev/null
-note "listening on $server_address"
+listening=$(wait_for "$data/server.out" '"event":"listening"' 60)
+# TLS is on: every client below (register, the nodes) pins the certificate the server made.
+export PARLEY_SERVER_FINGERPRINT
+PARLEY_SERVER_FINGERPRINT=$(field "$listening" tlsFingerprint)
+note "listening on $server_address (TLS; certificate $PARLEY_SERVER_FINGERPRINT, pinned by every client)"
 
 say "Alice, Bob and Carol register (from h2)"
 declare -A uid host fd

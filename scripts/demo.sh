@@ -38,6 +38,13 @@ done
 address=$(sed -n 's/^listening on //p' "$server_out")
 [ -n "$address" ] || { echo "the server did not start"; cat "$data/server.log"; exit 1; }
 echo "server: listening on $address"
+# Client connections use TLS. The server made a self-signed certificate at its first start and
+# printed its fingerprint; every client below pins it (PARLEY_SERVER_FINGERPRINT, or
+# --server-fingerprint). Without a pin, clients trust a server on first use and refuse it loudly
+# if its certificate ever changes.
+export PARLEY_SERVER_FINGERPRINT
+PARLEY_SERVER_FINGERPRINT=$(sed -n 's/^tls fingerprint //p' "$server_out")
+echo "server: TLS certificate $PARLEY_SERVER_FINGERPRINT"
 
 say "Alice and Bob register (the server assigns their user IDs)"
 alice=$(run "$parley" register --server "$address" --name alice --first-name Alice --last-name Adams --organization Lab --password alice-pw)

@@ -23,6 +23,8 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Connection attempts and time limits for the server connection.")
     var retry: RetryPreset = .lan
 
+    @OptionGroup var transport: TransportOptions
+
     @OptionGroup var credentials: OptionalCredentialOptions
 
     @Option(
@@ -62,6 +64,7 @@ struct NodeOptions: ParsableArguments {
         var setup = NodeSetup(dataDirectory: dataDirectory, name: name)
         setup.server = server
         setup.retry = retry
+        setup.transport = transport
         if let user = credentials.user, let password = credentials.password {
             setup.credentials = ParleyNode.Credentials(userID: user, password: password)
         }
@@ -80,6 +83,8 @@ struct NodeSetup {
     var name: String
     var server: String?
     var retry = RetryPreset.lan
+    /// TLS to the server; trust on first use remembers servers in the data directory by default.
+    var transport: TransportOptions?
     var credentials: ParleyNode.Credentials?
     var listenHost: String?
     var listenPort = 0
@@ -122,7 +127,12 @@ struct NodeSetup {
     private func configuration() throws -> ParleyNode.Configuration {
         var configuration = ParleyNode.Configuration(dataDirectory: dataDirectory, name: name)
         if let server {
-            configuration.server = try ParleyClient.Configuration(server: server, retry: retry.policy)
+            var client = try ParleyClient.Configuration(server: server, retry: retry.policy)
+            let knownServers = dataDirectory + "/known-servers"
+            client.security =
+                try transport?.security(defaultKnownServers: knownServers)
+                ?? .tls(.trustOnFirstUse(knownServersFile: knownServers))
+            configuration.server = client
         }
         configuration.credentials = credentials
         configuration.listenHost = listenHost

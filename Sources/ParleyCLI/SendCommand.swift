@@ -33,11 +33,19 @@ struct SendCommand: AsyncParsableCommand, LoggingCommand {
 
     @OptionGroup var output: OutputOptions
 
-    @Option(help: "The server's address: HOST:PORT (\"[::1]:7420\" for IPv6). Required without --data.")
-    var server: String?
+    @Option(
+        name: .customLong("server"),
+        help:
+            "The server's address: HOST:PORT (\"[::1]:7420\" for IPv6; environment: PARLEY_SERVER). Required without --data."
+    )
+    var serverOption: String?
+
+    var server: String? { EnvironmentCredentials.server(serverOption) }
 
     @Option(help: "Connection attempts and time limits (default: local; lan with --data).")
     var retry: RetryPreset?
+
+    @OptionGroup var transport: TransportOptions
 
     @OptionGroup var credentials: OptionalCredentialOptions
 
@@ -122,7 +130,8 @@ struct SendCommand: AsyncParsableCommand, LoggingCommand {
         }
         let recipients = self.recipients
         let (receipt, timeout) = (self.receipt, self.timeout)
-        let configuration = try ParleyClient.Configuration(server: server, retry: (retry ?? .local).policy)
+        var configuration = try ParleyClient.Configuration(server: server, retry: (retry ?? .local).policy)
+        configuration.security = try transport.security(defaultKnownServers: nil)
         let outcome = try await withParleyClient(
             configuration: configuration,
             logger: Logger(label: "parley.client")

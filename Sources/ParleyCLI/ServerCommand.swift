@@ -4,6 +4,7 @@ import Logging
 import ParleyCore
 import ParleyServer
 import ServiceLifecycle
+import UnixSignals
 
 /// `parley server`: runs a server in a service group until SIGTERM or SIGINT.
 struct ServerCommand: AsyncParsableCommand, LoggingCommand {
@@ -11,9 +12,13 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         commandName: "server",
         abstract: "Run a Parley server until SIGTERM or SIGINT (graceful shutdown).",
         discussion: """
-            Once the socket is bound, prints "listening on HOST:PORT" (with --json \
-            {"event":"listening","host":...,"port":...}). If the port is busy the server tries the \
-            next ones and logs each skip.
+            Once the socket is bound, prints "tls fingerprint sha256:..." (the SHA-256 fingerprint \
+            of the certificate clients see, for them to pin with --server-fingerprint) and \
+            "listening on HOST:PORT" (with --json one line \
+            {"event":"listening","host":...,"port":...,"tlsFingerprint":...}). Without \
+            --tls-certificate, the server makes a self-signed certificate at first start and keeps \
+            it in its data directory (server-key.pem, mode 0600, and server-cert.pem). A busy port \
+            is an error ("address in use"); --port-search N tries the next N-1 ports too.
             """
     )
     static let defaultLogLevel = Logger.Level.info
@@ -28,6 +33,27 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
 
     @Option(help: "The address to listen on.")
     var host = "0.0.0.0"
+
+    @Option(
+        name: .customLong("port-search"),
+        help: "When the port is busy, try up to this many ports from --port up (default 1: that port only)."
+    )
+    var portSearch = 1
+
+    @Option(
+        name: .customLong("tls-certificate"),
+        help: "The server's certificate chain (PEM), e.g. from an internal CA; with --tls-key."
+    )
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate.")
+    var tlsKey: String?
+
+    @Flag(
+        name: .customLong("insecure-plaintext"),
+        help: "No TLS (debugging only): passwords cross the network in clear; clients need --insecure-plaintext too."
+    )
+    var insecurePlaintext = false
 
     @Option(name: .customLong("max-connections"), help: "Refuse connections beyond this many (default 16384).")
     var maximumConnections: Int?
@@ -61,6 +87,13 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+        guard portSearch >= 1 else { throw ValidationError("--port-search must be at least 1") }
+        guard (tlsCertificate == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-certificate and --tls-key go together")
+        }
+        if insecurePlaintext, tlsCertificate != nil {
+            throw ValidationError("--insecure-plaintext turns TLS off: it takes no certificate")
+        }
         if let maximumConnections, maximumConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
@@ -84,15 +117,37 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
                 logger: Logger(label: "parley.lifecycle")
             )
         )
+        let logger = Logger(label: "parley.server")
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await services.run() }
+                // SIGHUP: load the TLS certificate again (an admin's renewed certificate); open
+                // connections keep theirs.
+                tasks.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        do {
+                            let fingerprint = try server.reloadTLSCertificate()
+                            logger.notice(
+                                "SIGHUP: TLS certificate reloaded",
+                                metadata: ["fingerprint": "\(fingerprint.map(String.init(describing:)) ?? "none")"]
+                            )
+                        } catch {
+                            logger.error(
+                                "SIGHUP: the TLS certificate could not be reloaded; keeping the old one",
+                                metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
                 let address = try await server.listeningAddress
+                let fingerprint = server.tlsCertificateFingerprint
                 try out.emit(
-                    ListeningRecord(host: address.host, port: address.port),
-                    text: "listening on \(address)"
+                    ListeningRecord(host: address.host, port: address.port, tlsFingerprint: fingerprint?.description),
+                    text: (fingerprint.map { "tls fingerprint \($0)\n" } ?? "tls off (insecure plaintext)\n")
+                        + "listening on \(address)"
                 )
-                try await tasks.waitForAll()
+                // The services ended (signal, error): stop the SIGHUP watcher too.
+                try await tasks.next()
+                tasks.cancelAll()
             }
         } catch let error as ParleyError {
             // Everything here is local (bad configuration, busy ports, storage): not a refusal.
@@ -109,6 +164,12 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         var configuration = ParleyServer.Configuration(dataDirectory: dataDirectory)
         configuration.host = host
         configuration.port = port
+        configuration.portSearchLimit = portSearch
+        if insecurePlaintext {
+            configuration.tls = .insecurePlaintext
+        } else if let tlsCertificate, let tlsKey {
+            configuration.tls = .certificate(chainFile: tlsCertificate, privateKeyFile: tlsKey)
+        }
         configuration.replacesExistingSession = replacesSessions
         configuration.durability = durability.value
         if let name { configuration.serverName = name }
@@ -142,4 +203,5 @@ struct ListeningRecord: Encodable {
     var event = "listening"
     var host: String
     var port: Int
+    var tlsFingerprint: String?
 }

@@ -23,6 +23,11 @@ extension ParleyClient {
         /// logon after a reconnect too) so the server records it and shows it in the user's info.
         /// Nil (the default): nothing is declared, and the node the server recorded last stays.
         public var node: NodeAdvertisement? = nil
+        /// TLS and how the server is verified. Default: TLS 1.3 with trust on first use, remembered
+        /// in ``ServerTrust/defaultKnownServersFile`` (a changed certificate is refused with
+        /// ``ParleyError/Code/serverNotTrusted``). Pin the fingerprint the server prints, or name a
+        /// CA file, for stricter checks; plaintext only for debugging against a plaintext server.
+        public var security: ConnectionSecurity = .default
 
         public init(host: String, port: Int, retry: RetryPolicy = .local) {
             self.host = host

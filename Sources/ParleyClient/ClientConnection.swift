@@ -16,16 +16,44 @@ final class ClientConnection: Sendable {
         var closeWaiters: [CheckedContinuation<ParleyError?, Never>] = []
         /// The server's fatal ERROR, kept as the reason once the socket closes.
         var fatalError: ParleyError?
+        /// The server answered through the link, so the TLS handshake (if any) is complete.
+        var linkEstablished = false
     }
 
     let channel: any Channel
+    /// Checks the server's certificate; nil on a plaintext connection.
+    let trustVerifier: ServerTrustVerifier?
     private let state = Mutex(State())
     private let pendingAcks = Mutex<(refs: [Parley_V1_MessageRef], scheduled: Bool)>(([], false))
     /// Filled in by the HELLO answer.
     let serverInfo = Mutex<Parley_V1_HelloOk?>(nil)
 
-    init(channel: any Channel) {
+    init(channel: any Channel, trustVerifier: ServerTrustVerifier?) {
         self.channel = channel
+        self.trustVerifier = trustVerifier
+    }
+
+    /// The server answered HELLO: the link works, and a server seen for the first time is
+    /// remembered (trust on first use).
+    ///
+    /// - Returns: the fingerprint remembered, on a first use.
+    func establish() throws(ParleyError) -> CertificateFingerprint? {
+        state.withLock { $0.linkEstablished = true }
+        do {
+            return try trustVerifier?.recordFirstUse()
+        } catch {
+            throw ParleyError(code: .internalError, message: "cannot remember the server's certificate", cause: error)
+        }
+    }
+
+    /// An error on the channel: before the link works it is a TLS failure, which becomes the
+    /// close reason (a refused certificate explains itself).
+    func transportFailed(_ error: any Error) {
+        guard let trustVerifier else { return }
+        state.withLock { state in
+            guard !state.linkEstablished, state.fatalError == nil else { return }
+            state.fatalError = trustVerifier.explain(error)
+        }
     }
 
     /// Sends a request and waits for its answer.
@@ -78,9 +106,15 @@ final class ClientConnection: Sendable {
                         return
                     }
                     channel.writeAndFlush(frame).whenFailure { [self] error in
+                        // A failed TLS handshake fails the write too: its explanation is the better reason.
+                        let fatal = state.withLock { $0.fatalError }
                         complete(
                             id,
-                            .failure(ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)))
+                            .failure(
+                                fatal
+                                    ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)
+                            )
+                        )
                     }
                 }
             } onCancel: {
@@ -178,6 +212,17 @@ final class ClientConnection: Sendable {
     ) async throws -> ClientConnection {
         let link = LinkConfiguration(maximumFrameSize: configuration.maximumFrameSize)
         let box = Mutex<ClientConnection?>(nil)
+        let verifier: ServerTrustVerifier?
+        switch configuration.security {
+        case .tls(let trust):
+            do {
+                verifier = try ServerTrustVerifier(trust: trust, host: host, port: port)
+            } catch {
+                throw ParleyError(code: .serverNotTrusted, message: "\(error)", cause: error)
+            }
+        case .insecurePlaintext:
+            verifier = nil
+        }
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(
                 TimeAmount.nanoseconds(Int64(configuration.retry.connectTimeout.wireMilliseconds) * 1_000_000)
@@ -185,8 +230,9 @@ final class ClientConnection: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let connection = ClientConnection(channel: channel)
+                    let connection = ClientConnection(channel: channel, trustVerifier: verifier)
                     box.withLock { $0 = connection }
+                    try verifier?.addHandlers(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addParleyLinkHandlers(configuration: link)
                     try channel.pipeline.syncOperations.addHandler(
                         ClientFrameHandler(connection: connection, onEvent: onEvent)
@@ -252,6 +298,7 @@ final class ClientFrameHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection.transportFailed(error)
         context.close(promise: nil)
     }
 }

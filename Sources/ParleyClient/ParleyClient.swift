@@ -114,7 +114,10 @@ public final class ParleyClient: Sendable {
             } catch {
                 failures += 1
                 logger.debug("connecting failed", metadata: ["error": "\(error)", "failures": "\(failures)"])
-                if !everConnected, failures >= configuration.retry.connectAttempts {
+                // A certificate that is not trusted will not become trusted by trying again.
+                if error.code == .serverNotTrusted
+                    || (!everConnected && failures >= configuration.retry.connectAttempts)
+                {
                     finalError = error
                     break
                 }
@@ -216,6 +219,12 @@ public final class ParleyClient: Sendable {
                 timeout: configuration.retry.requestTimeout
             )
             connection.serverInfo.withLock { $0 = ok }
+            if let firstUse = try connection.establish() {
+                logger.notice(
+                    "trusting the server's certificate on first use",
+                    metadata: ["server": "\(configuration.host):\(configuration.port)", "fingerprint": "\(firstUse)"]
+                )
+            }
             logger.info("connected", metadata: ["server": "\(configuration.host):\(configuration.port)"])
             emit(.connectionStateChanged(.connected))
             if let credentials = state.withLock({ $0.credentials }) {

@@ -77,6 +77,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let timedOut = Code(wireValue: 1001)
         /// The client was shut down.
         public static let cancelled = Code(wireValue: 1002)
+        /// The server's TLS certificate is not the one this client trusts (a pinned or first-use
+        /// fingerprint that differs, or no chain to the configured CA). Never retried.
+        public static let serverNotTrusted = Code(wireValue: 1003)
 
         public static let known: [Code] = [
             .protocolViolation, .frameTooLarge, .unsupportedVersion, .unknownRequest, .invalidRequest,
@@ -85,6 +88,7 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
             .serverApplicationUnavailable, .tooManyConnections, .shuttingDown, .idleTimeout,
             .slowConsumer, .internalError, .storageError, .pinnedKeyMismatch, .notConnected, .timedOut, .cancelled,
+            .serverNotTrusted,
         ]
 
         /// A stable, readable name ("not-logged-on"), or "code-N" for codes this version lacks.
@@ -120,6 +124,7 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"
+            case 1003: "server-not-trusted"
             default: "code-\(wireValue)"
             }
         }

@@ -50,22 +50,11 @@ public struct NodeIdentity: Sendable {
         let nodeID = NodeID(subjectPublicKeyInfo: publicKeyDER)
         let certificateDER: [UInt8]
         do {
-            let certificateKey = Certificate.PrivateKey(privateKey)
-            let name = try DistinguishedName { CommonName(nodeID.description) }
-            let certificate = try Certificate(
-                version: .v3,
-                serialNumber: Certificate.SerialNumber(),
-                publicKey: certificateKey.publicKey,
-                notValidBefore: now.addingTimeInterval(-86_400),
-                notValidAfter: now.addingTimeInterval(20 * 365.25 * 86_400),
-                issuer: name,
-                subject: name,
-                extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.notCertificateAuthority)
-                    Critical(KeyUsage(digitalSignature: true))
-                    try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                },
-                issuerPrivateKey: certificateKey
+            let certificate = try Certificate.makeSelfSigned(
+                key: privateKey,
+                name: try DistinguishedName { CommonName(nodeID.description) },
+                usages: [.serverAuth, .clientAuth],
+                now: now
             )
             var serializer = DER.Serializer()
             try serializer.serialize(certificate)
@@ -148,55 +137,11 @@ private struct KeyFile {
         )
     }
 
-    /// Writes `contents` to a temporary file (mode 0600) and links it to `path`.
-    ///
-    /// - Returns: false when `path` exists already (nothing was changed).
     private func create(contents: [UInt8]) throws(NodeIdentityError) -> Bool {
-        let temporary = path + ".\(UUID().uuidString).tmp"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else {
-            throw failure("cannot create \(temporary)")
+        do {
+            return try PrivateFile.createExclusively(path: path, directory: directory, contents: contents)
+        } catch {
+            throw NodeIdentityError(code: .keyFileAccess, path: path, message: error.message)
         }
-        defer { unlink(temporary) }
-        var written = 0
-        while written < contents.count {
-            let result = contents.withUnsafeBytes { buffer in
-                write(descriptor, buffer.baseAddress.map { $0 + written }, contents.count - written)
-            }
-            if result < 0 {
-                if errno == EINTR { continue }
-                let error = failure("cannot write \(temporary)")
-                close(descriptor)
-                throw error
-            }
-            written += result
-        }
-        guard fsync(descriptor) == 0 else {
-            let error = failure("cannot sync \(temporary)")
-            close(descriptor)
-            throw error
-        }
-        close(descriptor)
-        // link(2), unlike rename(2), fails when the target exists: an existing key is never replaced.
-        guard link(temporary, path) == 0 else {
-            if errno == EEXIST { return false }
-            throw failure("cannot link the node key into place")
-        }
-        let directoryDescriptor = open(directory, O_RDONLY | O_CLOEXEC)
-        if directoryDescriptor >= 0 {
-            // Makes the new directory entry durable; a failure here loses nothing already written.
-            _ = fsync(directoryDescriptor)
-            close(directoryDescriptor)
-        }
-        return true
-    }
-
-    private func failure(_ message: String) -> NodeIdentityError {
-        let code = errno
-        return NodeIdentityError(
-            code: .keyFileAccess,
-            path: path,
-            message: "\(message): \(String(cString: strerror(code))) (errno \(code))"
-        )
     }
 }

@@ -34,6 +34,8 @@ public final class ParleyServer: Service, Sendable {
     private let listening: AsyncStream<Result<ListeningAddress, ParleyError>>
     private let listeningContinuation: AsyncStream<Result<ListeningAddress, ParleyError>>.Continuation
     private let address = Mutex<Result<ListeningAddress, ParleyError>?>(nil)
+    /// The certificate new connections get; replaced by ``reloadTLSCertificate()``.
+    private let tlsIdentity = Mutex<ServerTLSIdentity?>(nil)
 
     private enum RunState {
         case idle
@@ -85,6 +87,7 @@ public final class ParleyServer: Service, Sendable {
         let inbox = ApplicationInbox(isAvailable: configuration.application != nil, capacity: 1024)
         do {
             try configuration.validate()
+            try loadTLSIdentity()
             let store = try ServerStore(
                 path: configuration.databasePath,
                 configuration: .init(
@@ -154,6 +157,55 @@ public final class ParleyServer: Service, Sendable {
         }
         await finishShutdown(context: context, group: group)
         try? await blockingPool.shutdownGracefully()
+    }
+
+    /// The fingerprint of the TLS certificate clients see, once ``run()`` has loaded it; nil while
+    /// the server is not running, or runs in plaintext.
+    public var tlsCertificateFingerprint: CertificateFingerprint? {
+        tlsIdentity.withLock { $0?.fingerprint }
+    }
+
+    /// Loads the certificate and key again (for an admin's renewed certificate, e.g. on SIGHUP).
+    /// New connections get the new certificate; open ones keep theirs.
+    ///
+    /// - Returns: the new certificate's fingerprint; nil in plaintext.
+    @discardableResult
+    public func reloadTLSCertificate() throws(ParleyError) -> CertificateFingerprint? {
+        try loadTLSIdentity()
+        return tlsCertificateFingerprint
+    }
+
+    private func loadTLSIdentity() throws(ParleyError) {
+        let identity: ServerTLSIdentity?
+        do {
+            switch configuration.tls {
+            case .selfSigned:
+                let (selfSigned, created) = try ServerTLSIdentity.selfSigned(
+                    dataDirectory: configuration.dataDirectory
+                )
+                if created {
+                    logger.notice(
+                        "created a self-signed TLS certificate",
+                        metadata: ["fingerprint": "\(selfSigned.fingerprint)", "file": "\(selfSigned.source)"]
+                    )
+                }
+                identity = selfSigned
+            case .certificate(let chainFile, let privateKeyFile):
+                identity = try ServerTLSIdentity(certificateChainFile: chainFile, privateKeyFile: privateKeyFile)
+            case .insecurePlaintext:
+                logger.warning("TLS is off: passwords and messages cross the network in clear")
+                identity = nil
+            }
+        } catch {
+            throw ParleyError(code: .internalError, message: "TLS: \(error)", cause: error)
+        }
+        if let identity {
+            logger.info(
+                "TLS certificate loaded",
+                metadata: ["fingerprint": "\(identity.fingerprint)", "source": "\(identity.source)"]
+            )
+        }
+        tlsIdentity.withLock { $0 = identity }
     }
 
     /// Stops accepting connections, tells every client the server is shutting down, and
@@ -232,6 +284,10 @@ public final class ParleyServer: Service, Sendable {
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // TLS first, so that even a refusal below reaches the client inside TLS.
+                    if let identity = self.tlsIdentity.withLock({ $0 }) {
+                        try channel.pipeline.syncOperations.addParleyServerTLSHandlers(identity: identity)
+                    }
                     if let error = context.registry.addConnection(channel, limit: configuration.maximumConnections) {
                         logger.warning("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
@@ -252,9 +308,11 @@ public final class ParleyServer: Service, Sendable {
             } catch let error as IOError where error.errnoCode == EADDRINUSE && port != 0 {
                 attempts += 1
                 guard attempts < configuration.portSearchLimit, port < 65535 else {
+                    let ports = port == configuration.port ? "port \(port)" : "ports \(configuration.port)...\(port)"
                     throw ParleyError(
                         code: .internalError,
-                        message: "ports \(configuration.port)...\(port) on \(configuration.host) are all busy",
+                        message: "address in use: \(ports) on \(configuration.host) is taken by another process"
+                            + (configuration.portSearchLimit == 1 ? " (--port-search N tries the next ports)" : ""),
                         cause: error
                     )
                 }

@@ -8,14 +8,19 @@ extension ParleyServer {
     public struct Configuration: Sendable {
         /// The address to listen on. Default "0.0.0.0" (every IPv4 interface).
         public var host: String = "0.0.0.0"
-        /// The TCP port; 0 lets the system choose. Default 7420. If the port is busy the server
-        /// tries the next ones, up to ``portSearchLimit`` ports in all, and logs each skip.
+        /// The TCP port; 0 lets the system choose. Default 7420. A busy port is an error ("address
+        /// in use"), unless ``portSearchLimit`` allows trying the next ones.
         public var port: Int = 7420
-        public var portSearchLimit: Int = 20
+        /// How many ports to try, from ``port`` up, when the port is busy; each skip is logged.
+        /// Default 1: only ``port`` itself.
+        public var portSearchLimit: Int = 1
         /// Where the SQLite database lives (created if missing).
         public var dataDirectory: String
         /// Sent to clients in the handshake.
         public var serverName: String = "parley"
+        /// TLS on client connections. Default ``TLS/selfSigned``: TLS 1.3 with a certificate the
+        /// server makes at first start in its data directory.
+        public var tls: TLS = .selfSigned
 
         /// The largest frame accepted from a client (length field value). Default 1 MiB.
         public var maximumFrameSize: Int = 1 << 20
@@ -66,6 +71,19 @@ extension ParleyServer {
             self.dataDirectory = dataDirectory
         }
 
+        /// How the server secures client connections.
+        public enum TLS: Sendable, Hashable {
+            /// TLS 1.3 with a self-signed certificate kept in the data directory (made at first
+            /// start, key mode 0600). Clients pin its fingerprint or trust it on first use.
+            case selfSigned
+            /// TLS 1.3 with the admin's certificate chain and private key (PEM files), e.g. from an
+            /// internal CA; clients can then verify it with that CA.
+            case certificate(chainFile: String, privateKeyFile: String)
+            /// No TLS: passwords and messages cross the network in clear. For debugging only; clients
+            /// must ask for plaintext too.
+            case insecurePlaintext
+        }
+
         /// How hard SQLite works to keep committed data.
         public enum Durability: Sendable, Hashable {
             /// Survives a crash or `kill -9` of the server process (WAL, synchronous=NORMAL).
@@ -109,6 +127,7 @@ extension ParleyServer {
                 guard condition else { throw ParleyError(code: .invalidRequest, message: "configuration: \(message)") }
             }
             try check((0...65535).contains(port), "port must be 0...65535")
+            try check(portSearchLimit >= 1, "portSearchLimit must be at least 1")
             try check(maximumFrameSize >= 1024, "maximumFrameSize must be at least 1024")
             try check(maximumConnections >= 1, "maximumConnections must be at least 1")
             try check(deliveryWindow >= 1, "deliveryWindow must be at least 1")

@@ -415,16 +415,73 @@ struct CLITests {
         }
     }
 
-    @Test("a busy port makes the server log it and listen on a later one")
+    @Test("a busy port is an error, and with --port-search the server listens on a later one")
     func busyPort() async throws {
         try await withTestServer { first in
             try await withDataDirectory { directory in
-                let second = try await TestServer.start(dataDirectory: directory, port: first.port)
+                let refused = try await parley([
+                    "server", "--host", "127.0.0.1", "--port", "\(first.port)", "--data", directory.path,
+                ])
+                #expect(refused.status != 0, "\(refused)")
+                #expect(refused.errorOutput.contains("address in use"), "\(refused)")
+                #expect(refused.errorOutput.contains("--port-search"), "\(refused)")
+                let second = try await TestServer.start(
+                    dataDirectory: directory, port: first.port, ["--port-search", "5"])
                 #expect(second.port > first.port)
                 let log = second.process.errorOutput
                 #expect(log.contains("port \(first.port) is busy"), "\(log)")
                 #expect(try await second.stop() == .exit(0), "\(second.process.errorOutput)")
             }
+        }
+    }
+
+    @Test(
+        "TLS: a pinned fingerprint, a wrong one refused, trust on first use remembered; secrets from files and the environment"
+    )
+    func tlsAndSecrets() async throws {
+        try await withTestServer { server in
+            #expect(server.fingerprint.hasPrefix("sha256:") && server.fingerprint.count == 71, "\(server.fingerprint)")
+            let alice = try await register("alice", password: "alice pw", on: server)
+            let directory = server.dataDirectory
+            let passwordFile = directory.appendingPathComponent("alice.password").path
+            try "alice pw\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+            // Pinned, with the password from a file.
+            let pinned = try await parley([
+                "whois", "--server", server.address, "--user", alice, "--password-file", passwordFile,
+                "--server-fingerprint", server.fingerprint, alice,
+            ])
+            #expect(pinned.status == 0, "\(pinned)")
+            // Everything from the environment: no secret on the command line.
+            let environment = [
+                "PARLEY_SERVER": server.address, "PARLEY_USER": alice, "PARLEY_PASSWORD": "alice pw",
+                "PARLEY_SERVER_FINGERPRINT": server.fingerprint,
+            ]
+            let fromEnvironment = try await parley(["whois", alice], environment: environment)
+            #expect(fromEnvironment.status == 0, "\(fromEnvironment)")
+            #expect(fromEnvironment.output.contains("alice"), "\(fromEnvironment)")
+            // A wrong pin is refused, saying why.
+            let wrong = try await parley(
+                ["whois", alice],
+                environment: environment.merging([
+                    "PARLEY_SERVER_FINGERPRINT": "sha256:" + String(repeating: "0", count: 64)
+                ]) {
+                    _, new in new
+                }
+            )
+            #expect(wrong.status != 0, "\(wrong)")
+            #expect(wrong.errorOutput.contains("server-not-trusted"), "\(wrong)")
+            // Trust on first use writes the known-servers file.
+            let known = directory.appendingPathComponent("known-servers").path
+            let firstUse = try await parley([
+                "exists", "--server", server.address, "--known-servers", known, alice,
+            ])
+            #expect(firstUse.status == 0, "\(firstUse)")
+            let remembered = try String(contentsOfFile: known, encoding: .utf8)
+            #expect(remembered == "\(server.address) \(server.fingerprint)\n")
+            // A plaintext client is told the server requires TLS.
+            let plaintext = try await parley(["exists", "--server", server.address, "--insecure-plaintext", alice])
+            #expect(plaintext.status != 0, "\(plaintext)")
+            #expect(plaintext.errorOutput.contains("requires TLS"), "\(plaintext)")
         }
     }
 

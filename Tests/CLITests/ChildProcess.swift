@@ -122,7 +122,12 @@ final class ChildProcess: Sendable {
 
     /// Starts `parley` with `arguments`. `input`, when given, is written to its standard input,
     /// which is then closed unless `keepsInputOpen` (else standard input is /dev/null).
-    init(_ arguments: [String], input: String? = nil, keepsInputOpen: Bool = false) throws {
+    init(
+        _ arguments: [String],
+        input: String? = nil,
+        keepsInputOpen: Bool = false,
+        environment extraEnvironment: [String: String] = [:]
+    ) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
             throw TestFailure(
                 "the parley executable is missing at \(Self.executable.path); build it with `swift build --product parley`"
@@ -132,6 +137,14 @@ final class ChildProcess: Sendable {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
+        // Every test server makes a new certificate, and a port may come back in a later test:
+        // each process trusts on first use from its own empty known-servers file, unless the
+        // test names one (--known-servers) or pins the fingerprint.
+        var environment = ProcessInfo.processInfo.environment
+        environment["PARLEY_KNOWN_SERVERS"] =
+            FileManager.default.temporaryDirectory
+            .appendingPathComponent("parley-cli-known-servers-\(UUID().uuidString)").path
+        process.environment = environment.merging(extraEnvironment) { _, new in new }
         let stdout = Pipe()
         let stderr = Pipe()
         let stdin = Pipe()
@@ -254,9 +267,10 @@ struct CommandResult: Sendable, CustomStringConvertible {
 func parley(
     _ arguments: [String],
     input: String? = nil,
+    environment: [String: String] = [:],
     timeout: Duration = .seconds(60)
 ) async throws -> CommandResult {
-    let child = try ChildProcess(arguments, input: input)
+    let child = try ChildProcess(arguments, input: input, environment: environment)
     let termination = try await child.waitForExit(timeout: timeout)
     return CommandResult(termination: termination, output: child.output, errorOutput: child.errorOutput)
 }

@@ -6,21 +6,28 @@ struct TestServer: Sendable {
     let process: ChildProcess
     let dataDirectory: URL
     let port: Int
+    /// The certificate's fingerprint, as the server printed it ("tls fingerprint sha256:...").
+    let fingerprint: String
 
     var address: String { "127.0.0.1:\(port)" }
 
     /// Starts a server and waits until it prints `listening on HOST:PORT`.
     ///
     /// A low password cost keeps registrations and logons quick.
-    static func start(dataDirectory: URL, port: Int = 0) async throws -> TestServer {
-        let process = try ChildProcess([
-            "server", "--host", "127.0.0.1", "--port", "\(port)", "--data", dataDirectory.path, "--password-cost", "8",
-        ])
+    static func start(dataDirectory: URL, port: Int = 0, _ extra: [String] = []) async throws -> TestServer {
+        let process = try ChildProcess(
+            [
+                "server", "--host", "127.0.0.1", "--port", "\(port)", "--data", dataDirectory.path, "--password-cost",
+                "8",
+            ] + extra
+        )
         let line = try await process.line { $0.hasPrefix("listening on ") }
+        let fingerprint = try await process.line { $0.hasPrefix("tls fingerprint ") }.dropFirst(
+            "tls fingerprint ".count)
         guard let separator = line.lastIndex(of: ":"), let port = Int(line[line.index(after: separator)...]) else {
             throw TestFailure("cannot read the port from \"\(line)\"")
         }
-        return TestServer(process: process, dataDirectory: dataDirectory, port: port)
+        return TestServer(process: process, dataDirectory: dataDirectory, port: port, fingerprint: String(fingerprint))
     }
 
     /// Stops the server with SIGTERM (graceful shutdown) and returns how it ended.

@@ -28,7 +28,7 @@ struct ClientBehaviourTests {
                 return [.close]
             }
         }
-        var configuration = ParleyClient.Configuration(host: server.address.host, port: server.address.port)
+        var configuration = server.clientConfiguration
         configuration.reconnects = false
         try await withTestClient(of: configuration) { test in
             try await test.client.logOn(userID: 1000, password: "pw")
@@ -50,7 +50,7 @@ struct ClientBehaviourTests {
             let error = ParleyError(code: .slowConsumer, message: "too slow")
             return [.send(.error(error, requestID: 0, fatal: true)), .close]
         }
-        var configuration = ParleyClient.Configuration(host: server.address.host, port: server.address.port)
+        var configuration = server.clientConfiguration
         configuration.reconnects = false
         try await withTestClient(of: configuration) { test in
             try await expectError(.slowConsumer) { try await test.client.userExists(1000) }
@@ -73,7 +73,7 @@ struct ClientBehaviourTests {
             response.results = [DeliveryResult(recipient: 1001, status: .acceptedOnline, duplicate: true).wire]
             return [.send(Frame(type: FrameType.sendMessage.response, requestID: frame.requestID, message: response))]
         }
-        try await withTestClient(of: ParleyClient.Configuration(host: server.address.host, port: server.address.port)) {
+        try await withTestClient(of: server.clientConfiguration) {
             test in
             let results = try await test.client.send(.text("again"), to: [1001], id: 555)
             #expect(results == [DeliveryResult(recipient: 1001, status: .acceptedOnline, duplicate: true)])

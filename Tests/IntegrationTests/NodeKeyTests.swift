@@ -213,7 +213,7 @@ struct NodeKeyTests {
                 try await first.run()
             }
             let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
-            var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
+            var configuration = makeClientConfiguration(first, address)
             configuration.node = Self.nodeOne
             var servers = [first]
             do {

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import ParleyCore
+import ParleyLink
 import ParleyServer
 import ParleyWire
 import Synchronization
@@ -18,12 +19,24 @@ final class RawConnection: Sendable {
         self.frames = frames
     }
 
-    static func connect(to address: ListeningAddress) async throws -> RawConnection {
+    /// Connects in TLS (accepting whatever certificate the server shows: these tests are about
+    /// what comes after), or in plaintext for a server started with `.insecurePlaintext`.
+    static func connect(to address: ListeningAddress, plaintext: Bool = false) async throws -> RawConnection {
         let frames = Mailbox<Frame>()
+        // Trust on first use from a file that never exists: any certificate is accepted.
+        let verifier =
+            plaintext
+            ? nil
+            : try ServerTrustVerifier(
+                trust: .trustOnFirstUse(knownServersFile: "/nonexistent/parley-raw-connection-known-servers"),
+                host: address.host,
+                port: address.port
+            )
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    try verifier?.addHandlers(to: sync)
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameSize: 1 << 24)))
                     try sync.addHandler(RawFrameRecorder(frames: frames))
                 }

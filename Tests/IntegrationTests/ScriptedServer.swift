@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ParleyClient
 import ParleyCore
 import ParleyServer
 import ParleyWire
@@ -17,6 +18,13 @@ final class ScriptedServer: Sendable {
     typealias Script = @Sendable (_ frame: Frame, _ connection: Int) -> [Action]
 
     let address: ListeningAddress
+
+    /// A client of this fake server: it speaks plaintext.
+    var clientConfiguration: ParleyClient.Configuration {
+        var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
+        configuration.security = .insecurePlaintext
+        return configuration
+    }
     /// Every frame received after HELLO, with the number of its connection.
     let received: Mailbox<(connection: Int, frame: Frame)>
     private let channel: any Channel

@@ -59,7 +59,7 @@ struct ShutdownTests {
                 logger: logger
             )
             do {
-                try await withTestClients(3, of: ParleyClient.Configuration(host: address.host, port: address.port)) {
+                try await withTestClients(3, of: makeClientConfiguration(first, address)) {
                     clients in
                     let alice = try await clients[0].register("alice", password: "pw-a")
                     let bob = try await clients[1].register("bob", password: "pw-b")

@@ -41,8 +41,19 @@ struct TestServer: Sendable {
     let address: ListeningAddress
 
     var clientConfiguration: ParleyClient.Configuration {
-        ParleyClient.Configuration(host: address.host, port: address.port)
+        makeClientConfiguration(server, address)
     }
+}
+
+/// A client configuration for `server` at `address`: TLS, pinned to the server's certificate.
+func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress) -> ParleyClient.Configuration {
+    var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
+    if let fingerprint = server.tlsCertificateFingerprint {
+        configuration.security = .tls(.fingerprint(fingerprint))
+    } else {
+        configuration.security = .insecurePlaintext
+    }
+    return configuration
 }
 
 /// The configuration every test server starts from: loopback, a port the system picks, a fast

@@ -31,6 +31,7 @@ struct WithParleyClientTests {
         let port = scripted.address.port
 
         var configuration = ParleyClient.Configuration(host: "127.0.0.1", port: port)
+        configuration.security = .insecurePlaintext
         configuration.retry.connectAttempts = 2
         configuration.retry.initialDelay = .milliseconds(10)
         let start = ContinuousClock.now

@@ -89,6 +89,12 @@ final class LabSession: Sendable {
     private let processes = Mutex<[LabProcess]>([])
 
     init(environment: [String: String]) {
+        // Lab servers make new certificates on addresses that come back: the session's `parley`
+        // commands trust on first use from a known-servers file of their own.
+        var environment = environment
+        environment["PARLEY_KNOWN_SERVERS"] =
+            FileManager.default.temporaryDirectory
+            .appendingPathComponent("parley-lab-known-servers-\(UUID().uuidString)").path
         self.environment = environment
     }
 

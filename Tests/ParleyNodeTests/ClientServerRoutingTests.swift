@@ -39,7 +39,9 @@ import Testing
         // Ann reaches the server through a proxy that refuses connections until the server is back:
         // no port is released and bound again, which another test could take meanwhile.
         let proxy = try await FreezingProxy()
-        let viaProxy = ParleyClient.Configuration(host: "127.0.0.1", port: proxy.port)
+        var viaProxy = ParleyClient.Configuration(host: "127.0.0.1", port: proxy.port)
+        // The server is not up yet, so its certificate is trusted on first use (through the proxy).
+        viaProxy.security = .tls(.trustOnFirstUse(knownServersFile: directory.subdirectory("known-servers")))
         let ann = try makeServerNode("ann", users[0], directory: directory, server: viaProxy)
         let annRegistry = try NodeRegistry(dataDirectory: directory.subdirectory("ann"))
         try await withRunningNode(ann) { annEvents in

@@ -214,7 +214,10 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
             let address = try await server.listeningAddress
-            let clientConfiguration = ParleyClient.Configuration(host: address.host, port: address.port)
+            var clientConfiguration = ParleyClient.Configuration(host: address.host, port: address.port)
+            if let fingerprint = server.tlsCertificateFingerprint {
+                clientConfiguration.security = .tls(.fingerprint(fingerprint))
+            }
             // Register the two users through a plain client.
             var users: [UserID] = []
             for name in ["ann", "bob"] {

@@ -147,7 +147,9 @@ func withServer<T: Sendable>(
         group.addTask { try await server.run() }
         do {
             let address = try await server.listeningAddress
-            let result = try await body(server, ParleyClient.Configuration(host: address.host, port: address.port))
+            var client = ParleyClient.Configuration(host: address.host, port: address.port)
+            if let fingerprint = server.tlsCertificateFingerprint { client.security = .tls(.fingerprint(fingerprint)) }
+            let result = try await body(server, client)
             await server.shutdown()
             try await group.waitForAll()
             return result

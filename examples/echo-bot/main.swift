@@ -29,7 +29,12 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     let address = try await server.listeningAddress
     print("server listening on \(address)")
 
-    try await withParleyClient(configuration: .init(host: address.host, port: address.port)) { client in
+    // TLS is on by default; the client pins the certificate the server made at its first start.
+    var clientConfiguration = ParleyClient.Configuration(host: address.host, port: address.port)
+    if let fingerprint = server.tlsCertificateFingerprint {
+        clientConfiguration.security = .tls(.fingerprint(fingerprint))
+    }
+    try await withParleyClient(configuration: clientConfiguration) { client in
         let me = try await client.register(UserInfo(userName: "echo-user"), password: "secret")
         print("registered as user \(me.userID)")
         let results = try await client.send(.text("hello, server"), to: [UserID.server])

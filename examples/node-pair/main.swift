@@ -27,12 +27,20 @@ serverConfiguration.host = "127.0.0.1"
 serverConfiguration.port = 0
 let server = ParleyServer(configuration: serverConfiguration)
 
+/// A client of the server at `address`. TLS is on by default: the client pins the certificate
+/// the server made at its first start.
+func clientConfiguration(server address: (host: String, port: Int)) -> ParleyClient.Configuration {
+    var client = ParleyClient.Configuration(host: address.host, port: address.port)
+    if let fingerprint = server.tlsCertificateFingerprint { client.security = .tls(.fingerprint(fingerprint)) }
+    return client
+}
+
 /// A node for `user`, reaching the server at `address` and accepting direct links on loopback.
 func makeNode(_ name: String, _ user: UserID, password: String, server address: (host: String, port: Int)) throws
     -> ParleyNode
 {
     var configuration = ParleyNode.Configuration(dataDirectory: data.appendingPathComponent(name).path, name: name)
-    configuration.server = ParleyClient.Configuration(host: address.host, port: address.port)
+    configuration.server = clientConfiguration(server: address)
     configuration.credentials = ParleyNode.Credentials(userID: user, password: password)
     configuration.listenHost = "127.0.0.1"
     return try ParleyNode(configuration: configuration, discovery: nil)
@@ -63,7 +71,7 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     // Two users, each registered through a plain client (registering also logs that client on).
     var users: [UserID] = []
     for name in ["ada", "ben"] {
-        try await withParleyClient(configuration: .init(host: address.host, port: address.port)) { client in
+        try await withParleyClient(configuration: clientConfiguration(server: (address.host, address.port))) { client in
             users.append(try await client.register(UserInfo(userName: name), password: "pw-\(name)").userID)
         }
     }

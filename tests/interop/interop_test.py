@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interoperability test: the independent Python client against a running Parley server.
 
-Usage: interop_test.py HOST PORT
+Usage: interop_test.py HOST PORT TLS-FINGERPRINT   (the fingerprint the server printed)
 
 Every check prints one line; the last line is "N passed, M failed" and the exit status is
 non-zero if anything failed. Section numbers refer to docs/PROTOCOL.md.
@@ -25,6 +25,7 @@ import parley_client as p  # noqa: E402
 
 HOST = ""
 PORT = 0
+FINGERPRINT = ""
 passed = 0
 failed = 0
 notes: list[str] = []
@@ -54,7 +55,7 @@ def step(name: str):
 
 
 def connect() -> p.Connection:
-    return p.Connection(HOST, PORT, timeout=10.0)
+    return p.Connection(HOST, PORT, timeout=10.0, fingerprint=FINGERPRINT)
 
 
 def expect_error(name: str, answer: p.Frame, code: int, request_id: int, fatal: bool = False) -> None:
@@ -81,6 +82,22 @@ def main() -> int:
     suffix = os.urandom(4).hex()
     alice_name, bob_name = f"Alice-{suffix}", f"bob-{suffix}"
     alice_pw, bob_pw = "alice secret", "bob secret ü"
+
+    # --- TLS (section 1.1) -----------------------------------------------------------------
+    with step("TLS"):
+        t = connect()
+        check("TLS 1.3 is negotiated", t.sock.version() == "TLSv1.3", t.sock.version())
+        check("the certificate has the fingerprint the server printed",
+              t.certificate_fingerprint == p.normalize_fingerprint(FINGERPRINT), t.certificate_fingerprint)
+        t.close()
+        plain = p.Connection(HOST, PORT, timeout=10.0, tls=False)
+        plain.send_frame(p.HELLO, 1, p.encode("Hello", {"magic": "parley", "min_version": 1, "max_version": 1}))
+        refusal = plain.read_frame()
+        meta = refusal.fields() if refusal.type == p.ERROR else {}
+        check("a plaintext client gets a fatal PROTOCOL_VIOLATION saying TLS is required",
+              refusal.type == p.ERROR and meta.get("code") == 1 and meta.get("fatal") is True
+              and "TLS" in meta.get("message", ""), refusal)
+        expect_closed("... and the connection closes", plain)
 
     # --- Handshake (section 7) ------------------------------------------------------------
     a = connect()
@@ -392,10 +409,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        print("usage: interop_test.py HOST PORT", file=sys.stderr)
+    if len(sys.argv) != 4:
+        print("usage: interop_test.py HOST PORT TLS-FINGERPRINT", file=sys.stderr)
         sys.exit(2)
-    HOST, PORT = sys.argv[1], int(sys.argv[2])
+    HOST, PORT, FINGERPRINT = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     try:
         status = main()
     except Exception:  # noqa: BLE001

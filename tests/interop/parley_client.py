@@ -9,7 +9,9 @@ and automatic PONGs (section 12). No generated code.
 from __future__ import annotations
 
 import os
+import hashlib
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -414,13 +416,46 @@ class ParleyError(Exception):
                          + (" [fatal]" if self.fatal else ""))
 
 
+class CertificateMismatch(Exception):
+    """The server's TLS certificate is not the pinned one."""
+
+
+def normalize_fingerprint(text: str) -> str:
+    """"sha256:HEX" in lowercase, from that form or openssl's "AB:CD:..." form."""
+    text = text.strip().lower()
+    for prefix in ("sha256 fingerprint=", "sha256:", "sha256="):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
+    return "sha256:" + text.replace(":", "")
+
+
 class Connection:
     """One TCP connection. Blocking; frames that are not the awaited answer are kept in `events`
     (MESSAGE, receipts, ERRORs with request ID 0, ...). PINGs from the server are answered at once."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0, max_frame_size: int = 1 << 20):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, max_frame_size: int = 1 << 20,
+                 fingerprint: str | None = None, tls: bool = True):
+        """Connects in TLS 1.3 (section 1.1) and checks that the server's certificate has the
+        SHA-256 `fingerprint` ("sha256:HEX", as the server prints it); `tls=False` for a server
+        started with --insecure-plaintext, or to see a TLS server refuse plaintext."""
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            # The server is verified by its certificate's fingerprint, not by a CA chain.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.sock = context.wrap_socket(raw)
+            presented = "sha256:" + hashlib.sha256(self.sock.getpeercert(binary_form=True)).hexdigest()
+            self.certificate_fingerprint = presented
+            if fingerprint is not None and presented != normalize_fingerprint(fingerprint):
+                self.sock.close()
+                raise CertificateMismatch(f"the server presented {presented}, not {fingerprint}")
+        else:
+            self.sock = raw
+            self.certificate_fingerprint = None
         self.timeout = timeout
         # Accept a little more than the announced maximum (PROTOCOL.md section 21).
         self.max_frame_size = max_frame_size + 4096
@@ -452,6 +487,9 @@ class Connection:
         except ConnectionResetError as error:
             self.closed = True
             raise ConnectionClosed("connection reset by the server") from error
+        except ssl.SSLError as error:
+            self.closed = True
+            raise ConnectionClosed(f"TLS closed: {error}") from error
         if not chunk:
             self.closed = True
             if self.buffer:

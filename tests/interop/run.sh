@@ -42,14 +42,16 @@ mkfifo "$scratch/stdout"
 server_pid=$!
 exec 3<"$scratch/stdout"
 
-# Wait at most 30 s for "listening on HOST:PORT".
+# Wait at most 30 s for "listening on HOST:PORT"; the line before it gives the TLS fingerprint.
 address=""
+fingerprint=""
 deadline=$((SECONDS + 30))
 while (( SECONDS < deadline )); do
     if ! IFS= read -r -t $((deadline - SECONDS)) line <&3; then
         break # end of output (the server exited) or timeout
     fi
     case "$line" in
+        "tls fingerprint "*) fingerprint="${line#tls fingerprint }" ;;
         "listening on "*) address="${line#listening on }"; break ;;
         *) echo "server: $line" >&2 ;;
     esac
@@ -70,5 +72,6 @@ host="${host%]}"
 echo "server listening on $host:$port (data in $data)" >&2
 
 status=0
-python3 "$here/interop_test.py" "$host" "$port" || status=$?
+[[ -n "$fingerprint" ]] || { echo "the server printed no TLS fingerprint" >&2; exit 1; }
+python3 "$here/interop_test.py" "$host" "$port" "$fingerprint" || status=$?
 exit "$status"
