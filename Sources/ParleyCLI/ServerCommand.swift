@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import NIOCore
 import ParleyCore
 import ParleyServer
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -49,6 +52,15 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(name: .customLong("tls-key"), help: "The private key (PEM) of --tls-certificate.")
     var tlsKey: String?
 
+    @Option(
+        name: .customLong("metrics-address"),
+        help: ArgumentHelp(
+            "Serve /metrics (Prometheus), /status (JSON) and a status page at / on this HOST:PORT (off by default).",
+            discussion: "Unauthenticated and read-only: use loopback (127.0.0.1:9420) or an admin network."
+        )
+    )
+    var metricsAddress: String?
+
     @Flag(
         name: .customLong("insecure-plaintext"),
         help: "No TLS (debugging only): passwords cross the network in clear; clients need --insecure-plaintext too."
@@ -91,6 +103,9 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         guard (tlsCertificate == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-certificate and --tls-key go together")
         }
+        if let metricsAddress, MetricsAddress(metricsAddress) == nil {
+            throw ValidationError("--metrics-address must be HOST:PORT, e.g. 127.0.0.1:9420")
+        }
         if insecurePlaintext, tlsCertificate != nil {
             throw ValidationError("--insecure-plaintext turns TLS off: it takes no certificate")
         }
@@ -109,7 +124,36 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
 
     func run() async throws {
         let out = Output(json: output.json)
+        // The metrics backend must be in place before the server makes its metric handles.
+        let registry = PrometheusCollectorRegistry()
+        if metricsAddress != nil {
+            var factory = PrometheusMetricsFactory(registry: registry)
+            factory.valueHistogramBuckets["parley_store_commit_batch_size"] = [
+                1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+            ]
+            factory.durationHistogramBuckets["parley_store_commit_duration_seconds"] = [
+                .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+                .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                .milliseconds(250), .seconds(1),
+            ]
+            MetricsSystem.bootstrap(factory)
+        }
         let server = ParleyServer(configuration: try serverConfiguration(), logger: Logger(label: "parley.server"))
+        var statusChannel: (any Channel)?
+        if let metricsAddress, let address = MetricsAddress(metricsAddress) {
+            do {
+                let channel = try await StatusHTTPServer(server: server, registry: registry)
+                    .bind(host: address.host, port: address.port)
+                statusChannel = channel
+                let bound = channel.localAddress
+                let url =
+                    "http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(bound?.port ?? address.port)"
+                try out.emit(MetricsRecord(url: url), text: "metrics on \(url)")
+            } catch {
+                throw CommandFailure(message: "cannot serve metrics on \(metricsAddress): \(error)")
+            }
+        }
+        defer { statusChannel?.close(promise: nil) }
         let services = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server)],
@@ -195,6 +239,29 @@ enum DurabilityArgument: String, ExpressibleByArgument, CaseIterable {
         case .normal: .normal
         case .full: .full
         }
+    }
+}
+
+/// `{"event":"metrics","url":...}`
+struct MetricsRecord: Encodable {
+    var event = "metrics"
+    var url: String
+}
+
+/// `--metrics-address` HOST:PORT ("[::1]:9420" for IPv6; port 0 lets the system choose).
+struct MetricsAddress {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) {
+        guard let separator = text.lastIndex(of: ":"), let port = Int(text[text.index(after: separator)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<separator])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
     }
 }
 

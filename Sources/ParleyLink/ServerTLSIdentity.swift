@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 public import NIOCore
 import NIOSSL
+import NIOTLS
 public import ParleyCore
 import ParleyWire
 import SwiftASN1
@@ -161,11 +162,60 @@ extension ChannelPipeline.SynchronousOperations {
     ///
     /// A client that sends a plain Parley frame instead of a TLS handshake gets a plain fatal
     /// ERROR frame that says the server requires TLS, then the connection closes.
-    public func addParleyServerTLSHandlers(identity: ServerTLSIdentity) throws {
+    ///
+    /// - Parameter onHandshake: called once per connection with the handshake's outcome (true:
+    ///   completed), for metrics; it runs on the channel's event loop.
+    public func addParleyServerTLSHandlers(
+        identity: ServerTLSIdentity,
+        onHandshake: @escaping @Sendable (Bool) -> Void = { _ in }
+    ) throws {
         try addHandler(TLSRequiredHandler())
         try addHandler(NIOSSLServerHandler(context: identity.context))
+        try addHandler(TLSHandshakeObserver(onHandshake: onHandshake))
     }
 }
+
+/// Reports whether a connection's TLS handshake completed, once, then gets out of the way.
+final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let onHandshake: @Sendable (Bool) -> Void
+    private var reported = false
+
+    init(onHandshake: @escaping @Sendable (Bool) -> Void) {
+        self.onHandshake = onHandshake
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent, !reported {
+            reported = true
+            onHandshake(true)
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !reported {
+            reported = true
+            onHandshake(false)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Closed before the handshake finished (a port scan, a plaintext client).
+        if !reported {
+            reported = true
+            onHandshake(false)
+        }
+        context.fireChannelInactive()
+    }
+}
+
+@available(*, unavailable)
+extension TLSHandshakeObserver: Sendable {}
 
 /// Answers a client that starts without TLS with a readable refusal instead of a handshake error.
 ///

@@ -53,15 +53,18 @@ final class MessageCommitter: Sendable {
     private let logger: Logger
     private let deliverLive: @Sendable ([LiveDelivery]) -> Void
     private let acknowledged: @Sendable ([AcknowledgedMessage]) -> Void
+    private let metrics: ServerMetrics?
     /// Most items written per transaction, so one huge burst cannot delay answers for long.
     private let maximumBatch = 4096
 
     init(
         store: ServerStore,
         logger: Logger,
+        metrics: ServerMetrics? = nil,
         deliverLive: @escaping @Sendable ([LiveDelivery]) -> Void,
         acknowledged: @escaping @Sendable ([AcknowledgedMessage]) -> Void
     ) {
+        self.metrics = metrics
         self.store = store
         self.logger = logger
         self.deliverLive = deliverLive
@@ -85,6 +88,9 @@ final class MessageCommitter: Sendable {
             break
         }
     }
+
+    /// Messages waiting to be written.
+    var queueDepth: Int { queue.withLock { $0.submissions.count } }
 
     func acknowledge(_ acknowledgement: Acknowledgement) {
         let start = queue.withLock { queue -> Bool in
@@ -140,6 +146,7 @@ final class MessageCommitter: Sendable {
             let (submissions, acknowledgements) = queue.withLock { queue -> ([Submission], [Acknowledgement]) in
                 let submissions = Array(queue.submissions.prefix(maximumBatch))
                 queue.submissions.removeFirst(submissions.count)
+                metrics?.commitQueueDepth.record(queue.submissions.count)
                 let acknowledgements = queue.acknowledgements
                 queue.acknowledgements = []
                 if submissions.isEmpty && acknowledgements.isEmpty {
@@ -155,6 +162,12 @@ final class MessageCommitter: Sendable {
 
     private func commit(_ submissions: [Submission]) {
         let now = Date()
+        let started = ContinuousClock.now
+        defer {
+            metrics?.commitBatchSize.record(submissions.count)
+            let (seconds, attoseconds) = (ContinuousClock.now - started).components
+            metrics?.commitDuration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        }
         do {
             let recipients = Array(Set(submissions.flatMap(\.message.recipients)))
             let existing = try store.existingUserIDs(among: recipients)
@@ -183,6 +196,7 @@ final class MessageCommitter: Sendable {
                 }
                 submission.completion(.success(outcomes))
             }
+            metrics?.messagesStored(live.count)
             if !live.isEmpty { deliverLive(live) }
         } catch {
             logger.error(
@@ -194,6 +208,7 @@ final class MessageCommitter: Sendable {
     private func commit(_ acknowledgements: [Acknowledgement]) {
         do {
             let done = try store.acknowledge(acknowledgements.map { ($0.recipient, $0.messages) }, now: Date())
+            metrics?.messagesAcknowledged(done.count)
             if !done.isEmpty { acknowledged(done) }
         } catch {
             // The messages stay pending and are delivered again at the next logon, where the

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 public import Logging
 import NIOCore
@@ -33,9 +34,13 @@ public final class ParleyServer: Service, Sendable {
     private let state = Mutex(RunState.idle)
     private let listening: AsyncStream<Result<ListeningAddress, ParleyError>>
     private let listeningContinuation: AsyncStream<Result<ListeningAddress, ParleyError>>.Continuation
-    private let address = Mutex<Result<ListeningAddress, ParleyError>?>(nil)
+    let address = Mutex<Result<ListeningAddress, ParleyError>?>(nil)
     /// The certificate new connections get; replaced by ``reloadTLSCertificate()``.
     private let tlsIdentity = Mutex<ServerTLSIdentity?>(nil)
+    /// swift-metrics handles, made from the metrics system the application bootstrapped (if any)
+    /// when the server is created.
+    let metrics: ServerMetrics
+    let startedAt = Date()
 
     private enum RunState {
         case idle
@@ -53,6 +58,7 @@ public final class ParleyServer: Service, Sendable {
     public init(configuration: Configuration, logger: Logger = Logger(label: "parley.server")) {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = ServerMetrics(factory: MetricsSystem.factory)
         (listening, listeningContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -98,9 +104,10 @@ public final class ParleyServer: Service, Sendable {
             context = ServerContext(
                 configuration: configuration,
                 store: store,
-                registry: SessionRegistry(),
+                registry: SessionRegistry(metrics: metrics),
                 blockingPool: blockingPool,
                 logger: logger,
+                metrics: metrics,
                 applicationInbox: inbox
             )
             channel = try await bind(group: group, context: context)
@@ -286,14 +293,19 @@ public final class ParleyServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // TLS first, so that even a refusal below reaches the client inside TLS.
                     if let identity = self.tlsIdentity.withLock({ $0 }) {
-                        try channel.pipeline.syncOperations.addParleyServerTLSHandlers(identity: identity)
+                        let metrics = self.metrics
+                        try channel.pipeline.syncOperations.addParleyServerTLSHandlers(identity: identity) {
+                            ($0 ? metrics.tlsHandshakes : metrics.tlsHandshakeFailures).increment()
+                        }
                     }
                     if let error = context.registry.addConnection(channel, limit: configuration.maximumConnections) {
+                        self.metrics.connectionsRefused.increment()
                         logger.warning("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
                             .whenComplete { _ in channel.close(promise: nil) }
                         return
                     }
+                    self.metrics.connectionsOpened.increment()
                     channel.closeFuture.whenComplete { _ in context.registry.removeConnection(channel) }
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)
@@ -369,6 +381,14 @@ public final class ParleyServer: Service, Sendable {
                     status: .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
                 )
             }
+        }
+    }
+
+    /// The running server's shared state, if it runs.
+    var runningContext: ServerContext? {
+        state.withLock { state in
+            if case .running(let running) = state { return running.context }
+            return nil
         }
     }
 

@@ -105,6 +105,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
             slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 logger.warning("closing a slow consumer")
+                server.metrics.slowConsumerCloses.increment()
                 fail(
                     ParleyError(code: .slowConsumer, message: "the connection did not read what was sent to it in time")
                 )
@@ -543,6 +544,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                     completeLogOn(frame, user: user, storedMessages: stored)
                 case .failure(let error):
                     let error = Self.parleyError(error)
+                    if error.code == .invalidCredentials { server.metrics.logonFailures.increment() }
                     guard error.code == .invalidCredentials, let context = self.context else {
                         respond(to: frame, with: error)
                         break
@@ -577,6 +579,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             break
         }
         state = .loggedOn(user.userID)
+        server.metrics.logonSuccesses.increment()
         sessionUser = user.userID
         logger[metadataKey: "user.id"] = "\(user.userID)"
         logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
@@ -628,6 +631,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func sendMessage(_ frame: Frame, sender: UserID) throws(ParleyError) {
         let request: Parley_V1_SendMessageRequest = try frame.decodeMeta()
+        server.metrics.messageReceived()
         guard request.messageID != 0 else {
             throw ParleyError(code: .invalidRequest, message: "message ID 0 is reserved")
         }
@@ -841,6 +845,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         event.deliveredAtMs = Date().millisecondsSince1970
         event.storedAtMs = storedAt.millisecondsSince1970
         write(Frame(type: .message, requestID: 0, message: event, payload: payload))
+        server.metrics.messageDelivered()
     }
 
     // MARK: Shutdown

@@ -17,6 +17,7 @@ final class ServerContext: Sendable {
     let applicationInbox: ApplicationInbox
     /// Group commit for SEND_MESSAGE and ACK_MESSAGES; it calls back into the registry.
     let committer: MessageCommitter
+    let metrics: ServerMetrics
 
     init(
         configuration: ParleyServer.Configuration,
@@ -24,8 +25,10 @@ final class ServerContext: Sendable {
         registry: SessionRegistry,
         blockingPool: NIOThreadPool,
         logger: Logger,
+        metrics: ServerMetrics,
         applicationInbox: ApplicationInbox
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.store = store
         self.registry = registry
@@ -37,6 +40,7 @@ final class ServerContext: Sendable {
         self.committer = MessageCommitter(
             store: store,
             logger: logger,
+            metrics: metrics,
             deliverLive: { deliveries in
                 for delivery in deliveries {
                     registry.session(for: delivery.recipient)?.execute { $0.liveDelivery(delivery) }

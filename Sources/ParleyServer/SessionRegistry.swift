@@ -33,6 +33,17 @@ final class SessionRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Gauges of connections, sessions and guests, updated with every change.
+    private let metrics: ServerMetrics?
+
+    init(metrics: ServerMetrics? = nil) {
+        self.metrics = metrics
+    }
+
+    /// Updates the gauges from `state` (called with the lock held, so they never go backwards).
+    private func measure(_ state: State) {
+        metrics?.update(connections: state.connections.count, sessions: state.sessions.count)
+    }
 
     /// Registers a new connection; false when the server is full or shutting down.
     /// Registers a new connection, or says why it cannot be taken.
@@ -45,12 +56,16 @@ final class SessionRegistry: Sendable {
                 return ParleyError(code: .tooManyConnections, message: "the server is full; try again later")
             }
             state.connections[ObjectIdentifier(channel)] = channel
+            measure(state)
             return nil
         }
     }
 
     func removeConnection(_ channel: any Channel) {
-        _ = state.withLock { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+        state.withLock { state in
+            state.connections[ObjectIdentifier(channel)] = nil
+            measure(state)
+        }
     }
 
     var connectionCount: Int { state.withLock { $0.connections.count } }
@@ -67,6 +82,7 @@ final class SessionRegistry: Sendable {
         state.withLock { state in
             guard let existing = state.sessions[user], existing.id != handle.id else {
                 state.sessions[user] = handle
+                measure(state)
                 return .claimed
             }
             guard replaceExisting else { return .rejected }
@@ -80,6 +96,7 @@ final class SessionRegistry: Sendable {
         state.withLock { state in
             if state.sessions[user]?.id == handle {
                 state.sessions[user] = nil
+                measure(state)
             }
         }
     }
@@ -94,5 +111,11 @@ final class SessionRegistry: Sendable {
 
     var onlineUsers: Set<UserID> {
         state.withLock { Set($0.sessions.keys) }
+    }
+
+    /// Connections, sessions, and up to `limit` online users (lowest IDs first), for status pages.
+    func snapshot(listing limit: Int) -> (connections: Int, sessions: Int, users: [UserID]) {
+        let (connections, users) = state.withLock { ($0.connections.count, Array($0.sessions.keys)) }
+        return (connections, users.count, Array(users.sorted().prefix(limit)))
     }
 }
