@@ -14,6 +14,14 @@ struct OutputOptions: ParsableArguments {
 
     @Option(help: "How much to log on standard error (default: warning; info for server).")
     var logLevel: LogLevel?
+
+    @Option(help: "How log records look on standard error: text, or json (one object per line).")
+    var logFormat: LogFormat = .text
+}
+
+/// `--log-format` values.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
 }
 
 /// `--log-level` values.

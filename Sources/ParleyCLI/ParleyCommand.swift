@@ -55,15 +55,22 @@ struct ParleyCommand: AsyncParsableCommand {
 
     private static func bootstrapLogging(for command: any ParsableCommand) {
         let level: Logger.Level
+        var format = LogFormat.text
         if let command = command as? any LoggingCommand {
             level = command.output.logLevel?.level ?? type(of: command).defaultLogLevel
+            format = command.output.logFormat
         } else {
             level = .warning
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        LoggingSystem.bootstrap { [format] label in
+            switch format {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            case .json:
+                return JSONLogHandler(label: label, logLevel: level)
+            }
         }
     }
 

@@ -91,6 +91,22 @@ struct StatusPageTests {
     }
 }
 
+@Test("--log-format json writes one JSON object per log record")
+func jsonLogs() async throws {
+    try await withDataDirectory { directory in
+        let server = try await TestServer.start(dataDirectory: directory, ["--log-format", "json"])
+        #expect(try await server.stop() == .exit(0))
+        let lines = server.process.errorOutput.split(separator: "\n")
+        #expect(lines.count >= 3, "\(server.process.errorOutput)")
+        for line in lines {
+            let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(record?["level"] is String && record?["message"] is String, "\(line)")
+            #expect((record?["time"] as? String)?.hasSuffix("Z") == true, "\(line)")
+        }
+        #expect(lines.contains { $0.contains("\"message\":\"listening\"") }, "\(server.process.errorOutput)")
+    }
+}
+
 /// Debian's chromium, headless.
 enum Chromium {
     static func dumpDOM(_ url: String, waitingMilliseconds: Int) async throws -> String {
