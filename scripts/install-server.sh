@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a Parley server as a systemd service: builds the release binary, installs it as
 # /usr/local/bin/parley, the unit as /etc/systemd/system/parley-server.service and a default
-# /etc/parley/server.env (kept if it exists). Run as root from the repository.
+# /etc/parley/server.json and server.env (kept if they exist). Run as root from the repository.
 #
 #   ./scripts/install-server.sh            # install (or upgrade: the same command)
 #   PREFIX=/opt/parley ./scripts/install-server.sh   # binary in $PREFIX/bin instead
@@ -29,14 +29,16 @@ unit=$(mktemp)
 trap 'rm -f "$unit"' EXIT
 sed "s#/usr/local/bin/parley#$prefix/bin/parley#" dist/parley-server.service >"$unit"
 install -D -m 0644 "$unit" "$destdir/etc/systemd/system/parley-server.service"
-if [ -e "$destdir/etc/parley/server.env" ]; then
-    echo "   keeping $destdir/etc/parley/server.env"
-else
-    install -D -m 0644 dist/server.env "$destdir/etc/parley/server.env"
-fi
+for file in server.json server.env; do
+    if [ -e "$destdir/etc/parley/$file" ]; then
+        echo "   keeping $destdir/etc/parley/$file"
+    else
+        install -D -m 0644 "dist/$file" "$destdir/etc/parley/$file"
+    fi
+done
 echo "   $destdir$prefix/bin/parley"
 echo "   $destdir/etc/systemd/system/parley-server.service"
-echo "   $destdir/etc/parley/server.env"
+echo "   $destdir/etc/parley/server.json, $destdir/etc/parley/server.env"
 
 if [ -z "$destdir" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl daemon-reload

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Configuration
 import Foundation
 import Logging
 import Metrics
@@ -28,20 +29,32 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
 
     @OptionGroup var output: OutputOptions
 
-    @Option(help: "The TCP port; 0 lets the system choose.")
-    var port = 7420
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "A JSON configuration file (docs/CONFIGURATION.md lists every key and its default).",
+            discussion: "Environment: PARLEY_CONFIG. Flags win over PARLEY_* variables, which win over the file."
+        )
+    )
+    var configFile: String?
 
-    @Option(name: .customLong("data"), help: "The directory for the server's database (created if missing).")
-    var dataDirectory: String
+    @Option(help: "The TCP port; 0 lets the system choose (default 7420).")
+    var port: Int?
 
-    @Option(help: "The address to listen on.")
-    var host = "0.0.0.0"
+    @Option(
+        name: .customLong("data"),
+        help: "The directory for the server's database and TLS key (created if missing)."
+    )
+    var dataDirectory: String?
+
+    @Option(help: "The address to listen on (default 0.0.0.0).")
+    var host: String?
 
     @Option(
         name: .customLong("port-search"),
         help: "When the port is busy, try up to this many ports from --port up (default 1: that port only)."
     )
-    var portSearch = 1
+    var portSearch: Int?
 
     @Option(
         name: .customLong("tls-certificate"),
@@ -91,42 +104,50 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(name: .customLong("idle-timeout"), help: "Seconds of silence before a connection is closed (default 90).")
     var idleTimeout: Double?
 
-    @Option(help: "The server name sent to clients.")
+    @Option(help: "The server name sent to clients (default parley).")
     var name: String?
 
-    @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss.")
-    var durability: DurabilityArgument = .normal
+    @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss (default normal).")
+    var durability: DurabilityArgument?
 
-    func validate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard portSearch >= 1 else { throw ValidationError("--port-search must be at least 1") }
-        guard (tlsCertificate == nil) == (tlsKey == nil) else {
-            throw ValidationError("--tls-certificate and --tls-key go together")
+    /// The settings given as flags, by configuration key: they win over every other source.
+    private var flagValues: [String: ConfigValue] {
+        var values: [String: ConfigValue] = [:]
+        func set(_ key: String, _ content: ConfigContent?) {
+            if let content { values[key] = ConfigValue(content, isSecret: false) }
         }
-        if let metricsAddress, MetricsAddress(metricsAddress) == nil {
-            throw ValidationError("--metrics-address must be HOST:PORT, e.g. 127.0.0.1:9420")
-        }
-        if insecurePlaintext, tlsCertificate != nil {
-            throw ValidationError("--insecure-plaintext turns TLS off: it takes no certificate")
-        }
-        if let maximumConnections, maximumConnections < 1 {
-            throw ValidationError("--max-connections must be at least 1")
-        }
-        if let maximumFrameSize, maximumFrameSize < 1024 {
-            throw ValidationError("--max-frame-size must be at least 1024")
-        }
-        if let minimumUserID, minimumUserID < 1 { throw ValidationError("--minimum-user-id must be at least 1") }
-        if let passwordCost, !(1...24).contains(passwordCost) {
-            throw ValidationError("--password-cost must be 1...24")
-        }
-        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
+        set("data", dataDirectory.map { .string($0) })
+        set("host", host.map { .string($0) })
+        set("port", port.map { .int($0) })
+        set("portSearch", portSearch.map { .int($0) })
+        set("name", name.map { .string($0) })
+        set("tls.certificate", tlsCertificate.map { .string($0) })
+        set("tls.key", tlsKey.map { .string($0) })
+        set("tls.insecurePlaintext", insecurePlaintext ? .bool(true) : nil)
+        set("metricsAddress", metricsAddress.map { .string($0) })
+        set("maxConnections", maximumConnections.map { .int($0) })
+        set("maxFrameSize", maximumFrameSize.map { .int($0) })
+        set("minimumUserID", minimumUserID.map { .int(Int($0)) })
+        set("replaceSessions", replacesSessions ? .bool(true) : nil)
+        set("passwordCost", passwordCost.map { .int($0) })
+        set("eventLoops", eventLoops.map { .int($0) })
+        set("heartbeat", heartbeat.map { .double($0) })
+        set("idleTimeout", idleTimeout.map { .double($0) })
+        set("durability", durability.map { .string($0.rawValue) })
+        return values
     }
 
     func run() async throws {
         let out = Output(json: output.json)
+        let settings = try await ServerSettings.load(flags: flagValues, file: configFile)
+        do {
+            try FileManager.default.createDirectory(atPath: settings.data, withIntermediateDirectories: true)
+        } catch {
+            throw CommandFailure(message: "cannot create the data directory \(settings.data): \(error)")
+        }
         // The metrics backend must be in place before the server makes its metric handles.
         let registry = PrometheusCollectorRegistry()
-        if metricsAddress != nil {
+        if settings.metricsAddress != nil {
             var factory = PrometheusMetricsFactory(registry: registry)
             factory.valueHistogramBuckets["parley_store_commit_batch_size"] = [
                 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
@@ -138,9 +159,9 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
             ]
             MetricsSystem.bootstrap(factory)
         }
-        let server = ParleyServer(configuration: try serverConfiguration(), logger: Logger(label: "parley.server"))
+        let server = ParleyServer(configuration: settings.serverConfiguration, logger: Logger(label: "parley.server"))
         var statusChannel: (any Channel)?
-        if let metricsAddress, let address = MetricsAddress(metricsAddress) {
+        if let metricsAddress = settings.metricsAddress, let address = MetricsAddress(metricsAddress) {
             do {
                 let channel = try await StatusHTTPServer(server: server, registry: registry)
                     .bind(host: address.host, port: address.port)
@@ -198,48 +219,11 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
             throw CommandFailure(message: error.description)
         }
     }
-
-    private func serverConfiguration() throws -> ParleyServer.Configuration {
-        do {
-            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        } catch {
-            throw CommandFailure(message: "cannot create the data directory \(dataDirectory): \(error)")
-        }
-        var configuration = ParleyServer.Configuration(dataDirectory: dataDirectory)
-        configuration.host = host
-        configuration.port = port
-        configuration.portSearchLimit = portSearch
-        if insecurePlaintext {
-            configuration.tls = .insecurePlaintext
-        } else if let tlsCertificate, let tlsKey {
-            configuration.tls = .certificate(chainFile: tlsCertificate, privateKeyFile: tlsKey)
-        }
-        configuration.replacesExistingSession = replacesSessions
-        configuration.durability = durability.value
-        if let name { configuration.serverName = name }
-        if let maximumConnections { configuration.maximumConnections = maximumConnections }
-        if let maximumFrameSize { configuration.maximumFrameSize = maximumFrameSize }
-        if let minimumUserID { configuration.minimumUserID = UserID(minimumUserID) }
-        if let passwordCost {
-            configuration.passwordCost.log2N = passwordCost
-        }
-        if let eventLoops { configuration.eventLoopThreads = eventLoops }
-        if let heartbeat { configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000)) }
-        if let idleTimeout { configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000)) }
-        return configuration
-    }
 }
 
 /// `--durability` values.
 enum DurabilityArgument: String, ExpressibleByArgument, CaseIterable {
     case normal, full
-
-    var value: ParleyServer.Configuration.Durability {
-        switch self {
-        case .normal: .normal
-        case .full: .full
-        }
-    }
 }
 
 /// `{"event":"metrics","url":...}`

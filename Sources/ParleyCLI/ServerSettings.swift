@@ -1,0 +1,212 @@
+import Configuration
+import Foundation
+import ParleyCore
+import ParleyServer
+import SystemPackage
+
+/// `parley server`'s settings, from (highest precedence first) its flags, `PARLEY_*` environment
+/// variables, a JSON configuration file (`--config FILE` or `PARLEY_CONFIG`), and the defaults.
+///
+/// Every key is listed in ``keys`` with its default and documented in docs/CONFIGURATION.md; the
+/// environment variable of a key is PARLEY_ and the key in upper case with underscores
+/// (`maxConnections` -> `PARLEY_MAX_CONNECTIONS`, `tls.certificate` -> `PARLEY_TLS_CERTIFICATE`).
+struct ServerSettings {
+    var data: String
+    var host = "0.0.0.0"
+    var port = 7420
+    var portSearch = 1
+    var name = "parley"
+    var tlsCertificate: String?
+    var tlsKey: String?
+    var insecurePlaintext = false
+    var metricsAddress: String?
+    var maxConnections = 16_384
+    var maxFrameSize = 1 << 20
+    var minimumUserID = 1000
+    var replaceSessions = false
+    var passwordCost = 14
+    var eventLoops = 1
+    var heartbeat = 30.0
+    var idleTimeout = 90.0
+    var durability = "normal"
+
+    /// Every key a file, the environment or a flag can set.
+    static let keys: Set<String> = [
+        "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
+        "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
+        "eventLoops", "heartbeat", "idleTimeout", "durability",
+    ]
+
+    /// Reads and checks the settings.
+    ///
+    /// - Parameters:
+    ///   - flags: the values given as flags, by key.
+    ///   - file: the configuration file, if any (flag or PARLEY_CONFIG).
+    static func load(flags: [String: ConfigValue], file: String?) async throws -> ServerSettings {
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(
+                name: "flags",
+                values: Dictionary(
+                    uniqueKeysWithValues: flags.map {
+                        (AbsoluteConfigKey($0.key.split(separator: ".").map(String.init)), $0.value)
+                    })
+            ),
+            EnvironmentVariablesProvider(secretsSpecifier: .none).prefixKeys(with: "parley"),
+        ]
+        let file = file ?? ProcessInfo.processInfo.environment["PARLEY_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        if let file {
+            try checkKeys(of: file)
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw CommandFailure(message: "cannot read the configuration file \(file): \(error)")
+            }
+        }
+        let reader = ConfigReader(providers: providers)
+        let value = SettingReader(reader: reader)
+        guard let data = try value.string("data") else {
+            throw CommandFailure(
+                message:
+                    "the data directory is not set: give --data DIR, PARLEY_DATA, or \"data\" in the configuration file"
+            )
+        }
+        var settings = ServerSettings(data: data)
+        try value.string("host").map { settings.host = $0 }
+        try value.int("port").map { settings.port = $0 }
+        try value.int("portSearch").map { settings.portSearch = $0 }
+        try value.string("name").map { settings.name = $0 }
+        settings.tlsCertificate = try value.string("tls.certificate")
+        settings.tlsKey = try value.string("tls.key")
+        try value.bool("tls.insecurePlaintext").map { settings.insecurePlaintext = $0 }
+        settings.metricsAddress = try value.string("metricsAddress")
+        try value.int("maxConnections").map { settings.maxConnections = $0 }
+        try value.int("maxFrameSize").map { settings.maxFrameSize = $0 }
+        try value.int("minimumUserID").map { settings.minimumUserID = $0 }
+        try value.bool("replaceSessions").map { settings.replaceSessions = $0 }
+        try value.int("passwordCost").map { settings.passwordCost = $0 }
+        try value.int("eventLoops").map { settings.eventLoops = $0 }
+        try value.double("heartbeat").map { settings.heartbeat = $0 }
+        try value.double("idleTimeout").map { settings.idleTimeout = $0 }
+        try value.string("durability").map { settings.durability = $0 }
+        try settings.validate()
+        return settings
+    }
+
+    /// A key the server does not know is a mistake the admin wants to hear about (a typo would
+    /// otherwise silently keep the default).
+    private static func checkKeys(of file: String) throws {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file)))
+        } catch {
+            throw CommandFailure(
+                message: "the configuration file \(file) is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let top = object as? [String: Any] else {
+            throw CommandFailure(message: "the configuration file \(file) must hold one JSON object")
+        }
+        var unknown: [String] = []
+        func walk(_ object: [String: Any], prefix: String) {
+            for (key, value) in object {
+                let path = prefix.isEmpty ? key : prefix + "." + key
+                if let nested = value as? [String: Any], !keys.contains(path) {
+                    walk(nested, prefix: path)
+                } else if !keys.contains(path) {
+                    unknown.append(path)
+                }
+            }
+        }
+        walk(top, prefix: "")
+        guard unknown.isEmpty else {
+            throw CommandFailure(
+                message: "the configuration file \(file) has unknown keys: \(unknown.sorted().joined(separator: ", ")) "
+                    + "(docs/CONFIGURATION.md lists the keys)"
+            )
+        }
+    }
+
+    private func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws {
+            guard condition else { throw CommandFailure(message: "configuration: \(message)") }
+        }
+        try check((0...65535).contains(port), "port must be 0...65535")
+        try check(portSearch >= 1, "portSearch must be at least 1")
+        try check((tlsCertificate == nil) == (tlsKey == nil), "tls.certificate and tls.key go together")
+        try check(!(insecurePlaintext && tlsCertificate != nil), "tls.insecurePlaintext turns TLS off: no certificate")
+        try check(metricsAddress.map { MetricsAddress($0) != nil } ?? true, "metricsAddress must be HOST:PORT")
+        try check(maxConnections >= 1, "maxConnections must be at least 1")
+        try check(maxFrameSize >= 1024, "maxFrameSize must be at least 1024")
+        try check((1...Int(UInt32.max)).contains(minimumUserID), "minimumUserID must be at least 1")
+        try check((1...24).contains(passwordCost), "passwordCost must be 1...24")
+        try check(eventLoops >= 1, "eventLoops must be at least 1")
+        try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
+        try check(["normal", "full"].contains(durability), "durability must be normal or full")
+    }
+
+    /// The server configuration these settings describe.
+    var serverConfiguration: ParleyServer.Configuration {
+        var configuration = ParleyServer.Configuration(dataDirectory: data)
+        configuration.host = host
+        configuration.port = port
+        configuration.portSearchLimit = portSearch
+        configuration.serverName = name
+        if insecurePlaintext {
+            configuration.tls = .insecurePlaintext
+        } else if let tlsCertificate, let tlsKey {
+            configuration.tls = .certificate(chainFile: tlsCertificate, privateKeyFile: tlsKey)
+        }
+        configuration.maximumConnections = maxConnections
+        configuration.maximumFrameSize = maxFrameSize
+        configuration.minimumUserID = UserID(UInt32(minimumUserID))
+        configuration.replacesExistingSession = replaceSessions
+        configuration.passwordCost.log2N = passwordCost
+        configuration.eventLoopThreads = eventLoops
+        configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000))
+        configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        configuration.durability = durability == "full" ? .full : .normal
+        return configuration
+    }
+}
+
+/// Reads one key: nil when no source sets it, an error naming the key when a source sets it to a
+/// value of the wrong type.
+private struct SettingReader {
+    let reader: ConfigReader
+
+    private func read<T>(_ key: String, _ get: (ConfigKey) throws -> T) throws -> T? {
+        do {
+            return try get(ConfigKey(key.split(separator: ".").map(String.init)))
+        } catch {
+            // swift-configuration reports a missing value and a wrong type with one error type.
+            if "\(error)".hasPrefix("Missing required config value") { return nil }
+            throw CommandFailure(
+                message: "configuration key \"\(key)\" (environment PARLEY_\(Self.environmentName(key))): \(error)"
+            )
+        }
+    }
+
+    func string(_ key: String) throws -> String? { try read(key) { try reader.requiredString(forKey: $0) } }
+    func int(_ key: String) throws -> Int? { try read(key) { try reader.requiredInt(forKey: $0) } }
+    func bool(_ key: String) throws -> Bool? { try read(key) { try reader.requiredBool(forKey: $0) } }
+
+    func double(_ key: String) throws -> Double? {
+        // A JSON number without a fraction is an integer to the file provider.
+        if let whole = try? int(key) { return Double(whole) }
+        return try read(key) { try reader.requiredDouble(forKey: $0) }
+    }
+
+    /// `tls.certificate` -> `TLS_CERTIFICATE`, `maxConnections` -> `MAX_CONNECTIONS`.
+    static func environmentName(_ key: String) -> String {
+        var name = ""
+        for character in key {
+            if character == "." {
+                name += "_"
+            } else if character.isUppercase {
+                name += "_" + character.uppercased()
+            } else {
+                name += character.uppercased()
+            }
+        }
+        return name
+    }
+}
