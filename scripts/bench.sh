@@ -45,12 +45,12 @@ for mode in tls plaintext; do
 
     echo "== [$mode] throughput: $CLIENTS clients, $MESSAGES messages of $SIZE bytes, as fast as possible"
     start_server "throughput-$mode" --max-connections 20000 "${plain[@]}"
-    "$parley" bench --server "$address" "${plain[@]}" --clients "$CLIENTS" --messages "$MESSAGES" --size "$SIZE" --json | tee "$work/throughput-$mode.json"
+    "$parley" bench --server "$address" "${plain[@]}" --server-pid "$server_pid" --clients "$CLIENTS" --messages "$MESSAGES" --size "$SIZE" --json | tee "$work/throughput-$mode.json"
     kill "$server_pid"
 
     echo "== [$mode] latency at $RATE messages/s offered"
     start_server "latency-$mode" "${plain[@]}"
-    "$parley" bench --server "$address" "${plain[@]}" --clients "$CLIENTS" --messages $((RATE * 10)) --size "$SIZE" --rate "$RATE" --json | tee "$work/latency-$mode.json"
+    "$parley" bench --server "$address" "${plain[@]}" --server-pid "$server_pid" --clients "$CLIENTS" --messages $((RATE * 10)) --size "$SIZE" --rate "$RATE" --json | tee "$work/latency-$mode.json"
     kill "$server_pid"
 
     echo "== [$mode] logons per second at the default password cost"

@@ -49,6 +49,12 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "Stop after this many seconds at the latest.")
     var timeout: Double = 120
 
+    @Option(
+        name: .customLong("server-pid"),
+        help: "The server's process ID (same machine): also report the server's CPU time per delivered message."
+    )
+    var serverPID: Int32?
+
     static let minimumSize = 24
 
     func validate() throws {
@@ -85,8 +91,12 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             window: window,
             interval: rate > 0 ? .nanoseconds(Int64(Double(clients) * 1e9 / rate)) : nil
         )
+        let serverPID = self.serverPID
         let report = try await participants.withLoggedOnClients { participants in
-            try await Self.measureMessages(plan, participants: participants, deadline: deadline)
+            let cpu = CPUWindow(serverPID: serverPID)
+            var report = try await Self.measureMessages(plan, participants: participants, deadline: deadline)
+            cpu.finish(into: &report)
+            return report
         }
         try out.emit(report, text: report.summary)
         if let failure = report.firstFailure { Output.note("a send failed: \(failure)") }
@@ -119,6 +129,7 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         let count = participants.count
         var sent = SenderTally()
         var received = ReceiverTally()
+        var latency = LatencySummary()
         try await withThrowingTaskGroup(of: BenchPart.self) { group in
             for index in 0..<count {
                 let sender = participants[index]
@@ -148,21 +159,22 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             for try await part in group {
                 switch part {
                 case .sent(let tally): sent.merge(tally)
-                case .received(let tally): received.merge(tally)
+                case .received(let tally):
+                    received.merge(tally)
+                    latency.merge(tally.latency)
                 }
             }
         }
         let end = received.lastDelivery ?? ContinuousClock.now
         let seconds = Double((end - start).nanoseconds) / 1e9
-        let latency = LatencySummary(nanoseconds: received.latencies)
         return MessageReport(
             clients: count,
             messages: plan.messages,
             size: plan.size,
-            delivered: received.latencies.count,
+            delivered: received.delivered,
             failed: sent.failed,
             seconds: seconds,
-            deliveredPerSecond: seconds > 0 ? Double(received.latencies.count) / seconds : 0,
+            deliveredPerSecond: seconds > 0 ? Double(received.delivered) / seconds : 0,
             p50Ms: latency.percentile(0.5),
             p99Ms: latency.percentile(0.99),
             p999Ms: latency.percentile(0.999),
@@ -233,15 +245,15 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         since start: ContinuousClock.Instant
     ) async -> ReceiverTally {
         var tally = ReceiverTally()
-        tally.latencies.reserveCapacity(count)
         guard count > 0 else { return tally }
         for await event in client.events {
             guard case .message(let message) = event else { continue }
             let now = ContinuousClock.now
             guard case .text(let text) = message.body, let sentAt = Int64(text.prefix { $0 != " " }) else { continue }
-            tally.latencies.append((now - start).nanoseconds - sentAt)
+            tally.latency.record(nanoseconds: (now - start).nanoseconds - sentAt)
+            tally.delivered += 1
             tally.lastDelivery = now
-            if tally.latencies.count >= count { break }
+            if tally.delivered >= count { break }
         }
         return tally
     }
@@ -263,11 +275,13 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     }
 
     private struct ReceiverTally: Sendable {
-        var latencies: [Int64] = []
+        var delivered = 0
+        var latency = LatencySummary()
         var lastDelivery: ContinuousClock.Instant?
 
+        /// Counts and times; the latencies are merged apart, into one histogram.
         mutating func merge(_ other: ReceiverTally) {
-            latencies += other.latencies
+            delivered += other.delivered
             if let last = other.lastDelivery, lastDelivery.map({ last > $0 }) ?? true { lastDelivery = last }
         }
     }
@@ -285,9 +299,16 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         var p99Ms: Double?
         var p999Ms: Double?
         var firstFailure: String?
+        /// CPU time this generator used while measuring, and the share of one core it took.
+        var benchCPUSeconds: Double?
+        var benchCores: Double?
+        /// With --server-pid: the server's CPU time while measuring, per delivered message.
+        var serverCPUSeconds: Double?
+        var serverMicrosecondsPerMessage: Double?
 
         private enum CodingKeys: String, CodingKey {
-            case clients, messages, size, delivered, failed, seconds, deliveredPerSecond, p50Ms, p99Ms, p999Ms
+            case clients, messages, size, delivered, failed, seconds, deliveredPerSecond, p50Ms, p99Ms, p999Ms,
+                benchCPUSeconds, benchCores, serverCPUSeconds, serverMicrosecondsPerMessage
         }
 
         var summary: String {
@@ -297,7 +318,20 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
                 (\(failed) sends failed) in \(String(format: "%.3f", seconds)) s
                 \(String(format: "%.0f", deliveredPerSecond)) messages/s delivered
                 latency p50 \(ms(p50Ms)), p99 \(ms(p99Ms)), p99.9 \(ms(p999Ms))
-                """
+                """ + cpuSummary
+        }
+
+        private var cpuSummary: String {
+            var text = ""
+            if let benchCPUSeconds, let benchCores {
+                text += String(format: "\nbench CPU %.2f s (%.2f cores)", benchCPUSeconds, benchCores)
+            }
+            if let serverCPUSeconds, let serverMicrosecondsPerMessage {
+                text += String(
+                    format: "\nserver CPU %.2f s, %.2f µs per delivered message", serverCPUSeconds,
+                    serverMicrosecondsPerMessage)
+            }
+            return text
         }
     }
 
@@ -351,6 +385,31 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             \(clients) clients, \(logons) logons in \(String(format: "%.3f", seconds)) s
             \(String(format: "%.1f", logonsPerSecond)) logons/s
             """
+        }
+    }
+}
+
+/// CPU time of the generator and (optionally) the server over one measurement.
+struct CPUWindow {
+    let serverPID: Int32?
+    private let ownStart = CPUUsage.ownSeconds()
+    private let serverStart: Double?
+    private let wallStart = ContinuousClock.now
+
+    init(serverPID: Int32?) {
+        self.serverPID = serverPID
+        self.serverStart = serverPID.flatMap(CPUUsage.seconds(ofProcess:))
+    }
+
+    func finish(into report: inout BenchCommand.MessageReport) {
+        let wall = Double((ContinuousClock.now - wallStart).nanoseconds) / 1e9
+        let own = CPUUsage.ownSeconds() - ownStart
+        report.benchCPUSeconds = own
+        report.benchCores = wall > 0 ? own / wall : nil
+        if let serverPID, let serverStart, let serverEnd = CPUUsage.seconds(ofProcess: serverPID) {
+            report.serverCPUSeconds = serverEnd - serverStart
+            report.serverMicrosecondsPerMessage =
+                report.delivered > 0 ? (serverEnd - serverStart) * 1e6 / Double(report.delivered) : nil
         }
     }
 }

@@ -135,16 +135,7 @@ struct ProcessMetrics {
 
     static func read() -> ProcessMetrics {
         var metrics = ProcessMetrics(cpuSeconds: 0, residentBytes: 0, openDescriptors: 0)
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-            let end = stat.lastIndex(of: ")")
-        {
-            // Fields after "(comm)": state is field 3, utime 14 and stime 15 (1-based).
-            let fields = stat[stat.index(after: end)...].split(separator: " ")
-            if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]), ticks > 0 {
-                metrics.cpuSeconds = (user + system) / ticks
-            }
-        }
+        metrics.cpuSeconds = CPUUsage.seconds(ofProcess: getpid()) ?? 0
         if let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
             let fields = statm.split(separator: " ")
             if fields.count > 1, let pages = Int(fields[1]) {

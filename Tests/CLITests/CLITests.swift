@@ -365,7 +365,7 @@ struct CLITests {
             let result = try await parley(
                 [
                     "bench", "--server", server.address, "--clients", "4", "--messages", "200", "--size", "64",
-                    "--json", "--timeout", "60",
+                    "--json", "--timeout", "60", "--server-pid", "\(server.process.processIdentifier)",
                 ],
                 timeout: .seconds(90)
             )
@@ -378,6 +378,8 @@ struct CLITests {
             #expect((report["p99Ms"] as? Double ?? 0) > 0, "\(report)")
             #expect((report["p50Ms"] as? Double ?? .infinity) <= (report["p99Ms"] as? Double ?? 0))
             #expect(report["p999Ms"] is Double)
+            #expect((report["benchCPUSeconds"] as? Double ?? 0) > 0, "\(report)")
+            #expect((report["serverMicrosecondsPerMessage"] as? Double ?? 0) > 0, "\(report)")
 
             let logons = try await parley(
                 ["bench", "--server", server.address, "--clients", "2", "--logons", "6", "--json"],
