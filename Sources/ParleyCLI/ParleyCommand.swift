@@ -62,15 +62,16 @@ struct ParleyCommand: AsyncParsableCommand {
         } else {
             level = .warning
         }
+        RuntimeLogLevel.level = level
         LoggingSystem.bootstrap { [format] label in
+            var inner: any LogHandler
             switch format {
-            case .text:
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            case .json:
-                return JSONLogHandler(label: label, logLevel: level)
+            case .text: inner = StreamLogHandler.standardError(label: label)
+            case .json: inner = JSONLogHandler(label: label, logLevel: .trace)
             }
+            // The inner handler lets everything through; the process-wide level filters.
+            inner.logLevel = .trace
+            return RuntimeLevelLogHandler(inner: inner)
         }
     }
 

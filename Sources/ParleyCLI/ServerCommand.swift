@@ -110,6 +110,41 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss (default normal).")
     var durability: DurabilityArgument?
 
+    /// Applies a changed configuration to the running server, and says what needs a restart.
+    private static func reload(
+        _ server: ParleyServer,
+        flags: [String: ConfigValue],
+        file: String?,
+        started: ServerSettings,
+        logger: Logger
+    ) async {
+        let settings: ServerSettings
+        do {
+            settings = try await ServerSettings.load(flags: flags, file: file)
+        } catch {
+            logger.error("SIGHUP: the configuration is not valid; nothing changed", metadata: ["error": "\(error)"])
+            return
+        }
+        RuntimeLogLevel.level = settings.level
+        server.maximumConnections = settings.maxConnections
+        var metadata: Logger.Metadata = [
+            "logLevel": "\(settings.logLevel)", "maxConnections": "\(settings.maxConnections)",
+        ]
+        do {
+            let fingerprint = try server.reloadTLSCertificate(settings.serverConfiguration.tls)
+            metadata["tlsFingerprint"] = "\(fingerprint.map(String.init(describing:)) ?? "none")"
+        } catch {
+            logger.error(
+                "SIGHUP: the TLS certificate could not be loaded; keeping the old one", metadata: ["error": "\(error)"])
+        }
+        logger.notice("SIGHUP: configuration reloaded", metadata: metadata)
+        let restart = settings.keysNeedingRestart(comparedTo: started)
+        if !restart.isEmpty {
+            logger.warning(
+                "SIGHUP: these changes need a restart", metadata: ["keys": "\(restart.joined(separator: ", "))"])
+        }
+    }
+
     /// The settings given as flags, by configuration key: they win over every other source.
     private var flagValues: [String: ConfigValue] {
         var values: [String: ConfigValue] = [:]
@@ -134,12 +169,14 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         set("heartbeat", heartbeat.map { .double($0) })
         set("idleTimeout", idleTimeout.map { .double($0) })
         set("durability", durability.map { .string($0.rawValue) })
+        set("logLevel", output.logLevel.map { .string($0.rawValue) })
         return values
     }
 
     func run() async throws {
         let out = Output(json: output.json)
         let settings = try await ServerSettings.load(flags: flagValues, file: configFile)
+        RuntimeLogLevel.level = settings.level
         do {
             try FileManager.default.createDirectory(atPath: settings.data, withIntermediateDirectories: true)
         } catch {
@@ -186,21 +223,12 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await services.run() }
-                // SIGHUP: load the TLS certificate again (an admin's renewed certificate); open
-                // connections keep theirs.
-                tasks.addTask {
+                // SIGHUP: read the configuration again and apply what can change at run time (log
+                // level, connection limit, TLS certificate); open connections stay.
+                tasks.addTask { [flagValues, configFile] in
                     for await _ in await UnixSignalsSequence(trapping: .sighup) {
-                        do {
-                            let fingerprint = try server.reloadTLSCertificate()
-                            logger.notice(
-                                "SIGHUP: TLS certificate reloaded",
-                                metadata: ["fingerprint": "\(fingerprint.map(String.init(describing:)) ?? "none")"]
-                            )
-                        } catch {
-                            logger.error(
-                                "SIGHUP: the TLS certificate could not be reloaded; keeping the old one",
-                                metadata: ["error": "\(error)"])
-                        }
+                        await Self.reload(
+                            server, flags: flagValues, file: configFile, started: settings, logger: logger)
                     }
                 }
                 let address = try await server.listeningAddress

@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+import Logging
 import ParleyCore
 import ParleyServer
 import SystemPackage
@@ -29,13 +30,17 @@ struct ServerSettings {
     var heartbeat = 30.0
     var idleTimeout = 90.0
     var durability = "normal"
+    var logLevel = "info"
 
     /// Every key a file, the environment or a flag can set.
     static let keys: Set<String> = [
         "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
         "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
-        "eventLoops", "heartbeat", "idleTimeout", "durability",
+        "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel",
     ]
+
+    /// The keys SIGHUP applies to a running server; the others need a restart.
+    static let reloadable: Set<String> = ["logLevel", "maxConnections", "tls.certificate", "tls.key"]
 
     /// Reads and checks the settings.
     ///
@@ -88,6 +93,7 @@ struct ServerSettings {
         try value.double("heartbeat").map { settings.heartbeat = $0 }
         try value.double("idleTimeout").map { settings.idleTimeout = $0 }
         try value.string("durability").map { settings.durability = $0 }
+        try value.string("logLevel").map { settings.logLevel = $0 }
         try settings.validate()
         return settings
     }
@@ -141,6 +147,30 @@ struct ServerSettings {
         try check(eventLoops >= 1, "eventLoops must be at least 1")
         try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
         try check(["normal", "full"].contains(durability), "durability must be normal or full")
+        try check(
+            Logger.Level(rawValue: logLevel) != nil,
+            "logLevel must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
+        )
+    }
+
+    /// The log level (validated).
+    var level: Logger.Level { Logger.Level(rawValue: logLevel) ?? .info }
+
+    /// The keys whose values differ between two loads, that SIGHUP cannot apply.
+    func keysNeedingRestart(comparedTo other: ServerSettings) -> [String] {
+        let mine = Mirror(reflecting: self).children
+        let theirs = Mirror(reflecting: other).children
+        var changed: [String] = []
+        for (a, b) in zip(mine, theirs) where "\(a.value)" != "\(b.value)" {
+            guard let label = a.label else { continue }
+            let key =
+                [
+                    "tlsCertificate": "tls.certificate", "tlsKey": "tls.key",
+                    "insecurePlaintext": "tls.insecurePlaintext",
+                ][label] ?? label
+            if !Self.reloadable.contains(key) { changed.append(key) }
+        }
+        return changed
     }
 
     /// The server configuration these settings describe.

@@ -40,6 +40,7 @@ public final class ParleyServer: Service, Sendable {
     /// swift-metrics handles, made from the metrics system the application bootstrapped (if any)
     /// when the server is created.
     let metrics: ServerMetrics
+    private let connectionLimit: Atomic<Int>
     let startedAt = Date()
 
     private enum RunState {
@@ -59,6 +60,7 @@ public final class ParleyServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metrics = ServerMetrics(factory: MetricsSystem.factory)
+        self.connectionLimit = Atomic(configuration.maximumConnections)
         (listening, listeningContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -93,7 +95,7 @@ public final class ParleyServer: Service, Sendable {
         let inbox = ApplicationInbox(isAvailable: configuration.application != nil, capacity: 1024)
         do {
             try configuration.validate()
-            try loadTLSIdentity()
+            try loadTLSIdentity(configuration.tls)
             let store = try ServerStore(
                 path: configuration.databasePath,
                 configuration: .init(
@@ -176,16 +178,31 @@ public final class ParleyServer: Service, Sendable {
     /// New connections get the new certificate; open ones keep theirs.
     ///
     /// - Returns: the new certificate's fingerprint; nil in plaintext.
+    ///
+    /// - Parameter tls: the TLS settings to load from, when they changed (new file paths);
+    ///   nil reloads the configured ones. Turning TLS on or off needs a restart.
     @discardableResult
-    public func reloadTLSCertificate() throws(ParleyError) -> CertificateFingerprint? {
-        try loadTLSIdentity()
+    public func reloadTLSCertificate(_ tls: Configuration.TLS? = nil) throws(ParleyError) -> CertificateFingerprint? {
+        let tls = tls ?? configuration.tls
+        guard (tls == .insecurePlaintext) == (configuration.tls == .insecurePlaintext) else {
+            throw ParleyError(code: .invalidRequest, message: "turning TLS on or off needs a restart")
+        }
+        try loadTLSIdentity(tls)
         return tlsCertificateFingerprint
     }
 
-    private func loadTLSIdentity() throws(ParleyError) {
+    /// Connections beyond this are refused with TOO_MANY_CONNECTIONS; starts as the
+    /// configuration's ``Configuration/maximumConnections`` and can change while the server runs
+    /// (open connections stay).
+    public var maximumConnections: Int {
+        get { connectionLimit.load(ordering: .relaxed) }
+        set { connectionLimit.store(max(newValue, 1), ordering: .relaxed) }
+    }
+
+    private func loadTLSIdentity(_ tls: Configuration.TLS) throws(ParleyError) {
         let identity: ServerTLSIdentity?
         do {
-            switch configuration.tls {
+            switch tls {
             case .selfSigned:
                 let (selfSigned, created) = try ServerTLSIdentity.selfSigned(
                     dataDirectory: configuration.dataDirectory
@@ -298,7 +315,7 @@ public final class ParleyServer: Service, Sendable {
                             ($0 ? metrics.tlsHandshakes : metrics.tlsHandshakeFailures).increment()
                         }
                     }
-                    if let error = context.registry.addConnection(channel, limit: configuration.maximumConnections) {
+                    if let error = context.registry.addConnection(channel, limit: self.maximumConnections) {
                         self.metrics.connectionsRefused.increment()
                         logger.warning("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())

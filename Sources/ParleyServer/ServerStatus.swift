@@ -85,7 +85,7 @@ extension ParleyServer {
             port: address?.port ?? configuration.port,
             tls: tls,
             tlsFingerprint: tlsCertificateFingerprint?.description,
-            maximumConnections: configuration.maximumConnections,
+            maximumConnections: maximumConnections,
             maximumFrameSize: configuration.maximumFrameSize,
             deliveryWindow: configuration.deliveryWindow,
             outboundQueueLimit: configuration.outboundQueueLimit,

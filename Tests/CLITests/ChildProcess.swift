@@ -219,6 +219,16 @@ final class ChildProcess: Sendable {
         return line
     }
 
+    /// Waits until standard error (the log) contains `text`.
+    func waitForLog(containing text: String, timeout: Duration = .seconds(30)) async throws {
+        let stream = try await withTimeout(timeout, waitingFor: "\"\(text)\" in the log of `\(commandLine)`") {
+            try await self.standardError.wait { $0.text.contains(text) || $0.isClosed }
+        }
+        guard stream.text.contains(text) else {
+            throw TestFailure("`\(commandLine)` ended without logging \"\(text)\": \(stream.text)")
+        }
+    }
+
     /// Waits for the process to end and for all of its output.
     @discardableResult
     func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {

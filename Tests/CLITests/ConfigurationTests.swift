@@ -38,6 +38,42 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("SIGHUP applies the log level and the connection limit, and names what needs a restart")
+    func reload() async throws {
+        try await withDataDirectory { directory in
+            let file = directory.appendingPathComponent("server.json").path
+            func write(_ extra: String) throws {
+                try """
+                {"data": "\(directory.appendingPathComponent("data").path)", "host": "127.0.0.1", "port": 0,
+                 "metricsAddress": "127.0.0.1:0" \(extra)}
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            }
+            try write(#", "logLevel": "notice", "maxConnections": 100"#)
+            let server = try ChildProcess(["server", "--config", file])
+            defer { server.signal(SIGTERM) }
+            _ = try await server.line { $0.hasPrefix("listening on ") }
+            let metrics = try await server.line { $0.hasPrefix("metrics on ") }.dropFirst("metrics on ".count)
+            let statusURL = try #require(URL(string: metrics + "/status"))
+            #expect(!server.errorOutput.contains(" info "), "notice hides info: \(server.errorOutput)")
+
+            try write(#", "logLevel": "debug", "maxConnections": 3, "name": "renamed""#)
+            server.signal(SIGHUP)
+            try await server.waitForLog(containing: "configuration reloaded")
+            try await server.waitForLog(containing: "need a restart")
+            #expect(server.errorOutput.contains("logLevel=debug"), "\(server.errorOutput)")
+            #expect(server.errorOutput.contains("keys=name"), "\(server.errorOutput)")
+            let (data, _) = try await URLSession.shared.data(from: statusURL)
+            let status = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            #expect((status["settings"] as? [String: Any])?["maximumConnections"] as? Int == 3)
+            #expect(status["serverName"] as? String == "parley", "a name change waits for a restart")
+
+            // A broken file changes nothing and says why.
+            try "{ not json".write(toFile: file, atomically: true, encoding: .utf8)
+            server.signal(SIGHUP)
+            try await server.waitForLog(containing: "the configuration is not valid; nothing changed")
+        }
+    }
+
     @Test("unknown keys, values of the wrong type and a missing data directory are clear errors")
     func badConfiguration() async throws {
         try await withDataDirectory { directory in

@@ -81,8 +81,10 @@ struct LimitsTests {
             ServerChanges {
                 $0.outboundQueueLimit = 64 * 1024
                 if reason == "idle" {
-                    $0.heartbeatInterval = .milliseconds(100)
-                    $0.idleTimeout = .milliseconds(400)
+                    // Long enough for the TLS handshake, HELLO and REGISTER on a loaded machine: the
+                    // silence that counts starts once the peer stops reading.
+                    $0.heartbeatInterval = .milliseconds(300)
+                    $0.idleTimeout = .milliseconds(1500)
                 } else {
                     $0.slowConsumerTimeout = .milliseconds(200)
                 }
