@@ -196,6 +196,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         do {
             try dispatch(frame)
         } catch {
+            if error.code == .invalidRequest {
+                logger.info(
+                    "refused an invalid request",
+                    metadata: ["frame.type": "\(frame.type)", "error": "\(error.message)"])
+            }
             respond(to: frame, with: error)
         }
     }
@@ -377,7 +382,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .success(let response):
             respond(to: frame, with: response)
         case .failure(let error):
-            respond(to: frame, with: Self.parleyError(error))
+            let error = Self.parleyError(error)
+            if error.code == .storageError || error.code == .internalError {
+                logger.info("a request failed", metadata: ["frame.type": "\(frame.type)", "error": "\(error)"])
+            }
+            respond(to: frame, with: error)
         }
     }
 
@@ -454,7 +463,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         let requested = request.requestedUserID == 0 ? nil : UserID(request.requestedUserID)
         let minimum = server.configuration.minimumUserID
-        logOnSerialized(frame) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node) { server throws(ParleyError) in
             let hash = try server.hashPassword(request.password)
             let user = try server.store.registerUser(
                 info,
@@ -464,7 +473,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 now: Date()
             )
             server.logger.info("registered a user", metadata: ["user.id": "\(user.userID)"])
-            return (try Self.record(node, for: user, server: server), 0)
+            return (user, 0)
         }
     }
 
@@ -482,27 +491,68 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(to: frame, with: error)
             return
         }
-        if let wait = server.throttle.retryAfter(for: user) {
-            respond(
-                to: frame,
-                with: ParleyError(
-                    code: .tooManyAttempts,
-                    message: "too many failed logons for user \(user); retry later",
-                    retryAfterMilliseconds: max(wait.wireMilliseconds, 1)
-                )
-            )
+        let attempt = LogonThrottle.Attempt(user: user, address: peerAddress, nodeID: node?.nodeID)
+        let ticket: LogonThrottle.Ticket
+        switch server.throttle.withLock({ $0.begin(attempt, now: .now) }) {
+        case .success(let allowed):
+            ticket = allowed
+        case .failure(let refusal):
+            refuseLogon(frame, user: user, refusal)
             return
         }
-        logOnSerialized(frame) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node, ticket: ticket) { server throws(ParleyError) in
             guard let stored = try server.store.user(user),
                 server.hasher.verify(request.password, against: stored.passwordHash)
             else {
-                server.throttle.recordFailure(for: user)
                 throw ParleyError(code: .invalidCredentials, message: "unknown user ID or wrong password")
             }
-            server.throttle.recordSuccess(for: user)
-            let info = try Self.record(node, for: stored.info, server: server)
-            return (info, try server.store.pendingMessageCount(for: user))
+            return (stored.info, try server.store.pendingMessageCount(for: user))
+        }
+    }
+
+    /// The source address the logon throttle counts: the peer's IP without its port.
+    private var peerAddress: String {
+        context?.remoteAddress?.ipAddress ?? ""
+    }
+
+    /// Answers a LOGON the throttle refused without checking its password.
+    ///
+    /// The one place where refused logons pass: count them here when metrics come.
+    private func refuseLogon(_ frame: Frame, user: UserID, _ refusal: LogonThrottle.Refusal) {
+        logger.debug("refused a logon unchecked", metadata: ["user.id": "\(user)", "refusal": "\(refusal)"])
+        let message =
+            switch refusal {
+            case .userBlocked: "too many failed logons for user \(user); retry later"
+            case .addressBlocked: "too many failed logons from this address; retry later"
+            case .userBusy: "another logon for user \(user) is being checked; retry later"
+            case .addressBusy: "too many logons from this address are being checked; retry later"
+            }
+        respond(
+            to: frame,
+            with: ParleyError(
+                code: .tooManyAttempts,
+                message: message,
+                retryAfterMilliseconds: max(refusal.retryAfter.wireMilliseconds, 1)
+            )
+        )
+    }
+
+    /// Reports a checked logon's outcome to the throttle and logs the back-offs it starts.
+    private func finishAttempt(_ ticket: LogonThrottle.Ticket, _ outcome: LogonThrottle.Outcome) {
+        let blocks = server.throttle.withLock { $0.finish(ticket, outcome, now: .now) }
+        for block in blocks {
+            // The one place where back-offs start: count them here when metrics come.
+            let scope: Logger.Metadata =
+                switch block.scope {
+                case .user(let user): ["user.id": "\(user)"]
+                case .address(let address): ["source.address": "\(address)"]
+                }
+            logger.info(
+                "logons throttled after repeated failures",
+                metadata: scope.merging(
+                    ["failures": "\(block.failures)", "backoff.ms": "\(block.duration.wireMilliseconds)"]
+                ) { $1 }
+            )
         }
     }
 
@@ -527,25 +577,42 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         return recorded
     }
 
-    /// Checks credentials off the loop, then makes this connection the user's session.
+    /// Checks credentials off the loop, then makes this connection the user's session, then
+    /// records the declared node: a logon refused for any reason records nothing.
     private func logOnSerialized(
         _ frame: Frame,
-        _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
+        node: NodeDeclaration?,
+        ticket: LogonThrottle.Ticket? = nil,
+        _ authenticate: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
     ) {
         guard let context else { return }
         busy = true
         let server = self.server
-        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try authenticate(server) }
             .assumeIsolated()
             .whenComplete { [self] result in
+                if let ticket {
+                    let outcome: LogonThrottle.Outcome =
+                        switch result {
+                        case .success: .succeeded
+                        case .failure(let error):
+                            Self.parleyError(error).code == .invalidCredentials ? .failed : .abandoned
+                        }
+                    finishAttempt(ticket, outcome)
+                } else if case .success(let (user, _)) = result {
+                    // The source that registered a user is a known good source for it.
+                    let attempt = LogonThrottle.Attempt(user: user.userID, address: peerAddress, nodeID: node?.nodeID)
+                    server.throttle.withLock { $0.trust(attempt, now: .now) }
+                }
                 switch result {
                 case .success(let (user, stored)):
-                    completeLogOn(frame, user: user, storedMessages: stored)
+                    claimSession(frame, user: user, node: node, storedMessages: stored)
                 case .failure(let error):
                     let error = Self.parleyError(error)
                     guard error.code == .invalidCredentials, let context = self.context else {
                         respond(to: frame, with: error)
-                        break
+                        resume()
+                        return
                     }
                     // A pause on every failure slows guessing even before the back-off starts;
                     // the connection stays busy meanwhile, so pipelined guesses wait too.
@@ -553,31 +620,71 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                         respond(to: frame, with: error)
                         resume()
                     }
-                    return
                 }
-                resume()
             }
     }
 
-    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
-        guard state == .guest, let handle else { return }
+    /// Applies the one-session rule (docs/PROTOCOL.md section 9.2), then records the node.
+    private func claimSession(_ frame: Frame, user: UserInfo, node: NodeDeclaration?, storedMessages: Int) {
+        guard state == .guest, let handle, let context else {
+            resume()
+            return
+        }
         switch server.registry.claim(
-            user.userID, for: handle, replaceExisting: server.configuration.replacesExistingSession)
-        {
+            user.userID,
+            for: handle,
+            nodeID: node?.nodeID,
+            replaceExisting: server.configuration.replacesExistingSession
+        ) {
         case .rejected:
             respond(
                 to: frame,
                 with: ParleyError(
                     code: .sessionExists, message: "user \(user.userID) is logged on from another connection")
             )
+            resume()
             return
-        case .replaced(let previous):
-            previous.execute { $0.replacedByNewerSession() }
+        case .replaced(let previous, let takeover):
+            logger.info(
+                "took over a session", metadata: ["user.id": "\(user.userID)", "takeover": "\(takeover)"])
+            previous.execute { $0.replaced(because: takeover) }
         case .claimed:
             break
         }
-        state = .loggedOn(user.userID)
+        // Held from now on, so a close before the node is recorded releases it.
         sessionUser = user.userID
+        guard let node else {
+            completeLogOn(frame, user: user, storedMessages: storedMessages)
+            resume()
+            return
+        }
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            try Self.record(node, for: user, server: server)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let recorded) where sessionUser == user.userID:
+                completeLogOn(frame, user: recorded, storedMessages: storedMessages)
+            case .success:
+                // Closed, or taken over by yet another logon, while the node was recorded.
+                respond(
+                    to: frame,
+                    with: ParleyError(
+                        code: .sessionExists, message: "another logon of user \(user.userID) took the session over")
+                )
+            case .failure(let error):
+                endSession()
+                respond(to: frame, with: Self.parleyError(error))
+            }
+            resume()
+        }
+    }
+
+    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
+        guard state == .guest else { return }
+        state = .loggedOn(user.userID)
         logger[metadataKey: "user.id"] = "\(user.userID)"
         logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
         var info = user
@@ -609,11 +716,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         delivery = DeliveryStateMachine(window: 1)
     }
 
-    /// Another connection logged on as this user and the server lets the newer one win.
-    func replacedByNewerSession() {
+    /// Another connection logged on as this user and took this session over.
+    func replaced(because takeover: SessionRegistry.Takeover) {
+        if state == .guest {
+            // Taken over while this logon was still recording its node: it must not complete.
+            sessionUser = nil
+            return
+        }
         guard case .loggedOn = state, let context else { return }
         var event = Parley_V1_SessionReplacedEvent()
-        event.reason = "the same user logged on from another connection"
+        switch takeover {
+        case .newerSession:
+            event.reason = "the same user logged on from another connection"
+        case .sameNode:
+            event.reason = "the same node logged on again from another connection; this session was stale"
+        }
         state = .closing
         writeFinal(
             [

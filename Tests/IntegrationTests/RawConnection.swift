@@ -18,9 +18,15 @@ final class RawConnection: Sendable {
         self.frames = frames
     }
 
-    static func connect(to address: ListeningAddress) async throws -> RawConnection {
+    /// Connects to `address`; `source` picks the local IP (another loopback address, say).
+    static func connect(to address: ListeningAddress, from source: String? = nil) async throws -> RawConnection {
         let frames = Mailbox<Frame>()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let source {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
+        }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations

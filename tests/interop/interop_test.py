@@ -187,6 +187,25 @@ def main() -> int:
               and info["direct_addresses"] == addresses and info["allow_direct"]
               and info["node_key_updated_at_ms"] == logon["user"]["node_key_updated_at_ms"] > 1_600_000_000_000,
               info)
+        # Section 9.2: a logon declaring another node (or none) gets SESSION_EXISTS and records
+        # nothing; one declaring the same node takes the (stale) session over.
+        m = connect()
+        m.hello()
+        answer = m.request_frame(p.LOGON, {"user_id": node_user, "password": node_pw}, request_id=100)
+        expect_error("LOGON of a logged-on user without its node -> ERROR 12 SESSION_EXISTS", answer, 12, 100)
+        check("a refused LOGON leaves the recorded node as it was",
+              a.user_info(node_user)["node_key_updated_at_ms"] == info["node_key_updated_at_ms"])
+        takeover = m.request(p.LOGON, {"user_id": node_user, "password": node_pw, "node_public_key": key,
+                                       "node_id": node_id})
+        check("LOGON declaring the same node as the existing session takes it over",
+              takeover["user"]["user_id"] == node_user and takeover["user"]["online"], takeover)
+        replaced = n.next_event(types=(p.SESSION_REPLACED,))
+        check("the stale session gets SESSION_REPLACED naming the same node",
+              "same node" in replaced.fields()["reason"], replaced)
+        fatal = n.next_event(types=(p.ERROR,))
+        check("... then a fatal ERROR 13", fatal.fields()["code"] == 13 and fatal.fields()["fatal"], fatal)
+        expect_closed("... and the stale session is closed", n)
+        m.close()
         n.close()
 
     # --- Messages to an offline recipient (section 11) ------------------------------------
