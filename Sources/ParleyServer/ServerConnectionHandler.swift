@@ -5,6 +5,7 @@ import ParleyCore
 import ParleyLink
 import ParleyStore
 import ParleyWire
+import Synchronization
 
 /// One client connection: handshake, guest and logged-on states, requests, deliveries.
 ///
@@ -34,21 +35,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// which turns `.closing` before the channel goes inactive: the session must still be
     /// released then.
     private var sessionUser: UserID?
-    /// A session-changing request is being processed; other frames wait in `queued`.
-    private var busy = false
-    private var queued: [Frame] = []
+    /// Which frames are handled now and which wait, and whether to read (backpressure).
+    private var flow: RequestFlow
+    /// The channel asked for a read that `flow` held back.
+    private var readHeld = false
+    /// Closed with the connection, so blocking work still queued for it is skipped.
+    private let lifetime = ConnectionLifetime()
     private var delivery = DeliveryStateMachine(window: 1)
     private var flushScheduled = false
     private var slowConsumerTimer: Scheduled<Void>?
 
     /// How long a failed logon waits before it is answered.
     private static let failedLogonDelay = TimeAmount.milliseconds(100)
-    /// Frames allowed to wait behind a session-changing request.
-    private static let maximumQueuedFrames = 1024
+    /// Directory queries one connection may have on the shared blocking pool at once.
+    private static let maximumQueries = 8
 
     init(server: ServerContext, logger: Logger) {
         self.server = server
         self.logger = logger
+        self.flow = RequestFlow(
+            maximumUnanswered: server.configuration.maximumUnansweredRequests,
+            maximumQueries: Self.maximumQueries
+        )
     }
 
     // MARK: Channel events
@@ -72,6 +80,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         endSession()
         state = .closing
+        flow.close()
+        lifetime.close()
         slowConsumerTimer?.cancel()
         context.fireChannelInactive()
     }
@@ -79,15 +89,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard state != .closing else { return }
-        if busy {
-            guard queued.count < Self.maximumQueuedFrames else {
-                fail(ParleyError(code: .protocolViolation, message: "too many requests while a logon was pending"))
-                return
-            }
-            queued.append(frame)
+        if let frame = flow.received(frame) { handle(frame) }
+    }
+
+    /// Reads only while this connection's requests may be handled: a client that pipelines
+    /// without reading its answers, or faster than they are worked off, is not read from.
+    func read(context: ChannelHandlerContext) {
+        guard flow.mayRead else {
+            readHeld = true
             return
         }
-        handle(frame)
+        context.read()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -113,6 +125,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if case .loggedOn = state {
             perform(delivery.writabilityChanged(writable))
         }
+        flow.writabilityChanged(writable)
+        if writable { proceed() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -165,6 +179,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func fail(_ error: ParleyError) {
         guard let context, state != .closing else { return }
         state = .closing
+        flow.close()
         writeFinal([.error(error, requestID: 0, fatal: true)], context: context)
     }
 
@@ -354,11 +369,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     ) {
         guard let context else { return }
         let server = self.server
-        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
-            .assumeIsolated()
-            .whenComplete { [self] result in
-                answer(frame, result)
+        let lifetime = self.lifetime
+        flow.started(query: true)
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            // Queued work of a connection that closed meanwhile is dropped.
+            guard !lifetime.isClosed else {
+                throw ParleyError(code: .cancelled, message: "the connection closed")
             }
+            return try work(server)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            flow.answered(query: true)
+            answer(frame, result)
+            proceed()
+        }
     }
 
     /// Runs a session-changing request off the loop; later frames wait until it is answered.
@@ -367,7 +392,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> M
     ) {
         guard let context else { return }
-        busy = true
+        flow.sessionChangeStarted()
         let server = self.server
         server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
             .assumeIsolated()
@@ -378,6 +403,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer<M: WireMessage>(_ frame: Frame, _ result: Result<M, any Error>) {
+        guard state != .closing else { return }
         switch result {
         case .success(let response):
             respond(to: frame, with: response)
@@ -395,13 +421,23 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         return ParleyError(code: .internalError, message: "the server could not complete the request", cause: error)
     }
 
-    /// Processes the frames that waited behind a session-changing request.
+    /// A session-changing request was answered: the frames that waited behind it go on.
     private func resume() {
-        busy = false
-        while !busy, !queued.isEmpty, state != .closing {
-            handle(queued.removeFirst())
+        flow.sessionChangeEnded()
+        proceed()
+    }
+
+    /// Handles the waiting frames that may be handled now, then reads again if it may.
+    private func proceed() {
+        while state != .closing, let frame = flow.next() {
+            handle(frame)
         }
-        if let context { context.flush() }
+        guard let context else { return }
+        context.flush()
+        if readHeld, flow.mayRead {
+            readHeld = false
+            context.read()
+        }
     }
 
     // MARK: Handshake
@@ -586,7 +622,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         _ authenticate: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
     ) {
         guard let context else { return }
-        busy = true
+        flow.sessionChangeStarted()
         let server = self.server
         server.blocking(on: context.eventLoop) { () throws(ParleyError) in try authenticate(server) }
             .assumeIsolated()
@@ -805,6 +841,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let handle else { return }
         let registry = server.registry
         let serverResults = results
+        flow.started(query: false)
         server.committer.submit(
             MessageCommitter.Submission(message: message, payload: frame.payload) { outcome in
                 // Online status is read now, on the committer thread, right after the commit.
@@ -828,12 +865,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                         }
                     )
                     let response = Self.sendResponse(recipients, statuses, duplicates: duplicates)
-                    handle.execute { $0.respond(to: frame, with: response) }
+                    handle.execute { $0.stored(frame, .success(response)) }
                 case .failure(let error):
-                    handle.execute { $0.respond(to: frame, with: error) }
+                    handle.execute { $0.stored(frame, .failure(error)) }
                 }
             }
         )
+    }
+
+    /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
+    private func stored(_ frame: Frame, _ result: Result<Parley_V1_SendMessageResponse, ParleyError>) {
+        flow.answered(query: false)
+        switch result {
+        case .success(let response): respond(to: frame, with: response)
+        case .failure(let error): respond(to: frame, with: error)
+        }
+        proceed()
     }
 
     private static func sendResponse(
@@ -974,3 +1021,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension ServerConnectionHandler: Sendable {}
+
+/// Whether a connection is still open, readable from the blocking pool.
+private final class ConnectionLifetime: Sendable {
+    private let closed = Atomic<Bool>(false)
+
+    var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    func close() { closed.store(true, ordering: .relaxed) }
+}
