@@ -1,4 +1,3 @@
-import NIOCore
 import ParleyWire
 import Testing
 
@@ -7,7 +6,7 @@ import Testing
 @Suite("RequestFlow")
 struct RequestFlowTests {
     func frame(_ id: UInt32) -> Frame {
-        Frame(type: .userExists, requestID: id, meta: ByteBuffer())
+        Frame(type: .userExists, requestID: id, message: Parley_V1_UserIdRequest())
     }
 
     @Test("frames are handled at once until the limit of unanswered requests; then they wait and reading stops")
