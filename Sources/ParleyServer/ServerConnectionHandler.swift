@@ -432,9 +432,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         while state != .closing, let frame = flow.next() {
             handle(frame)
         }
-        guard let context else { return }
-        context.flush()
-        if readHeld, flow.mayRead {
+        // No flush here: every answer written schedules one, coalesced per event-loop tick.
+        if readHeld, flow.mayRead, let context {
             readHeld = false
             context.read()
         }
