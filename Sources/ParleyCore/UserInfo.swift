@@ -28,6 +28,10 @@ public struct UserInfo: Hashable, Sendable, Codable {
 
     /// The longest value any text field may have, in characters.
     public static let maximumFieldLength = 64
+    /// The longest value any text field may have, in UTF-8 bytes: one character can be many
+    /// bytes (a letter with a thousand combining marks), so characters alone bound nothing.
+    /// 64 Unicode scalars always fit.
+    public static let maximumFieldBytes = 256
 
     public init(
         userID: UserID = 0,
@@ -73,7 +77,8 @@ public struct UserInfo: Hashable, Sendable, Codable {
         }
     }
 
-    /// Trims the text fields and checks them: a user name is required, no field is too long.
+    /// Trims the text fields and checks them: a user name is required, no field is longer than
+    /// ``maximumFieldLength`` characters or ``maximumFieldBytes`` bytes.
     ///
     /// - Returns: the normalized info.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest``.
@@ -88,11 +93,20 @@ public struct UserInfo: Hashable, Sendable, Codable {
         guard !copy.userName.isEmpty else {
             throw ParleyError(code: .invalidRequest, message: "a user name is required")
         }
-        for field in UserField.allCases where copy[field].count > Self.maximumFieldLength {
-            throw ParleyError(
-                code: .invalidRequest,
-                message: "\(field) is longer than \(Self.maximumFieldLength) characters"
-            )
+        for field in UserField.allCases {
+            // Bytes first: counting the characters of a huge value is itself costly.
+            guard copy[field].utf8.count <= Self.maximumFieldBytes else {
+                throw ParleyError(
+                    code: .invalidRequest,
+                    message: "\(field) is longer than \(Self.maximumFieldBytes) bytes (UTF-8)"
+                )
+            }
+            guard copy[field].count <= Self.maximumFieldLength else {
+                throw ParleyError(
+                    code: .invalidRequest,
+                    message: "\(field) is longer than \(Self.maximumFieldLength) characters"
+                )
+            }
         }
         return copy
     }

@@ -39,6 +39,10 @@ public struct UserQuery: Hashable, Sendable, Codable {
 
     public static let defaultLimit = 100
     public static let maximumLimit = 1000
+    /// The most filters one query may have.
+    public static let maximumFilters = 16
+    /// The longest filter value, in UTF-8 bytes: no field is longer (``UserInfo/maximumFieldBytes``).
+    public static let maximumValueBytes = UserInfo.maximumFieldBytes
 
     public init(
         filters: [Filter] = [],

@@ -41,6 +41,11 @@ extension ParleyServer {
         /// Slow-consumer policy, part 3: a connection whose queue stays over the limit this
         /// long is closed with SLOW_CONSUMER. Default 60 s.
         public var slowConsumerTimeout: Duration = .seconds(60)
+        /// Requests one connection may have unanswered (being stored or looked up) before the
+        /// server stops reading from it; of those, at most 8 directory queries. The server also
+        /// stops reading while the connection's outbound queue is over ``outboundQueueLimit``.
+        /// Default 256.
+        public var maximumUnansweredRequests: Int = 256
 
         /// Assigned user IDs start here. Default 1000.
         public var minimumUserID: UserID = 1000

@@ -5,6 +5,7 @@ import ParleyCore
 import ParleyLink
 import ParleyStore
 import ParleyWire
+import Synchronization
 
 /// One client connection: handshake, guest and logged-on states, requests, deliveries.
 ///
@@ -34,21 +35,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// which turns `.closing` before the channel goes inactive: the session must still be
     /// released then.
     private var sessionUser: UserID?
-    /// A session-changing request is being processed; other frames wait in `queued`.
-    private var busy = false
-    private var queued: [Frame] = []
+    /// Which frames are handled now and which wait, and whether to read (backpressure).
+    private var flow: RequestFlow
+    /// The channel asked for a read that `flow` held back.
+    private var readHeld = false
+    /// Closed with the connection, so blocking work still queued for it is skipped.
+    private let lifetime = ConnectionLifetime()
     private var delivery = DeliveryStateMachine(window: 1)
     private var flushScheduled = false
     private var slowConsumerTimer: Scheduled<Void>?
 
     /// How long a failed logon waits before it is answered.
     private static let failedLogonDelay = TimeAmount.milliseconds(100)
-    /// Frames allowed to wait behind a session-changing request.
-    private static let maximumQueuedFrames = 1024
+    /// Directory queries one connection may have on the shared blocking pool at once.
+    private static let maximumQueries = 8
 
     init(server: ServerContext, logger: Logger) {
         self.server = server
         self.logger = logger
+        self.flow = RequestFlow(
+            maximumUnanswered: server.configuration.maximumUnansweredRequests,
+            maximumQueries: Self.maximumQueries
+        )
     }
 
     // MARK: Channel events
@@ -72,6 +80,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         endSession()
         state = .closing
+        flow.close()
+        lifetime.close()
         slowConsumerTimer?.cancel()
         context.fireChannelInactive()
     }
@@ -79,15 +89,17 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         guard state != .closing else { return }
-        if busy {
-            guard queued.count < Self.maximumQueuedFrames else {
-                fail(ParleyError(code: .protocolViolation, message: "too many requests while a logon was pending"))
-                return
-            }
-            queued.append(frame)
+        if let frame = flow.received(frame) { handle(frame) }
+    }
+
+    /// Reads only while this connection's requests may be handled: a client that pipelines
+    /// without reading its answers, or faster than they are worked off, is not read from.
+    func read(context: ChannelHandlerContext) {
+        guard flow.mayRead else {
+            readHeld = true
             return
         }
-        handle(frame)
+        context.read()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -114,6 +126,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if case .loggedOn = state {
             perform(delivery.writabilityChanged(writable))
         }
+        flow.writabilityChanged(writable)
+        if writable { proceed() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -166,6 +180,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func fail(_ error: ParleyError) {
         guard let context, state != .closing else { return }
         state = .closing
+        flow.close()
         writeFinal([.error(error, requestID: 0, fatal: true)], context: context)
     }
 
@@ -197,6 +212,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         do {
             try dispatch(frame)
         } catch {
+            if error.code == .invalidRequest {
+                logger.info(
+                    "refused an invalid request",
+                    metadata: ["frame.type": "\(frame.type)", "error": "\(error.message)"])
+            }
             respond(to: frame, with: error)
         }
     }
@@ -350,11 +370,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     ) {
         guard let context else { return }
         let server = self.server
-        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
-            .assumeIsolated()
-            .whenComplete { [self] result in
-                answer(frame, result)
+        let lifetime = self.lifetime
+        flow.started(query: true)
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            // Queued work of a connection that closed meanwhile is dropped.
+            guard !lifetime.isClosed else {
+                throw ParleyError(code: .cancelled, message: "the connection closed")
             }
+            return try work(server)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            flow.answered(query: true)
+            answer(frame, result)
+            proceed()
+        }
     }
 
     /// Runs a session-changing request off the loop; later frames wait until it is answered.
@@ -363,7 +393,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> M
     ) {
         guard let context else { return }
-        busy = true
+        flow.sessionChangeStarted()
         let server = self.server
         server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
             .assumeIsolated()
@@ -374,11 +404,16 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer<M: WireMessage>(_ frame: Frame, _ result: Result<M, any Error>) {
+        guard state != .closing else { return }
         switch result {
         case .success(let response):
             respond(to: frame, with: response)
         case .failure(let error):
-            respond(to: frame, with: Self.parleyError(error))
+            let error = Self.parleyError(error)
+            if error.code == .storageError || error.code == .internalError {
+                logger.info("a request failed", metadata: ["frame.type": "\(frame.type)", "error": "\(error)"])
+            }
+            respond(to: frame, with: error)
         }
     }
 
@@ -387,13 +422,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         return ParleyError(code: .internalError, message: "the server could not complete the request", cause: error)
     }
 
-    /// Processes the frames that waited behind a session-changing request.
+    /// A session-changing request was answered: the frames that waited behind it go on.
     private func resume() {
-        busy = false
-        while !busy, !queued.isEmpty, state != .closing {
-            handle(queued.removeFirst())
+        flow.sessionChangeEnded()
+        proceed()
+    }
+
+    /// Handles the waiting frames that may be handled now, then reads again if it may.
+    private func proceed() {
+        while state != .closing, let frame = flow.next() {
+            handle(frame)
         }
-        if let context { context.flush() }
+        // No flush here: every answer written schedules one, coalesced per event-loop tick.
+        if readHeld, flow.mayRead, let context {
+            readHeld = false
+            context.read()
+        }
     }
 
     // MARK: Handshake
@@ -455,7 +499,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         let requested = request.requestedUserID == 0 ? nil : UserID(request.requestedUserID)
         let minimum = server.configuration.minimumUserID
-        logOnSerialized(frame) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node) { server throws(ParleyError) in
             let hash = try server.hashPassword(request.password)
             let user = try server.store.registerUser(
                 info,
@@ -465,7 +509,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 now: Date()
             )
             server.logger.info("registered a user", metadata: ["user.id": "\(user.userID)"])
-            return (try Self.record(node, for: user, server: server), 0)
+            return (user, 0)
         }
     }
 
@@ -483,27 +527,70 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(to: frame, with: error)
             return
         }
-        if let wait = server.throttle.retryAfter(for: user) {
-            respond(
-                to: frame,
-                with: ParleyError(
-                    code: .tooManyAttempts,
-                    message: "too many failed logons for user \(user); retry later",
-                    retryAfterMilliseconds: max(wait.wireMilliseconds, 1)
-                )
-            )
+        let attempt = LogonThrottle.Attempt(user: user, address: peerAddress, nodeID: node?.nodeID)
+        let ticket: LogonThrottle.Ticket
+        switch server.throttle.withLock({ $0.begin(attempt, now: .now) }) {
+        case .success(let allowed):
+            ticket = allowed
+        case .failure(let refusal):
+            refuseLogon(frame, user: user, refusal)
             return
         }
-        logOnSerialized(frame) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node, ticket: ticket) { server throws(ParleyError) in
             guard let stored = try server.store.user(user),
                 server.hasher.verify(request.password, against: stored.passwordHash)
             else {
-                server.throttle.recordFailure(for: user)
                 throw ParleyError(code: .invalidCredentials, message: "unknown user ID or wrong password")
             }
-            server.throttle.recordSuccess(for: user)
-            let info = try Self.record(node, for: stored.info, server: server)
-            return (info, try server.store.pendingMessageCount(for: user))
+            return (stored.info, try server.store.pendingMessageCount(for: user))
+        }
+    }
+
+    /// The source address the logon throttle counts: the peer's IP without its port.
+    private var peerAddress: String {
+        context?.remoteAddress?.ipAddress ?? ""
+    }
+
+    /// Answers a LOGON the throttle refused without checking its password.
+    ///
+    /// The one place where refused logons pass, so the one place that counts them.
+    private func refuseLogon(_ frame: Frame, user: UserID, _ refusal: LogonThrottle.Refusal) {
+        server.metrics.logonsThrottled.increment()
+        logger.debug("refused a logon unchecked", metadata: ["user.id": "\(user)", "refusal": "\(refusal)"])
+        let message =
+            switch refusal {
+            case .userBlocked: "too many failed logons for user \(user); retry later"
+            case .addressBlocked: "too many failed logons from this address; retry later"
+            case .userBusy: "another logon for user \(user) is being checked; retry later"
+            case .addressBusy: "too many logons from this address are being checked; retry later"
+            }
+        respond(
+            to: frame,
+            with: ParleyError(
+                code: .tooManyAttempts,
+                message: message,
+                retryAfterMilliseconds: max(refusal.retryAfter.wireMilliseconds, 1)
+            )
+        )
+    }
+
+    /// Reports a checked logon's outcome to the throttle and logs the back-offs it starts.
+    private func finishAttempt(_ ticket: LogonThrottle.Ticket, _ outcome: LogonThrottle.Outcome) {
+        let blocks = server.throttle.withLock { $0.finish(ticket, outcome, now: .now) }
+        for block in blocks {
+            // The one place where back-offs start, so the one place that counts them.
+            server.metrics.logonBackoffs.increment()
+            let scope: Logger.Metadata =
+                switch block.scope {
+                case .user(let user): ["user.id": "\(user)"]
+                case .address(let address): ["source.address": "\(address)"]
+                }
+            logger.info(
+                "logons throttled after repeated failures",
+                metadata: scope.merging(
+                    ["failures": "\(block.failures)", "backoff.ms": "\(block.duration.wireMilliseconds)"]
+                ) { $1 }
+            )
         }
     }
 
@@ -528,26 +615,43 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         return recorded
     }
 
-    /// Checks credentials off the loop, then makes this connection the user's session.
+    /// Checks credentials off the loop, then makes this connection the user's session, then
+    /// records the declared node: a logon refused for any reason records nothing.
     private func logOnSerialized(
         _ frame: Frame,
-        _ work: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
+        node: NodeDeclaration?,
+        ticket: LogonThrottle.Ticket? = nil,
+        _ authenticate: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
     ) {
         guard let context else { return }
-        busy = true
+        flow.sessionChangeStarted()
         let server = self.server
-        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try work(server) }
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try authenticate(server) }
             .assumeIsolated()
             .whenComplete { [self] result in
+                if let ticket {
+                    let outcome: LogonThrottle.Outcome =
+                        switch result {
+                        case .success: .succeeded
+                        case .failure(let error):
+                            Self.parleyError(error).code == .invalidCredentials ? .failed : .abandoned
+                        }
+                    finishAttempt(ticket, outcome)
+                } else if case .success(let (user, _)) = result {
+                    // The source that registered a user is a known good source for it.
+                    let attempt = LogonThrottle.Attempt(user: user.userID, address: peerAddress, nodeID: node?.nodeID)
+                    server.throttle.withLock { $0.trust(attempt, now: .now) }
+                }
                 switch result {
                 case .success(let (user, stored)):
-                    completeLogOn(frame, user: user, storedMessages: stored)
+                    claimSession(frame, user: user, node: node, storedMessages: stored)
                 case .failure(let error):
                     let error = Self.parleyError(error)
                     if error.code == .invalidCredentials { server.metrics.logonFailures.increment() }
                     guard error.code == .invalidCredentials, let context = self.context else {
                         respond(to: frame, with: error)
-                        break
+                        resume()
+                        return
                     }
                     // A pause on every failure slows guessing even before the back-off starts;
                     // the connection stays busy meanwhile, so pipelined guesses wait too.
@@ -555,32 +659,72 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                         respond(to: frame, with: error)
                         resume()
                     }
-                    return
                 }
-                resume()
             }
     }
 
-    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
-        guard state == .guest, let handle else { return }
+    /// Applies the one-session rule (docs/PROTOCOL.md section 9.2), then records the node.
+    private func claimSession(_ frame: Frame, user: UserInfo, node: NodeDeclaration?, storedMessages: Int) {
+        guard state == .guest, let handle, let context else {
+            resume()
+            return
+        }
         switch server.registry.claim(
-            user.userID, for: handle, replaceExisting: server.configuration.replacesExistingSession)
-        {
+            user.userID,
+            for: handle,
+            nodeID: node?.nodeID,
+            replaceExisting: server.configuration.replacesExistingSession
+        ) {
         case .rejected:
             respond(
                 to: frame,
                 with: ParleyError(
                     code: .sessionExists, message: "user \(user.userID) is logged on from another connection")
             )
+            resume()
             return
-        case .replaced(let previous):
-            previous.execute { $0.replacedByNewerSession() }
+        case .replaced(let previous, let takeover):
+            logger.info(
+                "took over a session", metadata: ["user.id": "\(user.userID)", "takeover": "\(takeover)"])
+            previous.execute { $0.replaced(because: takeover) }
         case .claimed:
             break
         }
+        // Held from now on, so a close before the node is recorded releases it.
+        sessionUser = user.userID
+        guard let node else {
+            completeLogOn(frame, user: user, storedMessages: storedMessages)
+            resume()
+            return
+        }
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            try Self.record(node, for: user, server: server)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let recorded) where sessionUser == user.userID:
+                completeLogOn(frame, user: recorded, storedMessages: storedMessages)
+            case .success:
+                // Closed, or taken over by yet another logon, while the node was recorded.
+                respond(
+                    to: frame,
+                    with: ParleyError(
+                        code: .sessionExists, message: "another logon of user \(user.userID) took the session over")
+                )
+            case .failure(let error):
+                endSession()
+                respond(to: frame, with: Self.parleyError(error))
+            }
+            resume()
+        }
+    }
+
+    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
+        guard state == .guest else { return }
         state = .loggedOn(user.userID)
         server.metrics.logonSuccesses.increment()
-        sessionUser = user.userID
         logger[metadataKey: "user.id"] = "\(user.userID)"
         logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
         var info = user
@@ -612,11 +756,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         delivery = DeliveryStateMachine(window: 1)
     }
 
-    /// Another connection logged on as this user and the server lets the newer one win.
-    func replacedByNewerSession() {
+    /// Another connection logged on as this user and took this session over.
+    func replaced(because takeover: SessionRegistry.Takeover) {
+        if state == .guest {
+            // Taken over while this logon was still recording its node: it must not complete.
+            sessionUser = nil
+            return
+        }
         guard case .loggedOn = state, let context else { return }
         var event = Parley_V1_SessionReplacedEvent()
-        event.reason = "the same user logged on from another connection"
+        switch takeover {
+        case .newerSession:
+            event.reason = "the same user logged on from another connection"
+        case .sameNode:
+            event.reason = "the same node logged on again from another connection; this session was stale"
+        }
         state = .closing
         writeFinal(
             [
@@ -692,6 +846,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let handle else { return }
         let registry = server.registry
         let serverResults = results
+        flow.started(query: false)
         server.committer.submit(
             MessageCommitter.Submission(message: message, payload: frame.payload) { outcome in
                 // Online status is read now, on the committer thread, right after the commit.
@@ -715,12 +870,22 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                         }
                     )
                     let response = Self.sendResponse(recipients, statuses, duplicates: duplicates)
-                    handle.execute { $0.respond(to: frame, with: response) }
+                    handle.execute { $0.stored(frame, .success(response)) }
                 case .failure(let error):
-                    handle.execute { $0.respond(to: frame, with: error) }
+                    handle.execute { $0.stored(frame, .failure(error)) }
                 }
             }
         )
+    }
+
+    /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
+    private func stored(_ frame: Frame, _ result: Result<Parley_V1_SendMessageResponse, ParleyError>) {
+        flow.answered(query: false)
+        switch result {
+        case .success(let response): respond(to: frame, with: response)
+        case .failure(let error): respond(to: frame, with: error)
+        }
+        proceed()
     }
 
     private static func sendResponse(
@@ -862,3 +1027,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension ServerConnectionHandler: Sendable {}
+
+/// Whether a connection is still open, readable from the blocking pool.
+private final class ConnectionLifetime: Sendable {
+    private let closed = Atomic<Bool>(false)
+
+    var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    func close() { closed.store(true, ordering: .relaxed) }
+}

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import ParleyCore
 import ParleyStore
+import Synchronization
 
 /// Everything a connection handler needs from the server, shared by all connections.
 final class ServerContext: Sendable {
@@ -10,7 +11,8 @@ final class ServerContext: Sendable {
     let store: ServerStore
     let registry: SessionRegistry
     let hasher: PasswordHasher
-    let throttle: LogonThrottle
+    /// Password-guessing limits, shared by every connection.
+    let throttle: Mutex<LogonThrottle>
     /// Runs blocking work (SQLite reads, password hashing) off the event loops.
     let blockingPool: NIOThreadPool
     let logger: Logger
@@ -33,7 +35,7 @@ final class ServerContext: Sendable {
         self.store = store
         self.registry = registry
         self.hasher = PasswordHasher(cost: configuration.passwordCost)
-        self.throttle = LogonThrottle(policy: .init())
+        self.throttle = Mutex(LogonThrottle())
         self.blockingPool = blockingPool
         self.logger = logger
         self.applicationInbox = applicationInbox

@@ -23,7 +23,10 @@ final class ServerMetrics: Sendable {
     let slowConsumerCloses: Counter
     let logonSuccesses: Counter
     let logonFailures: Counter
+    /// Logons refused without a password check (in flight, or backing off).
     let logonsThrottled: Counter
+    /// Back-offs started after repeated failures (per user or per source address).
+    let logonBackoffs: Counter
     let tlsHandshakes: Counter
     let tlsHandshakeFailures: Counter
 
@@ -49,6 +52,7 @@ final class ServerMetrics: Sendable {
         logonSuccesses = Counter(label: "parley_logons_total", dimensions: [("result", "success")], factory: factory)
         logonFailures = Counter(label: "parley_logons_total", dimensions: [("result", "failure")], factory: factory)
         logonsThrottled = Counter(label: "parley_logons_throttled_total", factory: factory)
+        logonBackoffs = Counter(label: "parley_logon_backoffs_total", factory: factory)
         tlsHandshakes = Counter(
             label: "parley_tls_handshakes_total", dimensions: [("result", "success")], factory: factory)
         tlsHandshakeFailures = Counter(

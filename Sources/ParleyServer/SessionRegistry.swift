@@ -22,12 +22,36 @@ final class SessionRegistry: Sendable {
         case claimed
         /// The user has a session and the policy keeps it.
         case rejected
-        /// The user had a session; it must be told and closed.
-        case replaced(SessionHandle)
+        /// The user had a session; it must be told why and closed.
+        case replaced(SessionHandle, because: Takeover)
+    }
+
+    /// Why a new logon may take an existing session over.
+    enum Takeover: Equatable {
+        /// The server lets the newer session win (`replacesExistingSession`).
+        case newerSession
+        /// The new logon declared the node the existing session declared: that node restarted
+        /// and the old session is stale (its host dropped off the network, the process died).
+        case sameNode
+    }
+
+    /// The one-session rule: whether a logon that declares `node` may take over a session that
+    /// declared `existingNode`.
+    ///
+    /// - Returns: nil when the existing session stays and the logon is refused.
+    static func takeover(existingNode: String?, node: String?, replaceExisting: Bool) -> Takeover? {
+        if let node, node == existingNode { return .sameNode }
+        return replaceExisting ? .newerSession : nil
+    }
+
+    private struct Session {
+        var handle: SessionHandle
+        /// The node ID the session declared at logon, if any.
+        var nodeID: String?
     }
 
     private struct State {
-        var sessions: [UserID: SessionHandle] = [:]
+        var sessions: [UserID: Session] = [:]
         var connections: [ObjectIdentifier: any Channel] = [:]
         var accepting = true
     }
@@ -78,23 +102,31 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    func claim(_ user: UserID, for handle: SessionHandle, replaceExisting: Bool) -> ClaimResult {
+    /// Makes `handle` the user's session unless the one-session rule keeps an existing one.
+    ///
+    /// - Parameter nodeID: the node the logon declared; a logon from the node that holds the
+    ///   existing session takes it over.
+    func claim(_ user: UserID, for handle: SessionHandle, nodeID: String?, replaceExisting: Bool) -> ClaimResult {
         state.withLock { state in
-            guard let existing = state.sessions[user], existing.id != handle.id else {
-                state.sessions[user] = handle
+            let new = Session(handle: handle, nodeID: nodeID)
+            guard let existing = state.sessions[user], existing.handle.id != handle.id else {
+                state.sessions[user] = new
                 measure(state)
                 return .claimed
             }
-            guard replaceExisting else { return .rejected }
-            state.sessions[user] = handle
-            return .replaced(existing)
+            guard
+                let reason = Self.takeover(
+                    existingNode: existing.nodeID, node: nodeID, replaceExisting: replaceExisting)
+            else { return .rejected }
+            state.sessions[user] = new
+            return .replaced(existing.handle, because: reason)
         }
     }
 
     /// Removes `user`'s session if it is still `handle`'s.
     func release(_ user: UserID, for handle: ObjectIdentifier) {
         state.withLock { state in
-            if state.sessions[user]?.id == handle {
+            if state.sessions[user]?.handle.id == handle {
                 state.sessions[user] = nil
                 measure(state)
             }
@@ -102,7 +134,7 @@ final class SessionRegistry: Sendable {
     }
 
     func session(for user: UserID) -> SessionHandle? {
-        state.withLock { $0.sessions[user] }
+        state.withLock { $0.sessions[user]?.handle }
     }
 
     func isOnline(_ user: UserID) -> Bool {

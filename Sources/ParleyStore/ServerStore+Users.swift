@@ -64,7 +64,16 @@ extension ServerStore {
             } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
                 throw ParleyError(code: .userAlreadyExists, message: "user ID \(id) is taken", cause: error)
             }
-            var stored = info
+            // Only the text fields are stored here: node fields in `info` are not recorded, so
+            // they are not returned either.
+            var stored = UserInfo(
+                userName: info.userName,
+                firstName: info.firstName,
+                lastName: info.lastName,
+                organization: info.organization,
+                department: info.department,
+                application: info.application
+            )
             stored.userID = id
             stored.isOnline = false
             stored.registeredAt = Date(storedMilliseconds: registeredAt)

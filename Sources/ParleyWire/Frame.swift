@@ -62,8 +62,16 @@ extension Frame {
     ///
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest`` when it does not parse.
     package func decodeMeta<M: SwiftProtobuf.Message>(as type: M.Type = M.self) throws(ParleyError) -> M {
+        let bytes = Array(meta.readableBytesView)
+        if let strict = M.self as? any StrictMeta.Type {
+            do {
+                try strict.schema.check(bytes)
+            } catch {
+                throw ParleyError(code: .invalidRequest, message: "\(self.type): \(error)")
+            }
+        }
         do {
-            return try M(serializedBytes: Array(meta.readableBytesView))
+            return try M(serializedBytes: bytes)
         } catch {
             throw ParleyError(
                 code: .invalidRequest,

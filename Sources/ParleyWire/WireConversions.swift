@@ -111,9 +111,13 @@ extension Parley_V1_FindUsersRequest {
 
     /// The query this request asks for.
     ///
-    /// - Throws: ``ParleyError`` (`invalidRequest`) for an unknown field, match or an empty value.
+    /// - Throws: ``ParleyError`` (`invalidRequest`) for an unknown field, match, an empty value, a
+    ///   value over ``UserQuery/maximumValueBytes`` bytes or more than ``UserQuery/maximumFilters`` filters.
     package func userQuery() throws(ParleyError) -> UserQuery {
         var query = UserQuery()
+        guard filters.count <= UserQuery.maximumFilters else {
+            throw ParleyError(code: .invalidRequest, message: "more than \(UserQuery.maximumFilters) filters")
+        }
         for filter in filters {
             guard let field = UserField(wire: filter.field) else {
                 throw ParleyError(code: .invalidRequest, message: "a filter names no searchable text field")
@@ -128,6 +132,12 @@ extension Parley_V1_FindUsersRequest {
             }
             guard !filter.value.isEmpty else {
                 throw ParleyError(code: .invalidRequest, message: "a filter on \(field) has an empty value")
+            }
+            guard filter.value.utf8.count <= UserQuery.maximumValueBytes else {
+                throw ParleyError(
+                    code: .invalidRequest,
+                    message: "a filter value on \(field) is longer than \(UserQuery.maximumValueBytes) bytes"
+                )
             }
             query.filters.append(UserQuery.Filter(field, match, filter.value))
         }

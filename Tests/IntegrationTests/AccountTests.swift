@@ -1,6 +1,7 @@
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyWire
 import Synchronization
 import Testing
 
@@ -231,6 +232,65 @@ struct AccountTests {
                     try await clients[1].client.logOn(userID: alice, password: "strong secreT")
                 }
                 try await clients[1].client.logOn(userID: alice, password: "strong secret")
+            }
+        }
+    }
+}
+
+@Suite("Password guessing", .timeLimit(.minutes(1)))
+struct PasswordGuessingTests {
+    @Test("parallel wrong logons from one address are mostly refused unchecked; a known good source still logs on")
+    func parallelGuesses() async throws {
+        // The real password cost, so that checks take as long as they do in production.
+        try await withTestServer(ServerChanges { $0.passwordCost = .default }) { server in
+            try await withTestClient(of: server.clientConfiguration) { owner in
+                // Registered from 127.0.0.1: a known good source for alice from then on.
+                let alice = try await owner.register("alice", password: "right")
+                try await owner.client.logOff()
+
+                // 200 connections from another address guess at the same instant.
+                let guessers = try await withThrowingTaskGroup(of: RawConnection.self) { group in
+                    for _ in 0..<200 {
+                        group.addTask {
+                            let raw = try await RawConnection.connect(to: server.address, from: "127.0.0.2")
+                            try await raw.hello()
+                            return raw
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                var guess = Parley_V1_LogonRequest()
+                guess.userID = alice.rawValue
+                guess.password = "guess"
+                let codes = try await withThrowingTaskGroup(of: ParleyError.Code.self) { group in
+                    for raw in guessers {
+                        group.addTask { [guess] in
+                            ParleyError(errorFrame: try await raw.request(.logOn, guess)).code
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                let checked = codes.filter { $0 == .invalidCredentials }.count
+                let refused = codes.filter { $0 == .tooManyAttempts }.count
+                #expect(checked + refused == 200)
+                #expect(checked <= 10, "\(checked) of 200 parallel guesses got a password check")
+
+                // Keep guessing until alice is blocked for sources it does not know.
+                let newcomer = try await RawConnection.connect(to: server.address, from: "127.0.0.3")
+                try await newcomer.hello()
+                for raw in guessers.prefix(4) {
+                    _ = try await raw.request(.logOn, guess)
+                }
+                var right = guess
+                right.password = "right"
+                #expect(ParleyError(errorFrame: try await newcomer.request(.logOn, right)).code == .tooManyAttempts)
+
+                // The known source logs on with the right password all the same.
+                let result = try await owner.client.logOn(userID: alice, password: "right")
+                #expect(result.user.userID == alice)
+
+                for raw in guessers { await raw.close() }
+                await newcomer.close()
             }
         }
     }

@@ -208,4 +208,77 @@ struct BadInputTests {
             await raw.close()
         }
     }
+
+    @Test("a recipient ID above 2^32 is refused with INVALID_REQUEST, not truncated to another user")
+    func outOfRangeRecipient() async throws {
+        try await withTestServer { server in
+            try await withTestClient(of: server.clientConfiguration) { bob in
+                let bobID = try await bob.register("bob")
+                let raw = try await RawConnection.connect(to: server.address)
+                try await raw.hello()
+                _ = try await raw.register("mallory")
+                // SendMessageRequest { message_id: 1, recipients: [2^32 + bob] } by hand.
+                var recipient = (UInt64(1) << 32) + UInt64(bobID.rawValue)
+                var packed: [UInt8] = []
+                while recipient >= 0x80 {
+                    packed.append(UInt8(recipient & 0x7F) | 0x80)
+                    recipient >>= 7
+                }
+                packed.append(UInt8(recipient))
+                let meta = [0x08, 0x01, 0x12, UInt8(packed.count)] + packed
+                let frame = Frame(
+                    type: .sendMessage, requestID: raw.makeRequestID(), meta: ByteBuffer(bytes: meta),
+                    payload: ByteBuffer(string: "for bob?"))
+                let answer = try await raw.request(frame)
+                let error = ParleyError(errorFrame: answer)
+                #expect(error.code == .invalidRequest)
+                #expect(error.message.contains("recipients"))
+                #expect(!answer.isFatalError)
+
+                // A known field with the wrong wire type: user_id as LEN.
+                let wrongType = Frame(
+                    type: .userExists, requestID: raw.makeRequestID(), meta: ByteBuffer(bytes: [0x0A, 0x01, 0x07]))
+                #expect(ParleyError(errorFrame: try await raw.request(wrongType)).code == .invalidRequest)
+
+                // Nothing reached bob: the next message he gets is this one.
+                var send = Parley_V1_SendMessageRequest()
+                send.messageID = 2
+                send.recipients = [bobID.rawValue]
+                _ = try await raw.request(.sendMessage, send, payload: ByteBuffer(string: "hello bob"))
+                #expect(try await bob.waitForMessages(1).map(\.body) == [.text("hello bob")])
+                await raw.close()
+            }
+        }
+    }
+
+    @Test("oversized directory values and names are refused with INVALID_REQUEST")
+    func oversizedValues() async throws {
+        try await withTestServer { server in
+            let raw = try await RawConnection.connect(to: server.address)
+            try await raw.hello()
+            var find = Parley_V1_FindUsersRequest()
+            var filter = Parley_V1_UserFilter()
+            filter.field = .userName
+            filter.match = .contains
+            filter.value = String(repeating: "a", count: 50_000)
+            find.filters = [filter]
+            #expect(ParleyError(errorFrame: try await raw.request(.findUsers, find)).code == .invalidRequest)
+            filter.value = String(repeating: "a", count: 256)
+            find.filters = [filter]
+            #expect(try await raw.request(.findUsers, find).type == FrameType.findUsers.response)
+            find.filters = Array(repeating: filter, count: 17)
+            #expect(ParleyError(errorFrame: try await raw.request(.findUsers, find)).code == .invalidRequest)
+
+            // One character of 1 + 300 scalars: 64 characters or fewer, but over 256 bytes.
+            var register = Parley_V1_RegisterRequest()
+            register.info.userName = "e" + String(repeating: "\u{301}", count: 300)
+            #expect(register.info.userName.count == 1)
+            register.password = "pw"
+            let refused = ParleyError(errorFrame: try await raw.request(.register, register))
+            #expect(refused.code == .invalidRequest)
+            #expect(refused.message.contains("bytes"))
+            _ = try await raw.register("ok")
+            await raw.close()
+        }
+    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyWire
 import Testing
 
 /// Test keys: the P-256 public keys of private keys 1, 2 and 3, as DER SubjectPublicKeyInfo, with
@@ -268,6 +269,73 @@ struct NodeKeyTests {
             }
             for server in servers { await server.shutdown() }
             try await group.waitForAll()
+        }
+    }
+
+    @Test(
+        "a logon from the node of a stale session takes it over; another node gets SESSION_EXISTS and records nothing")
+    func sameNodeTakesOverStaleSession() async throws {
+        try await withTestServer { server in
+            let alice = try await withTestClient(of: server.clientConfiguration(node: Self.nodeOne)) { test in
+                let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a").userID
+                try await test.client.logOff()
+                return alice
+            }
+            // The stale session: node one logged on, then its host dropped off the network.
+            let stale = try await RawConnection.connect(to: server.address)
+            try await stale.hello()
+            var logon = Parley_V1_LogonRequest()
+            logon.userID = alice.rawValue
+            logon.password = "pw-a"
+            logon.nodePublicKey = Data(TestNodeKey.one)
+            logon.nodeID = TestNodeKey.oneID
+            #expect(try await stale.request(.logOn, logon).type == FrameType.logOn.response)
+
+            // Another node, right password: refused, and the recorded node stays node one.
+            let nodeTwo = NodeAdvertisement(nodeID: TestNodeKey.twoID, publicKey: TestNodeKey.two)
+            try await withTestClient(of: server.clientConfiguration(node: nodeTwo)) { test in
+                try await expectError(.sessionExists) { try await test.client.logOn(userID: alice, password: "pw-a") }
+                try await expectError(.invalidCredentials) {
+                    try await test.client.logOn(userID: alice, password: "wrong")
+                }
+                _ = try await test.register("bob")
+                #expect(try await test.client.userInfo(alice).nodeID == TestNodeKey.oneID)
+            }
+
+            // The restarted node one: takes the stale session over.
+            try await withTestClient(of: server.clientConfiguration(node: Self.nodeOne)) { test in
+                let result = try await test.client.logOn(userID: alice, password: "pw-a")
+                #expect(result.user.nodeID == TestNodeKey.oneID)
+                let frames = try await stale.waitUntilClosed()
+                let replaced = try #require(frames.first { $0.type == .sessionReplaced })
+                let reason = try replaced.decodeMeta(as: Parley_V1_SessionReplacedEvent.self).reason
+                #expect(reason.contains("same node"))
+                #expect(stale.connectionErrors.map(\.code) == [.sessionReplaced])
+                #expect(try await test.client.userInfo(alice).isOnline)
+            }
+        }
+    }
+
+    @Test("the REGISTER answer shows no node fields the server did not record")
+    func registerEchoesNoUnrecordedNode() async throws {
+        try await withTestServer { server in
+            let raw = try await RawConnection.connect(to: server.address)
+            try await raw.hello()
+            var request = Parley_V1_RegisterRequest()
+            request.info.userName = "alice"
+            request.info.nodeID = TestNodeKey.oneID
+            request.info.nodePublicKey = Data(TestNodeKey.one)
+            request.info.directAddresses = ["10.0.0.1:7421"]
+            request.info.allowDirect = true
+            request.password = "pw"
+            let answer = try await raw.request(.register, request)
+            let user = try answer.decodeMeta(as: Parley_V1_LogonResponse.self).user
+            #expect(user.nodeID.isEmpty)
+            #expect(user.nodePublicKey.isEmpty)
+            #expect(user.directAddresses.isEmpty)
+            #expect(!user.allowDirect)
+            #expect(user.nodeKeyUpdatedAtMs == 0)
+            await raw.close()
         }
     }
 }

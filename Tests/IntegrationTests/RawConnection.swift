@@ -20,8 +20,13 @@ final class RawConnection: Sendable {
     }
 
     /// Connects in TLS (accepting whatever certificate the server shows: these tests are about
-    /// what comes after), or in plaintext for a server started with `.insecurePlaintext`.
-    static func connect(to address: ListeningAddress, plaintext: Bool = false) async throws -> RawConnection {
+    /// what comes after), or in plaintext for a server started with `.insecurePlaintext`;
+    /// `source` picks the local IP (another loopback address, say).
+    static func connect(
+        to address: ListeningAddress,
+        from source: String? = nil,
+        plaintext: Bool = false
+    ) async throws -> RawConnection {
         let frames = Mailbox<Frame>()
         // Trust on first use from a file that never exists: any certificate is accepted.
         let verifier =
@@ -32,7 +37,12 @@ final class RawConnection: Sendable {
                 host: address.host,
                 port: address.port
             )
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let source {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
+        }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations

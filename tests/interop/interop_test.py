@@ -177,6 +177,23 @@ def main() -> int:
                                  request_id=96)
         expect_error("FIND_USERS on the user ID field -> ERROR 5", answer, 5, 96)
 
+    # --- Strict decoding and size limits (sections 4, 9.8, 17.4) ---------------------------
+    with step("strict decoding"):
+        answer = a.request_frame(p.SEND_MESSAGE, {"message_id": 7, "recipients": [2**32 + bob]}, b"x",
+                                 request_id=120)
+        expect_error("SEND_MESSAGE to recipient 2^32 + bob -> ERROR 5, not delivered to bob", answer, 5, 120)
+        a.send_frame(p.USER_EXISTS, 121, bytes([0x0A, 0x01, 0x07]))
+        expect_error("USER_EXISTS with user_id sent as LEN (wrong wire type) -> ERROR 5", a.wait_answer(121), 5, 121)
+        answer = a.request_frame(p.FIND_USERS, {"filters": [{"field": p.USER_FIELD_USER_NAME, "match": p.MATCH_CONTAINS,
+                                                             "value": "a" * 257}]}, request_id=122)
+        expect_error("FIND_USERS with a 257-byte value -> ERROR 5", answer, 5, 122)
+        g = connect()
+        g.hello()
+        answer = g.request_frame(p.REGISTER, {"info": {"user_name": "e" + "\u0301" * 300}, "password": "pw"},
+                                 request_id=123)
+        expect_error("REGISTER with a one-character name of 601 bytes -> ERROR 5", answer, 5, 123)
+        g.close()
+
     # --- Node keys (section 17.5) ---------------------------------------------------------
     with step("node keys"):
         # The P-256 key of the worked example in section 17.5 (the generator point), as the
@@ -204,6 +221,25 @@ def main() -> int:
               and info["direct_addresses"] == addresses and info["allow_direct"]
               and info["node_key_updated_at_ms"] == logon["user"]["node_key_updated_at_ms"] > 1_600_000_000_000,
               info)
+        # Section 9.2: a logon declaring another node (or none) gets SESSION_EXISTS and records
+        # nothing; one declaring the same node takes the (stale) session over.
+        m = connect()
+        m.hello()
+        answer = m.request_frame(p.LOGON, {"user_id": node_user, "password": node_pw}, request_id=100)
+        expect_error("LOGON of a logged-on user without its node -> ERROR 12 SESSION_EXISTS", answer, 12, 100)
+        check("a refused LOGON leaves the recorded node as it was",
+              a.user_info(node_user)["node_key_updated_at_ms"] == info["node_key_updated_at_ms"])
+        takeover = m.request(p.LOGON, {"user_id": node_user, "password": node_pw, "node_public_key": key,
+                                       "node_id": node_id})
+        check("LOGON declaring the same node as the existing session takes it over",
+              takeover["user"]["user_id"] == node_user and takeover["user"]["online"], takeover)
+        replaced = n.next_event(types=(p.SESSION_REPLACED,))
+        check("the stale session gets SESSION_REPLACED naming the same node",
+              "same node" in replaced.fields()["reason"], replaced)
+        fatal = n.next_event(types=(p.ERROR,))
+        check("... then a fatal ERROR 13", fatal.fields()["code"] == 13 and fatal.fields()["fatal"], fatal)
+        expect_closed("... and the stale session is closed", n)
+        m.close()
         n.close()
 
     # --- Messages to an offline recipient (section 11) ------------------------------------

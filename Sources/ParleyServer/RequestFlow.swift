@@ -1,0 +1,80 @@
+import NIOCore
+import ParleyWire
+
+/// What one connection may make the server hold: backpressure by not reading
+/// (docs/PROTOCOL.md section 13.3).
+///
+/// A frame is handled at once only while nothing waits before it, no session-changing request
+/// is being processed, fewer than the limit of requests are unanswered and the connection's
+/// outbound queue is under its limit. Otherwise it waits in a queue, and the handler stops
+/// reading from the socket until the queue is empty again: the queue never holds more than what
+/// one read delivered, and a client that does not read its answers stops being read.
+///
+/// A pure value: the connection handler feeds it events and carries out what it returns.
+struct RequestFlow {
+    /// Requests handled but not answered yet (queries off the loop, messages being stored).
+    private(set) var unanswered = 0
+    /// Of those, queries running on the shared blocking pool.
+    private(set) var queries = 0
+    /// A session-changing request (REGISTER, LOGON...) is being processed.
+    private(set) var busy = false
+    /// The connection's outbound queue is under its limit.
+    private(set) var writable = true
+    private var queued = CircularBuffer<Frame>()
+
+    let maximumUnanswered: Int
+    let maximumQueries: Int
+
+    init(maximumUnanswered: Int, maximumQueries: Int) {
+        self.maximumUnanswered = max(maximumUnanswered, 1)
+        self.maximumQueries = max(maximumQueries, 1)
+    }
+
+    /// Frames waiting to be handled.
+    var queuedCount: Int { queued.count }
+
+    /// Whether a new frame may be handled now.
+    private var mayHandle: Bool {
+        !busy && writable && unanswered < maximumUnanswered && queries < maximumQueries
+    }
+
+    /// Whether the handler may ask the socket for more bytes.
+    var mayRead: Bool { queued.isEmpty && mayHandle }
+
+    /// A frame arrived: returns it if it is to be handled now; otherwise it waits.
+    mutating func received(_ frame: Frame) -> Frame? {
+        guard queued.isEmpty, mayHandle else {
+            queued.append(frame)
+            return nil
+        }
+        return frame
+    }
+
+    /// The next waiting frame to handle, if one may be handled now.
+    mutating func next() -> Frame? {
+        guard mayHandle, !queued.isEmpty else { return nil }
+        return queued.removeFirst()
+    }
+
+    /// A request was handed to work that answers it later.
+    mutating func started(query: Bool) {
+        unanswered += 1
+        if query { queries += 1 }
+    }
+
+    /// A request started with ``started(query:)`` was answered.
+    mutating func answered(query: Bool) {
+        unanswered = max(unanswered - 1, 0)
+        if query { queries = max(queries - 1, 0) }
+    }
+
+    mutating func sessionChangeStarted() { busy = true }
+    mutating func sessionChangeEnded() { busy = false }
+
+    mutating func writabilityChanged(_ writable: Bool) { self.writable = writable }
+
+    /// The connection is closing: what waits is dropped, never handled.
+    mutating func close() {
+        queued.removeAll()
+    }
+}
