@@ -220,7 +220,7 @@ public final class ParleyClient: Sendable {
             )
             connection.serverInfo.withLock { $0 = ok }
             if let firstUse = try connection.establish() {
-                logger.notice(
+                logger.info(
                     "trusting the server's certificate on first use",
                     metadata: ["server": "\(configuration.host):\(configuration.port)", "fingerprint": "\(firstUse)"]
                 )
@@ -237,7 +237,7 @@ public final class ParleyClient: Sendable {
                     state.withLock { $0.user = UserID(response.user.userID) }
                     emit(.connectionStateChanged(.loggedOn(credentials.user)))
                 } catch {
-                    logger.warning("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
+                    logger.info("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
                     switch error.code {
                     case .sessionExists, .tooManyAttempts, .timedOut, .notConnected, .storageError, .internalError:
                         // The server may not have noticed the old connection died yet, or is
@@ -347,7 +347,7 @@ public final class ParleyClient: Sendable {
         switch frame.type {
         case .message:
             guard let event: Parley_V1_MessageEvent = try? frame.decodeMeta() else {
-                logger.warning("dropping a MESSAGE event with an unreadable meta section")
+                logger.info("dropping a MESSAGE event with an unreadable meta section")
                 return
             }
             let body = MessageBody(isText: event.kind != .binary, bytes: Array(frame.payload.readableBytesView))
@@ -385,7 +385,7 @@ public final class ParleyClient: Sendable {
             state.withLock { $0.credentials = nil }
             emit(.sessionReplaced(reason: event.reason))
         case .error:
-            logger.warning("the server reported an error", metadata: ["error": "\(ParleyError(errorFrame: frame))"])
+            logger.info("the server reported an error", metadata: ["error": "\(ParleyError(errorFrame: frame))"])
         default:
             logger.debug("ignoring an unexpected frame", metadata: ["frame.type": "\(frame.type)"])
         }

@@ -199,7 +199,9 @@ final class MessageCommitter: Sendable {
             metrics?.messagesStored(live.count)
             if !live.isEmpty { deliverLive(live) }
         } catch {
-            logger.error(
+            // The senders get the error as their answer; the metrics count it for the admin.
+            metrics?.storageErrors.increment()
+            logger.info(
                 "storing messages failed", metadata: ["error": "\(error)", "messages": "\(submissions.count)"])
             for submission in submissions { submission.completion(.failure(error)) }
         }
@@ -213,7 +215,8 @@ final class MessageCommitter: Sendable {
         } catch {
             // The messages stay pending and are delivered again at the next logon, where the
             // client's de-duplication drops them.
-            logger.error(
+            metrics?.storageErrors.increment()
+            logger.info(
                 "recording acknowledgements failed",
                 metadata: ["error": "\(error)", "acknowledgements": "\(acknowledgements.count)"]
             )
@@ -222,13 +225,14 @@ final class MessageCommitter: Sendable {
 
     /// Forgets acknowledged messages older than the de-duplication window.
     func prune() {
-        worker.submit { [store, logger] state in
+        worker.submit { [store, logger, metrics] state in
             guard state == .active else { return }
             do {
                 let removed = try store.pruneAcknowledged(now: Date())
                 if removed > 0 { logger.debug("pruned acknowledged messages", metadata: ["count": "\(removed)"]) }
             } catch {
-                logger.warning("pruning acknowledged messages failed", metadata: ["error": "\(error)"])
+                metrics?.storageErrors.increment()
+                logger.info("pruning acknowledged messages failed", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -116,7 +116,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             let timeout = TimeAmount.nanoseconds(
                 Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
             slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-                logger.warning("closing a slow consumer")
+                // Per connection: info (the library's ceiling), and counted in the metrics.
+                logger.info("closing a slow consumer")
                 server.metrics.slowConsumerCloses.increment()
                 fail(
                     ParleyError(code: .slowConsumer, message: "the connection did not read what was sent to it in time")
@@ -508,7 +509,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 minimumID: minimum,
                 now: Date()
             )
-            server.logger.info("registered a user", metadata: ["user.id": "\(user.userID)"])
+            server.logger.debug("registered a user", metadata: ["user.id": "\(user.userID)"])
             return (user, 0)
         }
     }
@@ -611,7 +612,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             allowsDirect: node.allowsDirect,
             now: Date()
         )
-        server.logger.info("recorded a node", metadata: ["user.id": "\(user.userID)", "node.id": "\(node.nodeID)"])
+        server.logger.debug("recorded a node", metadata: ["user.id": "\(user.userID)", "node.id": "\(node.nodeID)"])
         return recorded
     }
 
@@ -726,7 +727,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         state = .loggedOn(user.userID)
         server.metrics.logonSuccesses.increment()
         logger[metadataKey: "user.id"] = "\(user.userID)"
-        logger.info("logged on", metadata: ["stored.messages": "\(storedMessages)"])
+        logger.debug("logged on", metadata: ["stored.messages": "\(storedMessages)"])
         var info = user
         info.isOnline = true
         var response = Parley_V1_LogonResponse()
@@ -751,7 +752,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let user = sessionUser, let handle else { return }
         sessionUser = nil
         server.registry.release(user, for: handle.id)
-        logger.info("logged off")
+        logger.debug("logged off")
         logger[metadataKey: "user.id"] = nil
         delivery = DeliveryStateMachine(window: 1)
     }
@@ -986,7 +987,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 }
                 perform(next)
             case .failure(let error):
-                logger.error("loading stored messages failed", metadata: ["error": "\(error)"])
+                server.metrics.storageErrors.increment()
+                logger.info("loading stored messages failed", metadata: ["error": "\(error)"])
                 delivery.loadFailed()
             }
         }

@@ -21,6 +21,8 @@ final class ServerMetrics: Sendable {
     let commitDuration: Timer
     let commitQueueDepth: Gauge
     let slowConsumerCloses: Counter
+    /// Store operations that failed (storing, acknowledging, loading, pruning).
+    let storageErrors: Counter
     let logonSuccesses: Counter
     let logonFailures: Counter
     /// Logons refused without a password check (in flight, or backing off).
@@ -49,6 +51,7 @@ final class ServerMetrics: Sendable {
         commitDuration = Timer(label: "parley_store_commit_duration_seconds", factory: factory)
         commitQueueDepth = Gauge(label: "parley_store_commit_queue_depth", factory: factory)
         slowConsumerCloses = Counter(label: "parley_slow_consumer_closes_total", factory: factory)
+        storageErrors = Counter(label: "parley_storage_errors_total", factory: factory)
         logonSuccesses = Counter(label: "parley_logons_total", dimensions: [("result", "success")], factory: factory)
         logonFailures = Counter(label: "parley_logons_total", dimensions: [("result", "failure")], factory: factory)
         logonsThrottled = Counter(label: "parley_logons_throttled_total", factory: factory)
