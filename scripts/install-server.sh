@@ -6,6 +6,7 @@
 #   ./scripts/install-server.sh            # install (or upgrade: the same command)
 #   PREFIX=/opt/parley ./scripts/install-server.sh   # binary in $PREFIX/bin instead
 #   DESTDIR=/tmp/stage ./scripts/install-server.sh    # stage the files only (no systemctl)
+#   PARLEY_BINARY=path ./scripts/install-server.sh     # install this binary instead of building one
 #
 # Then: systemctl enable --now parley-server; journalctl -u parley-server shows the TLS
 # fingerprint clients pin.
@@ -19,9 +20,14 @@ parley_install_debian_packages
 prefix=${PREFIX:-/usr/local}
 destdir=${DESTDIR:-}
 
-echo "== building the release binary"
-swift build -c release --product parley
-binary=$(swift build -c release --show-bin-path)/parley
+if [ -n "${PARLEY_BINARY:-}" ]; then
+    binary=$PARLEY_BINARY
+else
+    echo "== building the release binary"
+    swift build -c release --product parley
+    binary=$(swift build -c release --show-bin-path)/parley
+fi
+[ -x "$binary" ] || { echo "install-server.sh: no executable at $binary" >&2; exit 1; }
 
 echo "== installing"
 install -D -m 0755 "$binary" "$destdir$prefix/bin/parley"

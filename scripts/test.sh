@@ -35,6 +35,30 @@ run_tests() {  # NAME ARGS...: one swift test run, its output kept, its failures
 run_tests all --skip "$load_tests"
 run_tests load --filter "$load_tests"
 
+echo "== service files: the install script stages the binary, the unit and the configuration"
+stage=$(mktemp -d)
+PARLEY_BINARY=.build/debug/parley DESTDIR="$stage" ./scripts/install-server.sh >/dev/null
+for file in usr/local/bin/parley etc/systemd/system/parley-server.service etc/parley/server.json etc/parley/server.env; do
+    [ -e "$stage/$file" ] || { echo "install-server.sh did not stage $file"; exit 1; }
+done
+# The default configuration file is valid: a server started from it listens.
+"$stage/usr/local/bin/parley" server --config "$stage/etc/parley/server.json" --data "$stage/data" \
+    --port 0 --host 127.0.0.1 >"$stage/server.out" 2>"$stage/server.err" &
+server=$!
+for _ in $(seq 1 100); do
+    grep -q "^listening on" "$stage/server.out" && break
+    kill -0 "$server" 2>/dev/null || { echo "the default server.json is refused:"; cat "$stage/server.err"; exit 1; }
+    sleep 0.1
+done
+grep -q "^listening on" "$stage/server.out" || { echo "a server from the default server.json did not listen"; exit 1; }
+kill "$server"; wait "$server" || true
+if command -v systemd-analyze >/dev/null; then
+    sed "s#/usr/local/bin/parley#$stage/usr/local/bin/parley#" "$stage/etc/systemd/system/parley-server.service" \
+        >"$stage/parley-server.service"
+    systemd-analyze verify "$stage/parley-server.service"
+fi
+rm -rf "$stage"
+
 echo "== interop: independent Python client written from docs/PROTOCOL.md"
 bash tests/interop/run.sh
 
