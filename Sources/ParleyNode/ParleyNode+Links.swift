@@ -108,19 +108,32 @@ extension ParleyNode {
             }
         // Every interface: one dual-stack socket where IPv6 works, else IPv4 only.
         let hosts = configuration.listenHost.map { [$0] } ?? ["::", "0.0.0.0"]
-        var failure: (any Error)?
+        var failure: (host: String, error: any Error)?
         for host in hosts {
             do {
                 return try await bootstrap.bind(host: host, port: configuration.listenPort).get()
             } catch {
                 logger.debug("cannot listen on \(host)", metadata: ["error": "\(error)"])
-                failure = error
+                failure = (host, error)
+                // A busy port is busy on every address: the IPv4 fallback is for hosts without IPv6.
+                if (error as? IOError)?.errnoCode == EADDRINUSE { break }
             }
+        }
+        let port = configuration.listenPort
+        let reason: String
+        switch failure?.error {
+        case let error as IOError where error.errnoCode == EADDRINUSE:
+            reason = "address in use (another program listens on port \(port))"
+        case let error as IOError:
+            reason = String(cString: strerror(error.errnoCode))
+        case let error?:
+            reason = "\(error)"
+        case nil:
+            reason = "no address to listen on"
         }
         throw ParleyError(
             code: .internalError,
-            message: "cannot listen for direct links on \(hosts.last ?? "?") port \(configuration.listenPort)",
-            cause: failure
+            message: "cannot listen for direct links on \(failure?.host ?? "?") port \(port): \(reason)"
         )
     }
 
@@ -128,11 +141,26 @@ extension ParleyNode {
 
     /// A ready link to `peer`: an open one, or a new one to the first of `addresses` that answers.
     ///
-    /// - Parameter timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
-    ///   ``dialTimeout``.
-    func link(to peer: NodeID, addresses: [String], timeout: Duration? = nil) async throws(ParleyError) -> DirectLink {
-        let (open, refusal) = state.withLock { state in
-            (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer])
+    /// A peer that could not be dialled lately (``DialMemory``) is not dialled again before its
+    /// backoff expires; on the send path (`inline`) not at all: once the backoff expires, one
+    /// dial starts in the background and this call fails at once, so a send takes another route
+    /// instead of waiting for a dial that will likely time out.
+    ///
+    /// - Parameters:
+    ///   - timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
+    ///     ``dialTimeout``.
+    ///   - inline: Whether a message waits for this link (the send path).
+    func link(
+        to peer: NodeID,
+        addresses: [String],
+        timeout: Duration? = nil,
+        inline: Bool = false
+    ) async throws(ParleyError) -> DirectLink {
+        let (open, refusal, decision) = state.withLock { state in
+            (
+                state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer],
+                addresses.isEmpty ? DialMemory.Decision.dial : state.dials.decide(peer, inline: inline, now: .now)
+            )
         }
         if let open { return open }
         if let refusal, refusal.until > .now {
@@ -141,6 +169,16 @@ extension ParleyNode {
                 message:
                     "node \(peer) refused this node's last link (\(refusal.reason.message)); not dialling it again yet"
             )
+        }
+        switch decision {
+        case .dial:
+            break
+        case .probeInBackground:
+            linkInBackground(peer)
+            fallthrough
+        case .wait:
+            throw ParleyError(
+                code: .notConnected, message: "node \(peer) could not be reached lately; not dialling it again yet")
         }
         var lastError = ParleyError(code: .notConnected, message: "no address is known for node \(peer)")
         for address in addresses {
@@ -151,6 +189,11 @@ extension ParleyNode {
                     "dialling failed", metadata: ["peer.id": "\(peer)", "address": "\(address)", "error": "\(error)"])
                 lastError = error
             }
+        }
+        if !addresses.isEmpty, state.withLock({ $0.phase == .running && !$0.stopping }) {
+            let delay = state.withLock { $0.dials.failed(peer, now: .now) }
+            logger.debug(
+                "not dialling the peer again for a while", metadata: ["peer.id": "\(peer)", "delay": "\(delay)"])
         }
         throw lastError
     }
@@ -307,7 +350,8 @@ extension ParleyNode {
                 {
                     refusal = state.withLock { state in
                         let count = (state.refusals[peer]?.count ?? 0) + 1
-                        let refusal = Refusal(count: count, until: .now + Refusal.backoff(after: count), reason: error)
+                        let delay = Refusal.backoff.delay(afterFailures: count)
+                        let refusal = Refusal(count: count, until: .now + delay, delay: delay, reason: error)
                         state.refusals[peer] = refusal
                         return refusal
                     }
@@ -317,7 +361,7 @@ extension ParleyNode {
                     "the peer closed the direct link",
                     metadata: [
                         "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
-                        "redial.after": "\(refusal.map { "\(Refusal.backoff(after: $0.count))" } ?? "-")",
+                        "redial.after": "\(refusal.map { "\($0.delay)" } ?? "-")",
                     ]
                 )
                 link.fail(error)
@@ -365,6 +409,7 @@ extension ParleyNode {
             link.markReady(hello)
             state.withLock { state in
                 state.links[peer.peer, default: [:]][ObjectIdentifier(link)] = link
+                state.dials.forget(peer.peer)
                 emit(state.peers.linkUp(peer.peer, user: user, name: name))
             }
             logger.info(
@@ -552,7 +597,11 @@ extension ParleyNode {
         case .up(let peer), .changed(let peer):
             let isNew: Bool
             if case .up = event { isNew = true } else { isNew = false }
-            state.withLock { state in emit(state.peers.advertised(peer, as: peerID, isNew: isNew)) }
+            state.withLock { state in
+                // What discovery shows changed (or is new): dialling the peer may work now.
+                state.dials.forget(peerID)
+                emit(state.peers.advertised(peer, as: peerID, isNew: isNew))
+            }
             do {
                 if let user = peer.userID, let name = peer.userName, !name.isEmpty {
                     try registry.record(
@@ -590,8 +639,8 @@ extension ParleyNode {
         }
     }
 
-    /// Opens a standing link to a discovered peer, through the link-serving task group.
-    private func linkInBackground(_ peer: NodeID) {
+    /// Opens a standing link to a peer (a discovered one, or one to probe), from the flusher.
+    func linkInBackground(_ peer: NodeID) {
         state.withLock { _ = $0.pendingDials.insert(peer) }
         flushContinuation.yield()
     }

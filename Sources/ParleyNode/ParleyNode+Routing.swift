@@ -235,7 +235,7 @@ extension ParleyNode {
         // A second try only on a fresh link, when the first was closing as the message left (the
         // peer's end timed out, say). The same message ID, so the peer keeps one copy at most.
         for attempt in 1...2 {
-            let directLink = try await link(to: target.node, addresses: target.addresses)
+            let directLink = try await link(to: target.node, addresses: target.addresses, inline: true)
             if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
                 throw ParleyError(
                     code: .recipientNotFound,

@@ -122,7 +122,13 @@ final class ChildProcess: Sendable {
 
     /// Starts `parley` with `arguments`. `input`, when given, is written to its standard input,
     /// which is then closed unless `keepsInputOpen` (else standard input is /dev/null).
-    init(_ arguments: [String], input: String? = nil, keepsInputOpen: Bool = false) throws {
+    /// `environment`, when given, is added to this process's environment for the child.
+    init(
+        _ arguments: [String],
+        input: String? = nil,
+        keepsInputOpen: Bool = false,
+        environment: [String: String] = [:]
+    ) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
             throw TestFailure(
                 "the parley executable is missing at \(Self.executable.path); build it with `swift build --product parley`"
@@ -132,6 +138,9 @@ final class ChildProcess: Sendable {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let stdout = Pipe()
         let stderr = Pipe()
         let stdin = Pipe()
@@ -254,9 +263,10 @@ struct CommandResult: Sendable, CustomStringConvertible {
 func parley(
     _ arguments: [String],
     input: String? = nil,
-    timeout: Duration = .seconds(60)
+    timeout: Duration = .seconds(60),
+    environment: [String: String] = [:]
 ) async throws -> CommandResult {
-    let child = try ChildProcess(arguments, input: input)
+    let child = try ChildProcess(arguments, input: input, environment: environment)
     let termination = try await child.waitForExit(timeout: timeout)
     return CommandResult(termination: termination, output: child.output, errorOutput: child.errorOutput)
 }
