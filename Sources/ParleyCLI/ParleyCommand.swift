@@ -27,7 +27,7 @@ struct ParleyCommand: AsyncParsableCommand {
             FindCommand.self,
             ChatCommand.self,
             BenchCommand.self,
-            NodeCommand.self, PeersCommand.self, OutboxCommand.self,
+            NodeCommand.self, PeersCommand.self, OutboxCommand.self, UnpinCommand.self,
         ]
     )
 

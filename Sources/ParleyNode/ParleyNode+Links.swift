@@ -164,10 +164,10 @@ extension ParleyNode {
         }
         if let open { return open }
         if let refusal, refusal.until > .now {
+            let what = refusal.byPeer ? "node \(peer) refused this node's last link" : "this node refused node \(peer)"
             throw ParleyError(
                 code: .notConnected,
-                message:
-                    "node \(peer) refused this node's last link (\(refusal.reason.message)); not dialling it again yet"
+                message: "\(what) (\(refusal.reason.message)); not dialling it again yet"
             )
         }
         switch decision {
@@ -348,13 +348,7 @@ extension ParleyNode {
                 if ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code),
                     let peer = link.authenticated?.peer
                 {
-                    refusal = state.withLock { state in
-                        let count = (state.refusals[peer]?.count ?? 0) + 1
-                        let delay = Refusal.backoff.delay(afterFailures: count)
-                        let refusal = Refusal(count: count, until: .now + delay, delay: delay, reason: error)
-                        state.refusals[peer] = refusal
-                        return refusal
-                    }
+                    refusal = noteRefusal(of: peer, error, byPeer: true)
                     eventQueue.offer(.linkRefused(peer, error, byPeer: true))
                 }
                 logger.error(
@@ -377,6 +371,19 @@ extension ParleyNode {
         }
     }
 
+    /// Remembers a refused link (by the peer, or by this node): the peer is not dialled again
+    /// before a backoff, longer after each refusal, so neither side redials in a tight loop.
+    @discardableResult
+    private func noteRefusal(of peer: NodeID, _ error: ParleyError, byPeer: Bool) -> Refusal {
+        state.withLock { state in
+            let count = (state.refusals[peer]?.count ?? 0) + 1
+            let delay = Refusal.backoff.delay(afterFailures: count)
+            let refusal = Refusal(count: count, until: .now + delay, delay: delay, reason: error, byPeer: byPeer)
+            state.refusals[peer] = refusal
+            return refusal
+        }
+    }
+
     private func handleHello(_ frame: Frame, on link: DirectLink) async {
         guard let peer = link.authenticated, link.hello == nil else {
             link.refuse(ParleyError(code: .protocolViolation, message: "NODE_HELLO out of place"))
@@ -395,7 +402,14 @@ extension ParleyNode {
                 // Ask the server first, if it can be asked: a key it vouches for beats one pinned on
                 // first use, and must not be pre-empted by an impostor's pin.
                 if try registry.vouchedKey(forUser: user) == nil { await refreshServerNode(of: user) }
-                try verifyClaim(user, by: peer)
+                do throws(ParleyError) {
+                    try verifyClaim(user, by: peer)
+                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.serverLoggedOn }) {
+                    // The user may have moved to a new key that the server vouches for since this
+                    // node last asked: ask again before calling the peer an impostor.
+                    await refreshServerNode(of: user, force: true)
+                    try verifyClaim(user, by: peer)
+                }
             }
             let name = String(meta.userName.prefix(UserInfo.maximumFieldLength))
             recordPeer(peer, user: user, name: name)
@@ -421,6 +435,8 @@ extension ParleyNode {
                 metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
             )
             eventQueue.offer(.linkRefused(peer.peer, error, byPeer: false))
+            // This node does not dial a peer it refuses either, for a while.
+            if error.code == .pinnedKeyMismatch { noteRefusal(of: peer.peer, error, byPeer: false) }
             link.refuse(error)
         }
     }
@@ -433,8 +449,9 @@ extension ParleyNode {
                 throw ParleyError(
                     code: .pinnedKeyMismatch,
                     message: """
-                        node \(peer.peer) claims user \(user), but the server vouches for node \(vouched.nodeID) \
-                        (\(NodeRegistry.fingerprint(of: vouched.publicKey))); refusing an impostor
+                        another node claims user \(user): node \(peer.peer) (\(NodeRegistry.fingerprint(of: peer.publicKeyDER))), \
+                        but the server vouches for node \(vouched.nodeID) (\(NodeRegistry.fingerprint(of: vouched.publicKey))) \
+                        for that user; refusing
                         """
                 )
             }

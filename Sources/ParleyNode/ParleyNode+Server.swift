@@ -170,11 +170,14 @@ extension ParleyNode {
         }
     }
 
-    /// Asks the server about `user`'s node unless asked recently (or the server is not there).
-    func refreshServerNode(of user: UserID) async {
+    /// Asks the server about `user`'s node unless asked recently (or, with `force`, in any case),
+    /// if the server is there.
+    func refreshServerNode(of user: UserID, force: Bool = false) async {
         let client = state.withLock { state -> ParleyClient? in
             guard state.serverLoggedOn, let client = state.client else { return nil }
-            if let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) { return nil }
+            if !force, let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) {
+                return nil
+            }
             return client
         }
         guard let client else { return }

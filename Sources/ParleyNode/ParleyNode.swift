@@ -81,12 +81,15 @@ public final class ParleyNode: Sendable {
         var stopping = false
     }
 
-    /// A peer refused this node's last link; dialling it again waits, longer each time.
+    /// A peer refused this node's last link, or this node refused the peer's claim; dialling it
+    /// again waits, longer each time.
     struct Refusal: Sendable {
         var count: Int
         var until: ContinuousClock.Instant
         var delay: Duration
         var reason: ParleyError
+        /// The peer refused (true), or this node did (false).
+        var byPeer: Bool = true
 
         /// About 5 s after the first refusal, doubling up to about 5 minutes.
         static let backoff = Backoff(initial: .seconds(5), maximum: .seconds(300))
@@ -130,7 +133,9 @@ public final class ParleyNode: Sendable {
         self.logger = logger
         directoryLock = try DataDirectoryLock(dataDirectory: configuration.dataDirectory)
         identity = try Self.identity(dataDirectory: configuration.dataDirectory)
-        registry = try NodeRegistry(dataDirectory: configuration.dataDirectory)
+        registry = try NodeRegistry(
+            dataDirectory: configuration.dataDirectory,
+            configuration: .init(unpinCommand: Self.unpinCommand(dataDirectory: configuration.dataDirectory)))
         eventQueue = EventQueue(limit: max(1, configuration.unreadEventLimit))
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))

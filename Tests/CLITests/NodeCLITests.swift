@@ -78,6 +78,22 @@ struct NodeCLITests {
         #expect(result.errorOutput.contains("error: cannot browse the LAN"), "\(result)")
     }
 
+    @Test("unpin names what it unpinned, exits 1 when nothing was pinned, 2 for a bad subject")
+    func unpin() async throws {
+        try await withDataDirectory { directory in
+            let data = directory.appendingPathComponent("ann").path
+            let queued = try await parley(["send", "--data", data, "--to", "4242", "--wait", "0", "hello"])
+            #expect(queued.status == 0, "\(queued)")
+            let nothing = try await parley(["unpin", "--data", data, "user", "42"])
+            #expect(nothing.status == 1, "\(nothing)")
+            #expect(nothing.errorOutput.contains("no key is pinned for user 42"), "\(nothing)")
+            let bare = try await parley(["unpin", "--data", data, "42"])
+            #expect(bare.errorOutput.contains("no key is pinned for user 42"), "\(bare)")
+            let bad = try await parley(["unpin", "--data", data, "someone"])
+            #expect(bad.status == 2, "\(bad)")
+        }
+    }
+
     @Test("outbox list shows queued messages and outbox cancel takes one out")
     func outbox() async throws {
         try await withDataDirectory { directory in
