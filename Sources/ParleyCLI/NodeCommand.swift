@@ -17,7 +17,9 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             server reached its recipient); "linkRefused" (nodeID, message, byPeer: a direct link refused \
             by this node, e.g. an impostor, or by the peer); "routeChanged" (toUser or toNode, route); \
             "queuedMessageFailed" \
-            (messageID, toUser or toNode, message: a queued message refused for good); "server" (state: \
+            (messageID, toUser or toNode, message: a queued message refused for good); \
+            "queuedMessageExpired" (messageID, toUser or toNode: it waited longer than \
+            --outbox-expiry); "server" (state: \
             connecting, connected, loggedOn with userID, logOnFailed or disconnected with reason, \
             logOnDeferred with reason and retryAfterMs: a refusal that may pass, such as the session \
             of a crashed run still open, tried again; stopped); and \

@@ -139,28 +139,43 @@ extension ParleyNode {
 
     // MARK: Dialling
 
+    /// Who waits for a dial (``link(to:addresses:timeout:purpose:)``).
+    enum DialPurpose {
+        /// A message that can go through the server instead.
+        case sendWithAlternative
+        /// A message that would otherwise wait in the outbox.
+        case sendWithoutAlternative
+        /// Nobody: a standing link, a probe after a backoff, a redial.
+        case background
+    }
+
     /// A ready link to `peer`: an open one, or a new one to the first of `addresses` that answers.
     ///
     /// A peer that could not be dialled lately (``DialMemory``) is not dialled again before its
-    /// backoff expires; on the send path (`inline`) not at all: once the backoff expires, one
-    /// dial starts in the background and this call fails at once, so a send takes another route
-    /// instead of waiting for a dial that will likely time out.
+    /// backoff expires; for a message that can go through the server, not at all: once the
+    /// backoff expires, one dial starts in the background and this call fails at once, so the
+    /// send takes the server instead of waiting for a dial that will likely time out.
     ///
     /// - Parameters:
     ///   - timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
     ///     ``dialTimeout``.
-    ///   - inline: Whether a message waits for this link (the send path).
+    ///   - purpose: Who waits for this link: a message that has another route (the server), which
+    ///     must not wait for a peer that failed lately; a message with no other route but the
+    ///     outbox, which may as well try; or nobody (a standing link, a probe, a redial).
     func link(
         to peer: NodeID,
         addresses: [String],
         timeout: Duration? = nil,
-        inline: Bool = false
+        purpose: DialPurpose = .background
     ) async throws(ParleyError) -> DirectLink {
         let (open, refusal, decision) = state.withLock { state in
-            (
-                state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer],
-                addresses.isEmpty ? DialMemory.Decision.dial : state.dials.decide(peer, inline: inline, now: .now)
-            )
+            let decision: DialMemory.Decision =
+                switch purpose {
+                case _ where addresses.isEmpty, .sendWithoutAlternative: .dial
+                case .sendWithAlternative: state.dials.decide(peer, inline: true, now: .now)
+                case .background: state.dials.decide(peer, inline: false, now: .now)
+                }
+            return (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer], decision)
         }
         if let open { return open }
         if let refusal, refusal.until > .now {
