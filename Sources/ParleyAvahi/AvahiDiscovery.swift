@@ -159,6 +159,13 @@ public final class AvahiDiscovery: Discovery {
         }
     }
 
+    /// Why LAN discovery does not work now (no D-Bus, no avahi-daemon, ...); nil while connected
+    /// to avahi-daemon, before ``run()`` has tried, and after it ended. Discovery keeps retrying
+    /// either way: this is for callers that must tell "nobody is there" from "cannot look".
+    public var unavailability: DiscoveryError? {
+        withSession { $0.outage } ?? nil
+    }
+
     public func withdraw() async {
         // After shutdown the advertisement is gone already: nothing to do.
         _ = withSession { $0.withdraw() }

@@ -37,6 +37,8 @@ final class AvahiSession: @unchecked Sendable {
     private var retryDelay: Duration
     /// Whether the warning for the current outage has been logged.
     private var outageReported = false
+    /// Why avahi-daemon cannot be used now; nil while connected to it (or not tried yet).
+    private(set) var outage: DiscoveryError?
     /// Whether peers were marked stale by a lost connection and await the browser's first sweep.
     private var sweepPending = false
     private var pollThreadStarted = false
@@ -174,6 +176,7 @@ final class AvahiSession: @unchecked Sendable {
         switch state {
         case AVAHI_CLIENT_S_RUNNING:
             retryDelay = configuration.retryDelay
+            outage = nil
             if outageReported {
                 outageReported = false
                 logger.info("LAN discovery available: connected to avahi-daemon")
@@ -249,6 +252,7 @@ final class AvahiSession: @unchecked Sendable {
 
     /// One warning per outage; repeats go to debug.
     private func reportOutage(_ error: DiscoveryError) {
+        outage = error
         if outageReported {
             logger.debug("LAN discovery still unavailable", metadata: ["discovery.error": "\(error)"])
             return

@@ -19,14 +19,7 @@ struct MessageRecord: Encodable {
         recipients = message.recipients.map(\.rawValue)
         sentAt = message.sentAt
         deliveredAt = message.deliveredAt
-        switch message.body {
-        case .text(let text):
-            kind = "text"
-            self.text = text
-        case .binary(let bytes):
-            kind = "binary"
-            base64 = Data(bytes).base64EncodedString()
-        }
+        (kind, text, base64) = Self.fields(of: message.body)
     }
 
     /// "1001 -> 1000,1002 [8812...] hello"; line breaks in text are escaped to keep one line.
@@ -41,6 +34,14 @@ struct MessageRecord: Encodable {
     }
 
     private var content: String { Self.content(text: text, base64: base64) }
+
+    /// A body as the records print it: its kind ("text" or "binary"), and its text or base64.
+    static func fields(of body: MessageBody) -> (kind: String, text: String?, base64: String?) {
+        switch body {
+        case .text(let text): ("text", text, nil)
+        case .binary(let bytes): ("binary", nil, Data(bytes).base64EncodedString())
+        }
+    }
 
     /// A message body on one line: text with line breaks escaped; binary as its size and base64.
     static func content(text: String?, base64: String?) -> String {

@@ -17,9 +17,12 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             server reached its recipient); "linkRefused" (nodeID, message, byPeer: a direct link refused \
             by this node, e.g. an impostor, or by the peer); "routeChanged" (toUser or toNode, route); \
             "queuedMessageFailed" \
-            (messageID, toUser or toNode, message: a queued message refused for good); "server" (state: \
+            (messageID, toUser or toNode, message: a queued message refused for good); \
+            "queuedMessageExpired" (messageID, toUser or toNode: it waited longer than \
+            --outbox-expiry); "server" (state: \
             connecting, connected, loggedOn with userID, logOnFailed or disconnected with reason, \
-            stopped); and \
+            logOnDeferred with reason and retryAfterMs: a refusal that may pass, such as the session \
+            of a crashed run still open, tried again; stopped); and \
             "stopped" last.
 
             Unless --no-stdin-commands is given, it reads commands from standard input, one per \
@@ -29,7 +32,8 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             FIELD MATCH VALUE" answers {"event":"found","cached":...,"truncated":...,"users":[...]} \
             (cached: the server was away and the node's cache answered); "peers" answers \
             {"event":"peers","peers":[...]}; "status TEXT" (online, away, busy or a short text: the \
-            presence peers see) answers {"event":"status","status":...}; a failed command answers \
+            presence peers see) answers {"event":"status","status":...}, and "status" alone shows \
+            it; a failed command answers \
             {"event":"error","command":...,"message":...}. "quit" stops the node. The end of \
             standard input does not stop it (so a script may close its end of the pipe); SIGTERM \
             and SIGINT stop it gracefully. Queued messages stay in the node's outbox (in --data) \

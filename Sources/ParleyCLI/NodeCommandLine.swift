@@ -10,14 +10,15 @@ import ParleyNode
 ///     find PREFIX               users whose user name starts with PREFIX (server, or cache)
 ///     find FIELD MATCH VALUE    users whose FIELD matches VALUE (MATCH: exact, prefix, contains)
 ///     peers                     the peers the node knows
-///     status TEXT               the presence advertised on the LAN (online, away, busy, ...)
+///     status [TEXT]             sets the presence advertised on the LAN (online, away, busy,
+///                               ...); without TEXT, shows it
 ///
 /// (`quit` is handled by the console.) Each command answers with one record: its result, or
 /// `{"event":"error","command":...,"message":...}`.
 struct NodeCommandLine {
     static let usage =
         "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, find [FIELD MATCH] VALUE, peers, "
-        + "status TEXT, quit"
+        + "status [TEXT], quit"
 
     let command: String
     let arguments: Substring
@@ -50,7 +51,8 @@ struct NodeCommandLine {
             case "peers":
                 return .peers(node.peers())
             case "status":
-                try await node.setStatus(String(arguments))
+                // Without text: the status advertised now.
+                if !arguments.isEmpty { try await node.setStatus(String(arguments)) }
                 return .status(node.status)
             default:
                 throw Failure("unknown command \"\(command)\"; \(Self.usage)")
@@ -58,9 +60,9 @@ struct NodeCommandLine {
         } catch let failure as Failure {
             return .error(failure.message, command: command)
         } catch let error as ParleyError {
-            return .error(error.description, command: command)
+            return .error(ErrorText.describe(error), command: command)
         } catch {
-            return .error("\(error)", command: command)
+            return .error(ErrorText.describe(error), command: command)
         }
     }
 

@@ -36,6 +36,8 @@ struct NodeEventRecord: Encodable {
     // `server`: the state of the connection to the server.
     var state: String?
     var reason: String?
+    /// `server` with state `logOnDeferred`: when the node tries again.
+    var retryAfterMs: Int?
     // Command results.
     var user: UserRecord?
     var users: [UserRecord]?
@@ -131,14 +133,7 @@ struct NodeEventRecord: Encodable {
             deliveredAt = message.deliveredAt
             fromNode = from?.description
             self.route = route.rawValue
-            switch message.body {
-            case .text(let text):
-                kind = "text"
-                self.text = text
-            case .binary(let bytes):
-                kind = "binary"
-                base64 = Data(bytes).base64EncodedString()
-            }
+            (kind, text, base64) = MessageRecord.fields(of: message.body)
         case .routeChanged(let recipient, let route):
             self.init(event: "routeChanged")
             setRecipient(recipient)
@@ -146,7 +141,7 @@ struct NodeEventRecord: Encodable {
         case .linkRefused(let node, let error, let byPeer):
             self.init(event: "linkRefused")
             nodeID = node.description
-            message = error.description
+            message = ErrorText.describe(error)
             self.byPeer = byPeer
         case .deliveryReceipt(let receipt):
             self.init(event: "receipt")
@@ -157,11 +152,20 @@ struct NodeEventRecord: Encodable {
             self.init(event: "queuedMessageFailed")
             messageID = id.rawValue
             setRecipient(recipient)
-            message = error.description
+            message = ErrorText.describe(error)
+        case .queuedMessageExpired(let id, let recipient):
+            self.init(event: "queuedMessageExpired")
+            messageID = id.rawValue
+            setRecipient(recipient)
         case .serverLogOnFailed(let error):
             self.init(event: "server")
             state = "logOnFailed"
-            reason = error.description
+            reason = ErrorText.describe(error)
+        case .serverLogOnDeferred(let error, let delay):
+            self.init(event: "server")
+            state = "logOnDeferred"
+            reason = ErrorText.describe(error)
+            retryAfterMs = Int(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -228,11 +232,16 @@ struct NodeEventRecord: Encodable {
             return "delivered \(messageID.map(String.init) ?? "?") to \(recipientText)"
         case "queuedMessageFailed":
             return "queued message \(messageID.map(String.init) ?? "?") to \(recipientText) refused: \(message ?? "?")"
+        case "queuedMessageExpired":
+            return "queued message \(messageID.map(String.init) ?? "?") to \(recipientText) expired undelivered"
         case "server":
             switch state {
             case "loggedOn": return "server: logged on as \(userID.map(String.init) ?? "?")"
             case "disconnected": return "server: disconnected" + (reason.map { " (\($0))" } ?? "")
             case "logOnFailed": return "server: logging on failed (\(reason ?? "?"))"
+            case "logOnDeferred":
+                let seconds = Double(retryAfterMs ?? 0) / 1000
+                return "server: logging on failed (\(reason ?? "?")); trying again in \(seconds) s"
             default: return "server: \(state ?? "?")"
             }
         case "sent":
@@ -259,7 +268,8 @@ struct NodeEventRecord: Encodable {
         let user = userID.map { "user \($0)" } ?? "no user"
         let at = (addresses ?? []).joined(separator: ", ")
         var flags = [status ?? ""]
-        if online == true { flags.append("online") }
+        // The advertised status is often "online" itself: say it once.
+        if online == true, status != "online" { flags.append("online") }
         if linked == true { flags.append("linked") }
         let state = flags.filter { !$0.isEmpty }.joined(separator: ", ")
         return "\(name ?? "?") (\(user)) node \(nodeID ?? "?") at \(at.isEmpty ? "?" : at)"

@@ -45,7 +45,14 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .customLong("peer-timeout"), help: "Seconds of silence before a peer counts as down (default 6).")
     var peerTimeout: Double?
 
+    @Option(
+        name: .customLong("outbox-expiry"),
+        help: "Seconds a message may wait in the outbox before it is dropped undelivered (default 7 days)."
+    )
+    var outboxExpiry: Double?
+
     func validate() throws {
+        if let outboxExpiry, outboxExpiry <= 0 { throw ValidationError("--outbox-expiry must be positive") }
         guard !name.isEmpty else { throw ValidationError("--name must not be empty") }
         guard (0...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 0...65535") }
         if let heartbeat, heartbeat <= 0 { throw ValidationError("--heartbeat must be positive") }
@@ -73,6 +80,7 @@ struct NodeOptions: ParsableArguments {
         setup.allowsDirectLinks = !noDirect
         setup.heartbeat = heartbeat
         setup.peerTimeout = peerTimeout
+        setup.outboxExpiry = outboxExpiry
         return setup
     }
 }
@@ -93,6 +101,8 @@ struct NodeSetup {
     var heartbeat: Double?
     /// Seconds; nil keeps the node's default.
     var peerTimeout: Double?
+    /// Seconds; nil keeps the node's default.
+    var outboxExpiry: Double?
 
     /// The node and the Avahi discovery it uses; discovery's `run()` is the caller's to run.
     ///
@@ -103,7 +113,7 @@ struct NodeSetup {
         do {
             nodeID = try ParleyNode.nodeID(dataDirectory: dataDirectory)
         } catch {
-            throw CommandFailure(message: "cannot load the node key in \(dataDirectory): \(error)")
+            throw CommandFailure(message: "in \(dataDirectory): \(ErrorText.chain(error))")
         }
         let discovery: AvahiDiscovery
         do {
@@ -112,14 +122,14 @@ struct NodeSetup {
                 logger: Logger(label: "parley.discovery")
             )
         } catch {
-            throw CommandFailure(message: "cannot set up LAN discovery: \(error)")
+            throw CommandFailure(message: "cannot set up LAN discovery: \(ErrorText.describe(error))")
         }
         let nodeConfiguration = try configuration()
         let node: ParleyNode
         do {
             node = try ParleyNode(configuration: nodeConfiguration, discovery: discovery, logger: logger)
         } catch {
-            throw CommandFailure(message: error.description)
+            throw CommandFailure(message: ErrorText.describe(error))
         }
         return (node, discovery)
     }
@@ -140,6 +150,7 @@ struct NodeSetup {
         configuration.allowsDirectLinks = allowsDirectLinks
         if let heartbeat { configuration.heartbeatInterval = .seconds(heartbeat) }
         if let peerTimeout { configuration.peerTimeout = .seconds(peerTimeout) }
+        if let outboxExpiry { configuration.outboxExpiry = .seconds(outboxExpiry) }
         return configuration
     }
 }

@@ -27,7 +27,7 @@ struct ParleyCommand: AsyncParsableCommand {
             FindCommand.self,
             ChatCommand.self,
             BenchCommand.self,
-            NodeCommand.self, PeersCommand.self,
+            NodeCommand.self, PeersCommand.self, OutboxCommand.self, UnpinCommand.self,
         ]
     )
 
@@ -81,7 +81,7 @@ struct ParleyCommand: AsyncParsableCommand {
             // The command already printed what there was to say.
             Foundation.exit(code.rawValue)
         case let error as ParleyError:
-            Output.note("error: \(error)")
+            Output.note("error: \(ErrorText.describe(error))")
             Foundation.exit(ExitStatus.code(for: error).rawValue)
         case let failure as CommandFailure:
             Output.note("error: \(failure.message)")

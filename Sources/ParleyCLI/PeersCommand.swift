@@ -13,8 +13,8 @@ struct PeersCommand: AsyncParsableCommand, LoggingCommand {
             One line per node, sorted by user then node ID: "USER NAME node NODE_ID at ADDRESSES \
             [STATUS]" (with --json {"event":"peer","nodeID":...,"userID":...,"name":...,\
             "instance":...,"server":...,"status":...,"addresses":["HOST:PORT",...]}). Prints \
-            "no Parley nodes found" (nothing with --json) when there are none. Needs avahi-daemon; \
-            without it the command warns and finds nothing.
+            "no Parley nodes found" (nothing with --json) when there are none. Needs avahi-daemon \
+            and D-Bus: when it cannot reach them by the end of --timeout it says why and exits 1.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -43,12 +43,19 @@ struct PeersCommand: AsyncParsableCommand, LoggingCommand {
         }
         let timeout = self.timeout
         var found: [String: Peer] = [:]
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await discovery.run() }
+        // What kept discovery from looking, as the timer saw it before the shutdown (which ends
+        // the session it comes from).
+        let unavailability = try await withThrowingTaskGroup(of: DiscoveryError?.self) { group in
+            group.addTask {
+                try await discovery.run()
+                return nil
+            }
             group.addTask {
                 // Cancelled only when the command fails; either way browsing ends here.
                 try? await Task.sleep(for: .seconds(timeout))
+                let unavailability = discovery.unavailability
                 discovery.shutDown()
+                return unavailability
             }
             // Ends once run() has shut down.
             for await event in discovery.peerEvents {
@@ -57,7 +64,15 @@ struct PeersCommand: AsyncParsableCommand, LoggingCommand {
                 case .down(let nodeID): found[nodeID] = nil
                 }
             }
-            try await group.waitForAll()
+            var unavailability: DiscoveryError?
+            for try await result in group where result != nil { unavailability = result }
+            return unavailability
+        }
+        // "No nodes" would be a lie when nobody could look.
+        if let unavailability {
+            throw CommandFailure(
+                message: "cannot browse the LAN: \(unavailability.message) (avahi-daemon and the system D-Bus must run)"
+            )
         }
         let records = found.values.map(PeerRecord.init).sorted {
             ($0.userID ?? .max, $0.nodeID) < ($1.userID ?? .max, $1.nodeID)

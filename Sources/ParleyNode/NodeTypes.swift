@@ -13,7 +13,9 @@ extension ParleyNode {
         public var dataDirectory: String
         /// The user name shown on the LAN (discovery and NODE_HELLO), at most 64 characters.
         public var name: String
-        /// The central server; nil runs the node in peer-to-peer mode (LAN only).
+        /// The central server; nil runs the node in peer-to-peer mode (LAN only). With the default
+        /// security (TLS, trust on first use), the node remembers the server's certificate in
+        /// `known-servers` in ``dataDirectory``.
         public var server: ParleyClient.Configuration?
         /// The user ID and password to log on to the server with. Without a server, the user ID
         /// is still claimed on direct links (and checked by peers against the key pinned for it).
@@ -48,6 +50,15 @@ extension ParleyNode {
         /// held back (the server's stay with the server, a direct one is refused unacknowledged
         /// and its sender sends it another way) and other events are dropped. Default 65,536.
         public var unreadEventLimit = 65_536
+
+        /// How long a message may wait in the outbox: past it, it is removed undelivered, with a
+        /// ``ParleyNode/Event/queuedMessageExpired(_:to:)`` event (a message to a user or node
+        /// that never shows up does not wait forever). Default ``defaultOutboxExpiry``, 7 days;
+        /// checked every half ``peerTimeout`` (at least every 500 ms).
+        public var outboxExpiry: Duration = Self.defaultOutboxExpiry
+
+        /// 7 days.
+        public static let defaultOutboxExpiry = Duration.seconds(7 * 86_400)
 
         public init(dataDirectory: String, name: String) {
             self.dataDirectory = dataDirectory
@@ -149,9 +160,16 @@ extension ParleyNode {
         /// A message that waited in the outbox was refused for good when it left (the server
         /// does not know the recipient, say): it is removed from the outbox, not retried.
         case queuedMessageFailed(MessageID, to: Recipient, ParleyError)
+        /// A message waited in the outbox longer than ``Configuration/outboxExpiry`` and was
+        /// removed undelivered (to this recipient).
+        case queuedMessageExpired(MessageID, to: Recipient)
         case serverConnection(ParleyClient.ConnectionState)
         /// The server refused the configured credentials (a wrong password, an unknown user):
         /// the node stays connected as a guest and does not retry until it is restarted.
         case serverLogOnFailed(ParleyError)
+        /// The server refused the logon for a reason that may pass (the user's session from before
+        /// a crash is still open, too many attempts, a server error): the node tries again after
+        /// `retryAfter`, and keeps trying with growing delays.
+        case serverLogOnDeferred(ParleyError, retryAfter: Duration)
     }
 }

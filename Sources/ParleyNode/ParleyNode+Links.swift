@@ -108,39 +108,92 @@ extension ParleyNode {
             }
         // Every interface: one dual-stack socket where IPv6 works, else IPv4 only.
         let hosts = configuration.listenHost.map { [$0] } ?? ["::", "0.0.0.0"]
-        var failure: (any Error)?
+        var failure: (host: String, error: any Error)?
         for host in hosts {
             do {
                 return try await bootstrap.bind(host: host, port: configuration.listenPort).get()
             } catch {
                 logger.debug("cannot listen on \(host)", metadata: ["error": "\(error)"])
-                failure = error
+                failure = (host, error)
+                // A busy port is busy on every address: the IPv4 fallback is for hosts without IPv6.
+                if (error as? IOError)?.errnoCode == EADDRINUSE { break }
             }
+        }
+        let port = configuration.listenPort
+        let reason: String
+        switch failure?.error {
+        case let error as IOError where error.errnoCode == EADDRINUSE:
+            reason = "address in use (another program listens on port \(port))"
+        case let error as IOError:
+            reason = String(cString: strerror(error.errnoCode))
+        case let error?:
+            reason = "\(error)"
+        case nil:
+            reason = "no address to listen on"
         }
         throw ParleyError(
             code: .internalError,
-            message: "cannot listen for direct links on \(hosts.last ?? "?") port \(configuration.listenPort)",
-            cause: failure
+            message: "cannot listen for direct links on \(failure?.host ?? "?") port \(port): \(reason)"
         )
     }
 
     // MARK: Dialling
 
+    /// Who waits for a dial (``link(to:addresses:timeout:purpose:)``).
+    enum DialPurpose {
+        /// A message that can go through the server instead.
+        case sendWithAlternative
+        /// A message that would otherwise wait in the outbox.
+        case sendWithoutAlternative
+        /// Nobody: a standing link, a probe after a backoff, a redial.
+        case background
+    }
+
     /// A ready link to `peer`: an open one, or a new one to the first of `addresses` that answers.
     ///
-    /// - Parameter timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
-    ///   ``dialTimeout``.
-    func link(to peer: NodeID, addresses: [String], timeout: Duration? = nil) async throws(ParleyError) -> DirectLink {
-        let (open, refusal) = state.withLock { state in
-            (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer])
+    /// A peer that could not be dialled lately (``DialMemory``) is not dialled again before its
+    /// backoff expires; for a message that can go through the server, not at all: once the
+    /// backoff expires, one dial starts in the background and this call fails at once, so the
+    /// send takes the server instead of waiting for a dial that will likely time out.
+    ///
+    /// - Parameters:
+    ///   - timeout: How long each dial (TCP, TLS, both NODE_HELLOs) may take; nil for
+    ///     ``dialTimeout``.
+    ///   - purpose: Who waits for this link: a message that has another route (the server), which
+    ///     must not wait for a peer that failed lately; a message with no other route but the
+    ///     outbox, which may as well try; or nobody (a standing link, a probe, a redial).
+    func link(
+        to peer: NodeID,
+        addresses: [String],
+        timeout: Duration? = nil,
+        purpose: DialPurpose = .background
+    ) async throws(ParleyError) -> DirectLink {
+        let (open, refusal, decision) = state.withLock { state in
+            let decision: DialMemory.Decision =
+                switch purpose {
+                case _ where addresses.isEmpty, .sendWithoutAlternative: .dial
+                case .sendWithAlternative: state.dials.decide(peer, inline: true, now: .now)
+                case .background: state.dials.decide(peer, inline: false, now: .now)
+                }
+            return (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer], decision)
         }
         if let open { return open }
         if let refusal, refusal.until > .now {
+            let what = refusal.byPeer ? "node \(peer) refused this node's last link" : "this node refused node \(peer)"
             throw ParleyError(
                 code: .notConnected,
-                message:
-                    "node \(peer) refused this node's last link (\(refusal.reason.message)); not dialling it again yet"
+                message: "\(what) (\(refusal.reason.message)); not dialling it again yet"
             )
+        }
+        switch decision {
+        case .dial:
+            break
+        case .probeInBackground:
+            linkInBackground(peer)
+            fallthrough
+        case .wait:
+            throw ParleyError(
+                code: .notConnected, message: "node \(peer) could not be reached lately; not dialling it again yet")
         }
         var lastError = ParleyError(code: .notConnected, message: "no address is known for node \(peer)")
         for address in addresses {
@@ -151,6 +204,11 @@ extension ParleyNode {
                     "dialling failed", metadata: ["peer.id": "\(peer)", "address": "\(address)", "error": "\(error)"])
                 lastError = error
             }
+        }
+        if !addresses.isEmpty, state.withLock({ $0.phase == .running && !$0.stopping }) {
+            let delay = state.withLock { $0.dials.failed(peer, now: .now) }
+            logger.debug(
+                "not dialling the peer again for a while", metadata: ["peer.id": "\(peer)", "delay": "\(delay)"])
         }
         throw lastError
     }
@@ -305,19 +363,14 @@ extension ParleyNode {
                 if ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code),
                     let peer = link.authenticated?.peer
                 {
-                    refusal = state.withLock { state in
-                        let count = (state.refusals[peer]?.count ?? 0) + 1
-                        let refusal = Refusal(count: count, until: .now + Refusal.backoff(after: count), reason: error)
-                        state.refusals[peer] = refusal
-                        return refusal
-                    }
+                    refusal = noteRefusal(of: peer, error, byPeer: true)
                     eventQueue.offer(.linkRefused(peer, error, byPeer: true))
                 }
                 logger.error(
                     "the peer closed the direct link",
                     metadata: [
                         "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
-                        "redial.after": "\(refusal.map { "\(Refusal.backoff(after: $0.count))" } ?? "-")",
+                        "redial.after": "\(refusal.map { "\($0.delay)" } ?? "-")",
                     ]
                 )
                 link.fail(error)
@@ -330,6 +383,19 @@ extension ParleyNode {
                         requestID: frame.requestID)
                 )
             }
+        }
+    }
+
+    /// Remembers a refused link (by the peer, or by this node): the peer is not dialled again
+    /// before a backoff, longer after each refusal, so neither side redials in a tight loop.
+    @discardableResult
+    private func noteRefusal(of peer: NodeID, _ error: ParleyError, byPeer: Bool) -> Refusal {
+        state.withLock { state in
+            let count = (state.refusals[peer]?.count ?? 0) + 1
+            let delay = Refusal.backoff.delay(afterFailures: count)
+            let refusal = Refusal(count: count, until: .now + delay, delay: delay, reason: error, byPeer: byPeer)
+            state.refusals[peer] = refusal
+            return refusal
         }
     }
 
@@ -351,7 +417,14 @@ extension ParleyNode {
                 // Ask the server first, if it can be asked: a key it vouches for beats one pinned on
                 // first use, and must not be pre-empted by an impostor's pin.
                 if try registry.vouchedKey(forUser: user) == nil { await refreshServerNode(of: user) }
-                try verifyClaim(user, by: peer)
+                do throws(ParleyError) {
+                    try verifyClaim(user, by: peer)
+                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.serverLoggedOn }) {
+                    // The user may have moved to a new key that the server vouches for since this
+                    // node last asked: ask again before calling the peer an impostor.
+                    await refreshServerNode(of: user, force: true)
+                    try verifyClaim(user, by: peer)
+                }
             }
             let name = String(meta.userName.prefix(UserInfo.maximumFieldLength))
             recordPeer(peer, user: user, name: name)
@@ -365,6 +438,7 @@ extension ParleyNode {
             link.markReady(hello)
             state.withLock { state in
                 state.links[peer.peer, default: [:]][ObjectIdentifier(link)] = link
+                state.dials.forget(peer.peer)
                 emit(state.peers.linkUp(peer.peer, user: user, name: name))
             }
             logger.info(
@@ -376,6 +450,8 @@ extension ParleyNode {
                 metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
             )
             eventQueue.offer(.linkRefused(peer.peer, error, byPeer: false))
+            // This node does not dial a peer it refuses either, for a while.
+            if error.code == .pinnedKeyMismatch { noteRefusal(of: peer.peer, error, byPeer: false) }
             link.refuse(error)
         }
     }
@@ -388,8 +464,9 @@ extension ParleyNode {
                 throw ParleyError(
                     code: .pinnedKeyMismatch,
                     message: """
-                        node \(peer.peer) claims user \(user), but the server vouches for node \(vouched.nodeID) \
-                        (\(NodeRegistry.fingerprint(of: vouched.publicKey))); refusing an impostor
+                        another node claims user \(user): node \(peer.peer) (\(NodeRegistry.fingerprint(of: peer.publicKeyDER))), \
+                        but the server vouches for node \(vouched.nodeID) (\(NodeRegistry.fingerprint(of: vouched.publicKey))) \
+                        for that user; refusing
                         """
                 )
             }
@@ -552,7 +629,11 @@ extension ParleyNode {
         case .up(let peer), .changed(let peer):
             let isNew: Bool
             if case .up = event { isNew = true } else { isNew = false }
-            state.withLock { state in emit(state.peers.advertised(peer, as: peerID, isNew: isNew)) }
+            state.withLock { state in
+                // What discovery shows changed (or is new): dialling the peer may work now.
+                state.dials.forget(peerID)
+                emit(state.peers.advertised(peer, as: peerID, isNew: isNew))
+            }
             do {
                 if let user = peer.userID, let name = peer.userName, !name.isEmpty {
                     try registry.record(
@@ -590,8 +671,8 @@ extension ParleyNode {
         }
     }
 
-    /// Opens a standing link to a discovered peer, through the link-serving task group.
-    private func linkInBackground(_ peer: NodeID) {
+    /// Opens a standing link to a peer (a discovered one, or one to probe), from the flusher.
+    func linkInBackground(_ peer: NodeID) {
         state.withLock { _ = $0.pendingDials.insert(peer) }
         flushContinuation.yield()
     }

@@ -235,7 +235,10 @@ extension ParleyNode {
         // A second try only on a fresh link, when the first was closing as the message left (the
         // peer's end timed out, say). The same message ID, so the peer keeps one copy at most.
         for attempt in 1...2 {
-            let directLink = try await link(to: target.node, addresses: target.addresses)
+            // A peer that failed lately is not waited for while the server can take the message.
+            let purpose: DialPurpose =
+                state.withLock { $0.serverLoggedOn } ? .sendWithAlternative : .sendWithoutAlternative
+            let directLink = try await link(to: target.node, addresses: target.addresses, purpose: purpose)
             if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
                 throw ParleyError(
                     code: .recipientNotFound,

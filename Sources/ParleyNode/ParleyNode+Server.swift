@@ -28,7 +28,18 @@ extension ParleyNode {
                         self.logger.info("the server is unreachable", metadata: ["error": "\(error)"])
                     }
                 }
-                group.addTask { await self.consume(client) }
+                group.addTask {
+                    let (connections, connected) = AsyncStream.makeStream(
+                        of: Void.self, bufferingPolicy: .bufferingNewest(1))
+                    await withTaskGroup(of: Void.self) { session in
+                        if let credentials = self.configuration.credentials {
+                            session.addTask { await self.logOn(client, credentials, whenConnected: connections) }
+                        }
+                        await self.consume(client, connected: connected)
+                        // The client has stopped: a logon waiting for its next try has nothing to try.
+                        session.cancelAll()
+                    }
+                }
             }
             state.withLock { state in
                 state.client = nil
@@ -42,8 +53,52 @@ extension ParleyNode {
         }
     }
 
-    private func consume(_ client: ParleyClient) async {
-        var loggedOnOnce = false
+    /// Logs on with `credentials` once the client is connected, and keeps trying, with
+    /// ``logOnBackoff``, while the server refuses for a reason that may pass (the user's session
+    /// from before a crash is still open: SESSION_EXISTS; too many attempts; a server error).
+    /// Wrong credentials end the tries (``Event/serverLogOnFailed(_:)``). Once logged on, the
+    /// client logs on again by itself after each reconnection.
+    private func logOn(_ client: ParleyClient, _ credentials: Credentials, whenConnected: AsyncStream<Void>) async {
+        var failures = 0
+        for await _ in whenConnected {
+            while true {
+                do throws(ParleyError) {
+                    let result = try await client.logOn(userID: credentials.userID, password: credentials.password)
+                    cacheServerInfo(result.user)
+                    return
+                } catch {
+                    if Task.isCancelled || error.code == .cancelled { return }
+                    if error.code == .alreadyLoggedOn { return }
+                    if error.refusesCredentials {
+                        logger.info("the server refused the credentials", metadata: ["error": "\(error)"])
+                        eventQueue.offer(.serverLogOnFailed(error))
+                        return
+                    }
+                    // The connection is gone: the next one (a `.connected` event) tries again.
+                    if [.notConnected, .shuttingDown].contains(error.code) { break }
+                    failures += 1
+                    let asked = Duration.milliseconds(error.retryAfterMilliseconds ?? 0)
+                    let delay = max(Self.logOnBackoff.delay(afterFailures: failures), asked)
+                    logger.info(
+                        "logging on to the server failed; trying again",
+                        metadata: ["error": "\(error)", "retry.after": "\(delay)"])
+                    eventQueue.offer(.serverLogOnDeferred(error, retryAfter: delay))
+                    do {
+                        try await Task.sleep(for: delay)
+                    } catch {
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    /// Between logon attempts the server refused for a passing reason: about 1 s, doubling up to
+    /// about 30 s.
+    static let logOnBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
+
+    private func consume(_ client: ParleyClient, connected: AsyncStream<Void>.Continuation) async {
+        defer { connected.finish() }
         var events = client.events.makeAsyncIterator()
         while true {
             // Taking a message from the client acknowledges it: take one only when the node's
@@ -75,16 +130,7 @@ extension ParleyNode {
                 state.withLock { $0.serverLoggedOn = loggedOn }
                 eventQueue.offer(.serverConnection(connection))
                 if loggedOn { flushContinuation.yield() }
-                if case .connected = connection, !loggedOnOnce, let credentials = configuration.credentials {
-                    loggedOnOnce = true
-                    do {
-                        let result = try await client.logOn(userID: credentials.userID, password: credentials.password)
-                        cacheServerInfo(result.user)
-                    } catch {
-                        logger.error("logging on to the server failed", metadata: ["error": "\(error)"])
-                        eventQueue.offer(.serverLogOnFailed(error))
-                    }
-                }
+                if case .connected = connection { connected.yield() }
             default:
                 break
             }
@@ -124,11 +170,14 @@ extension ParleyNode {
         }
     }
 
-    /// Asks the server about `user`'s node unless asked recently (or the server is not there).
-    func refreshServerNode(of user: UserID) async {
+    /// Asks the server about `user`'s node unless asked recently (or, with `force`, in any case),
+    /// if the server is there.
+    func refreshServerNode(of user: UserID, force: Bool = false) async {
         let client = state.withLock { state -> ParleyClient? in
             guard state.serverLoggedOn, let client = state.client else { return nil }
-            if let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) { return nil }
+            if !force, let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) {
+                return nil
+            }
             return client
         }
         guard let client else { return }
@@ -191,6 +240,11 @@ extension ParleyNode {
 }
 
 extension ParleyError {
+    /// The server refused a logon for good: trying again with the same credentials cannot work.
+    var refusesCredentials: Bool {
+        [.invalidCredentials, .userNotFound, .invalidUserID, .invalidRequest, .unsupportedVersion].contains(code)
+    }
+
     /// The server could not answer (no connection, no session, no time): another route, or the
     /// cache, may; any other error is the server's answer.
     var meansServerUnavailable: Bool {

@@ -33,6 +33,8 @@ public final class ParleyNode: Sendable {
     let logger: Logger
     let identity: NodeIdentity
     let registry: NodeRegistry
+    /// Held until the node stops: one data directory serves one node at a time.
+    private let directoryLock: DataDirectoryLock
 
     let eventQueue: EventQueue
     let linkStream: AsyncStream<DirectLink>
@@ -70,6 +72,8 @@ public final class ParleyNode: Sendable {
         var pendingDials: Set<NodeID> = []
         /// Peers that refused this node's link (a fatal ERROR): not dialled again before `until`.
         var refusals: [NodeID: Refusal] = [:]
+        /// Peers that could not be dialled lately: not dialled on the send path for a while.
+        var dials = DialMemory(backoff: ParleyNode.dialBackoff)
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.
@@ -77,17 +81,22 @@ public final class ParleyNode: Sendable {
         var stopping = false
     }
 
-    /// A peer refused this node's last link; dialling it again waits, longer each time.
+    /// A peer refused this node's last link, or this node refused the peer's claim; dialling it
+    /// again waits, longer each time.
     struct Refusal: Sendable {
         var count: Int
         var until: ContinuousClock.Instant
+        var delay: Duration
         var reason: ParleyError
+        /// The peer refused (true), or this node did (false).
+        var byPeer: Bool = true
 
-        /// 5 s after the first refusal, doubling up to 5 minutes.
-        static func backoff(after count: Int) -> Duration {
-            .seconds(min(5 << min(count - 1, 6), 300))
-        }
+        /// About 5 s after the first refusal, doubling up to about 5 minutes.
+        static let backoff = Backoff(initial: .seconds(5), maximum: .seconds(300))
     }
+
+    /// After a failed dial: about 1 s, doubling up to about 30 s.
+    static let dialBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
 
     /// A user's node as the server's user info shows it.
     struct ServerNode: Sendable {
@@ -101,13 +110,19 @@ public final class ParleyNode: Sendable {
         var fetchedAt: ContinuousClock.Instant
     }
 
-    /// Opens (or creates) the node's key and registry in the data directory.
+    /// Locks the data directory, and opens (or creates) the node's key and registry in it.
+    ///
+    /// The directory stays locked (an `flock` on `node.lock` in it) until the node has stopped
+    /// (``run()`` returned, or ``shutdown()`` before it ran), is deinitialized, or its process
+    /// ends: a second node on the same directory, in this process or another, would share this
+    /// node's ID and outbox, so it is refused.
     ///
     /// - Parameters:
     ///   - discovery: Finds peers and advertises this node; nil for none (direct links then only
     ///     reach nodes the server's user info names).
     /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
-    ///   when the key or the registry cannot be read or created.
+    ///   when another node holds the data directory, or the key or the registry cannot be read or
+    ///   created.
     public init(
         configuration: Configuration,
         discovery: (any Discovery)?,
@@ -116,8 +131,11 @@ public final class ParleyNode: Sendable {
         self.configuration = configuration
         self.discovery = discovery
         self.logger = logger
+        directoryLock = try DataDirectoryLock(dataDirectory: configuration.dataDirectory)
         identity = try Self.identity(dataDirectory: configuration.dataDirectory)
-        registry = try NodeRegistry(dataDirectory: configuration.dataDirectory)
+        registry = try NodeRegistry(
+            dataDirectory: configuration.dataDirectory,
+            configuration: .init(unpinCommand: Self.unpinCommand(dataDirectory: configuration.dataDirectory)))
         eventQueue = EventQueue(limit: max(1, configuration.unreadEventLimit))
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -259,7 +277,13 @@ public final class ParleyNode: Sendable {
             if let discovery {
                 group.addTask { await self.runDiscovery(discovery, port: port) }
             }
-            if let server = configuration.server {
+            if var server = configuration.server {
+                // A node remembers the servers it trusted on first use in its own data directory,
+                // not in the user's (ServerTrust.defaultKnownServersFile).
+                if server.security == .default {
+                    server.security = .tls(
+                        .trustOnFirstUse(knownServersFile: configuration.dataDirectory + "/known-servers"))
+                }
                 let address = listener.localAddress
                 group.addTask { await self.runServerClient(server, port: port, listener: address) }
             }
@@ -301,16 +325,20 @@ public final class ParleyNode: Sendable {
             defer { state.portWaiters = [] }
             return state.portWaiters
         }
-        let failure = ParleyError(code: .notConnected, message: "the node stopped before it listened")
+        // A listener that could not be bound says why (the port is in use, say).
+        let failure =
+            (error as? ParleyError)
+            ?? ParleyError(code: .notConnected, message: "the node stopped before it listened")
         for waiter in waiters { waiter.resume(returning: .failure(failure)) }
         linkContinuation.finish()
         flushContinuation.finish()
         eventQueue.finish()
+        directoryLock.release()
         if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
     }
 
     /// Signals the outbox flusher every half peer timeout, to retry routes that may have come
-    /// back, and prunes the remembered message IDs (received, and sent from the outbox) once an
+    /// back, expires queued messages that waited too long, and prunes the remembered message IDs (received, and sent from the outbox) once an
     /// hour (and at start).
     private func runTicker() async {
         let interval = max(configuration.peerTimeout / 2, .milliseconds(500))
@@ -320,6 +348,7 @@ public final class ParleyNode: Sendable {
                 pruneSeen()
                 nextPrune = .now + .seconds(3600)
             }
+            expireQueued()
             do {
                 try await Task.sleep(for: interval)
             } catch {
@@ -330,7 +359,7 @@ public final class ParleyNode: Sendable {
     }
 
     private func pruneSeen() {
-        let cutoff = Date(timeIntervalSinceNow: -Double(configuration.seenRetention.components.seconds))
+        let cutoff = Date(timeIntervalSinceNow: -configuration.seenRetention.timeInterval)
         do {
             let seen = try registry.pruneSeen(before: cutoff)
             let delivered =

@@ -144,7 +144,7 @@ extension NodeRegistry {
         let unpinCommand = configuration.unpinCommand
         return try write("checking a pinned key") { db in
             let select = try db.cachedStatement(
-                sql: "SELECT public_key, vouched_by_server FROM pinned_key WHERE subject = ?"
+                sql: "SELECT public_key, vouched_by_server, node_id FROM pinned_key WHERE subject = ?"
             )
             guard let row = try Row.fetchOne(select, arguments: [subject.key]) else {
                 try db.cachedStatement(
@@ -157,6 +157,7 @@ extension NodeRegistry {
             }
             let pinned = try row.bytes(0, "pinned_key.public_key")
             let wasVouched = try row.bool(1, "pinned_key.vouched_by_server")
+            let pinnedNode = try row.text(2, "pinned_key.node_id")
             if pinned == publicKey {
                 if vouchedByServer && !wasVouched {
                     try db.cachedStatement(sql: "UPDATE pinned_key SET vouched_by_server = 1 WHERE subject = ?")
@@ -165,14 +166,24 @@ extension NodeRegistry {
                 return .matches
             }
             guard vouchedByServer else {
-                throw ParleyError(
-                    code: .pinnedKeyMismatch,
-                    message: """
+                let message: String
+                switch subject {
+                case .user(let user):
+                    // Locally, a user who moved to a new node and a node posing as the user look alike.
+                    message = """
+                        user \(user)'s key changed: node \(nodeID) (\(Self.fingerprint(of: publicKey))) speaks \
+                        for user \(user), whose key is pinned to node \(pinnedNode) (\(Self.fingerprint(of: pinned))); \
+                        refusing. If user \(user) moved to a new node or key, run `\(unpinCommand) user \(user)`; \
+                        if not, another node claims user \(user)
+                        """
+                case .node:
+                    message = """
                         the key of \(subject.shown) changed: pinned \(Self.fingerprint(of: pinned)), \
                         presented \(Self.fingerprint(of: publicKey)); refusing (if this is expected, unpin it \
                         with `\(unpinCommand) \(subject.shown)`)
                         """
-                )
+                }
+                throw ParleyError(code: .pinnedKeyMismatch, message: message)
             }
             try db.cachedStatement(
                 sql: """

@@ -122,6 +122,7 @@ final class ChildProcess: Sendable {
 
     /// Starts `parley` with `arguments`. `input`, when given, is written to its standard input,
     /// which is then closed unless `keepsInputOpen` (else standard input is /dev/null).
+    /// `environment` is added to this process's environment for the child.
     init(
         _ arguments: [String],
         input: String? = nil,

@@ -44,8 +44,9 @@ extension NodeLabTests {
                     "tcp-reset",
                 ],
             ]
-            for rule in partition { _ = try await lab.run("h3", ["iptables", "-A"] + rule) }
+            // Marked before the cut: the link may die at once (a delayed ACK meets the REJECT rule).
             let beforeTwo = alpha.process.lines.count
+            for rule in partition { _ = try await lab.run("h3", ["iptables", "-A"] + rule) }
             let two = try await alpha.timedCommand("send \(betaUser) two")
             print(
                 "timing: send with the direct path reset -> answer \(two.line.route ?? "?") after \(seconds(two.took))")

@@ -38,6 +38,30 @@ extension NodeLabTests {
     }
 }
 
+extension NodeLabTests {
+    /// Readable output names a peer's status once ("[online, linked]", never "[online, online]"),
+    /// and `status` without text shows the node's own.
+    @Test func textOutputShowsAPeersStatusOnce() async throws {
+        try await NodeLab.with(hosts: 2) { lab, data in
+            let alpha = try await lab.node("h1", data: data, name: "alpha")
+            let beta = try lab.start(
+                "h2", [Lab.parley, "node", "--data", data.appendingPathComponent("beta").path, "--name", "beta"],
+                name: "node beta@h2 (text)")
+            let up = try await beta.waitFor("alpha in beta's output", timeout: .seconds(10)) {
+                $0.raw.hasPrefix("peer up: alpha") && $0.raw.contains(alpha.nodeID)
+            }
+            #expect(up.raw.hasSuffix("[online]") || up.raw.hasSuffix("[online, linked]"), "\(up.raw)")
+            let mark = beta.lines.count
+            try beta.send("status")
+            let status = try await beta.waitFor("the status", from: mark) { $0.raw.hasPrefix("status: ") }
+            #expect(status.raw == "status: online")
+            try beta.send("peers")
+            let peers = try await beta.waitFor("the peers", from: mark) { $0.raw.hasPrefix("alpha ") }
+            #expect(!peers.raw.contains("online, online"), "\(peers.raw)")
+        }
+    }
+}
+
 /// The `status` field of a node JSON line, or of one peer in a `peers` answer.
 private func status(of line: NodeLine, peer: String? = nil) -> String? {
     guard let object = try? JSONSerialization.jsonObject(with: Data(line.raw.utf8)) as? [String: Any] else {

@@ -123,7 +123,7 @@ import Testing
                     forUser: 1042, nodeID: "node-m", publicKey: presented, vouchedByServer: false, now: now)
             }
             #expect(error?.code == .pinnedKeyMismatch)
-            #expect(error?.message.hasPrefix("the key of user 1042 changed: ") == true)
+            #expect(error?.message.hasPrefix("user 1042's key changed: node node-m") == true)
             #expect(error?.message.contains("`parley unpin user 1042`") == true)
             #expect(try registry.pinnedKey(forUser: 1042)?.nodeID == "node-a")
 
