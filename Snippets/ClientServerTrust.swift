@@ -31,7 +31,8 @@ configuration.security = .insecurePlaintext
 // snippet.refused
 do {
     try await withParleyClient(configuration: configuration) { client in
-        try await client.logOn(userID: 1000, password: "secret")
+        let logon = try await client.logOn(userID: 1000, password: "secret")
+        print("logged on as \(logon.user.userName)")
     }
 } catch let error as ParleyError where error.code == .serverNotTrusted {
     // Never retried: the message names both fingerprints (and the known-servers file).
