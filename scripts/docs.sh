@@ -12,9 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The documented modules: the three SDK modules and the vocabulary and discovery modules their
-# API is made of (each links to the ones it depends on).
-modules=(ParleyCore ParleyDiscovery ParleyClient ParleyServer ParleyNode)
+# The documented modules: the three SDK modules (ParleyServer, ParleyClient, ParleyNode), the
+# vocabulary and discovery modules their API is made of, and the Avahi discovery a node is given.
+# Each links to the documented modules it depends on (`/ParleyCore/UserID` in a doc comment).
+modules=(ParleyCore ParleyDiscovery ParleyAvahi ParleyClient ParleyServer ParleyNode)
 
 echo "== docs: snippets (Snippets/*.swift)"
 log=$(mktemp)
