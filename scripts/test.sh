@@ -10,7 +10,7 @@ source scripts/deps.sh
 parley_install_debian_packages
 
 echo "== lint (swift format lint --strict)"
-swift format lint --strict --recursive Package.swift Sources Tests examples
+swift format lint --strict --recursive Package.swift Sources Tests examples Snippets
 
 echo "== build (warnings are errors, explicit target dependency import check)"
 swift build --build-tests --explicit-target-dependency-import-check error
@@ -34,6 +34,9 @@ run_tests() {  # NAME ARGS...: one swift test run, its output kept, its failures
 }
 run_tests all --skip "$load_tests"
 run_tests load --filter "$load_tests"
+
+echo "== docs (DocC, warnings are errors; the snippets the articles show)"
+./scripts/docs.sh
 
 echo "== service files: the install script stages the binary, the unit and the configuration"
 stage=$(mktemp -d)

@@ -2,8 +2,8 @@ public import Logging
 public import ParleyDiscovery
 import Synchronization
 
-/// ``Discovery`` on Avahi (DNS-SD over mDNS, through avahi-daemon and D-Bus): advertises this
-/// node as a `_parley._tcp` service and reports the other nodes as peer events.
+/// ``/ParleyDiscovery/Discovery`` on Avahi (DNS-SD over mDNS, through avahi-daemon and D-Bus):
+/// advertises this node as a `_parley._tcp` service and reports the other nodes as peer events.
 ///
 /// It works while ``run()`` runs:
 ///
@@ -72,7 +72,8 @@ public final class AvahiDiscovery: Discovery {
     private let gate = Mutex(ShutdownGate())
 
     /// Allocates the Avahi event loop; nothing runs and nothing is contacted until ``run()``.
-    /// - Throws: ``DiscoveryError`` if the configuration is invalid or the event loop cannot be made.
+    /// - Throws: ``/ParleyDiscovery/DiscoveryError`` if the configuration is invalid or the event
+    ///   loop cannot be made.
     public init(configuration: Configuration, logger: Logger) throws(DiscoveryError) {
         guard !configuration.ownNodeID.isEmpty else {
             throw DiscoveryError(code: .invalidRecord, message: "own node ID must not be empty")
@@ -99,8 +100,9 @@ public final class AvahiDiscovery: Discovery {
 
     /// Runs discovery until the calling task is cancelled or ``shutDown()`` is called, then
     /// withdraws the advertisement (peers see this node go down) and ends ``peerEvents``.
-    /// - Throws: ``DiscoveryError`` with ``DiscoveryError/Code/alreadyRunning`` on a second call,
-    ///   or if Avahi's event loop thread cannot start. An absent daemon is not an error.
+    /// - Throws: ``/ParleyDiscovery/DiscoveryError`` with
+    ///   ``/ParleyDiscovery/DiscoveryError/Code/alreadyRunning`` on a second call, or if Avahi's
+    ///   event loop thread cannot start. An absent daemon is not an error.
     public func run() async throws {
         try lifecycle.withLock { state throws(DiscoveryError) in
             guard state == .idle else {

@@ -24,8 +24,8 @@ extension ParleyClient {
         /// Nil (the default): nothing is declared, and the node the server recorded last stays.
         public var node: NodeAdvertisement? = nil
         /// TLS and how the server is verified. Default: TLS 1.3 with trust on first use, remembered
-        /// in ``ServerTrust/defaultKnownServersFile`` (a changed certificate is refused with
-        /// ``ParleyError/Code/serverNotTrusted``). Pin the fingerprint the server prints, or name a
+        /// in ``/ParleyCore/ServerTrust/defaultKnownServersFile`` (a changed certificate is refused with
+        /// ``/ParleyCore/ParleyError/Code/serverNotTrusted``). Pin the fingerprint the server prints, or name a
         /// CA file, for stricter checks; plaintext only for debugging against a plaintext server.
         public var security: ConnectionSecurity = .default
 

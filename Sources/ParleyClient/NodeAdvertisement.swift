@@ -5,7 +5,7 @@ import struct Foundation.Data
 /// The node a client declares to the server at logon, so that peers can check a direct link
 /// against the key the server vouches for and find where to open one.
 ///
-/// The server checks the fields and answers ``ParleyError/Code/invalidRequest`` to a logon
+/// The server checks the fields and answers ``/ParleyCore/ParleyError/Code/invalidRequest`` to a logon
 /// whose node is malformed (docs/PROTOCOL.md, "Node keys").
 public struct NodeAdvertisement: Sendable, Hashable {
     /// Lowercase base32 (RFC 4648 alphabet, no padding) of SHA-256(``publicKey``): 52 characters.

@@ -12,7 +12,7 @@ import Synchronization
 /// ``RetryPolicy``), greets the server, and after a lost connection reconnects with back-off,
 /// logs on again with the last credentials and resends messages whose answer was still
 /// pending. Requests made meanwhile wait for the connection, within the request timeout.
-/// ``withParleyClient(configuration:logger:_:)`` runs a client for the length of a closure:
+/// ``withParleyClient(configuration:logger:isolation:_:)`` runs a client for the length of a closure:
 ///
 /// ```swift
 /// try await withParleyClient(configuration: .init(server: "127.0.0.1:7420")) { client in
@@ -77,7 +77,7 @@ public final class ParleyClient: Sendable {
 
     /// Connects and keeps the connection until ``shutdown()`` or task cancellation.
     ///
-    /// - Throws: ``ParleyError`` when the first connection fails after every attempt.
+    /// - Throws: ``/ParleyCore/ParleyError`` when the first connection fails after every attempt.
     public func run() async throws(ParleyError) {
         let start = state.withLock { state -> Bool in
             guard case .idle = state.phase, !state.stopRequested else { return false }
@@ -426,8 +426,9 @@ extension ParleyClient {
     ///
     /// - Parameters:
     ///   - info: the user's details; `userName` is required, `userID` is ignored.
+    ///   - password: the new user's password, for later logons.
     ///   - requestedUserID: a specific free ID, or nil to let the server assign the next one.
-    ///     ``UserID/server`` is never granted (on the wire, 0 means "assign one").
+    ///     ``/ParleyCore/UserID/server`` is never granted (on the wire, 0 means "assign one").
     @discardableResult
     public func register(_ info: UserInfo, password: String, requestedUserID: UserID? = nil) async throws(ParleyError)
         -> UserInfo

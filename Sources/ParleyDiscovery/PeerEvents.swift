@@ -2,7 +2,7 @@ import Synchronization
 
 /// The asynchronous sequence of ``PeerEvent``s from a ``Discovery``, with a bounded buffer.
 ///
-/// Events wait in a ``PeerEventQueue``: a slow consumer gets at most one event per node, the
+/// Events wait in a `PeerEventQueue`: a slow consumer gets at most one event per node, the
 /// latest state merged with what it has not seen yet, so memory stays bounded and no final state
 /// is lost. The sequence has a single consumer; it ends after ``Continuation/finish()`` once the
 /// pending events are consumed, and an iteration ends early when its task is cancelled.

@@ -3,7 +3,7 @@ public import ParleyCore
 public import ParleyLink
 
 extension ParleyNode {
-    /// The node's ID: SHA-256 of its public key, in base32 (see ``ParleyLink/NodeID``).
+    /// The node's ID: SHA-256 of its public key, in base32 (see `ParleyLink.NodeID`).
     public typealias NodeID = ParleyLink.NodeID
 
     /// How a node runs: where it keeps its data, who it is, and how it reaches others.

@@ -554,7 +554,7 @@ extension ParleyNode {
     /// Hands a received message to ``events`` unless it was delivered before (by any route),
     /// then records it as seen.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` when the event buffer is full (the message is not
+    /// - Throws: ``/ParleyCore/ParleyError`` when the event buffer is full (the message is not
     ///   acknowledged and comes again) or the seen messages cannot be recorded.
     func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) throws(ParleyError) {
         let outcome = deliveryLock.withLock { _ -> Result<Void, ParleyError> in

@@ -15,10 +15,11 @@ extension ParleyNode {
     /// other recipients do not wait for this one.
     ///
     /// - Parameters:
+    ///   - body: The message's text or bytes.
     ///   - recipient: A user (all routes) or a node (direct links and the outbox only).
     ///   - id: The message ID; pass the same ID to resend a message without duplicating it.
-    /// - Throws: ``ParleyCore/ParleyError`` when the server refused the message for good (for
-    ///   instance ``ParleyCore/ParleyError/Code/recipientNotFound``) or the outbox cannot store it.
+    /// - Throws: ``/ParleyCore/ParleyError`` when the server refused the message for good (for
+    ///   instance ``/ParleyCore/ParleyError/Code/recipientNotFound``) or the outbox cannot store it.
     public func send(
         _ body: MessageBody,
         to recipient: Recipient,

@@ -191,7 +191,7 @@ extension ParleyNode {
     /// What the server says about `user`, or, when the server cannot be asked, what the local
     /// cache remembers (`cached` true).
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/userNotFound``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/userNotFound``
     ///   when neither knows the user.
     public func whois(_ user: UserID) async throws(ParleyError) -> (info: UserInfo, cached: Bool) {
         let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
@@ -217,7 +217,7 @@ extension ParleyNode {
     /// cache (`cached` true) with the same query semantics. In the cache, the users whose nodes
     /// are online on the LAN count as online.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` when the server refuses the query (an invalid one),
+    /// - Throws: ``/ParleyCore/ParleyError`` when the server refuses the query (an invalid one),
     ///   or the cache cannot be read.
     public func findUsers(_ query: UserQuery) async throws(ParleyError) -> (result: UserSearchResult, cached: Bool) {
         let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }

@@ -15,7 +15,7 @@ import Synchronization
 /// A node talks to the central server when one is configured (client/server mode) and to other
 /// nodes over direct, mutually authenticated TLS 1.3 links (docs/PROTOCOL.md, "Node-to-node
 /// links"). Without a server (peer-to-peer mode) it finds peers through the injected
-/// ``ParleyDiscovery/Discovery`` and exchanges messages with them directly.
+/// ``/ParleyDiscovery/Discovery`` and exchanges messages with them directly.
 ///
 /// The node works while ``run()`` runs. ``send(_:to:id:)`` picks a route per message: a direct
 /// link when both users allow it and the peer's node is known, else the server, else the durable
@@ -118,9 +118,11 @@ public final class ParleyNode: Sendable {
     /// node's ID and outbox, so it is refused.
     ///
     /// - Parameters:
+    ///   - configuration: Where the node keeps its data, who it is, and how it reaches others.
     ///   - discovery: Finds peers and advertises this node; nil for none (direct links then only
     ///     reach nodes the server's user info names).
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    ///   - logger: Where the node logs.
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when another node holds the data directory, or the key or the registry cannot be read or
     ///   created.
     public init(
@@ -148,7 +150,7 @@ public final class ParleyNode: Sendable {
     /// The ID of the node kept in `dataDirectory` (its key is created there if missing): what
     /// discovery needs before the node exists, to filter out the node's own advertisement.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the key cannot be read or created.
     public static func nodeID(dataDirectory: String) throws(ParleyError) -> NodeID {
         try identity(dataDirectory: dataDirectory).nodeID
@@ -170,7 +172,7 @@ public final class ParleyNode: Sendable {
 
     /// The port of the direct-link listener, once ``run()`` has bound it.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/notConnected``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/notConnected``
     ///   when the node stopped before it listened.
     public var listeningPort: Int {
         get async throws(ParleyError) {
@@ -204,7 +206,7 @@ public final class ParleyNode: Sendable {
     /// short status text; peers see it in ``PeerInfo/status`` (a ``Event/peerChanged(_:)``).
     ///
     /// Takes effect at once while the node runs, else when it starts advertising.
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/invalidRequest``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/invalidRequest``
     ///   when `status` is empty, longer than ``maximumStatusLength`` bytes, contains control
     ///   characters, or is "offline" (which peers use for a node they cannot reach).
     public func setStatus(_ status: String) async throws(ParleyError) {
@@ -242,7 +244,7 @@ public final class ParleyNode: Sendable {
     /// Binds the direct-link listener, advertises the node through discovery, connects to the
     /// server if one is configured, and works until ``shutdown()`` or task cancellation.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` when the listener cannot be bound, or `run()` was
+    /// - Throws: ``/ParleyCore/ParleyError`` when the listener cannot be bound, or `run()` was
     ///   called before.
     public func run() async throws {
         let start = state.withLock { state -> Bool in

@@ -351,7 +351,7 @@ public final class ParleyServer: Service, Sendable {
         }
     }
 
-    /// Sends a message from the server application (sender ``UserID/server``) to users.
+    /// Sends a message from the server application (sender ``/ParleyCore/UserID/server``) to users.
     ///
     /// Stored and delivered like any other message; returns one result per recipient.
     public func send(_ body: MessageBody, to recipients: [UserID], id: MessageID = .random()) async throws(ParleyError)

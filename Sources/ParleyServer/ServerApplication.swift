@@ -1,6 +1,6 @@
 public import ParleyCore
 
-/// Server-side application logic: receives the messages users send to ``UserID/server``.
+/// Server-side application logic: receives the messages users send to ``/ParleyCore/UserID/server``.
 ///
 /// The server calls ``receive(_:from:)`` one message at a time, in arrival order, from its
 /// own `run()` task; a slow application delays only other messages to the application.

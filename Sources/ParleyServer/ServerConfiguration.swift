@@ -68,7 +68,7 @@ extension ParleyServer {
         /// Threads for SQLite reads and password hashing. Default 2.
         public var blockingThreads: Int = 2
 
-        /// Receives messages sent to ``UserID/server``; without one such messages fail with
+        /// Receives messages sent to ``/ParleyCore/UserID/server``; without one such messages fail with
         /// SERVER_APPLICATION_UNAVAILABLE.
         public var application: (any ParleyServerApplication)?
 
