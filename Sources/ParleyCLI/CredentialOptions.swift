@@ -87,16 +87,19 @@ struct PasswordOptions: ParsableArguments {
     /// The password, if one was given in any of the three ways.
     func password() throws -> String? {
         if let passwordOption { return passwordOption }
-        if let passwordFile {
-            let text: String
-            do {
-                text = try String(contentsOfFile: passwordFile, encoding: .utf8)
-            } catch {
-                throw ValidationError("cannot read --password-file \(passwordFile): \(error.localizedDescription)")
-            }
-            return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        }
+        if let passwordFile { return try Self.read(passwordFile: passwordFile) }
         return ProcessInfo.processInfo.environment["PARLEY_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The first line of a password file.
+    static func read(passwordFile: String) throws -> String {
+        let text: String
+        do {
+            text = try String(contentsOfFile: passwordFile, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read the password file \(passwordFile): \(error.localizedDescription)")
+        }
+        return String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
     }
 }
 

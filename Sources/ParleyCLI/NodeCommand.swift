@@ -53,11 +53,12 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
     var readsCommands = true
 
     func run() async throws {
-        let (node, discovery) = try options.setup.makeNode(logger: Logger(label: "parley.node"))
+        let setup = try await options.setup()
+        let (node, discovery) = try setup.makeNode(logger: Logger(label: "parley.node"))
         let console = NodeConsole(
             node: node,
             discovery: discovery,
-            name: options.name,
+            name: setup.name,
             out: Output(json: output.json),
             readsCommands: readsCommands
         )

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Configuration
 import Logging
 import ParleyAvahi
 import ParleyClient
@@ -9,19 +10,28 @@ import ParleyNode
 /// link settings.
 struct NodeOptions: ParsableArguments {
     @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "A JSON configuration file (docs/CONFIGURATION.md lists the node's keys).",
+            discussion: "Environment: PARLEY_CONFIG. Flags win over PARLEY_* variables, which win over the file."
+        )
+    )
+    var configFile: String?
+
+    @Option(
         name: .customLong("data"),
         help: "The node's directory: its key, peer cache and outbox (created if missing)."
     )
-    var dataDirectory: String
+    var dataDirectory: String?
 
     @Option(help: "The node's name, shown to peers on the LAN.")
-    var name: String
+    var name: String?
 
     @Option(help: "The server's address, HOST:PORT (optional: without it the node works peer to peer only).")
     var server: String?
 
-    @Option(help: "Connection attempts and time limits for the server connection.")
-    var retry: RetryPreset = .lan
+    @Option(help: "Connection attempts and time limits for the server connection (default lan).")
+    var retry: RetryPreset?
 
     @OptionGroup var transport: TransportOptions
 
@@ -33,8 +43,8 @@ struct NodeOptions: ParsableArguments {
     )
     var listenHost: String?
 
-    @Option(name: .customLong("listen-port"), help: "The port for direct links; 0 lets the system choose.")
-    var listenPort = 0
+    @Option(name: .customLong("listen-port"), help: "The port for direct links; 0 lets the system choose (default).")
+    var listenPort: Int?
 
     @Flag(name: .customLong("no-direct"), help: "Neither accept nor open direct links: use the server only.")
     var noDirect = false
@@ -51,37 +61,35 @@ struct NodeOptions: ParsableArguments {
     )
     var outboxExpiry: Double?
 
-    func validate() throws {
-        if let outboxExpiry, outboxExpiry <= 0 { throw ValidationError("--outbox-expiry must be positive") }
-        guard !name.isEmpty else { throw ValidationError("--name must not be empty") }
-        guard (0...65535).contains(listenPort) else { throw ValidationError("--listen-port must be 0...65535") }
-        if let heartbeat, heartbeat <= 0 { throw ValidationError("--heartbeat must be positive") }
-        if let peerTimeout, peerTimeout <= 0 { throw ValidationError("--peer-timeout must be positive") }
-        if let server {
-            do {
-                _ = try ParleyClient.Configuration(server: server)
-            } catch {
-                throw ValidationError(error.message)
-            }
+    /// The settings given as flags, by configuration key: they win over every other source.
+    private var flagValues: [String: ConfigValue] {
+        var values: [String: ConfigValue] = [:]
+        func set(_ key: String, _ content: ConfigContent?, secret: Bool = false) {
+            if let content { values[key] = ConfigValue(content, isSecret: secret) }
         }
+        set("data", dataDirectory.map { .string($0) })
+        set("name", name.map { .string($0) })
+        set("server", server.map { .string($0) })
+        set("retry", retry.map { .string($0.rawValue) })
+        set("user", credentials.userOption.map { .string("\($0)") })
+        set("password", credentials.secret.passwordOption.map { .string($0) }, secret: true)
+        set("passwordFile", credentials.secret.passwordFile.map { .string($0) })
+        set("listenHost", listenHost.map { .string($0) })
+        set("listenPort", listenPort.map { .int($0) })
+        set("direct", noDirect ? .bool(false) : nil)
+        set("heartbeat", heartbeat.map { .double($0) })
+        set("peerTimeout", peerTimeout.map { .double($0) })
+        set("outboxExpiry", outboxExpiry.map { .double($0) })
+        set("serverFingerprint", transport.serverFingerprint.map { .string($0) })
+        set("caFile", transport.caFile.map { .string($0) })
+        set("knownServers", transport.knownServers.map { .string($0) })
+        set("insecurePlaintext", transport.insecurePlaintext ? .bool(true) : nil)
+        return values
     }
 
-    /// The node these options describe.
-    var setup: NodeSetup {
-        var setup = NodeSetup(dataDirectory: dataDirectory, name: name)
-        setup.server = server
-        setup.retry = retry
-        setup.transport = transport
-        if let user = credentials.user, let password = credentials.password {
-            setup.credentials = ParleyNode.Credentials(userID: user, password: password)
-        }
-        setup.listenHost = listenHost
-        setup.listenPort = listenPort
-        setup.allowsDirectLinks = !noDirect
-        setup.heartbeat = heartbeat
-        setup.peerTimeout = peerTimeout
-        setup.outboxExpiry = outboxExpiry
-        return setup
+    /// The node these options (with the environment and the configuration file) describe.
+    func setup() async throws -> NodeSetup {
+        try await NodeSettings.load(flags: flagValues, file: configFile)
     }
 }
 
@@ -91,8 +99,8 @@ struct NodeSetup {
     var name: String
     var server: String?
     var retry = RetryPreset.lan
-    /// TLS to the server; trust on first use remembers servers in the data directory by default.
-    var transport: TransportOptions?
+    /// TLS to the server; nil: trust on first use, remembered in the data directory.
+    var security: ConnectionSecurity?
     var credentials: ParleyNode.Credentials?
     var listenHost: String?
     var listenPort = 0
@@ -138,10 +146,7 @@ struct NodeSetup {
         var configuration = ParleyNode.Configuration(dataDirectory: dataDirectory, name: name)
         if let server {
             var client = try ParleyClient.Configuration(server: server, retry: retry.policy)
-            let knownServers = dataDirectory + "/known-servers"
-            client.security =
-                try transport?.security(defaultKnownServers: knownServers)
-                ?? .tls(.trustOnFirstUse(knownServersFile: knownServers))
+            client.security = security ?? .tls(.trustOnFirstUse(knownServersFile: dataDirectory + "/known-servers"))
             configuration.server = client
         }
         configuration.credentials = credentials

@@ -17,7 +17,7 @@ extension SendCommand {
         )
         setup.server = server
         setup.retry = retry ?? .lan
-        setup.transport = transport
+        setup.security = try transport.security(defaultKnownServers: dataDirectory + "/known-servers")
         if let user = credentials.user, let password = credentials.password {
             setup.credentials = ParleyNode.Credentials(userID: user, password: password)
         }

@@ -48,27 +48,7 @@ struct ServerSettings {
     ///   - flags: the values given as flags, by key.
     ///   - file: the configuration file, if any (flag or PARLEY_CONFIG).
     static func load(flags: [String: ConfigValue], file: String?) async throws -> ServerSettings {
-        var providers: [any ConfigProvider] = [
-            InMemoryProvider(
-                name: "flags",
-                values: Dictionary(
-                    uniqueKeysWithValues: flags.map {
-                        (AbsoluteConfigKey($0.key.split(separator: ".").map(String.init)), $0.value)
-                    })
-            ),
-            EnvironmentVariablesProvider(secretsSpecifier: .none).prefixKeys(with: "parley"),
-        ]
-        let file = file ?? ProcessInfo.processInfo.environment["PARLEY_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
-        if let file {
-            try checkKeys(of: file)
-            do {
-                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
-            } catch {
-                throw CommandFailure(message: "cannot read the configuration file \(file): \(error)")
-            }
-        }
-        let reader = ConfigReader(providers: providers)
-        let value = SettingReader(reader: reader)
+        let value = try await SettingReader.make(flags: flags, file: file, keys: keys)
         guard let data = try value.string("data") else {
             throw CommandFailure(
                 message:
@@ -96,39 +76,6 @@ struct ServerSettings {
         try value.string("logLevel").map { settings.logLevel = $0 }
         try settings.validate()
         return settings
-    }
-
-    /// A key the server does not know is a mistake the admin wants to hear about (a typo would
-    /// otherwise silently keep the default).
-    private static func checkKeys(of file: String) throws {
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file)))
-        } catch {
-            throw CommandFailure(
-                message: "the configuration file \(file) is not valid JSON: \(error.localizedDescription)")
-        }
-        guard let top = object as? [String: Any] else {
-            throw CommandFailure(message: "the configuration file \(file) must hold one JSON object")
-        }
-        var unknown: [String] = []
-        func walk(_ object: [String: Any], prefix: String) {
-            for (key, value) in object {
-                let path = prefix.isEmpty ? key : prefix + "." + key
-                if let nested = value as? [String: Any], !keys.contains(path) {
-                    walk(nested, prefix: path)
-                } else if !keys.contains(path) {
-                    unknown.append(path)
-                }
-            }
-        }
-        walk(top, prefix: "")
-        guard unknown.isEmpty else {
-            throw CommandFailure(
-                message: "the configuration file \(file) has unknown keys: \(unknown.sorted().joined(separator: ", ")) "
-                    + "(docs/CONFIGURATION.md lists the keys)"
-            )
-        }
     }
 
     private func validate() throws {
@@ -200,8 +147,67 @@ struct ServerSettings {
 
 /// Reads one key: nil when no source sets it, an error naming the key when a source sets it to a
 /// value of the wrong type.
-private struct SettingReader {
+struct SettingReader {
     let reader: ConfigReader
+
+    /// The sources of a command's settings, highest precedence first: its flags, `PARLEY_*`
+    /// environment variables, and a JSON configuration file (`--config FILE` or `PARLEY_CONFIG`)
+    /// whose keys must all be in `keys`.
+    static func make(flags: [String: ConfigValue], file: String?, keys: Set<String>) async throws -> SettingReader {
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(
+                name: "flags",
+                values: Dictionary(
+                    uniqueKeysWithValues: flags.map {
+                        (AbsoluteConfigKey($0.key.split(separator: ".").map(String.init)), $0.value)
+                    })
+            ),
+            EnvironmentVariablesProvider(secretsSpecifier: .specific(["PARLEY_PASSWORD"])).prefixKeys(with: "parley"),
+        ]
+        let file = file ?? ProcessInfo.processInfo.environment["PARLEY_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        if let file {
+            try checkKeys(of: file, keys: keys)
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw CommandFailure(message: "cannot read the configuration file \(file): \(error)")
+            }
+        }
+        return SettingReader(reader: ConfigReader(providers: providers))
+    }
+
+    /// A key the command does not know is a mistake the admin wants to hear about (a typo would
+    /// otherwise silently keep the default).
+    private static func checkKeys(of file: String, keys: Set<String>) throws {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file)))
+        } catch {
+            throw CommandFailure(
+                message: "the configuration file \(file) is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let top = object as? [String: Any] else {
+            throw CommandFailure(message: "the configuration file \(file) must hold one JSON object")
+        }
+        var unknown: [String] = []
+        func walk(_ object: [String: Any], prefix: String) {
+            for (key, value) in object {
+                let path = prefix.isEmpty ? key : prefix + "." + key
+                if let nested = value as? [String: Any], !keys.contains(path) {
+                    walk(nested, prefix: path)
+                } else if !keys.contains(path) {
+                    unknown.append(path)
+                }
+            }
+        }
+        walk(top, prefix: "")
+        guard unknown.isEmpty else {
+            throw CommandFailure(
+                message: "the configuration file \(file) has unknown keys: \(unknown.sorted().joined(separator: ", ")) "
+                    + "(docs/CONFIGURATION.md lists the keys)"
+            )
+        }
+    }
 
     private func read<T>(_ key: String, _ get: (ConfigKey) throws -> T) throws -> T? {
         do {
@@ -215,7 +221,9 @@ private struct SettingReader {
         }
     }
 
-    func string(_ key: String) throws -> String? { try read(key) { try reader.requiredString(forKey: $0) } }
+    func string(_ key: String, isSecret: Bool = false) throws -> String? {
+        try read(key) { try reader.requiredString(forKey: $0, isSecret: isSecret) }
+    }
     func int(_ key: String) throws -> Int? { try read(key) { try reader.requiredInt(forKey: $0) } }
     func bool(_ key: String) throws -> Bool? { try read(key) { try reader.requiredBool(forKey: $0) } }
 

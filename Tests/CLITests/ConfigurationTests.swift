@@ -74,6 +74,34 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("parley node --config: the file, the environment and flags in that order; no password in the file")
+    func nodeConfiguration() async throws {
+        try await withDataDirectory { directory in
+            let file = directory.appendingPathComponent("node.json").path
+            try """
+            {"data": "\(directory.appendingPathComponent("node").path)", "name": "from-file",
+             "listenHost": "127.0.0.1", "listenPort": 0, "peerTimeout": 4, "outboxExpiry": 3600}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+            let node = try ChildProcess(
+                ["node", "--config", file, "--json", "--no-stdin-commands"],
+                environment: ["PARLEY_NAME": "from-env"]
+            )
+            defer { node.signal(SIGTERM) }
+            let started = try await node.line { $0.contains("\"event\":\"started\"") }
+            let fields = try #require(try JSONSerialization.jsonObject(with: Data(started.utf8)) as? [String: Any])
+            #expect(fields["name"] as? String == "from-env", "\(started)")
+
+            try #"{"data": "/tmp/unused", "name": "x", "password": "secret"}"#
+                .write(toFile: file, atomically: true, encoding: .utf8)
+            let withPassword = try await parley(["node", "--config", file, "--no-stdin-commands"])
+            #expect(withPassword.status != 0)
+            #expect(withPassword.errorOutput.contains("unknown keys: password"), "\(withPassword)")
+
+            let noName = try await parley(["node", "--data", directory.path, "--no-stdin-commands"])
+            #expect(noName.errorOutput.contains("name is not set"), "\(noName)")
+        }
+    }
+
     @Test("unknown keys, values of the wrong type and a missing data directory are clear errors")
     func badConfiguration() async throws {
         try await withDataDirectory { directory in
