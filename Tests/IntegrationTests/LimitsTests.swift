@@ -38,19 +38,20 @@ struct LimitsTests {
         try await withTestServer(
             ServerChanges {
                 // Wide margins: the real client must not be timed out by a loaded machine.
-                $0.heartbeatInterval = .milliseconds(150)
-                $0.idleTimeout = .milliseconds(1200)
+                // (The silence counts from the TLS handshake on, so it must cover HELLO and REGISTER.)
+                $0.heartbeatInterval = .milliseconds(300)
+                $0.idleTimeout = .milliseconds(3000)
             }
         ) { server in
             try await withTestClient(of: server.clientConfiguration) { test in
                 let alice = try await test.register("alice")
                 let raw = try await RawConnection.connect(to: server.address)
                 let ok = try await raw.hello()
-                #expect(ok.heartbeatIntervalMs == 150)
-                #expect(ok.idleTimeoutMs == 1200)
+                #expect(ok.heartbeatIntervalMs == 300)
+                #expect(ok.idleTimeoutMs == 3000)
                 let sleepy = try await raw.register("sleepy")
 
-                let frames = try await raw.waitUntilClosed(timeout: .seconds(5))
+                let frames = try await raw.waitUntilClosed(timeout: .seconds(10))
                 #expect(frames.contains { $0.type == .ping })
                 #expect(frames.last?.isFatalError == true)
                 #expect(raw.connectionErrors.map(\.code) == [.idleTimeout])
