@@ -25,7 +25,7 @@ final class DataDirectoryLock: Sendable {
 
     /// Takes the lock, creating the directory and the lock file if missing.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when another node holds the directory, or the lock file cannot be opened.
     init(dataDirectory: String) throws(ParleyError) {
         let path = URL(fileURLWithPath: dataDirectory, isDirectory: true).appendingPathComponent(Self.fileName).path

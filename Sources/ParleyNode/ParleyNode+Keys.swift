@@ -8,7 +8,7 @@ extension ParleyNode {
     /// vouch for the move. Peers refused for that key are dialled again at once.
     ///
     /// - Returns: Whether a key was pinned.
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the registry cannot be changed.
     @discardableResult
     public func unpin(_ subject: Recipient) throws(ParleyError) -> Bool {

@@ -27,7 +27,7 @@ extension ParleyNode {
     /// The messages waiting in this node's outbox, once per recipient still to reach, oldest
     /// first.
     ///
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the outbox cannot be read.
     public func queuedMessages() throws(ParleyError) -> [QueuedMessage] {
         try Self.queuedMessages(in: registry, expiry: configuration.outboxExpiry)
@@ -37,7 +37,7 @@ extension ParleyNode {
     /// message already on its way (being sent right now) may still arrive.
     ///
     /// - Returns: Whether the message was queued.
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the outbox cannot be changed.
     @discardableResult
     public func cancelQueued(_ messageID: MessageID) throws(ParleyError) -> Bool {
@@ -47,8 +47,10 @@ extension ParleyNode {
     /// The messages waiting in the outbox of the node kept in `dataDirectory`, whether that node
     /// runs (in any process) or not.
     ///
-    /// - Parameter expiry: The node's ``Configuration/outboxExpiry``, for ``QueuedMessage/expiresAt``.
-    /// - Throws: ``ParleyCore/ParleyError`` with code ``ParleyCore/ParleyError/Code/storageError``
+    /// - Parameters:
+    ///   - dataDirectory: The node's data directory.
+    ///   - expiry: The node's ``Configuration/outboxExpiry``, for ``QueuedMessage/expiresAt``.
+    /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when `dataDirectory` holds no node registry, or it cannot be read.
     public static func queuedMessages(
         dataDirectory: String,

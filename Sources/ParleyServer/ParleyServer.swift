@@ -35,7 +35,7 @@ public final class ParleyServer: Service, Sendable {
     private let listening: AsyncStream<Result<ListeningAddress, ParleyError>>
     private let listeningContinuation: AsyncStream<Result<ListeningAddress, ParleyError>>.Continuation
     let address = Mutex<Result<ListeningAddress, ParleyError>?>(nil)
-    /// The certificate new connections get; replaced by ``reloadTLSCertificate()``.
+    /// The certificate new connections get; replaced by ``reloadTLSCertificate(_:)``.
     private let tlsIdentity = Mutex<ServerTLSIdentity?>(nil)
     /// swift-metrics handles, made from the metrics system the application bootstrapped (if any)
     /// when the server is created.
