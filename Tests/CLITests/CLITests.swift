@@ -430,8 +430,8 @@ struct CLITests {
                 let second = try await TestServer.start(
                     dataDirectory: directory, port: first.port, ["--port-search", "5"])
                 #expect(second.port > first.port)
-                let log = second.process.errorOutput
-                #expect(log.contains("port \(first.port) is busy"), "\(log)")
+                // The log (standard error) arrives apart from "listening on" (standard output).
+                try await second.process.waitForLog(containing: "port \(first.port) is busy")
                 #expect(try await second.stop() == .exit(0), "\(second.process.errorOutput)")
             }
         }
