@@ -23,6 +23,8 @@ final class ServerMetrics: Sendable {
     let slowConsumerCloses: Counter
     let logonSuccesses: Counter
     let logonFailures: Counter
+    /// Successful logons with a resumption token instead of a password (also in logonSuccesses).
+    let logonsResumed: Counter
     /// Logons refused without a password check (in flight, or backing off).
     let logonsThrottled: Counter
     /// Back-offs started after repeated failures (per user or per source address).
@@ -51,6 +53,7 @@ final class ServerMetrics: Sendable {
         slowConsumerCloses = Counter(label: "parley_slow_consumer_closes_total", factory: factory)
         logonSuccesses = Counter(label: "parley_logons_total", dimensions: [("result", "success")], factory: factory)
         logonFailures = Counter(label: "parley_logons_total", dimensions: [("result", "failure")], factory: factory)
+        logonsResumed = Counter(label: "parley_logons_resumed_total", factory: factory)
         logonsThrottled = Counter(label: "parley_logons_throttled_total", factory: factory)
         logonBackoffs = Counter(label: "parley_logon_backoffs_total", factory: factory)
         tlsHandshakes = Counter(
