@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import ParleyCore
+import ParleyStore
 
 /// A resumption token as issued to a client (docs/PROTOCOL.md section 9.2.1): 32 random bytes
 /// in base64url without padding. The server stores only ``hash``.
@@ -41,7 +42,7 @@ struct Authenticated: Sendable {
 }
 
 /// How a logon was checked, for the throttle's bookkeeping.
-enum LogonCheck {
+enum LogonCheck: Sendable {
     /// REGISTER: nothing to throttle; its source becomes trusted for the new user.
     case registration
     /// LOGON with a password, admitted by the throttle with this ticket.

@@ -529,7 +529,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         if !request.resumptionToken.isEmpty {
-            resume(frame, request, node: node)
+            logOnWithToken(frame, request, node: node)
             return
         }
         let attempt = LogonThrottle.Attempt(user: user, address: peerAddress, nodeID: node?.nodeID)
@@ -557,7 +557,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// A LOGON with a resumption token instead of a password: redeems it and issues its
     /// successor in one transaction, without the password hash's cost.
-    private func resume(_ frame: Frame, _ request: Parley_V1_LogonRequest, node: NodeDeclaration?) {
+    private func logOnWithToken(_ frame: Frame, _ request: Parley_V1_LogonRequest, node: NodeDeclaration?) {
         let user = UserID(request.userID)
         guard request.password.isEmpty else {
             respond(
