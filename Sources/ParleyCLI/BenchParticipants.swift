@@ -63,20 +63,33 @@ struct BenchParticipants {
         }
     }
 
+    static let registrationsInFlight = 32
+
     private static func register(
         _ clients: [ParleyClient],
         prefix: String,
         password: String
     ) async throws -> [BenchParticipant] {
         try await withThrowingTaskGroup(of: (Int, BenchParticipant).self) { group in
-            for (index, client) in clients.enumerated() {
+            func add(_ index: Int) {
+                let client = clients[index]
                 group.addTask {
                     let info = try await client.register(UserInfo(userName: "\(prefix)-\(index)"), password: password)
                     return (index, BenchParticipant(client: client, user: info.userID, password: password))
                 }
             }
+            // A bounded number in flight: at the default password cost the server hashes about
+            // 65 passwords a second, and registrations queued behind more would time out.
+            var next = min(Self.registrationsInFlight, clients.count)
+            for index in 0..<next { add(index) }
             var participants: [BenchParticipant?] = Array(repeating: nil, count: clients.count)
-            for try await (index, participant) in group { participants[index] = participant }
+            for try await (index, participant) in group {
+                participants[index] = participant
+                if next < clients.count {
+                    add(next)
+                    next += 1
+                }
+            }
             return participants.compactMap { $0 }
         }
     }
