@@ -27,7 +27,12 @@ struct BenchParticipants {
         let prefix = "bench-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let password = "bench-\(UInt64.random(in: 0...UInt64.max))"
         return try await withThrowingTaskGroup(of: Void.self) { runners in
-            for client in clients { runners.addTask { try await client.run() } }
+            // Started in waves: thousands of TLS handshakes at once overrun the clients' 1 s
+            // connect timeout on a small machine.
+            for (index, client) in clients.enumerated() {
+                runners.addTask { try await client.run() }
+                if index % 25 == 24 { try await Task.sleep(for: .milliseconds(100)) }
+            }
             do {
                 let participants = try await register(clients, prefix: prefix, password: password)
                 let result = try await body(participants)
