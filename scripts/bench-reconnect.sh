@@ -18,6 +18,7 @@ N=${N:-1000}
 BUILD=${BUILD:-release}
 TIMEOUT=${TIMEOUT:-1200}
 REGISTER_COST=${REGISTER_COST:-14}
+RETRY=${RETRY:-local}   # the clients' retry preset: local (1 s connect timeout, back-off to 1 s) or lan
 
 if [ "$BUILD" = release ]; then swift build -c release --product parley >/dev/null; fi
 parley="$PWD/.build/$BUILD/parley"
@@ -54,7 +55,7 @@ start_server() {
 start_server 1 0 "$REGISTER_COST"
 port=${address##*:}
 echo "== $N clients register and log on to $address (password cost $REGISTER_COST)"
-"$parley" bench --server "$address" --clients "$N" --reconnect-ready-file "$work/ready" \
+"$parley" bench --server "$address" --retry "$RETRY" --clients "$N" --reconnect-ready-file "$work/ready" \
     --timeout "$TIMEOUT" --json >"$work/bench.json" 2>"$work/bench.log" &
 bench_pid=$!
 while [ ! -e "$work/ready" ]; do

@@ -583,7 +583,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             return Authenticated(
                 info: stored.info,
                 storedMessages: try server.store.pendingMessageCount(for: user),
-                token: next,
+                // A lifetime of zero issues none: the stored one has already expired.
+                token: server.configuration.resumptionTokenLifetime > .zero ? next : nil,
                 resumed: true
             )
         }
