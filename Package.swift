@@ -215,7 +215,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyServer", "ParleyClient", "ParleyLink",
+                "ParleyCore", "ParleyWire", "ParleyServer", "ParleyClient", "ParleyLink", "ParleyStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

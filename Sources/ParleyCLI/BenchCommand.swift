@@ -16,7 +16,11 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             --window sends in flight per client; each body carries its send time, so the receiver \
             measures end-to-end latency. Throughput counts from the first send to the last delivery. \
             With --logons K, measures logons per second instead (K logons spread over the clients, at \
-            the server's password cost, each followed by a log-off). Stops after --timeout seconds at \
+            the server's password cost, each followed by a log-off). With --reconnect-ready-file PATH, \
+            measures a mass reconnect instead: once every client is logged on it writes PATH, then \
+            waits until the server was restarted (by whoever waits for PATH: \
+            scripts/bench-reconnect.sh) and every client logged on again by itself (with its \
+            resumption token, docs/PROTOCOL.md section 9.2.1). Stops after --timeout seconds at \
             the latest; exits 6 if not everything completed by then.
             """
     )
@@ -45,6 +49,13 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         help: "Measure logons per second with this many logons instead of messages."
     )
     var logons: Int?
+
+    @Option(
+        name: .customLong("reconnect-ready-file"),
+        help:
+            "Measure a mass reconnect: write this file once all clients are logged on, then time their automatic logons after the server restarts."
+    )
+    var reconnectReadyFile: String?
 
     @Option(help: "Stop after this many seconds at the latest.")
     var timeout: Double = 120
@@ -76,6 +87,14 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             logger: Logger(label: "parley.client"),
             deadline: deadline
         )
+        if let reconnectReadyFile {
+            let report = try await participants.withLoggedOnClients { participants in
+                try await Self.measureReconnect(participants, readyFile: reconnectReadyFile, deadline: deadline)
+            }
+            try out.emit(report, text: report.summary)
+            if report.loggedOnAgain < report.clients { throw ExitStatus.incomplete }
+            return
+        }
         if let logons {
             let report = try await participants.withLoggedOnClients { participants in
                 try await Self.measureLogons(logons, participants: participants, deadline: deadline)
@@ -371,6 +390,86 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             seconds: seconds,
             logonsPerSecond: seconds > 0 ? Double(done) / seconds : 0
         )
+    }
+
+    // MARK: Mass reconnect
+
+    /// Writes `readyFile`, then waits for every client to lose its connection and log on again.
+    private static func measureReconnect(
+        _ participants: [BenchParticipant],
+        readyFile: String,
+        deadline: ContinuousClock.Instant
+    ) async throws -> ReconnectReport {
+        let start = ContinuousClock.now
+        let outcomes = try await withThrowingTaskGroup(of: (Duration, Duration)?.self) { group in
+            for participant in participants {
+                group.addTask {
+                    // The events before the restart (the registration's logon) are still
+                    // buffered: skip them up to the disconnect.
+                    var disconnectedAt: ContinuousClock.Instant?
+                    for await event in participant.client.events {
+                        guard case .connectionStateChanged(let change) = event else { continue }
+                        switch change {
+                        case .disconnected where disconnectedAt == nil:
+                            disconnectedAt = .now
+                        case .loggedOn where disconnectedAt != nil:
+                            return (disconnectedAt.map { $0 - start } ?? .zero, ContinuousClock.now - start)
+                        case .stopped:
+                            return nil
+                        default:
+                            continue
+                        }
+                    }
+                    return nil
+                }
+            }
+            group.addTask {
+                try Data("\(participants.count) clients logged on\n".utf8).write(to: URL(fileURLWithPath: readyFile))
+                do {
+                    try await Task.sleep(until: deadline)
+                } catch {
+                    return nil  // Every client logged on again before the deadline.
+                }
+                // Stop the clients still waiting: their event streams end.
+                for participant in participants { participant.client.shutdown() }
+                return nil
+            }
+            var outcomes: [(Duration, Duration)] = []
+            for try await outcome in group {
+                guard let outcome else { continue }
+                outcomes.append(outcome)
+                if outcomes.count == participants.count { group.cancelAll() }
+            }
+            return outcomes
+        }
+        func seconds(_ duration: Duration) -> Double { Double(duration.nanoseconds) / 1e9 }
+        let firstDisconnect = outcomes.map(\.0).min() ?? .zero
+        let firstLogon = outcomes.map(\.1).min() ?? .zero
+        let lastLogon = outcomes.map(\.1).max() ?? .zero
+        return ReconnectReport(
+            clients: participants.count,
+            loggedOnAgain: outcomes.count,
+            secondsFromFirstDisconnect: seconds(lastLogon - firstDisconnect),
+            secondsFromFirstLogon: seconds(lastLogon - firstLogon)
+        )
+    }
+
+    /// `{"clients":..,"loggedOnAgain":..,"secondsFromFirstDisconnect":..,"secondsFromFirstLogon":..}`
+    struct ReconnectReport: Encodable {
+        var clients: Int
+        var loggedOnAgain: Int
+        /// From the first client's disconnect (the server stopping) to the last client's logon.
+        var secondsFromFirstDisconnect: Double
+        /// From the first logon after the restart (the server is back) to the last.
+        var secondsFromFirstLogon: Double
+
+        var summary: String {
+            """
+            \(loggedOnAgain) of \(clients) clients logged on again
+            \(String(format: "%.3f", secondsFromFirstDisconnect)) s from the first disconnect to the last logon
+            \(String(format: "%.3f", secondsFromFirstLogon)) s from the first logon after the restart to the last
+            """
+        }
     }
 
     /// `{"clients":..,"logons":..,"logonsPerSecond":..,"seconds":..}`

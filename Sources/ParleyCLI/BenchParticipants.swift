@@ -27,7 +27,12 @@ struct BenchParticipants {
         let prefix = "bench-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let password = "bench-\(UInt64.random(in: 0...UInt64.max))"
         return try await withThrowingTaskGroup(of: Void.self) { runners in
-            for client in clients { runners.addTask { try await client.run() } }
+            // Started in waves: thousands of TLS handshakes at once overrun the clients' 1 s
+            // connect timeout on a small machine.
+            for (index, client) in clients.enumerated() {
+                runners.addTask { try await client.run() }
+                if index % 25 == 24 { try await Task.sleep(for: .milliseconds(100)) }
+            }
             do {
                 let participants = try await register(clients, prefix: prefix, password: password)
                 let result = try await body(participants)
@@ -63,20 +68,33 @@ struct BenchParticipants {
         }
     }
 
+    static let registrationsInFlight = 32
+
     private static func register(
         _ clients: [ParleyClient],
         prefix: String,
         password: String
     ) async throws -> [BenchParticipant] {
         try await withThrowingTaskGroup(of: (Int, BenchParticipant).self) { group in
-            for (index, client) in clients.enumerated() {
+            func add(_ index: Int) {
+                let client = clients[index]
                 group.addTask {
                     let info = try await client.register(UserInfo(userName: "\(prefix)-\(index)"), password: password)
                     return (index, BenchParticipant(client: client, user: info.userID, password: password))
                 }
             }
+            // A bounded number in flight: at the default password cost the server hashes about
+            // 65 passwords a second, and registrations queued behind more would time out.
+            var next = min(Self.registrationsInFlight, clients.count)
+            for index in 0..<next { add(index) }
             var participants: [BenchParticipant?] = Array(repeating: nil, count: clients.count)
-            for try await (index, participant) in group { participants[index] = participant }
+            for try await (index, participant) in group {
+                participants[index] = participant
+                if next < clients.count {
+                    add(next)
+                    next += 1
+                }
+            }
             return participants.compactMap { $0 }
         }
     }

@@ -41,6 +41,9 @@ public final class ParleyClient: Sendable {
         var waiters: [UUID: CheckedContinuation<ClientConnection, any Error>] = [:]
         /// The last successful logon, replayed after a reconnect.
         var credentials: (user: UserID, password: String)?
+        /// The resumption token of the last logon (docs/PROTOCOL.md section 9.2.1), presented
+        /// instead of the password after a reconnect. Kept in memory only.
+        var resumptionToken: ResumptionToken?
         var user: UserID?
         var stopRequested = false
         var seen = RecentMessages(capacity: 10_000)
@@ -229,12 +232,11 @@ public final class ParleyClient: Sendable {
             emit(.connectionStateChanged(.connected))
             if let credentials = state.withLock({ $0.credentials }) {
                 do {
-                    let response: Parley_V1_LogonResponse = try await connection.request(
-                        .logOn,
-                        logonRequest(credentials.user, credentials.password),
-                        timeout: configuration.retry.requestTimeout
-                    )
-                    state.withLock { $0.user = UserID(response.user.userID) }
+                    let response = try await logOnAgain(on: connection, credentials)
+                    state.withLock { state in
+                        state.user = UserID(response.user.userID)
+                        state.resumptionToken = ResumptionToken(response)
+                    }
                     emit(.connectionStateChanged(.loggedOn(credentials.user)))
                 } catch {
                     logger.info("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
@@ -412,6 +414,34 @@ extension ParleyClient {
         public var storedMessages: Int
     }
 
+    /// The automatic logon after a reconnect: with the resumption token if there is one, then,
+    /// if the server refuses it, with the password.
+    private func logOnAgain(
+        on connection: ClientConnection,
+        _ credentials: (user: UserID, password: String)
+    ) async throws(ParleyError) -> Parley_V1_LogonResponse {
+        // Taken out whatever happens: the server deletes a token once it is presented.
+        let token = state.withLock { state in
+            defer { state.resumptionToken = nil }
+            return state.resumptionToken
+        }
+        if let token, token.expiresAt > Date() {
+            var request = logonRequest(credentials.user, "")
+            request.resumptionToken = token.text
+            do {
+                return try await connection.request(.logOn, request, timeout: configuration.retry.requestTimeout)
+            } catch {
+                guard error.code == .invalidCredentials else { throw error }
+                logger.info("the server refused the resumption token; logging on with the password")
+            }
+        }
+        return try await connection.request(
+            .logOn,
+            logonRequest(credentials.user, credentials.password),
+            timeout: configuration.retry.requestTimeout
+        )
+    }
+
     /// A LOGON request, with ``Configuration/node`` if set: every logon, the automatic one after
     /// a reconnect too, declares the node again.
     private func logonRequest(_ user: UserID, _ password: String) -> Parley_V1_LogonRequest {
@@ -447,6 +477,7 @@ extension ParleyClient {
         let user = response.user.userInfo
         state.withLock { state in
             state.credentials = (user.userID, password)
+            state.resumptionToken = ResumptionToken(response)
             state.user = user.userID
             state.seenUser = user.userID
         }
@@ -462,6 +493,7 @@ extension ParleyClient {
         let response: Parley_V1_LogonResponse = try await request(.logOn, logonRequest(userID, password))
         state.withLock { state in
             state.credentials = (userID, password)
+            state.resumptionToken = ResumptionToken(response)
             state.user = userID
         }
         emit(.connectionStateChanged(.loggedOn(userID)))
@@ -473,6 +505,7 @@ extension ParleyClient {
         let _: Parley_V1_Empty = try await request(.logOff, Parley_V1_Empty())
         state.withLock { state in
             state.credentials = nil
+            state.resumptionToken = nil
             state.user = nil
         }
         emit(.connectionStateChanged(.connected))
@@ -528,6 +561,8 @@ extension ParleyClient {
         let _: Parley_V1_Empty = try await self.request(.changePassword, request)
         state.withLock { state in
             if let user = state.credentials?.user { state.credentials = (user, new) }
+            // The server revoked it with the old password.
+            state.resumptionToken = nil
         }
     }
 
@@ -604,5 +639,19 @@ struct RecentMessages {
             head = (head + 1) % capacity
         }
         return true
+    }
+}
+
+/// A resumption token the server issued at the last logon, kept in memory only: never written
+/// to disk, so a stolen disk holds no way to log on.
+private struct ResumptionToken: Sendable {
+    var text: String
+    var expiresAt: Date
+
+    /// The token a logon answer carries, if any.
+    init?(_ response: Parley_V1_LogonResponse) {
+        guard !response.resumptionToken.isEmpty else { return nil }
+        text = response.resumptionToken
+        expiresAt = Date(timeIntervalSince1970: Double(response.resumptionTokenExpiresAtMs) / 1000)
     }
 }

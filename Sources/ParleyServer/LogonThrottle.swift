@@ -183,6 +183,25 @@ struct LogonThrottle: Sendable {
         }
     }
 
+    /// Decides whether a resumption-token logon from `address` may be checked now.
+    ///
+    /// A token is 256 random bits, so a wrong one is not a password guess: it leaves the user's
+    /// count alone and only the source address's back-off applies. The check is one SQLite
+    /// write, so no limit on checks in flight either.
+    func beginResumption(address: String, now: ContinuousClock.Instant) -> Refusal? {
+        Self.remainingBlock(addresses[address], now: now).map { .addressBlocked(retryAfter: $0) }
+    }
+
+    /// Counts a refused resumption token against its source address.
+    ///
+    /// - Returns: the back-off this failure started, if any, for the log.
+    mutating func resumptionFailed(address: String, now: ContinuousClock.Instant) -> [Block] {
+        let free = policy.freeAttemptsPerAddress
+        defer { prune(now: now) }
+        guard let wait = Self.countFailure(in: &addresses[address], free: free, policy, now) else { return [] }
+        return [Block(scope: .address(address), failures: addresses[address]?.count ?? 0, duration: wait)]
+    }
+
     /// Trusts the attempt's sources for its user: a successful logon, or the registration that
     /// created the user.
     mutating func trust(_ attempt: Attempt, now: ContinuousClock.Instant) {

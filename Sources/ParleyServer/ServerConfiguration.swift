@@ -54,6 +54,9 @@ extension ParleyServer {
         /// What a second logon of a logged-on user does: false (default) refuses it with
         /// SESSION_EXISTS; true closes the older session with SESSION_REPLACED.
         public var replacesExistingSession = false
+        /// How long a resumption token issued at logon stays valid (docs/PROTOCOL.md section
+        /// 9.2.1). Default 24 hours; zero issues none.
+        public var resumptionTokenLifetime: Duration = .seconds(24 * 3600)
 
         /// SQLite durability. `.normal` (default) survives a process crash or `kill -9`;
         /// `.full` also survives power loss, at a cost in throughput.

@@ -233,8 +233,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             try requireGuest()
             logOn(frame, try frame.decodeMeta())
         case .logOff:
-            _ = try requireUser()
-            logOff(frame)
+            logOff(frame, user: try requireUser())
         case .userExists:
             let request: Parley_V1_UserIdRequest = try frame.decodeMeta()
             query(frame) { server throws(ParleyError) in
@@ -324,6 +323,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 }
                 let hash = try server.hashPassword(request.newPassword)
                 try server.store.updatePasswordHash(me, to: hash)
+                try server.store.revokeResumptionTokens(for: me)
                 return Parley_V1_Empty()
             }
         case .sendMessage:
@@ -500,7 +500,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         let requested = request.requestedUserID == 0 ? nil : UserID(request.requestedUserID)
         let minimum = server.configuration.minimumUserID
-        logOnSerialized(frame, node: node) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node, check: .registration) { server throws(ParleyError) in
             let hash = try server.hashPassword(request.password)
             let user = try server.store.registerUser(
                 info,
@@ -510,7 +510,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 now: Date()
             )
             server.logger.debug("registered a user", metadata: ["user.id": "\(user.userID)"])
-            return (user, 0)
+            return Authenticated(
+                info: user, storedMessages: 0, token: try server.issueResumptionToken(for: user.userID))
         }
     }
 
@@ -528,6 +529,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(to: frame, with: error)
             return
         }
+        if !request.resumptionToken.isEmpty {
+            logOnWithToken(frame, request, node: node)
+            return
+        }
         let attempt = LogonThrottle.Attempt(user: user, address: peerAddress, nodeID: node?.nodeID)
         let ticket: LogonThrottle.Ticket
         switch server.throttle.withLock({ $0.begin(attempt, now: .now) }) {
@@ -537,13 +542,52 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             refuseLogon(frame, user: user, refusal)
             return
         }
-        logOnSerialized(frame, node: node, ticket: ticket) { server throws(ParleyError) in
+        logOnSerialized(frame, node: node, check: .password(ticket)) { server throws(ParleyError) in
             guard let stored = try server.store.user(user),
                 server.hasher.verify(request.password, against: stored.passwordHash)
             else {
                 throw ParleyError(code: .invalidCredentials, message: "unknown user ID or wrong password")
             }
-            return (stored.info, try server.store.pendingMessageCount(for: user))
+            return Authenticated(
+                info: stored.info,
+                storedMessages: try server.store.pendingMessageCount(for: user),
+                token: try server.issueResumptionToken(for: user)
+            )
+        }
+    }
+
+    /// A LOGON with a resumption token instead of a password: redeems it and issues its
+    /// successor in one transaction, without the password hash's cost.
+    private func logOnWithToken(_ frame: Frame, _ request: Parley_V1_LogonRequest, node: NodeDeclaration?) {
+        let user = UserID(request.userID)
+        guard request.password.isEmpty else {
+            respond(
+                to: frame,
+                with: ParleyError(code: .invalidRequest, message: "a password and a resumption token; send one"))
+            return
+        }
+        if let refusal = server.throttle.withLock({ $0.beginResumption(address: peerAddress, now: .now) }) {
+            refuseLogon(frame, user: user, refusal)
+            return
+        }
+        let presented = ResumptionToken.hash(of: request.resumptionToken)
+        logOnSerialized(frame, node: node, check: .resumptionToken) { server throws(ParleyError) in
+            let next = ResumptionToken.make(lifetime: server.configuration.resumptionTokenLifetime, now: Date())
+            guard
+                try server.store.redeemResumptionToken(
+                    hash: presented, for: user, replacingWith: next.hash, expiresAt: next.expiresAt, now: Date()),
+                let stored = try server.store.user(user)
+            else {
+                throw ParleyError(
+                    code: .invalidCredentials, message: "unknown, expired or revoked resumption token")
+            }
+            return Authenticated(
+                info: stored.info,
+                storedMessages: try server.store.pendingMessageCount(for: user),
+                // A lifetime of zero issues none: the stored one has already expired.
+                token: server.configuration.resumptionTokenLifetime > .zero ? next : nil,
+                resumed: true
+            )
         }
     }
 
@@ -577,7 +621,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// Reports a checked logon's outcome to the throttle and logs the back-offs it starts.
     private func finishAttempt(_ ticket: LogonThrottle.Ticket, _ outcome: LogonThrottle.Outcome) {
-        let blocks = server.throttle.withLock { $0.finish(ticket, outcome, now: .now) }
+        logBackoffs(server.throttle.withLock { $0.finish(ticket, outcome, now: .now) })
+    }
+
+    private func logBackoffs(_ blocks: [LogonThrottle.Block]) {
         for block in blocks {
             // The one place where back-offs start, so the one place that counts them.
             server.metrics.logonBackoffs.increment()
@@ -621,8 +668,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func logOnSerialized(
         _ frame: Frame,
         node: NodeDeclaration?,
-        ticket: LogonThrottle.Ticket? = nil,
-        _ authenticate: @escaping @Sendable (ServerContext) throws(ParleyError) -> (UserInfo, Int)
+        check: LogonCheck,
+        _ authenticate: @escaping @Sendable (ServerContext) throws(ParleyError) -> Authenticated
     ) {
         guard let context else { return }
         flow.sessionChangeStarted()
@@ -630,7 +677,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         server.blocking(on: context.eventLoop) { () throws(ParleyError) in try authenticate(server) }
             .assumeIsolated()
             .whenComplete { [self] result in
-                if let ticket {
+                switch (check, result) {
+                case (.password(let ticket), _):
                     let outcome: LogonThrottle.Outcome =
                         switch result {
                         case .success: .succeeded
@@ -638,14 +686,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                             Self.parleyError(error).code == .invalidCredentials ? .failed : .abandoned
                         }
                     finishAttempt(ticket, outcome)
-                } else if case .success(let (user, _)) = result {
-                    // The source that registered a user is a known good source for it.
-                    let attempt = LogonThrottle.Attempt(user: user.userID, address: peerAddress, nodeID: node?.nodeID)
+                case (.registration, .success(let granted)), (.resumptionToken, .success(let granted)):
+                    // The source that registered a user, or held its token, is a known good
+                    // source for it.
+                    let attempt = LogonThrottle.Attempt(
+                        user: granted.info.userID, address: peerAddress, nodeID: node?.nodeID)
                     server.throttle.withLock { $0.trust(attempt, now: .now) }
+                case (.resumptionToken, .failure(let error)) where Self.parleyError(error).code == .invalidCredentials:
+                    let blocks = server.throttle.withLock { $0.resumptionFailed(address: peerAddress, now: .now) }
+                    logBackoffs(blocks)
+                case (.registration, .failure), (.resumptionToken, .failure):
+                    break
                 }
                 switch result {
-                case .success(let (user, stored)):
-                    claimSession(frame, user: user, node: node, storedMessages: stored)
+                case .success(let granted):
+                    claimSession(frame, granted, node: node)
                 case .failure(let error):
                     let error = Self.parleyError(error)
                     if error.code == .invalidCredentials { server.metrics.logonFailures.increment() }
@@ -665,7 +720,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Applies the one-session rule (docs/PROTOCOL.md section 9.2), then records the node.
-    private func claimSession(_ frame: Frame, user: UserInfo, node: NodeDeclaration?, storedMessages: Int) {
+    private func claimSession(_ frame: Frame, _ granted: Authenticated, node: NodeDeclaration?) {
+        let user = granted.info
         guard state == .guest, let handle, let context else {
             resume()
             return
@@ -694,7 +750,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         // Held from now on, so a close before the node is recorded releases it.
         sessionUser = user.userID
         guard let node else {
-            completeLogOn(frame, user: user, storedMessages: storedMessages)
+            completeLogOn(frame, granted)
             resume()
             return
         }
@@ -706,7 +762,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         .whenComplete { [self] result in
             switch result {
             case .success(let recorded) where sessionUser == user.userID:
-                completeLogOn(frame, user: recorded, storedMessages: storedMessages)
+                var granted = granted
+                granted.info = recorded
+                completeLogOn(frame, granted)
             case .success:
                 // Closed, or taken over by yet another logon, while the node was recorded.
                 respond(
@@ -722,17 +780,29 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func completeLogOn(_ frame: Frame, user: UserInfo, storedMessages: Int) {
+    private func completeLogOn(_ frame: Frame, _ granted: Authenticated) {
+        let user = granted.info
+        let storedMessages = granted.storedMessages
         guard state == .guest else { return }
         state = .loggedOn(user.userID)
         server.metrics.logonSuccesses.increment()
+        if granted.resumed { server.metrics.logonsResumed.increment() }
         logger[metadataKey: "user.id"] = "\(user.userID)"
-        logger.debug("logged on", metadata: ["stored.messages": "\(storedMessages)"])
+        logger.debug(
+            "logged on",
+            metadata: [
+                "stored.messages": "\(storedMessages)",
+                "credential": granted.resumed ? "resumption token" : "password",
+            ])
         var info = user
         info.isOnline = true
         var response = Parley_V1_LogonResponse()
         response.user = Parley_V1_UserInfo(info)
         response.storedMessages = UInt32(clamping: storedMessages)
+        if let token = granted.token {
+            response.resumptionToken = token.text
+            response.resumptionTokenExpiresAtMs = token.expiresAt.millisecondsSince1970
+        }
         respond(to: frame, with: response)
         delivery = DeliveryStateMachine(
             window: server.configuration.deliveryWindow,
@@ -741,10 +811,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         perform(delivery.start())
     }
 
-    private func logOff(_ frame: Frame) {
+    /// Logs off and revokes the user's resumption tokens: a client that says goodbye does not
+    /// come back without its password.
+    private func logOff(_ frame: Frame, user: UserID) {
         endSession()
         state = .guest
-        respond(to: frame, with: Parley_V1_Empty())
+        serialized(frame) { server throws(ParleyError) in
+            try server.store.revokeResumptionTokens(for: user)
+            return Parley_V1_Empty()
+        }
     }
 
     /// Leaves the registry; stored messages that were pushed but not acknowledged stay stored.

@@ -25,6 +25,8 @@ final class ServerMetrics: Sendable {
     let storageErrors: Counter
     let logonSuccesses: Counter
     let logonFailures: Counter
+    /// Successful logons with a resumption token instead of a password (also in logonSuccesses).
+    let logonsResumed: Counter
     /// Logons refused without a password check (in flight, or backing off).
     let logonsThrottled: Counter
     /// Back-offs started after repeated failures (per user or per source address).
@@ -54,6 +56,7 @@ final class ServerMetrics: Sendable {
         storageErrors = Counter(label: "parley_storage_errors_total", factory: factory)
         logonSuccesses = Counter(label: "parley_logons_total", dimensions: [("result", "success")], factory: factory)
         logonFailures = Counter(label: "parley_logons_total", dimensions: [("result", "failure")], factory: factory)
+        logonsResumed = Counter(label: "parley_logons_resumed_total", factory: factory)
         logonsThrottled = Counter(label: "parley_logons_throttled_total", factory: factory)
         logonBackoffs = Counter(label: "parley_logon_backoffs_total", factory: factory)
         tlsHandshakes = Counter(

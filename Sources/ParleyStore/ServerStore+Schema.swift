@@ -89,6 +89,23 @@ extension ServerStore {
             )
         }
 
+        // Resumption tokens (docs/PROTOCOL.md section 9.2.1): only the SHA-256 of each token is
+        // stored, so a copy of the database does not let anyone log on. Each row is redeemed
+        // once (deleted), revoked with its user's other tokens, or pruned after expires_at.
+        migrator.registerMigration("v3-resumption-tokens") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE resumption_token (
+                        token_hash BLOB PRIMARY KEY NOT NULL,
+                        user_id INTEGER NOT NULL REFERENCES user (user_id),
+                        expires_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX resumption_token_by_user ON resumption_token (user_id);
+                    CREATE INDEX resumption_token_by_expiry ON resumption_token (expires_at);
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -230,29 +230,10 @@ struct NodeKeyTests {
                     // The first server is gone for good (its listener closed) before the restart.
                     try await firstStopped.waitUntilFinished("the first server to stop")
 
-                    // The port can be briefly taken by the reconnecting client's own socket
-                    // (loopback self-connect): retry the bind with a fresh server a few times.
-                    var restarted = false
-                    for _ in 1...10 where !restarted {
-                        let candidate = ParleyServer(
-                            configuration: makeServerConfiguration(dataDirectory: directory.path, port: address.port),
-                            logger: logger
-                        )
-                        servers.append(candidate)
-                        group.addTask {
-                            do {
-                                try await candidate.run()
-                            } catch {
-                                guard (try? await candidate.listeningAddress) != nil else { return }
-                                throw error
-                            }
-                        }
-                        restarted =
-                            (try? await withTimeout("the second server to listen") {
-                                try await candidate.listeningAddress
-                            }) != nil
-                        if !restarted { try await Task.sleep(for: .milliseconds(100)) }
-                    }
+                    let restarted = try await restartTestServer(
+                        dataDirectory: directory.path, port: address.port, logger: logger,
+                        in: &group, servers: &servers
+                    )
                     #expect(restarted)
 
                     try await test.waitForEvent("logging on again", after: before) { event -> Bool? in

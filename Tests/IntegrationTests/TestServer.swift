@@ -136,3 +136,38 @@ func portForRestartTests() throws -> Int {
     }
     throw ParleyError(code: .internalError, message: "no free port in 20000..<32000")
 }
+
+/// Starts a server again on `port` with the data directory of one that stopped, in `group`;
+/// appends every server it creates to `servers` (to shut them down). Returns whether one listens.
+///
+/// The port can be briefly taken by a reconnecting client's own socket (loopback self-connect):
+/// a failed bind is retried with a fresh server, a few times.
+func restartTestServer(
+    dataDirectory: String,
+    port: Int,
+    logger: Logger,
+    in group: inout ThrowingTaskGroup<Void, any Error>,
+    servers: inout [ParleyServer]
+) async throws -> Bool {
+    for _ in 1...10 {
+        let candidate = ParleyServer(
+            configuration: makeServerConfiguration(dataDirectory: dataDirectory, port: port),
+            logger: logger
+        )
+        servers.append(candidate)
+        group.addTask {
+            do {
+                try await candidate.run()
+            } catch {
+                // Only a server that was listening counts as the restarted server.
+                guard (try? await candidate.listeningAddress) != nil else { return }
+                throw error
+            }
+        }
+        if (try? await withTimeout("the restarted server to listen") { try await candidate.listeningAddress }) != nil {
+            return true
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return false
+}

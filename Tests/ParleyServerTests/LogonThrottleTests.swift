@@ -81,6 +81,23 @@ struct LogonThrottleTests {
         #expect(check(&throttle, attempt(from: "10.0.0.1"), .succeeded) == nil)
     }
 
+    @Test("wrong resumption tokens count against the address only, never against the user")
+    func resumptionTokens() {
+        var throttle = LogonThrottle(policy: .init(freeAttemptsPerAddress: 3))
+        for _ in 0..<3 {
+            #expect(throttle.beginResumption(address: "10.6.6.6", now: now) == nil)
+            #expect(throttle.resumptionFailed(address: "10.6.6.6", now: now).isEmpty)
+        }
+        #expect(throttle.resumptionFailed(address: "10.6.6.6", now: now).count == 1)
+        #expect(throttle.beginResumption(address: "10.6.6.6", now: now) == .addressBlocked(retryAfter: .seconds(1)))
+        // The same address's password logons are blocked too, but the user is not: another
+        // address logs on with the password, and tokens from another address are checked.
+        #expect(check(&throttle, attempt(from: "10.6.6.6"), .succeeded) != nil)
+        #expect(check(&throttle, attempt(from: "10.0.0.1"), .succeeded) == nil)
+        #expect(throttle.beginResumption(address: "10.0.0.1", now: now) == nil)
+        #expect(throttle.beginResumption(address: "10.6.6.6", now: now + .seconds(2)) == nil)
+    }
+
     @Test("an address that keeps failing is blocked for every user")
     func addressBackOff() {
         var throttle = LogonThrottle(policy: .init(freeAttemptsPerAddress: 5))

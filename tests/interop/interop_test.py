@@ -399,6 +399,39 @@ def main() -> int:
         expect_error("HELLO with an unreadable meta section -> fatal ERROR 5", c.next_frame(), 5, 0, fatal=True)
         c.close()
 
+    # --- Resumption tokens (section 9.2.1) -----------------------------------------------
+    with step("resumption tokens"):
+        r = connect()
+        r.hello()
+        dave_pw = "dave secret"
+        registered = r.register(f"dave-{suffix}", dave_pw)
+        dave = registered["user"]["user_id"]
+        first = registered.get("resumption_token", "")
+        check("REGISTER answers with a 43-character base64url resumption token and a future expiry",
+              len(first) == 43 and all(ch.isalnum() or ch in "-_" for ch in first)
+              and registered.get("resumption_token_expires_at_ms", 0) > time.time() * 1000, registered)
+        r.close()
+        r = connect()
+        r.hello()
+        resumed = r.request(p.LOGON, {"user_id": dave, "resumption_token": first})
+        second = resumed.get("resumption_token", "")
+        check("LOGON with the token and no password logs on and rotates the token",
+              resumed["user"]["user_id"] == dave and len(second) == 43 and second != first, resumed)
+        r.close()
+        r = connect()
+        r.hello()
+        answer = r.request_frame(p.LOGON, {"user_id": dave, "resumption_token": first}, request_id=40)
+        expect_error("the used token again -> ERROR 10 INVALID_CREDENTIALS", answer, 10, 40)
+        answer = r.request_frame(p.LOGON, {"user_id": dave, "resumption_token": "x" * 43}, request_id=41)
+        expect_error("a made-up token -> ERROR 10 INVALID_CREDENTIALS", answer, 10, 41)
+        answer = r.request_frame(p.LOGON, {"user_id": dave, "password": dave_pw, "resumption_token": second},
+                                 request_id=42)
+        expect_error("a password and a token -> ERROR 5 INVALID_REQUEST", answer, 5, 42)
+        check("the rotated token still logs on",
+              r.request(p.LOGON, {"user_id": dave, "resumption_token": second})["user"]["user_id"] == dave)
+        r.logoff()
+        r.close()
+
     # --- Framing errors (section 2.1, 2.2) ------------------------------------------------
     with step("oversized frame"):
         c = connect()

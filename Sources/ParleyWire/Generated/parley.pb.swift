@@ -494,6 +494,14 @@ package nonisolated struct Parley_V1_LogonResponse: Sendable {
   /// How many stored messages wait for this user; they follow as MESSAGE events.
   package var storedMessages: UInt32 = 0
 
+  /// A fresh resumption token (PROTOCOL.md, section 9.2.1): 43 characters of base64url, no
+  /// padding. A later LOGON of this user may present it instead of the password, once. Empty
+  /// if the server issues none.
+  package var resumptionToken: String = String()
+
+  /// When resumption_token expires, milliseconds since the Unix epoch.
+  package var resumptionTokenExpiresAtMs: Int64 = 0
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
@@ -526,6 +534,10 @@ package nonisolated struct Parley_V1_LogonRequest: Sendable {
 
   /// The user's consent to direct links with this node.
   package var allowDirect: Bool = false
+
+  /// Optional: a resumption token from an earlier LogonResponse of this user (PROTOCOL.md,
+  /// section 9.2.1), presented instead of the password, which must then be empty.
+  package var resumptionToken: String = String()
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1356,7 +1368,7 @@ nonisolated extension Parley_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".LogonResponse"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{3}stored_messages\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{3}stored_messages\0\u{3}resumption_token\0\u{3}resumption_token_expires_at_ms\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1366,6 +1378,8 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._user) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.storedMessages) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.resumptionToken) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.resumptionTokenExpiresAtMs) }()
       default: break
       }
     }
@@ -1382,12 +1396,20 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
     if self.storedMessages != 0 {
       try visitor.visitSingularUInt32Field(value: self.storedMessages, fieldNumber: 2)
     }
+    if !self.resumptionToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.resumptionToken, fieldNumber: 3)
+    }
+    if self.resumptionTokenExpiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.resumptionTokenExpiresAtMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Parley_V1_LogonResponse, rhs: Parley_V1_LogonResponse) -> Bool {
     if lhs._user != rhs._user {return false}
     if lhs.storedMessages != rhs.storedMessages {return false}
+    if lhs.resumptionToken != rhs.resumptionToken {return false}
+    if lhs.resumptionTokenExpiresAtMs != rhs.resumptionTokenExpiresAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1395,7 +1417,7 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".LogonRequest"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0\u{3}resumption_token\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1409,6 +1431,7 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
       case 4: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.directAddresses) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.allowDirect) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.resumptionToken) }()
       default: break
       }
     }
@@ -1433,6 +1456,9 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
     if self.allowDirect != false {
       try visitor.visitSingularBoolField(value: self.allowDirect, fieldNumber: 6)
     }
+    if !self.resumptionToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.resumptionToken, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1443,6 +1469,7 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.directAddresses != rhs.directAddresses {return false}
     if lhs.allowDirect != rhs.allowDirect {return false}
+    if lhs.resumptionToken != rhs.resumptionToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
