@@ -69,21 +69,13 @@ enum NodeSettings {
 
     private static func security(_ value: SettingReader, dataDirectory: String) throws -> ConnectionSecurity {
         if try value.bool("insecurePlaintext") == true { return .insecurePlaintext }
-        switch (try value.string("serverFingerprint"), try value.string("caFile")) {
-        case (let fingerprint?, nil):
-            guard let parsed = CertificateFingerprint(fingerprint) else {
-                throw CommandFailure(
-                    message: "configuration: serverFingerprint \"\(fingerprint)\" is not a SHA-256 fingerprint")
-            }
-            return .tls(.fingerprint(parsed))
-        case (nil, let ca?):
-            return .tls(.certificateAuthorities(pemFile: ca))
-        case (nil, nil):
-            return .tls(
-                .trustOnFirstUse(knownServersFile: try value.string("knownServers") ?? dataDirectory + "/known-servers")
-            )
-        case (_?, _?):
-            throw CommandFailure(message: "configuration: give serverFingerprint or caFile, not both")
+        let fingerprint = try value.string("serverFingerprint")
+        let caFile = try value.string("caFile")
+        let knownServers = try value.string("knownServers") ?? dataDirectory + "/known-servers"
+        do {
+            return try TransportOptions.tls(fingerprint: fingerprint, caFile: caFile, knownServers: knownServers)
+        } catch {
+            throw CommandFailure(message: "configuration: \(error.message)")
         }
     }
 

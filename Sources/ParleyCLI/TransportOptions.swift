@@ -66,21 +66,37 @@ struct TransportOptions: ParsableArguments {
             }
             return .insecurePlaintext
         }
-        switch (fingerprint, ca) {
+        do {
+            return try Self.tls(
+                fingerprint: fingerprint,
+                caFile: ca,
+                knownServers: known ?? defaultKnownServers ?? ServerTrust.defaultKnownServersFile
+            )
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// TLS verified by a pinned fingerprint, a CA file, or (neither given) trust on first use in
+    /// `knownServers`: the one rule for options, environment and configuration files.
+    static func tls(fingerprint: String?, caFile: String?, knownServers: String) throws(CommandFailure)
+        -> ConnectionSecurity
+    {
+        switch (fingerprint, caFile) {
         case (let fingerprint?, nil):
             guard let parsed = CertificateFingerprint(fingerprint) else {
-                throw ValidationError(
-                    "\"\(fingerprint)\" is not a SHA-256 fingerprint (sha256: and 64 hex digits, colons allowed)"
+                throw CommandFailure(
+                    message:
+                        "\"\(fingerprint)\" is not a SHA-256 fingerprint (sha256: and 64 hex digits, colons allowed)"
                 )
             }
             return .tls(.fingerprint(parsed))
         case (nil, let ca?):
             return .tls(.certificateAuthorities(pemFile: ca))
         case (nil, nil):
-            return .tls(
-                .trustOnFirstUse(knownServersFile: known ?? defaultKnownServers ?? ServerTrust.defaultKnownServersFile))
+            return .tls(.trustOnFirstUse(knownServersFile: knownServers))
         case (_?, _?):
-            throw ValidationError("give either a server fingerprint or a CA file, not both")
+            throw CommandFailure(message: "give either a server fingerprint or a CA file, not both")
         }
     }
 }

@@ -28,6 +28,11 @@ public struct ServerTLSIdentity: Sendable {
 
     /// Loads the certificate chain and private key an admin gave (PEM files).
     public init(certificateChainFile: String, privateKeyFile: String) throws(TLSSetupError) {
+        try self.init(certificateChainFile: certificateChainFile, privateKeyFile: privateKeyFile, source: nil)
+    }
+
+    /// - Parameter source: how logs name it; nil: the chain's file.
+    private init(certificateChainFile: String, privateKeyFile: String, source: String?) throws(TLSSetupError) {
         let chain: [NIOSSLCertificate]
         do {
             chain = try NIOSSLCertificate.fromPEMFile(certificateChainFile)
@@ -43,7 +48,7 @@ public struct ServerTLSIdentity: Sendable {
         } catch {
             throw TLSSetupError(path: privateKeyFile, message: "cannot read the private key (PEM)", cause: error)
         }
-        try self.init(chain: chain, key: key, source: certificateChainFile)
+        try self.init(chain: chain, key: key, source: source ?? certificateChainFile)
     }
 
     /// The self-signed certificate in `dataDirectory`, made (with a new P-256 key) if there is none.
@@ -76,20 +81,12 @@ public struct ServerTLSIdentity: Sendable {
             try writeSelfSignedCertificate(keyPath: keyPath, certificatePath: certificatePath)
             created = true
         }
-        let identity = try ServerTLSIdentity(certificateChainFile: certificatePath, privateKeyFile: keyPath)
-        return (
-            ServerTLSIdentity(
-                fingerprint: identity.fingerprint,
-                source: "self-signed (\(certificatePath))",
-                context: identity.context
-            ), created
+        let identity = try ServerTLSIdentity(
+            certificateChainFile: certificatePath,
+            privateKeyFile: keyPath,
+            source: "self-signed (\(certificatePath))"
         )
-    }
-
-    private init(fingerprint: CertificateFingerprint, source: String, context: NIOSSLContext) {
-        self.fingerprint = fingerprint
-        self.source = source
-        self.context = context
+        return (identity, created)
     }
 
     private init(chain: [NIOSSLCertificate], key: NIOSSLPrivateKey, source: String) throws(TLSSetupError) {
