@@ -70,6 +70,16 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// first use); the link is refused.
         public static let pinnedKeyMismatch = Code(wireValue: 60)
 
+        // Contacts and presence (70-79)
+        /// The user is not in the requester's contact list (update, remove).
+        public static let contactNotFound = Code(wireValue: 70)
+        /// The contact list is full (the server's maximum list size).
+        public static let tooManyContacts = Code(wireValue: 71)
+        /// A presence state or status text the server does not accept (unknown state, text too long).
+        public static let invalidPresence = Code(wireValue: 72)
+        /// The server application refused to add the contact.
+        public static let contactRefused = Code(wireValue: 73)
+
         // Client-side conditions (never on the wire)
         /// No connection to the server (not yet, or lost).
         public static let notConnected = Code(wireValue: 1000)
@@ -87,7 +97,8 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .sessionExists, .sessionReplaced, .userNotFound, .userAlreadyExists, .invalidUserID,
             .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
             .serverApplicationUnavailable, .tooManyConnections, .shuttingDown, .idleTimeout,
-            .slowConsumer, .internalError, .storageError, .pinnedKeyMismatch, .notConnected, .timedOut, .cancelled,
+            .slowConsumer, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound, .tooManyContacts,
+            .invalidPresence, .contactRefused, .notConnected, .timedOut, .cancelled,
             .serverNotTrusted,
         ]
 
@@ -121,6 +132,10 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 50: "internal-error"
             case 51: "storage-error"
             case 60: "pinned-key-mismatch"
+            case 70: "contact-not-found"
+            case 71: "too-many-contacts"
+            case 72: "invalid-presence"
+            case 73: "contact-refused"
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"

@@ -106,6 +106,31 @@ extension ServerStore {
             )
         }
 
+        // Contact lists (docs/PROTOCOL.md, "Contacts and presence"): one row per (owner,
+        // contact); `display_rule` is ContactDisplayName.wireValue and `custom_name` is only used
+        // by rule 4. The second index finds a user's watchers (whose lists hold it) for presence
+        // fan-out. The presence a user chose (shown while it is online, kept across logons) and
+        // its last logon and logoff times live on the user row.
+        migrator.registerMigration("v4-contacts-presence") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE contact (
+                        owner INTEGER NOT NULL REFERENCES user (user_id),
+                        contact INTEGER NOT NULL REFERENCES user (user_id),
+                        display_rule INTEGER NOT NULL,
+                        custom_name TEXT NOT NULL,
+                        added_at INTEGER NOT NULL,
+                        PRIMARY KEY (owner, contact)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX contact_by_contact ON contact (contact, owner);
+                    ALTER TABLE user ADD COLUMN presence_state INTEGER NOT NULL DEFAULT 1;
+                    ALTER TABLE user ADD COLUMN presence_text TEXT NOT NULL DEFAULT '';
+                    ALTER TABLE user ADD COLUMN last_logon_at INTEGER;
+                    ALTER TABLE user ADD COLUMN last_logoff_at INTEGER;
+                    """
+            )
+        }
+
         return migrator
     }()
 }

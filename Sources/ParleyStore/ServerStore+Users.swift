@@ -4,7 +4,7 @@ public import ParleyCore
 
 extension ServerStore {
     /// The columns ``decodeUser(_:)`` reads, in its order.
-    private static let userColumns = """
+    static let userColumns = """
         user_id, user_name, first_name, last_name, organization, department, application, registered_at,
         node_id, node_public_key, direct_addresses, allow_direct, node_key_updated_at
         """
@@ -265,7 +265,7 @@ extension ServerStore {
     }
 
     /// Decodes the columns of ``userColumns``.
-    private static func decodeUser(_ row: Row) throws -> UserInfo {
+    static func decodeUser(_ row: Row) throws -> UserInfo {
         UserInfo(
             userID: try row.userID(0, "user.user_id"),
             userName: try row.text(1, "user.user_name"),
@@ -299,7 +299,7 @@ extension Row {
         try holdsNull(index) ? nil : bytes(index, column)
     }
 
-    fileprivate func dateOrNil(_ index: Int, _ column: StaticString) throws -> Date? {
+    func dateOrNil(_ index: Int, _ column: StaticString) throws -> Date? {
         try holdsNull(index) ? nil : date(index, column)
     }
 

@@ -31,11 +31,19 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let sendMessage = FrameType(rawValue: 0x0030)
     public static let ackMessages = FrameType(rawValue: 0x0031)
 
+    // Contacts and presence (docs/PROTOCOL.md section 23)
+    public static let getContacts = FrameType(rawValue: 0x0040)
+    public static let addContact = FrameType(rawValue: 0x0041)
+    public static let updateContact = FrameType(rawValue: 0x0042)
+    public static let removeContact = FrameType(rawValue: 0x0043)
+    public static let setPresence = FrameType(rawValue: 0x0044)
+
     // Events (server -> client, request ID 0)
     public static let message = FrameType(rawValue: 0x0101)
     public static let deliveryReceipt = FrameType(rawValue: 0x0102)
     public static let serverShutdown = FrameType(rawValue: 0x0103)
     public static let sessionReplaced = FrameType(rawValue: 0x0104)
+    public static let presence = FrameType(rawValue: 0x0110)
 
     // Node-to-node links (0x0200-0x02FF): only on TLS links between two nodes, never to a server.
     public static let nodeHello = FrameType(rawValue: 0x0201)
@@ -71,10 +79,16 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .changePassword: base = "CHANGE_PASSWORD"
         case .sendMessage: base = "SEND_MESSAGE"
         case .ackMessages: base = "ACK_MESSAGES"
+        case .getContacts: base = "GET_CONTACTS"
+        case .addContact: base = "ADD_CONTACT"
+        case .updateContact: base = "UPDATE_CONTACT"
+        case .removeContact: base = "REMOVE_CONTACT"
+        case .setPresence: base = "SET_PRESENCE"
         case .message: base = "MESSAGE"
         case .deliveryReceipt: base = "DELIVERY_RECEIPT"
         case .serverShutdown: base = "SERVER_SHUTDOWN"
         case .sessionReplaced: base = "SESSION_REPLACED"
+        case .presence: base = "PRESENCE"
         case .nodeHello: base = "NODE_HELLO"
         case .peerMessage: base = "PEER_MESSAGE"
         default: base = "0x" + String(rawValue & ~Self.responseBit, radix: 16)

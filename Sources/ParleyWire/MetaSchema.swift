@@ -177,6 +177,7 @@ extension Parley_V1_LogonRequest: StrictMeta {
         [
             1: ("user_id", .uint32), 2: ("password", .string), 3: ("node_public_key", .bytes),
             4: ("node_id", .string), 5: ("direct_addresses", .string), 6: ("allow_direct", .bool),
+            7: ("resumption_token", .string), 8: ("presence", .enumeration), 9: ("presence_text", .string),
         ])
 }
 
@@ -227,4 +228,13 @@ extension Parley_V1_AckMessagesRequest: StrictMeta {
         [
             1: ("messages", .message(MetaSchema("MessageRef", [1: ("sender", .uint32), 2: ("message_id", .uint64)])))
         ])
+}
+
+extension Parley_V1_ContactRequest: StrictMeta {
+    package static let schema = MetaSchema(
+        "ContactRequest", [1: ("user_id", .uint32), 2: ("display_rule", .enumeration), 3: ("custom_name", .string)])
+}
+
+extension Parley_V1_PresenceRequest: StrictMeta {
+    package static let schema = MetaSchema("PresenceRequest", [1: ("state", .enumeration), 2: ("text", .string)])
 }

@@ -16,7 +16,10 @@ import Testing
                     try String.fetchOne(db, sql: "PRAGMA journal_mode")
                 )
             }
-            #expect(migrations == ["v1-messages", "v1-users", "v2-node-keys", "v3-resumption-tokens"])
+            #expect(
+                migrations == [
+                    "v1-messages", "v1-users", "v2-node-keys", "v3-resumption-tokens", "v4-contacts-presence",
+                ])
             #expect(tables.isSuperset(of: ["user", "message", "delivery", "resumption_token"]))
             #expect(journalMode == "wal")
         }

@@ -259,6 +259,100 @@ package nonisolated enum Parley_V1_DeliveryStatus: SwiftProtobuf.Enum, Swift.Cas
 
 }
 
+/// A user's presence state. OFFLINE is never chosen: a user is offline when it has no session.
+package nonisolated enum Parley_V1_PresenceState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case presenceOffline // = 0
+  case presenceOnline // = 1
+  case presenceAway // = 2
+  case presenceBusy // = 3
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .presenceOffline
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .presenceOffline
+    case 1: self = .presenceOnline
+    case 2: self = .presenceAway
+    case 3: self = .presenceBusy
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .presenceOffline: return 0
+    case .presenceOnline: return 1
+    case .presenceAway: return 2
+    case .presenceBusy: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_PresenceState] = [
+    .presenceOffline,
+    .presenceOnline,
+    .presenceAway,
+    .presenceBusy,
+  ]
+
+}
+
+/// How a contact's name is shown by the owner's client.
+package nonisolated enum Parley_V1_ContactDisplayRule: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case displayUserName // = 0
+  case displayFirstName // = 1
+  case displayLastName // = 2
+
+  /// First and last name separated by a space.
+  case displayFullName // = 3
+
+  /// Contact.custom_name.
+  case displayCustom // = 4
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .displayUserName
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .displayUserName
+    case 1: self = .displayFirstName
+    case 2: self = .displayLastName
+    case 3: self = .displayFullName
+    case 4: self = .displayCustom
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .displayUserName: return 0
+    case .displayFirstName: return 1
+    case .displayLastName: return 2
+    case .displayFullName: return 3
+    case .displayCustom: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_ContactDisplayRule] = [
+    .displayUserName,
+    .displayFirstName,
+    .displayLastName,
+    .displayFullName,
+    .displayCustom,
+  ]
+
+}
+
 /// Frame type HELLO (0x0001), client -> server, the first frame on every connection.
 package nonisolated struct Parley_V1_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -477,36 +571,45 @@ package nonisolated struct Parley_V1_RegisterRequest: @unchecked Sendable {
 }
 
 /// The answer to REGISTER and LOGON.
-package nonisolated struct Parley_V1_LogonResponse: Sendable {
+package nonisolated struct Parley_V1_LogonResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   package var user: Parley_V1_UserInfo {
-    get {_user ?? Parley_V1_UserInfo()}
-    set {_user = newValue}
+    get {_storage._user ?? Parley_V1_UserInfo()}
+    set {_uniqueStorage()._user = newValue}
   }
   /// Returns true if `user` has been explicitly set.
-  package var hasUser: Bool {self._user != nil}
+  package var hasUser: Bool {_storage._user != nil}
   /// Clears the value of `user`. Subsequent reads from it will return its default value.
-  package mutating func clearUser() {self._user = nil}
+  package mutating func clearUser() {_uniqueStorage()._user = nil}
 
   /// How many stored messages wait for this user; they follow as MESSAGE events.
-  package var storedMessages: UInt32 = 0
+  package var storedMessages: UInt32 {
+    get {_storage._storedMessages}
+    set {_uniqueStorage()._storedMessages = newValue}
+  }
 
   /// A fresh resumption token (PROTOCOL.md, section 9.2.1): 43 characters of base64url, no
   /// padding. A later LOGON of this user may present it instead of the password, once. Empty
   /// if the server issues none.
-  package var resumptionToken: String = String()
+  package var resumptionToken: String {
+    get {_storage._resumptionToken}
+    set {_uniqueStorage()._resumptionToken = newValue}
+  }
 
   /// When resumption_token expires, milliseconds since the Unix epoch.
-  package var resumptionTokenExpiresAtMs: Int64 = 0
+  package var resumptionTokenExpiresAtMs: Int64 {
+    get {_storage._resumptionTokenExpiresAtMs}
+    set {_uniqueStorage()._resumptionTokenExpiresAtMs = newValue}
+  }
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
 
-  fileprivate var _user: Parley_V1_UserInfo? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// LOGON (0x0011)
@@ -538,6 +641,13 @@ package nonisolated struct Parley_V1_LogonRequest: Sendable {
   /// Optional: a resumption token from an earlier LogonResponse of this user (PROTOCOL.md,
   /// section 9.2.1), presented instead of the password, which must then be empty.
   package var resumptionToken: String = String()
+
+  /// Optional: the presence to show for this session (ONLINE, AWAY or BUSY) instead of the one
+  /// the user chose last with SET_PRESENCE; OFFLINE (0) means "the chosen one".
+  package var presence: Parley_V1_PresenceState = .presenceOffline
+
+  /// With presence: the status text for this session.
+  package var presenceText: String = String()
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -872,6 +982,173 @@ package nonisolated struct Parley_V1_SessionReplacedEvent: Sendable {
   package init() {}
 }
 
+/// One entry of a contact list.
+package nonisolated struct Parley_V1_Contact: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var userID: UInt32 {
+    get {_storage._userID}
+    set {_uniqueStorage()._userID = newValue}
+  }
+
+  package var displayRule: Parley_V1_ContactDisplayRule {
+    get {_storage._displayRule}
+    set {_uniqueStorage()._displayRule = newValue}
+  }
+
+  /// With DISPLAY_CUSTOM: 1 to 64 characters, at most 256 bytes. Empty otherwise.
+  package var customName: String {
+    get {_storage._customName}
+    set {_uniqueStorage()._customName = newValue}
+  }
+
+  /// When the entry was added, milliseconds since the Unix epoch.
+  package var addedAtMs: Int64 {
+    get {_storage._addedAtMs}
+    set {_uniqueStorage()._addedAtMs = newValue}
+  }
+
+  /// The contact's directory record (is_online false: presence travels in PRESENCE events).
+  package var user: Parley_V1_UserInfo {
+    get {_storage._user ?? Parley_V1_UserInfo()}
+    set {_uniqueStorage()._user = newValue}
+  }
+  /// Returns true if `user` has been explicitly set.
+  package var hasUser: Bool {_storage._user != nil}
+  /// Clears the value of `user`. Subsequent reads from it will return its default value.
+  package mutating func clearUser() {_uniqueStorage()._user = nil}
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// GET_CONTACTS (0x8040) answer meta, and PresenceEvent.contacts.
+package nonisolated struct Parley_V1_ContactList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Ordered by user ID.
+  package var contacts: [Parley_V1_Contact] = []
+
+  /// The largest list this server keeps.
+  package var maximum: UInt32 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// ADD_CONTACT (0x0041) and UPDATE_CONTACT (0x0042) request meta.
+package nonisolated struct Parley_V1_ContactRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var userID: UInt32 = 0
+
+  package var displayRule: Parley_V1_ContactDisplayRule = .displayUserName
+
+  package var customName: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// ADD_CONTACT (0x8041) and UPDATE_CONTACT (0x8042) answer meta.
+package nonisolated struct Parley_V1_ContactResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var contact: Parley_V1_Contact {
+    get {_contact ?? Parley_V1_Contact()}
+    set {_contact = newValue}
+  }
+  /// Returns true if `contact` has been explicitly set.
+  package var hasContact: Bool {self._contact != nil}
+  /// Clears the value of `contact`. Subsequent reads from it will return its default value.
+  package mutating func clearContact() {self._contact = nil}
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+
+  fileprivate var _contact: Parley_V1_Contact? = nil
+}
+
+/// SET_PRESENCE (0x0044) request meta.
+package nonisolated struct Parley_V1_PresenceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// ONLINE, AWAY or BUSY.
+  package var state: Parley_V1_PresenceState = .presenceOffline
+
+  /// At most 256 bytes of UTF-8, no control characters; empty for none.
+  package var text: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// One user's presence.
+package nonisolated struct Parley_V1_PresenceInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var userID: UInt32 = 0
+
+  package var state: Parley_V1_PresenceState = .presenceOffline
+
+  package var text: String = String()
+
+  /// When the state last changed, milliseconds since the Unix epoch; 0 if unknown.
+  package var sinceMs: Int64 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// PRESENCE (0x0110), server -> client event.
+package nonisolated struct Parley_V1_PresenceEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var presences: [Parley_V1_PresenceInfo] = []
+
+  /// True for the batch sent right after logon: the current presence of every contact. False for
+  /// a change of one or more contacts.
+  package var snapshot: Bool = false
+
+  /// With snapshot: the user's contact list, fetched at logon.
+  package var contacts: Parley_V1_ContactList {
+    get {_contacts ?? Parley_V1_ContactList()}
+    set {_contacts = newValue}
+  }
+  /// Returns true if `contacts` has been explicitly set.
+  package var hasContacts: Bool {self._contacts != nil}
+  /// Clears the value of `contacts`. Subsequent reads from it will return its default value.
+  package mutating func clearContacts() {self._contacts = nil}
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+
+  fileprivate var _contacts: Parley_V1_ContactList? = nil
+}
+
 /// Frame type NODE_HELLO (0x0201), node -> node, the first frame each side sends once TLS is up.
 /// Request ID 0; not answered. A claim the receiver cannot verify closes the link (fatal ERROR).
 package nonisolated struct Parley_V1_NodeHello: Sendable {
@@ -948,6 +1225,14 @@ nonisolated extension Parley_V1_PayloadKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Parley_V1_DeliveryStatus: SwiftProtobuf._ProtoNameProviding {
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DELIVERY_STATUS_UNSPECIFIED\0\u{1}DELIVERY_STATUS_ACCEPTED_ONLINE\0\u{1}DELIVERY_STATUS_ACCEPTED_OFFLINE\0\u{1}DELIVERY_STATUS_ACCEPTED_SERVER\0\u{1}DELIVERY_STATUS_FAILED\0")
+}
+
+nonisolated extension Parley_V1_PresenceState: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PRESENCE_OFFLINE\0\u{1}PRESENCE_ONLINE\0\u{1}PRESENCE_AWAY\0\u{1}PRESENCE_BUSY\0")
+}
+
+nonisolated extension Parley_V1_ContactDisplayRule: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DISPLAY_USER_NAME\0\u{1}DISPLAY_FIRST_NAME\0\u{1}DISPLAY_LAST_NAME\0\u{1}DISPLAY_FULL_NAME\0\u{1}DISPLAY_CUSTOM\0")
 }
 
 nonisolated extension Parley_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1370,46 +1655,88 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
   package static let protoMessageName: String = _protobuf_package + ".LogonResponse"
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{3}stored_messages\0\u{3}resumption_token\0\u{3}resumption_token_expires_at_ms\0")
 
+  fileprivate class _StorageClass {
+    var _user: Parley_V1_UserInfo? = nil
+    var _storedMessages: UInt32 = 0
+    var _resumptionToken: String = String()
+    var _resumptionTokenExpiresAtMs: Int64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _user = source._user
+      _storedMessages = source._storedMessages
+      _resumptionToken = source._resumptionToken
+      _resumptionTokenExpiresAtMs = source._resumptionTokenExpiresAtMs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._user) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.storedMessages) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.resumptionToken) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.resumptionTokenExpiresAtMs) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._user) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._storedMessages) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._resumptionToken) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._resumptionTokenExpiresAtMs) }()
+        default: break
+        }
       }
     }
   }
 
   package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._user {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if self.storedMessages != 0 {
-      try visitor.visitSingularUInt32Field(value: self.storedMessages, fieldNumber: 2)
-    }
-    if !self.resumptionToken.isEmpty {
-      try visitor.visitSingularStringField(value: self.resumptionToken, fieldNumber: 3)
-    }
-    if self.resumptionTokenExpiresAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.resumptionTokenExpiresAtMs, fieldNumber: 4)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._user {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._storedMessages != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._storedMessages, fieldNumber: 2)
+      }
+      if !_storage._resumptionToken.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._resumptionToken, fieldNumber: 3)
+      }
+      if _storage._resumptionTokenExpiresAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._resumptionTokenExpiresAtMs, fieldNumber: 4)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Parley_V1_LogonResponse, rhs: Parley_V1_LogonResponse) -> Bool {
-    if lhs._user != rhs._user {return false}
-    if lhs.storedMessages != rhs.storedMessages {return false}
-    if lhs.resumptionToken != rhs.resumptionToken {return false}
-    if lhs.resumptionTokenExpiresAtMs != rhs.resumptionTokenExpiresAtMs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._user != rhs_storage._user {return false}
+        if _storage._storedMessages != rhs_storage._storedMessages {return false}
+        if _storage._resumptionToken != rhs_storage._resumptionToken {return false}
+        if _storage._resumptionTokenExpiresAtMs != rhs_storage._resumptionTokenExpiresAtMs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1417,7 +1744,7 @@ nonisolated extension Parley_V1_LogonResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".LogonRequest"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0\u{3}resumption_token\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}password\0\u{3}node_public_key\0\u{3}node_id\0\u{3}direct_addresses\0\u{3}allow_direct\0\u{3}resumption_token\0\u{1}presence\0\u{3}presence_text\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1432,6 +1759,8 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.directAddresses) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.allowDirect) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.resumptionToken) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.presence) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.presenceText) }()
       default: break
       }
     }
@@ -1459,6 +1788,12 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.resumptionToken.isEmpty {
       try visitor.visitSingularStringField(value: self.resumptionToken, fieldNumber: 7)
     }
+    if self.presence != .presenceOffline {
+      try visitor.visitSingularEnumField(value: self.presence, fieldNumber: 8)
+    }
+    if !self.presenceText.isEmpty {
+      try visitor.visitSingularStringField(value: self.presenceText, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1470,6 +1805,8 @@ nonisolated extension Parley_V1_LogonRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.directAddresses != rhs.directAddresses {return false}
     if lhs.allowDirect != rhs.allowDirect {return false}
     if lhs.resumptionToken != rhs.resumptionToken {return false}
+    if lhs.presence != rhs.presence {return false}
+    if lhs.presenceText != rhs.presenceText {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2173,6 +2510,337 @@ nonisolated extension Parley_V1_SessionReplacedEvent: SwiftProtobuf.Message, Swi
 
   package static func ==(lhs: Parley_V1_SessionReplacedEvent, rhs: Parley_V1_SessionReplacedEvent) -> Bool {
     if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_Contact: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".Contact"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}display_rule\0\u{3}custom_name\0\u{3}added_at_ms\0\u{1}user\0")
+
+  fileprivate class _StorageClass {
+    var _userID: UInt32 = 0
+    var _displayRule: Parley_V1_ContactDisplayRule = .displayUserName
+    var _customName: String = String()
+    var _addedAtMs: Int64 = 0
+    var _user: Parley_V1_UserInfo? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _userID = source._userID
+      _displayRule = source._displayRule
+      _customName = source._customName
+      _addedAtMs = source._addedAtMs
+      _user = source._user
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt32Field(value: &_storage._userID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._displayRule) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._customName) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._addedAtMs) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._user) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._userID != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._userID, fieldNumber: 1)
+      }
+      if _storage._displayRule != .displayUserName {
+        try visitor.visitSingularEnumField(value: _storage._displayRule, fieldNumber: 2)
+      }
+      if !_storage._customName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._customName, fieldNumber: 3)
+      }
+      if _storage._addedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._addedAtMs, fieldNumber: 4)
+      }
+      try { if let v = _storage._user {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_Contact, rhs: Parley_V1_Contact) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._userID != rhs_storage._userID {return false}
+        if _storage._displayRule != rhs_storage._displayRule {return false}
+        if _storage._customName != rhs_storage._customName {return false}
+        if _storage._addedAtMs != rhs_storage._addedAtMs {return false}
+        if _storage._user != rhs_storage._user {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_ContactList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".ContactList"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}contacts\0\u{1}maximum\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.contacts) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.maximum) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.contacts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.contacts, fieldNumber: 1)
+    }
+    if self.maximum != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maximum, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_ContactList, rhs: Parley_V1_ContactList) -> Bool {
+    if lhs.contacts != rhs.contacts {return false}
+    if lhs.maximum != rhs.maximum {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_ContactRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".ContactRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}display_rule\0\u{3}custom_name\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.displayRule) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.customName) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.userID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.userID, fieldNumber: 1)
+    }
+    if self.displayRule != .displayUserName {
+      try visitor.visitSingularEnumField(value: self.displayRule, fieldNumber: 2)
+    }
+    if !self.customName.isEmpty {
+      try visitor.visitSingularStringField(value: self.customName, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_ContactRequest, rhs: Parley_V1_ContactRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.displayRule != rhs.displayRule {return false}
+    if lhs.customName != rhs.customName {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_ContactResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".ContactResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}contact\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._contact) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._contact {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_ContactResponse, rhs: Parley_V1_ContactResponse) -> Bool {
+    if lhs._contact != rhs._contact {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_PresenceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".PresenceRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}text\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.state != .presenceOffline {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_PresenceRequest, rhs: Parley_V1_PresenceRequest) -> Bool {
+    if lhs.state != rhs.state {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_PresenceInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".PresenceInfo"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}state\0\u{1}text\0\u{3}since_ms\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.sinceMs) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.userID != 0 {
+      try visitor.visitSingularUInt32Field(value: self.userID, fieldNumber: 1)
+    }
+    if self.state != .presenceOffline {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 3)
+    }
+    if self.sinceMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sinceMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_PresenceInfo, rhs: Parley_V1_PresenceInfo) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.sinceMs != rhs.sinceMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_PresenceEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".PresenceEvent"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}presences\0\u{1}snapshot\0\u{1}contacts\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.presences) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.snapshot) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._contacts) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.presences.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.presences, fieldNumber: 1)
+    }
+    if self.snapshot != false {
+      try visitor.visitSingularBoolField(value: self.snapshot, fieldNumber: 2)
+    }
+    try { if let v = self._contacts {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_PresenceEvent, rhs: Parley_V1_PresenceEvent) -> Bool {
+    if lhs.presences != rhs.presences {return false}
+    if lhs.snapshot != rhs.snapshot {return false}
+    if lhs._contacts != rhs._contacts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
