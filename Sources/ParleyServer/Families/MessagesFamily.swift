@@ -1,0 +1,299 @@
+import Foundation
+import NIOCore
+import ParleyCore
+import ParleyStore
+import ParleyWire
+
+/// Messages: SEND_MESSAGE and ACK_MESSAGES, and the MESSAGE and DELIVERY_RECEIPT pushes of a
+/// logged-on session (docs/PROTOCOL.md sections 11 and 12).
+///
+/// Sends go through the server's ``MessageCommitter`` (group commit); what this session is
+/// pushed is decided by its ``DeliveryStateMachine``.
+final class MessagesFamily: RequestFamily {
+    private static let types: [FrameType] = [.sendMessage, .ackMessages]
+
+    private let deliveryWindow: Int
+    private var delivery = DeliveryStateMachine(window: 1)
+
+    init(deliveryWindow: Int) {
+        self.deliveryWindow = deliveryWindow
+    }
+
+    var requestTypes: [FrameType] { Self.types }
+
+    func handle(_ frame: Frame, in session: SessionContext) throws(ParleyError) {
+        switch frame.type {
+        case .sendMessage:
+            try sendMessage(frame, sender: try session.requireUser(), in: session)
+        case .ackMessages:
+            let me = try session.requireUser()
+            let request: Parley_V1_AckMessagesRequest = try frame.decodeMeta()
+            acknowledge(request, recipient: me, in: session)
+            session.respond(to: frame, with: Parley_V1_Empty())
+        default:
+            throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
+        }
+    }
+
+    // MARK: Session lifecycle
+
+    func sessionStarted(in session: SessionContext) {
+        delivery = DeliveryStateMachine(window: deliveryWindow, writable: session.isWritable)
+        perform(delivery.start(), in: session)
+    }
+
+    /// Stored messages that were pushed but not acknowledged stay stored.
+    func sessionEnded(_ user: UserID, in session: SessionContext) {
+        delivery = DeliveryStateMachine(window: 1)
+    }
+
+    func writabilityChanged(_ writable: Bool, in session: SessionContext) {
+        guard session.identity.user != nil else { return }
+        perform(delivery.writabilityChanged(writable), in: session)
+    }
+
+    // MARK: Sending
+
+    private func sendMessage(_ frame: Frame, sender: UserID, in session: SessionContext) throws(ParleyError) {
+        let server = session.server
+        let request: Parley_V1_SendMessageRequest = try frame.decodeMeta()
+        server.metrics.messageReceived()
+        guard request.messageID != 0 else {
+            throw ParleyError(code: .invalidRequest, message: "message ID 0 is reserved")
+        }
+        var seen = Set<UInt32>()
+        let recipients = request.recipients.filter { seen.insert($0).inserted }.map(UserID.init(rawValue:))
+        guard !recipients.isEmpty else {
+            throw ParleyError(code: .invalidRequest, message: "a message needs at least one recipient")
+        }
+        guard recipients.count <= WireProtocol.maximumRecipients else {
+            throw ParleyError(
+                code: .tooManyRecipients,
+                message: "at most \(WireProtocol.maximumRecipients) recipients per message"
+            )
+        }
+        let isText: Bool
+        switch request.kind {
+        case .text:
+            isText = true
+            let valid = frame.payload.withUnsafeReadableBytes { String(validating: $0, as: UTF8.self) != nil }
+            guard valid else {
+                throw ParleyError(code: .invalidUTF8, message: "a text message must be valid UTF-8")
+            }
+        case .binary:
+            isText = false
+        case .UNRECOGNIZED(let raw):
+            throw ParleyError(code: .invalidRequest, message: "unknown payload kind \(raw)")
+        }
+        let sentAt = Date(millisecondsSince1970: request.sentAtMs)
+        var results: [UserID: DeliveryResult.Status] = [:]
+        if recipients.contains(.server) {
+            let body = MessageBody(isText: isText, bytes: Array(frame.payload.readableBytesView))
+            results[.server] = server.applicationInbox.offer(
+                Message(
+                    id: MessageID(request.messageID),
+                    sender: sender,
+                    recipients: recipients,
+                    body: body,
+                    sentAt: sentAt,
+                    deliveredAt: Date()
+                )
+            )
+        }
+        let users = recipients.filter { $0 != .server }
+        guard !users.isEmpty else {
+            session.respond(to: frame, with: Self.sendResponse(recipients, results))
+            return
+        }
+        let message = NewMessage(
+            messageID: MessageID(request.messageID),
+            sender: sender,
+            recipients: users,
+            allRecipients: recipients,
+            isText: isText,
+            body: Array(frame.payload.readableBytesView),
+            sentAt: sentAt,
+            wantsReceipt: request.wantReceipt
+        )
+        guard let handle = session.handle else { return }
+        let registry = server.registry
+        let serverResults = results
+        session.requestStarted(query: false)
+        server.committer.submit(
+            MessageCommitter.Submission(message: message, payload: frame.payload) { outcome in
+                // Online status is read now, on the committer thread, right after the commit.
+                var statuses = serverResults
+                switch outcome {
+                case .success(let outcomes):
+                    for user in users {
+                        switch outcomes[user] {
+                        case .stored?:
+                            statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
+                        case .recipientNotFound?, nil:
+                            statuses[user] = .failed(
+                                ParleyError(code: .recipientNotFound, message: "no user \(user)")
+                            )
+                        }
+                    }
+                    let duplicates = Set(
+                        outcomes.compactMap { key, value -> UserID? in
+                            if case .stored(let delivery) = value, delivery.duplicate { return key }
+                            return nil
+                        }
+                    )
+                    let response = Self.sendResponse(recipients, statuses, duplicates: duplicates)
+                    handle.execute { $0.messageStored(frame, .success(response)) }
+                case .failure(let error):
+                    handle.execute { $0.messageStored(frame, .failure(error)) }
+                }
+            }
+        )
+    }
+
+    /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
+    func stored(
+        _ frame: Frame,
+        _ result: Result<Parley_V1_SendMessageResponse, ParleyError>,
+        in session: SessionContext
+    ) {
+        switch result {
+        case .success(let response): session.respond(to: frame, with: response)
+        case .failure(let error): session.respond(to: frame, with: error)
+        }
+        session.requestAnswered(query: false)
+    }
+
+    private static func sendResponse(
+        _ recipients: [UserID],
+        _ statuses: [UserID: DeliveryResult.Status],
+        duplicates: Set<UserID> = []
+    ) -> Parley_V1_SendMessageResponse {
+        var response = Parley_V1_SendMessageResponse()
+        response.results = recipients.map { recipient in
+            DeliveryResult(
+                recipient: recipient,
+                status: statuses[recipient]
+                    ?? .failed(ParleyError(code: .internalError, message: "no result for \(recipient)")),
+                duplicate: duplicates.contains(recipient)
+            ).wire
+        }
+        return response
+    }
+
+    // MARK: Delivering
+
+    private func acknowledge(_ request: Parley_V1_AckMessagesRequest, recipient: UserID, in session: SessionContext) {
+        guard !request.messages.isEmpty else { return }
+        let keys = request.messages.map {
+            DeliveryStateMachine.Key(sender: UserID($0.sender), messageID: MessageID($0.messageID))
+        }
+        session.server.committer.acknowledge(
+            MessageCommitter.Acknowledgement(
+                recipient: recipient,
+                messages: keys.map { (sender: $0.sender, messageID: $0.messageID) }
+            )
+        )
+        perform(delivery.acknowledged(keys).next, in: session)
+    }
+
+    /// A message for this session was just committed.
+    func liveDelivery(_ live: MessageCommitter.LiveDelivery, in session: SessionContext) {
+        guard session.identity.user == live.recipient else { return }
+        let key = DeliveryStateMachine.Key(sender: live.message.sender, messageID: live.message.messageID)
+        let action = delivery.liveMessage(sequence: live.sequence, key: key)
+        if case .push = action {
+            push(
+                messageID: live.message.messageID,
+                sender: live.message.sender,
+                recipients: live.message.allRecipients,
+                isText: live.message.isText,
+                payload: live.payload,
+                sentAt: live.message.sentAt,
+                storedAt: live.storedAt,
+                in: session
+            )
+        } else {
+            perform(action, in: session)
+        }
+    }
+
+    /// A message this session's user sent with a receipt wanted was acknowledged.
+    func deliveryReceipt(_ ack: AcknowledgedMessage, in session: SessionContext) {
+        guard session.identity.user == ack.sender else { return }
+        var event = Parley_V1_DeliveryReceiptEvent()
+        event.messageID = ack.messageID.rawValue
+        event.recipient = ack.recipient.rawValue
+        event.acknowledgedAtMs = ack.acknowledgedAt.millisecondsSince1970
+        session.push(Frame(type: .deliveryReceipt, requestID: 0, message: event))
+    }
+
+    private func perform(_ action: DeliveryStateMachine.Action, in session: SessionContext) {
+        switch action {
+        case .none, .push:
+            // Live pushes carry their message and are written by `liveDelivery`.
+            break
+        case .load(let after, let limit):
+            load(after: after, limit: limit, in: session)
+        }
+    }
+
+    private func load(after: Int64, limit: Int, in session: SessionContext) {
+        guard let user = session.identity.user else { return }
+        let store = session.server.store
+        session.blocking { () throws(ParleyError) in
+            try store.pendingMessages(for: user, after: after, limit: limit)
+        } then: { [self] result in
+            guard session.identity.user == user else { return }
+            switch result {
+            case .success(let messages):
+                let keyed = messages.map {
+                    (sequence: $0.sequence, key: DeliveryStateMachine.Key(sender: $0.sender, messageID: $0.messageID))
+                }
+                let (pushed, next) = delivery.loaded(keyed, limit: limit)
+                let wanted = Set(pushed)
+                for message in messages where wanted.contains(message.sequence) {
+                    push(
+                        messageID: message.messageID,
+                        sender: message.sender,
+                        recipients: message.recipients,
+                        isText: message.isText,
+                        payload: ByteBuffer(bytes: message.body),
+                        sentAt: message.sentAt,
+                        storedAt: message.storedAt,
+                        in: session
+                    )
+                }
+                perform(next, in: session)
+            case .failure(let error):
+                session.server.metrics.storageErrors.increment()
+                session.logger.info("loading stored messages failed", metadata: ["error": "\(error)"])
+                delivery.loadFailed()
+            }
+        }
+    }
+
+    private func push(
+        messageID: MessageID,
+        sender: UserID,
+        recipients: [UserID],
+        isText: Bool,
+        payload: ByteBuffer,
+        sentAt: Date,
+        storedAt: Date,
+        in session: SessionContext
+    ) {
+        var event = Parley_V1_MessageEvent()
+        event.messageID = messageID.rawValue
+        event.sender = sender.rawValue
+        event.recipients = recipients.map(\.rawValue)
+        event.kind = isText ? .text : .binary
+        event.sentAtMs = sentAt.millisecondsSince1970
+        event.deliveredAtMs = Date().millisecondsSince1970
+        event.storedAtMs = storedAt.millisecondsSince1970
+        session.push(Frame(type: .message, requestID: 0, message: event, payload: payload))
+        session.server.metrics.messageDelivered()
+    }
+}
+
+@available(*, unavailable)
+extension MessagesFamily: Sendable {}
