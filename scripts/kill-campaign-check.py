@@ -37,9 +37,11 @@ def main():
     summary = json.loads(lines[-1])
 
     acknowledged = {}  # (sender, recipient, number) -> message ID
-    for sender, recipient, number, message_id, _ in read(os.path.join(logs, "acknowledged-*.log"), 5):
+    resent = 0
+    for sender, recipient, number, message_id, duplicate in read(os.path.join(logs, "acknowledged-*.log"), 5):
         if acknowledged.setdefault((sender, recipient, number), message_id) != message_id:
             raise SystemExit(f"sender {sender} logged two message IDs for number {number} to {recipient}")
+        resent += duplicate
     acknowledged_ids = {(s, r, i) for (s, r, _), i in acknowledged.items()}
 
     received = set()  # (sender, recipient, message ID)
@@ -71,7 +73,8 @@ def main():
     print(f"  came again on the wire after acknowledgement:   {summary['hiddenRedeliveries']} "
           f"(hidden from the applications by ParleyClient)")
     print(f"  received, never acknowledged to the sender:     {unacknowledged}")
-    print(f"  sends tried again after a kill (same ID):       {summary['sendRetries']}")
+    print(f"  resent after a kill, server answered duplicate: {resent}")
+    print(f"  sends failed and tried again by the sender:     {summary['sendRetries']}")
     failed = lost or duplicated or reordered or summary["missing"]
     if failed:
         print("KILL CAMPAIGN FAILED: lost, duplicated and reordered must all be 0")

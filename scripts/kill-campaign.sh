@@ -48,7 +48,7 @@ start_server() {
     local out="$work/server-$starts.out" attempt
     for attempt in 1 2 3 4 5; do
         "$parley" server --host 127.0.0.1 --port "$1" --data "$work/data" --password-cost 4 \
-            --log-level error >"$out" 2>>"$work/server.log" &
+            --log-level error >"$out" 2>>"$work/server.log" 3>&- &
         server_pid=$!
         for _ in $(seq 1 600); do
             grep -q "^listening on" "$out" 2>/dev/null && break
@@ -78,7 +78,8 @@ mkfifo "$work/control"
     --senders "$SENDERS" --online "$ONLINE" --intermittent "$INTERMITTENT" --late "$LATE" \
     --logs "$work/logs" <"$work/control" >"$work/client.out" 2>"$work/client.err" &
 client_pid=$!
-# The client's standard input: closing it tells the client to stop sending and drain.
+# The client's standard input: closing it tells the client to stop sending and drain (so no
+# other process may inherit it: the servers are started with it closed).
 exec 3>"$work/control"
 for _ in $(seq 1 1200); do
     grep -q "^ready" "$work/client.out" 2>/dev/null && break
