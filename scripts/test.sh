@@ -45,6 +45,11 @@ if ! (run_tests node --filter "$timing_tests"); then
 fi
 run_tests load --filter "$load_tests"
 
+# A short kill campaign (docs/PROTOCOL.md section 11.6; README "Guarantees"): the server is
+# killed with SIGKILL 5 times under load; lost, duplicated and reordered messages must be 0.
+echo "== kill campaign (short: 5 kills of the server under load)"
+KILLS=5 NO_BUILD=1 ./scripts/kill-campaign.sh
+
 echo "== docs (DocC, warnings are errors; the snippets the articles show)"
 ./scripts/docs.sh
 

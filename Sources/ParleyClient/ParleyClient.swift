@@ -49,6 +49,7 @@ public final class ParleyClient: Sendable {
         var seen = RecentMessages(capacity: 10_000)
         /// The user whose messages `seen` remembers.
         var seenUser: UserID?
+        var hiddenRedeliveries = 0
 
         /// Starts a fresh memory of received messages unless it already is `user`'s (nil: a user
         /// about to be registered). Message IDs are unique per sender, not per recipient: another
@@ -75,6 +76,14 @@ public final class ParleyClient: Sendable {
 
     /// The user this client is logged on as, if any.
     public var loggedOnUser: UserID? { state.withLock { $0.user } }
+
+    /// How many messages came again from the server after the application had taken them from
+    /// ``events``: the client acknowledged each again and did not deliver it a second time.
+    ///
+    /// A server that crashes after the acknowledgement arrived but before it was committed sends
+    /// such messages again at the next logon (docs/PROTOCOL.md section 11.6). Copies of a message
+    /// still waiting in ``events`` are dropped too but not counted here.
+    public var hiddenRedeliveries: Int { state.withLock { $0.hiddenRedeliveries } }
 
     // MARK: Running
 
@@ -361,11 +370,21 @@ public final class ParleyClient: Sendable {
                 sentAt: Date(millisecondsSince1970: event.sentAtMs),
                 deliveredAt: Date(millisecondsSince1970: event.deliveredAtMs)
             )
-            let fresh = state.withLock { $0.seen.insert(sender: message.sender, id: message.id) }
-            if fresh {
+            let arrival = state.withLock { state in
+                let arrival = state.seen.arrived(sender: message.sender, id: message.id)
+                if arrival == .taken { state.hiddenRedeliveries += 1 }
+                return arrival
+            }
+            switch arrival {
+            case .new:
                 emit(.message(message))
-            } else {
-                // A redelivery of a message the application already has: just confirm it.
+            case .waiting:
+                // The first copy still waits in `events`: it is acknowledged when the application
+                // takes it, not now, so a crash of this process cannot lose it.
+                break
+            case .taken:
+                // The application has it, but the server did not record the acknowledgement
+                // (it crashed before committing it): confirm it again, deliver it not again.
                 connection.acknowledge(message)
             }
         case .deliveryReceipt:
@@ -396,6 +415,7 @@ public final class ParleyClient: Sendable {
     /// Called by the events iterator when the application takes a message.
     func acknowledge(_ message: Message) {
         let connection = state.withLock { state -> ClientConnection? in
+            state.seen.take(sender: message.sender, id: message.id)
             if case .ready(let connection) = state.phase { return connection }
             return nil
         }
@@ -611,14 +631,33 @@ extension ParleyClient {
     }
 }
 
-/// A bounded memory of recently received (sender, message ID) pairs.
+/// A bounded memory of recently received (sender, message ID) pairs, and whether the
+/// application has taken each from the event stream yet.
+///
+/// Why a window of recent messages is enough: the server redelivers only messages whose
+/// acknowledgement it has not committed, and it pushes a session's messages in one increasing
+/// order and commits acknowledgements in the order it reads them. So what comes again after a
+/// reconnect is at most the last messages of the previous sessions (those in flight or acked
+/// but not yet committed), bounded by the delivery window plus one commit's worth of
+/// acknowledgements, far below the default capacity of 10,000 (docs/PROTOCOL.md section 11.6).
 struct RecentMessages {
+    /// What a message's arrival from the server means.
+    enum Arrival: Equatable {
+        /// Not seen before (or forgotten): deliver it.
+        case new
+        /// A copy is still waiting for the application: drop this one.
+        case waiting
+        /// The application has taken it: acknowledge it again, deliver it not again.
+        case taken
+    }
+
     private struct Key: Hashable {
         var sender: UserID
         var id: MessageID
     }
 
-    private var set: Set<Key> = []
+    /// Each remembered pair and whether the application has taken it.
+    private var taken: [Key: Bool] = [:]
     private var order: [Key] = []
     private var head = 0
     let capacity: Int
@@ -627,18 +666,25 @@ struct RecentMessages {
         self.capacity = max(capacity, 1)
     }
 
-    /// True if the pair was not seen before (and remembers it).
-    mutating func insert(sender: UserID, id: MessageID) -> Bool {
+    /// Remembers the pair (forgetting the oldest when full) and says whether it is new.
+    mutating func arrived(sender: UserID, id: MessageID) -> Arrival {
         let key = Key(sender: sender, id: id)
-        guard set.insert(key).inserted else { return false }
+        if let taken = taken[key] { return taken ? .taken : .waiting }
+        taken[key] = false
         if order.count < capacity {
             order.append(key)
         } else {
-            set.remove(order[head])
+            taken.removeValue(forKey: order[head])
             order[head] = key
             head = (head + 1) % capacity
         }
-        return true
+        return .new
+    }
+
+    /// The application took the message from the event stream.
+    mutating func take(sender: UserID, id: MessageID) {
+        let key = Key(sender: sender, id: id)
+        if taken[key] != nil { taken[key] = true }
     }
 }
 

@@ -13,14 +13,12 @@ struct ClientBehaviourTests {
         let server = try await ScriptedServer.start { frame, _ in
             switch frame.type {
             case .logOn:
-                var response = Parley_V1_LogonResponse()
-                response.user.userID = 1000
-                response.user.userName = "alice"
-                // Then the failure of a request the client sent with ID 0 (an ACK_MESSAGES after a
-                // log-off, say): the protocol answers it with request ID 0 and fatal = false.
+                // The logon answer, then the failure of a request the client sent with ID 0 (an
+                // ACK_MESSAGES after a log-off, say): the protocol answers it with request ID 0 and
+                // fatal = false.
                 let error = ParleyError(code: .notLoggedOn, message: "log on first")
                 return [
-                    .send(Frame(type: FrameType.logOn.response, requestID: frame.requestID, message: response)),
+                    .send(logOnAnswer(to: frame, user: 1000, name: "alice")),
                     .send(.error(error, requestID: 0, fatal: false)),
                 ]
             default:
@@ -85,4 +83,63 @@ struct ClientBehaviourTests {
         }
         await server.stop()
     }
+
+    @Test(
+        "a message the server sends again after the application took it is not delivered again, but acknowledged again")
+    func redeliveryAfterAcknowledgementIsHidden() async throws {
+        let server = try await ScriptedServer.start { frame, connection in
+            switch frame.type {
+            case .logOn:
+                let answer = logOnAnswer(to: frame, user: 1001, name: "bob")
+                // The first session gets 1 and 2. The second gets them again (a server that
+                // crashed before committing their acknowledgements), then 3.
+                let ids: [UInt64] = connection == 0 ? [1, 2] : [1, 2, 3]
+                return [.send(answer)] + ids.map { ScriptedServer.Action.send(messageEvent(id: $0)) }
+            case .ackMessages where connection == 0:
+                // Lose the connection once 2 is acknowledged.
+                let request = try? frame.decodeMeta(as: Parley_V1_AckMessagesRequest.self)
+                return request?.messages.contains { $0.messageID == 2 } == true ? [.close] : []
+            default:
+                return []
+            }
+        }
+        try await withTestClient(of: server.clientConfiguration) { test in
+            try await test.client.logOn(userID: 1001, password: "pw")
+            try await test.waitForMessages(3)
+            let again = try await server.received.wait(for: "1 and 2 acknowledged on the second connection") {
+                items, _ -> Set<UInt64>? in
+                let ids = Set(
+                    items.filter { $0.connection == 1 && $0.frame.type == .ackMessages }.flatMap { item in
+                        ((try? item.frame.decodeMeta(as: Parley_V1_AckMessagesRequest.self))?.messages ?? [])
+                            .map(\.messageID)
+                    }
+                )
+                return ids.isSuperset(of: [1, 2, 3]) ? ids : nil
+            }
+            #expect(again == [1, 2, 3])
+            // 3 came after the copies of 1 and 2, so they were handled by the time it arrived.
+            #expect(test.messages.map(\.id.rawValue) == [1, 2, 3])
+            #expect(test.messages.map(\.body) == [.text("1"), .text("2"), .text("3")])
+            #expect(test.client.hiddenRedeliveries == 2)
+        }
+        await server.stop()
+    }
+}
+
+/// A MESSAGE event from user 1000 to 1001 whose body is its ID.
+private func messageEvent(id: UInt64) -> Frame {
+    var event = Parley_V1_MessageEvent()
+    event.messageID = id
+    event.sender = 1000
+    event.recipients = [1001]
+    event.kind = .text
+    return Frame(type: .message, requestID: 0, message: event, payload: ByteBuffer(string: "\(id)"))
+}
+
+/// A successful answer to the LOGON request `frame`.
+private func logOnAnswer(to frame: Frame, user: UInt32, name: String) -> Frame {
+    var response = Parley_V1_LogonResponse()
+    response.user.userID = user
+    response.user.userName = name
+    return Frame(type: FrameType.logOn.response, requestID: frame.requestID, message: response)
 }
