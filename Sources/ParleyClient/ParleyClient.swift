@@ -49,6 +49,9 @@ public final class ParleyClient: Sendable {
         var seen = RecentMessages(capacity: 10_000)
         /// The user whose messages `seen` remembers.
         var seenUser: UserID?
+        /// The application acknowledges messages itself (``manuallyAcknowledgedEvents``) and
+        /// de-duplicates them durably: every copy is passed on, none acknowledged here.
+        var acknowledgesManually = false
 
         /// Starts a fresh memory of received messages unless it already is `user`'s (nil: a user
         /// about to be registered). Message IDs are unique per sender, not per recipient: another
@@ -71,6 +74,17 @@ public final class ParleyClient: Sendable {
     /// Messages, receipts and connection changes, in order. Iterate from one task.
     public var events: ParleyClientEvents {
         ParleyClientEvents(stream: eventStream, client: self)
+    }
+
+    /// The same events as ``events`` (iterate one of the two), but a message is not acknowledged
+    /// when it is taken: call ``acknowledge(_:)`` once it is stored durably, so that a crash in
+    /// between leaves it with the server. An embedding SDK with its own durable inbox uses this.
+    /// Every copy of a message the server delivers again is passed on too (the application
+    /// acknowledges what it has already), since the client cannot know whether the first copy was
+    /// stored.
+    public var manuallyAcknowledgedEvents: ParleyClientEvents {
+        state.withLock { $0.acknowledgesManually = true }
+        return ParleyClientEvents(stream: eventStream, client: self, acknowledgesMessages: false)
     }
 
     /// The user this client is logged on as, if any.
@@ -361,7 +375,9 @@ public final class ParleyClient: Sendable {
                 sentAt: Date(millisecondsSince1970: event.sentAtMs),
                 deliveredAt: Date(millisecondsSince1970: event.deliveredAtMs)
             )
-            let fresh = state.withLock { $0.seen.insert(sender: message.sender, id: message.id) }
+            let fresh = state.withLock {
+                $0.seen.insert(sender: message.sender, id: message.id) || $0.acknowledgesManually
+            }
             if fresh {
                 emit(.message(message))
             } else {
@@ -393,8 +409,11 @@ public final class ParleyClient: Sendable {
         }
     }
 
-    /// Called by the events iterator when the application takes a message.
-    func acknowledge(_ message: Message) {
+    /// Acknowledges a message to the server, which then stops redelivering it: the events
+    /// iterator calls it when the application takes a message; with
+    /// ``manuallyAcknowledgedEvents`` the application calls it. Without a connection, the server
+    /// redelivers the message after the next logon (and the client acknowledges the copy).
+    public func acknowledge(_ message: Message) {
         let connection = state.withLock { state -> ClientConnection? in
             if case .ready(let connection) = state.phase { return connection }
             return nil

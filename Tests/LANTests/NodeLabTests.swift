@@ -219,8 +219,13 @@ enum NodeLab {
     }
 
     /// Brings up a lab of `hosts` hosts and a scratch directory for the nodes' data, runs
-    /// `body`, and always tears both down.
-    static func with(hosts: Int, _ body: (LabSession, URL) async throws -> Void) async throws {
+    /// `body`, and always tears both down. `environment` names the lab (another suite may run
+    /// its own lab at the same time, with another prefix and subnet).
+    static func with(
+        hosts: Int,
+        environment: [String: String] = environment,
+        _ body: (LabSession, URL) async throws -> Void
+    ) async throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("parley-nodelab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         defer {
