@@ -12,7 +12,8 @@ extension ParleyNode {
     /// thing, by the next node on the same data directory. The one window left for a duplicate
     /// is a crash after the application has handled a message and before it asks for the next
     /// one: an application that must not handle a message twice keeps ``/ParleyCore/Message/id``
-    /// (unique per sender) with whatever it records, and records before asking for the next.
+    /// (unique per sender) with whatever it records, records before asking for the next, and
+    /// checks its record for the messages that ``AsyncIterator/isRedelivery`` marks.
     ///
     /// At most ``Configuration/unreadEventLimit`` events wait unread. Past that, messages stop being
     /// taken: the server's are left with the server (they come once the reader catches up), a
@@ -34,6 +35,11 @@ extension ParleyNode {
             /// The inbox entry of the message this iterator returned last: confirmed (removed
             /// from the inbox) when the application asks for the next event.
             var unconfirmed: Int64?
+            /// The event returned last is a message handed over again at a start: one that the
+            /// last run acknowledged and whose application did not ask for the next event after
+            /// it. The application may have handled it before the crash; one that must not handle
+            /// a message twice checks its own record for the message's ID (unique per sender).
+            public private(set) var isRedelivery = false
 
             init(base: AsyncStream<EventQueue.Entry>.Iterator, queue: EventQueue) {
                 self.base = base
@@ -60,6 +66,7 @@ extension ParleyNode {
                 guard let entry else { return nil }
                 queue.taken()
                 unconfirmed = entry.inboxSequence
+                isRedelivery = entry.isRedelivery
                 return entry.event
             }
         }
@@ -73,6 +80,8 @@ final class EventQueue: Sendable {
     struct Entry: Sendable {
         var event: ParleyNode.Event
         var inboxSequence: Int64?
+        /// Left in the inbox by a previous run.
+        var isRedelivery = false
     }
 
     private struct State {
@@ -102,14 +111,16 @@ final class EventQueue: Sendable {
     /// stored in the node inbox), in any case; returns whether it was queued (false only at the
     /// limit, or after ``finish()``).
     @discardableResult
-    func offer(_ event: ParleyNode.Event, inboxSequence: Int64? = nil, pastLimit: Bool = false) -> Bool {
+    func offer(
+        _ event: ParleyNode.Event, inboxSequence: Int64? = nil, isRedelivery: Bool = false, pastLimit: Bool = false
+    ) -> Bool {
         let accepted = state.withLock { state -> Bool in
             guard !state.finished, pastLimit || state.unread < limit else { return false }
             state.unread += 1
             return true
         }
         guard accepted else { return false }
-        continuation.yield(Entry(event: event, inboxSequence: inboxSequence))
+        continuation.yield(Entry(event: event, inboxSequence: inboxSequence, isRedelivery: isRedelivery))
         return true
     }
 

@@ -61,7 +61,7 @@ extension ParleyNode {
             let route = Route(rawValue: entry.route) ?? (node == nil ? .server : .direct)
             events.offer(
                 .messageReceived(entry.message, from: node, route: route), inboxSequence: entry.sequence,
-                pastLimit: true)
+                isRedelivery: true, pastLimit: true)
         }
         return entries.count
     }

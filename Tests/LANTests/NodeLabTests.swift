@@ -328,6 +328,7 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var addresses: [String]?
     var linked: Bool?
     var route: String?
+    var redelivered: Bool?
     var text: String?
     var fromNode: String?
     var id: UInt64?
@@ -340,7 +341,8 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
-        case event, nodeID, name, port, pid, userID, addresses, linked, route, text, fromNode, id, messageID, message
+        case event, nodeID, name, port, pid, userID, addresses, linked, route, redelivered, text, fromNode, id
+        case messageID, message
         case state, reason, peers
     }
 
