@@ -101,7 +101,7 @@ extension ParleyNode {
                     )
                     try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
                     let link = DirectLink(channel: channel, inputs: inputs)
-                    if case .enqueued = links.yield(link) { return }
+                    if self.admit(link), case .enqueued = links.yield(link) { return }
                     logger.warning("refusing a direct link: the node is not serving links")
                     channel.close(promise: nil)
                 }
@@ -247,12 +247,23 @@ extension ParleyNode {
             throw ParleyError(code: .notConnected, message: "cannot connect to \(address)", cause: error)
         }
         let link = DirectLink(channel: channel, inputs: inputs)
-        guard case .enqueued = linkContinuation.yield(link) else {
+        guard admit(link), case .enqueued = linkContinuation.yield(link) else {
             channel.close(promise: nil)
             throw ParleyError(code: .notConnected, message: "the node is not serving links")
         }
         _ = try await link.waitUntilReady(timeout: timeout)
         return link
+    }
+
+    /// Registers a new link for the teardown to close, unless the node is stopping. A link that
+    /// connects while the node stops would otherwise stay open, unserved, until its dial timed
+    /// out: the peer would take its NODE_HELLO for a sign of life of a node that is gone.
+    private func admit(_ link: DirectLink) -> Bool {
+        state.withLock { state in
+            guard !state.stopping else { return false }
+            state.allLinks[ObjectIdentifier(link)] = link
+            return true
+        }
     }
 
     // MARK: Serving
