@@ -13,7 +13,9 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             "started" (nodeID, name, port, pid) first; "peerUp", "peerChanged" (nodeID, userID, \
             name, addresses, status, linked, online) and "peerDown" (nodeID); "message" (id, \
             sender, recipients, kind, text or base64, sentAt, deliveredAt, fromNode, route: direct, \
-            server or queued); "receipt" (messageID, toUser, deliveredAt: a message sent through the \
+            server or queued; redelivered: true for a message handed over again after a crash, which \
+            may repeat an earlier line with the same id: each message is printed before the node \
+            confirms it, so none is lost); "receipt" (messageID, toUser, deliveredAt: a message sent through the \
             server reached its recipient); "linkRefused" (nodeID, message, byPeer: a direct link refused \
             by this node, e.g. an impostor, or by the peer); "routeChanged" (toUser or toNode, route); \
             "queuedMessageFailed" \

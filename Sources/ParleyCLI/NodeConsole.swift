@@ -49,8 +49,12 @@ struct NodeConsole: Service {
                     text: NodeEventRecord.started(nodeID: node.nodeID, name: name, port: port).line
                 )
                 group.addTask {
-                    for await event in node.events {
-                        let record = NodeEventRecord(event)
+                    // The line is written before the next event is asked for: that confirms the
+                    // message to the node, which otherwise hands it over again after a crash.
+                    var events = node.events.makeAsyncIterator()
+                    while let event = await events.next() {
+                        var record = NodeEventRecord(event)
+                        if events.isRedelivery { record.redelivered = true }
                         try out.emit(record, text: record.line)
                     }
                     return .events

@@ -29,6 +29,8 @@ struct NodeEventRecord: Encodable {
     var deliveredAt: Date?
     var fromNode: String?
     var route: String?
+    /// A message handed over again after a crash: it may repeat an earlier line (same `id`).
+    var redelivered: Bool?
     // `routeChanged` and `sent`: who the route or message is for.
     var toUser: UInt32?
     var toNode: String?

@@ -37,14 +37,17 @@ public struct ParleyClientEvents: AsyncSequence, Sendable {
 
     let stream: AsyncStream<ParleyClientEvent>
     let client: ParleyClient
+    /// False for ``ParleyClient/manuallyAcknowledgedEvents``.
+    var acknowledgesMessages = true
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncStream<ParleyClientEvent>.AsyncIterator
         let client: ParleyClient
+        let acknowledgesMessages: Bool
 
         public mutating func next() async -> ParleyClientEvent? {
             let event = await base.next()
-            if case .message(let message)? = event {
+            if acknowledgesMessages, case .message(let message)? = event {
                 client.acknowledge(message)
             }
             return event
@@ -52,6 +55,6 @@ public struct ParleyClientEvents: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), client: client)
+        AsyncIterator(base: stream.makeAsyncIterator(), client: client, acknowledgesMessages: acknowledgesMessages)
     }
 }

@@ -50,6 +50,9 @@ public final class ParleyClient: Sendable {
         /// The user whose messages `seen` remembers.
         var seenUser: UserID?
         var hiddenRedeliveries = 0
+        /// The application acknowledges messages itself (``manuallyAcknowledgedEvents``) and
+        /// de-duplicates them durably: every copy is passed on, none acknowledged here.
+        var acknowledgesManually = false
 
         /// Starts a fresh memory of received messages unless it already is `user`'s (nil: a user
         /// about to be registered). Message IDs are unique per sender, not per recipient: another
@@ -72,6 +75,17 @@ public final class ParleyClient: Sendable {
     /// Messages, receipts and connection changes, in order. Iterate from one task.
     public var events: ParleyClientEvents {
         ParleyClientEvents(stream: eventStream, client: self)
+    }
+
+    /// The same events as ``events`` (iterate one of the two), but a message is not acknowledged
+    /// when it is taken: call ``acknowledge(_:)`` once it is stored durably, so that a crash in
+    /// between leaves it with the server. An embedding SDK with its own durable inbox uses this.
+    /// Every copy of a message the server delivers again is passed on too (the application
+    /// acknowledges what it has already), since the client cannot know whether the first copy was
+    /// stored.
+    public var manuallyAcknowledgedEvents: ParleyClientEvents {
+        state.withLock { $0.acknowledgesManually = true }
+        return ParleyClientEvents(stream: eventStream, client: self, acknowledgesMessages: false)
     }
 
     /// The user this client is logged on as, if any.
@@ -370,7 +384,10 @@ public final class ParleyClient: Sendable {
                 sentAt: Date(millisecondsSince1970: event.sentAtMs),
                 deliveredAt: Date(millisecondsSince1970: event.deliveredAtMs)
             )
-            let arrival = state.withLock { state in
+            let arrival = state.withLock { state -> RecentMessages.Arrival in
+                // An application that acknowledges itself gets every copy (it de-duplicates
+                // durably, and only it knows whether the first copy was recorded).
+                if state.acknowledgesManually { return .new }
                 let arrival = state.seen.arrived(sender: message.sender, id: message.id)
                 if arrival == .taken { state.hiddenRedeliveries += 1 }
                 return arrival
@@ -412,8 +429,11 @@ public final class ParleyClient: Sendable {
         }
     }
 
-    /// Called by the events iterator when the application takes a message.
-    func acknowledge(_ message: Message) {
+    /// Acknowledges a message to the server, which then stops redelivering it: the events
+    /// iterator calls it when the application takes a message; with
+    /// ``manuallyAcknowledgedEvents`` the application calls it. Without a connection, the server
+    /// redelivers the message after the next logon (and the client acknowledges the copy).
+    public func acknowledge(_ message: Message) {
         let connection = state.withLock { state -> ClientConnection? in
             state.seen.take(sender: message.sender, id: message.id)
             if case .ready(let connection) = state.phase { return connection }

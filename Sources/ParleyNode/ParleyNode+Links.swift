@@ -101,7 +101,7 @@ extension ParleyNode {
                     )
                     try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
                     let link = DirectLink(channel: channel, inputs: inputs)
-                    if case .enqueued = links.yield(link) { return }
+                    if self.admit(link), case .enqueued = links.yield(link) { return }
                     logger.warning("refusing a direct link: the node is not serving links")
                     channel.close(promise: nil)
                 }
@@ -247,12 +247,23 @@ extension ParleyNode {
             throw ParleyError(code: .notConnected, message: "cannot connect to \(address)", cause: error)
         }
         let link = DirectLink(channel: channel, inputs: inputs)
-        guard case .enqueued = linkContinuation.yield(link) else {
+        guard admit(link), case .enqueued = linkContinuation.yield(link) else {
             channel.close(promise: nil)
             throw ParleyError(code: .notConnected, message: "the node is not serving links")
         }
         _ = try await link.waitUntilReady(timeout: timeout)
         return link
+    }
+
+    /// Registers a new link for the teardown to close, unless the node is stopping. A link that
+    /// connects while the node stops would otherwise stay open, unserved, until its dial timed
+    /// out: the peer would take its NODE_HELLO for a sign of life of a node that is gone.
+    private func admit(_ link: DirectLink) -> Bool {
+        state.withLock { state in
+            guard !state.stopping else { return false }
+            state.allLinks[ObjectIdentifier(link)] = link
+            return true
+        }
     }
 
     // MARK: Serving
@@ -348,7 +359,7 @@ extension ParleyNode {
         case .nodeHello:
             await handleHello(frame, on: link)
         case .peerMessage:
-            handleMessage(frame, on: link)
+            await handleMessage(frame, on: link)
         case FrameType.peerMessage.response:
             link.complete(frame.requestID, .success(()))
             // The peer takes this node's messages: whatever it refused before is settled.
@@ -514,7 +525,8 @@ extension ParleyNode {
         }
     }
 
-    private func handleMessage(_ frame: Frame, on link: DirectLink) {
+    /// Answers PEER_MESSAGE_OK once the message is stored (``deliver(_:sender:from:route:)``).
+    private func handleMessage(_ frame: Frame, on link: DirectLink) async {
         guard let hello = link.hello else {
             link.write(
                 .error(ParleyError(code: .handshakeRequired, message: "NODE_HELLO first"), requestID: frame.requestID)
@@ -543,40 +555,12 @@ extension ParleyNode {
                 deliveredAt: Date()
             )
             let sender = hello.userID.map { "user:\($0)" } ?? "node:\(hello.nodeID)"
-            try deliver(message, sender: sender, from: hello.nodeID, route: .direct)
+            try await deliver(message, sender: sender, from: hello.nodeID, route: .direct)
             link.write(
                 Frame(type: FrameType.peerMessage.response, requestID: frame.requestID, message: Parley_V1_Empty()))
         } catch {
             link.write(.error(error, requestID: frame.requestID))
         }
-    }
-
-    /// Hands a received message to ``events`` unless it was delivered before (by any route),
-    /// then records it as seen.
-    ///
-    /// - Throws: ``/ParleyCore/ParleyError`` when the event buffer is full (the message is not
-    ///   acknowledged and comes again) or the seen messages cannot be recorded.
-    func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) throws(ParleyError) {
-        let outcome = deliveryLock.withLock { _ -> Result<Void, ParleyError> in
-            do throws(ParleyError) {
-                if try registry.hasSeen(sender: sender, messageID: message.id) {
-                    logger.debug(
-                        "dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
-                    return .success(())
-                }
-                // A message from the server was taken (acknowledged) already: it must not be lost.
-                // A direct one is refused unacknowledged while the reader lags; its sender retries.
-                let event = Event.messageReceived(message, from: node, route: route)
-                guard eventQueue.offer(event, pastLimit: route == .server) else {
-                    throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
-                }
-                try registry.recordSeen(sender: sender, messageID: message.id, at: Date())
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-        try outcome.get()
     }
 
     // MARK: Discovery

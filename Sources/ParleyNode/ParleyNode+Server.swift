@@ -99,19 +99,22 @@ extension ParleyNode {
 
     private func consume(_ client: ParleyClient, connected: AsyncStream<Void>.Continuation) async {
         defer { connected.finish() }
-        var events = client.events.makeAsyncIterator()
+        // Messages are acknowledged here, once stored in the node inbox (or known as seen): a
+        // crash before that leaves them with the server, which delivers them again.
+        var events = client.manuallyAcknowledgedEvents.makeAsyncIterator()
         while true {
-            // Taking a message from the client acknowledges it: take one only when the node's
-            // reader has room for it, so the server keeps what the reader cannot take yet.
+            // Take a message only when the node's reader has room for it, so the server keeps
+            // what the reader cannot take yet.
             await eventQueue.waitForRoom()
             guard let event = await events.next() else { return }
             switch event {
             case .message(let message):
                 do {
-                    try deliver(message, sender: "user:\(message.sender)", from: nil, route: .server)
+                    try await deliver(message, sender: "user:\(message.sender)", from: nil, route: .server)
+                    client.acknowledge(message)
                 } catch {
                     logger.error(
-                        "a message from the server was lost",
+                        "cannot store a message from the server; it stays unacknowledged and comes again",
                         metadata: ["message.id": "\(message.id)", "error": "\(error)"])
                 }
             case .deliveryReceipt(let receipt):

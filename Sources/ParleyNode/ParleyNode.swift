@@ -24,6 +24,10 @@ import Synchronization
 /// and receivers drop copies they have delivered already, so a message acknowledged by any route
 /// is never lost nor delivered twice, and messages from one sender to one recipient stay in order.
 ///
+/// A received message is acknowledged (to the peer, or to the server) only once it is recorded
+/// as seen and stored in the node inbox in the data directory; the application gets it from
+/// ``events``, again after a crash until it has asked for the next event (see ``Events``).
+///
 /// Liveness comes from the links: a direct link sends PINGs after ``Configuration/heartbeatInterval``
 /// of silence and closes after ``Configuration/peerTimeout`` without input; a peer whose last link
 /// closed and cannot be redialled is reported down even while discovery still lists it.
@@ -47,9 +51,9 @@ public final class ParleyNode: Sendable {
     /// Held per recipient while a message to it is routed or its outbox entries flushed: keeps
     /// each recipient's messages in order.
     let sendLocks = KeyedSerialLock<Recipient>()
-    /// Held while a received message is checked against, handed to ``events`` and recorded in the
-    /// seen messages: the same message arriving on two paths at once is delivered once.
-    let deliveryLock = Mutex(())
+    /// Runs the registry calls of received messages (record, store, confirm) in order, off the
+    /// cooperative pool: the same message arriving on two paths at once is delivered once.
+    let registryQueue: RegistryQueue
 
     struct State {
         enum Phase { case idle, running, stopped }
@@ -135,10 +139,21 @@ public final class ParleyNode: Sendable {
         self.logger = logger
         directoryLock = try DataDirectoryLock(dataDirectory: configuration.dataDirectory)
         identity = try Self.identity(dataDirectory: configuration.dataDirectory)
-        registry = try NodeRegistry(
+        let registry = try NodeRegistry(
             dataDirectory: configuration.dataDirectory,
             configuration: .init(unpinCommand: Self.unpinCommand(dataDirectory: configuration.dataDirectory)))
-        eventQueue = EventQueue(limit: max(1, configuration.unreadEventLimit))
+        let registryQueue = RegistryQueue()
+        let eventQueue = EventQueue(
+            limit: max(1, configuration.unreadEventLimit),
+            confirm: Self.inboxConfirmer(registry, queue: registryQueue, logger: logger))
+        self.registry = registry
+        self.registryQueue = registryQueue
+        self.eventQueue = eventQueue
+        // What the last run acknowledged and its application did not confirm comes first.
+        let replayed = try Self.replayInbox(registry, into: eventQueue)
+        if replayed > 0 {
+            logger.info("delivering messages the last run did not see confirmed", metadata: ["count": "\(replayed)"])
+        }
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))

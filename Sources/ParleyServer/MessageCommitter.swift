@@ -155,8 +155,11 @@ final class MessageCommitter: Sendable {
                 return (submissions, acknowledgements)
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
-            if !submissions.isEmpty { commit(submissions) }
+            // Acknowledgements first: each refers to a delivery that was pushed, so committed, in
+            // an earlier round; committing them before the next batch of inserts narrows the
+            // window in which a crash makes the server push an acknowledged message again.
             if !acknowledgements.isEmpty { commit(acknowledgements) }
+            if !submissions.isEmpty { commit(submissions) }
         }
     }
 

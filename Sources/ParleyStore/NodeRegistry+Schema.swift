@@ -171,6 +171,33 @@ extension NodeRegistry {
             )
         }
 
+        // Exactly once to the application (NodeRegistry+Inbox.swift): `node_inbox` holds each
+        // message recorded as seen but not yet confirmed by the application, in arrival order;
+        // the row and its `seen_message` row are written in one transaction before the message
+        // is acknowledged, and the row is deleted once the application has taken the message.
+        // `sender` is the seen key ("user:<ID>" or "node:<node ID>"), `sender_user` the message's
+        // sender user ID, `from_node` the peer node it came from (NULL through the server),
+        // `route` the node's Route raw value.
+        migrator.registerMigration("v4-node-inbox") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE node_inbox (
+                        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                        sender TEXT NOT NULL,
+                        message_id INTEGER NOT NULL,
+                        sender_user INTEGER NOT NULL,
+                        recipients BLOB NOT NULL,
+                        is_text INTEGER NOT NULL,
+                        body BLOB NOT NULL,
+                        sent_at INTEGER NOT NULL,
+                        delivered_at INTEGER NOT NULL,
+                        from_node TEXT,
+                        route TEXT NOT NULL
+                    );
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -219,8 +219,13 @@ enum NodeLab {
     }
 
     /// Brings up a lab of `hosts` hosts and a scratch directory for the nodes' data, runs
-    /// `body`, and always tears both down.
-    static func with(hosts: Int, _ body: (LabSession, URL) async throws -> Void) async throws {
+    /// `body`, and always tears both down. `environment` names the lab (another suite may run
+    /// its own lab at the same time, with another prefix and subnet).
+    static func with(
+        hosts: Int,
+        environment: [String: String] = environment,
+        _ body: (LabSession, URL) async throws -> Void
+    ) async throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("parley-nodelab-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         defer {
@@ -323,6 +328,7 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var addresses: [String]?
     var linked: Bool?
     var route: String?
+    var redelivered: Bool?
     var text: String?
     var fromNode: String?
     var id: UInt64?
@@ -335,7 +341,8 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
-        case event, nodeID, name, port, pid, userID, addresses, linked, route, text, fromNode, id, messageID, message
+        case event, nodeID, name, port, pid, userID, addresses, linked, route, redelivered, text, fromNode, id
+        case messageID, message
         case state, reason, peers
     }
 

@@ -1,0 +1,84 @@
+import Dispatch
+import Foundation
+import Logging
+import ParleyCore
+import ParleyLink
+import ParleyStore
+
+/// Runs registry calls one at a time on a dispatch queue of their own, off Swift's cooperative
+/// pool (SQLite blocks the calling thread), in the order they were submitted.
+final class RegistryQueue: Sendable {
+    private let queue = DispatchQueue(label: "parley.node.registry")
+
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws(ParleyError) -> T) async throws(ParleyError) -> T {
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<T, ParleyError>, Never>) in
+            queue.async {
+                do throws(ParleyError) {
+                    continuation.resume(returning: .success(try body()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
+    }
+}
+
+extension ParleyNode {
+    /// Records a received message as seen and stores it in the node inbox (one transaction),
+    /// then hands it to ``events``, unless it was received before (by any route, also before a
+    /// restart). Returns once the message is durable: only then may it be acknowledged.
+    ///
+    /// - Throws: ``/ParleyCore/ParleyError`` when a direct message finds the event buffer full
+    ///   (it is not acknowledged and comes again) or the registry cannot record it.
+    func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) async throws(ParleyError) {
+        let (registry, events, logger) = (self.registry, eventQueue, self.logger)
+        try await registryQueue.run { () throws(ParleyError) in
+            // A direct message is refused unacknowledged while the reader lags (its sender tries
+            // again); one from the server was taken only once there was room (consume).
+            if route != .server, !events.hasRoom {
+                if try registry.hasSeen(sender: sender, messageID: message.id) { return }
+                throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
+            }
+            let stored = try registry.receive(
+                message, sender: sender, fromNode: node?.description, route: route.rawValue, at: Date())
+            guard let sequence = stored else {
+                logger.debug("dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
+                return
+            }
+            // Offered on this queue, right after the commit: events come in inbox order.
+            events.offer(.messageReceived(message, from: node, route: route), inboxSequence: sequence, pastLimit: true)
+        }
+    }
+
+    /// Hands the messages a previous run acknowledged but its application did not confirm to
+    /// ``events`` again, oldest first, before anything else.
+    static func replayInbox(_ registry: NodeRegistry, into events: EventQueue) throws(ParleyError) -> Int {
+        let entries = try registry.inbox()
+        for entry in entries {
+            let node = entry.fromNode.flatMap { NodeID($0) }
+            let route = Route(rawValue: entry.route) ?? (node == nil ? .server : .direct)
+            events.offer(
+                .messageReceived(entry.message, from: node, route: route), inboxSequence: entry.sequence,
+                isRedelivery: true, pastLimit: true)
+        }
+        return entries.count
+    }
+
+    /// What ``Events`` calls when the application has taken a message: removes it from the
+    /// node inbox. On failure it stays there, and comes again after a restart.
+    static func inboxConfirmer(
+        _ registry: NodeRegistry, queue: RegistryQueue, logger: Logger
+    ) -> @Sendable (Int64) async -> Void {
+        { sequence in
+            do throws(ParleyError) {
+                _ = try await queue.run { () throws(ParleyError) in try registry.removeFromInbox(sequence: sequence) }
+            } catch {
+                logger.error(
+                    "cannot confirm a message taken by the application; it is delivered again after a restart",
+                    metadata: ["inbox.sequence": "\(sequence)", "error": "\(error)"])
+            }
+        }
+    }
+}
