@@ -70,7 +70,7 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
                 return received
             case .sessionReplaced(let reason):
                 throw ParleyError(code: .sessionReplaced, message: reason)
-            case .deliveryReceipt, .connectionStateChanged:
+            case .deliveryReceipt, .connectionStateChanged, .presence:
                 continue
             }
         }

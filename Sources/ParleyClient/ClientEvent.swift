@@ -13,6 +13,25 @@ public enum ParleyClientEvent: Sendable, Hashable {
     case serverShuttingDown(reason: String)
     /// The same user logged on elsewhere and the server closed this session.
     case sessionReplaced(reason: String)
+    /// Contacts' presence: the snapshot right after each logon (with the contact list), then
+    /// every change (docs/PROTOCOL.md section 23). Only from a server that supports presence.
+    case presence(PresenceUpdate)
+}
+
+/// What a PRESENCE event told: the presence of some contacts, or of all of them after logon.
+public struct PresenceUpdate: Sendable, Hashable {
+    /// True for the batch right after logon: the contact list and every contact's presence.
+    public var isSnapshot: Bool
+    /// The contact list as fetched at logon; nil in a change.
+    public var contacts: [Contact]?
+    /// The presence of each contact the event is about.
+    public var presences: [UserID: Presence]
+
+    public init(isSnapshot: Bool, contacts: [Contact]?, presences: [UserID: Presence]) {
+        self.isSnapshot = isSnapshot
+        self.contacts = contacts
+        self.presences = presences
+    }
 }
 
 extension ParleyClient {

@@ -239,6 +239,7 @@ public final class ParleyClient: Sendable {
             hello.minVersion = WireProtocol.version
             hello.maxVersion = WireProtocol.version
             hello.agent = configuration.agent
+            hello.capabilities = [WireProtocol.presenceCapability]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,
                 hello,
@@ -351,7 +352,7 @@ public final class ParleyClient: Sendable {
         }
     }
 
-    private func request<M: WireMessage>(
+    func request<M: WireMessage>(
         _ type: FrameType,
         _ meta: some WireMessage,
         payload: ByteBuffer = ByteBuffer(),
@@ -418,6 +419,17 @@ public final class ParleyClient: Sendable {
         case .serverShutdown:
             let event = (try? frame.decodeMeta(as: Parley_V1_ServerShutdownEvent.self)) ?? .init()
             emit(.serverShuttingDown(reason: event.reason))
+        case .presence:
+            guard let event: Parley_V1_PresenceEvent = try? frame.decodeMeta() else {
+                logger.info("dropping a PRESENCE event with an unreadable meta section")
+                return
+            }
+            var presences: [UserID: Presence] = [:]
+            for info in event.presences {
+                if let presence = info.presence { presences[UserID(info.userID)] = presence }
+            }
+            let contacts = event.snapshot ? event.contacts.contacts.compactMap(\.contact) : nil
+            emit(.presence(PresenceUpdate(isSnapshot: event.snapshot, contacts: contacts, presences: presences)))
         case .sessionReplaced:
             let event = (try? frame.decodeMeta(as: Parley_V1_SessionReplacedEvent.self)) ?? .init()
             state.withLock { $0.credentials = nil }

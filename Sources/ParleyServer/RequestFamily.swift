@@ -84,6 +84,9 @@ struct SessionContext {
     /// Where the connection can be reached from other threads (the committer, the registry).
     var handle: SessionHandle? { connection.handle }
 
+    /// Whether HELLO negotiated the `presence` capability (PRESENCE events are wanted).
+    var negotiatedPresence: Bool { connection.negotiatedPresence }
+
     /// Whether the connection's outbound queue is under its limit.
     var isWritable: Bool { connection.context?.channel.isWritable ?? true }
 

@@ -38,6 +38,9 @@ extension ParleyServer {
         /// Slow-consumer policy, part 2: messages pushed to a session and not yet acknowledged
         /// before the server waits for acknowledgements. Default 512.
         public var deliveryWindow: Int = 512
+        /// The most entries one user's contact list may hold (docs/PROTOCOL.md section 23).
+        /// Default 1,000.
+        public var maximumContacts: Int = 1000
         /// Slow-consumer policy, part 3: a connection whose queue stays over the limit this
         /// long is closed with SLOW_CONSUMER. Default 60 s.
         public var slowConsumerTimeout: Duration = .seconds(60)
@@ -139,6 +142,7 @@ extension ParleyServer {
             try check(maximumFrameSize >= 1024, "maximumFrameSize must be at least 1024")
             try check(maximumConnections >= 1, "maximumConnections must be at least 1")
             try check(deliveryWindow >= 1, "deliveryWindow must be at least 1")
+            try check(maximumContacts >= 0, "maximumContacts must be at least 0")
             try check(minimumUserID.rawValue >= 1, "minimumUserID must be at least 1")
             try check((1...24).contains(passwordCost.log2N), "passwordCost.log2N must be 1...24")
             // The ranges PasswordHasher.verify accepts: a hash it would refuse must never be made.

@@ -41,6 +41,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let router: RequestRouter
     /// The messages family, which the committer reaches directly (live deliveries, receipts).
     private let messages: MessagesFamily
+    private let contacts: ContactsFamily
+    /// HELLO negotiated the `presence` capability: the session gets PRESENCE events.
+    private(set) var negotiatedPresence = false
 
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
@@ -56,14 +59,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         )
         let families = Self.makeFamilies(server: server)
         self.messages = families.messages
+        self.contacts = families.contacts
         self.families = families.all
         self.router = RequestRouter(families.all)
     }
 
     /// The request families every connection serves. A new family is added here.
-    static func makeFamilies(server: ServerContext) -> (messages: MessagesFamily, all: [any RequestFamily]) {
+    static func makeFamilies(
+        server: ServerContext
+    ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
         let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
-        return (messages, [AccountsFamily(), DirectoryFamily(), messages])
+        let contacts = ContactsFamily()
+        return (messages, contacts, [AccountsFamily(), DirectoryFamily(), messages, contacts])
     }
 
     /// What the families may do on this connection.
@@ -360,7 +367,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let configuration = server.configuration
         var ok = Parley_V1_HelloOk()
         ok.version = WireProtocol.version
-        ok.capabilities = []
+        negotiatedPresence = hello.capabilities.contains(WireProtocol.presenceCapability)
+        ok.capabilities = negotiatedPresence ? [WireProtocol.presenceCapability] : []
         ok.agent = "parley-swift/\(ParleyServer.version)"
         ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
         ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds
@@ -541,6 +549,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// A message this session's user sent, wanting a receipt, was acknowledged.
     func deliveryReceipt(_ ack: AcknowledgedMessage) {
         messages.deliveryReceipt(ack, in: session)
+    }
+
+    /// The presence of a user in this session's contact list changed.
+    func presenceChanged(_ change: PresenceHub.Change) {
+        contacts.presenceChanged(change, in: session)
+    }
+
+    /// A contact was just added by this session: its current presence, whatever the sequence.
+    func presenceOfNewContact(_ change: PresenceHub.Change) {
+        contacts.presenceOfNewContact(change, in: session)
+    }
+
+    /// The presence this session's logon asked for instead of the stored choice.
+    func requestPresence(_ choice: PresenceChoice?) {
+        contacts.requestedPresence = choice
     }
 
     // MARK: Shutdown

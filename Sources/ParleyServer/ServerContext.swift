@@ -20,6 +20,8 @@ final class ServerContext: Sendable {
     /// Group commit for SEND_MESSAGE and ACK_MESSAGES; it calls back into the registry.
     let committer: MessageCommitter
     let metrics: ServerMetrics
+    /// Who is online with which presence (docs/PROTOCOL.md section 23).
+    let presence = PresenceHub()
 
     init(
         configuration: ParleyServer.Configuration,
@@ -73,6 +75,23 @@ extension ServerContext {
             return try hasher.hash(password)
         } catch {
             throw ParleyError(code: .internalError, message: "hashing the password failed", cause: error)
+        }
+    }
+}
+
+extension ServerContext {
+    /// Tells every online watcher of `change.user` (the users whose contact lists hold it) of
+    /// the change. Reads the store: call it off the event loops.
+    func announce(_ change: PresenceHub.Change) {
+        let watchers: [UserID]
+        do {
+            watchers = try store.watchers(of: change.user)
+        } catch {
+            logger.error("cannot find whom to tell of a presence change", metadata: ["error": "\(error)"])
+            return
+        }
+        for watcher in watchers {
+            registry.session(for: watcher)?.execute { $0.presenceChanged(change) }
         }
     }
 }

@@ -37,6 +37,9 @@ extension ServerStore {
             throw ParleyError(code: .invalidRequest, message: "a user cannot be in its own contact list")
         }
         return try write("adding a contact") { db in
+            guard try Self.userRow(db, contact) != nil else {
+                throw ParleyError(code: .userNotFound, message: "no user has ID \(contact)")
+            }
             let exists = try Bool.fetchOne(
                 db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM contact WHERE owner = ? AND contact = ?)"),
                 arguments: [owner.storedValue, contact.storedValue]
@@ -53,9 +56,6 @@ extension ServerStore {
                         message: "the contact list holds \(count) entries, the maximum is \(maximum)"
                     )
                 }
-            }
-            guard try Self.userRow(db, contact) != nil else {
-                throw ParleyError(code: .userNotFound, message: "no user has ID \(contact)")
             }
             try db.cachedStatement(
                 sql: """

@@ -103,3 +103,24 @@ extension Parley_V1_PresenceRequest {
         return (chosen, text)
     }
 }
+
+extension Parley_V1_LogonRequest {
+    /// The presence this logon asks to show instead of the user's stored choice; nil for "the
+    /// stored choice" (`presence` OFFLINE, the default).
+    ///
+    /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidPresence` for an unknown state or
+    ///   a bad text.
+    package func requestedPresence() throws(ParleyError) -> (state: PresenceState, text: String)? {
+        guard presence != .presenceOffline else {
+            guard presenceText.isEmpty else {
+                throw ParleyError(code: .invalidPresence, message: "presence_text needs a presence state")
+            }
+            return nil
+        }
+        guard let state = PresenceState(wire: presence) else {
+            throw ParleyError(code: .invalidPresence, message: "unknown presence state \(presence.rawValue)")
+        }
+        try Presence.validateChoice(state: state, text: presenceText)
+        return (state, presenceText)
+    }
+}

@@ -4,6 +4,8 @@ public enum WireProtocol {
     public static let magic = "parley"
     /// The protocol version this implementation speaks (the only one so far).
     public static let version: UInt32 = 1
+    /// The HELLO capability for contact lists and presence events (docs/PROTOCOL.md section 23).
+    public static let presenceCapability = "presence"
     /// The default maximum frame size (length field value): 1 MiB.
     public static let defaultMaximumFrameSize = 1 << 20
     /// The most recipients one SEND_MESSAGE may name.

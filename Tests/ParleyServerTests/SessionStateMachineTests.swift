@@ -180,7 +180,7 @@ struct RequestRouterTests {
     @Test("every request type goes to the one family that declared it")
     func defaultFamilies() async throws {
         let server = try TestServer()
-        let (messages, families) = ServerConnectionHandler.makeFamilies(server: server.context)
+        let (messages, contacts, families) = ServerConnectionHandler.makeFamilies(server: server.context)
         let router = RequestRouter(families)
         func family(_ type: FrameType) -> (any RequestFamily)? { router.family(for: type).map { families[$0] } }
 
@@ -192,6 +192,9 @@ struct RequestRouterTests {
         }
         #expect(family(.sendMessage) === messages)
         #expect(family(.ackMessages) === messages)
+        for type in [FrameType.getContacts, .addContact, .updateContact, .removeContact, .setPresence] {
+            #expect(family(type) === contacts, "\(type)")
+        }
         for type in [FrameType.hello, .error, .ping, .message, .sendMessage.response, FrameType(rawValue: 0x7FFF)] {
             #expect(family(type) == nil, "\(type)")
         }
@@ -209,13 +212,13 @@ struct RequestRouterTests {
     @Test("a new family plugs in beside the built-in ones")
     func newFamily() async throws {
         final class Echo: RequestFamily {
-            var requestTypes: [FrameType] { [FrameType(rawValue: 0x0040)] }
+            var requestTypes: [FrameType] { [FrameType(rawValue: 0x0050)] }
             func handle(_ frame: Frame, in session: SessionContext) throws(ParleyError) {}
         }
         let server = try TestServer()
         let echo = Echo()
         let router = RequestRouter(ServerConnectionHandler.makeFamilies(server: server.context).all + [echo])
-        #expect(router.family(for: FrameType(rawValue: 0x0040)) == 3)
+        #expect(router.family(for: FrameType(rawValue: 0x0050)) == 4)
         #expect(router.family(for: .sendMessage) == 2)
         await server.close()
     }

@@ -39,7 +39,8 @@ import Testing
                         SELECT 5000000000, user_name, first_name, last_name, organization, department, application,
                             user_name_folded, first_name_folded, last_name_folded, organization_folded,
                             department_folded, application_folded, password_hash, registered_at,
-                            node_id, node_public_key, direct_addresses, allow_direct, node_key_updated_at
+                            node_id, node_public_key, direct_addresses, allow_direct, node_key_updated_at,
+                            presence_state, presence_text, last_logon_at, last_logoff_at
                         FROM user WHERE user_id = ?
                         """,
                     arguments: [ids[0].rawValue]

@@ -1,0 +1,223 @@
+import Foundation
+import ParleyCore
+import ParleyStore
+import ParleyWire
+
+/// Contact lists and presence (docs/PROTOCOL.md section 23): GET_CONTACTS, ADD_CONTACT,
+/// UPDATE_CONTACT, REMOVE_CONTACT, SET_PRESENCE, and this connection's PRESENCE events.
+///
+/// PRESENCE events reach a connection only if its HELLO negotiated the `presence` capability.
+/// The first is the snapshot taken after logon (contact list and presences); changes that arrive
+/// before it was pushed wait for it, and each contact's changes are applied in the hub's order
+/// (``PresenceHub``), whatever thread announced them.
+final class ContactsFamily: RequestFamily {
+    private static let types: [FrameType] = [
+        .getContacts, .addContact, .updateContact, .removeContact, .setPresence,
+    ]
+
+    var requestTypes: [FrameType] { Self.types }
+
+    /// The presence the logon asked for, instead of the stored choice (set by the accounts
+    /// family before the session starts).
+    var requestedPresence: PresenceChoice?
+    /// The hub sequence the logon snapshot reflects; nil until it was pushed.
+    private var snapshotSequence: UInt64?
+    /// Changes that arrived before the snapshot: the latest per contact.
+    private var waiting: [UserID: PresenceHub.Change] = [:]
+    /// Contacts added before the snapshot was pushed: their presence follows it.
+    private var waitingNew: [PresenceHub.Change] = []
+    /// The sequence of the last change pushed for each contact.
+    private var applied: [UserID: UInt64] = [:]
+
+    func handle(_ frame: Frame, in session: SessionContext) throws(ParleyError) {
+        let user = try session.requireUser()
+        switch frame.type {
+        case .getContacts:
+            session.query(frame) { server throws(ParleyError) in
+                try Self.contactList(of: user, server)
+            }
+        case .addContact:
+            let request: Parley_V1_ContactRequest = try frame.decodeMeta()
+            let displayName = try request.displayName()
+            let contact = UserID(request.userID)
+            let tell = session.negotiatedPresence
+            session.query(frame) { server throws(ParleyError) in
+                let added = try server.store.addContact(
+                    contact,
+                    to: user,
+                    displayName: displayName,
+                    maximum: server.configuration.maximumContacts,
+                    now: Date()
+                )
+                if tell {
+                    let now = server.presence.snapshot(of: [contact])
+                    let change = PresenceHub.Change(
+                        user: contact,
+                        presence: now.presences[contact] ?? .offline,
+                        sequence: now.sequence
+                    )
+                    server.registry.session(for: user)?.execute { $0.presenceOfNewContact(change) }
+                }
+                var response = Parley_V1_ContactResponse()
+                response.contact = Parley_V1_Contact(added)
+                return response
+            }
+        case .updateContact:
+            let request: Parley_V1_ContactRequest = try frame.decodeMeta()
+            let displayName = try request.displayName()
+            let contact = UserID(request.userID)
+            session.query(frame) { server throws(ParleyError) in
+                var response = Parley_V1_ContactResponse()
+                response.contact = Parley_V1_Contact(
+                    try server.store.updateContact(contact, of: user, displayName: displayName)
+                )
+                return response
+            }
+        case .removeContact:
+            let contact = UserID(try frame.decodeMeta(as: Parley_V1_UserIdRequest.self).userID)
+            session.query(frame) { server throws(ParleyError) in
+                try server.store.removeContact(contact, from: user)
+                return Parley_V1_Empty()
+            }
+        case .setPresence:
+            let choice = try frame.decodeMeta(as: Parley_V1_PresenceRequest.self).choice()
+            guard let id = session.handle?.id else { return }
+            session.query(frame) { server throws(ParleyError) in
+                try server.store.setPresenceChoice(PresenceChoice(state: choice.state, text: choice.text), for: user)
+                let presence = Presence(state: choice.state, text: choice.text, since: Date())
+                if let change = server.presence.change(user, session: id, to: presence) {
+                    server.announce(change)
+                }
+                return Parley_V1_Empty()
+            }
+        default:
+            throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
+        }
+    }
+
+    func sessionStarted(in session: SessionContext) {
+        guard let user = session.identity.user, let id = session.handle?.id else { return }
+        reset()
+        let requested = requestedPresence
+        requestedPresence = nil
+        let wantsEvents = session.negotiatedPresence
+        let server = session.server
+        session.blocking(
+            { () throws(ParleyError) -> Snapshot? in
+                let now = Date()
+                try server.store.recordSession(of: user, isLogon: true, now: now)
+                var stored: PresenceChoice?
+                if requested == nil { stored = try server.store.presenceChoices(of: [user])[user] }
+                let choice = requested ?? stored ?? PresenceChoice(state: .online, text: "")
+                let presence = Presence(state: choice.state, text: choice.text, since: now)
+                if let change = server.presence.online(user, session: id, presence: presence) {
+                    server.announce(change)
+                }
+                guard wantsEvents else { return nil }
+                return try Self.snapshot(of: user, server)
+            },
+            then: { [weak self] result in
+                switch result {
+                case .success(let snapshot?): self?.pushSnapshot(snapshot, in: session)
+                case .success(nil): break
+                case .failure(let error):
+                    session.logger.error("presence at logon failed", metadata: ["error": "\(error)"])
+                }
+            }
+        )
+    }
+
+    func sessionEnded(_ user: UserID, in session: SessionContext) {
+        reset()
+        requestedPresence = nil
+        guard let id = session.handle?.id else { return }
+        let server = session.server
+        guard let change = server.presence.offline(user, session: id, at: Date()) else { return }
+        server.blockingPool.submit { _ in
+            server.announce(change)
+            do {
+                try server.store.recordSession(of: user, isLogon: false, now: change.presence.since ?? Date())
+            } catch {
+                server.logger.error("cannot record a logoff", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// A contact's presence changed (on this connection's loop).
+    func presenceChanged(_ change: PresenceHub.Change, in session: SessionContext) {
+        guard session.negotiatedPresence, session.identity.user != nil else { return }
+        guard let snapshot = snapshotSequence else {
+            if (waiting[change.user]?.sequence ?? 0) < change.sequence { waiting[change.user] = change }
+            return
+        }
+        guard change.sequence > max(snapshot, applied[change.user] ?? 0) else { return }
+        push(change, in: session)
+    }
+
+    /// A contact this session just added: its current presence, even if it did not change since
+    /// the snapshot.
+    func presenceOfNewContact(_ change: PresenceHub.Change, in session: SessionContext) {
+        guard session.negotiatedPresence, session.identity.user != nil else { return }
+        guard snapshotSequence != nil else {
+            waitingNew.append(change)
+            return
+        }
+        guard change.sequence >= (applied[change.user] ?? 0) else { return }
+        push(change, in: session)
+    }
+
+    private func push(_ change: PresenceHub.Change, in session: SessionContext) {
+        applied[change.user] = change.sequence
+        var event = Parley_V1_PresenceEvent()
+        event.presences = [Parley_V1_PresenceInfo(user: change.user, presence: change.presence)]
+        session.push(Frame(type: .presence, requestID: 0, message: event))
+    }
+
+    private func pushSnapshot(_ snapshot: Snapshot, in session: SessionContext) {
+        guard session.identity.user != nil else { return }
+        snapshotSequence = snapshot.sequence
+        session.push(Frame(type: .presence, requestID: 0, message: snapshot.event))
+        let late = waiting.values.sorted { $0.sequence < $1.sequence }
+        let added = waitingNew
+        waiting = [:]
+        waitingNew = []
+        for change in late { presenceChanged(change, in: session) }
+        for change in added { presenceOfNewContact(change, in: session) }
+    }
+
+    private func reset() {
+        snapshotSequence = nil
+        waiting = [:]
+        waitingNew = []
+        applied = [:]
+    }
+
+    /// The logon snapshot: the contact list and each contact's presence, with the hub sequence
+    /// the presences reflect.
+    private struct Snapshot: Sendable {
+        var event: Parley_V1_PresenceEvent
+        var sequence: UInt64
+    }
+
+    private static func snapshot(of user: UserID, _ server: ServerContext) throws(ParleyError) -> Snapshot {
+        let list = try contactList(of: user, server)
+        let contacts = list.contacts.map { UserID($0.userID) }
+        let current = server.presence.snapshot(of: contacts)
+        var event = Parley_V1_PresenceEvent()
+        event.snapshot = true
+        event.contacts = list
+        event.presences = contacts.map {
+            Parley_V1_PresenceInfo(user: $0, presence: current.presences[$0] ?? .offline)
+        }
+        return Snapshot(event: event, sequence: current.sequence)
+    }
+
+    private static func contactList(of user: UserID, _ server: ServerContext) throws(ParleyError)
+        -> Parley_V1_ContactList
+    {
+        var list = Parley_V1_ContactList()
+        list.contacts = try server.store.contacts(of: user).map(Parley_V1_Contact.init)
+        list.maximum = UInt32(clamping: server.configuration.maximumContacts)
+        return list
+    }
+}
