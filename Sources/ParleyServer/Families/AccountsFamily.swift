@@ -101,7 +101,8 @@ final class AccountsFamily: RequestFamily {
         let node: NodeDeclaration?
         do {
             node = try request.declaredNode()
-            session.connection.requestPresence(try request.requestedPresence().map { PresenceChoice(state: $0.state, text: $0.text) })
+            let presence = try request.requestedPresence()
+            session.connection.requestPresence(presence.map { PresenceChoice(state: $0.state, text: $0.text) })
         } catch {
             session.respond(to: frame, with: error)
             return
