@@ -26,6 +26,7 @@ struct ParleyCommand: AsyncParsableCommand {
             ExistsCommand.self,
             FindCommand.self,
             ChatCommand.self,
+            ContactsCommand.self, StatusCommand.self, WatchCommand.self,
             BenchCommand.self,
             CampaignClientCommand.self,
             NodeCommand.self, PeersCommand.self, OutboxCommand.self, UnpinCommand.self,

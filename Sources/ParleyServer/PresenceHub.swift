@@ -21,7 +21,8 @@ final class PresenceHub: Sendable {
     }
 
     private struct Entry {
-        var presence: Presence
+        /// What watchers see; nil while the session is reserved and its state not known yet.
+        var presence: Presence?
         /// The session the state belongs to; the end of a replaced session changes nothing.
         var session: ObjectIdentifier
     }
@@ -33,14 +34,25 @@ final class PresenceHub: Sendable {
 
     private let state = Mutex(State())
 
-    /// Records that `user` is online on `session` with `presence`.
+    /// Makes `session` the one that holds `user`'s presence, before its state is known (called on
+    /// the session's event loop when it starts, so that its end, on the same loop, always comes
+    /// after). Watchers keep seeing what they saw (offline, or the replaced session's state).
+    func reserve(_ user: UserID, session: ObjectIdentifier) {
+        state.withLock { state in
+            state.entries[user] = Entry(presence: state.entries[user]?.presence, session: session)
+        }
+    }
+
+    /// Records that `user` is online on `session` with `presence`; nothing if `session` no
+    /// longer holds the user's presence (it ended, or was replaced, meanwhile).
     ///
     /// - Returns: the change watchers must hear of, or nil when what they see did not change
     ///   (a takeover by a session showing the same state).
     func online(_ user: UserID, session: ObjectIdentifier, presence: Presence) -> Change? {
         state.withLock { state in
-            let previous = state.entries[user]?.presence
-            state.entries[user] = Entry(presence: presence, session: session)
+            guard let entry = state.entries[user], entry.session == session else { return nil }
+            let previous = entry.presence
+            state.entries[user]?.presence = presence
             if let previous, Self.sameForWatchers(previous, presence) { return nil }
             state.sequence += 1
             return Change(user: user, presence: presence, sequence: state.sequence)
@@ -51,20 +63,23 @@ final class PresenceHub: Sendable {
     /// nothing watchers see changed.
     func change(_ user: UserID, session: ObjectIdentifier, to presence: Presence) -> Change? {
         state.withLock { state in
-            guard let entry = state.entries[user], entry.session == session else { return nil }
+            guard let entry = state.entries[user], entry.session == session, let shown = entry.presence else {
+                return nil
+            }
             state.entries[user]?.presence = presence
-            if Self.sameForWatchers(entry.presence, presence) { return nil }
+            if Self.sameForWatchers(shown, presence) { return nil }
             state.sequence += 1
             return Change(user: user, presence: presence, sequence: state.sequence)
         }
     }
 
     /// Records that `session` of `user` ended; nil when another session holds the user's
-    /// presence now (it was taken over) or the user was not online.
+    /// presence now (it was taken over), or watchers never saw this one.
     func offline(_ user: UserID, session: ObjectIdentifier, at now: Date) -> Change? {
         state.withLock { state in
-            guard state.entries[user]?.session == session else { return nil }
+            guard let entry = state.entries[user], entry.session == session else { return nil }
             state.entries[user] = nil
+            guard entry.presence != nil else { return nil }
             state.sequence += 1
             return Change(user: user, presence: Presence(state: .offline, since: now), sequence: state.sequence)
         }
@@ -76,7 +91,7 @@ final class PresenceHub: Sendable {
         state.withLock { state in
             var presences: [UserID: Presence] = [:]
             presences.reserveCapacity(users.count)
-            for user in users { presences[user] = state.entries[user]?.presence ?? .offline }
+            for user in users { presences[user] = state.entries[user]?.presence ?? Presence.offline }
             return (presences, state.sequence)
         }
     }

@@ -465,6 +465,54 @@ def main() -> int:
                   frame.type == p.PING and frame.request_id == 0 and p.decode("Ping", frame.meta)["nonce"] > 0, frame)
             a.send_frame(p.PONG, 0, p.encode("Ping", {"nonce": p.decode("Ping", frame.meta)["nonce"]}))
             check("the connection still works after our PONG", a.user_exists(alice))
+    # --- Contacts and presence (section 23) ------------------------------------------------
+    with step("contacts and presence"):
+        w = connect()
+        ok = w.hello(capabilities=["presence", "some-future-feature"])
+        check("HELLO_OK lists the presence capability, and only the known ones we asked for",
+              ok["capabilities"] == ["presence"], ok)
+        watcher = w.register(f"watcher-{suffix}", "pw")["user"]["user_id"]
+        snapshot = w.next_event(types=(p.PRESENCE,)).fields()
+        check("a PRESENCE snapshot with the (empty) contact list follows the logon answer",
+              snapshot["snapshot"] is True and snapshot["contacts"]["contacts"] == []
+              and snapshot["contacts"]["maximum"] >= 1, snapshot)
+        t = connect()
+        t.hello()
+        target = t.register(f"target-{suffix}", "pw", first_name="Tim")["user"]["user_id"]
+        contact = w.add_contact(target, p.DISPLAY_FIRST_NAME)
+        check("ADD_CONTACT answers the entry with the contact's directory record",
+              contact["user_id"] == target and contact["display_rule"] == p.DISPLAY_FIRST_NAME
+              and contact["user"]["first_name"] == "Tim" and contact["added_at_ms"] > 0, contact)
+        first = w.next_event(types=(p.PRESENCE,)).fields()
+        check("... followed by the new contact's presence (ONLINE)",
+              not first["snapshot"] and [(i["user_id"], i["state"]) for i in first["presences"]]
+              == [(target, p.PRESENCE_ONLINE)], first)
+        t.set_presence(p.PRESENCE_BUSY, "in a meeting")
+        busy = w.next_event(types=(p.PRESENCE,)).fields()
+        check("SET_PRESENCE is pushed to the watcher with its text",
+              [(i["user_id"], i["state"], i["text"]) for i in busy["presences"]]
+              == [(target, p.PRESENCE_BUSY, "in a meeting")], busy)
+        for name, values, code in [
+            ("SET_PRESENCE OFFLINE -> INVALID_PRESENCE", {"state": p.PRESENCE_OFFLINE}, 72),
+            ("SET_PRESENCE with 257 bytes of text -> INVALID_PRESENCE",
+             {"state": p.PRESENCE_AWAY, "text": "x" * 257}, 72),
+        ]:
+            answer = t.request_frame(p.SET_PRESENCE, values)
+            expect_error(name, answer, code, answer.request_id)
+        answer = w.request_frame(p.ADD_CONTACT, {"user_id": 0xFFFFFFF0})
+        expect_error("ADD_CONTACT of an unknown user -> USER_NOT_FOUND", answer, 20, answer.request_id)
+        answer = w.request_frame(p.REMOVE_CONTACT, {"user_id": watcher})
+        expect_error("REMOVE_CONTACT of a non-contact -> CONTACT_NOT_FOUND", answer, 70, answer.request_id)
+        listed = w.get_contacts()
+        check("GET_CONTACTS lists the entry", [c["user_id"] for c in listed["contacts"]] == [target], listed)
+        t.close()
+        offline = w.next_event(types=(p.PRESENCE,)).fields()
+        check("a closed connection shows OFFLINE to the watcher",
+              [(i["user_id"], i["state"]) for i in offline["presences"]] == [(target, p.PRESENCE_OFFLINE)], offline)
+        w.remove_contact(target)
+        check("REMOVE_CONTACT empties the list", w.get_contacts()["contacts"] == [])
+        w.close()
+
     pings = a.server_pings_answered + b.server_pings_answered
     print(f"info   server PINGs answered with PONG during the run: {pings} "
           f"(heartbeat interval {(a.hello_ok or {}).get('heartbeat_interval_ms')} ms)")

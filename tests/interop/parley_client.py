@@ -41,6 +41,13 @@ MESSAGE = 0x0101
 DELIVERY_RECEIPT = 0x0102
 SERVER_SHUTDOWN = 0x0103
 SESSION_REPLACED = 0x0104
+# Contacts and presence (section 23)
+GET_CONTACTS = 0x0040
+ADD_CONTACT = 0x0041
+UPDATE_CONTACT = 0x0042
+REMOVE_CONTACT = 0x0043
+SET_PRESENCE = 0x0044
+PRESENCE = 0x0110
 
 RESPONSE_BIT = 0x8000
 
@@ -79,6 +86,17 @@ META_OF_TYPE = {
     DELIVERY_RECEIPT: "DeliveryReceiptEvent",
     SERVER_SHUTDOWN: "ServerShutdownEvent",
     SESSION_REPLACED: "SessionReplacedEvent",
+    GET_CONTACTS: "Empty",
+    GET_CONTACTS | RESPONSE_BIT: "ContactList",
+    ADD_CONTACT: "ContactRequest",
+    ADD_CONTACT | RESPONSE_BIT: "ContactResponse",
+    UPDATE_CONTACT: "ContactRequest",
+    UPDATE_CONTACT | RESPONSE_BIT: "ContactResponse",
+    REMOVE_CONTACT: "UserIdRequest",
+    REMOVE_CONTACT | RESPONSE_BIT: "Empty",
+    SET_PRESENCE: "PresenceRequest",
+    SET_PRESENCE | RESPONSE_BIT: "Empty",
+    PRESENCE: "PresenceEvent",
 }
 
 TYPE_NAMES = {
@@ -88,7 +106,9 @@ TYPE_NAMES = {
     UPDATE_USER_INFO: "UPDATE_USER_INFO", CHANGE_PASSWORD: "CHANGE_PASSWORD",
     SEND_MESSAGE: "SEND_MESSAGE", ACK_MESSAGES: "ACK_MESSAGES", MESSAGE: "MESSAGE",
     DELIVERY_RECEIPT: "DELIVERY_RECEIPT", SERVER_SHUTDOWN: "SERVER_SHUTDOWN",
-    SESSION_REPLACED: "SESSION_REPLACED",
+    SESSION_REPLACED: "SESSION_REPLACED", GET_CONTACTS: "GET_CONTACTS", ADD_CONTACT: "ADD_CONTACT",
+    UPDATE_CONTACT: "UPDATE_CONTACT", REMOVE_CONTACT: "REMOVE_CONTACT", SET_PRESENCE: "SET_PRESENCE",
+    PRESENCE: "PRESENCE",
 }
 
 
@@ -104,6 +124,8 @@ MATCH_EXACT, MATCH_PREFIX, MATCH_CONTAINS = 0, 1, 2
 ONLINE_ANY, ONLINE_ONLINE, ONLINE_OFFLINE = 0, 1, 2
 KIND_TEXT, KIND_BINARY = 0, 1
 STATUS_UNSPECIFIED, ACCEPTED_ONLINE, ACCEPTED_OFFLINE, ACCEPTED_SERVER, FAILED = 0, 1, 2, 3, 4
+PRESENCE_OFFLINE, PRESENCE_ONLINE, PRESENCE_AWAY, PRESENCE_BUSY = 0, 1, 2, 3
+DISPLAY_USER_NAME, DISPLAY_FIRST_NAME, DISPLAY_LAST_NAME, DISPLAY_FULL_NAME, DISPLAY_CUSTOM = 0, 1, 2, 3, 4
 
 # Error codes (section 16)
 ERROR_NAMES = {
@@ -114,6 +136,7 @@ ERROR_NAMES = {
     30: "INVALID_UTF8", 31: "TOO_MANY_RECIPIENTS", 32: "RECIPIENT_NOT_FOUND",
     33: "SERVER_APPLICATION_UNAVAILABLE", 40: "TOO_MANY_CONNECTIONS", 41: "SHUTTING_DOWN",
     42: "IDLE_TIMEOUT", 43: "SLOW_CONSUMER", 50: "INTERNAL_ERROR", 51: "STORAGE_ERROR",
+    70: "CONTACT_NOT_FOUND", 71: "TOO_MANY_CONTACTS", 72: "INVALID_PRESENCE", 73: "CONTACT_REFUSED",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +172,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
     "LogonRequest": {1: ("user_id", "uint32", False), 2: ("password", "string", False),
                      3: ("node_public_key", "bytes", False), 4: ("node_id", "string", False),
                      5: ("direct_addresses", "string", True), 6: ("allow_direct", "bool", False),
-                     7: ("resumption_token", "string", False)},
+                     7: ("resumption_token", "string", False), 8: ("presence", "enum", False),
+                     9: ("presence_text", "string", False)},
     "UserIdRequest": {1: ("user_id", "uint32", False)},
     "BoolResponse": {1: ("value", "bool", False)},
     "UserInfoResponse": {1: ("user", "UserInfo", False)},
@@ -179,6 +203,19 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                              3: ("acknowledged_at_ms", "int64", False)},
     "ServerShutdownEvent": {1: ("reason", "string", False)},
     "SessionReplacedEvent": {1: ("reason", "string", False)},
+    # Section 23.2.1
+    "Contact": {1: ("user_id", "uint32", False), 2: ("display_rule", "enum", False),
+                3: ("custom_name", "string", False), 4: ("added_at_ms", "int64", False),
+                5: ("user", "UserInfo", False)},
+    "ContactList": {1: ("contacts", "Contact", True), 2: ("maximum", "uint32", False)},
+    "ContactRequest": {1: ("user_id", "uint32", False), 2: ("display_rule", "enum", False),
+                       3: ("custom_name", "string", False)},
+    "ContactResponse": {1: ("contact", "Contact", False)},
+    "PresenceRequest": {1: ("state", "enum", False), 2: ("text", "string", False)},
+    "PresenceInfo": {1: ("user_id", "uint32", False), 2: ("state", "enum", False), 3: ("text", "string", False),
+                     4: ("since_ms", "int64", False)},
+    "PresenceEvent": {1: ("presences", "PresenceInfo", True), 2: ("snapshot", "bool", False),
+                      3: ("contacts", "ContactList", False)},
 }
 
 SCALARS = {"uint32", "uint64", "int64", "bool", "enum"}
@@ -596,9 +633,10 @@ class Connection:
 
     # -- the protocol, one method per request (section 9)
 
-    def hello(self, agent: str = "parley-py-interop/1", min_version: int = 1, max_version: int = 1) -> dict[str, Any]:
+    def hello(self, agent: str = "parley-py-interop/1", min_version: int = 1, max_version: int = 1,
+              capabilities: list[str] = ()) -> dict[str, Any]:
         ok = self.request(HELLO, {"magic": "parley", "min_version": min_version,
-                                  "max_version": max_version, "agent": agent})
+                                  "max_version": max_version, "agent": agent, "capabilities": list(capabilities)})
         self.hello_ok = ok
         if ok["version"] != 1:
             raise DecodeError(f"the server chose version {ok['version']}")
@@ -658,6 +696,25 @@ class Connection:
         meta = encode("AckMessagesRequest", {"messages": [{"sender": s, "message_id": m} for s, m in refs]})
         self.send_frame(ACK_MESSAGES, request_id, meta)
         return self.wait_answer(request_id) if request_id else None
+
+    # -- contacts and presence (section 23)
+
+    def get_contacts(self) -> dict[str, Any]:
+        return self.request(GET_CONTACTS)
+
+    def add_contact(self, user_id: int, rule: int = DISPLAY_USER_NAME, custom_name: str = "") -> dict[str, Any]:
+        return self.request(ADD_CONTACT, {"user_id": user_id, "display_rule": rule,
+                                          "custom_name": custom_name})["contact"]
+
+    def update_contact(self, user_id: int, rule: int, custom_name: str = "") -> dict[str, Any]:
+        return self.request(UPDATE_CONTACT, {"user_id": user_id, "display_rule": rule,
+                                             "custom_name": custom_name})["contact"]
+
+    def remove_contact(self, user_id: int) -> None:
+        self.request(REMOVE_CONTACT, {"user_id": user_id})
+
+    def set_presence(self, state: int, text: str = "") -> None:
+        self.request(SET_PRESENCE, {"state": state, "text": text})
 
     def ping(self, nonce: int) -> Frame:
         request_id = self.new_request_id()

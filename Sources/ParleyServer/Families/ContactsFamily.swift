@@ -102,6 +102,9 @@ final class ContactsFamily: RequestFamily {
         requestedPresence = nil
         let wantsEvents = session.negotiatedPresence
         let server = session.server
+        // Reserved here, on the loop, so that this session's end (also on the loop) always
+        // comes after: a session that closes before its state is read never shows online.
+        server.presence.reserve(user, session: id)
         session.blocking(
             { () throws(ParleyError) -> Snapshot? in
                 let now = Date()

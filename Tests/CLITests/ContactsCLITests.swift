@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+
+@Suite("parley contacts, status and watch", .timeLimit(.minutes(2)))
+struct ContactsCLITests {
+    private func register(_ name: String, on server: TestServer) async throws -> String {
+        let result = try await parley(["register", "--server", server.address, "--name", name, "--password", "pw"])
+        try #require(result.status == 0, "\(result)")
+        return try #require(result.lines.first)
+    }
+
+    @Test("contacts are added, listed and removed; presence is watched; a killed client shows offline at once")
+    func contactsAndPresence() async throws {
+        try await withTestServer { server in
+            let alice = try await register("alice", on: server)
+            let bob = try await register("bob", on: server)
+            func asUser(_ user: String) -> [String] {
+                ["--server", server.address, "--user", user, "--password", "pw"]
+            }
+
+            let added = try await parley(["contacts", "add"] + asUser(alice) + [bob, "--name", "Bobby"])
+            #expect(added.status == 0, "\(added)")
+            #expect(added.lines == ["\(bob) Bobby (bob) custom(Bobby)"])
+            let listed = try await parley(["contacts", "list", "--json"] + asUser(alice))
+            let contacts = try listed.jsonLines()
+            #expect(contacts.count == 1)
+            #expect(contacts.first?["userID"] as? Int == Int(bob))
+            #expect(contacts.first?["name"] as? String == "Bobby")
+            let unknown = try await parley(["contacts", "add"] + asUser(alice) + ["424242"])
+            #expect(unknown.status != 0)
+            #expect(unknown.errorOutput.contains("424242"), "\(unknown)")
+
+            let removed = try await parley(["contacts", "remove"] + asUser(alice) + [bob])
+            #expect(removed.lines == ["removed \(bob)"], "\(removed)")
+            let again = try await parley(["contacts", "remove"] + asUser(alice) + [bob])
+            #expect(again.status != 0)
+            #expect(again.errorOutput.contains("not in the contact list"), "\(again)")
+            let readded = try await parley(["contacts", "add"] + asUser(alice) + [bob])
+            #expect(readded.lines == ["\(bob) bob (bob) user-name"], "\(readded)")
+
+            let status = try await parley(["status", "away", "--text", "at lunch"] + asUser(bob))
+            #expect(status.status == 0, "\(status)")
+            #expect(status.lines == ["status away (at lunch)"])
+
+            let watch = try ChildProcess(["watch", "--json"] + asUser(alice))
+            defer { watch.signal(SIGKILL) }
+            try await watch.line { $0.contains("\"snapshot\":true") && $0.contains("\"offline\"") }
+
+            // bob logs on (and stays): alice sees the state bob chose.
+            let receiver = try ChildProcess(["receive"] + asUser(bob))
+            defer { receiver.signal(SIGKILL) }
+            try await watch.line { $0.contains("\"away\"") && $0.contains("at lunch") }
+
+            // kill -9 of bob's process: its kernel closes the connection, the server sees it at once.
+            let killed = ContinuousClock.now
+            receiver.signal(SIGKILL)
+            try await watch.line(timeout: .seconds(10)) {
+                $0.contains("\"offline\"") && $0.contains("\"snapshot\":false")
+            }
+            let seen = ContinuousClock.now - killed
+            #expect(seen < .seconds(5), "offline seen after \(seen)")
+        }
+    }
+}
