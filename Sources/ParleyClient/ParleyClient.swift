@@ -38,6 +38,10 @@ public final class ParleyClient: Sendable {
         }
 
         var phase = Phase.idle
+        /// The connection the last MESSAGE came from: a message the application takes while a
+        /// new session is still logging on (its stored messages come right behind the logon
+        /// answer) is acknowledged there, not dropped until the next session.
+        var eventConnection: ClientConnection?
         var waiters: [UUID: CheckedContinuation<ClientConnection, any Error>] = [:]
         /// The last successful logon, replayed after a reconnect.
         var credentials: (user: UserID, password: String)?
@@ -386,6 +390,7 @@ public final class ParleyClient: Sendable {
                 deliveredAt: Date(millisecondsSince1970: event.deliveredAtMs)
             )
             let arrival = state.withLock { state -> RecentMessages.Arrival in
+                state.eventConnection = connection
                 // An application that acknowledges itself gets every copy (it de-duplicates
                 // durably, and only it knows whether the first copy was recorded).
                 if state.acknowledgesManually { return .new }
@@ -448,8 +453,11 @@ public final class ParleyClient: Sendable {
     public func acknowledge(_ message: Message) {
         let connection = state.withLock { state -> ClientConnection? in
             state.seen.take(sender: message.sender, id: message.id)
-            if case .ready(let connection) = state.phase { return connection }
-            return nil
+            switch state.phase {
+            case .ready(let connection): return connection
+            case .connecting: return state.eventConnection
+            case .idle, .stopped: return nil
+            }
         }
         // Without a connection the server keeps the message and redelivers it after the
         // next logon, where the de-duplication above drops it.
