@@ -18,6 +18,12 @@ struct ContactsCommand: AsyncParsableCommand {
         @OptionGroup var connection: ServerOptions
         @OptionGroup var credentials: CredentialOptions
 
+        /// Prints one contact as `contacts list` does.
+        func print(_ contact: Contact) throws {
+            let record = ContactRecord(contact)
+            try Output(json: output.json).emit(record, text: record.line)
+        }
+
         /// Logs on, runs `body`, logs off.
         func withLoggedOnClient<T: Sendable>(
             _ body: @escaping @Sendable (ParleyClient) async throws -> T
@@ -102,11 +108,8 @@ struct ContactsCommand: AsyncParsableCommand {
         var target: UserID
 
         func run() async throws {
-            let out = Output(json: common.output.json)
             let (target, rule) = (self.target, try display.rule() ?? .userName)
-            let contact = try await common.withLoggedOnClient { try await $0.addContact(target, displayName: rule) }
-            let record = ContactRecord(contact)
-            try out.emit(record, text: record.line)
+            try common.print(try await common.withLoggedOnClient { try await $0.addContact(target, displayName: rule) })
         }
     }
 
@@ -130,11 +133,9 @@ struct ContactsCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let out = Output(json: common.output.json)
             let (target, rule) = (self.target, try display.rule() ?? .userName)
-            let contact = try await common.withLoggedOnClient { try await $0.updateContact(target, displayName: rule) }
-            let record = ContactRecord(contact)
-            try out.emit(record, text: record.line)
+            try common.print(
+                try await common.withLoggedOnClient { try await $0.updateContact(target, displayName: rule) })
         }
     }
 
