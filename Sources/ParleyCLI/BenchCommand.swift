@@ -20,7 +20,11 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             measures a mass reconnect instead: once every client is logged on it writes PATH, then \
             waits until the server was restarted (by whoever waits for PATH: \
             scripts/bench-reconnect.sh) and every client logged on again by itself (with its \
-            resumption token, docs/PROTOCOL.md section 9.2.1). Stops after --timeout seconds at \
+            resumption token, docs/PROTOCOL.md section 9.2.1). With --presence-logon N, measures how \
+            long a user whose N contacts are all online waits after LOGON until it knows every \
+            contact's presence; with --presence-fanout M, how long a presence change of one user \
+            takes to reach all M users watching it, and the server's CPU per event pushed (with \
+            --server-pid). Stops after --timeout seconds at \
             the latest; exits 6 if not everything completed by then.
             """
     )
@@ -57,6 +61,22 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     )
     var reconnectReadyFile: String?
 
+    @Option(
+        name: .customLong("presence-logon"),
+        help: "Measure presence at logon instead: a user with this many contacts, all online, logs on --rounds times."
+    )
+    var presenceLogon: Int?
+
+    @Option(
+        name: .customLong("presence-fanout"),
+        help:
+            "Measure presence fan-out instead: this many watchers have one user in their contacts, who changes state --rounds times."
+    )
+    var presenceFanout: Int?
+
+    @Option(help: "Rounds of a presence measurement.")
+    var rounds = 5
+
     @Option(help: "Stop after this many seconds at the latest.")
     var timeout: Double = 120
 
@@ -75,6 +95,12 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         guard rate >= 0 else { throw ValidationError("--rate must not be negative") }
         guard window >= 1 else { throw ValidationError("--window must be at least 1") }
         if let logons, logons < 1 { throw ValidationError("--logons must be at least 1") }
+        if let presenceLogon, presenceLogon < 1 { throw ValidationError("--presence-logon must be at least 1") }
+        if let presenceFanout, presenceFanout < 1 { throw ValidationError("--presence-fanout must be at least 1") }
+        if presenceLogon != nil, presenceFanout != nil {
+            throw ValidationError("--presence-logon and --presence-fanout are two measurements: pick one")
+        }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     }
 
@@ -93,6 +119,34 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             }
             try out.emit(report, text: report.summary)
             if report.loggedOnAgain < report.clients { throw ExitStatus.incomplete }
+            return
+        }
+        if let contacts = presenceLogon ?? presenceFanout {
+            let presence = BenchParticipants(
+                count: contacts + 1,
+                configuration: participants.configuration,
+                logger: participants.logger,
+                deadline: deadline
+            )
+            let (rounds, serverPID) = (self.rounds, self.serverPID)
+            if presenceLogon != nil {
+                let report = try await presence.withLoggedOnClients { participants in
+                    try await Self.measurePresenceLogon(
+                        contacts: contacts, rounds: rounds, participants: participants, deadline: deadline)
+                }
+                try out.emit(report, text: report.summary)
+            } else {
+                let report = try await presence.withLoggedOnClients { participants in
+                    try await Self.measurePresenceFanout(
+                        watchers: contacts,
+                        changes: rounds,
+                        participants: participants,
+                        serverPID: serverPID,
+                        deadline: deadline
+                    )
+                }
+                try out.emit(report, text: report.summary)
+            }
             return
         }
         if let logons {

@@ -38,6 +38,8 @@ struct NodeEventRecord: Encodable {
     // `server`: the state of the connection to the server.
     var state: String?
     var reason: String?
+    /// `presence`: where a contact's presence comes from ("server" or "lan").
+    var source: String?
     /// `server` with state `logOnDeferred`: when the node tries again.
     var retryAfterMs: Int?
     // Command results.
@@ -168,6 +170,12 @@ struct NodeEventRecord: Encodable {
             state = "logOnDeferred"
             reason = ErrorText.describe(error)
             retryAfterMs = Int(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)
+        case .contactPresence(let user, let presence):
+            self.init(event: "presence")
+            userID = user.rawValue
+            state = presence.state.rawValue
+            text = presence.text
+            source = presence.source.rawValue
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -246,6 +254,10 @@ struct NodeEventRecord: Encodable {
                 return "server: logging on failed (\(reason ?? "?")); trying again in \(seconds) s"
             default: return "server: \(state ?? "?")"
             }
+        case "presence":
+            let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
+            return "contact \(userID.map(String.init) ?? "?") is \(state ?? "?")\(said)"
+                + (source == "lan" ? " [lan]" : "")
         case "sent":
             return "sent \(messageID.map(String.init) ?? "?") to \(recipientText) via \(route ?? "?")"
         case "status":

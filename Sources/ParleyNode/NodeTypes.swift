@@ -171,5 +171,9 @@ extension ParleyNode {
         /// a crash is still open, too many attempts, a server error): the node tries again after
         /// `retryAfter`, and keeps trying with growing delays.
         case serverLogOnDeferred(ParleyError, retryAfter: Duration)
+        /// A contact's presence changed: from the server while logged on, from the LAN
+        /// (``/ParleyCore/Presence/Source/lan``) while the server is unreachable. The first report
+        /// of each contact comes once the node knows it (``ParleyNode/contactPresences()``).
+        case contactPresence(UserID, Presence)
     }
 }

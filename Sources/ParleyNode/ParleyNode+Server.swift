@@ -132,8 +132,11 @@ extension ParleyNode {
                 // The state first: whoever sees the event may send at once.
                 state.withLock { $0.serverLoggedOn = loggedOn }
                 eventQueue.offer(.serverConnection(connection))
+                serverSessionChanged(loggedOn: loggedOn)
                 if loggedOn { flushContinuation.yield() }
                 if case .connected = connection { connected.yield() }
+            case .presence(let update):
+                receivedServerPresence(update)
             default:
                 break
             }

@@ -45,6 +45,9 @@ public final class ParleyNode: Sendable {
     let linkContinuation: AsyncStream<DirectLink>.Continuation
     let flushStream: AsyncStream<Void>
     let flushContinuation: AsyncStream<Void>.Continuation
+    /// Signals that peers changed: contacts' LAN-derived presence is computed again.
+    let presenceStream: AsyncStream<Void>
+    let presenceContinuation: AsyncStream<Void>.Continuation
     private let stopStream: AsyncStream<Void>
     private let stopContinuation: AsyncStream<Void>.Continuation
     let state = Mutex(State())
@@ -71,6 +74,16 @@ public final class ParleyNode: Sendable {
         var serverLoggedOn = false
         /// What the server said about users' nodes (for direct links), by user.
         var serverNodes: [UserID: ServerNode] = [:]
+        /// The user's contacts (the cached list); nil until read from the registry.
+        var contactIDs: Set<UserID>?
+        /// Contacts' presence as the server pushed it during this logon.
+        var serverPresences: [UserID: Presence] = [:]
+        /// Whether the server's presence snapshot came during this logon.
+        var serverPresenceKnown = false
+        /// What ``Event/contactPresence(_:_:)`` reported last, by contact.
+        var reportedPresences: [UserID: Presence] = [:]
+        /// The presence the user chose (``ParleyNode/setPresence(_:text:)``), set on the server at each logon.
+        var chosenPresence: Presence?
         var lastRoute: [Recipient: Route] = [:]
         /// Discovered peers to open a standing link to (the flusher dials them).
         var pendingDials: Set<NodeID> = []
@@ -156,6 +169,7 @@ public final class ParleyNode: Sendable {
         }
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (presenceStream, presenceContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -291,6 +305,7 @@ public final class ParleyNode: Sendable {
             group.addTask { await self.serveLinks() }
             group.addTask { await self.runFlusher() }
             group.addTask { await self.runTicker() }
+            group.addTask { for await _ in self.presenceStream { self.publishContactPresence() } }
             if let discovery {
                 group.addTask { await self.runDiscovery(discovery, port: port) }
             }
@@ -349,6 +364,7 @@ public final class ParleyNode: Sendable {
         for waiter in waiters { waiter.resume(returning: .failure(failure)) }
         linkContinuation.finish()
         flushContinuation.finish()
+        presenceContinuation.finish()
         eventQueue.finish()
         directoryLock.release()
         if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
@@ -393,6 +409,9 @@ public final class ParleyNode: Sendable {
 
     func emit(_ events: [Event]) {
         for event in events { eventQueue.offer(event) }
+        // Peers came, went or changed status: the LAN-derived presence of contacts may follow
+        // (computed on its own task: callers hold the state lock).
+        if !events.isEmpty { presenceContinuation.yield() }
     }
 
     /// This node's user, as claimed on links and used as the sender of direct messages.

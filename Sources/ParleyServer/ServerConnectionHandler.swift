@@ -152,6 +152,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             case .framingError(let error):
                 logger.info("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
             }
+            // The session ends now, not when the close completes: closing TLS towards a peer that
+            // went silent waits for its close_notify, and its contacts must see it offline at the
+            // idle timeout (docs/PROTOCOL.md section 23.4).
+            endSession()
             machine.close()
         }
         context.fireUserInboundEventTriggered(event)

@@ -198,6 +198,20 @@ extension NodeRegistry {
             )
         }
 
+        // The user's contact list as the server last gave it (JSON of ParleyCore.Contact, one
+        // row per contact), so that a node shows its contacts while the server is unreachable.
+        migrator.registerMigration("v5-node-contacts") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE cached_contact (
+                        user_id INTEGER PRIMARY KEY,
+                        contact BLOB NOT NULL,
+                        cached_at INTEGER NOT NULL
+                    );
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -61,4 +61,63 @@ struct ContactsCLITests {
             #expect(seen < .seconds(5), "offline seen after \(seen)")
         }
     }
+
+    @Test("parley chat lists contacts with their presence (/who) and prints presence changes as they happen")
+    func chatShowsPresence() async throws {
+        try await withTestServer { server in
+            let alice = try await register("alice", on: server)
+            let bob = try await register("bob", on: server)
+            func asUser(_ user: String) -> [String] {
+                ["--server", server.address, "--user", user, "--password", "pw"]
+            }
+            let added = try await parley(["contacts", "add"] + asUser(alice) + [bob, "--name", "Bobby"])
+            try #require(added.status == 0, "\(added)")
+            let status = try await parley(["status", "busy", "--text", "in a meeting"] + asUser(bob))
+            try #require(status.status == 0, "\(status)")
+
+            let chat = try ChildProcess(["chat"] + asUser(alice), input: "/who\n", keepsInputOpen: true)
+            defer { chat.signal(SIGKILL) }
+            try await chat.line { $0 == "\(bob) Bobby offline" }
+
+            // bob logs on with the state he chose: alice's chat prints the change, and /who shows it.
+            let receiver = try ChildProcess(["receive"] + asUser(bob))
+            defer { receiver.signal(SIGKILL) }
+            try await chat.line { $0 == "* \(bob) Bobby is busy (in a meeting)" }
+            try chat.write("/who\n")
+            try await chat.line { $0 == "\(bob) Bobby busy (in a meeting)" }
+            receiver.signal(SIGKILL)
+            try await chat.line { $0 == "* \(bob) Bobby is offline" }
+            try chat.write("/quit\n", thenClose: true)
+            let end = try await chat.waitForExit()
+            #expect(end == .exit(0), "\(chat.errorOutput)")
+        }
+    }
+
+    @Test("parley bench measures presence at logon and presence fan-out")
+    func presenceBench() async throws {
+        try await withTestServer { server in
+            let logon = try await parley(
+                ["bench", "--server", server.address, "--presence-logon", "5", "--rounds", "2", "--json"],
+                timeout: .seconds(90)
+            )
+            #expect(logon.status == 0, "\(logon)")
+            let logonReport = try #require(try logon.jsonLines().first)
+            #expect(logonReport["contacts"] as? Int == 5)
+            #expect((logonReport["milliseconds"] as? [Double])?.count == 2, "\(logonReport)")
+            #expect((logonReport["p50Ms"] as? Double ?? 0) > 0, "\(logonReport)")
+
+            let fanout = try await parley(
+                [
+                    "bench", "--server", server.address, "--presence-fanout", "6", "--rounds", "3", "--json",
+                    "--server-pid", "\(server.process.processIdentifier)",
+                ],
+                timeout: .seconds(90)
+            )
+            #expect(fanout.status == 0, "\(fanout)")
+            let fanoutReport = try #require(try fanout.jsonLines().first)
+            #expect(fanoutReport["watchers"] as? Int == 6)
+            #expect((fanoutReport["milliseconds"] as? [Double])?.count == 3, "\(fanoutReport)")
+            #expect((fanoutReport["serverMicrosecondsPerEvent"] as? Double ?? 0) > 0, "\(fanoutReport)")
+        }
+    }
 }

@@ -134,6 +134,7 @@ extension [ParleyNode.Event] {
 func withServer<T: Sendable>(
     dataDirectory: String,
     port: Int = 0,
+    configure: (inout ParleyServer.Configuration) -> Void = { _ in },
     isolation: isolated (any Actor)? = #isolation,
     _ body: (ParleyServer, ParleyClient.Configuration) async throws -> T
 ) async throws -> T {
@@ -142,6 +143,7 @@ func withServer<T: Sendable>(
     configuration.port = port
     configuration.portSearchLimit = 1
     configuration.passwordCost = .insecureFastForTesting
+    configure(&configuration)
     let server = ParleyServer(configuration: configuration, logger: makeTestLogger("server"))
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await server.run() }
