@@ -22,72 +22,67 @@ struct AdminCommand: AsyncParsableCommand {
         ]
     )
 
-    /// The options every admin subcommand takes.
-    struct Common: ParsableArguments {
-        @OptionGroup var output: OutputOptions
+    @Option(help: "The server's admin socket (default: admin.sock in --data).")
+    var socket: String?
 
-        @Option(help: "The server's admin socket (default: admin.sock in --data).")
-        var socket: String?
+    @Option(name: .customLong("data"), help: "The server's data directory (environment: PARLEY_DATA).")
+    var dataDirectory: String?
 
-        @Option(name: .customLong("data"), help: "The server's data directory (environment: PARLEY_DATA).")
-        var dataDirectory: String?
+    func validate() throws {
+        if socket != nil && dataDirectory != nil { throw ValidationError("give --socket or --data, not both") }
+    }
 
-        func validate() throws {
-            if socket != nil && dataDirectory != nil { throw ValidationError("give --socket or --data, not both") }
+    /// The socket's path.
+    func socketPath() throws -> String {
+        if let socket { return socket }
+        let data = dataDirectory ?? ProcessInfo.processInfo.environment["PARLEY_DATA"]
+        guard let data, !data.isEmpty else {
+            throw ValidationError("give --socket PATH or --data DIR (the server's data directory)")
         }
+        return URL(fileURLWithPath: data).appendingPathComponent("admin.sock").path
+    }
 
-        /// The socket's path.
-        func socketPath() throws -> String {
-            if let socket { return socket }
-            let data = dataDirectory ?? ProcessInfo.processInfo.environment["PARLEY_DATA"]
-            guard let data, !data.isEmpty else {
-                throw ValidationError("give --socket PATH or --data DIR (the server's data directory)")
-            }
-            return URL(fileURLWithPath: data).appendingPathComponent("admin.sock").path
+    /// Sends `request` and decodes the answer's result.
+    func call<Result: Codable & Sendable>(_ request: AdminRequest, as _: Result.Type) async throws -> Result {
+        let answer = try await Self.exchange(request, socket: try socketPath())
+        let reply: AdminReply<Result>
+        do {
+            reply = try AdminRequest.makeDecoder().decode(AdminReply<Result>.self, from: Data(answer))
+        } catch {
+            throw CommandFailure(message: "the admin socket answered something unreadable: \(error)")
         }
+        return try reply.get()
+    }
 
-        /// Sends `request` and decodes the answer's result.
-        func call<Result: Codable & Sendable>(_ request: AdminRequest, as _: Result.Type) async throws -> Result {
-            let answer = try await Self.exchange(request, socket: try socketPath())
-            let reply: AdminReply<Result>
-            do {
-                reply = try AdminRequest.makeDecoder().decode(AdminReply<Result>.self, from: Data(answer))
-            } catch {
-                throw CommandFailure(message: "the admin socket answered something unreadable: \(error)")
-            }
-            return try reply.get()
-        }
-
-        /// One request line out, one answer line back.
-        private static func exchange(_ request: AdminRequest, socket path: String) async throws -> [UInt8] {
-            let line = Array(try AdminRequest.makeEncoder().encode(request)) + [UInt8(ascii: "\n")]
-            let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-            do {
-                channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connect(unixDomainSocketPath: path) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                        }
-                    }
-            } catch {
-                throw CommandFailure(
-                    message: "cannot connect to the admin socket \(path): \(error) "
-                        + "(is the server running, and are you its user or root?)",
-                    exitCode: ExitStatus.cannotConnect
-                )
-            }
-            return try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: line))
-                var buffer = ByteBuffer()
-                for try await chunk in inbound {
-                    var chunk = chunk
-                    buffer.writeBuffer(&chunk)
-                    if let length = buffer.withUnsafeReadableBytes({ $0.firstIndex(of: UInt8(ascii: "\n")) }) {
-                        return buffer.readBytes(length: length) ?? []
+    /// One request line out, one answer line back.
+    private static func exchange(_ request: AdminRequest, socket path: String) async throws -> [UInt8] {
+        let line = Array(try AdminRequest.makeEncoder().encode(request)) + [UInt8(ascii: "\n")]
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(unixDomainSocketPath: path) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
-                throw CommandFailure(message: "the admin socket closed without answering")
+        } catch {
+            throw CommandFailure(
+                message: "cannot connect to the admin socket \(path): \(error) "
+                    + "(is the server running, and are you its user or root?)",
+                exitCode: ExitStatus.cannotConnect
+            )
+        }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(bytes: line))
+            var buffer = ByteBuffer()
+            for try await chunk in inbound {
+                var chunk = chunk
+                buffer.writeBuffer(&chunk)
+                if let length = buffer.withUnsafeReadableBytes({ $0.firstIndex(of: UInt8(ascii: "\n")) }) {
+                    return buffer.readBytes(length: length) ?? []
+                }
             }
+            throw CommandFailure(message: "the admin socket closed without answering")
         }
     }
 
@@ -100,8 +95,8 @@ struct AdminCommand: AsyncParsableCommand {
                 """
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Option(help: "Sort by id, name, registered or last-logon (default id).")
         var sort: String = "id"
@@ -127,8 +122,8 @@ struct AdminCommand: AsyncParsableCommand {
             request.descending = descending
             request.offset = offset
             request.limit = limit
-            let users = try await common.call(request, as: [ParleyServer.UserSummary].self)
-            let out = Output(json: common.output.json)
+            let users = try await admin.call(request, as: [ParleyServer.UserSummary].self)
+            let out = Output(json: output.json)
             if out.isJSON {
                 for user in users { try out.json(AdminUserRecord(user)) }
                 return
@@ -172,12 +167,12 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "With --json one {\"event\":\"session\",...} per session."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         func run() async throws {
-            let sessions = try await common.call(AdminRequest(command: "sessions"), as: [ServerSession].self)
-            let out = Output(json: common.output.json)
+            let sessions = try await admin.call(AdminRequest(command: "sessions"), as: [ServerSession].self)
+            let out = Output(json: output.json)
             if out.isJSON {
                 for session in sessions { try out.json(AdminSessionRecord(session)) }
                 return
@@ -198,13 +193,13 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "With --json {\"event\":\"counts\",\"users\":N,\"online\":N,\"guests\":N}."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         func run() async throws {
-            let counts = try await common.call(AdminRequest(command: "counts"), as: ParleyServer.Counts.self)
+            let counts = try await admin.call(AdminRequest(command: "counts"), as: ParleyServer.Counts.self)
             let record = AdminCountsRecord(users: counts.users, online: counts.online, guests: counts.guests)
-            try Output(json: common.output.json).emit(
+            try Output(json: output.json).emit(
                 record,
                 text: Users.table([
                     ["users", "\(counts.users)"], ["online", "\(counts.online)"], ["guests", "\(counts.guests)"],
@@ -218,8 +213,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "Exits 1 when the user (session) is not logged on."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "The user to kick.", transform: UserID.argument)
         var user: UserID?
@@ -238,10 +233,10 @@ struct AdminCommand: AsyncParsableCommand {
             request.session = session
             request.reason = reason
             let what = user.map { "user \($0)" } ?? "session \(session ?? 0)"
-            guard try await common.call(request, as: AdminDone.self).changed else {
+            guard try await admin.call(request, as: AdminDone.self).changed else {
                 throw CommandFailure(message: "\(what) is not logged on")
             }
-            try Output(json: common.output.json).emit(
+            try Output(json: output.json).emit(
                 AdminChangeRecord(event: "kicked", userID: user?.rawValue, session: session), text: "kicked \(what)")
         }
     }
@@ -253,8 +248,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "A logged-on user is kicked first. Exits 4 for an unknown user."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "The user to delete.", transform: UserID.argument)
         var user: UserID
@@ -262,8 +257,8 @@ struct AdminCommand: AsyncParsableCommand {
         func run() async throws {
             var request = AdminRequest(command: "delete-user")
             request.user = user
-            _ = try await common.call(request, as: AdminDone.self)
-            try Output(json: common.output.json).emit(
+            _ = try await admin.call(request, as: AdminDone.self)
+            try Output(json: output.json).emit(
                 AdminChangeRecord(event: "deleted", userID: user.rawValue), text: "deleted user \(user)")
         }
     }
@@ -275,8 +270,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "parley admin reserve-id ID | reserve-id --release ID | reserve-id --list"
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "The user ID.", transform: UserID.argument)
         var user: UserID?
@@ -292,9 +287,9 @@ struct AdminCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let out = Output(json: common.output.json)
+            let out = Output(json: output.json)
             guard let user else {
-                let ids = try await common.call(AdminRequest(command: "reserved-ids"), as: [UserID].self)
+                let ids = try await admin.call(AdminRequest(command: "reserved-ids"), as: [UserID].self)
                 if ids.isEmpty && !out.isJSON { try out.line("no reserved user IDs") }
                 for id in ids {
                     try out.emit(AdminChangeRecord(event: "reserved-id", userID: id.rawValue), text: "\(id)")
@@ -303,7 +298,7 @@ struct AdminCommand: AsyncParsableCommand {
             }
             var request = AdminRequest(command: release ? "release-id" : "reserve-id")
             request.user = user
-            let done = try await common.call(request, as: AdminDone.self)
+            let done = try await admin.call(request, as: AdminDone.self)
             if release && !done.changed { throw CommandFailure(message: "user ID \(user) is not reserved") }
             try out.emit(
                 AdminChangeRecord(event: release ? "released" : "reserved", userID: user.rawValue),
@@ -318,8 +313,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "With --json {\"event\":\"last-seen\",\"userID\":...,\"online\":...,\"lastLogonAt\":...}."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "The user.", transform: UserID.argument)
         var user: UserID
@@ -327,14 +322,14 @@ struct AdminCommand: AsyncParsableCommand {
         func run() async throws {
             var request = AdminRequest(command: "last-seen")
             request.user = user
-            let seen = try await common.call(request, as: ParleyServer.LastSeen.self)
+            let seen = try await admin.call(request, as: ParleyServer.LastSeen.self)
             let record = AdminLastSeenRecord(
                 userID: seen.user.rawValue,
                 online: seen.isOnline,
                 lastLogonAt: seen.lastLogonAt,
                 lastLogoffAt: seen.lastLogoffAt
             )
-            try Output(json: common.output.json).emit(
+            try Output(json: output.json).emit(
                 record,
                 text: Users.table([
                     ["user", "\(seen.user)"], ["online", seen.isOnline ? "yes" : "no"],
@@ -351,8 +346,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "Prints the contacts as `parley contacts list` does."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "Whose contact list.", transform: UserID.argument)
         var user: UserID
@@ -369,23 +364,23 @@ struct AdminCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let out = Output(json: common.output.json)
+            let out = Output(json: output.json)
             var request = AdminRequest(command: "contacts")
             request.user = user
             if let add {
                 request.command = "add-contact"
                 request.contact = add
                 request.name = name
-                let record = ContactRecord(try await common.call(request, as: Contact.self))
+                let record = ContactRecord(try await admin.call(request, as: Contact.self))
                 return try out.emit(record, text: record.line)
             }
             if let remove {
                 request.command = "remove-contact"
                 request.contact = remove
-                _ = try await common.call(request, as: AdminDone.self)
+                _ = try await admin.call(request, as: AdminDone.self)
                 return try out.emit(RemovedContactRecord(userID: remove.rawValue), text: "removed \(remove)")
             }
-            try ContactRecord.printList(try await common.call(request, as: [Contact].self), to: out)
+            try ContactRecord.printList(try await admin.call(request, as: [Contact].self), to: out)
         }
     }
 
@@ -395,8 +390,8 @@ struct AdminCommand: AsyncParsableCommand {
             discussion: "Prints how many users it went to."
         )
         static let defaultLogLevel = Logger.Level.warning
-        @OptionGroup var common: Common
-        var output: OutputOptions { common.output }
+        @OptionGroup var output: OutputOptions
+        @ParentCommand var admin: AdminCommand
 
         @Argument(help: "The notice's text.")
         var text: String
@@ -404,8 +399,8 @@ struct AdminCommand: AsyncParsableCommand {
         func run() async throws {
             var request = AdminRequest(command: "broadcast")
             request.text = text
-            let count = try await common.call(request, as: Int.self)
-            try Output(json: common.output.json).emit(
+            let count = try await admin.call(request, as: Int.self)
+            try Output(json: output.json).emit(
                 AdminBroadcastRecord(recipients: count), text: "sent to \(count) online user\(count == 1 ? "" : "s")")
         }
     }

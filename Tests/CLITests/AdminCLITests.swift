@@ -26,7 +26,8 @@ struct AdminCLITests {
             #expect(table.lines.first?.hasPrefix("ID") == true)
             #expect(table.lines.dropFirst().map { $0.split(separator: " ").first.map(String.init) } == [alice, bob])
             // Aligned: every row's second column starts where the header's does.
-            let column = try #require(table.lines.first?.range(of: "NAME")?.lowerBound.utf16Offset(in: table.lines[0]))
+            let header = try #require(table.lines.first, "\(table)")
+            let column = try #require(header.range(of: "NAME")?.lowerBound.utf16Offset(in: header))
             for row in table.lines.dropFirst() {
                 #expect(row.dropFirst(column).hasPrefix("alice") || row.dropFirst(column).hasPrefix("bob"), "\(row)")
             }
