@@ -42,18 +42,33 @@ public struct AdminRequest: Sendable, Hashable, Codable {
         self.command = command
     }
 
-    /// The JSON encoding both ends use (ISO 8601 dates).
+    /// How dates travel: ISO 8601, UTC, with milliseconds.
+    private static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// The JSON encoding both ends use (ISO 8601 dates with milliseconds).
     public static func makeEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(dateStyle))
+        }
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 
-    /// The JSON decoding both ends use (ISO 8601 dates).
+    /// The JSON decoding both ends use (ISO 8601 dates with milliseconds).
     public static func makeDecoder() -> JSONDecoder {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            do {
+                return try dateStyle.parse(text)
+            } catch {
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "not an ISO 8601 date with milliseconds: \(text)")
+            }
+        }
         return decoder
     }
 }

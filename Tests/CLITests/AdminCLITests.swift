@@ -54,6 +54,12 @@ struct AdminCLITests {
             let receiverEnd = try await receiver.waitForExit(timeout: .seconds(20))
             #expect(receiverEnd == .exit(4), "\(receiver.errorOutput)")
             #expect(receiver.errorOutput.contains("maintenance until 18:00"), "\(receiver.errorOutput)")
+            // The server ends the session once its TLS closes, which can come after the client
+            // saw the error: wait until the session list is empty (20 ms apart, at most 10 s).
+            for _ in 0..<500 {
+                guard try await !admin(["sessions", "--json"], on: server).lines.isEmpty else { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
             let notOnline = try await admin(["kick", bob], on: server)
             #expect(notOnline.status == 1)
             #expect(notOnline.errorOutput.contains("not logged on"), "\(notOnline)")

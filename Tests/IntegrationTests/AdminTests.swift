@@ -90,6 +90,11 @@ struct AdminTests {
                 }
                 #expect(bobReason.code == .kicked)
                 #expect(bobReason.message == "by session")
+                // The server ends the session once its TLS closes, which can come after the client
+                // saw the error.
+                try await eventually("bob's session to end") {
+                    try !admin.sessions().contains(where: { $0.user == bob })
+                }
                 #expect(try !admin.kick(session: session.id, reason: "gone"))
             }
         }
