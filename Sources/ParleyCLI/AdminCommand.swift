@@ -406,33 +406,29 @@ struct AdminCommand: AsyncParsableCommand {
     }
 }
 
-/// A user as `parley admin users --json` prints it.
+/// A user as `parley admin users --json` prints it: the fields `whois` prints, the last logon
+/// and logoff times, and `"event":"user"`.
 struct AdminUserRecord: Encodable {
-    var event = "user"
-    var userID: UInt32
-    var userName: String
-    var firstName: String
-    var lastName: String
-    var organization: String
-    var department: String
-    var application: String
-    var online: Bool
-    var registeredAt: Date?
+    var user: UserRecord
     var lastLogonAt: Date?
     var lastLogoffAt: Date?
 
-    init(_ user: ParleyServer.UserSummary) {
-        userID = user.info.userID.rawValue
-        userName = user.info.userName
-        firstName = user.info.firstName
-        lastName = user.info.lastName
-        organization = user.info.organization
-        department = user.info.department
-        application = user.info.application
-        online = user.info.isOnline
-        registeredAt = user.info.registeredAt
-        lastLogonAt = user.lastLogonAt
-        lastLogoffAt = user.lastLogoffAt
+    init(_ summary: ParleyServer.UserSummary) {
+        user = UserRecord(summary.info)
+        lastLogonAt = summary.lastLogonAt
+        lastLogoffAt = summary.lastLogoffAt
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case event, lastLogonAt, lastLogoffAt
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        try user.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode("user", forKey: .event)
+        try container.encodeIfPresent(lastLogonAt, forKey: .lastLogonAt)
+        try container.encodeIfPresent(lastLogoffAt, forKey: .lastLogoffAt)
     }
 }
 
