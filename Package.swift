@@ -158,6 +158,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "example-notice-bot",
+            dependencies: ["ParleyServer", "ParleyClient", "ParleyCore"],
+            path: "examples/notice-bot",
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "example-node-pair",
             dependencies: [
                 "ParleyServer", "ParleyClient", "ParleyCore", "ParleyNode",

@@ -83,12 +83,8 @@ struct ContactsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let out = Output(json: common.output.json)
-            let contacts = try await common.withLoggedOnClient { try await $0.contacts().contacts }
-            if contacts.isEmpty && !out.isJSON { try out.line("no contacts") }
-            for contact in contacts {
-                let record = ContactRecord(contact)
-                try out.emit(record, text: record.line)
-            }
+            try ContactRecord.printList(
+                try await common.withLoggedOnClient { try await $0.contacts().contacts }, to: out)
         }
     }
 
@@ -271,6 +267,15 @@ struct ContactRecord: Encodable {
 
     /// "1001 Bob Brown (bob) full-name"
     var line: String { "\(userID) \(name) (\(userName)) \(display)" }
+
+    /// Prints a contact list, one contact per line ("no contacts" for none, nothing with --json).
+    static func printList(_ contacts: [Contact], to out: Output) throws {
+        if contacts.isEmpty && !out.isJSON { try out.line("no contacts") }
+        for contact in contacts {
+            let record = ContactRecord(contact)
+            try out.emit(record, text: record.line)
+        }
+    }
 }
 
 struct RemovedContactRecord: Encodable {

@@ -18,7 +18,7 @@ struct ParleyCommand: AsyncParsableCommand {
             expected arrived in time (receive --count, send --receipt, bench).
             """,
         subcommands: [
-            ServerCommand.self,
+            ServerCommand.self, AdminCommand.self,
             RegisterCommand.self,
             SendCommand.self,
             ReceiveCommand.self,

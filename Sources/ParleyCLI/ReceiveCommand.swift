@@ -70,6 +70,9 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
                 return received
             case .sessionReplaced(let reason):
                 throw ParleyError(code: .sessionReplaced, message: reason)
+            case .connectionStateChanged(.disconnected(let error?)) where error.code == .kicked:
+                // An admin closed the session; the client does not come back by itself.
+                throw error
             case .deliveryReceipt, .connectionStateChanged, .presence:
                 continue
             }

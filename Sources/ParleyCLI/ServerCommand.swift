@@ -74,6 +74,15 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     )
     var metricsAddress: String?
 
+    @Option(
+        name: .customLong("admin-socket"),
+        help: ArgumentHelp(
+            "The admin socket for `parley admin` (default admin.sock in --data; off for none).",
+            discussion: "A Unix socket, mode 0600: only the server's user and root may use it (docs/ADMIN.md)."
+        )
+    )
+    var adminSocket: String?
+
     @Flag(
         name: .customLong("insecure-plaintext"),
         help: "No TLS (debugging only): passwords cross the network in clear; clients need --insecure-plaintext too."
@@ -160,6 +169,7 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         set("tls.key", tlsKey.map { .string($0) })
         set("tls.insecurePlaintext", insecurePlaintext ? .bool(true) : nil)
         set("metricsAddress", metricsAddress.map { .string($0) })
+        set("adminSocket", adminSocket.map { .string($0) })
         set("maxConnections", maximumConnections.map { .int($0) })
         set("maxFrameSize", maximumFrameSize.map { .int($0) })
         set("minimumUserID", minimumUserID.map { .int(Int($0)) })

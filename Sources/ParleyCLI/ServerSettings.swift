@@ -31,12 +31,14 @@ struct ServerSettings {
     var idleTimeout = 90.0
     var durability = "normal"
     var logLevel = "info"
+    /// The admin socket's path; nil for `admin.sock` in `data`, "off" for none.
+    var adminSocket: String?
 
     /// Every key a file, the environment or a flag can set.
     static let keys: Set<String> = [
         "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
         "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
-        "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel",
+        "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel", "adminSocket",
     ]
 
     /// The keys SIGHUP applies to a running server; the others need a restart.
@@ -74,6 +76,7 @@ struct ServerSettings {
         try value.double("idleTimeout").map { settings.idleTimeout = $0 }
         try value.string("durability").map { settings.durability = $0 }
         try value.string("logLevel").map { settings.logLevel = $0 }
+        settings.adminSocket = try value.string("adminSocket")
         try settings.validate()
         return settings
     }
@@ -94,6 +97,9 @@ struct ServerSettings {
         try check(eventLoops >= 1, "eventLoops must be at least 1")
         try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
         try check(["normal", "full"].contains(durability), "durability must be normal or full")
+        try check(
+            adminSocket.map { !$0.isEmpty && $0.utf8.count <= 107 } ?? true,
+            "adminSocket must be a path of 1...107 bytes, or off")
         try check(
             Logger.Level(rawValue: logLevel) != nil,
             "logLevel must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
@@ -141,6 +147,11 @@ struct ServerSettings {
         configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000))
         configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         configuration.durability = durability == "full" ? .full : .normal
+        switch adminSocket {
+        case nil: configuration.adminSocket = .inDataDirectory
+        case "off"?: configuration.adminSocket = .off
+        case let path?: configuration.adminSocket = .path(path)
+        }
         return configuration
     }
 }

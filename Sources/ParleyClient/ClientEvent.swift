@@ -40,7 +40,10 @@ extension ParleyClient {
         /// Connected and greeted; not logged on.
         case connected
         case loggedOn(UserID)
-        /// The connection is gone; the client reconnects unless it was stopped.
+        /// The connection is gone; the client reconnects unless it was stopped, replaced by
+        /// another logon (SESSION_REPLACED) or kicked by an admin (the error's code is
+        /// ``/ParleyCore/ParleyError/Code/kicked`` and its message the admin's reason): then
+        /// ``ParleyClient/ParleyClient/ConnectionState/stopped`` follows.
         case disconnected(ParleyError?)
         /// ``ParleyClient/run()`` has returned.
         case stopped

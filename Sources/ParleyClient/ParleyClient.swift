@@ -137,7 +137,9 @@ public final class ParleyClient: Sendable {
                 }
                 logger.info("disconnected", metadata: ["reason": "\(reason.map(String.init(describing:)) ?? "closed")"])
                 emit(.connectionStateChanged(.disconnected(reason)))
-                if reason?.code == .sessionReplaced || !configuration.reconnects {
+                // Replaced by another logon, or kicked by an admin: coming back by itself would
+                // only fight the other session or the admin.
+                if reason?.code == .sessionReplaced || reason?.code == .kicked || !configuration.reconnects {
                     finalError = reason
                     break
                 }

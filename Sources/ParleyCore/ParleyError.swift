@@ -53,6 +53,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let recipientNotFound = Code(wireValue: 32)
         /// No server application takes messages on this server.
         public static let serverApplicationUnavailable = Code(wireValue: 33)
+        /// The server application refused the message (or did not decide in time); nothing was
+        /// stored or delivered. The message says why.
+        public static let messageRejected = Code(wireValue: 34)
 
         // Server and limits (40-49)
         public static let tooManyConnections = Code(wireValue: 40)
@@ -60,6 +63,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let idleTimeout = Code(wireValue: 42)
         /// The connection could not keep up with what was sent to it.
         public static let slowConsumer = Code(wireValue: 43)
+        /// An admin closed this session (the message carries the admin's reason). Fatal; clients
+        /// do not reconnect by themselves after it.
+        public static let kicked = Code(wireValue: 44)
 
         // Failures (50-59)
         public static let internalError = Code(wireValue: 50)
@@ -96,8 +102,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .notLoggedOn, .alreadyLoggedOn, .handshakeRequired, .invalidCredentials, .tooManyAttempts,
             .sessionExists, .sessionReplaced, .userNotFound, .userAlreadyExists, .invalidUserID,
             .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
-            .serverApplicationUnavailable, .tooManyConnections, .shuttingDown, .idleTimeout,
-            .slowConsumer, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound, .tooManyContacts,
+            .serverApplicationUnavailable, .messageRejected, .tooManyConnections, .shuttingDown, .idleTimeout,
+            .slowConsumer, .kicked, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound,
+            .tooManyContacts,
             .invalidPresence, .contactRefused, .notConnected, .timedOut, .cancelled,
             .serverNotTrusted,
         ]
@@ -125,10 +132,12 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 31: "too-many-recipients"
             case 32: "recipient-not-found"
             case 33: "server-application-unavailable"
+            case 34: "message-rejected"
             case 40: "too-many-connections"
             case 41: "shutting-down"
             case 42: "idle-timeout"
             case 43: "slow-consumer"
+            case 44: "kicked"
             case 50: "internal-error"
             case 51: "storage-error"
             case 60: "pinned-key-mismatch"

@@ -17,7 +17,7 @@ extension ParleyNode {
                 ? directAddresses(port: port, listener: listener) : [],
             allowsDirectLinks: self.configuration.allowsDirectLinks
         )
-        while !Task.isCancelled, !state.withLock({ $0.stopping }) {
+        while !Task.isCancelled, !state.withLock({ $0.stopping || $0.serverKicked }) {
             let client = ParleyClient(configuration: configuration, logger: logger)
             state.withLock { $0.client = client }
             await withTaskGroup(of: Void.self) { group in
@@ -130,7 +130,19 @@ extension ParleyNode {
                 let loggedOn: Bool
                 if case .loggedOn = connection { loggedOn = true } else { loggedOn = false }
                 // The state first: whoever sees the event may send at once.
-                state.withLock { $0.serverLoggedOn = loggedOn }
+                let kicked: Bool
+                if case .disconnected(let reason?) = connection, reason.code == .kicked {
+                    kicked = true
+                } else {
+                    kicked = false
+                }
+                state.withLock { state in
+                    state.serverLoggedOn = loggedOn
+                    if kicked { state.serverKicked = true }
+                }
+                if kicked {
+                    logger.info("an admin closed this node's server session; not connecting to the server again")
+                }
                 eventQueue.offer(.serverConnection(connection))
                 serverSessionChanged(loggedOn: loggedOn)
                 if loggedOn { flushContinuation.yield() }

@@ -96,6 +96,9 @@ public final class ParleyNode: Sendable {
         /// What discovery advertises, once it does.
         var advertised: ServiceRecord?
         var stopping = false
+        /// An admin kicked this node's server session (KICKED): it does not connect to the server
+        /// again until it is restarted; direct links go on.
+        var serverKicked = false
     }
 
     /// A peer refused this node's last link, or this node refused the peer's claim; dialling it

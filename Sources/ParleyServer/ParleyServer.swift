@@ -93,6 +93,9 @@ public final class ParleyServer: Service, Sendable {
         let context: ServerContext
         let channel: any Channel
         let inbox = ApplicationInbox(isAvailable: configuration.application != nil, capacity: 1024)
+        let hooks = ApplicationHooks(
+            application: configuration.application, timeout: configuration.applicationDecisionTimeout)
+        let adminListener: AdminListener?
         do {
             try configuration.validate()
             try loadTLSIdentity(configuration.tls)
@@ -110,9 +113,23 @@ public final class ParleyServer: Service, Sendable {
                 blockingPool: blockingPool,
                 logger: logger,
                 metrics: metrics,
-                applicationInbox: inbox
+                applicationInbox: inbox,
+                hooks: hooks
             )
             channel = try await bind(group: group, context: context)
+            if let path = configuration.adminSocketPath, path.utf8.count <= 107 {
+                do {
+                    adminListener = try await AdminListener.bind(path: path, group: group, logger: logger)
+                } catch {
+                    try? await channel.close()
+                    throw error
+                }
+            } else {
+                if configuration.adminSocket == .inDataDirectory {
+                    logger.notice("no admin socket: the data directory's path is too long for one; set adminSocket")
+                }
+                adminListener = nil
+            }
         } catch {
             let failure = ServerConnectionHandler.parleyError(error)
             announce(.failure(failure))
@@ -127,6 +144,7 @@ public final class ParleyServer: Service, Sendable {
         }
         guard started else {
             try? await channel.close()
+            await adminListener?.close()
             try? await blockingPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             let error = ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
@@ -137,26 +155,38 @@ public final class ParleyServer: Service, Sendable {
         let local = ListeningAddress(channel.localAddress, requestedHost: configuration.host)
         logger.info("listening", metadata: ["address": "\(local)"])
         announce(.success(local))
+        hooks.notify(.started)
 
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
-                try await withThrowingDiscardingTaskGroup { tasks in
-                    if let application = configuration.application {
-                        tasks.addTask {
+                try await withThrowingDiscardingTaskGroup { application in
+                    // The application's tasks are not cancelled at the end: they work off what
+                    // is queued once the queues are finished, then return.
+                    if let receiver = configuration.application {
+                        application.addTask {
                             for await message in inbox.stream {
-                                await application.receive(message, from: self)
+                                await receiver.receive(message, from: self)
                             }
                         }
+                        application.addTask { await hooks.deliverNotifications(to: self) }
+                        application.addTask { await hooks.runDecisions(for: self) }
                     }
-                    tasks.addTask { [configuration] in
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: configuration.pruneInterval)
-                            context.committer.prune()
+                    try await withThrowingDiscardingTaskGroup { tasks in
+                        tasks.addTask { [configuration] in
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: configuration.pruneInterval)
+                                context.committer.prune()
+                            }
                         }
+                        if let adminListener {
+                            tasks.addTask { await adminListener.serve(AdminRequestHandler(server: self)) }
+                        }
+                        try await channel.closeFuture.get()
+                        await adminListener?.close()
+                        tasks.cancelAll()
                     }
-                    try await channel.closeFuture.get()
                     inbox.finish()
-                    tasks.cancelAll()
+                    hooks.finish()
                 }
             } onGracefulShutdown: {
                 self.beginShutdown()
@@ -255,6 +285,7 @@ public final class ParleyServer: Service, Sendable {
             announce(.failure(ParleyError(code: .shuttingDown, message: "the server was shut down before it ran")))
         }
         guard let running else { return }
+        running.context.hooks.notify(.stopping)
         logger.info("shutting down", metadata: ["connections": "\(running.context.registry.connectionCount)"])
         let connections = running.context.registry.closeForShutdown()
         // The handlers live on their connections' event loops: tell each one there.
@@ -323,10 +354,19 @@ public final class ParleyServer: Service, Sendable {
                         return
                     }
                     self.metrics.connectionsOpened.increment()
-                    channel.closeFuture.whenComplete { _ in context.registry.removeConnection(channel) }
+                    let handler = ServerConnectionHandler(server: context, logger: logger)
+                    let opened = ServerConnection(
+                        id: handler.connectionID,
+                        address: channel.remoteAddress.map { ListeningAddress($0, requestedHost: "").description } ?? ""
+                    )
+                    context.hooks.notify(.connectionOpened(opened))
+                    channel.closeFuture.whenComplete { _ in
+                        context.registry.removeConnection(channel)
+                        context.hooks.notify(.connectionClosed(opened))
+                    }
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)
-                    try sync.addHandler(ServerConnectionHandler(server: context, logger: logger))
+                    try sync.addHandler(handler)
                 }
             }
         var port = configuration.port
@@ -351,18 +391,14 @@ public final class ParleyServer: Service, Sendable {
         }
     }
 
-    /// Sends a message from the server application (sender ``/ParleyCore/UserID/server``) to users.
+    /// Sends a message from the server application (sender ``/ParleyCore/UserID/server``) to one
+    /// user or several (see also ``broadcast(_:id:)`` for every user online).
     ///
     /// Stored and delivered like any other message; returns one result per recipient.
     public func send(_ body: MessageBody, to recipients: [UserID], id: MessageID = .random()) async throws(ParleyError)
         -> [DeliveryResult]
     {
-        let context = try state.withLock { state throws(ParleyError) -> ServerContext in
-            guard case .running(let running) = state else {
-                throw ParleyError(code: .shuttingDown, message: "the server is not running")
-            }
-            return running.context
-        }
+        let context = try requireRunningContext()
         var seen = Set<UserID>()
         let users = recipients.filter { $0 != .server && seen.insert($0).inserted }
         guard !users.isEmpty else { return [] }

@@ -74,9 +74,36 @@ extension ParleyServer {
         /// Threads for SQLite reads and password hashing. Default 2.
         public var blockingThreads: Int = 2
 
-        /// Receives messages sent to ``/ParleyCore/UserID/server``; without one such messages fail with
-        /// SERVER_APPLICATION_UNAVAILABLE.
+        /// Receives messages sent to ``/ParleyCore/UserID/server`` and the server's hooks; without
+        /// one such messages fail with SERVER_APPLICATION_UNAVAILABLE.
         public var application: (any ParleyServerApplication)?
+        /// How long the server waits for the application's decisions (a contact veto, a message
+        /// inspection) before it counts them as refusals. Default 2 s.
+        public var applicationDecisionTimeout: Duration = .seconds(2)
+
+        /// Where the admin socket listens (docs/ADMIN.md). Default `admin.sock` in the data
+        /// directory.
+        public var adminSocket: AdminSocket = .inDataDirectory
+
+        /// Where the server's admin socket (a Unix socket, mode 0600, the server's own user and
+        /// root only) listens.
+        public enum AdminSocket: Sendable, Hashable {
+            /// `admin.sock` in the data directory.
+            case inDataDirectory
+            /// This path.
+            case path(String)
+            /// No admin socket.
+            case off
+        }
+
+        /// The admin socket's path, or nil when it is off.
+        public var adminSocketPath: String? {
+            switch adminSocket {
+            case .inDataDirectory: URL(fileURLWithPath: dataDirectory).appendingPathComponent("admin.sock").path
+            case .path(let path): path
+            case .off: nil
+            }
+        }
 
         public init(dataDirectory: String) {
             self.dataDirectory = dataDirectory
@@ -153,6 +180,11 @@ extension ParleyServer {
                 "passwordCost: 128 * 2^log2N * blockSize * parallelism must be at most 1 GiB"
             )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
+            try check(applicationDecisionTimeout > .zero, "applicationDecisionTimeout must be positive")
+            if case .path(let path) = adminSocket {
+                // sockaddr_un holds 107 bytes and a NUL.
+                try check(!path.isEmpty && path.utf8.count <= 107, "the admin socket path must be 1...107 bytes")
+            }
         }
     }
 }

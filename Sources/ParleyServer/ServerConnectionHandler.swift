@@ -44,6 +44,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let contacts: ContactsFamily
     /// HELLO negotiated the `presence` capability: the session gets PRESENCE events.
     private(set) var negotiatedPresence = false
+    /// This connection's number (``ServerConnection/id``, the session's ID for the admin).
+    let connectionID: UInt64
+    /// When the connection was accepted.
+    let connectedAt = Date()
+    /// The client's agent from its HELLO.
+    private var agent = ""
 
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
@@ -51,6 +57,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     init(server: ServerContext, logger: Logger) {
         self.server = server
         self.logger = logger
+        self.connectionID = server.nextConnectionID()
         self.machine = SessionStateMachine(
             flow: RequestFlow(
                 maximumUnanswered: server.configuration.maximumUnansweredRequests,
@@ -300,6 +307,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             let error = Self.parleyError(error)
             if error.code == .storageError || error.code == .internalError {
                 logger.info("a request failed", metadata: ["frame.type": "\(frame.type)", "error": "\(error)"])
+                server.hooks.notify(.error(error))
             }
             respond(to: frame, with: error)
         }
@@ -381,6 +389,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         ok.serverName = configuration.serverName
         machine.helloAccepted()
         logger.debug("handshake done", metadata: ["client.agent": "\(hello.agent)"])
+        // Shown to the admin; bounded so a client cannot make the session list large.
+        agent = String(hello.agent.prefix(128))
         write(Frame(type: FrameType.hello.response, requestID: frame.requestID, message: ok))
     }
 
@@ -500,6 +510,21 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         respond(to: frame, with: response)
         for family in families { family.sessionStarted(in: session) }
+        let described = ServerSession(
+            id: connectionID,
+            user: user.userID,
+            address: remoteAddressText,
+            connectedAt: connectedAt,
+            agent: agent
+        )
+        if let handle { server.registry.describe(user.userID, for: handle.id, as: described) }
+        server.hooks.notify(.loggedOn(described))
+    }
+
+    /// The peer's "IP:port", or "" when unknown.
+    var remoteAddressText: String {
+        guard let remote = context?.remoteAddress else { return "" }
+        return ListeningAddress(remote, requestedHost: "").description
     }
 
     /// Leaves the registry and tells the families a logged-on session ended.
@@ -510,6 +535,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         logger[metadataKey: "user.id"] = nil
         if ended.wasLoggedOn {
             for family in families { family.sessionEnded(ended.user, in: session) }
+            server.hooks.notify(.loggedOff(ended.user, session: connectionID))
         }
     }
 
@@ -568,6 +594,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// The presence this session's logon asked for instead of the stored choice.
     func requestPresence(_ choice: PresenceChoice?) {
         contacts.requestedPresence = choice
+    }
+
+    // MARK: Admin
+
+    /// An admin closed this connection: tells the client why (a fatal KICKED, after which
+    /// clients do not reconnect by themselves), then closes.
+    func kick(reason: String) {
+        logger.info("kicked by an admin", metadata: ["reason": "\(reason)"])
+        fail(ParleyError(code: .kicked, message: reason))
     }
 
     // MARK: Shutdown

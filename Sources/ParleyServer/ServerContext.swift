@@ -17,6 +17,10 @@ final class ServerContext: Sendable {
     let blockingPool: NIOThreadPool
     let logger: Logger
     let applicationInbox: ApplicationInbox
+    /// The application's hooks (notifications and decisions); inert without an application.
+    let hooks: ApplicationHooks
+    /// The next connection number (``ServerConnection/id``).
+    private let connectionNumbers = Atomic<UInt64>(0)
     /// Group commit for SEND_MESSAGE and ACK_MESSAGES; it calls back into the registry.
     let committer: MessageCommitter
     let metrics: ServerMetrics
@@ -30,8 +34,10 @@ final class ServerContext: Sendable {
         blockingPool: NIOThreadPool,
         logger: Logger,
         metrics: ServerMetrics,
-        applicationInbox: ApplicationInbox
+        applicationInbox: ApplicationInbox,
+        hooks: ApplicationHooks = ApplicationHooks(application: nil)
     ) {
+        self.hooks = hooks
         self.metrics = metrics
         self.configuration = configuration
         self.store = store
@@ -56,6 +62,11 @@ final class ServerContext: Sendable {
                 }
             }
         )
+    }
+
+    /// A number for a new connection, unique while the server runs.
+    func nextConnectionID() -> UInt64 {
+        connectionNumbers.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
     /// Runs `work` on the blocking pool; the result arrives on `eventLoop`.

@@ -48,6 +48,8 @@ final class SessionRegistry: Sendable {
         var handle: SessionHandle
         /// The node ID the session declared at logon, if any.
         var nodeID: String?
+        /// What the admin sees of it, once its logon completed.
+        var description: ServerSession?
     }
 
     private struct State {
@@ -131,6 +133,23 @@ final class SessionRegistry: Sendable {
                 measure(state)
             }
         }
+    }
+
+    /// Records what the admin sees of `user`'s session, if it is still `handle`'s.
+    func describe(_ user: UserID, for handle: ObjectIdentifier, as description: ServerSession) {
+        state.withLock { state in
+            if state.sessions[user]?.handle.id == handle { state.sessions[user]?.description = description }
+        }
+    }
+
+    /// The logged-on sessions whose logon completed, by user ID.
+    var sessionDescriptions: [ServerSession] {
+        state.withLock { state in state.sessions.values.compactMap(\.description) }.sorted { $0.user < $1.user }
+    }
+
+    /// The session with this ID (``ServerSession/id``), if it is logged on.
+    func session(numbered id: UInt64) -> SessionHandle? {
+        state.withLock { state in state.sessions.values.first { $0.description?.id == id }?.handle }
     }
 
     func session(for user: UserID) -> SessionHandle? {

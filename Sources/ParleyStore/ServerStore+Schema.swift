@@ -131,6 +131,19 @@ extension ServerStore {
             )
         }
 
+        // User IDs the admin reserved (docs/ADMIN.md): REGISTER cannot take them, and new IDs are
+        // assigned above them.
+        migrator.registerMigration("v5-reserved-user-ids") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE reserved_user_id (
+                        user_id INTEGER PRIMARY KEY NOT NULL,
+                        reserved_at INTEGER NOT NULL
+                    );
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -22,7 +22,8 @@ extension ServerStore {
     ///   - now: The registration time.
     /// - Returns: The stored info, with its user ID and registration time.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidUserID`` when `requestedID` is
-    ///   0 or below `minimumID`, ``ParleyError/Code/userAlreadyExists`` when it is taken,
+    ///   0, below `minimumID` or reserved by the admin (``reserveUserID(_:now:)``),
+    ///   ``ParleyError/Code/userAlreadyExists`` when it is taken,
     ///   ``ParleyError/Code/userIDsExhausted`` when no ID above the highest is left.
     public func registerUser(
         _ info: UserInfo,
@@ -41,6 +42,9 @@ extension ServerStore {
         return try write("registering a user") { db in
             let id: UserID
             if let requestedID {
+                guard try !Self.isReserved(db, requestedID) else {
+                    throw ParleyError(code: .invalidUserID, message: "user ID \(requestedID) is reserved by the admin")
+                }
                 id = requestedID
             } else {
                 id = try Self.nextUserID(db, minimumID: minimumID)
@@ -81,9 +85,16 @@ extension ServerStore {
         }
     }
 
-    /// The next ID to assign: one above the highest, at least `minimumID`, never 0.
+    /// The next ID to assign: one above the highest (registered or reserved), at least
+    /// `minimumID`, never 0.
     private static func nextUserID(_ db: Database, minimumID: UserID) throws -> UserID {
-        let highest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(user_id) FROM user")) ?? 0
+        let highest =
+            try Int64.fetchOne(
+                db.cachedStatement(
+                    sql:
+                        "SELECT MAX(id) FROM (SELECT MAX(user_id) AS id FROM user UNION ALL SELECT MAX(user_id) FROM reserved_user_id)"
+                )
+            ) ?? 0
         let (afterHighest, overflow) = highest.addingReportingOverflow(1)
         let next = max(overflow ? .max : afterHighest, minimumID.storedValue, 1)
         guard let raw = UInt32(exactly: next) else {

@@ -35,6 +35,7 @@ final class AccountsFamily: RequestFamily {
             session.serialized(frame) { server throws(ParleyError) in
                 var stored = try server.store.updateUserInfo(me, to: info)
                 stored.isOnline = true
+                server.hooks.notify(.infoChanged(stored))
                 var response = Parley_V1_UserInfoResponse()
                 response.user = Parley_V1_UserInfo(stored)
                 return response
@@ -91,6 +92,7 @@ final class AccountsFamily: RequestFamily {
                 now: Date()
             )
             server.logger.debug("registered a user", metadata: ["user.id": "\(user.userID)"])
+            server.hooks.notify(.registered(user))
             return Authenticated(
                 info: user, storedMessages: 0, token: try server.issueResumptionToken(for: user.userID))
         }

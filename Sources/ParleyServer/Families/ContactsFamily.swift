@@ -40,27 +40,10 @@ final class ContactsFamily: RequestFamily {
             let request: Parley_V1_ContactRequest = try frame.decodeMeta()
             let displayName = try request.displayName()
             let contact = UserID(request.userID)
-            let tell = session.negotiatedPresence
-            session.query(frame) { server throws(ParleyError) in
-                let added = try server.store.addContact(
-                    contact,
-                    to: user,
-                    displayName: displayName,
-                    maximum: server.configuration.maximumContacts,
-                    now: Date()
-                )
-                if tell {
-                    let now = server.presence.snapshot(of: [contact])
-                    let change = PresenceHub.Change(
-                        user: contact,
-                        presence: now.presences[contact] ?? .offline,
-                        sequence: now.sequence
-                    )
-                    server.registry.session(for: user)?.execute { $0.presenceOfNewContact(change) }
-                }
-                var response = Parley_V1_ContactResponse()
-                response.contact = Parley_V1_Contact(added)
-                return response
+            if session.server.hooks.vetoesContacts {
+                askApplication(frame, contact: contact, owner: user, displayName: displayName, in: session)
+            } else {
+                add(frame, contact: contact, owner: user, displayName: displayName, in: session)
             }
         case .updateContact:
             let request: Parley_V1_ContactRequest = try frame.decodeMeta()
@@ -92,6 +75,71 @@ final class ContactsFamily: RequestFamily {
             }
         default:
             throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
+        }
+    }
+
+    /// Adds `contact` to `owner`'s list and answers ADD_CONTACT.
+    private func add(
+        _ frame: Frame,
+        contact: UserID,
+        owner user: UserID,
+        displayName: ContactDisplayName,
+        in session: SessionContext
+    ) {
+        let tell = session.negotiatedPresence
+        session.query(frame) { server throws(ParleyError) in
+            let added = try server.store.addContact(
+                contact,
+                to: user,
+                displayName: displayName,
+                maximum: server.configuration.maximumContacts,
+                now: Date()
+            )
+            if tell {
+                let now = server.presence.snapshot(of: [contact])
+                let change = PresenceHub.Change(
+                    user: contact,
+                    presence: now.presences[contact] ?? .offline,
+                    sequence: now.sequence
+                )
+                server.registry.session(for: user)?.execute { $0.presenceOfNewContact(change) }
+            }
+            var response = Parley_V1_ContactResponse()
+            response.contact = Parley_V1_Contact(added)
+            return response
+        }
+    }
+
+    /// Asks the server application whether `owner` may add `contact`, then adds it or answers
+    /// CONTACT_REFUSED (also when the application does not decide in time).
+    private func askApplication(
+        _ frame: Frame,
+        contact: UserID,
+        owner: UserID,
+        displayName: ContactDisplayName,
+        in session: SessionContext
+    ) {
+        guard let handle = session.handle else { return }
+        let promise = handle.eventLoop.makePromise(of: Bool.self)
+        session.requestStarted(query: true)
+        session.server.hooks.decide(
+            late: false,
+            unavailable: false,
+            { application, server in await application.shouldAddContact(contact, to: owner, server: server) },
+            completion: { promise.succeed($0) }
+        )
+        promise.futureResult.assumeIsolated().whenSuccess { [self] allowed in
+            defer { session.requestAnswered(query: true) }
+            guard session.identity.user == owner else { return }
+            guard allowed else {
+                session.respond(
+                    to: frame,
+                    with: ParleyError(
+                        code: .contactRefused, message: "the server does not allow adding user \(contact) as a contact")
+                )
+                return
+            }
+            add(frame, contact: contact, owner: owner, displayName: displayName, in: session)
         }
     }
 

@@ -86,9 +86,39 @@ final class MessagesFamily: RequestFamily {
             throw ParleyError(code: .invalidRequest, message: "unknown payload kind \(raw)")
         }
         let sentAt = Date(millisecondsSince1970: request.sentAtMs)
+        // A constant read once at start: without inspection the path below is the only one.
+        if server.hooks.inspectsMessages {
+            inspect(frame, request, sender: sender, recipients: recipients, isText: isText, sentAt: sentAt, in: session)
+            return
+        }
+        submit(
+            frame,
+            request,
+            sender: sender,
+            recipients: recipients,
+            isText: isText,
+            sentAt: sentAt,
+            payload: frame.payload,
+            in: session
+        )
+    }
+
+    /// Stores and delivers a checked SEND_MESSAGE (with `payload` as its body), or hands it to
+    /// the server application; answers it once committed.
+    private func submit(
+        _ frame: Frame,
+        _ request: Parley_V1_SendMessageRequest,
+        sender: UserID,
+        recipients: [UserID],
+        isText: Bool,
+        sentAt: Date,
+        payload: ByteBuffer,
+        in session: SessionContext
+    ) {
+        let server = session.server
         var results: [UserID: DeliveryResult.Status] = [:]
         if recipients.contains(.server) {
-            let body = MessageBody(isText: isText, bytes: Array(frame.payload.readableBytesView))
+            let body = MessageBody(isText: isText, bytes: Array(payload.readableBytesView))
             results[.server] = server.applicationInbox.offer(
                 Message(
                     id: MessageID(request.messageID),
@@ -111,7 +141,7 @@ final class MessagesFamily: RequestFamily {
             recipients: users,
             allRecipients: recipients,
             isText: isText,
-            body: Array(frame.payload.readableBytesView),
+            body: Array(payload.readableBytesView),
             sentAt: sentAt,
             wantsReceipt: request.wantReceipt
         )
@@ -120,7 +150,7 @@ final class MessagesFamily: RequestFamily {
         let serverResults = results
         session.requestStarted(query: false)
         server.committer.submit(
-            MessageCommitter.Submission(message: message, payload: frame.payload) { outcome in
+            MessageCommitter.Submission(message: message, payload: payload) { outcome in
                 // Online status is read now, on the committer thread, right after the commit.
                 var statuses = serverResults
                 switch outcome {
@@ -148,6 +178,78 @@ final class MessagesFamily: RequestFamily {
                 }
             }
         )
+    }
+
+    /// Hands a checked SEND_MESSAGE to the application's ``ParleyServerApplication/inspect(_:server:)``
+    /// and carries out its decision. Later frames of the connection wait meanwhile, so messages
+    /// keep their order.
+    private func inspect(
+        _ frame: Frame,
+        _ request: Parley_V1_SendMessageRequest,
+        sender: UserID,
+        recipients: [UserID],
+        isText: Bool,
+        sentAt: Date,
+        in session: SessionContext
+    ) {
+        guard let handle = session.handle else { return }
+        let server = session.server
+        let message = Message(
+            id: MessageID(request.messageID),
+            sender: sender,
+            recipients: recipients,
+            body: MessageBody(isText: isText, bytes: Array(frame.payload.readableBytesView)),
+            sentAt: sentAt,
+            deliveredAt: Date()
+        )
+        let promise = handle.eventLoop.makePromise(of: MessageDecision.self)
+        session.sessionChangeStarted()
+        server.hooks.decide(
+            late: .reject(reason: "the server application did not decide in time"),
+            unavailable: .reject(reason: "the server application is overloaded or stopped"),
+            { application, parley in await application.inspect(message, server: parley) },
+            completion: { promise.succeed($0) }
+        )
+        promise.futureResult.assumeIsolated().whenSuccess { [self] decision in
+            defer { session.sessionChangeEnded() }
+            // The connection closed or logged off meanwhile: nobody waits for an answer.
+            guard session.identity.user == sender else { return }
+            var payload = frame.payload
+            switch decision {
+            case .deliver:
+                break
+            case .replaceText(let text) where isText:
+                guard text.utf8.count <= Self.maximumRewrittenText(server.configuration.maximumFrameSize) else {
+                    session.respond(
+                        to: frame,
+                        with: ParleyError(
+                            code: .messageRejected, message: "the server application's rewritten text is too long")
+                    )
+                    return
+                }
+                payload = ByteBuffer(string: text)
+            case .replaceText:
+                session.logger.debug("the server application rewrote a binary message; delivered unchanged")
+            case .reject(let code, let reason):
+                session.respond(to: frame, with: ParleyError(code: code, message: reason))
+                return
+            }
+            submit(
+                frame,
+                request,
+                sender: sender,
+                recipients: recipients,
+                isText: isText,
+                sentAt: sentAt,
+                payload: payload,
+                in: session
+            )
+        }
+    }
+
+    /// The longest text a rewrite may have: what fits in a MESSAGE frame beside its meta.
+    static func maximumRewrittenText(_ maximumFrameSize: Int) -> Int {
+        max(maximumFrameSize - 4096, maximumFrameSize / 2)
     }
 
     /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
@@ -267,6 +369,7 @@ final class MessagesFamily: RequestFamily {
             case .failure(let error):
                 session.server.metrics.storageErrors.increment()
                 session.logger.info("loading stored messages failed", metadata: ["error": "\(error)"])
+                session.server.hooks.notify(.error(ServerConnectionHandler.parleyError(error)))
                 delivery.loadFailed()
             }
         }
