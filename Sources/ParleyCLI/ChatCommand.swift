@@ -122,7 +122,7 @@ struct ChatCommand: AsyncParsableCommand, LoggingCommand {
                 throw ParleyError(code: .sessionReplaced, message: reason)
             case .connectionStateChanged(.disconnected(let reason)):
                 Output.note("disconnected (\(reason.map(String.init(describing:)) ?? "closed")); reconnecting")
-            case .connectionStateChanged, .deliveryReceipt, .presence:
+            case .connectionStateChanged, .deliveryReceipt, .presence, .command:
                 continue
             }
         }

@@ -23,11 +23,13 @@ import Synchronization
 /// ```
 public final class ParleyClient: Sendable {
     public let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let state = Mutex(State())
     private let eventStream: AsyncStream<ParleyClientEvent>
     private let eventContinuation: AsyncStream<ParleyClientEvent>.Continuation
     private let group: any EventLoopGroup
+    /// Command handlers by name, and the handler runs waiting for ``run()``.
+    let commands = CommandHandlers(capacity: 256)
 
     private struct State {
         enum Phase {
@@ -117,6 +119,24 @@ public final class ParleyClient: Sendable {
         guard start else {
             throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
         }
+        let failure = RunFailure()
+        // Command handlers run as child tasks here, never on an event loop.
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                do throws(ParleyError) {
+                    try await self.maintainConnection()
+                } catch {
+                    failure.record(error)
+                }
+                self.commands.finish()
+            }
+            await commands.runJobs()
+        }
+        if let error = failure.error { throw error }
+    }
+
+    /// Connects, and reconnects after a lost connection, until ``shutdown()`` or cancellation.
+    private func maintainConnection() async throws(ParleyError) {
         var failures = 0
         var everConnected = false
         var finalError: ParleyError?
@@ -243,7 +263,7 @@ public final class ParleyClient: Sendable {
             hello.minVersion = WireProtocol.version
             hello.maxVersion = WireProtocol.version
             hello.agent = configuration.agent
-            hello.capabilities = [WireProtocol.presenceCapability]
+            hello.capabilities = [WireProtocol.presenceCapability, WireProtocol.commandsCapability]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,
                 hello,
@@ -298,7 +318,7 @@ public final class ParleyClient: Sendable {
     }
 
     /// The current connection, waiting for one (within `timeout`) while reconnecting.
-    private func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
+    func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
         // The common case, without the cost of a task group.
         let current = state.withLock { state -> ClientConnection? in
             if case .ready(let connection) = state.phase, !connection.isClosed { return connection }
@@ -369,7 +389,7 @@ public final class ParleyClient: Sendable {
 
     // MARK: Events
 
-    private func emit(_ event: ParleyClientEvent) {
+    func emit(_ event: ParleyClientEvent) {
         eventContinuation.yield(event)
     }
 
@@ -435,6 +455,8 @@ public final class ParleyClient: Sendable {
             }
             let contacts = event.snapshot ? event.contacts.contacts.compactMap(\.contact) : nil
             emit(.presence(PresenceUpdate(isSnapshot: event.snapshot, contacts: contacts, presences: presences)))
+        case .command:
+            receivedCommand(frame, from: connection)
         case .sessionReplaced:
             let event = (try? frame.decodeMeta(as: Parley_V1_SessionReplacedEvent.self)) ?? .init()
             state.withLock { $0.credentials = nil }

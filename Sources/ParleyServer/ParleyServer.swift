@@ -42,6 +42,8 @@ public final class ParleyServer: Service, Sendable {
     let metrics: ServerMetrics
     private let connectionLimit: Atomic<Int>
     let startedAt = Date()
+    /// The server application's command handlers, by name (docs/PROTOCOL.md section 24).
+    public let commands = ServerCommands()
 
     private enum RunState {
         case idle
@@ -110,7 +112,8 @@ public final class ParleyServer: Service, Sendable {
                 blockingPool: blockingPool,
                 logger: logger,
                 metrics: metrics,
-                applicationInbox: inbox
+                applicationInbox: inbox,
+                commands: commands
             )
             channel = try await bind(group: group, context: context)
         } catch {
@@ -148,6 +151,8 @@ public final class ParleyServer: Service, Sendable {
                             }
                         }
                     }
+                    // Command handlers run here, never on an event loop.
+                    tasks.addTask { [commands] in await commands.table.runJobs() }
                     tasks.addTask { [configuration] in
                         while !Task.isCancelled {
                             try? await Task.sleep(for: configuration.pruneInterval)
@@ -156,6 +161,7 @@ public final class ParleyServer: Service, Sendable {
                     }
                     try await channel.closeFuture.get()
                     inbox.finish()
+                    commands.table.finish()
                     tasks.cancelAll()
                 }
             } onGracefulShutdown: {

@@ -22,6 +22,10 @@ final class ServerContext: Sendable {
     let metrics: ServerMetrics
     /// Who is online with which presence (docs/PROTOCOL.md section 23).
     let presence = PresenceHub()
+    /// The server application's command handlers (``ParleyServer/commands``).
+    let commands: ServerCommands
+    /// Commands waiting for a reply, with their deadlines (docs/PROTOCOL.md section 24).
+    let pendingCommands = CommandTable()
 
     init(
         configuration: ParleyServer.Configuration,
@@ -30,9 +34,11 @@ final class ServerContext: Sendable {
         blockingPool: NIOThreadPool,
         logger: Logger,
         metrics: ServerMetrics,
-        applicationInbox: ApplicationInbox
+        applicationInbox: ApplicationInbox,
+        commands: ServerCommands = ServerCommands()
     ) {
         self.metrics = metrics
+        self.commands = commands
         self.configuration = configuration
         self.store = store
         self.registry = registry
