@@ -139,6 +139,44 @@ struct CommandsTests {
         }
     }
 
+    @Test("with store_if_offline a fire-and-forget command waits in the store for the recipient's next logon, once")
+    func storeAndForward() async throws {
+        try await withTestServer { server in
+            try await withTestClients(2, of: server.clientConfiguration) { clients in
+                let (alice, bob) = (clients[0], clients[1])
+                let atBob = Mailbox<Command>()
+                try bob.client.handleCommands(named: "wake") { command in
+                    atBob.append(command)
+                    return []
+                }
+                let aliceID = try await alice.register("alice")
+                let bobID = try await bob.register("bob", password: "pw")
+                try await bob.client.logOff()
+
+                #expect(try await alice.client.fireCommand("wake", payload: [1], to: bobID, storeIfOffline: true) == .stored)
+                #expect(try await alice.client.fireCommand("wake", payload: [2], to: bobID, storeIfOffline: true) == .stored)
+                try await expectError(.userNotFound) {
+                    try await alice.client.fireCommand("wake", to: 424_242, storeIfOffline: true)
+                }
+                try await expectError(.recipientOffline) { try await alice.client.fireCommand("wake", to: bobID) }
+
+                _ = try await bob.client.logOn(userID: bobID, password: "pw")
+                let woken = try await atBob.wait(for: "both stored commands") { items, _ in
+                    items.count >= 2 ? items : nil
+                }
+                #expect(woken.map(\.payload) == [[1], [2]])
+                #expect(woken.allSatisfy { $0.sender == aliceID && !$0.expectsReply })
+
+                // Taken out: the next logon gets nothing more; a new one arrives live.
+                try await bob.client.logOff()
+                _ = try await bob.client.logOn(userID: bobID, password: "pw")
+                #expect(try await alice.client.fireCommand("wake", payload: [3], to: bobID, storeIfOffline: true) == .delivered)
+                let third = try await atBob.wait(for: "the live command") { items, _ in items.count >= 3 ? items : nil }
+                #expect(third.map(\.payload) == [[1], [2], [3]])
+            }
+        }
+    }
+
     @Test("the caller's timeout ends the wait with COMMAND_TIMED_OUT; the reply that comes later is dropped")
     func timeoutAndLateReply() async throws {
         try await withTestServer { server in

@@ -19,6 +19,7 @@ import Testing
             #expect(
                 migrations == [
                     "v1-messages", "v1-users", "v2-node-keys", "v3-resumption-tokens", "v4-contacts-presence",
+                    "v5-stored-commands",
                 ])
             #expect(tables.isSuperset(of: ["user", "message", "delivery", "resumption_token"]))
             #expect(journalMode == "wal")

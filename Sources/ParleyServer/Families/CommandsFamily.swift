@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import ParleyCore
 import ParleyLink
+import ParleyStore
 import ParleyWire
 
 /// Custom commands (docs/PROTOCOL.md section 24): SEND_COMMAND, COMMAND_REPLY, and this
@@ -39,6 +40,14 @@ final class CommandsFamily: RequestFamily {
         }
     }
 
+    /// The most fire-and-forget commands the server keeps for one offline recipient.
+    static let maximumStored = 1000
+
+    func sessionStarted(in session: SessionContext) {
+        guard let user = session.identity.user else { return }
+        session.connection.pushStoredCommands(of: user)
+    }
+
     func sessionEnded(_ user: UserID, in session: SessionContext) {
         guard let id = session.handle?.id else { return }
         session.server.pendingCommands.recipientLeft(id, user: user)
@@ -60,7 +69,18 @@ final class CommandsFamily: RequestFamily {
             return
         }
         guard let target = server.registry.session(for: recipient) else {
-            throw ParleyError(code: .recipientOffline, message: "user \(recipient) is not logged on")
+            guard request.storeIfOffline else {
+                throw ParleyError(code: .recipientOffline, message: "user \(recipient) is not logged on")
+            }
+            let command = StoredCommand(
+                sender: user, name: request.name, payload: Array(frame.payload.readableBytesView), storedAt: Date())
+            session.query(frame) { server throws(ParleyError) in
+                try server.store.storeCommand(command, for: recipient, maximum: Self.maximumStored)
+                // Logged on meanwhile: its logon may have taken the stored commands already.
+                server.registry.session(for: recipient)?.execute { $0.pushStoredCommands(of: recipient) }
+                return Self.response(.commandStored)
+            }
+            return
         }
         if request.fireAndForget {
             target.execute { $0.deliverCommand(event, payload: frame.payload, to: recipient) }
@@ -146,6 +166,32 @@ extension ServerConnectionHandler {
             respond(to: frame, with: error)
         }
         requestAnswered(query: false)
+    }
+
+    /// Takes `user`'s stored commands out of the store and pushes them, if this session is
+    /// still `user`'s and takes commands (otherwise they stay stored).
+    func pushStoredCommands(of user: UserID) {
+        guard negotiatedCommands, machine.identity.user == user, let context else { return }
+        let server = self.server
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            try server.store.takeStoredCommands(for: user)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let commands):
+                for command in commands {
+                    var event = Parley_V1_CommandEvent()
+                    event.sender = command.sender.rawValue
+                    event.name = command.name
+                    event.fireAndForget = true
+                    event.sentAtMs = command.storedAt.millisecondsSince1970
+                    write(Frame(type: .command, requestID: 0, message: event, payload: ByteBuffer(bytes: command.payload)))
+                }
+            case .failure(let error):
+                logger.info("cannot take the stored commands", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Pushes a COMMAND event to this session if it is still `recipient`'s; otherwise, or if
