@@ -107,6 +107,22 @@ struct NodeEventRecord: Encodable {
         return record
     }
 
+    /// `{"event":"commandReply","command":NAME,"route":...,"text":...}`: the reply to a command.
+    static func commandReply(_ name: String, _ result: ParleyNode.CommandResult) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "commandReply")
+        record.command = name
+        record.route = result.route.rawValue
+        (record.text, record.base64) = CommandRecord.content(of: result.reply)
+        return record
+    }
+
+    /// `{"event":"handling","command":NAME}`: the node answers commands named NAME.
+    static func handling(_ name: String) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "handling")
+        record.command = name
+        return record
+    }
+
     /// `{"event":"error","command":...,"message":...}`
     static func error(_ message: String, command: String? = nil) -> NodeEventRecord {
         var record = NodeEventRecord(event: "error")
@@ -168,6 +184,13 @@ struct NodeEventRecord: Encodable {
             state = "logOnDeferred"
             reason = ErrorText.describe(error)
             retryAfterMs = Int(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)
+        case .commandReceived(let command, let from, let route):
+            self.init(event: "command")
+            self.command = command.name
+            sender = command.sender.rawValue
+            fromNode = from?.description
+            self.route = route.rawValue
+            (text, base64) = CommandRecord.content(of: command.payload)
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -261,6 +284,12 @@ struct NodeEventRecord: Encodable {
             return lines.isEmpty ? "no peers" : lines.joined(separator: "\n")
         case "error":
             return "error: " + (command.map { "\($0): " } ?? "") + (message ?? "")
+        case "command":
+            return "[command \(command ?? "?") from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
+        case "commandReply":
+            return "reply to \(command ?? "?") via \(route ?? "?"): \(content)"
+        case "handling":
+            return "answering command \(command ?? "?") with its payload"
         default:
             return event
         }

@@ -108,7 +108,7 @@ extension ParleyClient {
             return
         }
         let command = event.command(payload: frame.payload)
-        let handler = commands.handler(for: command.name)
+        let handler = commands.handler(for: command.name) ?? fallbackCommands?.handler(for: command.name)
         let id = event.commandID
         let logger = self.logger
         if command.expectsReply {

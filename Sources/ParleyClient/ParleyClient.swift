@@ -30,6 +30,8 @@ public final class ParleyClient: Sendable {
     private let group: any EventLoopGroup
     /// Command handlers by name, and the handler runs waiting for ``run()``.
     let commands = CommandHandlers(capacity: 256)
+    /// Handlers asked when ``commands`` has none for a name.
+    let fallbackCommands: CommandHandlers?
 
     private struct State {
         enum Phase {
@@ -70,7 +72,14 @@ public final class ParleyClient: Sendable {
         }
     }
 
-    public init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
+    public convenience init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
+        self.init(configuration: configuration, logger: logger, commandHandlers: nil)
+    }
+
+    /// A client whose commands without a handler of its own are answered by `commandHandlers`'
+    /// (an embedding SDK's, kept across the clients it makes).
+    package init(configuration: Configuration, logger: Logger, commandHandlers: CommandHandlers?) {
+        self.fallbackCommands = commandHandlers
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup.singleton

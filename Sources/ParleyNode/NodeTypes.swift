@@ -171,5 +171,10 @@ extension ParleyNode {
         /// a crash is still open, too many attempts, a server error): the node tries again after
         /// `retryAfter`, and keeps trying with growing delays.
         case serverLogOnDeferred(ParleyError, retryAfter: Duration)
+        /// A command for this node's user (or node), from a peer node over a direct link
+        /// (`from` is that node) or through the server: shown whether or not a handler
+        /// (``ParleyNode/handleCommands(named:_:)``) answered it. Dropped, like peer events, while
+        /// ``Configuration/unreadEventLimit`` events wait unread.
+        case commandReceived(Command, from: NodeID?, route: Route)
     }
 }

@@ -11,8 +11,10 @@ struct StoredCommandTests {
         try withTemporaryStore { store, _ in
             let ids = try store.register(person("alice"), person("bob"))
             let (alice, bob) = (ids[0], ids[1])
-            let first = StoredCommand(sender: alice, name: "wake", payload: [1, 2], storedAt: now)
-            let second = StoredCommand(sender: .server, name: "sync", payload: [], storedAt: now + 1)
+            // Whole milliseconds, as the store keeps them.
+            let storedAt = Date(timeIntervalSince1970: 1_700_000_000)
+            let first = StoredCommand(sender: alice, name: "wake", payload: [1, 2], storedAt: storedAt)
+            let second = StoredCommand(sender: .server, name: "sync", payload: [], storedAt: storedAt + 1)
             try store.storeCommand(first, for: bob, maximum: 2)
             try store.storeCommand(second, for: bob, maximum: 2)
             let full = #expect(throws: ParleyError.self) { try store.storeCommand(first, for: bob, maximum: 2) }
