@@ -47,7 +47,7 @@ struct InvokeCommand: AsyncParsableCommand, LoggingCommand {
     func validate() throws {
         if !(timeout > 0 && timeout <= 300) { throw ValidationError("--timeout must be more than 0 and at most 300") }
         if store && !fireAndForget { throw ValidationError("--store needs --fire-and-forget") }
-        do {
+        do throws(ParleyError) {
             try Command.validate(name: name)
         } catch {
             throw ValidationError(error.message)

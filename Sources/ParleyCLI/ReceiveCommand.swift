@@ -39,7 +39,7 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
         for name in echoCommand {
-            do {
+            do throws(ParleyError) {
                 try Command.validate(name: name)
             } catch {
                 throw ValidationError("--echo-command: \(error.message)")

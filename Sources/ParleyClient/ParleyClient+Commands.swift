@@ -89,7 +89,7 @@ extension ParleyClient {
         // The server's deadline answers first (COMMAND_TIMED_OUT); this one is for a lost server.
         let wait = (request.fireAndForget ? configuration.retry.requestTimeout : request.timeout) + .seconds(5)
         let answer: Frame
-        do {
+        do throws(ParleyError) {
             answer = try await connection.requestFrame(
                 .sendCommand, request, payload: ByteBuffer(bytes: payload), timeout: wait)
         } catch where error.code == .timedOut {

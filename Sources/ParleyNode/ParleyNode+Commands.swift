@@ -100,7 +100,7 @@ extension ParleyNode {
             return nil
         }
         if case .user(let user) = recipient, directLink.hello?.userID != user { return nil }
-        do {
+        do throws(ParleyError) {
             return try await directLink.request(.peerCommand, meta, payload: payload, timeout: timeout)
         } catch {
             switch error.code {

@@ -27,7 +27,8 @@ extension ParleyServer {
     ) async throws(ParleyError) -> [UInt8] {
         let (context, target, event) = try prepareCommand(name, to: user, fireAndForget: false)
         let timeout = min(max(timeout, .milliseconds(1)), CommandTimeout.maximum)
-        let result = await withCheckedContinuation { continuation in
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<ByteBuffer, ParleyError>, Never>) in
             var event = event
             event.timeoutMs = timeout.wireMilliseconds
             event.commandID = context.pendingCommands.add(

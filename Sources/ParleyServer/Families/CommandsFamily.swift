@@ -83,7 +83,8 @@ final class CommandsFamily: RequestFamily {
             return
         }
         if request.fireAndForget {
-            target.execute { $0.deliverCommand(event, payload: frame.payload, to: recipient) }
+            let pushed = event
+            target.execute { $0.deliverCommand(pushed, payload: frame.payload, to: recipient) }
             session.respond(to: frame, with: Self.response(.commandDelivered))
             return
         }
@@ -98,7 +99,8 @@ final class CommandsFamily: RequestFamily {
         ) { result in
             caller.execute { $0.commandFinished(frame, result) }
         }
-        target.execute { $0.deliverCommand(event, payload: frame.payload, to: recipient) }
+        let pushed = event
+        target.execute { $0.deliverCommand(pushed, payload: frame.payload, to: recipient) }
     }
 
     /// A command to the server application: its handler runs in the server's `run()`.
