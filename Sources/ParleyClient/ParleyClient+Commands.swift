@@ -92,7 +92,7 @@ extension ParleyClient {
         do throws(ParleyError) {
             answer = try await connection.requestFrame(
                 .sendCommand, request, payload: ByteBuffer(bytes: payload), timeout: wait)
-        } catch where error.code == .timedOut {
+        } catch  where error.code == .timedOut {
             throw ParleyError(code: .commandTimedOut, message: "no answer to command \"\(request.name)\" in time")
         }
         guard answer.type == FrameType.sendCommand.response else {
@@ -114,7 +114,8 @@ extension ParleyClient {
         if command.expectsReply {
             guard let handler else {
                 connection.reply(
-                    to: id, .failure(ParleyError(code: .noHandler, message: "no handler for command \"\(command.name)\"")))
+                    to: id,
+                    .failure(ParleyError(code: .noHandler, message: "no handler for command \"\(command.name)\"")))
                 emit(.command(command))
                 return
             }
@@ -124,14 +125,17 @@ extension ParleyClient {
                     to: id,
                     .failure(
                         ParleyError(
-                            code: .commandFailed, message: "the client has too many commands waiting", applicationCode: 0)
+                            code: .commandFailed, message: "the client has too many commands waiting",
+                            applicationCode: 0)
                     )
                 )
             }
         } else if let handler {
             let queued = commands.submit(handler, for: command) { result in
                 if case .failure(let error) = result {
-                    logger.debug("a fire-and-forget command failed", metadata: ["command": "\(command.name)", "error": "\(error)"])
+                    logger.debug(
+                        "a fire-and-forget command failed",
+                        metadata: ["command": "\(command.name)", "error": "\(error)"])
                 }
             }
             if !queued { logger.info("dropped a fire-and-forget command: too many commands waiting") }

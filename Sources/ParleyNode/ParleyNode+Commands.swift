@@ -180,7 +180,8 @@ extension ParleyNode {
         if !queued {
             link.write(
                 .error(
-                    ParleyError(code: .commandFailed, message: "the node has too many commands waiting", applicationCode: 0),
+                    ParleyError(
+                        code: .commandFailed, message: "the node has too many commands waiting", applicationCode: 0),
                     requestID: requestID))
         }
     }

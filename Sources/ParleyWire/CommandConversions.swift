@@ -5,12 +5,14 @@ package import ParleyCore
 
 extension Parley_V1_CommandRequest {
     /// The request for command `name` to `recipient`.
-    package init(name: String, recipient: UserID, timeout: Duration, fireAndForget: Bool, storeIfOffline: Bool = false) {
+    package init(name: String, recipient: UserID, timeout: Duration, fireAndForget: Bool, storeIfOffline: Bool = false)
+    {
         self.init()
         self.name = name
         self.recipient = recipient.rawValue
         let (seconds, attoseconds) = timeout.components
-        self.timeoutMs = fireAndForget ? 0 : UInt32(clamping: max(seconds * 1000 + attoseconds / 1_000_000_000_000_000, 1))
+        self.timeoutMs =
+            fireAndForget ? 0 : UInt32(clamping: max(seconds * 1000 + attoseconds / 1_000_000_000_000_000, 1))
         self.fireAndForget = fireAndForget
         self.storeIfOffline = storeIfOffline
     }

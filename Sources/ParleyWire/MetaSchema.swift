@@ -251,5 +251,8 @@ extension Parley_V1_CommandRequest: StrictMeta {
 extension Parley_V1_CommandReply: StrictMeta {
     package static let schema = MetaSchema(
         "CommandReply",
-        [1: ("command_id", .uint64), 2: ("error_code", .uint32), 3: ("application_code", .uint32), 4: ("text", .string)])
+        [
+            1: ("command_id", .uint64), 2: ("error_code", .uint32), 3: ("application_code", .uint32),
+            4: ("text", .string),
+        ])
 }

@@ -37,7 +37,8 @@ struct CommandCLITests {
             #expect(record["text"] as? String == "x")
             #expect(record["to"] as? Int == Int(bob))
 
-            let fired = try await parley(["command", "--fire-and-forget"] + asUser(alice) + ["--to", bob, "note", "n"])
+            let fired = try await parley(
+                ["command", "--fire-and-forget"] + asUser(alice) + ["--to", bob, "note", "n"])
             #expect(fired.lines == ["delivered"], "\(fired)")
             try await receiver.line { $0.contains("\"name\":\"note\"") && $0.contains("\"expectsReply\":false") }
 

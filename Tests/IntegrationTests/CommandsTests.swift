@@ -153,8 +153,12 @@ struct CommandsTests {
                 let bobID = try await bob.register("bob", password: "pw")
                 try await bob.client.logOff()
 
-                #expect(try await alice.client.fireCommand("wake", payload: [1], to: bobID, storeIfOffline: true) == .stored)
-                #expect(try await alice.client.fireCommand("wake", payload: [2], to: bobID, storeIfOffline: true) == .stored)
+                #expect(
+                    try await alice.client.fireCommand("wake", payload: [1], to: bobID, storeIfOffline: true) == .stored
+                )
+                #expect(
+                    try await alice.client.fireCommand("wake", payload: [2], to: bobID, storeIfOffline: true) == .stored
+                )
                 try await expectError(.userNotFound) {
                     try await alice.client.fireCommand("wake", to: 424_242, storeIfOffline: true)
                 }
@@ -170,7 +174,9 @@ struct CommandsTests {
                 // Taken out: the next logon gets nothing more; a new one arrives live.
                 try await bob.client.logOff()
                 _ = try await bob.client.logOn(userID: bobID, password: "pw")
-                #expect(try await alice.client.fireCommand("wake", payload: [3], to: bobID, storeIfOffline: true) == .delivered)
+                #expect(
+                    try await alice.client.fireCommand("wake", payload: [3], to: bobID, storeIfOffline: true)
+                        == .delivered)
                 let third = try await atBob.wait(for: "the live command") { items, _ in items.count >= 3 ? items : nil }
                 #expect(third.map(\.payload) == [[1], [2], [3]])
             }
@@ -222,7 +228,8 @@ struct CommandsTests {
                 }
                 let quickID = try quick.decodeMeta(as: Parley_V1_CommandEvent.self).commandID
                 let answer = try await bob.request(
-                    .commandReply, Parley_V1_CommandReply(commandID: quickID, .success([3])), payload: ByteBuffer(bytes: [3]))
+                    .commandReply, Parley_V1_CommandReply(commandID: quickID, .success([3])),
+                    payload: ByteBuffer(bytes: [3]))
                 #expect(answer.type == FrameType.commandReply.response)
                 #expect(try await reply == [3])
                 await bob.close()

@@ -32,7 +32,8 @@ struct StoredCommandTests {
     func corruptRow() throws {
         try withTemporaryStore { store, path in
             let bob = try store.register(person("bob"))[0]
-            try store.storeCommand(StoredCommand(sender: 5, name: "n", payload: [9], storedAt: now), for: bob, maximum: 10)
+            try store.storeCommand(
+                StoredCommand(sender: 5, name: "n", payload: [9], storedAt: now), for: bob, maximum: 10)
             try withRawDatabase(path) { db in
                 try db.execute(sql: "UPDATE stored_command SET sender = 'garbage'")
             }

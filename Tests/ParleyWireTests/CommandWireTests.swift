@@ -19,9 +19,13 @@ struct CommandWireTests {
 
     @Test("a request's bytes are the ones PROTOCOL.md shows")
     func requestBytes() throws {
-        let request = Parley_V1_CommandRequest(name: "time", recipient: 1001, timeout: .seconds(2), fireAndForget: false)
+        let request = Parley_V1_CommandRequest(
+            name: "time", recipient: 1001, timeout: .seconds(2), fireAndForget: false)
         let frame = Frame(type: .sendCommand, requestID: 5, message: request, payload: ByteBuffer(bytes: [0x68, 0x69]))
-        #expect(Array(frame.meta.readableBytesView) == [0x0A, 0x04, 0x74, 0x69, 0x6D, 0x65, 0x10, 0xE9, 0x07, 0x18, 0xD0, 0x0F])
+        #expect(
+            Array(frame.meta.readableBytesView) == [
+                0x0A, 0x04, 0x74, 0x69, 0x6D, 0x65, 0x10, 0xE9, 0x07, 0x18, 0xD0, 0x0F,
+            ])
         let decoded = try frame.decodeMeta(as: Parley_V1_CommandRequest.self)
         #expect(decoded == request)
         #expect(decoded.timeout == .seconds(2))
@@ -87,8 +91,10 @@ struct CommandWireTests {
         meta.applicationCode = 7
         let other = ParleyError(errorFrame: Frame(type: .error, requestID: 3, message: meta))
         #expect(other.applicationCode == nil)
-        #expect(CommandFailure.parleyError(for: CommandFailure(code: 5, text: "t")) == ParleyError(
-            code: .commandFailed, message: "t", applicationCode: 5))
+        #expect(
+            CommandFailure.parleyError(for: CommandFailure(code: 5, text: "t"))
+                == ParleyError(
+                    code: .commandFailed, message: "t", applicationCode: 5))
     }
 
     @Test("the strict check refuses a command request with a field of the wrong type")

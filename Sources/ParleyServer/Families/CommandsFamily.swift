@@ -126,7 +126,9 @@ final class CommandsFamily: RequestFamily {
         if request.fireAndForget {
             let queued = handlers.submit(handler, for: command) { result in
                 if case .failure(let error) = result {
-                    logger.debug("a fire-and-forget command failed", metadata: ["command": "\(command.name)", "error": "\(error)"])
+                    logger.debug(
+                        "a fire-and-forget command failed",
+                        metadata: ["command": "\(command.name)", "error": "\(error)"])
                 }
             }
             guard queued else { throw Self.overloaded }
@@ -188,7 +190,9 @@ extension ServerConnectionHandler {
                     event.name = command.name
                     event.fireAndForget = true
                     event.sentAtMs = command.storedAt.millisecondsSince1970
-                    write(Frame(type: .command, requestID: 0, message: event, payload: ByteBuffer(bytes: command.payload)))
+                    write(
+                        Frame(type: .command, requestID: 0, message: event, payload: ByteBuffer(bytes: command.payload))
+                    )
                 }
             case .failure(let error):
                 logger.info("cannot take the stored commands", metadata: ["error": "\(error)"])
