@@ -96,6 +96,18 @@ final class CommandTable: Sendable {
         }
     }
 
+    /// Fails every waiting command with `error` (the server stops: their deadlines would be
+    /// swept on event loops that are going away).
+    func failAll(_ error: ParleyError) {
+        let all = state.withLock { state -> [Entry] in
+            state.sweep?.task.cancel()
+            state.sweep = nil
+            defer { state.entries = [:] }
+            return Array(state.entries.values)
+        }
+        for entry in all { entry.completion(.failure(error)) }
+    }
+
     private func schedule(at deadline: NIODeadline, on loop: any EventLoop) -> Scheduled<Void> {
         loop.scheduleTask(deadline: deadline) { [self] in sweep(on: loop) }
     }

@@ -289,6 +289,7 @@ public final class ParleyServer: Service, Sendable {
             try? await connection.close()
         }
         await context.committer.shutdown()
+        context.pendingCommands.failAll(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
         try? await group.shutdownGracefully()
         state.withLock { $0 = .finished }
         logger.info("stopped")
