@@ -22,6 +22,14 @@ package final class CommandHandlers: Sendable {
         (jobs, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(capacity))
     }
 
+    /// Sets the handler for `name`, replacing the one set before.
+    ///
+    /// - Throws: ``ParleyError`` with code `invalidRequest` for a name no command can have.
+    package func register(_ name: String, _ handler: @escaping Handler) throws(ParleyError) {
+        try Command.validate(name: name)
+        set(handler, for: name)
+    }
+
     /// Sets (or with nil removes) the handler for `name`.
     package func set(_ handler: Handler?, for name: String) {
         handlers.withLock { $0[name] = handler }

@@ -27,8 +27,7 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidRequest` for a name no command
     ///   can have.
     public func handleCommands(named name: String, _ handler: @escaping CommandHandler) throws(ParleyError) {
-        try Command.validate(name: name)
-        commands.set(handler, for: name)
+        try commands.register(name, handler)
     }
 
     /// Stops answering commands named `name`; later ones get NO_HANDLER.

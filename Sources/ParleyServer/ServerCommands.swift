@@ -30,8 +30,7 @@ public final class ServerCommands: Sendable {
     /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidRequest` for a name no command
     ///   can have (``/ParleyCore/Command/validate(name:)``).
     public func register(_ name: String, _ handler: @escaping Handler) throws(ParleyError) {
-        try Command.validate(name: name)
-        table.set(handler, for: name)
+        try table.register(name, handler)
     }
 
     /// Removes the handler for `name`; later commands of that name get NO_HANDLER.

@@ -10,21 +10,7 @@ import Testing
 extension NodeLabTests {
     @Test func commandRoundTripThroughTheServerAndDirectlyWithTheServerStopped() async throws {
         try await NodeLab.with(hosts: 3) { lab, data in
-            let server = try await lab.server("h1", data: data)
-            let address = "\(NodeLab.address("h1")):\(server.port)"
-            let alphaUser = try await lab.register("h1", name: "alpha", password: "pw-alpha", server: address)
-            let betaUser = try await lab.register("h1", name: "beta", password: "pw-beta", server: address)
-
-            let alpha = try await lab.node(
-                "h2", data: data, name: "alpha",
-                ["--server", address, "--user", "\(alphaUser)", "--password", "pw-alpha"])
-            let beta = try await lab.node(
-                "h3", data: data, name: "beta", ["--server", address, "--user", "\(betaUser)", "--password", "pw-beta"])
-            for node in [alpha, beta] {
-                try await node.waitFor("logon", timeout: .seconds(10)) {
-                    $0.event == "server" && $0.state == "loggedOn"
-                }
-            }
+            let (server, alpha, alphaUser, beta, betaUser) = try await lab.serverAndTwoUserNodes(data: data)
             let handling = try await beta.command("echo-command ping")
             #expect(handling.event == "handling", "\(handling)")
             try await alpha.waitFor("peerUp beta", timeout: .seconds(10)) {
