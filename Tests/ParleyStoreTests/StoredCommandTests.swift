@@ -39,9 +39,10 @@ struct StoredCommandTests {
             }
             let error = #expect(throws: ParleyError.self) { try store.takeStoredCommands(for: bob) }
             #expect(error?.code == .storageError)
-            try withRawDatabase(path) { db in
-                #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM stored_command") == 1)
+            let left = try withRawDatabase(path) { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM stored_command")
             }
+            #expect(left == 1)
         }
     }
 }
