@@ -10,16 +10,8 @@ struct NodeCommandTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let lan = FakeLAN()
-        let ann = try ParleyNode(
-            configuration: makeNodeConfiguration(dataDirectory: directory.subdirectory("ann"), name: "ann"),
-            discovery: FakeDiscovery(lan: lan),
-            logger: makeTestLogger("ann")
-        )
-        let bob = try ParleyNode(
-            configuration: makeNodeConfiguration(dataDirectory: directory.subdirectory("bob"), name: "bob"),
-            discovery: FakeDiscovery(lan: lan),
-            logger: makeTestLogger("bob")
-        )
+        let ann = try makeLANNode("ann", in: directory, lan: lan)
+        let bob = try makeLANNode("bob", in: directory, lan: lan)
         try bob.handleCommands(named: "echo") { $0.payload }
         try bob.handleCommands(named: "print") { _ in throw CommandFailure(code: 7, text: "jammed") }
         try await withRunningNode(ann) { annEvents in
