@@ -40,7 +40,9 @@ extension ParleyClient {
     /// its reply.
     ///
     /// - Parameters:
+    ///   - name: the command's name: 1 to 128 bytes of UTF-8, no control characters.
     ///   - payload: the command's data, opaque to the server.
+    ///   - recipient: a user, or ``/ParleyCore/UserID/server`` for the server application.
     ///   - timeout: how long to wait for the reply (the server cuts it to 5 minutes).
     /// - Returns: the reply's payload.
     /// - Throws: ``/ParleyCore/ParleyError`` with code `noHandler` (the recipient has no handler
@@ -61,9 +63,13 @@ extension ParleyClient {
 
     /// Sends command `name` to `recipient` without waiting for a reply (fire-and-forget).
     ///
-    /// - Parameter storeIfOffline: when the recipient is offline, let the server keep the
-    ///   command and deliver it at the recipient's next logon; without it an offline recipient
-    ///   fails the command with `recipientOffline`.
+    /// - Parameters:
+    ///   - name: the command's name.
+    ///   - payload: the command's data, opaque to the server.
+    ///   - recipient: a user, or ``/ParleyCore/UserID/server`` for the server application.
+    ///   - storeIfOffline: when the recipient is offline, let the server keep the command and
+    ///     deliver it at the recipient's next logon; without it an offline recipient fails the
+    ///     command with `recipientOffline`.
     /// - Returns: whether the command was handed over or stored.
     @discardableResult
     public func fireCommand(

@@ -139,6 +139,36 @@ struct CommandsTests {
         }
     }
 
+    @Test("200 concurrent commands from one client to another each get their own reply")
+    func correlation() async throws {
+        try await withTestServer { server in
+            try await withTestClients(2, of: server.clientConfiguration) { clients in
+                let (alice, bob) = (clients[0], clients[1])
+                try bob.client.handleCommands(named: "double") { command in command.payload + command.payload }
+                _ = try await alice.register("alice")
+                let bobID = try await bob.register("bob")
+                let started = ContinuousClock.now
+                let replies = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+                    for index in 0..<200 {
+                        group.addTask {
+                            let payload = Array("\(index)".utf8)
+                            return (index, try await alice.client.sendCommand("double", payload: payload, to: bobID))
+                        }
+                    }
+                    var replies: [Int: [UInt8]] = [:]
+                    for try await (index, reply) in group { replies[index] = reply }
+                    return replies
+                }
+                let took = ContinuousClock.now - started
+                print("timing: 200 concurrent client->client commands through the server: \(took)")
+                #expect(replies.count == 200)
+                for (index, reply) in replies {
+                    #expect(reply == Array("\(index)\(index)".utf8))
+                }
+            }
+        }
+    }
+
     @Test("with store_if_offline a fire-and-forget command waits in the store for the recipient's next logon, once")
     func storeAndForward() async throws {
         try await withTestServer { server in
