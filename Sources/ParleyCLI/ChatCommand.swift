@@ -153,7 +153,7 @@ struct ChatCommand: AsyncParsableCommand, LoggingCommand {
                     let text = presence.text.isEmpty ? "" : " (\(presence.text))"
                     try out.emit(record, text: "* \(user)\(name) is \(presence.state)\(text)")
                 }
-            case .connectionStateChanged, .deliveryReceipt:
+            case .connectionStateChanged, .deliveryReceipt, .command:
                 continue
             }
         }

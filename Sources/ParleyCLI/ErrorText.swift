@@ -9,7 +9,8 @@ enum ErrorText {
     /// "code (number): message (cause: ...)" for a ``ParleyError``, else ``chain(_:)``.
     static func describe(_ error: any Error) -> String {
         guard let error = error as? ParleyError else { return chain(error) }
-        return "\(error.code.name) (\(error.code.wireValue)): " + chain(error)
+        let application = error.applicationCode.map { " (application code \($0))" } ?? ""
+        return "\(error.code.name) (\(error.code.wireValue)): " + chain(error) + application
     }
 
     /// The error's message, then its causes that say more than the message already does.

@@ -12,13 +12,16 @@ import ParleyNode
 ///     peers                     the peers the node knows
 ///     status [TEXT]             sets the presence advertised on the LAN (online, away, busy,
 ///                               ...); without TEXT, shows it
+///     command USER_ID NAME [PAYLOAD]       sends a custom command and prints the reply
+///     command-node NODE_ID NAME [PAYLOAD]  the same to one node (direct links only)
+///     echo-command NAME         answers commands named NAME with their own payload
 ///
 /// (`quit` is handled by the console.) Each command answers with one record: its result, or
 /// `{"event":"error","command":...,"message":...}`.
 struct NodeCommandLine {
     static let usage =
         "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, find [FIELD MATCH] VALUE, peers, "
-        + "status [TEXT], quit"
+        + "status [TEXT], command USER_ID NAME [PAYLOAD], command-node NODE_ID NAME [PAYLOAD], echo-command NAME, quit"
 
     let command: String
     let arguments: Substring
@@ -50,6 +53,27 @@ struct NodeCommandLine {
                 return .found(result, cached: cached)
             case "peers":
                 return .peers(node.peers())
+            case "command", "command-node":
+                let parts = arguments.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+                guard parts.count >= 2 else { throw Failure("usage: \(command) ID NAME [PAYLOAD]") }
+                let recipient: ParleyNode.Recipient
+                if command == "command" {
+                    guard let user = UserID(parts[0]) else { throw Failure("\"\(parts[0])\" is not a user ID") }
+                    recipient = .user(user)
+                } else {
+                    guard let nodeID = NodeID(String(parts[0])) else {
+                        throw Failure("\"\(parts[0])\" is not a node ID")
+                    }
+                    recipient = .node(nodeID)
+                }
+                let name = String(parts[1])
+                let payload = parts.count > 2 ? Array(parts[2].utf8) : []
+                let result = try await node.sendCommand(name, payload: payload, to: recipient)
+                return .commandReply(name, result)
+            case "echo-command":
+                let name = String(arguments)
+                try node.handleCommands(named: name) { $0.payload }
+                return .handling(name)
             case "status":
                 // Without text: the status advertised now.
                 if !arguments.isEmpty { try await node.setStatus(String(arguments)) }

@@ -109,6 +109,22 @@ struct NodeEventRecord: Encodable {
         return record
     }
 
+    /// `{"event":"commandReply","command":NAME,"route":...,"text":...}`: the reply to a command.
+    static func commandReply(_ name: String, _ result: ParleyNode.CommandResult) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "commandReply")
+        record.command = name
+        record.route = result.route.rawValue
+        (record.text, record.base64) = CommandRecord.content(of: result.reply)
+        return record
+    }
+
+    /// `{"event":"handling","command":NAME}`: the node answers commands named NAME.
+    static func handling(_ name: String) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "handling")
+        record.command = name
+        return record
+    }
+
     /// `{"event":"error","command":...,"message":...}`
     static func error(_ message: String, command: String? = nil) -> NodeEventRecord {
         var record = NodeEventRecord(event: "error")
@@ -176,6 +192,13 @@ struct NodeEventRecord: Encodable {
             state = presence.state.rawValue
             text = presence.text
             source = presence.source.rawValue
+        case .commandReceived(let command, let from, let route):
+            self.init(event: "command")
+            self.command = command.name
+            sender = command.sender.rawValue
+            fromNode = from?.description
+            self.route = route.rawValue
+            (text, base64) = CommandRecord.content(of: command.payload)
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -273,6 +296,12 @@ struct NodeEventRecord: Encodable {
             return lines.isEmpty ? "no peers" : lines.joined(separator: "\n")
         case "error":
             return "error: " + (command.map { "\($0): " } ?? "") + (message ?? "")
+        case "command":
+            return "[command \(command ?? "?") from \(sender.map(String.init) ?? "?") via \(route ?? "?")] \(content)"
+        case "commandReply":
+            return "reply to \(command ?? "?") via \(route ?? "?"): \(content)"
+        case "handling":
+            return "answering command \(command ?? "?") with its payload"
         default:
             return event
         }

@@ -27,6 +27,7 @@ struct ParleyCommand: AsyncParsableCommand {
             FindCommand.self,
             ChatCommand.self,
             ContactsCommand.self, StatusCommand.self, WatchCommand.self,
+            InvokeCommand.self,
             BenchCommand.self,
             CampaignClientCommand.self,
             NodeCommand.self, PeersCommand.self, OutboxCommand.self, UnpinCommand.self,

@@ -14,7 +14,10 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
             messages, after --timeout seconds, or when the server shuts down; exits 0, or 6 when \
             --count was given and fewer messages arrived. With --json the first line is \
             {"event":"loggedOn",...}, then {"event":"message",...} per message and \
-            {"event":"serverShutdown",...} if the server goes away.
+            {"event":"serverShutdown",...} if the server goes away. Custom commands sent to the user \
+            are printed too ("command NAME from SENDER: PAYLOAD", {"event":"command",...}); \
+            --echo-command NAME answers commands named NAME with their own payload, others get \
+            NO_HANDLER.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -29,19 +32,32 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "Exit after this many seconds.")
     var timeout: Double?
 
+    @Option(help: "Answer custom commands of this name with their own payload (repeatable).")
+    var echoCommand: [String] = []
+
     func validate() throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        for name in echoCommand {
+            do throws(ParleyError) {
+                try Command.validate(name: name)
+            } catch {
+                throw ValidationError("--echo-command: \(error.message)")
+            }
+        }
     }
 
     func run() async throws {
         let out = Output(json: output.json)
-        let (credentials, count) = (self.credentials, self.count)
+        let (credentials, count, echo) = (self.credentials, self.count, echoCommand)
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
         let received = try await withParleyClient(
             configuration: try connection.clientConfiguration(),
             logger: Logger(label: "parley.client")
         ) { client in
+            for name in echo {
+                try client.handleCommands(named: name) { $0.payload }
+            }
             let logon = try await client.logOn(userID: credentials.user, password: credentials.password)
             try out.emitJSON(
                 LoggedOnRecord(userID: credentials.user.rawValue, storedMessages: logon.storedMessages)
@@ -73,6 +89,9 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
             case .connectionStateChanged(.disconnected(let error?)) where error.code == .kicked:
                 // An admin closed the session; the client does not come back by itself.
                 throw error
+            case .command(let command):
+                let record = CommandRecord(command)
+                try out.emit(record, text: record.line)
             case .deliveryReceipt, .connectionStateChanged, .presence:
                 continue
             }

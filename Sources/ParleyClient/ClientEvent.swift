@@ -16,6 +16,12 @@ public enum ParleyClientEvent: Sendable, Hashable {
     /// Contacts' presence: the snapshot right after each logon (with the contact list), then
     /// every change (docs/PROTOCOL.md section 23). Only from a server that supports presence.
     case presence(PresenceUpdate)
+    /// A command for this user (docs/PROTOCOL.md section 24), from another user or the server
+    /// application: every command received, whether a handler registered with
+    /// ``ParleyClient/handleCommands(named:_:)`` answers it (it has been started when the event
+    /// comes), none does (a request was answered NO_HANDLER), or it is fire-and-forget.
+    /// Informational: replies come from handlers only.
+    case command(Command)
 }
 
 /// What a PRESENCE event told: the presence of some contacts, or of all of them after logon.

@@ -23,11 +23,15 @@ import Synchronization
 /// ```
 public final class ParleyClient: Sendable {
     public let configuration: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let state = Mutex(State())
     private let eventStream: AsyncStream<ParleyClientEvent>
     private let eventContinuation: AsyncStream<ParleyClientEvent>.Continuation
     private let group: any EventLoopGroup
+    /// Command handlers by name, and the handler runs waiting for ``run()``.
+    let commands = CommandHandlers(capacity: 256)
+    /// Handlers asked when ``commands`` has none for a name.
+    let fallbackCommands: CommandHandlers?
 
     private struct State {
         enum Phase {
@@ -68,7 +72,14 @@ public final class ParleyClient: Sendable {
         }
     }
 
-    public init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
+    public convenience init(configuration: Configuration, logger: Logger = Logger(label: "parley.client")) {
+        self.init(configuration: configuration, logger: logger, commandHandlers: nil)
+    }
+
+    /// A client whose commands without a handler of its own are answered by `commandHandlers`'
+    /// (an embedding SDK's, kept across the clients it makes).
+    package init(configuration: Configuration, logger: Logger, commandHandlers: CommandHandlers?) {
+        self.fallbackCommands = commandHandlers
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup.singleton
@@ -117,6 +128,24 @@ public final class ParleyClient: Sendable {
         guard start else {
             throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
         }
+        let failure = RunFailure()
+        // Command handlers run as child tasks here, never on an event loop.
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                do throws(ParleyError) {
+                    try await self.maintainConnection()
+                } catch {
+                    failure.record(error)
+                }
+                self.commands.finish()
+            }
+            await commands.runJobs()
+        }
+        if let error = failure.error { throw error }
+    }
+
+    /// Connects, and reconnects after a lost connection, until ``shutdown()`` or cancellation.
+    private func maintainConnection() async throws(ParleyError) {
         var failures = 0
         var everConnected = false
         var finalError: ParleyError?
@@ -245,7 +274,7 @@ public final class ParleyClient: Sendable {
             hello.minVersion = WireProtocol.version
             hello.maxVersion = WireProtocol.version
             hello.agent = configuration.agent
-            hello.capabilities = [WireProtocol.presenceCapability]
+            hello.capabilities = [WireProtocol.presenceCapability, WireProtocol.commandsCapability]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,
                 hello,
@@ -300,7 +329,7 @@ public final class ParleyClient: Sendable {
     }
 
     /// The current connection, waiting for one (within `timeout`) while reconnecting.
-    private func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
+    func readyConnection(timeout: Duration) async throws(ParleyError) -> ClientConnection {
         // The common case, without the cost of a task group.
         let current = state.withLock { state -> ClientConnection? in
             if case .ready(let connection) = state.phase, !connection.isClosed { return connection }
@@ -371,7 +400,7 @@ public final class ParleyClient: Sendable {
 
     // MARK: Events
 
-    private func emit(_ event: ParleyClientEvent) {
+    func emit(_ event: ParleyClientEvent) {
         eventContinuation.yield(event)
     }
 
@@ -437,6 +466,8 @@ public final class ParleyClient: Sendable {
             }
             let contacts = event.snapshot ? event.contacts.contacts.compactMap(\.contact) : nil
             emit(.presence(PresenceUpdate(isSnapshot: event.snapshot, contacts: contacts, presences: presences)))
+        case .command:
+            receivedCommand(frame, from: connection)
         case .sessionReplaced:
             let event = (try? frame.decodeMeta(as: Parley_V1_SessionReplacedEvent.self)) ?? .init()
             state.withLock { $0.credentials = nil }

@@ -86,6 +86,19 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The server application refused to add the contact.
         public static let contactRefused = Code(wireValue: 73)
 
+        // Custom commands (80-89)
+        /// The recipient has no handler for the command's name.
+        public static let noHandler = Code(wireValue: 80)
+        /// The recipient's handler failed; ``ParleyError/applicationCode`` holds its own code
+        /// and ``ParleyError/message`` its text.
+        public static let commandFailed = Code(wireValue: 81)
+        /// The recipient is not logged on (and the command was not to be stored).
+        public static let recipientOffline = Code(wireValue: 82)
+        /// No reply came within the caller's timeout.
+        public static let commandTimedOut = Code(wireValue: 83)
+        /// A reply to a command that no longer waits (it timed out, or its sender left).
+        public static let commandNotPending = Code(wireValue: 84)
+
         // Client-side conditions (never on the wire)
         /// No connection to the server (not yet, or lost).
         public static let notConnected = Code(wireValue: 1000)
@@ -104,8 +117,8 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .userIDsExhausted, .invalidUTF8, .tooManyRecipients, .recipientNotFound,
             .serverApplicationUnavailable, .messageRejected, .tooManyConnections, .shuttingDown, .idleTimeout,
             .slowConsumer, .kicked, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound,
-            .tooManyContacts,
-            .invalidPresence, .contactRefused, .notConnected, .timedOut, .cancelled,
+            .tooManyContacts, .invalidPresence, .contactRefused, .noHandler, .commandFailed, .recipientOffline,
+            .commandTimedOut, .commandNotPending, .notConnected, .timedOut, .cancelled,
             .serverNotTrusted,
         ]
 
@@ -145,6 +158,11 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 71: "too-many-contacts"
             case 72: "invalid-presence"
             case 73: "contact-refused"
+            case 80: "no-handler"
+            case 81: "command-failed"
+            case 82: "recipient-offline"
+            case 83: "command-timed-out"
+            case 84: "command-not-pending"
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"
@@ -163,28 +181,34 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
     public var retryAfterMilliseconds: UInt32?
     /// The underlying error, if any (not sent on the wire).
     public var cause: (any Error & Sendable)?
+    /// With ``Code/commandFailed``: the code the command's handler failed with, chosen by the
+    /// application (``CommandFailure/code``).
+    public var applicationCode: UInt32?
 
     public init(
         code: Code,
         message: String,
         retryAfterMilliseconds: UInt32? = nil,
+        applicationCode: UInt32? = nil,
         cause: (any Error & Sendable)? = nil
     ) {
         self.code = code
         self.message = message
         self.retryAfterMilliseconds = retryAfterMilliseconds
+        self.applicationCode = applicationCode
         self.cause = cause
     }
 
     public var description: String {
         var text = "\(code.name) (\(code.wireValue)): \(message)"
+        if let applicationCode { text += " (application code \(applicationCode))" }
         if let cause { text += " (cause: \(cause))" }
         return text
     }
 
     public static func == (lhs: ParleyError, rhs: ParleyError) -> Bool {
         lhs.code == rhs.code && lhs.message == rhs.message
-            && lhs.retryAfterMilliseconds == rhs.retryAfterMilliseconds
+            && lhs.retryAfterMilliseconds == rhs.retryAfterMilliseconds && lhs.applicationCode == rhs.applicationCode
     }
 
     public func hash(into hasher: inout Hasher) {

@@ -16,7 +16,7 @@ struct VerifiedHello: Sendable, Hashable {
 }
 
 /// One direct link to another node, after TLS: its inputs, in order, for the node's task that
-/// serves it, and request/answer correlation for PEER_MESSAGE.
+/// serves it, and request/answer correlation for PEER_MESSAGE and PEER_COMMAND.
 final class DirectLink: Sendable {
     enum Input: Sendable {
         case authenticated(LinkAuthenticated)
@@ -29,7 +29,7 @@ final class DirectLink: Sendable {
         var hello: VerifiedHello?
         var readiness: Result<VerifiedHello, ParleyError>?
         var readyWaiters: [CheckedContinuation<Result<VerifiedHello, ParleyError>, Never>] = []
-        var pending: [UInt32: CheckedContinuation<Result<Void, ParleyError>, Never>] = [:]
+        var pending: [UInt32: CheckedContinuation<Result<Frame, ParleyError>, Never>] = [:]
         var nextRequestID: UInt32 = 1
         var closed = false
     }
@@ -96,6 +96,20 @@ final class DirectLink: Sendable {
 
     /// Sends one PEER_MESSAGE and waits for its answer (PEER_MESSAGE_OK or ERROR), at most `timeout`.
     func request(_ meta: Parley_V1_PeerMessage, payload: [UInt8], timeout: Duration) async throws(ParleyError) {
+        _ = try await request(.peerMessage, meta, payload: payload, timeout: timeout)
+    }
+
+    /// Sends one request of `type` and waits for its answer, at most `timeout`.
+    ///
+    /// - Returns: the answer frame (`type`'s response).
+    /// - Throws: the peer's ERROR as a ``/ParleyCore/ParleyError``, `notConnected` when the link
+    ///   closes first, `timedOut` after `timeout`.
+    func request(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: [UInt8],
+        timeout: Duration
+    ) async throws(ParleyError) -> Frame {
         let result = await withCheckedContinuation { continuation in
             let requestID = state.withLock { state -> UInt32? in
                 guard !state.closed else { return nil }
@@ -108,8 +122,7 @@ final class DirectLink: Sendable {
                 continuation.resume(returning: .failure(ParleyError(code: .notConnected, message: "the link closed")))
                 return
             }
-            let frame = Frame(
-                type: .peerMessage, requestID: requestID, message: meta, payload: ByteBuffer(bytes: payload))
+            let frame = Frame(type: type, requestID: requestID, message: meta, payload: ByteBuffer(bytes: payload))
             channel.writeAndFlush(frame).whenFailure { [self] error in
                 self.complete(
                     requestID,
@@ -123,11 +136,11 @@ final class DirectLink: Sendable {
                 )
             }
         }
-        try result.get()
+        return try result.get()
     }
 
     /// Completes the request `requestID`, once; later completions are ignored.
-    func complete(_ requestID: UInt32, _ result: Result<Void, ParleyError>) {
+    func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
         let waiter = state.withLock { $0.pending.removeValue(forKey: requestID) }
         waiter?.resume(returning: result)
     }

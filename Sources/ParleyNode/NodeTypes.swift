@@ -175,5 +175,10 @@ extension ParleyNode {
         /// (``/ParleyCore/Presence/Source/lan``) while the server is unreachable. The first report
         /// of each contact comes once the node knows it (``ParleyNode/contactPresences()``).
         case contactPresence(UserID, Presence)
+        /// A command for this node's user (or node), from a peer node over a direct link
+        /// (`from` is that node) or through the server: shown whether or not a handler
+        /// (``ParleyNode/handleCommands(named:_:)``) answered it. Dropped, like peer events, while
+        /// ``Configuration/unreadEventLimit`` events wait unread.
+        case commandReceived(Command, from: NodeID?, route: Route)
     }
 }

@@ -360,8 +360,12 @@ extension ParleyNode {
             await handleHello(frame, on: link)
         case .peerMessage:
             await handleMessage(frame, on: link)
+        case .peerCommand:
+            handleCommand(frame, on: link)
+        case FrameType.peerCommand.response:
+            link.complete(frame.requestID, .success(frame))
         case FrameType.peerMessage.response:
-            link.complete(frame.requestID, .success(()))
+            link.complete(frame.requestID, .success(frame))
             // The peer takes this node's messages: whatever it refused before is settled.
             if let peer = link.authenticated?.peer { state.withLock { _ = $0.refusals.removeValue(forKey: peer) } }
         case .error:

@@ -50,7 +50,7 @@ extension ParleyNode {
     }
 
     /// Where a direct message to `recipient` would go: the peer's node and its addresses.
-    private func directTarget(for recipient: Recipient) async -> (node: NodeID, addresses: [String], linked: Bool)? {
+    func directTarget(for recipient: Recipient) async -> (node: NodeID, addresses: [String], linked: Bool)? {
         switch recipient {
         case .node(let node):
             let (linked, addresses) = state.withLock { ($0.peers.isLinked(node), $0.peers.addresses(of: node)) }

@@ -18,7 +18,8 @@ extension ParleyNode {
             allowsDirectLinks: self.configuration.allowsDirectLinks
         )
         while !Task.isCancelled, !state.withLock({ $0.stopping || $0.serverKicked }) {
-            let client = ParleyClient(configuration: configuration, logger: logger)
+            // The node's command handlers answer the commands that come through the server.
+            let client = ParleyClient(configuration: configuration, logger: logger, commandHandlers: commands)
             state.withLock { $0.client = client }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -126,6 +127,8 @@ extension ParleyNode {
                         "cannot record a delivery receipt",
                         metadata: ["message.id": "\(receipt.messageID)", "error": "\(error)"])
                 }
+            case .command(let command):
+                eventQueue.offer(.commandReceived(command, from: nil, route: .server))
             case .connectionStateChanged(let connection):
                 let loggedOn: Bool
                 if case .loggedOn = connection { loggedOn = true } else { loggedOn = false }

@@ -57,6 +57,9 @@ public final class ParleyNode: Sendable {
     /// Runs the registry calls of received messages (record, store, confirm) in order, off the
     /// cooperative pool: the same message arriving on two paths at once is delivered once.
     let registryQueue: RegistryQueue
+    /// Command handlers by name (``handleCommands(named:_:)``), for commands over direct links
+    /// and through the server; their runs wait here for ``run()``.
+    let commands = CommandHandlers(capacity: 256)
 
     struct State {
         enum Phase { case idle, running, stopped }
@@ -309,6 +312,7 @@ public final class ParleyNode: Sendable {
             group.addTask { await self.runFlusher() }
             group.addTask { await self.runTicker() }
             group.addTask { for await _ in self.presenceStream { self.publishContactPresence() } }
+            group.addTask { await self.commands.runJobs() }
             if let discovery {
                 group.addTask { await self.runDiscovery(discovery, port: port) }
             }
@@ -325,6 +329,7 @@ public final class ParleyNode: Sendable {
             flushContinuation.yield()
             for await _ in stopStream {}
             await tearDown()
+            commands.finish()
             group.cancelAll()
         }
         finishStopped(nil)

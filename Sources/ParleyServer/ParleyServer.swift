@@ -42,6 +42,8 @@ public final class ParleyServer: Service, Sendable {
     let metrics: ServerMetrics
     private let connectionLimit: Atomic<Int>
     let startedAt = Date()
+    /// The server application's command handlers, by name (docs/PROTOCOL.md section 24).
+    public let commands = ServerCommands()
 
     private enum RunState {
         case idle
@@ -114,7 +116,8 @@ public final class ParleyServer: Service, Sendable {
                 logger: logger,
                 metrics: metrics,
                 applicationInbox: inbox,
-                hooks: hooks
+                hooks: hooks,
+                commands: commands
             )
             channel = try await bind(group: group, context: context)
             if let path = configuration.adminSocketPath, path.utf8.count <= 107 {
@@ -172,6 +175,8 @@ public final class ParleyServer: Service, Sendable {
                         application.addTask { await hooks.runDecisions(for: self) }
                     }
                     try await withThrowingDiscardingTaskGroup { tasks in
+                        // Command handlers run here, never on an event loop.
+                        tasks.addTask { [commands] in await commands.table.runJobs() }
                         tasks.addTask { [configuration] in
                             while !Task.isCancelled {
                                 try? await Task.sleep(for: configuration.pruneInterval)
@@ -183,6 +188,7 @@ public final class ParleyServer: Service, Sendable {
                         }
                         try await channel.closeFuture.get()
                         await adminListener?.close()
+                        commands.table.finish()
                         tasks.cancelAll()
                     }
                     inbox.finish()
@@ -314,6 +320,7 @@ public final class ParleyServer: Service, Sendable {
             try? await connection.close()
         }
         await context.committer.shutdown()
+        context.pendingCommands.failAll(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
         try? await group.shutdownGracefully()
         state.withLock { $0 = .finished }
         logger.info("stopped")

@@ -50,6 +50,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     let connectedAt = Date()
     /// The client's agent from its HELLO.
     private var agent = ""
+    /// HELLO negotiated the `commands` capability: the session takes COMMAND events.
+    private(set) var negotiatedCommands = false
 
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
@@ -77,7 +79,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
         let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
         let contacts = ContactsFamily()
-        return (messages, contacts, [AccountsFamily(), DirectoryFamily(), messages, contacts])
+        return (messages, contacts, [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily()])
     }
 
     /// What the families may do on this connection.
@@ -380,7 +382,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var ok = Parley_V1_HelloOk()
         ok.version = WireProtocol.version
         negotiatedPresence = hello.capabilities.contains(WireProtocol.presenceCapability)
-        ok.capabilities = negotiatedPresence ? [WireProtocol.presenceCapability] : []
+        negotiatedCommands = hello.capabilities.contains(WireProtocol.commandsCapability)
+        ok.capabilities =
+            (negotiatedPresence ? [WireProtocol.presenceCapability] : [])
+            + (negotiatedCommands ? [WireProtocol.commandsCapability] : [])
         ok.agent = "parley-swift/\(ParleyServer.version)"
         ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
         ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds

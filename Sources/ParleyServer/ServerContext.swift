@@ -26,6 +26,10 @@ final class ServerContext: Sendable {
     let metrics: ServerMetrics
     /// Who is online with which presence (docs/PROTOCOL.md section 23).
     let presence = PresenceHub()
+    /// The server application's command handlers (``ParleyServer/commands``).
+    let commands: ServerCommands
+    /// Commands waiting for a reply, with their deadlines (docs/PROTOCOL.md section 24).
+    let pendingCommands = CommandTable()
 
     init(
         configuration: ParleyServer.Configuration,
@@ -35,10 +39,12 @@ final class ServerContext: Sendable {
         logger: Logger,
         metrics: ServerMetrics,
         applicationInbox: ApplicationInbox,
-        hooks: ApplicationHooks = ApplicationHooks(application: nil)
+        hooks: ApplicationHooks = ApplicationHooks(application: nil),
+        commands: ServerCommands = ServerCommands()
     ) {
         self.hooks = hooks
         self.metrics = metrics
+        self.commands = commands
         self.configuration = configuration
         self.store = store
         self.registry = registry

@@ -111,6 +111,7 @@ extension ServerStore {
             try db.execute(sql: "DELETE FROM delivery WHERE recipient = ?", arguments: [user])
             try db.execute(sql: "DELETE FROM contact WHERE owner = ? OR contact = ?", arguments: [user, user])
             try db.execute(sql: "DELETE FROM resumption_token WHERE user_id = ?", arguments: [user])
+            try db.execute(sql: "DELETE FROM stored_command WHERE recipient = ?", arguments: [user])
             try db.execute(sql: "DELETE FROM user WHERE user_id = ?", arguments: [user])
         }
     }

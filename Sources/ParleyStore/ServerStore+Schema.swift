@@ -144,6 +144,24 @@ extension ServerStore {
             )
         }
 
+        // Fire-and-forget commands kept for an offline recipient (docs/PROTOCOL.md section 24.5):
+        // pushed in `id` order at its next logon and deleted as they are taken.
+        migrator.registerMigration("v6-stored-commands") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE stored_command (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        recipient INTEGER NOT NULL REFERENCES user (user_id),
+                        sender INTEGER NOT NULL,
+                        name TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        stored_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX stored_command_by_recipient ON stored_command (recipient, id);
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -87,6 +87,7 @@ extension Frame {
         meta.message = error.message
         meta.retryAfterMs = error.retryAfterMilliseconds ?? 0
         meta.fatal = fatal
+        meta.applicationCode = error.applicationCode ?? 0
         return Frame(type: .error, requestID: requestID, message: meta)
     }
 }
@@ -102,7 +103,8 @@ extension ParleyError {
         self.init(
             code: Code(wireValue: meta.code),
             message: meta.message,
-            retryAfterMilliseconds: meta.retryAfterMs == 0 ? nil : meta.retryAfterMs
+            retryAfterMilliseconds: meta.retryAfterMs == 0 ? nil : meta.retryAfterMs,
+            applicationCode: meta.code == ParleyError.Code.commandFailed.wireValue ? meta.applicationCode : nil
         )
     }
 }

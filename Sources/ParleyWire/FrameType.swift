@@ -38,16 +38,22 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let removeContact = FrameType(rawValue: 0x0043)
     public static let setPresence = FrameType(rawValue: 0x0044)
 
+    // Custom commands (docs/PROTOCOL.md section 24)
+    public static let sendCommand = FrameType(rawValue: 0x0050)
+    public static let commandReply = FrameType(rawValue: 0x0051)
+
     // Events (server -> client, request ID 0)
     public static let message = FrameType(rawValue: 0x0101)
     public static let deliveryReceipt = FrameType(rawValue: 0x0102)
     public static let serverShutdown = FrameType(rawValue: 0x0103)
     public static let sessionReplaced = FrameType(rawValue: 0x0104)
     public static let presence = FrameType(rawValue: 0x0110)
+    public static let command = FrameType(rawValue: 0x0120)
 
     // Node-to-node links (0x0200-0x02FF): only on TLS links between two nodes, never to a server.
     public static let nodeHello = FrameType(rawValue: 0x0201)
     public static let peerMessage = FrameType(rawValue: 0x0210)
+    public static let peerCommand = FrameType(rawValue: 0x0220)
 
     static let responseBit: UInt16 = 0x8000
 
@@ -84,6 +90,10 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .updateContact: base = "UPDATE_CONTACT"
         case .removeContact: base = "REMOVE_CONTACT"
         case .setPresence: base = "SET_PRESENCE"
+        case .sendCommand: base = "SEND_COMMAND"
+        case .commandReply: base = "COMMAND_REPLY"
+        case .command: base = "COMMAND"
+        case .peerCommand: base = "PEER_COMMAND"
         case .message: base = "MESSAGE"
         case .deliveryReceipt: base = "DELIVERY_RECEIPT"
         case .serverShutdown: base = "SERVER_SHUTDOWN"

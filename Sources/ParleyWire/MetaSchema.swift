@@ -238,3 +238,21 @@ extension Parley_V1_ContactRequest: StrictMeta {
 extension Parley_V1_PresenceRequest: StrictMeta {
     package static let schema = MetaSchema("PresenceRequest", [1: ("state", .enumeration), 2: ("text", .string)])
 }
+
+extension Parley_V1_CommandRequest: StrictMeta {
+    package static let schema = MetaSchema(
+        "CommandRequest",
+        [
+            1: ("name", .string), 2: ("recipient", .uint32), 3: ("timeout_ms", .uint32), 4: ("fire_and_forget", .bool),
+            5: ("store_if_offline", .bool),
+        ])
+}
+
+extension Parley_V1_CommandReply: StrictMeta {
+    package static let schema = MetaSchema(
+        "CommandReply",
+        [
+            1: ("command_id", .uint64), 2: ("error_code", .uint32), 3: ("application_code", .uint32),
+            4: ("text", .string),
+        ])
+}

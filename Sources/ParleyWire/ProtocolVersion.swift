@@ -6,6 +6,8 @@ public enum WireProtocol {
     public static let version: UInt32 = 1
     /// The HELLO capability for contact lists and presence events (docs/PROTOCOL.md section 23).
     public static let presenceCapability = "presence"
+    /// The HELLO capability for custom commands (docs/PROTOCOL.md section 24).
+    public static let commandsCapability = "commands"
     /// The default maximum frame size (length field value): 1 MiB.
     public static let defaultMaximumFrameSize = 1 << 20
     /// The most recipients one SEND_MESSAGE may name.

@@ -21,11 +21,14 @@ struct ExampleTests {
         #expect(output.contains("the server answered: HELLO, SERVER"), "\(output)")
     }
 
-    @Test("notice-bot: the application greets at logon, answers a message, and the server broadcasts")
+    @Test(
+        "notice-bot: the application greets at logon, answers a message and the time command, and the server broadcasts"
+    )
     func noticeBot() async throws {
         let output = try await runExample("example-notice-bot")
         for line in [
-            "alice got: welcome, user ", "alice got: the server's time is ", "broadcast to 1 online user(s)",
+            "alice got: welcome, user ", "alice got: the server's time is ",
+            "alice's time command: the server's time is ", "broadcast to 1 online user(s)",
             "alice got: notice: the server restarts at 18:00",
         ] {
             #expect(output.contains(line), "missing \"\(line)\" in:\n\(output)")

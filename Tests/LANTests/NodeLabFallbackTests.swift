@@ -9,21 +9,7 @@ import Testing
 extension NodeLabTests {
     @Test func fallbackFromDirectToServerAndFromServerToDirect() async throws {
         try await NodeLab.with(hosts: 3) { lab, data in
-            let server = try await lab.server("h1", data: data)
-            let address = "\(NodeLab.address("h1")):\(server.port)"
-            let alphaUser = try await lab.register("h1", name: "alpha", password: "pw-alpha", server: address)
-            let betaUser = try await lab.register("h1", name: "beta", password: "pw-beta", server: address)
-
-            let alpha = try await lab.node(
-                "h2", data: data, name: "alpha",
-                ["--server", address, "--user", "\(alphaUser)", "--password", "pw-alpha"])
-            let beta = try await lab.node(
-                "h3", data: data, name: "beta", ["--server", address, "--user", "\(betaUser)", "--password", "pw-beta"])
-            for node in [alpha, beta] {
-                try await node.waitFor("logon", timeout: .seconds(10)) {
-                    $0.event == "server" && $0.state == "loggedOn"
-                }
-            }
+            let (server, alpha, _, beta, betaUser) = try await lab.serverAndTwoUserNodes(data: data)
             try await alpha.waitFor("peerUp beta", timeout: .seconds(10)) {
                 $0.event == "peerUp" && $0.nodeID == beta.nodeID
             }
@@ -86,6 +72,31 @@ extension NodeLabTests {
             #expect(received.map(\.route) == ["direct", "server", "direct"])
             #expect(received.map(\.id) == [one.line.messageID, two.line.messageID, three.line.messageID])
         }
+    }
+}
+
+/// A server on h1 and two logged-on nodes, as returned by
+/// ``LabSession/serverAndTwoUserNodes(data:)``.
+typealias ServerAndTwoNodes = (server: LabServer, alpha: LabNode, alphaUser: UInt32, beta: LabNode, betaUser: UInt32)
+
+extension LabSession {
+    /// A `parley server` on h1 with users alpha and beta, and their nodes on h2 and h3, both
+    /// logged on.
+    func serverAndTwoUserNodes(data: URL) async throws -> ServerAndTwoNodes {
+        let server = try await self.server("h1", data: data)
+        let address = "\(NodeLab.address("h1")):\(server.port)"
+        let alphaUser = try await register("h1", name: "alpha", password: "pw-alpha", server: address)
+        let betaUser = try await register("h1", name: "beta", password: "pw-beta", server: address)
+        let alpha = try await node(
+            "h2", data: data, name: "alpha", ["--server", address, "--user", "\(alphaUser)", "--password", "pw-alpha"])
+        let beta = try await node(
+            "h3", data: data, name: "beta", ["--server", address, "--user", "\(betaUser)", "--password", "pw-beta"])
+        for node in [alpha, beta] {
+            try await node.waitFor("logon", timeout: .seconds(10)) {
+                $0.event == "server" && $0.state == "loggedOn"
+            }
+        }
+        return (server, alpha, alphaUser, beta, betaUser)
     }
 }
 

@@ -294,7 +294,7 @@ struct LabNode: Sendable {
         let mark = process.lines.count
         try process.send(text)
         return try await waitFor("answer to \(text)", from: mark, timeout: timeout) {
-            ["sent", "whois", "peers", "error"].contains($0.event)
+            ["sent", "whois", "peers", "error", "commandReply", "handling"].contains($0.event)
         }
     }
 }

@@ -12,16 +12,8 @@ import Testing
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let lan = FakeLAN()
-        let ann = try ParleyNode(
-            configuration: makeNodeConfiguration(dataDirectory: directory.subdirectory("ann"), name: "ann"),
-            discovery: FakeDiscovery(lan: lan),
-            logger: makeTestLogger("ann")
-        )
-        let bob = try ParleyNode(
-            configuration: makeNodeConfiguration(dataDirectory: directory.subdirectory("bob"), name: "bob"),
-            discovery: FakeDiscovery(lan: lan),
-            logger: makeTestLogger("bob")
-        )
+        let ann = try makeLANNode("ann", in: directory, lan: lan)
+        let bob = try makeLANNode("bob", in: directory, lan: lan)
         try await withRunningNode(ann) { annEvents in
             try await withRunningNode(bob) { bobEvents in
                 try await annEvents.wait("bob to show up") { $0.hasPeerUp(bob.nodeID) }

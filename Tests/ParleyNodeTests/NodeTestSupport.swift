@@ -48,6 +48,15 @@ func makeNodeConfiguration(dataDirectory: String, name: String) -> ParleyNode.Co
     return configuration
 }
 
+/// A node named `name` with its data in a subdirectory of `directory`, on the fake `lan`.
+func makeLANNode(_ name: String, in directory: TemporaryDirectory, lan: FakeLAN) throws -> ParleyNode {
+    try ParleyNode(
+        configuration: makeNodeConfiguration(dataDirectory: directory.subdirectory(name), name: name),
+        discovery: FakeDiscovery(lan: lan),
+        logger: makeTestLogger(name)
+    )
+}
+
 /// Records a node's events and waits for the ones a test expects.
 final class EventRecorder: Sendable {
     private let events = Mutex<[ParleyNode.Event]>([])

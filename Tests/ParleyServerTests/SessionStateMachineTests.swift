@@ -195,6 +195,9 @@ struct RequestRouterTests {
         for type in [FrameType.getContacts, .addContact, .updateContact, .removeContact, .setPresence] {
             #expect(family(type) === contacts, "\(type)")
         }
+        for type in [FrameType.sendCommand, .commandReply] {
+            #expect(family(type) is CommandsFamily, "\(type)")
+        }
         for type in [FrameType.hello, .error, .ping, .message, .sendMessage.response, FrameType(rawValue: 0x7FFF)] {
             #expect(family(type) == nil, "\(type)")
         }
@@ -212,13 +215,13 @@ struct RequestRouterTests {
     @Test("a new family plugs in beside the built-in ones")
     func newFamily() async throws {
         final class Echo: RequestFamily {
-            var requestTypes: [FrameType] { [FrameType(rawValue: 0x0050)] }
+            var requestTypes: [FrameType] { [FrameType(rawValue: 0x00F0)] }
             func handle(_ frame: Frame, in session: SessionContext) throws(ParleyError) {}
         }
         let server = try TestServer()
         let echo = Echo()
         let router = RequestRouter(ServerConnectionHandler.makeFamilies(server: server.context).all + [echo])
-        #expect(router.family(for: FrameType(rawValue: 0x0050)) == 4)
+        #expect(router.family(for: FrameType(rawValue: 0x00F0)) == 5)
         #expect(router.family(for: .sendMessage) == 2)
         await server.close()
     }

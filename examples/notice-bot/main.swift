@@ -1,5 +1,6 @@
 // A server application built on the server's hooks: it greets every user who logs on, answers
-// messages sent to the server's address, and the program broadcasts a notice to everyone online.
+// messages sent to the server's address and the `time` command, and the program broadcasts a
+// notice to everyone online.
 // A client shows what users see. Uses only Parley's public products.
 //
 //     swift run example-notice-bot
@@ -8,7 +9,8 @@ import ParleyClient
 import ParleyCore
 import ParleyServer
 
-/// Greets users at logon and answers "time" (as a text message) with the server's clock.
+/// Greets users at logon and answers "time" (as a text message) with the server's clock; the
+/// same answer comes for the `time` command (registered below, docs/PROTOCOL.md section 24).
 struct NoticeBot: ParleyServerApplication {
     func userLoggedOn(_ session: ServerSession, server: ParleyServer) async {
         _ = try? await server.send(.text("welcome, user \(session.user)"), to: [session.user])
@@ -22,10 +24,6 @@ struct NoticeBot: ParleyServerApplication {
             : "notice-bot answers \"time\""
         _ = try? await server.send(.text(answer), to: [message.sender])
     }
-
-    // COMMAND "time": the custom-commands feature (COMMAND frames, docs/PROTOCOL.md) lets a
-    // client ask `time` as a command instead of a message; its handler goes here once that
-    // feature is merged.
 }
 
 let data = FileManager.default.temporaryDirectory.appendingPathComponent("parley-notice-\(UUID().uuidString)")
@@ -37,6 +35,8 @@ configuration.port = 0
 configuration.adminSocket = .off
 configuration.application = NoticeBot()
 let server = ParleyServer(configuration: configuration)
+// The `time` command: request/response, run off the event loops, answered with the clock.
+try server.commands.register("time") { _ in Array("the server's time is \(Date().formatted(.iso8601))".utf8) }
 
 try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await server.run() }
@@ -61,6 +61,8 @@ try await withThrowingTaskGroup(of: Void.self) { group in
         print("alice got: \(await nextText() ?? "nothing")")
         _ = try await client.send(.text("time"), to: [UserID.server])
         print("alice got: \(await nextText() ?? "nothing")")
+        let time = try await client.sendCommand("time", timeout: .seconds(5))
+        print("alice's time command: \(String(decoding: time, as: UTF8.self))")
         let notified = try await server.broadcast(.text("notice: the server restarts at 18:00"))
         print("broadcast to \(notified.count) online user(s)")
         print("alice got: \(await nextText() ?? "nothing")")

@@ -513,6 +513,101 @@ def main() -> int:
         check("REMOVE_CONTACT empties the list", w.get_contacts()["contacts"] == [])
         w.close()
 
+    # --- Custom commands (section 24) --------------------------------------------------------
+    with step("custom commands"):
+        caller = connect()
+        ok = caller.hello(capabilities=["commands"])
+        check("HELLO_OK lists the commands capability", ok["capabilities"] == ["commands"], ok)
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": "time"}, request_id=90)
+        expect_error("guest SEND_COMMAND -> ERROR 6 NOT_LOGGED_ON", answer, 6, 90)
+        caller_id = caller.register(f"caller-{suffix}", "pw")["user"]["user_id"]
+        callee = connect()
+        callee.hello(capabilities=["commands"])
+        callee_pw = "pw"
+        callee_id = callee.register(f"callee-{suffix}", callee_pw)["user"]["user_id"]
+
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": "time"})
+        expect_error("a command to the server without a handler -> NO_HANDLER", answer, 80, answer.request_id)
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": ""})
+        expect_error("an empty command name -> INVALID_REQUEST", answer, 5, answer.request_id)
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": "x" * 129, "recipient": callee_id})
+        expect_error("a 129-byte command name -> INVALID_REQUEST", answer, 5, answer.request_id)
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": "ping", "recipient": 0xFFFFFFF0})
+        expect_error("a command to a user who is not logged on -> RECIPIENT_OFFLINE", answer, 82, answer.request_id)
+
+        def start_command(name: str, payload: bytes, timeout_ms: int) -> int:
+            request_id = caller.new_request_id()
+            caller.send_frame(p.SEND_COMMAND, request_id, p.encode("CommandRequest", {
+                "name": name, "recipient": callee_id, "timeout_ms": timeout_ms}), payload)
+            return request_id
+
+        request_id = start_command("ping", b"\x00hi", 5000)
+        event = callee.next_event(types=(p.COMMAND,))
+        meta = event.fields()
+        check("the recipient gets COMMAND with the name, sender, timeout, an ID and the payload",
+              meta["name"] == "ping" and meta["sender"] == caller_id and meta["timeout_ms"] == 5000
+              and meta["command_id"] > 0 and not meta["fire_and_forget"] and event.payload == b"\x00hi", meta)
+        reply = callee.reply_command(meta["command_id"], b"pong")
+        check("COMMAND_REPLY is answered COMMAND_REPLY_OK", reply.type == p.COMMAND_REPLY | p.RESPONSE_BIT, reply)
+        answer = caller.wait_answer(request_id)
+        check("the caller gets SEND_COMMAND_OK (REPLIED) with the reply as payload",
+              answer.type == p.SEND_COMMAND | p.RESPONSE_BIT and answer.fields()["disposition"] == p.COMMAND_REPLIED
+              and answer.payload == b"pong", answer)
+
+        request_id = start_command("print", b"", 5000)
+        command_id = callee.next_event(types=(p.COMMAND,)).fields()["command_id"]
+        callee.reply_command(command_id, error_code=81, application_code=42, text="out of paper")
+        answer = caller.wait_answer(request_id)
+        failed_meta = answer.fields() if answer.type == p.ERROR else {}
+        check("a failed handler -> ERROR COMMAND_FAILED with the application's code and text",
+              failed_meta.get("code") == 81 and failed_meta.get("application_code") == 42
+              and failed_meta.get("message") == "out of paper", answer)
+
+        request_id = start_command("unknown", b"", 5000)
+        command_id = callee.next_event(types=(p.COMMAND,)).fields()["command_id"]
+        callee.reply_command(command_id, error_code=80, text="no handler")
+        expect_error("a NO_HANDLER reply -> ERROR NO_HANDLER", caller.wait_answer(request_id), 80, request_id)
+
+        started = time.monotonic()
+        request_id = start_command("slow", b"", 300)
+        command_id = callee.next_event(types=(p.COMMAND,)).fields()["command_id"]
+        answer = caller.wait_answer(request_id)
+        waited = time.monotonic() - started
+        expect_error("no reply within timeout_ms -> ERROR COMMAND_TIMED_OUT", answer, 83, request_id)
+        check("... after about the timeout", 0.25 <= waited < 5, waited)
+        late = callee.reply_command(command_id, b"too late")
+        expect_error("the late reply -> ERROR COMMAND_NOT_PENDING", late, 84, late.request_id)
+
+        disposition, _ = caller.send_command("note", b"n", recipient=callee_id, fire_and_forget=True)
+        check("a fire-and-forget command is answered DELIVERED", disposition == p.COMMAND_DELIVERED, disposition)
+        note = callee.next_event(types=(p.COMMAND,)).fields()
+        check("... and arrives with command_id 0 and fire_and_forget set",
+              note["command_id"] == 0 and note["fire_and_forget"] and note["name"] == "note", note)
+
+        answer = caller.request_frame(p.SEND_COMMAND, {"name": "x", "recipient": callee_id,
+                                                       "store_if_offline": True})
+        expect_error("store_if_offline without fire_and_forget -> INVALID_REQUEST", answer, 5, answer.request_id)
+        callee.close()
+        # The server sees the closed connection at once, or answers RECIPIENT_OFFLINE when it
+        # pushes the command to a connection that turns out to be gone: either way it is stored.
+        disposition, _ = caller.send_command("wake", b"w", recipient=callee_id, fire_and_forget=True,
+                                             store_if_offline=True)
+        if disposition != p.COMMAND_STORED:
+            notes.append(f"the first stored command was answered {disposition} (the close was not seen yet)")
+            disposition, _ = caller.send_command("wake", b"w", recipient=callee_id, fire_and_forget=True,
+                                                 store_if_offline=True)
+        check("with store_if_offline a command to an offline user is answered STORED",
+              disposition == p.COMMAND_STORED, disposition)
+        callee = connect()
+        callee.hello(capabilities=["commands"])
+        callee.logon(callee_id, callee_pw)
+        stored = callee.next_event(types=(p.COMMAND,))
+        check("... and pushed at the recipient's next logon",
+              stored.fields()["name"] == "wake" and stored.fields()["fire_and_forget"] and stored.payload == b"w",
+              stored)
+        caller.close()
+        callee.close()
+
     pings = a.server_pings_answered + b.server_pings_answered
     print(f"info   server PINGs answered with PONG during the run: {pings} "
           f"(heartbeat interval {(a.hello_ok or {}).get('heartbeat_interval_ms')} ms)")

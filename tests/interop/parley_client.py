@@ -48,6 +48,10 @@ UPDATE_CONTACT = 0x0042
 REMOVE_CONTACT = 0x0043
 SET_PRESENCE = 0x0044
 PRESENCE = 0x0110
+# Custom commands (section 24)
+SEND_COMMAND = 0x0050
+COMMAND_REPLY = 0x0051
+COMMAND = 0x0120
 
 RESPONSE_BIT = 0x8000
 
@@ -97,6 +101,11 @@ META_OF_TYPE = {
     SET_PRESENCE: "PresenceRequest",
     SET_PRESENCE | RESPONSE_BIT: "Empty",
     PRESENCE: "PresenceEvent",
+    SEND_COMMAND: "CommandRequest",
+    SEND_COMMAND | RESPONSE_BIT: "CommandResponse",
+    COMMAND_REPLY: "CommandReply",
+    COMMAND_REPLY | RESPONSE_BIT: "Empty",
+    COMMAND: "CommandEvent",
 }
 
 TYPE_NAMES = {
@@ -108,7 +117,7 @@ TYPE_NAMES = {
     DELIVERY_RECEIPT: "DELIVERY_RECEIPT", SERVER_SHUTDOWN: "SERVER_SHUTDOWN",
     SESSION_REPLACED: "SESSION_REPLACED", GET_CONTACTS: "GET_CONTACTS", ADD_CONTACT: "ADD_CONTACT",
     UPDATE_CONTACT: "UPDATE_CONTACT", REMOVE_CONTACT: "REMOVE_CONTACT", SET_PRESENCE: "SET_PRESENCE",
-    PRESENCE: "PRESENCE",
+    PRESENCE: "PRESENCE", SEND_COMMAND: "SEND_COMMAND", COMMAND_REPLY: "COMMAND_REPLY", COMMAND: "COMMAND",
 }
 
 
@@ -126,6 +135,7 @@ KIND_TEXT, KIND_BINARY = 0, 1
 STATUS_UNSPECIFIED, ACCEPTED_ONLINE, ACCEPTED_OFFLINE, ACCEPTED_SERVER, FAILED = 0, 1, 2, 3, 4
 PRESENCE_OFFLINE, PRESENCE_ONLINE, PRESENCE_AWAY, PRESENCE_BUSY = 0, 1, 2, 3
 DISPLAY_USER_NAME, DISPLAY_FIRST_NAME, DISPLAY_LAST_NAME, DISPLAY_FULL_NAME, DISPLAY_CUSTOM = 0, 1, 2, 3, 4
+COMMAND_REPLIED, COMMAND_DELIVERED, COMMAND_STORED = 0, 1, 2
 
 # Error codes (section 16)
 ERROR_NAMES = {
@@ -137,6 +147,8 @@ ERROR_NAMES = {
     33: "SERVER_APPLICATION_UNAVAILABLE", 34: "MESSAGE_REJECTED", 40: "TOO_MANY_CONNECTIONS",
     41: "SHUTTING_DOWN", 42: "IDLE_TIMEOUT", 43: "SLOW_CONSUMER", 44: "KICKED", 50: "INTERNAL_ERROR", 51: "STORAGE_ERROR",
     70: "CONTACT_NOT_FOUND", 71: "TOO_MANY_CONTACTS", 72: "INVALID_PRESENCE", 73: "CONTACT_REFUSED",
+    80: "NO_HANDLER", 81: "COMMAND_FAILED", 82: "RECIPIENT_OFFLINE", 83: "COMMAND_TIMED_OUT",
+    84: "COMMAND_NOT_PENDING",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +164,8 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                 5: ("heartbeat_interval_ms", "uint32", False), 6: ("idle_timeout_ms", "uint32", False),
                 7: ("server_user_id", "uint32", False), 8: ("server_name", "string", False)},
     "Error": {1: ("code", "uint32", False), 2: ("message", "string", False),
-              3: ("retry_after_ms", "uint32", False), 4: ("fatal", "bool", False)},
+              3: ("retry_after_ms", "uint32", False), 4: ("fatal", "bool", False),
+              5: ("application_code", "uint32", False)},
     "Ping": {1: ("nonce", "uint64", False)},
     "Empty": {},
     "UserInfo": {1: ("user_id", "uint32", False), 2: ("user_name", "string", False),
@@ -216,6 +229,16 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                      4: ("since_ms", "int64", False)},
     "PresenceEvent": {1: ("presences", "PresenceInfo", True), 2: ("snapshot", "bool", False),
                       3: ("contacts", "ContactList", False)},
+    # Section 24.3
+    "CommandRequest": {1: ("name", "string", False), 2: ("recipient", "uint32", False),
+                       3: ("timeout_ms", "uint32", False), 4: ("fire_and_forget", "bool", False),
+                       5: ("store_if_offline", "bool", False)},
+    "CommandResponse": {1: ("disposition", "enum", False)},
+    "CommandEvent": {1: ("command_id", "uint64", False), 2: ("sender", "uint32", False),
+                     3: ("name", "string", False), 4: ("fire_and_forget", "bool", False),
+                     5: ("timeout_ms", "uint32", False), 6: ("sent_at_ms", "int64", False)},
+    "CommandReply": {1: ("command_id", "uint64", False), 2: ("error_code", "uint32", False),
+                     3: ("application_code", "uint32", False), 4: ("text", "string", False)},
 }
 
 SCALARS = {"uint32", "uint64", "int64", "bool", "enum"}
@@ -452,6 +475,7 @@ class ParleyError(Exception):
         self.message = meta["message"]
         self.fatal = meta["fatal"]
         self.retry_after_ms = meta["retry_after_ms"]
+        self.application_code = meta["application_code"]
         super().__init__(f"{ERROR_NAMES.get(self.code, 'code-%d' % self.code)} ({self.code}): {self.message}"
                          + (" [fatal]" if self.fatal else ""))
 
@@ -715,6 +739,28 @@ class Connection:
 
     def set_presence(self, state: int, text: str = "") -> None:
         self.request(SET_PRESENCE, {"state": state, "text": text})
+
+    # -- custom commands (section 24)
+
+    def send_command(self, name: str, payload: bytes = b"", recipient: int = 0, timeout_ms: int = 0,
+                     fire_and_forget: bool = False, store_if_offline: bool = False,
+                     timeout: float | None = None) -> tuple[int, bytes]:
+        """SEND_COMMAND; returns (disposition, reply payload) or raises ParleyError."""
+        answer = self.request_frame(SEND_COMMAND, {
+            "name": name, "recipient": recipient, "timeout_ms": timeout_ms,
+            "fire_and_forget": fire_and_forget, "store_if_offline": store_if_offline,
+        }, payload, timeout=timeout)
+        if answer.type == ERROR:
+            raise ParleyError(answer)
+        if answer.type != SEND_COMMAND | RESPONSE_BIT:
+            raise DecodeError(f"expected SEND_COMMAND_OK, got {answer.name}")
+        return answer.fields()["disposition"], answer.payload
+
+    def reply_command(self, command_id: int, payload: bytes = b"", error_code: int = 0, application_code: int = 0,
+                      text: str = "") -> Frame:
+        """COMMAND_REPLY with a request ID; returns its answer (COMMAND_REPLY_OK or ERROR)."""
+        return self.request_frame(COMMAND_REPLY, {"command_id": command_id, "error_code": error_code,
+                                                  "application_code": application_code, "text": text}, payload)
 
     def ping(self, nonce: int) -> Frame:
         request_id = self.new_request_id()

@@ -353,6 +353,51 @@ package nonisolated enum Parley_V1_ContactDisplayRule: SwiftProtobuf.Enum, Swift
 
 }
 
+/// How a SEND_COMMAND was carried out.
+package nonisolated enum Parley_V1_CommandDisposition: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+
+  /// The recipient replied; the answer's payload is the reply.
+  case commandReplied // = 0
+
+  /// Fire-and-forget: handed to the online recipient (or the server application).
+  case commandDelivered // = 1
+
+  /// Fire-and-forget with store_if_offline: stored for the offline recipient.
+  case commandStored // = 2
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .commandReplied
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .commandReplied
+    case 1: self = .commandDelivered
+    case 2: self = .commandStored
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .commandReplied: return 0
+    case .commandDelivered: return 1
+    case .commandStored: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_CommandDisposition] = [
+    .commandReplied,
+    .commandDelivered,
+    .commandStored,
+  ]
+
+}
+
 /// Frame type HELLO (0x0001), client -> server, the first frame on every connection.
 package nonisolated struct Parley_V1_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -429,6 +474,10 @@ package nonisolated struct Parley_V1_Error: Sendable {
 
   /// True when the sender closes the connection right after this frame.
   package var fatal: Bool = false
+
+  /// With COMMAND_FAILED (81): the code the command's handler failed with, chosen by the
+  /// application (docs/PROTOCOL.md section 24).
+  package var applicationCode: UInt32 = 0
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1149,6 +1198,96 @@ package nonisolated struct Parley_V1_PresenceEvent: Sendable {
   fileprivate var _contacts: Parley_V1_ContactList? = nil
 }
 
+/// SEND_COMMAND (0x0050) request meta; also PEER_COMMAND (0x0220) on node links.
+package nonisolated struct Parley_V1_CommandRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The application's command name: 1 to 128 bytes of UTF-8, no control characters.
+  package var name: String = String()
+
+  /// The user the command is for; 0: the server application.
+  package var recipient: UInt32 = 0
+
+  /// How long the caller waits for the reply; 0: the server's default (10 s). At most 300000.
+  package var timeoutMs: UInt32 = 0
+
+  /// True: no reply is wanted; the answer comes as soon as the command is handed over.
+  package var fireAndForget: Bool = false
+
+  /// With fire_and_forget: an offline recipient gets the command at its next logon instead of
+  /// the request failing with RECIPIENT_OFFLINE.
+  package var storeIfOffline: Bool = false
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// SEND_COMMAND answer (0x8050) meta; also PEER_COMMAND answer (0x8220).
+package nonisolated struct Parley_V1_CommandResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var disposition: Parley_V1_CommandDisposition = .commandReplied
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// COMMAND (0x0120), server -> client event: a command for this session's user.
+package nonisolated struct Parley_V1_CommandEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Put it in COMMAND_REPLY. 0 for a fire-and-forget command (no reply is read).
+  package var commandID: UInt64 = 0
+
+  /// Who sent it; 0: the server application.
+  package var sender: UInt32 = 0
+
+  package var name: String = String()
+
+  package var fireAndForget: Bool = false
+
+  /// How long the sender waits from now, in milliseconds (0 for fire-and-forget).
+  package var timeoutMs: UInt32 = 0
+
+  /// When the sender's command reached the server, milliseconds since the Unix epoch.
+  package var sentAtMs: Int64 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// COMMAND_REPLY (0x0051) request meta: a client's reply to a COMMAND event; the payload is the
+/// reply's payload (empty with an error).
+package nonisolated struct Parley_V1_CommandReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var commandID: UInt64 = 0
+
+  /// 0: success. Otherwise NO_HANDLER (80) or COMMAND_FAILED (81).
+  package var errorCode: UInt32 = 0
+
+  /// With COMMAND_FAILED: the application's own code.
+  package var applicationCode: UInt32 = 0
+
+  /// With an error: a readable text for the sender.
+  package var text: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 /// Frame type NODE_HELLO (0x0201), node -> node, the first frame each side sends once TLS is up.
 /// Request ID 0; not answered. A claim the receiver cannot verify closes the link (fatal ERROR).
 package nonisolated struct Parley_V1_NodeHello: Sendable {
@@ -1233,6 +1372,10 @@ nonisolated extension Parley_V1_PresenceState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Parley_V1_ContactDisplayRule: SwiftProtobuf._ProtoNameProviding {
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DISPLAY_USER_NAME\0\u{1}DISPLAY_FIRST_NAME\0\u{1}DISPLAY_LAST_NAME\0\u{1}DISPLAY_FULL_NAME\0\u{1}DISPLAY_CUSTOM\0")
+}
+
+nonisolated extension Parley_V1_CommandDisposition: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COMMAND_REPLIED\0\u{1}COMMAND_DELIVERED\0\u{1}COMMAND_STORED\0")
 }
 
 nonisolated extension Parley_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1352,7 +1495,7 @@ nonisolated extension Parley_V1_HelloOk: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Parley_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = _protobuf_package + ".Error"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}retry_after_ms\0\u{1}fatal\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}retry_after_ms\0\u{1}fatal\0\u{3}application_code\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1364,6 +1507,7 @@ nonisolated extension Parley_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.retryAfterMs) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.fatal) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.applicationCode) }()
       default: break
       }
     }
@@ -1382,6 +1526,9 @@ nonisolated extension Parley_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.fatal != false {
       try visitor.visitSingularBoolField(value: self.fatal, fieldNumber: 4)
     }
+    if self.applicationCode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.applicationCode, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1390,6 +1537,7 @@ nonisolated extension Parley_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.message != rhs.message {return false}
     if lhs.retryAfterMs != rhs.retryAfterMs {return false}
     if lhs.fatal != rhs.fatal {return false}
+    if lhs.applicationCode != rhs.applicationCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2841,6 +2989,186 @@ nonisolated extension Parley_V1_PresenceEvent: SwiftProtobuf.Message, SwiftProto
     if lhs.presences != rhs.presences {return false}
     if lhs.snapshot != rhs.snapshot {return false}
     if lhs._contacts != rhs._contacts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_CommandRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".CommandRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}recipient\0\u{3}timeout_ms\0\u{3}fire_and_forget\0\u{3}store_if_offline\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.recipient) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.fireAndForget) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.storeIfOffline) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.recipient != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recipient, fieldNumber: 2)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 3)
+    }
+    if self.fireAndForget != false {
+      try visitor.visitSingularBoolField(value: self.fireAndForget, fieldNumber: 4)
+    }
+    if self.storeIfOffline != false {
+      try visitor.visitSingularBoolField(value: self.storeIfOffline, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_CommandRequest, rhs: Parley_V1_CommandRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.fireAndForget != rhs.fireAndForget {return false}
+    if lhs.storeIfOffline != rhs.storeIfOffline {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_CommandResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".CommandResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}disposition\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.disposition) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.disposition != .commandReplied {
+      try visitor.visitSingularEnumField(value: self.disposition, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_CommandResponse, rhs: Parley_V1_CommandResponse) -> Bool {
+    if lhs.disposition != rhs.disposition {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_CommandEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".CommandEvent"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}command_id\0\u{1}sender\0\u{1}name\0\u{3}fire_and_forget\0\u{3}timeout_ms\0\u{3}sent_at_ms\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.commandID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.fireAndForget) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sentAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.commandID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.commandID, fieldNumber: 1)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if self.fireAndForget != false {
+      try visitor.visitSingularBoolField(value: self.fireAndForget, fieldNumber: 4)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 5)
+    }
+    if self.sentAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentAtMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_CommandEvent, rhs: Parley_V1_CommandEvent) -> Bool {
+    if lhs.commandID != rhs.commandID {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.fireAndForget != rhs.fireAndForget {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.sentAtMs != rhs.sentAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_CommandReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".CommandReply"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}command_id\0\u{3}error_code\0\u{3}application_code\0\u{1}text\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.commandID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.errorCode) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.applicationCode) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.commandID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.commandID, fieldNumber: 1)
+    }
+    if self.errorCode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.errorCode, fieldNumber: 2)
+    }
+    if self.applicationCode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.applicationCode, fieldNumber: 3)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_CommandReply, rhs: Parley_V1_CommandReply) -> Bool {
+    if lhs.commandID != rhs.commandID {return false}
+    if lhs.errorCode != rhs.errorCode {return false}
+    if lhs.applicationCode != rhs.applicationCode {return false}
+    if lhs.text != rhs.text {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
