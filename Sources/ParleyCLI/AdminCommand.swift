@@ -73,7 +73,14 @@ struct AdminCommand: AsyncParsableCommand {
             )
         }
         return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(ByteBuffer(bytes: line))
+            // A server that refuses this user answers and closes at once, maybe before the
+            // request is written: its answer is still read and says why.
+            var writeError: (any Error)?
+            do {
+                try await outbound.write(ByteBuffer(bytes: line))
+            } catch {
+                writeError = error
+            }
             var buffer = ByteBuffer()
             for try await chunk in inbound {
                 var chunk = chunk
@@ -81,6 +88,9 @@ struct AdminCommand: AsyncParsableCommand {
                 if let length = buffer.withUnsafeReadableBytes({ $0.firstIndex(of: UInt8(ascii: "\n")) }) {
                     return buffer.readBytes(length: length) ?? []
                 }
+            }
+            if let writeError {
+                throw CommandFailure(message: "cannot send the request to the admin socket: \(writeError)")
             }
             throw CommandFailure(message: "the admin socket closed without answering")
         }

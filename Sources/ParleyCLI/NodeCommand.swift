@@ -24,8 +24,9 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             --outbox-expiry); "server" (state: \
             connecting, connected, loggedOn with userID, logOnFailed or disconnected with reason, \
             logOnDeferred with reason and retryAfterMs: a refusal that may pass, such as the session \
-            of a crashed run still open, tried again; stopped); and \
-            "stopped" last.
+            of a crashed run still open, tried again; stopped); "presence" (userID, state, text, \
+            source: server, or lan while the server is unreachable: a contact's presence changed); \
+            and "stopped" last.
 
             Unless --no-stdin-commands is given, it reads commands from standard input, one per \
             line, and answers each with one line: "send USER_ID TEXT" and "send-node NODE_ID TEXT" \
@@ -35,7 +36,10 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
             (cached: the server was away and the node's cache answered); "peers" answers \
             {"event":"peers","peers":[...]}; "status TEXT" (online, away, busy or a short text: the \
             presence peers see) answers {"event":"status","status":...}, and "status" alone shows \
-            it; a failed command answers \
+            it; "presence online|away|busy [TEXT]" sets the user's presence on the server and the \
+            LAN and answers like "status"; "contact-add USER_ID" answers {"event":"contact",...}; \
+            "contacts" answers {"event":"contacts","cached":...,"contacts":[{userID, name, state, \
+            text, source},...]}; a failed command answers \
             {"event":"error","command":...,"message":...}. "quit" stops the node. The end of \
             standard input does not stop it (so a script may close its end of the pipe); SIGTERM \
             and SIGINT stop it gracefully. Queued messages stay in the node's outbox (in --data) \

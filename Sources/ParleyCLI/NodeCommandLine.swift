@@ -15,13 +15,19 @@ import ParleyNode
 ///     command USER_ID NAME [PAYLOAD]       sends a custom command and prints the reply
 ///     command-node NODE_ID NAME [PAYLOAD]  the same to one node (direct links only)
 ///     echo-command NAME         answers commands named NAME with their own payload
+///     presence STATE [TEXT]     sets the user's presence (online, away, busy) on the server and
+///                               the LAN, with an optional status text
+///     contact-add USER_ID       adds a user to the contact list (needs the server)
+///     contacts                  the contact list with each contact's presence (the cached list
+///                               and LAN-derived presence while the server is unreachable)
 ///
 /// (`quit` is handled by the console.) Each command answers with one record: its result, or
 /// `{"event":"error","command":...,"message":...}`.
 struct NodeCommandLine {
     static let usage =
         "commands: send USER_ID TEXT, send-node NODE_ID TEXT, whois USER_ID, find [FIELD MATCH] VALUE, peers, "
-        + "status [TEXT], command USER_ID NAME [PAYLOAD], command-node NODE_ID NAME [PAYLOAD], echo-command NAME, quit"
+        + "status [TEXT], command USER_ID NAME [PAYLOAD], command-node NODE_ID NAME [PAYLOAD], echo-command NAME, "
+        + "presence STATE [TEXT], contact-add USER_ID, contacts, quit"
 
     let command: String
     let arguments: Substring
@@ -78,6 +84,22 @@ struct NodeCommandLine {
                 // Without text: the status advertised now.
                 if !arguments.isEmpty { try await node.setStatus(String(arguments)) }
                 return .status(node.status)
+            case "presence":
+                let parts = arguments.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+                guard let first = parts.first, let state = PresenceState(rawValue: String(first)) else {
+                    throw Failure("usage: presence online|away|busy [TEXT]")
+                }
+                try await node.setPresence(state, text: parts.count > 1 ? String(parts[1]) : "")
+                return .status(node.status)
+            case "contact-add":
+                guard let user = UserID(arguments) else { throw Failure("usage: contact-add USER_ID") }
+                let contact = try await node.addContact(user)
+                return .contact(contact, presence: node.contactPresences()[user], cached: false)
+            case "contacts":
+                let (contacts, cached) = try await node.contacts()
+                let presences = node.contactPresences()
+                return .contacts(
+                    contacts.map { .contact($0, presence: presences[$0.userID], cached: nil) }, cached: cached)
             default:
                 throw Failure("unknown command \"\(command)\"; \(Self.usage)")
             }

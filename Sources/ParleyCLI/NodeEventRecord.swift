@@ -49,6 +49,7 @@ struct NodeEventRecord: Encodable {
     var byPeer: Bool?
     var cached: Bool?
     var peers: [NodeEventRecord]?
+    var contacts: [NodeEventRecord]?
     var command: String?
     var message: String?
 
@@ -122,6 +123,27 @@ struct NodeEventRecord: Encodable {
     static func handling(_ name: String) -> NodeEventRecord {
         var record = NodeEventRecord(event: "handling")
         record.command = name
+        return record
+    }
+
+    /// `{"event":"contact","userID":...,"name":...,"state":...,"text":...,"source":...}`: a contact
+    /// and its presence as the node knows it.
+    static func contact(_ contact: Contact, presence: Presence?, cached: Bool?) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "contact")
+        record.userID = contact.userID.rawValue
+        record.name = contact.name
+        record.state = presence?.state.rawValue
+        record.text = presence?.text
+        record.source = presence?.source.rawValue
+        record.cached = cached
+        return record
+    }
+
+    /// `{"event":"contacts","contacts":[...],"cached":...}`
+    static func contacts(_ contacts: [NodeEventRecord], cached: Bool) -> NodeEventRecord {
+        var record = NodeEventRecord(event: "contacts")
+        record.contacts = contacts
+        record.cached = cached
         return record
     }
 
@@ -277,6 +299,14 @@ struct NodeEventRecord: Encodable {
                 return "server: logging on failed (\(reason ?? "?")); trying again in \(seconds) s"
             default: return "server: \(state ?? "?")"
             }
+        case "contact":
+            let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
+            return "contact \(userID.map(String.init) ?? "?") \(name ?? "") \(state ?? "?")\(said)"
+                + (source == "lan" ? " [lan]" : "")
+        case "contacts":
+            let lines = (contacts ?? []).map(\.line)
+            let note = cached == true ? " (from the node's cache)" : ""
+            return lines.isEmpty ? "no contacts" + note : lines.joined(separator: "\n") + note
         case "presence":
             let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
             return "contact \(userID.map(String.init) ?? "?") is \(state ?? "?")\(said)"

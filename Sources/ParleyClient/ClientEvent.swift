@@ -60,6 +60,8 @@ extension ParleyClient {
 ///
 /// Its buffer is bounded in practice by the server's delivery window: the server pushes at
 /// most that many unacknowledged messages, and messages are acknowledged as they are taken.
+/// Received commands wait at most 1,024 at a time (later ones still reach their handlers, but
+/// are not shown until the reader catches up).
 public struct ParleyClientEvents: AsyncSequence, Sendable {
     public typealias Element = ParleyClientEvent
 
@@ -78,6 +80,7 @@ public struct ParleyClientEvents: AsyncSequence, Sendable {
             if acknowledgesMessages, case .message(let message)? = event {
                 client.acknowledge(message)
             }
+            if case .command? = event { client.unreadCommandEvents.subtract(1, ordering: .relaxed) }
             return event
         }
     }

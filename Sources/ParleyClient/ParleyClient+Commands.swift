@@ -121,7 +121,7 @@ extension ParleyClient {
                 connection.reply(
                     to: id,
                     .failure(ParleyError(code: .noHandler, message: "no handler for command \"\(command.name)\"")))
-                emit(.command(command))
+                emitCommand(command)
                 return
             }
             let queued = commands.submit(handler, for: command) { connection.reply(to: id, $0) }
@@ -144,6 +144,23 @@ extension ParleyClient {
                 }
             }
             if !queued { logger.info("dropped a fire-and-forget command: too many commands waiting") }
+        }
+        emitCommand(command)
+    }
+
+    /// At most this many `.command` events wait unread in ``events``; past that they are not
+    /// shown (their handlers still run), so a client that never reads its events does not grow
+    /// with every command another user sends it.
+    static let unreadCommandEventLimit = 1024
+
+    private func emitCommand(_ command: Command) {
+        let (unread, _) = unreadCommandEvents.add(1, ordering: .relaxed)
+        guard unread <= Self.unreadCommandEventLimit else {
+            unreadCommandEvents.subtract(1, ordering: .relaxed)
+            if unread == Self.unreadCommandEventLimit + 1 {
+                logger.info("not showing received commands in the events: too many unread")
+            }
+            return
         }
         emit(.command(command))
     }

@@ -32,6 +32,8 @@ public final class ParleyClient: Sendable {
     let commands = CommandHandlers(capacity: 256)
     /// Handlers asked when ``commands`` has none for a name.
     let fallbackCommands: CommandHandlers?
+    /// `.command` events in ``events`` not taken yet (bounded by `unreadCommandEventLimit`).
+    let unreadCommandEvents = Atomic<Int>(0)
 
     private struct State {
         enum Phase {

@@ -51,6 +51,44 @@ extension ParleyServer {
         target.execute { $0.deliverCommand(event, payload: ByteBuffer(bytes: payload), to: user) }
     }
 
+    /// Sends command `name` without waiting for replies to each of `users` who is logged on: to
+    /// several users at once (a bot's notice, say).
+    ///
+    /// - Returns: the users it was handed to, in the order given; offline users are left out.
+    /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidRequest` for a bad name,
+    ///   `shuttingDown` when the server does not run.
+    @discardableResult
+    public func fireCommand(_ name: String, payload: [UInt8] = [], to users: [UserID]) throws(ParleyError)
+        -> [UserID]
+    {
+        try Command.validate(name: name)
+        guard runningContext != nil else {
+            throw ParleyError(code: .shuttingDown, message: "the server is not running")
+        }
+        var reached: [UserID] = []
+        var seen = Set<UserID>()
+        for user in users where user != .server && seen.insert(user).inserted {
+            do throws(ParleyError) {
+                try fireCommand(name, payload: payload, to: user)
+                reached.append(user)
+            } catch  where error.code == .recipientOffline {
+                continue
+            }
+        }
+        return reached
+    }
+
+    /// Sends command `name`, fire-and-forget, to every user logged on now.
+    ///
+    /// - Returns: the users it was handed to, by user ID.
+    @discardableResult
+    public func broadcastCommand(_ name: String, payload: [UInt8] = []) throws(ParleyError) -> [UserID] {
+        guard let context = runningContext else {
+            throw ParleyError(code: .shuttingDown, message: "the server is not running")
+        }
+        return try fireCommand(name, payload: payload, to: context.registry.onlineUsers.sorted())
+    }
+
     private func prepareCommand(
         _ name: String,
         to user: UserID,

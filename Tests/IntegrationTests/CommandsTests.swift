@@ -139,6 +139,37 @@ struct CommandsTests {
         }
     }
 
+    @Test("the server application fires a command at several users and at everyone online")
+    func serverCommandToSeveralAndAll() async throws {
+        try await withTestServer { server in
+            try await withTestClients(3, of: server.clientConfiguration) { clients in
+                let notes = Mailbox<(Int, Command)>()
+                var ids: [UserID] = []
+                for (index, client) in clients.enumerated() {
+                    try client.client.handleCommands(named: "notice") { command in
+                        notes.append((index, command))
+                        return []
+                    }
+                    ids.append(try await client.register("user\(index)"))
+                }
+                // Two of them, plus one who is not online: the offline one is left out.
+                let reached = try server.server.fireCommand("notice", payload: [1], to: [ids[0], ids[2], 424_242])
+                #expect(reached == [ids[0], ids[2]])
+                let first = try await notes.wait(for: "two notices") { items, _ in items.count >= 2 ? items : nil }
+                #expect(Set(first.map(\.0)) == [0, 2])
+                #expect(first.allSatisfy { $0.1.sender == .server && $0.1.payload == [1] })
+
+                let everyone = try server.server.broadcastCommand("notice", payload: [2])
+                #expect(everyone == ids.sorted())
+                let all = try await notes.wait(for: "three more notices") { items, _ in
+                    items.filter { $0.1.payload == [2] }.count >= 3 ? items.filter { $0.1.payload == [2] } : nil
+                }
+                #expect(Set(all.map(\.0)) == [0, 1, 2])
+                #expect(throws: ParleyError.self) { try server.server.broadcastCommand("bad\u{7}name") }
+            }
+        }
+    }
+
     @Test("200 concurrent commands from one client to another each get their own reply")
     func correlation() async throws {
         try await withTestServer { server in

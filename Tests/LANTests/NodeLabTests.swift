@@ -289,12 +289,14 @@ struct LabNode: Sendable {
         return decoded
     }
 
-    /// Sends one command line and returns its answer (the next "sent", "whois", "peers" or "error").
+    /// Sends one command line and returns its answer (the next "sent", "whois", "peers", "status",
+    /// "contact(s)", a command's reply or "error").
     func command(_ text: String, timeout: Duration = .seconds(20)) async throws -> NodeLine {
         let mark = process.lines.count
         try process.send(text)
         return try await waitFor("answer to \(text)", from: mark, timeout: timeout) {
-            ["sent", "whois", "peers", "error", "commandReply", "handling"].contains($0.event)
+            ["sent", "whois", "peers", "error", "commandReply", "handling", "status", "contact", "contacts"]
+                .contains($0.event)
         }
     }
 }
@@ -337,13 +339,16 @@ struct NodeLine: Decodable, Sendable, CustomStringConvertible {
     var state: String?
     var reason: String?
     var peers: [NodeLine]?
+    var contacts: [NodeLine]?
+    var source: String?
+    var cached: Bool?
     var arrived: ContinuousClock.Instant = .now
     var raw = ""
 
     private enum CodingKeys: String, CodingKey {
         case event, nodeID, name, port, pid, userID, addresses, linked, route, redelivered, text, fromNode, id
         case messageID, message
-        case state, reason, peers
+        case state, reason, peers, contacts, source, cached
     }
 
     init?(json: String) {
