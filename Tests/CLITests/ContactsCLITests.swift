@@ -117,7 +117,8 @@ struct ContactsCLITests {
             let fanoutReport = try #require(try fanout.jsonLines().first)
             #expect(fanoutReport["watchers"] as? Int == 6)
             #expect((fanoutReport["milliseconds"] as? [Double])?.count == 3, "\(fanoutReport)")
-            #expect((fanoutReport["serverMicrosecondsPerEvent"] as? Double ?? 0) > 0, "\(fanoutReport)")
+            // The server's CPU time comes in clock ticks: a run this small may round to 0.
+            #expect((fanoutReport["serverMicrosecondsPerEvent"] as? Double ?? -1) >= 0, "\(fanoutReport)")
         }
     }
 }
