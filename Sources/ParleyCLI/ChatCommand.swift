@@ -150,8 +150,7 @@ struct ChatCommand: AsyncParsableCommand, LoggingCommand {
                 for (user, presence) in update.presences.sorted(by: { $0.key < $1.key }) {
                     let record = PresenceRecord(userID: user, presence: presence, snapshot: false)
                     let name = names[user].map { " \($0)" } ?? ""
-                    let text = presence.text.isEmpty ? "" : " (\(presence.text))"
-                    try out.emit(record, text: "* \(user)\(name) is \(presence.state)\(text)")
+                    try out.emit(record, text: "* \(user)\(name) is \(presence)")
                 }
             case .connectionStateChanged, .deliveryReceipt, .command:
                 continue

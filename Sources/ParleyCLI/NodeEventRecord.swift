@@ -300,17 +300,13 @@ struct NodeEventRecord: Encodable {
             default: return "server: \(state ?? "?")"
             }
         case "contact":
-            let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
-            return "contact \(userID.map(String.init) ?? "?") \(name ?? "") \(state ?? "?")\(said)"
-                + (source == "lan" ? " [lan]" : "")
+            return "contact \(userID.map(String.init) ?? "?") \(name ?? "") \(presenceText)"
         case "contacts":
             let lines = (contacts ?? []).map(\.line)
             let note = cached == true ? " (from the node's cache)" : ""
             return lines.isEmpty ? "no contacts" + note : lines.joined(separator: "\n") + note
         case "presence":
-            let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
-            return "contact \(userID.map(String.init) ?? "?") is \(state ?? "?")\(said)"
-                + (source == "lan" ? " [lan]" : "")
+            return "contact \(userID.map(String.init) ?? "?") is \(presenceText)"
         case "sent":
             return "sent \(messageID.map(String.init) ?? "?") to \(recipientText) via \(route ?? "?")"
         case "status":
@@ -335,6 +331,12 @@ struct NodeEventRecord: Encodable {
         default:
             return event
         }
+    }
+
+    /// "away (at lunch)", "offline [lan]": a presence as ``/ParleyCore/Presence`` describes it.
+    private var presenceText: String {
+        let said = text.map { $0.isEmpty ? "" : " (\($0))" } ?? ""
+        return "\(state ?? "?")\(said)" + (source == "lan" ? " [lan]" : "")
     }
 
     private var peerLine: String {

@@ -117,13 +117,18 @@ extension ParleyNode {
     }
 
     private func cacheContacts(_ contacts: [Contact]) {
+        storeCachedContacts(contacts)
+        state.withLock { $0.contactIDs = Set(contacts.map(\.userID)) }
+        publishContactPresence()
+    }
+
+    /// Replaces the registry's cached list; a failure is logged (the server still has the list).
+    private func storeCachedContacts(_ contacts: [Contact]) {
         do {
             try registry.replaceCachedContacts(contacts)
         } catch {
             logger.warning("cannot cache the contact list", metadata: ["error": "\(error)"])
         }
-        state.withLock { $0.contactIDs = Set(contacts.map(\.userID)) }
-        publishContactPresence()
     }
 
     private func cacheContact(_ contact: Contact) {
@@ -138,13 +143,7 @@ extension ParleyNode {
 
     /// A PRESENCE event from the server: the snapshot after logon (with the list) or a change.
     func receivedServerPresence(_ update: PresenceUpdate) {
-        if let contacts = update.contacts {
-            do {
-                try registry.replaceCachedContacts(contacts)
-            } catch {
-                logger.warning("cannot cache the contact list", metadata: ["error": "\(error)"])
-            }
-        }
+        if let contacts = update.contacts { storeCachedContacts(contacts) }
         state.withLock { state in
             if let contacts = update.contacts {
                 state.contactIDs = Set(contacts.map(\.userID))
