@@ -101,8 +101,9 @@ struct ServerApplicationHookTests {
                 #expect(session.user == alice)
                 #expect(session.address.hasPrefix("127.0.0.1:"))
                 #expect(session.agent == server.clientConfiguration.agent)
+                // The session's own connection (a client that had to reconnect opened others first).
                 let opened = try await recorder.wait("connection opened") { hook -> ServerConnection? in
-                    if case .connectionOpened(let connection) = hook { return connection }
+                    if case .connectionOpened(let connection) = hook, connection.id == session.id { return connection }
                     return nil
                 }
                 #expect(opened.id == session.id)
