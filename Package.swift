@@ -77,6 +77,8 @@ let package = Package(
             dependencies: [
                 "ParleyCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C interface, for the few statements run per message (RawStatement).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -108,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "ParleyCLI",
             dependencies: [
-                "ParleyCore", "ParleyServer", "ParleyClient",
+                "ParleyCore", "ParleyServer", "ParleyClient", "ParleyWire",
                 "ParleyNode", "ParleyAvahi", "ParleyDiscovery", "ParleyLink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -74,6 +74,15 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     )
     var presenceFanout: Int?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Measure messages with the lean generator: raw plaintext connections on one thread, frames coded by hand.",
+            discussion:
+                "Needs --insecure-plaintext. Costs a fraction of the ParleyClient-based generator's CPU, so the server limits the figures."
+        )
+    )
+    var lean = false
+
     @Option(help: "Rounds of a presence measurement.")
     var rounds = 5
 
@@ -102,6 +111,11 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         }
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        if lean {
+            guard logons == nil, reconnectReadyFile == nil, presenceLogon == nil, presenceFanout == nil else {
+                throw ValidationError("--lean measures messages only")
+            }
+        }
     }
 
     func run() async throws {
@@ -155,6 +169,29 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             }
             try out.emit(report, text: report.summary)
             if report.logons < logons { throw ExitStatus.incomplete }
+            return
+        }
+        if lean {
+            let configuration = try connection.clientConfiguration()
+            guard configuration.security == .insecurePlaintext else {
+                throw ValidationError("--lean speaks plaintext only: add --insecure-plaintext (and run the server so)")
+            }
+            let report = try await LeanLoad.run(
+                LeanLoad.Plan(
+                    host: configuration.host,
+                    port: configuration.port,
+                    clients: clients,
+                    messages: messages,
+                    size: size,
+                    window: window,
+                    rate: rate > 0 ? rate : nil,
+                    deadline: deadline,
+                    serverPID: serverPID
+                )
+            )
+            try out.emit(report, text: report.summary)
+            if let failure = report.firstFailure { Output.note("a send failed: \(failure)") }
+            if report.delivered < report.messages || report.outOfOrder ?? 0 > 0 { throw ExitStatus.incomplete }
             return
         }
         let plan = MessagePlan(
@@ -378,10 +415,15 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         /// With --server-pid: the server's CPU time while measuring, per delivered message.
         var serverCPUSeconds: Double?
         var serverMicrosecondsPerMessage: Double?
+        /// With --lean: messages that arrived twice or out of their sender's order (must be 0).
+        var outOfOrder: Int?
+        /// With --rate: the offered load.
+        var offeredPerSecond: Double?
 
         private enum CodingKeys: String, CodingKey {
             case clients, messages, size, delivered, failed, seconds, deliveredPerSecond, p50Ms, p99Ms, p999Ms,
-                benchCPUSeconds, benchCores, serverCPUSeconds, serverMicrosecondsPerMessage
+                benchCPUSeconds, benchCores, serverCPUSeconds, serverMicrosecondsPerMessage, outOfOrder,
+                offeredPerSecond
         }
 
         var summary: String {
@@ -396,6 +438,7 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
 
         private var cpuSummary: String {
             var text = ""
+            if let outOfOrder { text += "\n\(outOfOrder) messages arrived twice or out of order" }
             if let benchCPUSeconds, let benchCores {
                 text += String(format: "\nbench CPU %.2f s (%.2f cores)", benchCPUSeconds, benchCores)
             }

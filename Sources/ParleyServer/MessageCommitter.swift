@@ -155,75 +155,69 @@ final class MessageCommitter: Sendable {
                 return (submissions, acknowledgements)
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
-            // Acknowledgements first: each refers to a delivery that was pushed, so committed, in
-            // an earlier round; committing them before the next batch of inserts narrows the
-            // window in which a crash makes the server push an acknowledged message again.
-            if !acknowledgements.isEmpty { commit(acknowledgements) }
-            if !submissions.isEmpty { commit(submissions) }
+            commit(acknowledgements, submissions)
         }
     }
 
-    private func commit(_ submissions: [Submission]) {
+    /// One round: the acknowledgements, then the new messages, in one transaction. The
+    /// acknowledgements go first: each refers to a delivery that was pushed, so committed, in an
+    /// earlier round.
+    private func commit(_ acknowledgements: [Acknowledgement], _ submissions: [Submission]) {
         let now = Date()
         let started = ContinuousClock.now
         defer {
-            metrics?.commitBatchSize.record(submissions.count)
+            if !submissions.isEmpty { metrics?.commitBatchSize.record(submissions.count) }
             let (seconds, attoseconds) = (ContinuousClock.now - started).components
             metrics?.commitDuration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         }
+        let messages = submissions.map(\.message)
+        let acknowledged: [AcknowledgedMessage]
+        let stored: [[StoredDelivery]]
         do {
-            let recipients = Array(Set(submissions.flatMap(\.message.recipients)))
-            let existing = try store.existingUserIDs(among: recipients)
-            var messages = submissions.map(\.message)
-            for index in messages.indices {
-                messages[index].recipients = messages[index].recipients.filter(existing.contains)
-            }
-            let stored = try store.storeMessages(messages, now: now)
-            var live: [LiveDelivery] = []
-            for (index, submission) in submissions.enumerated() {
-                var outcomes: [UserID: Outcome] = [:]
-                for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
-                for delivery in stored[index] {
-                    outcomes[delivery.recipient] = .stored(delivery)
-                    if !delivery.duplicate {
-                        live.append(
-                            LiveDelivery(
-                                recipient: delivery.recipient,
-                                sequence: delivery.sequence,
-                                message: messages[index],
-                                payload: submission.payload,
-                                storedAt: now
-                            )
-                        )
-                    }
-                }
-                submission.completion(.success(outcomes))
-            }
-            metrics?.messagesStored(live.count)
-            if !live.isEmpty { deliverLive(live) }
-        } catch {
-            // The senders get the error as their answer; the metrics count it for the admin.
-            metrics?.storageErrors.increment()
-            logger.info(
-                "storing messages failed", metadata: ["error": "\(error)", "messages": "\(submissions.count)"])
-            for submission in submissions { submission.completion(.failure(error)) }
-        }
-    }
-
-    private func commit(_ acknowledgements: [Acknowledgement]) {
-        do {
-            let done = try store.acknowledge(acknowledgements.map { ($0.recipient, $0.messages) }, now: Date())
-            metrics?.messagesAcknowledged(done.count)
-            if !done.isEmpty { acknowledged(done) }
-        } catch {
-            // The messages stay pending and are delivered again at the next logon, where the
-            // client's de-duplication drops them.
-            metrics?.storageErrors.increment()
-            logger.info(
-                "recording acknowledgements failed",
-                metadata: ["error": "\(error)", "acknowledgements": "\(acknowledgements.count)"]
+            (acknowledged, stored) = try store.acknowledgeAndStore(
+                acknowledgements: acknowledgements.map { ($0.recipient, $0.messages) },
+                messages: messages,
+                now: now
             )
+        } catch {
+            // The senders get the error as their answer (and send again); the acknowledged
+            // messages stay pending and are delivered again at the next logon, where the
+            // client's de-duplication drops them. The metrics count it for the admin.
+            metrics?.storageErrors.increment()
+            logger.info(
+                "storing messages failed",
+                metadata: [
+                    "error": "\(error)", "messages": "\(submissions.count)",
+                    "acknowledgements": "\(acknowledgements.count)",
+                ]
+            )
+            for submission in submissions { submission.completion(.failure(error)) }
+            return
         }
+        metrics?.messagesAcknowledged(acknowledged.count)
+        if !acknowledged.isEmpty { self.acknowledged(acknowledged) }
+        var live: [LiveDelivery] = []
+        for (index, submission) in submissions.enumerated() {
+            var outcomes: [UserID: Outcome] = [:]
+            for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
+            for delivery in stored[index] {
+                outcomes[delivery.recipient] = .stored(delivery)
+                if !delivery.duplicate {
+                    live.append(
+                        LiveDelivery(
+                            recipient: delivery.recipient,
+                            sequence: delivery.sequence,
+                            message: messages[index],
+                            payload: submission.payload,
+                            storedAt: now
+                        )
+                    )
+                }
+            }
+            submission.completion(.success(outcomes))
+        }
+        metrics?.messagesStored(live.count)
+        if !live.isEmpty { deliverLive(live) }
     }
 
     /// Forgets acknowledged messages older than the de-duplication window.

@@ -125,17 +125,19 @@ extension ServerStore {
     /// The subset of `ids` that are registered users, found with one query.
     public func existingUserIDs(among ids: [UserID]) throws(ParleyError) -> Set<UserID> {
         if ids.isEmpty { return [] }
-        return try read("looking up users") { db in
-            let statement = try db.cachedStatement(
-                sql: "SELECT user_id FROM user WHERE user_id IN (SELECT value FROM json_each(?))"
-            )
-            var found = Set<UserID>()
-            let rows = try Row.fetchCursor(statement, arguments: [ids.jsonArray])
-            while let row = try rows.next() {
-                found.insert(try row.userID(0, "user.user_id"))
-            }
-            return found
+        return try read("looking up users") { db in try Self.existingUserIDs(among: ids, in: db) }
+    }
+
+    static func existingUserIDs(among ids: [UserID], in db: Database) throws -> Set<UserID> {
+        let statement = try db.cachedStatement(
+            sql: "SELECT user_id FROM user WHERE user_id IN (SELECT value FROM json_each(?))"
+        )
+        var found = Set<UserID>()
+        let rows = try Row.fetchCursor(statement, arguments: [ids.jsonArray])
+        while let row = try rows.next() {
+            found.insert(try row.userID(0, "user.user_id"))
         }
+        return found
     }
 
     /// Replaces a user's six text fields (already validated).

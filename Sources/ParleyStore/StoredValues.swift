@@ -113,15 +113,19 @@ extension MessageID {
 
 extension Array where Element == UserID {
     /// Consecutive little-endian UInt32s; read back by ``Row/userIDs(_:_:)``.
-    var storedBlob: Data {
-        var data = Data(capacity: count * 4)
+    var storedBlob: Data { Data(storedBytes) }
+
+    /// The bytes of ``storedBlob``.
+    var storedBytes: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count * 4)
         for id in self {
             let raw = id.rawValue
-            data.append(contentsOf: [
+            bytes.append(contentsOf: [
                 UInt8(raw & 0xFF), UInt8(raw >> 8 & 0xFF), UInt8(raw >> 16 & 0xFF), UInt8(raw >> 24),
             ])
         }
-        return data
+        return bytes
     }
 }
 

@@ -392,6 +392,50 @@ struct CLITests {
         }
     }
 
+    @Test("bench --lean measures with raw connections: every message delivered once and in order, paced or not")
+    func leanBench() async throws {
+        try await withDataDirectory { directory in
+            let server = try await TestServer.start(dataDirectory: directory, ["--insecure-plaintext"])
+            let pid = "\(server.process.processIdentifier)"
+            let full = try await parley(
+                [
+                    "bench", "--lean", "--server", server.address, "--insecure-plaintext", "--clients", "5",
+                    "--messages", "1003", "--window", "16", "--size", "64", "--json", "--timeout", "60",
+                    "--server-pid", pid,
+                ],
+                timeout: .seconds(90)
+            )
+            #expect(full.status == 0, "\(full)")
+            let report = try #require(try full.jsonLines().first)
+            #expect(report["delivered"] as? Int == 1003, "\(report)")
+            #expect(report["failed"] as? Int == 0, "\(report)")
+            #expect(report["outOfOrder"] as? Int == 0, "\(report)")
+            #expect((report["p50Ms"] as? Double ?? .infinity) <= (report["p99Ms"] as? Double ?? 0), "\(report)")
+            #expect((report["benchCPUSeconds"] as? Double ?? -1) >= 0, "\(report)")
+            #expect((report["serverMicrosecondsPerMessage"] as? Double ?? 0) > 0, "\(report)")
+
+            // Paced: 400 messages offered at 2,000/s take at least 0.2 s from the first send.
+            let paced = try await parley(
+                [
+                    "bench", "--lean", "--server", server.address, "--insecure-plaintext", "--clients", "3",
+                    "--messages", "400", "--rate", "2000", "--json", "--timeout", "60",
+                ],
+                timeout: .seconds(90)
+            )
+            #expect(paced.status == 0, "\(paced)")
+            let pacedReport = try #require(try paced.jsonLines().first)
+            #expect(pacedReport["delivered"] as? Int == 400, "\(pacedReport)")
+            #expect(pacedReport["offeredPerSecond"] as? Double == 2000, "\(pacedReport)")
+            #expect((pacedReport["seconds"] as? Double ?? 0) >= 0.19, "\(pacedReport)")
+
+            // TLS is not what the lean generator speaks: a clear refusal, not a hang.
+            let tls = try await parley(["bench", "--lean", "--server", server.address, "--messages", "10"])
+            #expect(tls.status != 0, "\(tls)")
+            #expect(tls.errorOutput.contains("--insecure-plaintext"), "\(tls)")
+            #expect(try await server.stop() == .exit(0), "server: \(server.process.errorOutput)")
+        }
+    }
+
     @Test("an acknowledged message survives kill -9 of the server")
     func durability() async throws {
         try await withDataDirectory { directory in

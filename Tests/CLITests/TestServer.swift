@@ -6,7 +6,8 @@ struct TestServer: Sendable {
     let process: ChildProcess
     let dataDirectory: URL
     let port: Int
-    /// The certificate's fingerprint, as the server printed it ("tls fingerprint sha256:...").
+    /// The certificate's fingerprint, as the server printed it ("tls fingerprint sha256:..."); empty
+    /// for a server started with `--insecure-plaintext`.
     let fingerprint: String
 
     var address: String { "127.0.0.1:\(port)" }
@@ -22,8 +23,11 @@ struct TestServer: Sendable {
             ] + extra
         )
         let line = try await process.line { $0.hasPrefix("listening on ") }
-        let fingerprint = try await process.line { $0.hasPrefix("tls fingerprint ") }.dropFirst(
-            "tls fingerprint ".count)
+        // A plaintext server has no certificate to print.
+        let fingerprint =
+            extra.contains("--insecure-plaintext")
+            ? ""
+            : try await process.line { $0.hasPrefix("tls fingerprint ") }.dropFirst("tls fingerprint ".count)
         guard let separator = line.lastIndex(of: ":"), let port = Int(line[line.index(after: separator)...]) else {
             throw TestFailure("cannot read the port from \"\(line)\"")
         }

@@ -27,8 +27,7 @@ final class MessagesFamily: RequestFamily {
             try sendMessage(frame, sender: try session.requireUser(), in: session)
         case .ackMessages:
             let me = try session.requireUser()
-            let request: Parley_V1_AckMessagesRequest = try frame.decodeMeta()
-            acknowledge(request, recipient: me, in: session)
+            acknowledge(try Self.decodeAck(frame), recipient: me, in: session)
             session.respond(to: frame, with: Parley_V1_Empty())
         default:
             throw ParleyError(code: .unknownRequest, message: "unknown frame type \(frame.type)")
@@ -56,13 +55,18 @@ final class MessagesFamily: RequestFamily {
 
     private func sendMessage(_ frame: Frame, sender: UserID, in session: SessionContext) throws(ParleyError) {
         let server = session.server
-        let request: Parley_V1_SendMessageRequest = try frame.decodeMeta()
+        let request = try Self.decodeSendMessage(frame)
         server.metrics.messageReceived()
         guard request.messageID != 0 else {
             throw ParleyError(code: .invalidRequest, message: "message ID 0 is reserved")
         }
-        var seen = Set<UInt32>()
-        let recipients = request.recipients.filter { seen.insert($0).inserted }.map(UserID.init(rawValue:))
+        let recipients: [UserID]
+        if request.recipients.count == 1 {
+            recipients = [UserID(rawValue: request.recipients[0])]
+        } else {
+            var seen = Set<UInt32>()
+            recipients = request.recipients.filter { seen.insert($0).inserted }.map(UserID.init(rawValue:))
+        }
         guard !recipients.isEmpty else {
             throw ParleyError(code: .invalidRequest, message: "a message needs at least one recipient")
         }
@@ -72,18 +76,12 @@ final class MessagesFamily: RequestFamily {
                 message: "at most \(WireProtocol.maximumRecipients) recipients per message"
             )
         }
-        let isText: Bool
-        switch request.kind {
-        case .text:
-            isText = true
+        let isText = request.kind == 0
+        if isText {
             let valid = frame.payload.withUnsafeReadableBytes { String(validating: $0, as: UTF8.self) != nil }
             guard valid else {
                 throw ParleyError(code: .invalidUTF8, message: "a text message must be valid UTF-8")
             }
-        case .binary:
-            isText = false
-        case .UNRECOGNIZED(let raw):
-            throw ParleyError(code: .invalidRequest, message: "unknown payload kind \(raw)")
         }
         let sentAt = Date(millisecondsSince1970: request.sentAtMs)
         // A constant read once at start: without inspection the path below is the only one.
@@ -107,7 +105,7 @@ final class MessagesFamily: RequestFamily {
     /// the server application; answers it once committed.
     private func submit(
         _ frame: Frame,
-        _ request: Parley_V1_SendMessageRequest,
+        _ request: HotMeta.SendMessage,
         sender: UserID,
         recipients: [UserID],
         isText: Bool,
@@ -151,33 +149,41 @@ final class MessagesFamily: RequestFamily {
         session.requestStarted(query: false)
         server.committer.submit(
             MessageCommitter.Submission(message: message, payload: payload) { outcome in
-                // Online status is read now, on the committer thread, right after the commit.
-                var statuses = serverResults
-                switch outcome {
-                case .success(let outcomes):
-                    for user in users {
-                        switch outcomes[user] {
-                        case .stored?:
-                            statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
-                        case .recipientNotFound?, nil:
-                            statuses[user] = .failed(
-                                ParleyError(code: .recipientNotFound, message: "no user \(user)")
-                            )
-                        }
-                    }
-                    let duplicates = Set(
-                        outcomes.compactMap { key, value -> UserID? in
-                            if case .stored(let delivery) = value, delivery.duplicate { return key }
-                            return nil
-                        }
-                    )
-                    let response = Self.sendResponse(recipients, statuses, duplicates: duplicates)
-                    handle.execute { $0.messageStored(frame, .success(response)) }
-                case .failure(let error):
-                    handle.execute { $0.messageStored(frame, .failure(error)) }
+                // Runs on the committer's thread, the message path's bottleneck: the answer is
+                // built on the sender's event loop instead.
+                handle.execute {
+                    $0.messageStored(frame, Self.sendResponse(to: outcome, users, recipients, serverResults, registry))
                 }
             }
         )
+    }
+
+    /// The answer to a SEND_MESSAGE from what the commit did for each of its users, with the
+    /// recipients' online status as it is now, right after the commit.
+    private static func sendResponse(
+        to outcome: Result<[UserID: MessageCommitter.Outcome], ParleyError>,
+        _ users: [UserID],
+        _ recipients: [UserID],
+        _ serverResults: [UserID: DeliveryResult.Status],
+        _ registry: SessionRegistry
+    ) -> Result<Parley_V1_SendMessageResponse, ParleyError> {
+        let outcomes: [UserID: MessageCommitter.Outcome]
+        switch outcome {
+        case .success(let value): outcomes = value
+        case .failure(let error): return .failure(error)
+        }
+        var statuses = serverResults
+        var duplicates = Set<UserID>()
+        for user in users {
+            switch outcomes[user] {
+            case .stored(let delivery)?:
+                statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
+                if delivery.duplicate { duplicates.insert(user) }
+            case .recipientNotFound?, nil:
+                statuses[user] = .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
+            }
+        }
+        return .success(sendResponse(recipients, statuses, duplicates: duplicates))
     }
 
     /// Hands a checked SEND_MESSAGE to the application's ``ParleyServerApplication/inspect(_:server:)``
@@ -185,7 +191,7 @@ final class MessagesFamily: RequestFamily {
     /// keep their order.
     private func inspect(
         _ frame: Frame,
-        _ request: Parley_V1_SendMessageRequest,
+        _ request: HotMeta.SendMessage,
         sender: UserID,
         recipients: [UserID],
         isText: Bool,
@@ -247,6 +253,40 @@ final class MessagesFamily: RequestFamily {
         }
     }
 
+    /// The meta of a SEND_MESSAGE: decoded by hand in its usual form, by the strict generic
+    /// decoder otherwise (which names what is wrong).
+    private static func decodeSendMessage(_ frame: Frame) throws(ParleyError) -> HotMeta.SendMessage {
+        if let request = HotMeta.SendMessage(meta: frame.meta) { return request }
+        let request: Parley_V1_SendMessageRequest = try frame.decodeMeta()
+        let kind: Int32
+        switch request.kind {
+        case .text: kind = 0
+        case .binary: kind = 1
+        case .UNRECOGNIZED(let raw):
+            throw ParleyError(code: .invalidRequest, message: "unknown payload kind \(raw)")
+        }
+        return HotMeta.SendMessage(
+            messageID: request.messageID,
+            recipients: request.recipients,
+            kind: kind,
+            sentAtMs: request.sentAtMs,
+            wantReceipt: request.wantReceipt
+        )
+    }
+
+    /// The references of an ACK_MESSAGES, decoded like ``decodeSendMessage(_:)``.
+    private static func decodeAck(_ frame: Frame) throws(ParleyError) -> [DeliveryStateMachine.Key] {
+        if let references = HotMeta.ackReferences(meta: frame.meta) {
+            return references.map {
+                DeliveryStateMachine.Key(sender: UserID(rawValue: $0.sender), messageID: MessageID($0.messageID))
+            }
+        }
+        let request: Parley_V1_AckMessagesRequest = try frame.decodeMeta()
+        return request.messages.map {
+            DeliveryStateMachine.Key(sender: UserID($0.sender), messageID: MessageID($0.messageID))
+        }
+    }
+
     /// The longest text a rewrite may have: what fits in a MESSAGE frame beside its meta.
     static func maximumRewrittenText(_ maximumFrameSize: Int) -> Int {
         max(maximumFrameSize - 4096, maximumFrameSize / 2)
@@ -284,11 +324,8 @@ final class MessagesFamily: RequestFamily {
 
     // MARK: Delivering
 
-    private func acknowledge(_ request: Parley_V1_AckMessagesRequest, recipient: UserID, in session: SessionContext) {
-        guard !request.messages.isEmpty else { return }
-        let keys = request.messages.map {
-            DeliveryStateMachine.Key(sender: UserID($0.sender), messageID: MessageID($0.messageID))
-        }
+    private func acknowledge(_ keys: [DeliveryStateMachine.Key], recipient: UserID, in session: SessionContext) {
+        guard !keys.isEmpty else { return }
         session.server.committer.acknowledge(
             MessageCommitter.Acknowledgement(
                 recipient: recipient,
@@ -385,15 +422,19 @@ final class MessagesFamily: RequestFamily {
         storedAt: Date,
         in session: SessionContext
     ) {
-        var event = Parley_V1_MessageEvent()
-        event.messageID = messageID.rawValue
-        event.sender = sender.rawValue
-        event.recipients = recipients.map(\.rawValue)
-        event.kind = isText ? .text : .binary
-        event.sentAtMs = sentAt.millisecondsSince1970
-        event.deliveredAtMs = Date().millisecondsSince1970
-        event.storedAtMs = storedAt.millisecondsSince1970
-        session.push(Frame(type: .message, requestID: 0, message: event, payload: payload))
+        var meta = ByteBuffer()
+        meta.reserveCapacity(32 + 5 * recipients.count)
+        HotMeta.writeMessageEvent(
+            messageID: messageID.rawValue,
+            sender: sender.rawValue,
+            recipients: recipients.lazy.map(\.rawValue),
+            kind: isText ? 0 : 1,
+            sentAtMs: sentAt.millisecondsSince1970,
+            deliveredAtMs: Date().millisecondsSince1970,
+            storedAtMs: storedAt.millisecondsSince1970,
+            to: &meta
+        )
+        session.push(Frame(type: .message, requestID: 0, meta: meta, payload: payload))
         session.server.metrics.messageDelivered()
     }
 }
