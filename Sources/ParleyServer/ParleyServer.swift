@@ -362,14 +362,20 @@ public final class ParleyServer: Service, Sendable {
                     }
                     self.metrics.connectionsOpened.increment()
                     let handler = ServerConnectionHandler(server: context, logger: logger)
-                    let opened = ServerConnection(
-                        id: handler.connectionID,
-                        address: channel.remoteAddress.map { ListeningAddress($0, requestedHost: "").description } ?? ""
-                    )
-                    context.hooks.notify(.connectionOpened(opened))
+                    let id = handler.connectionID
+                    // The address text is made again at close rather than kept for the
+                    // connection's lifetime (the channel keeps the address itself).
+                    @Sendable func connection() -> ServerConnection {
+                        ServerConnection(
+                            id: id,
+                            address: channel.remoteAddress.map { ListeningAddress($0, requestedHost: "").description }
+                                ?? ""
+                        )
+                    }
+                    context.hooks.notify(.connectionOpened(connection()))
                     channel.closeFuture.whenComplete { _ in
                         context.registry.removeConnection(channel)
-                        context.hooks.notify(.connectionClosed(opened))
+                        context.hooks.notify(.connectionClosed(connection()))
                     }
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)

@@ -20,7 +20,9 @@ struct RequestFlow {
     private(set) var busy = false
     /// The connection's outbound queue is under its limit.
     private(set) var writable = true
-    private var queued = CircularBuffer<Frame>()
+    /// Made at the first frame that has to wait: most connections never need it, and an empty
+    /// `CircularBuffer` already holds room for 16 frames (about 1 KB per connection).
+    private var queued: CircularBuffer<Frame>?
 
     let maximumUnanswered: Int
     let maximumQueries: Int
@@ -31,7 +33,9 @@ struct RequestFlow {
     }
 
     /// Frames waiting to be handled.
-    var queuedCount: Int { queued.count }
+    var queuedCount: Int { queued?.count ?? 0 }
+
+    private var nothingQueued: Bool { queued?.isEmpty ?? true }
 
     /// Whether a new frame may be handled now.
     private var mayHandle: Bool {
@@ -39,12 +43,12 @@ struct RequestFlow {
     }
 
     /// Whether the handler may ask the socket for more bytes.
-    var mayRead: Bool { queued.isEmpty && mayHandle }
+    var mayRead: Bool { nothingQueued && mayHandle }
 
     /// A frame arrived: returns it if it is to be handled now; otherwise it waits.
     mutating func received(_ frame: Frame) -> Frame? {
-        guard queued.isEmpty, mayHandle else {
-            queued.append(frame)
+        guard nothingQueued, mayHandle else {
+            queued.append(frame, orMakeWith: 4)
             return nil
         }
         return frame
@@ -52,8 +56,8 @@ struct RequestFlow {
 
     /// The next waiting frame to handle, if one may be handled now.
     mutating func next() -> Frame? {
-        guard mayHandle, !queued.isEmpty else { return nil }
-        return queued.removeFirst()
+        guard mayHandle, !nothingQueued else { return nil }
+        return queued?.removeFirst()
     }
 
     /// A request was handed to work that answers it later.
@@ -75,6 +79,15 @@ struct RequestFlow {
 
     /// The connection is closing: what waits is dropped, never handled.
     mutating func close() {
-        queued.removeAll()
+        queued = nil
+    }
+}
+
+extension Optional {
+    /// Appends `element` to the buffer, making one with room for `capacity` first if there is none.
+    fileprivate mutating func append<Element>(_ element: Element, orMakeWith capacity: Int)
+    where Wrapped == CircularBuffer<Element> {
+        if self == nil { self = CircularBuffer(initialCapacity: capacity) }
+        self!.append(element)
     }
 }

@@ -25,7 +25,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     typealias OutboundOut = Frame
 
     let server: ServerContext
-    private(set) var logger: Logger
+    private let baseLogger: Logger
+    private var remoteAddress: SocketAddress?
+
+    /// This connection's logger: the server's, with the peer's address and the logged-on user.
+    /// Made when used (rarely: errors, debug lines), so that an idle connection holds no copy of
+    /// its metadata (about 0.6 KB each).
+    var logger: Logger {
+        var logger = baseLogger
+        if let remoteAddress { logger[metadataKey: "peer.address"] = "\(remoteAddress)" }
+        if let user = machine.identity.user { logger[metadataKey: "user.id"] = "\(user)" }
+        return logger
+    }
     /// The session protocol's state and the request flow.
     private(set) var machine: SessionStateMachine
     private(set) var context: ChannelHandlerContext?
@@ -58,7 +69,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     init(server: ServerContext, logger: Logger) {
         self.server = server
-        self.logger = logger
+        self.baseLogger = logger
         self.connectionID = server.nextConnectionID()
         self.machine = SessionStateMachine(
             flow: RequestFlow(
@@ -70,7 +81,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.messages = families.messages
         self.contacts = families.contacts
         self.families = families.all
-        self.router = RequestRouter(families.all)
+        self.router = Self.sharedRouter(for: families.all)
+    }
+
+    /// The router of every connection: it depends only on the families' types, so the first
+    /// connection makes it and the others share its table.
+    private static let routerCache = Mutex<RequestRouter?>(nil)
+
+    private static func sharedRouter(for families: [any RequestFamily]) -> RequestRouter {
+        routerCache.withLock { cached in
+            if let cached { return cached }
+            let router = RequestRouter(families)
+            cached = router
+            return router
+        }
     }
 
     /// The request families every connection serves. A new family is added here.
@@ -94,9 +118,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             eventLoop: context.eventLoop,
             handler: NIOLoopBound(self, eventLoop: context.eventLoop)
         )
-        if let remote = context.remoteAddress {
-            logger[metadataKey: "peer.address"] = "\(remote)"
-        }
+        remoteAddress = context.remoteAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -497,7 +519,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard machine.loggedOn(user.userID) else { return }
         server.metrics.logonSuccesses.increment()
         if granted.resumed { server.metrics.logonsResumed.increment() }
-        logger[metadataKey: "user.id"] = "\(user.userID)"
         logger.debug(
             "logged on",
             metadata: [
@@ -536,8 +557,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func endSession() {
         guard let ended = machine.endSession(), let handle else { return }
         server.registry.release(ended.user, for: handle.id)
-        logger.debug("logged off")
-        logger[metadataKey: "user.id"] = nil
+        logger.debug("logged off", metadata: ["user.id": "\(ended.user)"])
         if ended.wasLoggedOn {
             for family in families { family.sessionEnded(ended.user, in: session) }
             server.hooks.notify(.loggedOff(ended.user, session: connectionID))
