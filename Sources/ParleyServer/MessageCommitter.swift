@@ -19,11 +19,62 @@ final class MessageCommitter: Sendable {
         case recipientNotFound
     }
 
+    typealias Result = Swift.Result<[UserID: Outcome], ParleyError>
+
     struct Submission: Sendable {
         var message: NewMessage
         /// The body as it arrived, forwarded to online recipients without another copy.
         var payload: ByteBuffer
-        var completion: @Sendable (Result<[UserID: Outcome], ParleyError>) -> Void
+        var answer: Answer
+
+        /// Who waits for the outcome.
+        enum Answer: Sendable {
+            /// A session: `body` runs on its event loop, in one task with the round's other
+            /// work for that loop (answers and live deliveries), not in one task per message.
+            case session(SessionHandle, @Sendable (ServerConnectionHandler, Result) -> Void)
+            /// Anyone else (the server application): called on the committer's thread.
+            case direct(@Sendable (Result) -> Void)
+        }
+
+        /// A submission whose outcome `completion` takes on the committer's thread.
+        init(message: NewMessage, payload: ByteBuffer, completion: @escaping @Sendable (Result) -> Void) {
+            self.message = message
+            self.payload = payload
+            self.answer = .direct(completion)
+        }
+
+        /// A submission a session waits for: `body` runs on the session's event loop.
+        init(
+            message: NewMessage,
+            payload: ByteBuffer,
+            sender: SessionHandle,
+            body: @escaping @Sendable (ServerConnectionHandler, Result) -> Void
+        ) {
+            self.message = message
+            self.payload = payload
+            self.answer = .session(sender, body)
+        }
+
+        /// Answers at once, for a submission that is not committed (the server is stopping).
+        func fail(_ error: ParleyError) {
+            switch answer {
+            case .direct(let completion): completion(.failure(error))
+            case .session(let sender, let body): sender.execute { body($0, .failure(error)) }
+            }
+        }
+    }
+
+    /// The work of one round for one event loop, run there in one task.
+    private enum LoopWork: Sendable {
+        case answer(NIOLoopBound<ServerConnectionHandler>, @Sendable (ServerConnectionHandler, Result) -> Void, Result)
+        case live(NIOLoopBound<ServerConnectionHandler>, LiveDelivery)
+
+        func run() {
+            switch self {
+            case .answer(let handler, let body, let result): body(handler.value, result)
+            case .live(let handler, let delivery): handler.value.liveDelivery(delivery)
+            }
+        }
     }
 
     struct Acknowledgement: Sendable {
@@ -51,7 +102,7 @@ final class MessageCommitter: Sendable {
     private let worker: NIOThreadPool
     private let queue = Mutex(Queue())
     private let logger: Logger
-    private let deliverLive: @Sendable ([LiveDelivery]) -> Void
+    private let registry: SessionRegistry
     private let acknowledged: @Sendable ([AcknowledgedMessage]) -> Void
     private let metrics: ServerMetrics?
     /// Most items written per transaction, so one huge burst cannot delay answers for long.
@@ -61,13 +112,13 @@ final class MessageCommitter: Sendable {
         store: ServerStore,
         logger: Logger,
         metrics: ServerMetrics? = nil,
-        deliverLive: @escaping @Sendable ([LiveDelivery]) -> Void,
+        registry: SessionRegistry,
         acknowledged: @escaping @Sendable ([AcknowledgedMessage]) -> Void
     ) {
         self.metrics = metrics
         self.store = store
         self.logger = logger
-        self.deliverLive = deliverLive
+        self.registry = registry
         self.acknowledged = acknowledged
         self.worker = NIOThreadPool(numberOfThreads: 1)
         worker.start()
@@ -81,7 +132,7 @@ final class MessageCommitter: Sendable {
         }
         switch start {
         case nil:
-            submission.completion(.failure(ParleyError(code: .shuttingDown, message: "the server is shutting down")))
+            submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
         case true?:
             scheduleWork()
         case false?:
@@ -137,7 +188,7 @@ final class MessageCommitter: Sendable {
             return queue.submissions
         }
         for submission in pending {
-            submission.completion(.failure(ParleyError(code: .shuttingDown, message: "the server is shutting down")))
+            submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
         }
     }
 
@@ -191,11 +242,14 @@ final class MessageCommitter: Sendable {
                     "acknowledgements": "\(acknowledgements.count)",
                 ]
             )
-            for submission in submissions { submission.completion(.failure(error)) }
+            for submission in submissions { submission.fail(error) }
             return
         }
         metrics?.messagesAcknowledged(acknowledged.count)
         if !acknowledged.isEmpty { self.acknowledged(acknowledged) }
+        // One task per event loop for the whole round: answers first, then live deliveries, in
+        // commit order, so every session still sees its messages in sequence order.
+        var work = LoopBatches<LoopWork>()
         var live: [LiveDelivery] = []
         for (index, submission) in submissions.enumerated() {
             var outcomes: [UserID: Outcome] = [:]
@@ -214,10 +268,21 @@ final class MessageCommitter: Sendable {
                     )
                 }
             }
-            submission.completion(.success(outcomes))
+            switch submission.answer {
+            case .direct(let completion): completion(.success(outcomes))
+            case .session(let sender, let body):
+                work.add(.answer(sender.handler, body, .success(outcomes)), on: sender.eventLoop)
+            }
         }
         metrics?.messagesStored(live.count)
-        if !live.isEmpty { deliverLive(live) }
+        if !live.isEmpty {
+            let sessions = registry.sessions(for: live.lazy.map(\.recipient))
+            for (delivery, session) in zip(live, sessions) {
+                guard let session else { continue }
+                work.add(.live(session.handler, delivery), on: session.eventLoop)
+            }
+        }
+        work.run { $0.run() }
     }
 
     /// Forgets acknowledged messages older than the de-duplication window.
@@ -230,6 +295,29 @@ final class MessageCommitter: Sendable {
             } catch {
                 metrics?.storageErrors.increment()
                 logger.info("pruning acknowledged messages failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Work gathered per event loop, then handed to each loop in one task.
+struct LoopBatches<Item: Sendable> {
+    private var batches: [(loop: any EventLoop, items: [Item])] = []
+
+    mutating func add(_ item: Item, on loop: any EventLoop) {
+        // A server has a few loops: a linear search beats hashing.
+        if let index = batches.firstIndex(where: { $0.loop === loop }) {
+            batches[index].items.append(item)
+        } else {
+            batches.append((loop, [item]))
+        }
+    }
+
+    /// Runs `body` for every item on its loop, in the order added, one task per loop.
+    func run(_ body: @escaping @Sendable (Item) -> Void) {
+        for (loop, items) in batches {
+            loop.execute {
+                for item in items { body(item) }
             }
         }
     }

@@ -57,11 +57,7 @@ final class ServerContext: Sendable {
             store: store,
             logger: logger,
             metrics: metrics,
-            deliverLive: { deliveries in
-                for delivery in deliveries {
-                    registry.session(for: delivery.recipient)?.execute { $0.liveDelivery(delivery) }
-                }
-            },
+            registry: registry,
             acknowledged: { acknowledged in
                 for ack in acknowledged where ack.wantsReceipt {
                     registry.session(for: ack.sender)?.execute { $0.deliveryReceipt(ack) }

@@ -156,6 +156,11 @@ final class SessionRegistry: Sendable {
         state.withLock { $0.sessions[user]?.handle }
     }
 
+    /// The sessions of `users`, in order (nil for a user offline), under one lock.
+    func sessions(for users: some Sequence<UserID>) -> [SessionHandle?] {
+        state.withLock { state in users.map { state.sessions[$0]?.handle } }
+    }
+
     func isOnline(_ user: UserID) -> Bool {
         state.withLock { $0.sessions[user] != nil }
     }

@@ -148,12 +148,8 @@ final class MessagesFamily: RequestFamily {
         let serverResults = results
         session.requestStarted(query: false)
         server.committer.submit(
-            MessageCommitter.Submission(message: message, payload: payload) { outcome in
-                // Runs on the committer's thread, the message path's bottleneck: the answer is
-                // built on the sender's event loop instead.
-                handle.execute {
-                    $0.messageStored(frame, Self.sendResponse(to: outcome, users, recipients, serverResults, registry))
-                }
+            MessageCommitter.Submission(message: message, payload: payload, sender: handle) { handler, outcome in
+                handler.messageStored(frame, Self.sendResponse(to: outcome, users, recipients, serverResults, registry))
             }
         )
     }
