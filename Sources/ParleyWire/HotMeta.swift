@@ -1,4 +1,5 @@
 public import NIOCore
+public import ParleyCore
 
 /// Hand-written protobuf encoding and decoding of the meta sections on the message path:
 /// SEND_MESSAGE, its answer, MESSAGE and ACK_MESSAGES (docs/PROTOCOL.md sections 9.11, 9.12, 10.1).
@@ -115,7 +116,7 @@ public enum HotMeta {
     public static func writeMessageEvent(
         messageID: UInt64,
         sender: UInt32,
-        recipients: some Collection<UInt32>,
+        recipients: [UserID],
         kind: Int32,
         sentAtMs: Int64,
         deliveredAtMs: Int64,
@@ -124,7 +125,15 @@ public enum HotMeta {
     ) {
         buffer.writeVarintField(1, messageID)
         buffer.writeVarintField(2, UInt64(sender))
-        buffer.writePackedField(3, recipients)
+        // Not generic: this runs once per message pushed, and an unspecialized generic call
+        // looks up type metadata at run time.
+        if !recipients.isEmpty {
+            var length = 0
+            for recipient in recipients { length += varintSize(UInt64(recipient.rawValue)) }
+            buffer.writeVarint(UInt64(3 << 3 | 2))
+            buffer.writeVarint(UInt64(length))
+            for recipient in recipients { buffer.writeVarint(UInt64(recipient.rawValue)) }
+        }
         buffer.writeVarintField(4, UInt64(UInt32(bitPattern: kind)))
         buffer.writeVarintField(5, UInt64(bitPattern: sentAtMs))
         buffer.writeVarintField(6, UInt64(bitPattern: deliveredAtMs))
@@ -288,7 +297,7 @@ extension ByteBuffer {
     }
 
     /// Appends a packed `repeated uint32` field; an empty list is left out.
-    mutating func writePackedField(_ field: Int, _ values: some Collection<UInt32>) {
+    mutating func writePackedField(_ field: Int, _ values: [UInt32]) {
         guard !values.isEmpty else { return }
         var length = 0
         for value in values { length += HotMeta.varintSize(UInt64(value)) }

@@ -1,4 +1,5 @@
 import NIOCore
+import ParleyCore
 import ParleyWire
 import Testing
 
@@ -64,7 +65,8 @@ struct HotMetaTests {
         generic.storedAtMs = 1_764_000_000_400
         let written = bytes {
             HotMeta.writeMessageEvent(
-                messageID: 77, sender: 1001, recipients: [1002, 1003], kind: 1, sentAtMs: 1_764_000_000_123,
+                messageID: 77, sender: 1001, recipients: [UserID(1002), UserID(1003)], kind: 1,
+                sentAtMs: 1_764_000_000_123,
                 deliveredAtMs: 1_764_000_000_456, storedAtMs: 1_764_000_000_400, to: &$0)
         }
         #expect(written == (try generic.serializedBytes()))

@@ -423,7 +423,7 @@ final class MessagesFamily: RequestFamily {
         HotMeta.writeMessageEvent(
             messageID: messageID.rawValue,
             sender: sender.rawValue,
-            recipients: recipients.lazy.map(\.rawValue),
+            recipients: recipients,
             kind: isText ? 0 : 1,
             sentAtMs: sentAt.millisecondsSince1970,
             deliveredAtMs: Date().millisecondsSince1970,
