@@ -419,11 +419,13 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         var outOfOrder: Int?
         /// With --rate: the offered load.
         var offeredPerSecond: Double?
+        /// With --lean and --server-pid: the server's peak resident memory (VmHWM) since it started.
+        var serverPeakRSSMiB: Double?
 
         private enum CodingKeys: String, CodingKey {
             case clients, messages, size, delivered, failed, seconds, deliveredPerSecond, p50Ms, p99Ms, p999Ms,
                 benchCPUSeconds, benchCores, serverCPUSeconds, serverMicrosecondsPerMessage, outOfOrder,
-                offeredPerSecond
+                offeredPerSecond, serverPeakRSSMiB
         }
 
         var summary: String {
@@ -439,6 +441,7 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         private var cpuSummary: String {
             var text = ""
             if let outOfOrder { text += "\n\(outOfOrder) messages arrived twice or out of order" }
+            if let serverPeakRSSMiB { text += String(format: "\nserver peak memory %.1f MiB", serverPeakRSSMiB) }
             if let benchCPUSeconds, let benchCores {
                 text += String(format: "\nbench CPU %.2f s (%.2f cores)", benchCPUSeconds, benchCores)
             }

@@ -23,4 +23,15 @@ enum CPUUsage {
         }
         return (user + system) / ticks
     }
+
+    /// Another process's peak resident memory (VmHWM) in bytes; nil if it cannot be read.
+    static func peakResidentBytes(ofProcess pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kibibytes = Int(fields[1]) else { return nil }
+            return kibibytes * 1024
+        }
+        return nil
+    }
 }

@@ -238,6 +238,9 @@ final class LeanLoad: @unchecked Sendable {
         report.outOfOrder = outOfOrder
         report.offeredPerSecond = plan.rate
         cpu?.finish(into: &report)
+        report.serverPeakRSSMiB = plan.serverPID.flatMap(CPUUsage.peakResidentBytes(ofProcess:)).map {
+            Double($0) / 1_048_576
+        }
         done.succeed(report)
     }
 

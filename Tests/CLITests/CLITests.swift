@@ -413,6 +413,7 @@ struct CLITests {
             #expect((report["p50Ms"] as? Double ?? .infinity) <= (report["p99Ms"] as? Double ?? 0), "\(report)")
             #expect((report["benchCPUSeconds"] as? Double ?? -1) >= 0, "\(report)")
             #expect((report["serverMicrosecondsPerMessage"] as? Double ?? 0) > 0, "\(report)")
+            #expect((report["serverPeakRSSMiB"] as? Double ?? 0) > 1, "\(report)")
 
             // Paced: 400 messages offered at 2,000/s take at least 0.2 s from the first send.
             let paced = try await parley(
