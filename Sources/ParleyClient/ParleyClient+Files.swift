@@ -18,7 +18,7 @@ import ParleyWire
 
 /// A transfer the server holds that this user sent or receives (``ParleyClient/transfers()``).
 public struct HeldTransfer: Sendable, Hashable {
-    /// What it is; ``FileOffer/size`` and ``FileOffer/sha256`` are final only once ``isReady``.
+    /// What it is; its size and SHA-256 are final only once ``isReady``.
     public var offer: FileOffer
     /// The whole file is on the server, verified and offered to the recipient.
     public var isReady: Bool
@@ -148,7 +148,7 @@ extension ParleyClient {
     ///
     /// The bytes go to `.NAME.SENDER-ID.parley-part` in `directory` first; a call for the same
     /// offer after a lost connection or a restart continues from that file's length. The file
-    /// gets its final name (``FileName/sanitized(_:)`` of the offered one, never over an
+    /// gets its final name (``/ParleyCore/FileName/sanitized(_:)`` of the offered one, never over an
     /// existing file: `name (1).ext`) only once its hash matches; then the server is told, and
     /// tells the sender.
     ///
@@ -307,7 +307,7 @@ extension ParleyClient {
                         do {
                             state = try await inFlight.removeFirst().get().decodeMeta()
                         } catch {
-                            throw ServerReply.parleyError(error)
+                            throw TransferFailure.parleyError(error)
                         }
                         acknowledged = max(acknowledged, state.offset)
                         source.acknowledged(upTo: acknowledged)
@@ -366,7 +366,7 @@ extension ParleyClient {
             do {
                 answer = try await inFlight.removeFirst().get()
             } catch {
-                throw ServerReply.parleyError(error)
+                throw TransferFailure.parleyError(error)
             }
             let meta: Parley_V1_TransferChunk = try answer.decodeMeta()
             let count = UInt64(answer.payload.readableBytes)
@@ -390,7 +390,7 @@ extension ParleyClient {
 }
 
 /// Turns errors from a task's `value` into ``/ParleyCore/ParleyError``.
-enum ServerReply {
+enum TransferFailure {
     static func parleyError(_ error: any Error) -> ParleyError {
         if let error = error as? ParleyError { return error }
         if error is CancellationError { return ParleyError(code: .cancelled, message: "the transfer was cancelled") }
@@ -557,7 +557,7 @@ struct FileChunkSink {
                 size += UInt64(block.count)
             }
             try handle.truncate(atOffset: size)
-            try handle.seekToEnd()
+            _ = try handle.seekToEnd()
         } catch let error as ParleyError {
             throw error
         } catch {

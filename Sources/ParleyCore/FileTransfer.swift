@@ -31,8 +31,7 @@ public struct TransferID: RawRepresentable, Hashable, Sendable, Codable, CustomS
     public var description: String { String(rawValue) }
 }
 
-/// A file (or stream) the server holds for this user: offered by a TRANSFER_OFFER event or
-/// listed by ``TransferRecord``.
+/// A file (or stream) the server holds for a user: what a TRANSFER_OFFER event offers.
 public struct FileOffer: Sendable, Hashable {
     public var id: TransferID
     public var sender: UserID

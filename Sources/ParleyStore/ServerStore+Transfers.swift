@@ -252,12 +252,12 @@ extension ServerStore {
     }
 
     private static func transfers(
-        where condition: String, _ arguments: [any DatabaseValueConvertible], in db: Database
+        where condition: String, _ arguments: StatementArguments, in db: Database
     ) throws -> [StoredTransfer] {
         let rows = try Row.fetchCursor(
             db.cachedStatement(
                 sql: "SELECT \(transferColumns) FROM transfer WHERE \(condition) ORDER BY created_at, transfer_id"),
-            arguments: StatementArguments(arguments)
+            arguments: arguments
         )
         var transfers: [StoredTransfer] = []
         while let row = try rows.next() {
@@ -298,7 +298,7 @@ extension ServerStore {
         transfer.reason = try row.text(10, "transfer.reason")
         transfer.readyAt = try optional(12) { try row.date($0, "transfer.ready_at") }
         transfer.closedAt = try optional(13) { try row.date($0, "transfer.closed_at") }
-        if known != .uploading, transfer.size == nil || transfer.sha256?.count != 32 {
+        if known == .ready, transfer.size == nil || transfer.sha256?.count != 32 {
             throw ParleyError(code: .storageError, message: "corrupt row: transfer \(transfer.id) has no size or hash")
         }
         return transfer

@@ -207,9 +207,9 @@ extension ServerContext {
     func appendChunk(
         _ bytes: ByteBuffer, at offset: UInt64, of id: TransferID, sender: UserID
     ) throws(ParleyError) -> Parley_V1_TransferState {
-        let held = try uploading(id, of: sender)
+        let heldTransfer = try uploading(id, of: sender)
         let end = offset + UInt64(bytes.readableBytes)
-        if held.isStream {
+        if heldTransfer.isStream {
             guard end <= configuration.maximumFileSize else {
                 // It cannot end well: what is held goes now.
                 try store.forgetTransfer(sender: sender, id: id)
@@ -218,13 +218,14 @@ extension ServerContext {
                     code: .fileTooLarge,
                     message: "the stream grows past \(configuration.maximumFileSize) bytes, the most this server takes; it was deleted")
             }
-        } else if end > held.declaredSize {
+        } else if end > heldTransfer.declaredSize {
             throw ParleyError(
                 code: .transferOffsetMismatch,
-                message: "a chunk ending at \(end) goes past the declared size \(held.declaredSize) of transfer \(id)")
+                message:
+                    "a chunk ending at \(end) goes past the declared size \(heldTransfer.declaredSize) of transfer \(id)")
         }
-        let offset = try spool.append(bytes, at: offset, sender: sender, id: id)
-        return transferState(held, offset: offset)
+        let newOffset = try spool.append(bytes, at: offset, sender: sender, id: id)
+        return transferState(heldTransfer, offset: newOffset)
     }
 
     /// TRANSFER_END: checks the length and hash of what is held, flushes it and offers it.
@@ -243,16 +244,18 @@ extension ServerContext {
         }
         if held.isStream {
             let others = try store.heldTransferBytes(for: held.recipient)
-            let limit =
-                size > configuration.maximumFileSize
-                ? ParleyError(
-                    code: .fileTooLarge, message: "the stream has \(size) bytes; this server takes at most \(configuration.maximumFileSize)")
-                : others + size > configuration.transferQuota
-                    ? ParleyError(
-                        code: .transferQuotaExceeded,
-                        message:
-                            "user \(held.recipient) has \(others) bytes waiting; \(size) more would exceed the quota of \(configuration.transferQuota)"
-                    ) : nil
+            var limit: ParleyError?
+            if size > configuration.maximumFileSize {
+                limit = ParleyError(
+                    code: .fileTooLarge,
+                    message: "the stream has \(size) bytes; this server takes at most \(configuration.maximumFileSize)")
+            } else if others + size > configuration.transferQuota {
+                limit = ParleyError(
+                    code: .transferQuotaExceeded,
+                    message:
+                        "user \(held.recipient) has \(others) bytes waiting; \(size) more would exceed the quota of \(configuration.transferQuota)"
+                )
+            }
             if let limit {
                 try store.forgetTransfer(sender: sender, id: id)
                 spool.delete(sender: sender, id: id)
