@@ -22,7 +22,7 @@ extension AdminCommand {
             let out = Output(json: output.json)
             for file in try await admin.call(AdminRequest(command: "files"), as: [ParleyServer.HeldFile].self) {
                 try out.emit(
-                    HeldFileRecord(file),
+                    HeldTransferRecord(file),
                     text:
                         "\(file.sender)/\(file.id) \(file.sender) -> \(file.recipient) \(file.name) \(file.heldBytes)/\(file.size) \(file.isReady ? "ready" : "uploading") expires \(Timestamp.format(file.expiresAt))"
                 )
@@ -59,29 +59,5 @@ extension AdminCommand {
             try Output(json: output.json).emit(
                 AdminChangeRecord(event: "deletedFile", userID: sender.rawValue), text: "deleted \(sender)/\(id)")
         }
-    }
-}
-
-/// One line of `parley admin files --json`.
-struct HeldFileRecord: Encodable {
-    var event = "file"
-    var id: UInt64
-    var sender: UInt32
-    var recipient: UInt32
-    var name: String
-    var size: UInt64
-    var heldBytes: UInt64
-    var ready: Bool
-    var expiresAt: Date
-
-    init(_ file: ParleyServer.HeldFile) {
-        id = file.id.rawValue
-        sender = file.sender.rawValue
-        recipient = file.recipient.rawValue
-        name = file.name
-        size = file.size
-        heldBytes = file.heldBytes
-        ready = file.isReady
-        expiresAt = file.expiresAt
     }
 }

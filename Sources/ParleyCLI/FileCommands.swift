@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ParleyClient
 import ParleyCore
+import ParleyServer
 import Synchronization
 
 #if canImport(Glibc)
@@ -304,9 +305,9 @@ struct SavedFileRecord: Encodable {
     }
 }
 
-/// One line of `parley transfers --json`.
+/// One line of `parley transfers --json` and `parley admin files --json`.
 struct HeldTransferRecord: Encodable {
-    var event = "transfer"
+    var event: String
     var id: UInt64
     var sender: UInt32
     var recipient: UInt32
@@ -314,8 +315,10 @@ struct HeldTransferRecord: Encodable {
     var size: UInt64
     var heldBytes: UInt64
     var ready: Bool
+    var expiresAt: Date?
 
     init(_ held: HeldTransfer) {
+        event = "transfer"
         id = held.offer.id.rawValue
         sender = held.offer.sender.rawValue
         recipient = held.offer.recipient.rawValue
@@ -323,5 +326,18 @@ struct HeldTransferRecord: Encodable {
         size = held.offer.size
         heldBytes = held.heldBytes
         ready = held.isReady
+        expiresAt = held.offer.expiresAt
+    }
+
+    init(_ file: ParleyServer.HeldFile) {
+        event = "file"
+        id = file.id.rawValue
+        sender = file.sender.rawValue
+        recipient = file.recipient.rawValue
+        name = file.name
+        size = file.size
+        heldBytes = file.heldBytes
+        ready = file.isReady
+        expiresAt = file.expiresAt
     }
 }
