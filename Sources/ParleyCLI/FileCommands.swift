@@ -80,7 +80,8 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
             }
             guard let status else { throw ExitStatus.incomplete }
             try out.emit(
-                TransferRecord(status), text: "transfer \(id) to \(recipient): \(status.outcome.rawValue) \(status.reason)")
+                TransferRecord(status),
+                text: "transfer \(id) to \(recipient): \(status.outcome.rawValue) \(status.reason)")
             guard status.outcome == .completed else {
                 throw ParleyError(
                     code: status.outcome == .declined ? .transferRefused : .transferNotFound,
@@ -164,6 +165,12 @@ struct FileAcceptance: ExpressibleByArgument, Sendable {
         }
     }
 
+    var defaultValueDescription: String {
+        guard acceptsAny else { return "none" }
+        guard let senders else { return "all" }
+        return "from:" + senders.map { String($0.rawValue) }.sorted().joined(separator: ",")
+    }
+
     func accepts(_ sender: UserID) -> Bool {
         acceptsAny && (senders?.contains(sender) ?? true)
     }
@@ -186,7 +193,8 @@ extension ReceiveCommand {
         let saved = try await client.receiveFile(offer, into: folder) { display.update($0) }
         display.finish()
         try out.emit(
-            SavedFileRecord(offer, path: saved), text: "file from \(offer.sender) saved as \(saved) (\(offer.size) bytes)")
+            SavedFileRecord(offer, path: saved),
+            text: "file from \(offer.sender) saved as \(saved) (\(offer.size) bytes)")
         return true
     }
 }

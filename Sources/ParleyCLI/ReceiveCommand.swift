@@ -116,7 +116,8 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
             case .transferOffered(let offer):
                 guard let files else {
                     try out.emit(
-                        TransferRecord(event: "offered", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
+                        TransferRecord(
+                            event: "offered", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
                         text: "file \(offer.name) (\(offer.size) bytes) from \(offer.sender) waits on the server")
                     continue
                 }

@@ -116,10 +116,13 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "The server name sent to clients (default parley).")
     var name: String?
 
-    @Option(name: .customLong("max-file-size"), help: "The largest file a user may send, in bytes; 0: no files (default 1 GiB).")
+    @Option(
+        name: .customLong("max-file-size"),
+        help: "The largest file a user may send, in bytes; 0: no files (default 1 GiB).")
     var maximumFileSize: Int?
 
-    @Option(name: .customLong("transfer-quota"), help: "The most bytes of files held for one recipient (default 2 GiB).")
+    @Option(
+        name: .customLong("transfer-quota"), help: "The most bytes of files held for one recipient (default 2 GiB).")
     var transferQuota: Int?
 
     @Option(

@@ -147,8 +147,9 @@ final class ClientConnection: Sendable {
     /// Writes a request at once and returns its answer as a future, so requests one task sends
     /// one after the other go out in that order while their answers are awaited later (file
     /// transfer chunks, docs/PROTOCOL.md section 26). An ERROR answer fails the future.
-    func send(_ type: FrameType, _ meta: some WireMessage, payload: ByteBuffer, timeout: Duration) -> EventLoopFuture<Frame>
-    {
+    func send(_ type: FrameType, _ meta: some WireMessage, payload: ByteBuffer, timeout: Duration) -> EventLoopFuture<
+        Frame
+    > {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         let (id, closed) = state.withLock { state -> (UInt32, ParleyError?) in
             let id = state.nextRequestID
@@ -169,7 +170,9 @@ final class ClientConnection: Sendable {
         channel.writeAndFlush(Frame(type: type, requestID: id, message: meta, payload: payload)).whenFailure {
             [self] error in
             let fatal = state.withLock { $0.fatalError }
-            complete(id, .failure(fatal ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)))
+            complete(
+                id, .failure(fatal ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error))
+            )
         }
         return promise.futureResult.flatMapThrowing { frame in
             timer.cancel()

@@ -1,5 +1,5 @@
 import Crypto
-public import Foundation
+import Foundation
 import NIOCore
 public import ParleyCore
 import ParleyWire
@@ -164,8 +164,10 @@ extension ParleyClient {
     ) async throws(ParleyError) -> String {
         let name = FileName.sanitized(offer.name)
         let folder = URL(fileURLWithPath: directory)
-        let partial = folder.appendingPathComponent(".\(name).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part")
-            .path
+        let partial = folder.appendingPathComponent(
+            ".\(name).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
+        )
+        .path
         var sink = try FileChunkSink(path: partial, expectedSize: offer.size)
         let resumedFrom = sink.size
         let started = ContinuousClock.now
@@ -190,7 +192,9 @@ extension ParleyClient {
                 sender: offer.sender, id: offer.id, outcome: .failed, reason: "the SHA-256 does not match")
             throw ParleyError(
                 code: .transferHashMismatch,
-                message: "\(offer.name.debugDescription) from user \(offer.sender) arrived with another SHA-256; it was discarded")
+                message:
+                    "\(offer.name.debugDescription) from user \(offer.sender) arrived with another SHA-256; it was discarded"
+            )
         }
         let saved = try sink.publish(in: folder.path, as: name)
         try await closeTransfer(sender: offer.sender, id: offer.id, outcome: .completed, reason: "")
@@ -298,7 +302,8 @@ extension ParleyClient {
                             meta.offset = next
                             // Sent now, in order; the answers are awaited oldest first.
                             inFlight.append(
-                                connection.send(.transferChunk, meta, payload: ByteBuffer(bytes: bytes), timeout: timeout)
+                                connection.send(
+                                    .transferChunk, meta, payload: ByteBuffer(bytes: bytes), timeout: timeout)
                             )
                             next += UInt64(bytes.count)
                         }
@@ -538,7 +543,8 @@ struct FileChunkSink {
         self.path = path
         do {
             if !FileManager.default.fileExists(atPath: path) {
-                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+                guard
+                    FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
                 else {
                     throw ParleyError(code: .storageError, message: "cannot create \(path)")
                 }
@@ -599,7 +605,9 @@ struct FileChunkSink {
     func publish(in folder: String, as name: String) throws(ParleyError) -> String {
         var taken: Set<String> = []
         while true {
-            let chosen = FileName.unused(name) { taken.contains($0) || FileManager.default.fileExists(atPath: folder + "/" + $0) }
+            let chosen = FileName.unused(name) {
+                taken.contains($0) || FileManager.default.fileExists(atPath: folder + "/" + $0)
+            }
             let target = folder + "/" + chosen
             if link(path, target) != 0 {
                 if errno == EEXIST {

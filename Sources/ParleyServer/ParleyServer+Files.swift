@@ -47,7 +47,8 @@ extension ParleyServer {
                 return HeldFile(
                     id: transfer.id, sender: transfer.sender, recipient: transfer.recipient, name: transfer.name,
                     size: info.size, heldBytes: info.offset, isReady: transfer.phase == .ready,
-                    createdAt: transfer.createdAt, expiresAt: Date(timeIntervalSince1970: Double(info.expiresAtMs) / 1000)
+                    createdAt: transfer.createdAt,
+                    expiresAt: Date(timeIntervalSince1970: Double(info.expiresAtMs) / 1000)
                 )
             }
         }

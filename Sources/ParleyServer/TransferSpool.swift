@@ -49,7 +49,8 @@ struct TransferSpool: Sendable {
         guard held == offset else {
             throw ParleyError(
                 code: .transferOffsetMismatch,
-                message: "transfer \(id): the server holds \(held) bytes; a chunk at offset \(offset) does not follow them")
+                message:
+                    "transfer \(id): the server holds \(held) bytes; a chunk at offset \(offset) does not follow them")
         }
         var written = 0
         let total = bytes.readableBytes
@@ -115,7 +116,8 @@ struct TransferSpool: Sendable {
                 throw Self.failure("hashing the spool file of transfer \(id)")
             }
             if count == 0 { break }
-            block.withUnsafeBytes { raw in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[..<count])) }
+            block.withUnsafeBytes { raw in hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: raw[..<count]))
+            }
             size += UInt64(count)
         }
         return (size, Array(hasher.finalize()))

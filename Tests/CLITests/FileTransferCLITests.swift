@@ -29,12 +29,16 @@ struct FileTransferCLITests {
         return try #require(result.lines.first)
     }
 
-    @Test("send-file exits 0 once receive --files saved the file with the right hash; kill -9 of the receiver resumes from its partial file")
+    @Test(
+        "send-file exits 0 once receive --files saved the file with the right hash; kill -9 of the receiver resumes from its partial file"
+    )
     func receiverKilledAndResumed() async throws {
         try await withTestServer { server in
             let alice = try await register("alice", on: server.address)
             let bob = try await register("bob", on: server.address)
-            func asUser(_ user: String) -> [String] { ["--server", server.address, "--user", user, "--password", "pw"] }
+            func asUser(_ user: String) -> [String] {
+                ["--server", server.address, "--user", user, "--password", "pw"]
+            }
             try await withDataDirectory { work in
                 let source = try makeFile(96 << 20, in: work)
                 let inbox = work.appendingPathComponent("inbox")
@@ -45,7 +49,8 @@ struct FileTransferCLITests {
                 try await sender.line { $0.contains("\"uploaded\"") }
 
                 // The receiver is killed as soon as it has written its first chunk.
-                let first = try ChildProcess(["receive", "--json", "--files", inbox.path, "--count", "1"] + asUser(bob))
+                let first = try ChildProcess(
+                    ["receive", "--json", "--files", inbox.path, "--count", "1"] + asUser(bob))
                 defer { first.signal(SIGKILL) }
                 try await first.line { $0.contains("\"progress\"") }
                 first.signal(SIGKILL)
@@ -53,7 +58,8 @@ struct FileTransferCLITests {
                 let partial = try FileManager.default.contentsOfDirectory(atPath: inbox.path)
                 try #require(partial.count == 1 && partial[0].hasSuffix(".parley-part"), "\(partial)")
 
-                let second = try ChildProcess(["receive", "--json", "--files", inbox.path, "--count", "1"] + asUser(bob))
+                let second = try ChildProcess(
+                    ["receive", "--json", "--files", inbox.path, "--count", "1"] + asUser(bob))
                 defer { second.signal(SIGKILL) }
                 let resumed = try record(try await second.line { $0.contains("\"progress\"") })
                 let resumedFrom = try #require(resumed["resumedFrom"] as? Int)
@@ -73,7 +79,9 @@ struct FileTransferCLITests {
         }
     }
 
-    @Test("kill -9 of the server in the middle of an upload: send-file resumes from the server's offset after its restart")
+    @Test(
+        "kill -9 of the server in the middle of an upload: send-file resumes from the server's offset after its restart"
+    )
     func serverKilledDuringUpload() async throws {
         try await withDataDirectory { data in
             let server = try await TestServer.start(dataDirectory: data)
@@ -84,7 +92,9 @@ struct FileTransferCLITests {
             }
             let alice = try await register("alice", on: server.address)
             let bob = try await register("bob", on: server.address)
-            func asUser(_ user: String) -> [String] { ["--server", server.address, "--user", user, "--password", "pw"] }
+            func asUser(_ user: String) -> [String] {
+                ["--server", server.address, "--user", user, "--password", "pw"]
+            }
             try await withDataDirectory { work in
                 let source = try makeFile(96 << 20, in: work)
                 let sender = try ChildProcess(
@@ -98,14 +108,17 @@ struct FileTransferCLITests {
                 let uploaded = try await sender.line(timeout: .seconds(90)) { $0.contains("\"uploaded\"") }
                 #expect(try await sender.waitForExit() == .exit(0), "\(sender.errorOutput)")
                 #expect(uploaded.contains("payload.bin"))
-                let progress = sender.output.split(separator: "\n").map(String.init).filter { $0.contains("\"progress\"") }
+                let progress = sender.output.split(separator: "\n").map(String.init).filter {
+                    $0.contains("\"progress\"")
+                }
                 let resumes = try progress.map(record).compactMap { $0["resumedFrom"] as? Int }.filter { $0 > 0 }
                 #expect(!resumes.isEmpty, "no progress line after the restart resumed past 0: \(progress)")
 
                 let inbox = work.appendingPathComponent("inbox")
                 try FileManager.default.createDirectory(at: inbox, withIntermediateDirectories: true)
                 let received = try await parley(
-                    ["receive", "--files", inbox.path, "--count", "1", "--timeout", "60"] + asUser(bob), timeout: .seconds(90))
+                    ["receive", "--files", inbox.path, "--count", "1", "--timeout", "60"] + asUser(bob),
+                    timeout: .seconds(90))
                 #expect(received.status == 0, "\(received)")
                 #expect(
                     try Data(contentsOf: inbox.appendingPathComponent("payload.bin")) == Data(contentsOf: source))

@@ -27,15 +27,18 @@ struct TransferStoreTests {
             }
             #expect(reused?.code == .invalidRequest)
             let large = #expect(throws: ParleyError.self) {
-                try store.startTransfer(transfer(2, from: alice, to: bob, size: 1001), maximumFileSize: 1000, quota: 5000)
+                try store.startTransfer(
+                    transfer(2, from: alice, to: bob, size: 1001), maximumFileSize: 1000, quota: 5000)
             }
             #expect(large?.code == .fileTooLarge)
             let over = #expect(throws: ParleyError.self) {
-                try store.startTransfer(transfer(3, from: alice, to: bob, size: 401), maximumFileSize: 1000, quota: 1000)
+                try store.startTransfer(
+                    transfer(3, from: alice, to: bob, size: 401), maximumFileSize: 1000, quota: 1000)
             }
             #expect(over?.code == .transferQuotaExceeded)
             let nobody = #expect(throws: ParleyError.self) {
-                try store.startTransfer(transfer(4, from: alice, to: 424_242, size: 1), maximumFileSize: 1000, quota: 1000)
+                try store.startTransfer(
+                    transfer(4, from: alice, to: 424_242, size: 1), maximumFileSize: 1000, quota: 1000)
             }
             #expect(nobody?.code == .userNotFound)
             #expect(try store.heldTransferBytes(for: bob) == 600)
@@ -49,7 +52,9 @@ struct TransferStoreTests {
             let closed = try store.closeTransfer(
                 sender: alice, id: first.id, outcome: .completed, reason: "", at: Date())
             #expect(closed?.phase == .ready)
-            #expect(try store.closeTransfer(sender: alice, id: first.id, outcome: .cancelled, reason: "", at: Date()) == nil)
+            #expect(
+                try store.closeTransfer(sender: alice, id: first.id, outcome: .cancelled, reason: "", at: Date()) == nil
+            )
             #expect(try store.heldTransferBytes(for: bob) == 0)
             #expect(try store.heldTransfers(involving: nil).isEmpty)
             let told = try store.takeClosedTransfers(of: alice)
@@ -63,7 +68,8 @@ struct TransferStoreTests {
     func corruptRow() throws {
         try withTemporaryStore { store, path in
             let ids = try store.register(person("alice"), person("bob"))
-            _ = try store.startTransfer(transfer(9, from: ids[0], to: ids[1], size: 10), maximumFileSize: 100, quota: 100)
+            _ = try store.startTransfer(
+                transfer(9, from: ids[0], to: ids[1], size: 10), maximumFileSize: 100, quota: 100)
             try withRawDatabase(path) { db in
                 try db.execute(sql: "UPDATE transfer SET phase = 9")
             }

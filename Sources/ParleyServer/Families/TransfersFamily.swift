@@ -51,15 +51,17 @@ final class TransfersFamily: RequestFamily {
             let read: Parley_V1_TransferRead = try frame.decodeMeta()
             session.requestStarted(query: true)
             let server = session.server
-            session.blocking({ () throws(ParleyError) in try server.readChunk(read, recipient: user) }) { result in
-                switch result {
-                case .success(let (meta, bytes)):
-                    session.respond(to: frame, with: meta, payload: bytes)
-                case .failure(let error):
-                    session.respond(to: frame, with: ServerConnectionHandler.parleyError(error))
-                }
-                session.requestAnswered(query: true)
-            }
+            session.blocking(
+                { () throws(ParleyError) in try server.readChunk(read, recipient: user) },
+                then: { result in
+                    switch result {
+                    case .success(let (meta, bytes)):
+                        session.respond(to: frame, with: meta, payload: bytes)
+                    case .failure(let error):
+                        session.respond(to: frame, with: ServerConnectionHandler.parleyError(error))
+                    }
+                    session.requestAnswered(query: true)
+                })
         case .transferClose:
             let close: Parley_V1_TransferClose = try frame.decodeMeta()
             session.query(frame) { server throws(ParleyError) in
@@ -115,9 +117,10 @@ final class TransfersFamily: RequestFamily {
         let record = {
             session.blocking({ () throws(ParleyError) in try server.startTransfer(transfer) }, then: finish)
         }
-        session.blocking({ () throws(ParleyError) in
+        let held: @Sendable () throws(ParleyError) -> Bool = { () throws(ParleyError) in
             try server.store.transfer(sender: user, id: transfer.id) != nil
-        }) { result in
+        }
+        session.blocking(held) { result in
             switch result {
             case .failure(let error):
                 finish(.failure(error))
@@ -141,7 +144,8 @@ final class TransfersFamily: RequestFamily {
                             .failure(
                                 ParleyError(
                                     code: .transferRefused,
-                                    message: "the server does not take \(transfer.name.debugDescription) for user \(transfer.recipient)"
+                                    message:
+                                        "the server does not take \(transfer.name.debugDescription) for user \(transfer.recipient)"
                                 )))
                         return
                     }
@@ -178,7 +182,8 @@ extension ServerContext {
         info.phase = Parley_V1_TransferPhase(rawValue: transfer.phase.rawValue) ?? .uploading
         info.offset = transfer.phase == .uploading ? spool.size(sender: transfer.sender, id: transfer.id) : info.size
         info.createdAtMs = transfer.createdAt.millisecondsSince1970
-        info.expiresAtMs = ((transfer.readyAt ?? transfer.createdAt) + configuration.transferRetention.timeInterval)
+        info.expiresAtMs =
+            ((transfer.readyAt ?? transfer.createdAt) + configuration.transferRetention.timeInterval)
             .millisecondsSince1970
         info.stream = transfer.isStream
         return info
@@ -216,13 +221,16 @@ extension ServerContext {
                 spool.delete(sender: sender, id: id)
                 throw ParleyError(
                     code: .fileTooLarge,
-                    message: "the stream grows past \(configuration.maximumFileSize) bytes, the most this server takes; it was deleted")
+                    message:
+                        "the stream grows past \(configuration.maximumFileSize) bytes, the most this server takes; it was deleted"
+                )
             }
         } else if end > heldTransfer.declaredSize {
             throw ParleyError(
                 code: .transferOffsetMismatch,
                 message:
-                    "a chunk ending at \(end) goes past the declared size \(heldTransfer.declaredSize) of transfer \(id)")
+                    "a chunk ending at \(end) goes past the declared size \(heldTransfer.declaredSize) of transfer \(id)"
+            )
         }
         let newOffset = try spool.append(bytes, at: offset, sender: sender, id: id)
         return transferState(heldTransfer, offset: newOffset)
@@ -342,8 +350,9 @@ extension ServerContext {
         _ held: StoredTransfer, outcome: TransferOutcome, reason: String, by user: UserID?
     ) throws(ParleyError) {
         let now = Date()
-        guard try store.closeTransfer(sender: held.sender, id: held.id, outcome: outcome, reason: reason, at: now)
-            != nil
+        guard
+            try store.closeTransfer(sender: held.sender, id: held.id, outcome: outcome, reason: reason, at: now)
+                != nil
         else { return }
         spool.delete(sender: held.sender, id: held.id)
         let sender = held.sender
@@ -397,22 +406,24 @@ extension ServerConnectionHandler {
     func pushClosedTransfers(of user: UserID) {
         guard negotiatedFiles, machine.identity.user == user, let context else { return }
         let server = self.server
-        server.blocking(on: context.eventLoop) { () throws(ParleyError) in try server.store.takeClosedTransfers(of: user) }
-            .assumeIsolated()
-            .whenComplete { [self] result in
-                switch result {
-                case .success(let closed):
-                    for transfer in closed {
-                        guard let outcome = transfer.outcome else { continue }
-                        let status = TransferStatus(
-                            id: transfer.id, sender: transfer.sender, recipient: transfer.recipient, outcome: outcome,
-                            reason: transfer.reason, at: transfer.closedAt ?? Date())
-                        write(Frame(type: .transferStatus, requestID: 0, message: Parley_V1_TransferStatusEvent(status)))
-                    }
-                case .failure(let error):
-                    logger.info("cannot take the closed transfers", metadata: ["error": "\(error)"])
+        server.blocking(on: context.eventLoop) { () throws(ParleyError) in
+            try server.store.takeClosedTransfers(of: user)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let closed):
+                for transfer in closed {
+                    guard let outcome = transfer.outcome else { continue }
+                    let status = TransferStatus(
+                        id: transfer.id, sender: transfer.sender, recipient: transfer.recipient, outcome: outcome,
+                        reason: transfer.reason, at: transfer.closedAt ?? Date())
+                    write(Frame(type: .transferStatus, requestID: 0, message: Parley_V1_TransferStatusEvent(status)))
                 }
+            case .failure(let error):
+                logger.info("cannot take the closed transfers", metadata: ["error": "\(error)"])
             }
+        }
     }
 
     /// After logon: the transfers ready for `user` (TRANSFER_OFFER each) and how its own
