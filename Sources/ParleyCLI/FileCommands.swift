@@ -72,11 +72,11 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
                 TransferRecord(event: "uploaded", id: id.rawValue, name: shown, peer: recipient.rawValue),
                 text: "uploaded \(shown) as transfer \(id)")
             guard !noWait else { return }
-            let status = try await withDeadline(deadline) {
+            let status = try await withDeadline(deadline) { () async -> TransferStatus? in
                 for await event in client.events {
                     if case .transferStatus(let status) = event, status.id == id { return status }
                 }
-                return nil as TransferStatus?
+                return nil
             }
             guard let status else { throw ExitStatus.incomplete }
             try out.emit(

@@ -146,7 +146,7 @@ struct FileTransferTests {
             #expect(firstID != secondID)
             let held = try await alice.client.transfers()
             #expect(held.map(\.offer.id) == [firstID, secondID])
-            #expect(held.allSatisfy(\.isReady))
+            #expect(held.allSatisfy { $0.isReady })
 
             let skip = bob.events.items.count
             _ = try await bob.client.logOn(userID: bobID, password: "secret")
