@@ -260,7 +260,7 @@ extension ParleyClient {
     ) async throws(ParleyError) {
         let id = TransferID(start.transferID)
         let total: UInt64? = start.stream ? nil : start.size
-        let started = ContinuousClock.now
+        var started = ContinuousClock.now
         var resumedFrom: UInt64?
         var failures = 0
         var acknowledged: UInt64 = 0
@@ -283,7 +283,10 @@ extension ParleyClient {
                     break
                 }
                 acknowledged = state.offset
-                if resumedFrom == nil { resumedFrom = state.offset }
+                // Where this run (or its latest resume after a lost connection) started: the
+                // rate counts from there.
+                resumedFrom = state.offset
+                started = ContinuousClock.now
                 let chunkSize = Int(max(state.chunkSize, 1))
                 var next = state.offset
                 var inFlight: [EventLoopFuture<Frame>] = []

@@ -134,9 +134,10 @@ public struct TransferProgress: Sendable, Hashable {
     public var bytesDone: UInt64
     /// The whole length, when known (nil for a stream until its end).
     public var totalBytes: UInt64?
-    /// Where this run started: more than 0 when it resumed an earlier one.
+    /// Where this run started: more than 0 when it resumed an earlier one (an upload also after
+    /// picking up again from the server's offset when its connection was lost).
     public var resumedFrom: UInt64
-    /// Bytes per second since this run started.
+    /// Bytes per second since this run (or its latest resume) started.
     public var bytesPerSecond: Double
 
     public init(id: TransferID, bytesDone: UInt64, totalBytes: UInt64?, resumedFrom: UInt64, bytesPerSecond: Double) {
