@@ -92,8 +92,11 @@ extension ParleyServer {
         /// expired. Default 7 days. Swept every ``pruneInterval``.
         public var transferRetention: Duration = .seconds(7 * 24 * 3600)
         /// The most bytes one TRANSFER_CHUNK carries and one TRANSFER_READ returns. Default 256 KiB;
-        /// at most ``maximumFrameSize`` - 1024.
+        /// cut to ``maximumFrameSize`` - 128 when that is smaller, so a chunk and its meta fit a frame.
         public var transferChunkSize: Int = 256 << 10
+
+        /// ``transferChunkSize`` as the server uses it: it fits in a frame with its meta section.
+        var chunkSize: Int { max(256, min(transferChunkSize, maximumFrameSize - 128)) }
 
         /// Where the admin socket listens (docs/ADMIN.md). Default `admin.sock` in the data
         /// directory.
@@ -195,9 +198,7 @@ extension ParleyServer {
             )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
             try check(applicationDecisionTimeout > .zero, "applicationDecisionTimeout must be positive")
-            try check(
-                transferChunkSize >= 1024 && transferChunkSize <= maximumFrameSize - 1024,
-                "transferChunkSize must be 1024...maximumFrameSize - 1024")
+            try check(transferChunkSize >= 256, "transferChunkSize must be at least 256")
             try check(transferRetention > .zero, "transferRetention must be positive")
             if case .path(let path) = adminSocket {
                 // sockaddr_un holds 107 bytes and a NUL.

@@ -27,12 +27,12 @@ final class TransfersFamily: RequestFamily {
         case .transferChunk:
             let chunk: Parley_V1_TransferChunk = try frame.decodeMeta()
             let payload = frame.payload
-            guard payload.readableBytes > 0, payload.readableBytes <= session.server.configuration.transferChunkSize
+            guard payload.readableBytes > 0, payload.readableBytes <= session.server.configuration.chunkSize
             else {
                 throw ParleyError(
                     code: .invalidRequest,
                     message:
-                        "a chunk carries 1 to \(session.server.configuration.transferChunkSize) bytes, not \(payload.readableBytes)"
+                        "a chunk carries 1 to \(session.server.configuration.chunkSize) bytes, not \(payload.readableBytes)"
                 )
             }
             session.serialized(frame) { server throws(ParleyError) in
@@ -165,7 +165,7 @@ extension ServerContext {
         var state = Parley_V1_TransferState()
         state.transferID = transfer.id.rawValue
         state.offset = offset
-        state.chunkSize = UInt32(clamping: configuration.transferChunkSize)
+        state.chunkSize = UInt32(clamping: configuration.chunkSize)
         state.phase = Parley_V1_TransferPhase(rawValue: transfer.phase.rawValue) ?? .uploading
         if let outcome = transfer.outcome { state.outcome = Parley_V1_TransferOutcome(outcome) }
         return state
@@ -302,7 +302,7 @@ extension ServerContext {
         guard held.phase == .ready, let size = held.size else {
             throw ParleyError(code: .transferNotReady, message: "transfer \(id) is still being uploaded")
         }
-        let chunk = UInt64(configuration.transferChunkSize)
+        let chunk = UInt64(configuration.chunkSize)
         let wanted = request.length == 0 ? chunk : min(UInt64(request.length), chunk)
         let length = request.offset < size ? min(wanted, size - request.offset) : 0
         var meta = Parley_V1_TransferChunk()
