@@ -135,6 +135,26 @@ extension ParleyClient {
         try await closeTransfer(sender: offer.sender, id: offer.id, outcome: .declined, reason: reason)
     }
 
+    /// Gives up a file offered to this user, also one partly received: the server deletes it and
+    /// tells the sender `cancelled`. The partial file in `directory` (if given) is deleted too.
+    public func cancelFile(_ offer: FileOffer, partialIn directory: String? = nil, reason: String = "")
+        async throws(ParleyError)
+    {
+        try await closeTransfer(sender: offer.sender, id: offer.id, outcome: .cancelled, reason: reason)
+        if let directory {
+            let partial = URL(fileURLWithPath: directory).appendingPathComponent(Self.partialName(of: offer)).path
+            if unlink(partial) != 0, errno != ENOENT {
+                let why = String(cString: strerror(errno))
+                throw ParleyError(code: .storageError, message: "cannot delete \(partial): \(why)")
+            }
+        }
+    }
+
+    /// The name of the partial file of `offer` in a receive folder.
+    static func partialName(of offer: FileOffer) -> String {
+        ".\(FileName.sanitized(offer.name)).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
+    }
+
     /// The transfers the server holds that this user sent or receives, oldest first.
     public func transfers() async throws(ParleyError) -> [HeldTransfer] {
         let list: Parley_V1_TransferList = try await request(.listTransfers, Parley_V1_Empty())
@@ -164,10 +184,7 @@ extension ParleyClient {
     ) async throws(ParleyError) -> String {
         let name = FileName.sanitized(offer.name)
         let folder = URL(fileURLWithPath: directory)
-        let partial = folder.appendingPathComponent(
-            ".\(name).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
-        )
-        .path
+        let partial = folder.appendingPathComponent(Self.partialName(of: offer)).path
         var sink = try FileChunkSink(path: partial, expectedSize: offer.size)
         let resumedFrom = sink.size
         let started = ContinuousClock.now

@@ -47,6 +47,14 @@ extension ParleyNode {
         try await transferClient().declineFile(offer, reason: reason)
     }
 
+    /// Gives up a file offered to this node's user, also one partly received (and deletes its
+    /// partial file in `directory`, if given).
+    public func cancelFile(_ offer: FileOffer, partialIn directory: String? = nil, reason: String = "")
+        async throws(ParleyError)
+    {
+        try await transferClient().cancelFile(offer, partialIn: directory, reason: reason)
+    }
+
     /// Gives up a transfer this node's user sent.
     public func cancelTransfer(_ id: TransferID, reason: String = "") async throws(ParleyError) {
         try await transferClient().cancelTransfer(id, reason: reason)

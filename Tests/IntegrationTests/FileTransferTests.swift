@@ -360,6 +360,31 @@ struct FileTransferTests {
         }
     }
 
+    @Test("the recipient gives up a file it partly received: the sender is told, the partial file goes")
+    func recipientCancels() async throws {
+        let files = try TemporaryDirectory()
+        defer { files.remove() }
+        let inbox = try TemporaryDirectory()
+        defer { inbox.remove() }
+        try await withAliceAndBob { _, alice, _, bob, bobID in
+            let (path, _) = try makeRandomFile(3 * 1024 * 1024, in: files)
+            let id = try await alice.client.sendFile(at: path, to: bobID)
+            let offer = try await bob.waitForOffer(id)
+            let cut = ProgressLog(cutAt: 1)
+            let download = Task { try await bob.client.receiveFile(offer, into: inbox.path) { cut.record($0) } }
+            cut.cut.withLock { $0 = { download.cancel() } }
+            if cut.last != nil { download.cancel() }
+            await #expect(throws: ParleyError.self) { try await download.value }
+            #expect(try entries(inbox).count == 1)
+            try await bob.client.cancelFile(offer, partialIn: inbox.path, reason: "changed my mind")
+            #expect(try entries(inbox).isEmpty)
+            let status = try await alice.waitForStatus(id)
+            #expect(status.outcome == .cancelled)
+            #expect(status.reason == "changed my mind")
+            #expect(try await alice.client.transfers().isEmpty)
+        }
+    }
+
     @Test("the admin lists and deletes held files; retention expires what is not fetched; the application can refuse")
     func adminRetentionAndHook() async throws {
         let files = try TemporaryDirectory()
