@@ -44,7 +44,8 @@ try await withParleyClient(configuration: configuration) { client in
             print("\(message.sender) sent message \(message.id) at \(message.sentAt)")
         case .deliveryReceipt(let receipt):
             print("user \(receipt.recipient) took message \(receipt.messageID) at \(receipt.acknowledgedAt)")
-        case .connectionStateChanged, .serverShuttingDown, .sessionReplaced, .presence, .command:
+        case .connectionStateChanged, .serverShuttingDown, .sessionReplaced, .presence, .command, .transferOffered,
+            .transferStatus:
             continue
         }
     }

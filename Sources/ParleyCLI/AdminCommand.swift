@@ -18,7 +18,7 @@ struct AdminCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Users.self, Sessions.self, Counts.self, Kick.self, DeleteUser.self, ReserveID.self, LastSeen.self,
-            Contacts.self, Broadcast.self,
+            Contacts.self, Broadcast.self, Files.self, DeleteFile.self,
         ]
     )
 

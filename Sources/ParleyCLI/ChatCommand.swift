@@ -152,7 +152,7 @@ struct ChatCommand: AsyncParsableCommand, LoggingCommand {
                     let name = names[user].map { " \($0)" } ?? ""
                     try out.emit(record, text: "* \(user)\(name) is \(presence)")
                 }
-            case .connectionStateChanged, .deliveryReceipt, .command:
+            case .connectionStateChanged, .deliveryReceipt, .command, .transferOffered, .transferStatus:
                 continue
             }
         }

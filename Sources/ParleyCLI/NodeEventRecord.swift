@@ -221,6 +221,17 @@ struct NodeEventRecord: Encodable {
             fromNode = from?.description
             self.route = route.rawValue
             (text, base64) = CommandRecord.content(of: command.payload)
+        case .fileOffered(let offer):
+            self.init(event: "fileOffered")
+            id = offer.id.rawValue
+            sender = offer.sender.rawValue
+            text = offer.name
+        case .transferStatus(let status):
+            self.init(event: "transferStatus")
+            id = status.id.rawValue
+            toUser = status.recipient.rawValue
+            state = status.outcome.rawValue
+            reason = status.reason
         case .serverConnection(let connection):
             self.init(event: "server")
             switch connection {
@@ -328,6 +339,11 @@ struct NodeEventRecord: Encodable {
             return "reply to \(command ?? "?") via \(route ?? "?"): \(content)"
         case "handling":
             return "answering command \(command ?? "?") with its payload"
+        case "fileOffered":
+            return
+                "file \(text ?? "?") from \(sender.map(String.init) ?? "?") waits on the server (transfer \(id ?? 0))"
+        case "transferStatus":
+            return "transfer \(id ?? 0) to \(recipientText): \(state ?? "?") \(reason ?? "")"
         default:
             return event
         }

@@ -22,6 +22,7 @@ struct ParleyCommand: AsyncParsableCommand {
             RegisterCommand.self,
             SendCommand.self,
             ReceiveCommand.self,
+            SendFileCommand.self, TransfersCommand.self,
             WhoisCommand.self,
             ExistsCommand.self,
             FindCommand.self,

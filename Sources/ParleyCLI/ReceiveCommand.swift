@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import ParleyClient
 import ParleyCore
@@ -17,7 +18,12 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
             {"event":"serverShutdown",...} if the server goes away. Custom commands sent to the user \
             are printed too ("command NAME from SENDER: PAYLOAD", {"event":"command",...}); \
             --echo-command NAME answers commands named NAME with their own payload, others get \
-            NO_HANDLER.
+            NO_HANDLER. With --files DIR, files sent to the user (docs/PROTOCOL.md section 26) are \
+            saved in DIR as they are offered, unless --accept-files (all, none, or from:ID,ID...) \
+            declines them: progress on a terminal, then "file from SENDER saved as PATH" \
+            ({"event":"file",...}); --count counts saved files like messages. A download cut short \
+            continues from its partial file the next time. Without --files, offers wait on the \
+            server.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -35,9 +41,21 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "Answer custom commands of this name with their own payload (repeatable).")
     var echoCommand: [String] = []
 
+    @Option(help: "Save files sent to you in this folder.")
+    var files: String?
+
+    @Option(help: "With --files: which files to accept: all, none, or from:ID,ID,... (the others are declined).")
+    var acceptFiles = FileAcceptance(argument: "all")!
+
     func validate() throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        if let files {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: files, isDirectory: &isFolder), isFolder.boolValue else {
+                throw ValidationError("--files: \(files) is not a folder")
+            }
+        }
         for name in echoCommand {
             do throws(ParleyError) {
                 try Command.validate(name: name)
@@ -50,6 +68,7 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
     func run() async throws {
         let out = Output(json: output.json)
         let (credentials, count, echo) = (self.credentials, self.count, echoCommand)
+        let reception = files.map { (folder: $0, policy: acceptFiles) }
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
         let received = try await withParleyClient(
             configuration: try connection.clientConfiguration(),
@@ -63,7 +82,7 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
                 LoggedOnRecord(userID: credentials.user.rawValue, storedMessages: logon.storedMessages)
             )
             return try await withDeadline(deadline) {
-                try await Self.printMessages(from: client.events, count: count, out: out)
+                try await Self.printMessages(from: client, count: count, files: reception, out: out)
             }
         }
         if let count, received < count { throw ExitStatus.incomplete }
@@ -71,9 +90,11 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
 
     /// Prints messages until `count` were printed, the server shuts down, or the task is
     /// cancelled; returns how many were printed.
-    private static func printMessages(from events: ParleyClientEvents, count: Int?, out: Output) async throws -> Int {
+    private static func printMessages(
+        from client: ParleyClient, count: Int?, files: (folder: String, policy: FileAcceptance)?, out: Output
+    ) async throws -> Int {
         var received = 0
-        for await event in events {
+        for await event in client.events {
             switch event {
             case .message(let message):
                 let record = MessageRecord(message)
@@ -92,6 +113,22 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
             case .command(let command):
                 let record = CommandRecord(command)
                 try out.emit(record, text: record.line)
+            case .transferOffered(let offer):
+                guard let files else {
+                    try out.emit(
+                        TransferRecord(
+                            event: "offered", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
+                        text: "file \(offer.name) (\(offer.size) bytes) from \(offer.sender) waits on the server")
+                    continue
+                }
+                if try await handle(offer, client: client, folder: files.folder, policy: files.policy, out: out) {
+                    received += 1
+                    if let count, received >= count { return received }
+                }
+            case .transferStatus(let status):
+                try out.emit(
+                    TransferRecord(status),
+                    text: "transfer \(status.id) to \(status.recipient): \(status.outcome.rawValue) \(status.reason)")
             case .deliveryReceipt, .connectionStateChanged, .presence:
                 continue
             }

@@ -116,6 +116,20 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "The server name sent to clients (default parley).")
     var name: String?
 
+    @Option(
+        name: .customLong("max-file-size"),
+        help: "The largest file a user may send, in bytes; 0: no files (default 1 GiB).")
+    var maximumFileSize: Int?
+
+    @Option(
+        name: .customLong("transfer-quota"), help: "The most bytes of files held for one recipient (default 2 GiB).")
+    var transferQuota: Int?
+
+    @Option(
+        name: .customLong("transfer-retention"),
+        help: "Seconds the server keeps a file its recipient has not fetched (default 604800, 7 days).")
+    var transferRetention: Double?
+
     @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss (default normal).")
     var durability: DurabilityArgument?
 
@@ -179,6 +193,9 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         set("heartbeat", heartbeat.map { .double($0) })
         set("idleTimeout", idleTimeout.map { .double($0) })
         set("durability", durability.map { .string($0.rawValue) })
+        set("maxFileSize", maximumFileSize.map { .int($0) })
+        set("transferQuota", transferQuota.map { .int($0) })
+        set("transferRetention", transferRetention.map { .double($0) })
         set("logLevel", output.logLevel.map { .string($0.rawValue) })
         return values
     }

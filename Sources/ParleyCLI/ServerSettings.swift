@@ -33,12 +33,17 @@ struct ServerSettings {
     var logLevel = "info"
     /// The admin socket's path; nil for `admin.sock` in `data`, "off" for none.
     var adminSocket: String?
+    /// File transfers (docs/PROTOCOL.md section 26).
+    var maxFileSize = 1 << 30
+    var transferQuota = 2 << 30
+    var transferRetention = 7 * 24 * 3600.0
 
     /// Every key a file, the environment or a flag can set.
     static let keys: Set<String> = [
         "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
         "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
         "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel", "adminSocket",
+        "maxFileSize", "transferQuota", "transferRetention",
     ]
 
     /// The keys SIGHUP applies to a running server; the others need a restart.
@@ -77,6 +82,9 @@ struct ServerSettings {
         try value.string("durability").map { settings.durability = $0 }
         try value.string("logLevel").map { settings.logLevel = $0 }
         settings.adminSocket = try value.string("adminSocket")
+        try value.int("maxFileSize").map { settings.maxFileSize = $0 }
+        try value.int("transferQuota").map { settings.transferQuota = $0 }
+        try value.double("transferRetention").map { settings.transferRetention = $0 }
         try settings.validate()
         return settings
     }
@@ -97,6 +105,9 @@ struct ServerSettings {
         try check(eventLoops >= 1, "eventLoops must be at least 1")
         try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
         try check(["normal", "full"].contains(durability), "durability must be normal or full")
+        try check(maxFileSize >= 0, "maxFileSize must be at least 0")
+        try check(transferQuota >= 0, "transferQuota must be at least 0")
+        try check(transferRetention > 0, "transferRetention must be positive")
         try check(
             adminSocket.map { !$0.isEmpty && $0.utf8.count <= 107 } ?? true,
             "adminSocket must be a path of 1...107 bytes, or off")
@@ -147,6 +158,9 @@ struct ServerSettings {
         configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000))
         configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         configuration.durability = durability == "full" ? .full : .normal
+        configuration.maximumFileSize = UInt64(maxFileSize)
+        configuration.transferQuota = UInt64(transferQuota)
+        configuration.transferRetention = .milliseconds(Int64(transferRetention * 1000))
         switch adminSocket {
         case nil: configuration.adminSocket = .inDataDirectory
         case "off"?: configuration.adminSocket = .off

@@ -10,7 +10,7 @@ import Synchronization
 final class ClientConnection: Sendable {
     private struct State {
         var nextRequestID: UInt32 = 1
-        var pending: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
+        var pending: [UInt32: Waiter] = [:]
         var closedReason: ParleyError?
         var isClosed = false
         var closeWaiters: [CheckedContinuation<ParleyError?, Never>] = []
@@ -18,6 +18,19 @@ final class ClientConnection: Sendable {
         var fatalError: ParleyError?
         /// The server answered through the link, so the TLS handshake (if any) is complete.
         var linkEstablished = false
+    }
+
+    /// Who waits for an answer: an awaiting task, or a future (``send(_:_:payload:timeout:)``).
+    private enum Waiter {
+        case task(CheckedContinuation<Frame, any Error>)
+        case future(EventLoopPromise<Frame>)
+
+        func resume(with result: Result<Frame, any Error>) {
+            switch self {
+            case .task(let continuation): continuation.resume(with: result)
+            case .future(let promise): promise.completeWith(result)
+            }
+        }
     }
 
     let channel: any Channel
@@ -98,7 +111,7 @@ final class ClientConnection: Sendable {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Frame, any Error>) in
                     let closed = state.withLock { state -> ParleyError? in
                         guard !state.isClosed else { return state.closedReason ?? Self.lost }
-                        state.pending[id] = continuation
+                        state.pending[id] = .task(continuation)
                         return nil
                     }
                     if let closed {
@@ -131,13 +144,53 @@ final class ClientConnection: Sendable {
 
     static let lost = ParleyError(code: .notConnected, message: "the connection to the server was lost")
 
+    /// Writes a request at once and returns its answer as a future, so requests one task sends
+    /// one after the other go out in that order while their answers are awaited later (file
+    /// transfer chunks, docs/PROTOCOL.md section 26). An ERROR answer fails the future.
+    func send(_ type: FrameType, _ meta: some WireMessage, payload: ByteBuffer, timeout: Duration) -> EventLoopFuture<
+        Frame
+    > {
+        let promise = channel.eventLoop.makePromise(of: Frame.self)
+        let (id, closed) = state.withLock { state -> (UInt32, ParleyError?) in
+            let id = state.nextRequestID
+            state.nextRequestID = state.nextRequestID == .max ? 1 : state.nextRequestID + 1
+            guard !state.isClosed else { return (id, state.closedReason ?? Self.lost) }
+            state.pending[id] = .future(promise)
+            return (id, nil)
+        }
+        if let closed {
+            promise.fail(closed)
+            return promise.futureResult
+        }
+        let timer = channel.eventLoop.scheduleTask(
+            in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)
+        ) { [self] in
+            complete(id, .failure(ParleyError(code: .timedOut, message: "\(type) got no answer within \(timeout)")))
+        }
+        channel.writeAndFlush(Frame(type: type, requestID: id, message: meta, payload: payload)).whenFailure {
+            [self] error in
+            let fatal = state.withLock { $0.fatalError }
+            complete(
+                id, .failure(fatal ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error))
+            )
+        }
+        return promise.futureResult.flatMapThrowing { frame in
+            timer.cancel()
+            if frame.type == .error { throw ParleyError(errorFrame: frame) }
+            return frame
+        }.flatMapErrorThrowing { error in
+            timer.cancel()
+            throw error
+        }
+    }
+
     /// True once the socket has closed (``ParleyClient/run()`` may not have noticed yet).
     var isClosed: Bool { state.withLock { $0.isClosed } }
 
     /// Delivers an answer (or failure) to the request waiting for it, if any.
     func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
-        let continuation = state.withLock { $0.pending.removeValue(forKey: requestID) }
-        continuation?.resume(with: result.mapError { $0 as any Error })
+        let waiter = state.withLock { $0.pending.removeValue(forKey: requestID) }
+        waiter?.resume(with: result.mapError { $0 as any Error })
     }
 
     /// The server sent a fatal error; it becomes the close reason.
@@ -157,7 +210,7 @@ final class ClientConnection: Sendable {
             }
             return (state.pending, state.closeWaiters, reason)
         }
-        for continuation in pending.values { continuation.resume(throwing: reason) }
+        for waiter in pending.values { waiter.resume(with: .failure(reason)) }
         for waiter in waiters { waiter.resume(returning: reason) }
     }
 

@@ -22,6 +22,14 @@ public enum ParleyClientEvent: Sendable, Hashable {
     /// comes), none does (a request was answered NO_HANDLER), or it is fire-and-forget.
     /// Informational: replies come from handlers only.
     case command(Command)
+    /// A file (or stream) another user sent is waiting on the server for this user
+    /// (docs/PROTOCOL.md section 26): accept it with ``ParleyClient/receiveFile(_:into:progress:)``
+    /// or decline it with ``ParleyClient/declineFile(_:reason:)``. Offered again after every
+    /// logon until one of them is done, so a receiver that restarted resumes where it was.
+    case transferOffered(FileOffer)
+    /// One of this user's transfers ended: the recipient has it (`completed`), declined it, a
+    /// side cancelled it, its hash did not match, it expired or an admin deleted it.
+    case transferStatus(TransferStatus)
 }
 
 /// What a PRESENCE event told: the presence of some contacts, or of all of them after logon.

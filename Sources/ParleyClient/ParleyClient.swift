@@ -276,7 +276,9 @@ public final class ParleyClient: Sendable {
             hello.minVersion = WireProtocol.version
             hello.maxVersion = WireProtocol.version
             hello.agent = configuration.agent
-            hello.capabilities = [WireProtocol.presenceCapability, WireProtocol.commandsCapability]
+            hello.capabilities = [
+                WireProtocol.presenceCapability, WireProtocol.commandsCapability, WireProtocol.filesCapability,
+            ]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,
                 hello,
@@ -470,6 +472,8 @@ public final class ParleyClient: Sendable {
             emit(.presence(PresenceUpdate(isSnapshot: event.snapshot, contacts: contacts, presences: presences)))
         case .command:
             receivedCommand(frame, from: connection)
+        case .transferOffer, .transferStatus:
+            receivedTransferEvent(frame)
         case .sessionReplaced:
             let event = (try? frame.decodeMeta(as: Parley_V1_SessionReplacedEvent.self)) ?? .init()
             state.withLock { $0.credentials = nil }

@@ -99,6 +99,24 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A reply to a command that no longer waits (it timed out, or its sender left).
         public static let commandNotPending = Code(wireValue: 84)
 
+        // File and stream transfer (100-109, docs/PROTOCOL.md section 26)
+        /// The server holds no such transfer, or it is not the requester's.
+        public static let transferNotFound = Code(wireValue: 100)
+        /// The file is larger than the server's maximum file size.
+        public static let fileTooLarge = Code(wireValue: 101)
+        /// The recipient's quota of bytes held by the server would be exceeded.
+        public static let transferQuotaExceeded = Code(wireValue: 102)
+        /// A chunk's offset (or the final size) is not the server's offset.
+        public static let transferOffsetMismatch = Code(wireValue: 103)
+        /// The SHA-256 of the bytes does not match the one given.
+        public static let transferHashMismatch = Code(wireValue: 104)
+        /// The server application refused the transfer.
+        public static let transferRefused = Code(wireValue: 105)
+        /// The file name is empty, too long, or holds a path separator or control character.
+        public static let invalidFileName = Code(wireValue: 106)
+        /// The request does not fit the transfer's phase (a chunk after the end, a read before it).
+        public static let transferNotReady = Code(wireValue: 107)
+
         // Client-side conditions (never on the wire)
         /// No connection to the server (not yet, or lost).
         public static let notConnected = Code(wireValue: 1000)
@@ -118,7 +136,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .serverApplicationUnavailable, .messageRejected, .tooManyConnections, .shuttingDown, .idleTimeout,
             .slowConsumer, .kicked, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound,
             .tooManyContacts, .invalidPresence, .contactRefused, .noHandler, .commandFailed, .recipientOffline,
-            .commandTimedOut, .commandNotPending, .notConnected, .timedOut, .cancelled,
+            .commandTimedOut, .commandNotPending, .transferNotFound, .fileTooLarge, .transferQuotaExceeded,
+            .transferOffsetMismatch, .transferHashMismatch, .transferRefused, .invalidFileName, .transferNotReady,
+            .notConnected, .timedOut, .cancelled,
             .serverNotTrusted,
         ]
 
@@ -163,6 +183,14 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 82: "recipient-offline"
             case 83: "command-timed-out"
             case 84: "command-not-pending"
+            case 100: "transfer-not-found"
+            case 101: "file-too-large"
+            case 102: "transfer-quota-exceeded"
+            case 103: "transfer-offset-mismatch"
+            case 104: "transfer-hash-mismatch"
+            case 105: "transfer-refused"
+            case 106: "invalid-file-name"
+            case 107: "transfer-not-ready"
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"

@@ -180,5 +180,12 @@ extension ParleyNode {
         /// (``ParleyNode/handleCommands(named:_:)``) answered it. Dropped, like peer events, while
         /// ``Configuration/unreadEventLimit`` events wait unread.
         case commandReceived(Command, from: NodeID?, route: Route)
+        /// A file another user sent is waiting on the server for this node's user
+        /// (docs/PROTOCOL.md section 26): take it with ``ParleyNode/receiveFile(_:into:progress:)``
+        /// or decline it with ``ParleyNode/declineFile(_:reason:)``. Offered again after every
+        /// logon until one of them is done.
+        case fileOffered(FileOffer)
+        /// One of this user's file transfers ended (the recipient has it, declined it, ...).
+        case transferStatus(TransferStatus)
     }
 }

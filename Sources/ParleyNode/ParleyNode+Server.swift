@@ -152,6 +152,10 @@ extension ParleyNode {
                 if case .connected = connection { connected.yield() }
             case .presence(let update):
                 receivedServerPresence(update)
+            case .transferOffered(let offer):
+                eventQueue.offer(.fileOffered(offer))
+            case .transferStatus(let status):
+                eventQueue.offer(.transferStatus(status))
             default:
                 break
             }

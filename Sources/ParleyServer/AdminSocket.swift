@@ -14,7 +14,7 @@ public import ParleyCore
 /// ``AdminReply`` line.
 public struct AdminRequest: Sendable, Hashable, Codable {
     /// users, sessions, counts, kick, delete-user, reserve-id, release-id, reserved-ids,
-    /// last-seen, contacts, add-contact, remove-contact or broadcast.
+    /// last-seen, contacts, add-contact, remove-contact, broadcast, files or delete-file.
     public var command: String
     /// The user the command is about.
     public var user: UserID?
@@ -36,6 +36,8 @@ public struct AdminRequest: Sendable, Hashable, Codable {
     public var name: String?
     /// broadcast: the notice's text.
     public var text: String?
+    /// delete-file: the transfer's ID (with ``user``, its sender).
+    public var transfer: TransferID?
 
     /// A request with no arguments yet.
     public init(command: String) {
@@ -211,6 +213,16 @@ struct AdminRequestHandler: Sendable {
             }
             // The answer is how many users were online to get it.
             return Self.encode(AdminReply(result: try await server.broadcast(.text(text)).count))
+        case "files":
+            return Self.encode(AdminReply(result: try await server.heldFiles()))
+        case "delete-file":
+            guard let transfer = request.transfer else {
+                throw ParleyError(code: .invalidRequest, message: "delete-file needs \"transfer\"")
+            }
+            let deleted = try await server.deleteHeldFile(
+                sender: try required(request.user, "user"), id: transfer,
+                reason: request.reason ?? "deleted by the server's admin")
+            return Self.encode(AdminReply(result: AdminDone(changed: deleted)))
         default:
             throw ParleyError(code: .unknownRequest, message: "unknown admin command \"\(request.command)\"")
         }

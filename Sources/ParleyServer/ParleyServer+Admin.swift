@@ -155,6 +155,10 @@ extension ParleyServer {
                 throw ParleyError(code: .userNotFound, message: "no user has ID \(user)")
             }
             context.registry.session(for: user)?.execute { $0.kick(reason: reason) }
+            // The user's held transfers, sent or received, go with it (their spool files too).
+            for transfer in try context.store.heldTransfers(involving: user) {
+                try context.finishTransfer(transfer, outcome: .deleted, reason: "user \(user) was deleted", by: nil)
+            }
             try context.store.deleteUser(user)
         }
     }

@@ -181,6 +181,8 @@ public final class ParleyServer: Service, Sendable {
                             while !Task.isCancelled {
                                 try? await Task.sleep(for: configuration.pruneInterval)
                                 context.committer.prune()
+                                // File transfers not fetched in time (docs/PROTOCOL.md section 26.7).
+                                _ = try? await context.blocking(on: group.next()) { context.sweepTransfers() }.get()
                             }
                         }
                         if let adminListener {

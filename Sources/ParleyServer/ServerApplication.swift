@@ -59,6 +59,13 @@ public protocol ParleyServerApplication: Sendable {
     /// Decides what becomes of a message a user sent, before it is stored or delivered. The
     /// messages of one connection are inspected one after the other, in order.
     func inspect(_ message: Message, server: ParleyServer) async -> MessageDecision
+
+    /// Whether the server asks ``shouldAcceptTransfer(_:server:)`` before every new file
+    /// transfer (docs/PROTOCOL.md section 26). Read once when the server starts; false by default.
+    var vetoesTransfers: Bool { get }
+    /// Whether the server takes a file (or stream) a user starts to send. False answers
+    /// TRANSFER_REFUSED; asked once per transfer, not again when the sender resumes it.
+    func shouldAcceptTransfer(_ request: TransferRequest, server: ParleyServer) async -> Bool
 }
 
 extension ParleyServerApplication {
@@ -90,6 +97,30 @@ extension ParleyServerApplication {
     public var inspectsMessages: Bool { false }
     /// Delivers the message unchanged.
     public func inspect(_ message: Message, server: ParleyServer) async -> MessageDecision { .deliver }
+    /// False: transfers are taken without asking.
+    public var vetoesTransfers: Bool { false }
+    /// Accepts every transfer.
+    public func shouldAcceptTransfer(_ request: TransferRequest, server: ParleyServer) async -> Bool { true }
+}
+
+/// A file transfer a user starts, as the server application sees it
+/// (``ParleyServerApplication/shouldAcceptTransfer(_:server:)``).
+public struct TransferRequest: Sendable, Hashable {
+    public var id: TransferID
+    public var sender: UserID
+    public var recipient: UserID
+    /// The file's name (already checked against docs/PROTOCOL.md section 26.6).
+    public var name: String
+    /// The declared length; nil for a stream, whose length is known only at its end.
+    public var size: UInt64?
+
+    public init(id: TransferID, sender: UserID, recipient: UserID, name: String, size: UInt64?) {
+        self.id = id
+        self.sender = sender
+        self.recipient = recipient
+        self.name = name
+        self.size = size
+    }
 }
 
 /// What becomes of a message the application inspected (``ParleyServerApplication/inspect(_:server:)``).
@@ -202,6 +233,7 @@ final class ApplicationHooks: Sendable {
     /// Cached from the application when the server starts: the hot paths read a constant.
     let inspectsMessages: Bool
     let vetoesContacts: Bool
+    let vetoesTransfers: Bool
     let timeout: Duration
     private let notifications: AsyncStream<Notification>
     private let notificationInput: AsyncStream<Notification>.Continuation
@@ -218,6 +250,7 @@ final class ApplicationHooks: Sendable {
         self.application = application
         self.inspectsMessages = application?.inspectsMessages ?? false
         self.vetoesContacts = application?.vetoesContacts ?? false
+        self.vetoesTransfers = application?.vetoesTransfers ?? false
         self.timeout = timeout
         (notifications, notificationInput) = AsyncStream.makeStream(
             bufferingPolicy: .bufferingOldest(Self.notificationCapacity))

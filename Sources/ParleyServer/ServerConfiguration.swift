@@ -81,6 +81,23 @@ extension ParleyServer {
         /// inspection) before it counts them as refusals. Default 2 s.
         public var applicationDecisionTimeout: Duration = .seconds(2)
 
+        /// File transfers (docs/PROTOCOL.md section 26): the largest file the server takes, in
+        /// bytes. Default 1 GiB; 0 turns transfers off.
+        public var maximumFileSize: UInt64 = 1 << 30
+        /// The most bytes of transfers the server holds for one recipient (uploads in progress
+        /// count at their declared size). Default 2 GiB.
+        public var transferQuota: UInt64 = 2 << 30
+        /// How long the server keeps a transfer its recipient has not fetched (from the end of
+        /// its upload, or from its start while it is not finished); then the sender is told it
+        /// expired. Default 7 days. Swept every ``pruneInterval``.
+        public var transferRetention: Duration = .seconds(7 * 24 * 3600)
+        /// The most bytes one TRANSFER_CHUNK carries and one TRANSFER_READ returns. Default 256 KiB;
+        /// cut to ``maximumFrameSize`` - 128 when that is smaller, so a chunk and its meta fit a frame.
+        public var transferChunkSize: Int = 256 << 10
+
+        /// ``transferChunkSize`` as the server uses it: it fits in a frame with its meta section.
+        var chunkSize: Int { max(256, min(transferChunkSize, maximumFrameSize - 128)) }
+
         /// Where the admin socket listens (docs/ADMIN.md). Default `admin.sock` in the data
         /// directory.
         public var adminSocket: AdminSocket = .inDataDirectory
@@ -181,6 +198,8 @@ extension ParleyServer {
             )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
             try check(applicationDecisionTimeout > .zero, "applicationDecisionTimeout must be positive")
+            try check(transferChunkSize >= 256, "transferChunkSize must be at least 256")
+            try check(transferRetention > .zero, "transferRetention must be positive")
             if case .path(let path) = adminSocket {
                 // sockaddr_un holds 107 bytes and a NUL.
                 try check(!path.isEmpty && path.utf8.count <= 107, "the admin socket path must be 1...107 bytes")

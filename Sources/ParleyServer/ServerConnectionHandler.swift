@@ -63,6 +63,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var agent = ""
     /// HELLO negotiated the `commands` capability: the session takes COMMAND events.
     private(set) var negotiatedCommands = false
+    /// HELLO negotiated the `files` capability: the session takes TRANSFER_OFFER and
+    /// TRANSFER_STATUS events (docs/PROTOCOL.md section 26).
+    private(set) var negotiatedFiles = false
 
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
@@ -103,7 +106,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
         let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
         let contacts = ContactsFamily()
-        return (messages, contacts, [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily()])
+        return (
+            messages, contacts,
+            [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily(), TransfersFamily()]
+        )
     }
 
     /// What the families may do on this connection.
@@ -405,9 +411,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         ok.version = WireProtocol.version
         negotiatedPresence = hello.capabilities.contains(WireProtocol.presenceCapability)
         negotiatedCommands = hello.capabilities.contains(WireProtocol.commandsCapability)
+        negotiatedFiles = hello.capabilities.contains(WireProtocol.filesCapability)
         ok.capabilities =
             (negotiatedPresence ? [WireProtocol.presenceCapability] : [])
             + (negotiatedCommands ? [WireProtocol.commandsCapability] : [])
+            + (negotiatedFiles ? [WireProtocol.filesCapability] : [])
         ok.agent = "parley-swift/\(ParleyServer.version)"
         ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
         ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds

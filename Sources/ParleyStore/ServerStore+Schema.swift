@@ -162,6 +162,35 @@ extension ServerStore {
             )
         }
 
+        // File and stream transfers (docs/PROTOCOL.md section 26); the bytes live in spool files in
+        // the data directory's `transfers` folder. phase: 0 uploading, 1 ready (size and sha256
+        // set), 2 closed (outcome set; kept until the sender is told). No foreign keys: deleting a
+        // user deletes its transfers and their spool files together.
+        migrator.registerMigration("v8-transfers") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE transfer (
+                        sender INTEGER NOT NULL,
+                        transfer_id INTEGER NOT NULL,
+                        recipient INTEGER NOT NULL,
+                        name TEXT NOT NULL,
+                        declared_size INTEGER NOT NULL,
+                        is_stream INTEGER NOT NULL,
+                        size INTEGER,
+                        sha256 BLOB,
+                        phase INTEGER NOT NULL,
+                        outcome INTEGER NOT NULL,
+                        reason TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        ready_at INTEGER,
+                        closed_at INTEGER,
+                        PRIMARY KEY (sender, transfer_id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX transfer_by_recipient ON transfer (recipient, phase);
+                    """
+            )
+        }
+
         return migrator
     }()
 }

@@ -42,6 +42,14 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let sendCommand = FrameType(rawValue: 0x0050)
     public static let commandReply = FrameType(rawValue: 0x0051)
 
+    // File and stream transfer (docs/PROTOCOL.md section 26)
+    public static let transferStart = FrameType(rawValue: 0x0070)
+    public static let transferChunk = FrameType(rawValue: 0x0071)
+    public static let transferEnd = FrameType(rawValue: 0x0072)
+    public static let transferRead = FrameType(rawValue: 0x0073)
+    public static let transferClose = FrameType(rawValue: 0x0074)
+    public static let listTransfers = FrameType(rawValue: 0x0075)
+
     // Events (server -> client, request ID 0)
     public static let message = FrameType(rawValue: 0x0101)
     public static let deliveryReceipt = FrameType(rawValue: 0x0102)
@@ -49,6 +57,8 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let sessionReplaced = FrameType(rawValue: 0x0104)
     public static let presence = FrameType(rawValue: 0x0110)
     public static let command = FrameType(rawValue: 0x0120)
+    public static let transferOffer = FrameType(rawValue: 0x0130)
+    public static let transferStatus = FrameType(rawValue: 0x0131)
 
     // Node-to-node links (0x0200-0x02FF): only on TLS links between two nodes, never to a server.
     public static let nodeHello = FrameType(rawValue: 0x0201)
@@ -100,6 +110,14 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .sessionReplaced: base = "SESSION_REPLACED"
         case .presence: base = "PRESENCE"
         case .nodeHello: base = "NODE_HELLO"
+        case .transferStart: base = "TRANSFER_START"
+        case .transferChunk: base = "TRANSFER_CHUNK"
+        case .transferEnd: base = "TRANSFER_END"
+        case .transferRead: base = "TRANSFER_READ"
+        case .transferClose: base = "TRANSFER_CLOSE"
+        case .listTransfers: base = "LIST_TRANSFERS"
+        case .transferOffer: base = "TRANSFER_OFFER"
+        case .transferStatus: base = "TRANSFER_STATUS"
         case .peerMessage: base = "PEER_MESSAGE"
         default: base = "0x" + String(rawValue & ~Self.responseBit, radix: 16)
         }

@@ -20,7 +20,7 @@ import Testing
                 migrations == [
                     "v1-messages", "v1-users", "v2-node-keys", "v3-resumption-tokens", "v4-contacts-presence",
                     "v5-reserved-user-ids",
-                    "v6-stored-commands",
+                    "v6-stored-commands", "v8-transfers",
                 ])
             #expect(tables.isSuperset(of: ["user", "message", "delivery", "resumption_token", "reserved_user_id"]))
             #expect(journalMode == "wal")

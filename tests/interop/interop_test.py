@@ -608,6 +608,73 @@ def main() -> int:
         caller.close()
         callee.close()
 
+    # --- File and stream transfer (section 26) ------------------------------------------------
+    with step("file transfer"):
+        sender = connect()
+        ok = sender.hello(capabilities=["files"])
+        check("HELLO_OK lists the files capability", ok["capabilities"] == ["files"], ok)
+        answer = sender.request_frame(p.TRANSFER_START, {"transfer_id": 1, "recipient": 1, "name": "x", "size": 1})
+        expect_error("guest TRANSFER_START -> ERROR 6 NOT_LOGGED_ON", answer, 6, answer.request_id)
+        sender_id = sender.register(f"filesender-{suffix}", "pw")["user"]["user_id"]
+        receiver = connect()
+        receiver.hello(capabilities=["files"])
+        receiver_id = receiver.register(f"filereceiver-{suffix}", "pw")["user"]["user_id"]
+        body = bytes(range(256)) * 1200 + b"tail"  # 307,204 bytes: two chunks of the default size
+        digest = hashlib.sha256(body).digest()
+
+        answer = sender.request_frame(p.TRANSFER_START, {"transfer_id": 7, "recipient": receiver_id,
+                                                         "name": "../etc/passwd", "size": 10})
+        expect_error("a name with a path separator -> INVALID_FILE_NAME", answer, 106, answer.request_id)
+        state = sender.request(p.TRANSFER_START, {"transfer_id": 7, "recipient": receiver_id, "name": "data.bin",
+                                                  "size": len(body)})
+        chunk = state["chunk_size"]
+        check("TRANSFER_START answers offset 0, UPLOADING, and a chunk size",
+              state["offset"] == 0 and state["phase"] == p.UPLOADING and 1024 <= chunk, state)
+        answer = sender.request_frame(p.TRANSFER_CHUNK, {"transfer_id": 7, "offset": 5}, b"abc")
+        expect_error("a chunk at the wrong offset -> TRANSFER_OFFSET_MISMATCH", answer, 103, answer.request_id)
+        state = sender.request(p.TRANSFER_CHUNK, {"transfer_id": 7, "offset": 0}, body[:chunk])
+        check("TRANSFER_CHUNK answers the new offset", state["offset"] == chunk, state)
+        state = sender.request(p.TRANSFER_START, {"transfer_id": 7, "recipient": receiver_id, "name": "data.bin",
+                                                  "size": len(body)})
+        check("TRANSFER_START again (a resume) answers the server's offset", state["offset"] == chunk, state)
+        state = sender.request(p.TRANSFER_CHUNK, {"transfer_id": 7, "offset": chunk}, body[chunk:])
+        answer = sender.request_frame(p.TRANSFER_END, {"transfer_id": 7, "size": len(body), "sha256": b"\0" * 32})
+        expect_error("TRANSFER_END with a wrong hash -> TRANSFER_HASH_MISMATCH", answer, 104, answer.request_id)
+        state = sender.request(p.TRANSFER_START, {"transfer_id": 7, "recipient": receiver_id, "name": "data.bin",
+                                                  "size": len(body)})
+        check("... and the server discarded the bytes (offset 0)", state["offset"] == 0, state)
+        for offset in range(0, len(body), chunk):
+            sender.request(p.TRANSFER_CHUNK, {"transfer_id": 7, "offset": offset}, body[offset:offset + chunk])
+        state = sender.request(p.TRANSFER_END, {"transfer_id": 7, "size": len(body), "sha256": digest})
+        check("TRANSFER_END with the right hash answers READY", state["phase"] == p.READY, state)
+
+        offer = receiver.next_event(types=(p.TRANSFER_OFFER,)).fields()
+        check("the recipient gets TRANSFER_OFFER with the name, size, sender and hash",
+              offer["name"] == "data.bin" and offer["size"] == len(body) and offer["sender"] == sender_id
+              and offer["sha256"] == digest and offer["phase"] == p.READY, offer)
+        received = b""
+        while len(received) < len(body):
+            answer = receiver.request_frame(p.TRANSFER_READ, {"sender": sender_id, "transfer_id": 7,
+                                                              "offset": len(received)})
+            check_ok = answer.type == p.TRANSFER_READ | p.RESPONSE_BIT and answer.fields()["offset"] == len(received)
+            if not check("TRANSFER_READ answers the bytes at the offset asked", check_ok, answer):
+                break
+            received += answer.payload
+        check("the bytes read are the bytes sent", received == body, len(received))
+        answer = receiver.request_frame(p.TRANSFER_READ, {"sender": sender_id, "transfer_id": 7,
+                                                          "offset": len(body)})
+        check("a read at the end answers an empty payload", answer.payload == b"", answer)
+        receiver.request(p.TRANSFER_CLOSE, {"sender": sender_id, "transfer_id": 7, "outcome": p.COMPLETED})
+        status = sender.next_event(types=(p.TRANSFER_STATUS,)).fields()
+        check("the sender is told COMPLETED", status["outcome"] == p.COMPLETED and status["transfer_id"] == 7
+              and status["recipient"] == receiver_id, status)
+        listed = sender.request(p.LIST_TRANSFERS)
+        check("LIST_TRANSFERS is empty afterwards", listed.get("transfers", []) == [], listed)
+        answer = receiver.request_frame(p.TRANSFER_READ, {"sender": sender_id, "transfer_id": 7, "offset": 0})
+        expect_error("a read of a closed transfer -> TRANSFER_NOT_FOUND", answer, 100, answer.request_id)
+        sender.close()
+        receiver.close()
+
     pings = a.server_pings_answered + b.server_pings_answered
     print(f"info   server PINGs answered with PONG during the run: {pings} "
           f"(heartbeat interval {(a.hello_ok or {}).get('heartbeat_interval_ms')} ms)")

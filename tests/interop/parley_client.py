@@ -52,6 +52,15 @@ PRESENCE = 0x0110
 SEND_COMMAND = 0x0050
 COMMAND_REPLY = 0x0051
 COMMAND = 0x0120
+# File and stream transfer (section 26)
+TRANSFER_START = 0x0070
+TRANSFER_CHUNK = 0x0071
+TRANSFER_END = 0x0072
+TRANSFER_READ = 0x0073
+TRANSFER_CLOSE = 0x0074
+LIST_TRANSFERS = 0x0075
+TRANSFER_OFFER = 0x0130
+TRANSFER_STATUS = 0x0131
 
 RESPONSE_BIT = 0x8000
 
@@ -106,6 +115,20 @@ META_OF_TYPE = {
     COMMAND_REPLY: "CommandReply",
     COMMAND_REPLY | RESPONSE_BIT: "Empty",
     COMMAND: "CommandEvent",
+    TRANSFER_START: "TransferStart",
+    TRANSFER_START | RESPONSE_BIT: "TransferState",
+    TRANSFER_CHUNK: "TransferChunk",
+    TRANSFER_CHUNK | RESPONSE_BIT: "TransferState",
+    TRANSFER_END: "TransferEnd",
+    TRANSFER_END | RESPONSE_BIT: "TransferState",
+    TRANSFER_READ: "TransferRead",
+    TRANSFER_READ | RESPONSE_BIT: "TransferChunk",
+    TRANSFER_CLOSE: "TransferClose",
+    TRANSFER_CLOSE | RESPONSE_BIT: "Empty",
+    LIST_TRANSFERS: "Empty",
+    LIST_TRANSFERS | RESPONSE_BIT: "TransferList",
+    TRANSFER_OFFER: "TransferInfo",
+    TRANSFER_STATUS: "TransferStatusEvent",
 }
 
 TYPE_NAMES = {
@@ -118,6 +141,9 @@ TYPE_NAMES = {
     SESSION_REPLACED: "SESSION_REPLACED", GET_CONTACTS: "GET_CONTACTS", ADD_CONTACT: "ADD_CONTACT",
     UPDATE_CONTACT: "UPDATE_CONTACT", REMOVE_CONTACT: "REMOVE_CONTACT", SET_PRESENCE: "SET_PRESENCE",
     PRESENCE: "PRESENCE", SEND_COMMAND: "SEND_COMMAND", COMMAND_REPLY: "COMMAND_REPLY", COMMAND: "COMMAND",
+    TRANSFER_START: "TRANSFER_START", TRANSFER_CHUNK: "TRANSFER_CHUNK", TRANSFER_END: "TRANSFER_END",
+    TRANSFER_READ: "TRANSFER_READ", TRANSFER_CLOSE: "TRANSFER_CLOSE", LIST_TRANSFERS: "LIST_TRANSFERS",
+    TRANSFER_OFFER: "TRANSFER_OFFER", TRANSFER_STATUS: "TRANSFER_STATUS",
 }
 
 
@@ -136,6 +162,8 @@ STATUS_UNSPECIFIED, ACCEPTED_ONLINE, ACCEPTED_OFFLINE, ACCEPTED_SERVER, FAILED =
 PRESENCE_OFFLINE, PRESENCE_ONLINE, PRESENCE_AWAY, PRESENCE_BUSY = 0, 1, 2, 3
 DISPLAY_USER_NAME, DISPLAY_FIRST_NAME, DISPLAY_LAST_NAME, DISPLAY_FULL_NAME, DISPLAY_CUSTOM = 0, 1, 2, 3, 4
 COMMAND_REPLIED, COMMAND_DELIVERED, COMMAND_STORED = 0, 1, 2
+UPLOADING, READY, CLOSED = 0, 1, 2  # TransferPhase (section 26.3)
+OUTCOME_NONE, COMPLETED, DECLINED, CANCELLED, FAILED_OUTCOME, EXPIRED, DELETED = 0, 1, 2, 3, 4, 5, 6
 
 # Error codes (section 16)
 ERROR_NAMES = {
@@ -148,7 +176,9 @@ ERROR_NAMES = {
     41: "SHUTTING_DOWN", 42: "IDLE_TIMEOUT", 43: "SLOW_CONSUMER", 44: "KICKED", 50: "INTERNAL_ERROR", 51: "STORAGE_ERROR",
     70: "CONTACT_NOT_FOUND", 71: "TOO_MANY_CONTACTS", 72: "INVALID_PRESENCE", 73: "CONTACT_REFUSED",
     80: "NO_HANDLER", 81: "COMMAND_FAILED", 82: "RECIPIENT_OFFLINE", 83: "COMMAND_TIMED_OUT",
-    84: "COMMAND_NOT_PENDING",
+    84: "COMMAND_NOT_PENDING", 100: "TRANSFER_NOT_FOUND", 101: "FILE_TOO_LARGE", 102: "TRANSFER_QUOTA_EXCEEDED",
+    103: "TRANSFER_OFFSET_MISMATCH", 104: "TRANSFER_HASH_MISMATCH", 105: "TRANSFER_REFUSED",
+    106: "INVALID_FILE_NAME", 107: "TRANSFER_NOT_READY",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +269,27 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                      5: ("timeout_ms", "uint32", False), 6: ("sent_at_ms", "int64", False)},
     "CommandReply": {1: ("command_id", "uint64", False), 2: ("error_code", "uint32", False),
                      3: ("application_code", "uint32", False), 4: ("text", "string", False)},
+    # Section 26.3
+    "TransferStart": {1: ("transfer_id", "uint64", False), 2: ("recipient", "uint32", False),
+                      3: ("name", "string", False), 4: ("size", "uint64", False), 5: ("stream", "bool", False)},
+    "TransferState": {1: ("transfer_id", "uint64", False), 2: ("offset", "uint64", False),
+                      3: ("chunk_size", "uint32", False), 4: ("phase", "enum", False), 5: ("outcome", "enum", False)},
+    "TransferChunk": {1: ("transfer_id", "uint64", False), 2: ("offset", "uint64", False),
+                      3: ("sender", "uint32", False)},
+    "TransferEnd": {1: ("transfer_id", "uint64", False), 2: ("size", "uint64", False), 3: ("sha256", "bytes", False)},
+    "TransferRead": {1: ("sender", "uint32", False), 2: ("transfer_id", "uint64", False),
+                     3: ("offset", "uint64", False), 4: ("length", "uint32", False)},
+    "TransferClose": {1: ("sender", "uint32", False), 2: ("transfer_id", "uint64", False),
+                      3: ("outcome", "enum", False), 4: ("reason", "string", False)},
+    "TransferInfo": {1: ("transfer_id", "uint64", False), 2: ("sender", "uint32", False),
+                     3: ("recipient", "uint32", False), 4: ("name", "string", False), 5: ("size", "uint64", False),
+                     6: ("sha256", "bytes", False), 7: ("phase", "enum", False), 8: ("offset", "uint64", False),
+                     9: ("created_at_ms", "int64", False), 10: ("expires_at_ms", "int64", False),
+                     11: ("stream", "bool", False)},
+    "TransferList": {1: ("transfers", "TransferInfo", True)},
+    "TransferStatusEvent": {1: ("transfer_id", "uint64", False), 2: ("sender", "uint32", False),
+                            3: ("recipient", "uint32", False), 4: ("outcome", "enum", False),
+                            5: ("reason", "string", False), 6: ("at_ms", "int64", False)},
 }
 
 SCALARS = {"uint32", "uint64", "int64", "bool", "enum"}

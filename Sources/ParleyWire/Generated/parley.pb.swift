@@ -398,6 +398,100 @@ package nonisolated enum Parley_V1_CommandDisposition: SwiftProtobuf.Enum, Swift
 
 }
 
+package nonisolated enum Parley_V1_TransferPhase: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case uploading // = 0
+
+  /// The whole file is on the server, its SHA-256 verified; offered to the recipient.
+  case ready // = 1
+  case closed // = 2
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .uploading
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .uploading
+    case 1: self = .ready
+    case 2: self = .closed
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .uploading: return 0
+    case .ready: return 1
+    case .closed: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_TransferPhase] = [
+    .uploading,
+    .ready,
+    .closed,
+  ]
+
+}
+
+package nonisolated enum Parley_V1_TransferOutcome: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case outcomeNone // = 0
+  case completed // = 1
+  case declined // = 2
+  case cancelled // = 3
+  case failed // = 4
+  case expired // = 5
+  case deleted // = 6
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .outcomeNone
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .outcomeNone
+    case 1: self = .completed
+    case 2: self = .declined
+    case 3: self = .cancelled
+    case 4: self = .failed
+    case 5: self = .expired
+    case 6: self = .deleted
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .outcomeNone: return 0
+    case .completed: return 1
+    case .declined: return 2
+    case .cancelled: return 3
+    case .failed: return 4
+    case .expired: return 5
+    case .deleted: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_TransferOutcome] = [
+    .outcomeNone,
+    .completed,
+    .declined,
+    .cancelled,
+    .failed,
+    .expired,
+    .deleted,
+  ]
+
+}
+
 /// Frame type HELLO (0x0001), client -> server, the first frame on every connection.
 package nonisolated struct Parley_V1_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1342,6 +1436,196 @@ package nonisolated struct Parley_V1_PeerMessage: Sendable {
   package init() {}
 }
 
+/// TRANSFER_START (0x0070) request meta: start a transfer, or resume the one with this ID.
+package nonisolated struct Parley_V1_TransferStart: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  package var recipient: UInt32 = 0
+
+  package var name: String = String()
+
+  /// The file's length; ignored with stream.
+  package var size: UInt64 = 0
+
+  package var stream: Bool = false
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// The answer of TRANSFER_START, TRANSFER_CHUNK and TRANSFER_END.
+package nonisolated struct Parley_V1_TransferState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  /// The bytes the server holds: the next chunk starts here.
+  package var offset: UInt64 = 0
+
+  /// The most bytes one chunk (or one read) carries.
+  package var chunkSize: UInt32 = 0
+
+  package var phase: Parley_V1_TransferPhase = .uploading
+
+  package var outcome: Parley_V1_TransferOutcome = .outcomeNone
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_CHUNK (0x0071) request meta and TRANSFER_READ answer meta; the payload is the bytes.
+package nonisolated struct Parley_V1_TransferChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  package var offset: UInt64 = 0
+
+  /// In the TRANSFER_READ answer: the transfer's sender.
+  package var sender: UInt32 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_END (0x0072) request meta.
+package nonisolated struct Parley_V1_TransferEnd: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  package var size: UInt64 = 0
+
+  /// SHA-256 of the whole file, 32 bytes.
+  package var sha256: Data = Data()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_READ (0x0073) request meta.
+package nonisolated struct Parley_V1_TransferRead: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var sender: UInt32 = 0
+
+  package var transferID: UInt64 = 0
+
+  package var offset: UInt64 = 0
+
+  /// 0: the chunk size; larger values are cut to it.
+  package var length: UInt32 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_CLOSE (0x0074) request meta.
+package nonisolated struct Parley_V1_TransferClose: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The transfer's sender; 0 (or the requester) when the sender closes it.
+  package var sender: UInt32 = 0
+
+  package var transferID: UInt64 = 0
+
+  package var outcome: Parley_V1_TransferOutcome = .outcomeNone
+
+  package var reason: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_OFFER (0x0130) event meta and LIST_TRANSFERS entries.
+package nonisolated struct Parley_V1_TransferInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  package var sender: UInt32 = 0
+
+  package var recipient: UInt32 = 0
+
+  package var name: String = String()
+
+  package var size: UInt64 = 0
+
+  package var sha256: Data = Data()
+
+  package var phase: Parley_V1_TransferPhase = .uploading
+
+  package var offset: UInt64 = 0
+
+  package var createdAtMs: Int64 = 0
+
+  package var expiresAtMs: Int64 = 0
+
+  package var stream: Bool = false
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// LIST_TRANSFERS (0x0075) answer meta.
+package nonisolated struct Parley_V1_TransferList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transfers: [Parley_V1_TransferInfo] = []
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TRANSFER_STATUS (0x0131) event meta: how a transfer ended.
+package nonisolated struct Parley_V1_TransferStatusEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var transferID: UInt64 = 0
+
+  package var sender: UInt32 = 0
+
+  package var recipient: UInt32 = 0
+
+  package var outcome: Parley_V1_TransferOutcome = .outcomeNone
+
+  package var reason: String = String()
+
+  package var atMs: Int64 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "parley.v1"
@@ -1376,6 +1660,14 @@ nonisolated extension Parley_V1_ContactDisplayRule: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Parley_V1_CommandDisposition: SwiftProtobuf._ProtoNameProviding {
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COMMAND_REPLIED\0\u{1}COMMAND_DELIVERED\0\u{1}COMMAND_STORED\0")
+}
+
+nonisolated extension Parley_V1_TransferPhase: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UPLOADING\0\u{1}READY\0\u{1}CLOSED\0")
+}
+
+nonisolated extension Parley_V1_TransferOutcome: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OUTCOME_NONE\0\u{1}COMPLETED\0\u{1}DECLINED\0\u{1}CANCELLED\0\u{1}FAILED\0\u{1}EXPIRED\0\u{1}DELETED\0")
 }
 
 nonisolated extension Parley_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3264,6 +3556,441 @@ nonisolated extension Parley_V1_PeerMessage: SwiftProtobuf.Message, SwiftProtobu
     if lhs.recipients != rhs.recipients {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.sentAtMs != rhs.sentAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferStart"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}recipient\0\u{1}name\0\u{1}size\0\u{1}stream\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.recipient) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.stream) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.recipient != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recipient, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 4)
+    }
+    if self.stream != false {
+      try visitor.visitSingularBoolField(value: self.stream, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferStart, rhs: Parley_V1_TransferStart) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.stream != rhs.stream {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferState"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}offset\0\u{3}chunk_size\0\u{1}phase\0\u{1}outcome\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.chunkSize) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 2)
+    }
+    if self.chunkSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.chunkSize, fieldNumber: 3)
+    }
+    if self.phase != .uploading {
+      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 4)
+    }
+    if self.outcome != .outcomeNone {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferState, rhs: Parley_V1_TransferState) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.chunkSize != rhs.chunkSize {return false}
+    if lhs.phase != rhs.phase {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferChunk"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}offset\0\u{1}sender\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 2)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferChunk, rhs: Parley_V1_TransferChunk) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferEnd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferEnd"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}size\0\u{1}sha256\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 2)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.sha256, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferEnd, rhs: Parley_V1_TransferEnd) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferRead: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferRead"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sender\0\u{3}transfer_id\0\u{1}offset\0\u{1}length\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 1)
+    }
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt32Field(value: self.length, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferRead, rhs: Parley_V1_TransferRead) -> Bool {
+    if lhs.sender != rhs.sender {return false}
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.length != rhs.length {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferClose: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferClose"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sender\0\u{3}transfer_id\0\u{1}outcome\0\u{1}reason\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 1)
+    }
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 2)
+    }
+    if self.outcome != .outcomeNone {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferClose, rhs: Parley_V1_TransferClose) -> Bool {
+    if lhs.sender != rhs.sender {return false}
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferInfo"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}sender\0\u{1}recipient\0\u{1}name\0\u{1}size\0\u{1}sha256\0\u{1}phase\0\u{1}offset\0\u{3}created_at_ms\0\u{3}expires_at_ms\0\u{1}stream\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.recipient) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.stream) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 2)
+    }
+    if self.recipient != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recipient, fieldNumber: 3)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 4)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 5)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.sha256, fieldNumber: 6)
+    }
+    if self.phase != .uploading {
+      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 7)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 8)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 9)
+    }
+    if self.expiresAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 10)
+    }
+    if self.stream != false {
+      try visitor.visitSingularBoolField(value: self.stream, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferInfo, rhs: Parley_V1_TransferInfo) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.phase != rhs.phase {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.expiresAtMs != rhs.expiresAtMs {return false}
+    if lhs.stream != rhs.stream {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferList"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}transfers\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.transfers) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.transfers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.transfers, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferList, rhs: Parley_V1_TransferList) -> Bool {
+    if lhs.transfers != rhs.transfers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_TransferStatusEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TransferStatusEvent"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}transfer_id\0\u{1}sender\0\u{1}recipient\0\u{1}outcome\0\u{1}reason\0\u{3}at_ms\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.transferID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.recipient) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.transferID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.transferID, fieldNumber: 1)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 2)
+    }
+    if self.recipient != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recipient, fieldNumber: 3)
+    }
+    if self.outcome != .outcomeNone {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_TransferStatusEvent, rhs: Parley_V1_TransferStatusEvent) -> Bool {
+    if lhs.transferID != rhs.transferID {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.atMs != rhs.atMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
