@@ -276,7 +276,9 @@ public final class ParleyClient: Sendable {
             hello.minVersion = WireProtocol.version
             hello.maxVersion = WireProtocol.version
             hello.agent = configuration.agent
-            hello.capabilities = [WireProtocol.presenceCapability, WireProtocol.commandsCapability]
+            hello.capabilities = [
+                WireProtocol.presenceCapability, WireProtocol.commandsCapability, WireProtocol.historyCapability,
+            ]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,
                 hello,

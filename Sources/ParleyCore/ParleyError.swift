@@ -99,6 +99,13 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A reply to a command that no longer waits (it timed out, or its sender left).
         public static let commandNotPending = Code(wireValue: 84)
 
+        // Message history (90-99)
+        /// The server keeps no message history (it is off: `parley server --history-days N`
+        /// turns it on).
+        public static let historyUnavailable = Code(wireValue: 90)
+        /// A history cursor that is not one the server (or node) gave.
+        public static let invalidHistoryCursor = Code(wireValue: 91)
+
         // Client-side conditions (never on the wire)
         /// No connection to the server (not yet, or lost).
         public static let notConnected = Code(wireValue: 1000)
@@ -118,7 +125,8 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .serverApplicationUnavailable, .messageRejected, .tooManyConnections, .shuttingDown, .idleTimeout,
             .slowConsumer, .kicked, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound,
             .tooManyContacts, .invalidPresence, .contactRefused, .noHandler, .commandFailed, .recipientOffline,
-            .commandTimedOut, .commandNotPending, .notConnected, .timedOut, .cancelled,
+            .commandTimedOut, .commandNotPending, .historyUnavailable, .invalidHistoryCursor, .notConnected, .timedOut,
+            .cancelled,
             .serverNotTrusted,
         ]
 
@@ -163,6 +171,8 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 82: "recipient-offline"
             case 83: "command-timed-out"
             case 84: "command-not-pending"
+            case 90: "history-unavailable"
+            case 91: "invalid-history-cursor"
             case 1000: "not-connected"
             case 1001: "timed-out"
             case 1002: "cancelled"

@@ -79,7 +79,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
         let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
         let contacts = ContactsFamily()
-        return (messages, contacts, [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily()])
+        return (
+            messages, contacts,
+            [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily(), HistoryFamily()]
+        )
     }
 
     /// What the families may do on this connection.
@@ -386,6 +389,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         ok.capabilities =
             (negotiatedPresence ? [WireProtocol.presenceCapability] : [])
             + (negotiatedCommands ? [WireProtocol.commandsCapability] : [])
+            // history: listed when the client asks and the server keeps history (section 25).
+            + (server.history != nil && hello.capabilities.contains(WireProtocol.historyCapability)
+                ? [WireProtocol.historyCapability] : [])
         ok.agent = "parley-swift/\(ParleyServer.version)"
         ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
         ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds

@@ -42,6 +42,9 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let sendCommand = FrameType(rawValue: 0x0050)
     public static let commandReply = FrameType(rawValue: 0x0051)
 
+    // Message history (docs/PROTOCOL.md section 25)
+    public static let searchHistory = FrameType(rawValue: 0x0060)
+
     // Events (server -> client, request ID 0)
     public static let message = FrameType(rawValue: 0x0101)
     public static let deliveryReceipt = FrameType(rawValue: 0x0102)
@@ -93,6 +96,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .sendCommand: base = "SEND_COMMAND"
         case .commandReply: base = "COMMAND_REPLY"
         case .command: base = "COMMAND"
+        case .searchHistory: base = "SEARCH_HISTORY"
         case .peerCommand: base = "PEER_COMMAND"
         case .message: base = "MESSAGE"
         case .deliveryReceipt: base = "DELIVERY_RECEIPT"

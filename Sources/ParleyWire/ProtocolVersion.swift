@@ -8,6 +8,9 @@ public enum WireProtocol {
     public static let presenceCapability = "presence"
     /// The HELLO capability for custom commands (docs/PROTOCOL.md section 24).
     public static let commandsCapability = "commands"
+    /// The HELLO capability for message history (docs/PROTOCOL.md section 25): the server keeps
+    /// history and answers SEARCH_HISTORY.
+    public static let historyCapability = "history"
     /// The default maximum frame size (length field value): 1 MiB.
     public static let defaultMaximumFrameSize = 1 << 20
     /// The most recipients one SEND_MESSAGE may name.
