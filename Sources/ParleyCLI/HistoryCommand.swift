@@ -157,13 +157,13 @@ struct HistoryCommand: AsyncParsableCommand, LoggingCommand {
         }
         var configuration = try ParleyClient.Configuration(server: server, retry: retry.policy)
         configuration.security = try transport.security(defaultKnownServers: nil)
-        let query = self.query
+        let first = query
         try await withParleyClient(configuration: configuration, logger: Logger(label: "parley.client")) { client in
             try await client.logOn(userID: user, password: password)
-            var query = query
+            var query = first
             while true {
                 let page = try await client.searchHistory(query)
-                guard let next = try Self.print(page, out: out, all: all) else { return }
+                guard let next = try Self.emit(page, out: out, all: all) else { return }
                 query.cursor = next
             }
         }
@@ -178,13 +178,13 @@ struct HistoryCommand: AsyncParsableCommand, LoggingCommand {
     ) throws {
         var query = query
         while true {
-            guard let next = try print(search(query), out: out, all: all) else { return }
+            guard let next = try emit(search(query), out: out, all: all) else { return }
             query.cursor = next
         }
     }
 
     /// Prints a page; returns the cursor to go on with, or nil when done.
-    private static func print(_ page: HistoryPage, out: Output, all: Bool) throws -> String? {
+    private static func emit(_ page: HistoryPage, out: Output, all: Bool) throws -> String? {
         for entry in page.entries {
             let record = HistoryRecord(entry)
             try out.emit(record, text: record.line)

@@ -12,8 +12,8 @@ public enum HistoryKind: String, Hashable, Sendable, Codable, CaseIterable {
 
 /// A structured search of message history: every filter given must hold. Never raw SQL.
 ///
-/// Used alike by ``/ParleyClient/ParleyClient/searchHistory(_:)`` (the server's history of the
-/// user's own conversations), `ParleyNode.searchHistory(_:)` (the node's local history) and
+/// Used alike by `ParleyClient.searchHistory(_:)` (the server's history of the user's own
+/// conversations), `ParleyNode.searchHistory(_:)` (the node's local history) and
 /// `ParleyServer.searchHistory(_:)` (everything the server keeps).
 ///
 /// Results come in the order the history recorded them (the order the server accepted the

@@ -195,7 +195,9 @@ public final class ParleyServer: Service, Sendable {
                             }
                         }
                         if let history = context.history {
-                            tasks.addTask { await Self.sweepHistory(history, every: configuration.pruneInterval) }
+                            tasks.addTask { [configuration] in
+                                await Self.sweepHistory(history, every: configuration.pruneInterval)
+                            }
                         }
                         if let adminListener {
                             tasks.addTask { await adminListener.serve(AdminRequestHandler(server: self)) }

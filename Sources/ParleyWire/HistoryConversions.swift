@@ -25,7 +25,7 @@ extension Parley_V1_SearchHistoryRequest {
                 case .exact: .exact
                 }
         }
-        kinds = query.kinds.map(Parley_V1_HistoryKind.init).sorted { $0.rawValue < $1.rawValue }
+        kinds = query.kinds.map { Parley_V1_HistoryKind($0) }.sorted { $0.rawValue < $1.rawValue }
         delivery =
             switch query.delivery {
             case .any: .any
@@ -115,7 +115,7 @@ extension Parley_V1_HistoryPage {
         converted.reserveCapacity(entries.count)
         for entry in entries {
             let kind: HistoryKind
-            do {
+            do throws(ParleyError) {
                 kind = try entry.kind.kind
             } catch {
                 throw ParleyError(

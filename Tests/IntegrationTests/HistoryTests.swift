@@ -161,13 +161,13 @@ struct HistoryTests {
             try await withTestClients(2, of: server.clientConfiguration) { clients in
                 _ = try await clients[0].register("alice")
                 let bob = try await clients[1].register("bob")
+                // Neither is older than 2 days now (the server's own sweep, at start, keeps both).
                 let now = Date()
-                let old = try await send(.text("old"), from: clients[0], to: bob, sentAt: now - 3 * 86400)
-                let recent = try await send(.text("recent"), from: clients[0], to: bob, sentAt: now - 86400)
-                try await server.server.flushHistory()
+                let old = try await send(.text("old"), from: clients[0], to: bob, sentAt: now - 1.5 * 86400)
+                let recent = try await send(.text("recent"), from: clients[0], to: bob, sentAt: now - 0.5 * 86400)
                 #expect(
                     try await server.server.searchHistory(HistoryQuery()).entries.map(\.messageID) == [recent, old])
-                #expect(try await server.server.sweepHistory(now: now) == 1)
+                #expect(try await server.server.sweepHistory(now: now + 86400) == 1)
                 #expect(try await server.server.searchHistory(HistoryQuery()).entries.map(\.messageID) == [recent])
                 #expect(try await server.server.sweepHistory(now: now + 2 * 86400) == 1)
                 #expect(try await server.server.searchHistory(HistoryQuery()).entries.isEmpty)

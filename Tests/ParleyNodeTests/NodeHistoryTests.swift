@@ -11,14 +11,14 @@ import Testing
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let lan = FakeLAN()
-        var annConfiguration = makeNodeConfiguration(dataDirectory: directory.subdirectory("ann"), name: "ann")
-        annConfiguration.credentials = .init(userID: 2001, password: "unused")
-        var bobConfiguration = makeNodeConfiguration(dataDirectory: directory.subdirectory("bob"), name: "bob")
-        bobConfiguration.credentials = .init(userID: 2002, password: "unused")
-        let ann = try ParleyNode(
-            configuration: annConfiguration, discovery: FakeDiscovery(lan: lan), logger: makeTestLogger("ann"))
-        let bob = try ParleyNode(
-            configuration: bobConfiguration, discovery: FakeDiscovery(lan: lan), logger: makeTestLogger("bob"))
+        func userNode(_ name: String, _ user: UserID) throws -> ParleyNode {
+            var configuration = makeNodeConfiguration(dataDirectory: directory.subdirectory(name), name: name)
+            configuration.credentials = .init(userID: user, password: "unused")
+            return try ParleyNode(
+                configuration: configuration, discovery: FakeDiscovery(lan: lan), logger: makeTestLogger(name))
+        }
+        let ann = try userNode("ann", 2001)
+        let bob = try userNode("bob", 2002)
         try await withRunningNode(ann) { annEvents in
             try await withRunningNode(bob) { bobEvents in
                 try await annEvents.wait("bob on the LAN, linked") { $0.isLinked(to: bob.nodeID) }

@@ -20,7 +20,7 @@ final class HistoryFamily: RequestFamily {
         let query = try request.query()
         // What fits in one answer beside the entries' own fields.
         let budget = session.server.configuration.maximumFrameSize - 4096
-        session.query(frame) { _ throws(ParleyError) in
+        session.query(frame) { _ throws(ParleyError) -> Parley_V1_HistoryPage in
             // A search sees every message accepted before it (history is written in the background).
             history.waitForPendingWrites()
             return Parley_V1_HistoryPage(try history.store.search(query, participant: user, budget: budget))
