@@ -21,7 +21,7 @@ private func withTemporaryHistory<T>(_ body: (_ store: HistoryStore, _ path: Str
 
 @Suite("History store")
 struct HistoryStoreTests {
-    static let words = [
+    static let vocabulary = [
         "invoice", "Café", "cafe", "meeting", "Réunion", "deploy", "deployment", "Zürich", "lunch", "ready",
         "budget", "NOON", "review", "ship", "it",
     ]
@@ -41,7 +41,7 @@ struct HistoryStoreTests {
         return (0..<count).map { index in
             let kind: HistoryKind = index % 10 == 9 ? .binary : index % 10 == 8 ? .file : .text
             let text = (0..<Int.random(in: 1...6, using: &generator))
-                .map { _ in words.randomElement(using: &generator) ?? "" }
+                .map { _ in vocabulary.randomElement(using: &generator) ?? "" }
                 .joined(separator: index % 3 == 0 ? ", " : " ")
             return HistoryEntry(
                 messageID: MessageID(UInt64(index + 1)),
@@ -154,6 +154,7 @@ struct HistoryStoreTests {
             #expect(throws: ParleyError.self) { try store.search(HistoryQuery(cursor: "h1.zz-")) }
             do {
                 _ = try store.search(HistoryQuery(cursor: "elsewhere"))
+                Issue.record("a foreign cursor was taken")
             } catch let error as ParleyError {
                 #expect(error.code == .invalidHistoryCursor)
             }
@@ -197,11 +198,5 @@ struct HistoryStoreTests {
                 #expect(error.code == .storageError)
             }
         }
-    }
-}
-
-extension Date {
-    fileprivate var roundedToMilliseconds: Date {
-        Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded() / 1000)
     }
 }
