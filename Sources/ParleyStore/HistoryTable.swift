@@ -177,7 +177,16 @@ enum HistoryTable {
         if let filter = query.text {
             let folded = filter.text.historyFolded
             let match = Self.ftsExpression(filter)
-            if let match {
+            let narrowed =
+                participant != nil || !query.senders.isEmpty || !query.recipients.isEmpty
+                || !query.conversationWith.isEmpty
+            if let match, narrowed {
+                // A user's rows drive the search (measured 4 times faster than scanning the
+                // word's matches for that user's): the matches are listed once, and `+` keeps
+                // SQLite from turning the list into rowid lookups.
+                conditions.append("+h.id IN (SELECT rowid FROM history_text WHERE history_text MATCH ?)")
+                arguments.append(match)
+            } else if let match {
                 // The full-text index drives the search, in rowid order, so a page stops early.
                 from = "history_text JOIN history AS h ON h.id = history_text.rowid"
                 orderColumn = "history_text.rowid"
