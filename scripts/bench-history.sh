@@ -11,6 +11,7 @@
 #   ./scripts/bench-history.sh                      # 4 pairs of 300,000 messages; 1,000,000 archived
 #   RUNS=2 MESSAGES=200000 SEARCH_MESSAGES=100000 ./scripts/bench-history.sh
 #   SKIP_THROUGHPUT=1 ./scripts/bench-history.sh    # the search measurement only
+#   SKIP_SEARCH=1 PARLEY=.build/debug/parley ./scripts/bench-history.sh   # throughput only, this binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-4}
@@ -18,8 +19,12 @@ CLIENTS=${CLIENTS:-100}
 MESSAGES=${MESSAGES:-300000}
 SEARCH_MESSAGES=${SEARCH_MESSAGES:-1000000}
 
-swift build -c release --product parley >/dev/null
-parley="$PWD/.build/release/parley"
+if [ -n "${PARLEY:-}" ]; then
+    parley=$(realpath "$PARLEY")
+else
+    swift build -c release --product parley >/dev/null
+    parley="$PWD/.build/release/parley"
+fi
 work=$(mktemp -d /tmp/parley-bench-history.XXXXXX)
 server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -28,7 +33,8 @@ trap cleanup EXIT
 run() { # run NAME [server args...]: one throughput run, its JSON report appended to $work/NAME.jsonl
     local name=$1; shift
     rm -rf "$work/data"
-    "$parley" server --host 127.0.0.1 --port 0 --data "$work/data" --log-level error --insecure-plaintext "$@" \
+    "$parley" server --host 127.0.0.1 --port 0 --data "$work/data" --log-level error --insecure-plaintext \
+        --password-cost "${PASSWORD_COST:-14}" "$@" \
         >"$work/server.out" 2>"$work/server.log" &
     server_pid=$!
     for _ in $(seq 1 300); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
@@ -73,5 +79,7 @@ print(f"throughput change with history on: {change * 100:+.1f} % (aim: no worse 
 PY
 fi
 
-echo "== history search: $SEARCH_MESSAGES messages archived"
-"$parley" bench-history --messages "$SEARCH_MESSAGES" --data "$work/search"
+if [ -z "${SKIP_SEARCH:-}" ]; then
+    echo "== history search: $SEARCH_MESSAGES messages archived"
+    "$parley" bench-history --messages "$SEARCH_MESSAGES" --data "$work/search"
+fi
