@@ -29,7 +29,8 @@ struct ParleyCommand: AsyncParsableCommand {
             ChatCommand.self,
             ContactsCommand.self, StatusCommand.self, WatchCommand.self,
             InvokeCommand.self,
-            BenchCommand.self,
+            HistoryCommand.self,
+            BenchCommand.self, HistoryBenchCommand.self,
             CampaignClientCommand.self,
             NodeCommand.self, PeersCommand.self, OutboxCommand.self, UnpinCommand.self,
         ]

@@ -133,6 +133,12 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss (default normal).")
     var durability: DurabilityArgument?
 
+    @Option(
+        name: .customLong("history-days"),
+        help: "Keep message history for this many days, searchable with parley history (default: no history)."
+    )
+    var historyDays: Int?
+
     /// Applies a changed configuration to the running server, and says what needs a restart.
     private static func reload(
         _ server: ParleyServer,
@@ -193,6 +199,7 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         set("heartbeat", heartbeat.map { .double($0) })
         set("idleTimeout", idleTimeout.map { .double($0) })
         set("durability", durability.map { .string($0.rawValue) })
+        set("historyDays", historyDays.map { .int($0) })
         set("maxFileSize", maximumFileSize.map { .int($0) })
         set("transferQuota", transferQuota.map { .int($0) })
         set("transferRetention", transferRetention.map { .double($0) })

@@ -30,6 +30,8 @@ struct ServerSettings {
     var heartbeat = 30.0
     var idleTimeout = 90.0
     var durability = "normal"
+    /// Days of message history to keep; nil keeps none.
+    var historyDays: Int?
     var logLevel = "info"
     /// The admin socket's path; nil for `admin.sock` in `data`, "off" for none.
     var adminSocket: String?
@@ -43,6 +45,7 @@ struct ServerSettings {
         "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
         "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
         "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel", "adminSocket",
+        "historyDays",
         "maxFileSize", "transferQuota", "transferRetention",
     ]
 
@@ -80,6 +83,7 @@ struct ServerSettings {
         try value.double("heartbeat").map { settings.heartbeat = $0 }
         try value.double("idleTimeout").map { settings.idleTimeout = $0 }
         try value.string("durability").map { settings.durability = $0 }
+        settings.historyDays = try value.int("historyDays")
         try value.string("logLevel").map { settings.logLevel = $0 }
         settings.adminSocket = try value.string("adminSocket")
         try value.int("maxFileSize").map { settings.maxFileSize = $0 }
@@ -105,6 +109,7 @@ struct ServerSettings {
         try check(eventLoops >= 1, "eventLoops must be at least 1")
         try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
         try check(["normal", "full"].contains(durability), "durability must be normal or full")
+        try check(historyDays.map { (1...36_500).contains($0) } ?? true, "historyDays must be 1...36500")
         try check(maxFileSize >= 0, "maxFileSize must be at least 0")
         try check(transferQuota >= 0, "transferQuota must be at least 0")
         try check(transferRetention > 0, "transferRetention must be positive")
@@ -158,6 +163,7 @@ struct ServerSettings {
         configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000))
         configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         configuration.durability = durability == "full" ? .full : .normal
+        configuration.historyDays = historyDays
         configuration.maximumFileSize = UInt64(maxFileSize)
         configuration.transferQuota = UInt64(transferQuota)
         configuration.transferRetention = .milliseconds(Int64(transferRetention * 1000))

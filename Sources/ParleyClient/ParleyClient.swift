@@ -278,6 +278,7 @@ public final class ParleyClient: Sendable {
             hello.agent = configuration.agent
             hello.capabilities = [
                 WireProtocol.presenceCapability, WireProtocol.commandsCapability, WireProtocol.filesCapability,
+                WireProtocol.historyCapability,
             ]
             let ok: Parley_V1_HelloOk = try await connection.request(
                 .hello,

@@ -99,6 +99,12 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A reply to a command that no longer waits (it timed out, or its sender left).
         public static let commandNotPending = Code(wireValue: 84)
 
+        // Message history (90-99)
+        /// The server keeps no message history (it is off: `parley server --history-days N`
+        /// turns it on).
+        public static let historyUnavailable = Code(wireValue: 90)
+        /// A history cursor that is not one the server (or node) gave.
+        public static let invalidHistoryCursor = Code(wireValue: 91)
         // File and stream transfer (100-109, docs/PROTOCOL.md section 26)
         /// The server holds no such transfer, or it is not the requester's.
         public static let transferNotFound = Code(wireValue: 100)
@@ -136,9 +142,9 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             .serverApplicationUnavailable, .messageRejected, .tooManyConnections, .shuttingDown, .idleTimeout,
             .slowConsumer, .kicked, .internalError, .storageError, .pinnedKeyMismatch, .contactNotFound,
             .tooManyContacts, .invalidPresence, .contactRefused, .noHandler, .commandFailed, .recipientOffline,
-            .commandTimedOut, .commandNotPending, .transferNotFound, .fileTooLarge, .transferQuotaExceeded,
-            .transferOffsetMismatch, .transferHashMismatch, .transferRefused, .invalidFileName, .transferNotReady,
-            .notConnected, .timedOut, .cancelled,
+            .commandTimedOut, .commandNotPending, .historyUnavailable, .invalidHistoryCursor, .transferNotFound,
+            .fileTooLarge, .transferQuotaExceeded, .transferOffsetMismatch, .transferHashMismatch, .transferRefused,
+            .invalidFileName, .transferNotReady, .notConnected, .timedOut, .cancelled,
             .serverNotTrusted,
         ]
 
@@ -183,6 +189,8 @@ public struct ParleyError: Error, Hashable, Sendable, CustomStringConvertible {
             case 82: "recipient-offline"
             case 83: "command-timed-out"
             case 84: "command-not-pending"
+            case 90: "history-unavailable"
+            case 91: "invalid-history-cursor"
             case 100: "transfer-not-found"
             case 101: "file-too-large"
             case 102: "transfer-quota-exceeded"

@@ -33,7 +33,7 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` when a direct message finds the event buffer full
     ///   (it is not acknowledged and comes again) or the registry cannot record it.
     func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) async throws(ParleyError) {
-        let (registry, events, logger) = (self.registry, eventQueue, self.logger)
+        let (registry, events, logger, user) = (self.registry, eventQueue, self.logger, ownUser)
         try await registryQueue.run { () throws(ParleyError) in
             // A direct message is refused unacknowledged while the reader lags (its sender tries
             // again); one from the server was taken only once there was room (consume).
@@ -47,6 +47,9 @@ extension ParleyNode {
                 logger.debug("dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
                 return
             }
+            // history: received
+            Self.recordHistory(
+                [Self.receivedEntry(message, recipient: user, route: route)], in: registry, logger: logger)
             // Offered on this queue, right after the commit: events come in inbox order.
             events.offer(.messageReceived(message, from: node, route: route), inboxSequence: sequence, pastLimit: true)
         }

@@ -38,6 +38,7 @@ extension ParleyNode {
         await sendLocks.unlock(recipient)
         let route = try result.get()
         noteRoute(route, for: recipient)
+        recordSent(body, to: recipient, id: id, sentAt: Date(), route: route)  // history: sent
         return SendResult(messageID: id, route: route)
     }
 
@@ -333,6 +334,8 @@ extension ParleyNode {
                         if route == .queued { return true }
                         outcome = route.rawValue
                         noteRoute(route, for: recipient)
+                        // history: the queued message left by this route
+                        recordSent(body, to: recipient, id: message.messageID, sentAt: message.createdAt, route: route)
                     } catch {
                         // Storage errors are this node's trouble: the entry stays for the next flush.
                         if error.code == .storageError { throw error }

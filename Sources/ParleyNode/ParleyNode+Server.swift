@@ -120,6 +120,7 @@ extension ParleyNode {
                 }
             case .deliveryReceipt(let receipt):
                 eventQueue.offer(.deliveryReceipt(receipt))
+                recordReceipt(receipt)  // history: delivered
                 do {
                     try registry.confirmReceipt(recipient: receipt.recipient, messageID: receipt.messageID)
                 } catch {

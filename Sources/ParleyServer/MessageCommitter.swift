@@ -103,6 +103,8 @@ final class MessageCommitter: Sendable {
     private let queue = Mutex(Queue())
     private let logger: Logger
     private let registry: SessionRegistry
+    /// Called with every round's new deliveries (the message history's hook); nil: nothing to call.
+    private let accepted: (@Sendable ([LiveDelivery]) -> Void)?
     private let acknowledged: @Sendable ([AcknowledgedMessage]) -> Void
     private let metrics: ServerMetrics?
     /// Most items written per transaction, so one huge burst cannot delay answers for long.
@@ -113,12 +115,14 @@ final class MessageCommitter: Sendable {
         logger: Logger,
         metrics: ServerMetrics? = nil,
         registry: SessionRegistry,
+        accepted: (@Sendable ([LiveDelivery]) -> Void)? = nil,
         acknowledged: @escaping @Sendable ([AcknowledgedMessage]) -> Void
     ) {
         self.metrics = metrics
         self.store = store
         self.logger = logger
         self.registry = registry
+        self.accepted = accepted
         self.acknowledged = acknowledged
         self.worker = NIOThreadPool(numberOfThreads: 1)
         worker.start()
@@ -276,6 +280,7 @@ final class MessageCommitter: Sendable {
         }
         metrics?.messagesStored(live.count)
         if !live.isEmpty {
+            accepted?(live)
             let sessions = registry.sessions(for: live.lazy.map(\.recipient))
             for (delivery, session) in zip(live, sessions) {
                 guard let session else { continue }

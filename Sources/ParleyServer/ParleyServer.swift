@@ -108,6 +108,16 @@ public final class ParleyServer: Service, Sendable {
                     deduplicationWindow: configuration.deduplicationWindow
                 )
             )
+            let history = try configuration.historyDays.map { days throws(ParleyError) in
+                HistoryRecorder(
+                    store: try HistoryStore(
+                        path: configuration.historyPath, durability: configuration.durability == .full ? .full : .normal
+                    ),
+                    retention: .seconds(days * 24 * 3600),
+                    capacity: configuration.historyQueueCapacity,
+                    logger: logger
+                )
+            }
             context = ServerContext(
                 configuration: configuration,
                 store: store,
@@ -117,7 +127,8 @@ public final class ParleyServer: Service, Sendable {
                 metrics: metrics,
                 applicationInbox: inbox,
                 hooks: hooks,
-                commands: commands
+                commands: commands,
+                history: history
             )
             channel = try await bind(group: group, context: context)
             if let path = configuration.adminSocketPath, path.utf8.count <= 107 {
@@ -183,6 +194,11 @@ public final class ParleyServer: Service, Sendable {
                                 context.committer.prune()
                                 // File transfers not fetched in time (docs/PROTOCOL.md section 26.7).
                                 _ = try? await context.blocking(on: group.next()) { context.sweepTransfers() }.get()
+                            }
+                        }
+                        if let history = context.history {
+                            tasks.addTask { [configuration] in
+                                await Self.sweepHistory(history, every: configuration.pruneInterval)
                             }
                         }
                         if let adminListener {
@@ -322,6 +338,7 @@ public final class ParleyServer: Service, Sendable {
             try? await connection.close()
         }
         await context.committer.shutdown()
+        await context.history?.shutdown()
         context.pendingCommands.failAll(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
         try? await group.shutdownGracefully()
         state.withLock { $0 = .finished }

@@ -69,6 +69,16 @@ extension ParleyServer {
         /// How often expired message IDs are pruned. Default 1 hour.
         public var pruneInterval: Duration = .seconds(3600)
 
+        /// How many days the server keeps message history (docs/PROTOCOL.md section 25), in its own
+        /// file `history.sqlite` in the data directory, written in the background. nil (the
+        /// default): the server keeps no history and SEARCH_HISTORY fails with
+        /// HISTORY_UNAVAILABLE (90). Must be 1...36,500.
+        public var historyDays: Int?
+        /// The most history items (accepted or acknowledged messages) waiting to be written;
+        /// when the writer falls that far behind, new items are dropped and counted, and the
+        /// message path goes on unslowed. Default 65,536.
+        public var historyQueueCapacity: Int = 65_536
+
         /// Event-loop threads for connections. Default 1 (measured fastest on 2 cores).
         public var eventLoopThreads: Int = 1
         /// Threads for SQLite reads and password hashing. Default 2.
@@ -169,6 +179,10 @@ extension ParleyServer {
             URL(fileURLWithPath: dataDirectory).appendingPathComponent("parley-server.sqlite").path
         }
 
+        var historyPath: String {
+            URL(fileURLWithPath: dataDirectory).appendingPathComponent("history.sqlite").path
+        }
+
         var link: LinkConfiguration {
             LinkConfiguration(
                 maximumFrameSize: maximumFrameSize,
@@ -197,6 +211,8 @@ extension ParleyServer {
                 "passwordCost: 128 * 2^log2N * blockSize * parallelism must be at most 1 GiB"
             )
             try check(idleTimeout > heartbeatInterval, "idleTimeout must be longer than heartbeatInterval")
+            if let historyDays { try check((1...36_500).contains(historyDays), "historyDays must be 1...36500") }
+            try check(historyQueueCapacity >= 1, "historyQueueCapacity must be at least 1")
             try check(applicationDecisionTimeout > .zero, "applicationDecisionTimeout must be positive")
             try check(transferChunkSize >= 256, "transferChunkSize must be at least 256")
             try check(transferRetention > .zero, "transferRetention must be positive")

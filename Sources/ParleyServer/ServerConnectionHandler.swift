@@ -108,7 +108,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let contacts = ContactsFamily()
         return (
             messages, contacts,
-            [AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily(), TransfersFamily()]
+            [
+                AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily(), HistoryFamily(),
+                TransfersFamily(),
+            ]
         )
     }
 
@@ -416,6 +419,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             (negotiatedPresence ? [WireProtocol.presenceCapability] : [])
             + (negotiatedCommands ? [WireProtocol.commandsCapability] : [])
             + (negotiatedFiles ? [WireProtocol.filesCapability] : [])
+            // history: listed when the client asks and the server keeps history (section 25).
+            + (server.history != nil && hello.capabilities.contains(WireProtocol.historyCapability)
+                ? [WireProtocol.historyCapability] : [])
         ok.agent = "parley-swift/\(ParleyServer.version)"
         ok.maxFrameSize = UInt32(clamping: configuration.maximumFrameSize)
         ok.heartbeatIntervalMs = configuration.heartbeatInterval.wireMilliseconds

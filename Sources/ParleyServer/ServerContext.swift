@@ -30,6 +30,8 @@ final class ServerContext: Sendable {
     let commands: ServerCommands
     /// Commands waiting for a reply, with their deadlines (docs/PROTOCOL.md section 24).
     let pendingCommands = CommandTable()
+    /// Writes message history in the background; nil when the server keeps none.
+    let history: HistoryRecorder?
 
     init(
         configuration: ParleyServer.Configuration,
@@ -40,8 +42,10 @@ final class ServerContext: Sendable {
         metrics: ServerMetrics,
         applicationInbox: ApplicationInbox,
         hooks: ApplicationHooks = ApplicationHooks(application: nil),
-        commands: ServerCommands = ServerCommands()
+        commands: ServerCommands = ServerCommands(),
+        history: HistoryRecorder? = nil
     ) {
+        self.history = history
         self.hooks = hooks
         self.metrics = metrics
         self.commands = commands
@@ -58,12 +62,36 @@ final class ServerContext: Sendable {
             logger: logger,
             metrics: metrics,
             registry: registry,
+            accepted: Self.historyOfAccepted(history),
             acknowledged: { acknowledged in
+                // history: deliveries acknowledged by their recipients, recorded in the background.
+                if let history {
+                    history.delivered(
+                        acknowledged.lazy.map {
+                            (sender: $0.sender, messageID: $0.messageID, recipient: $0.recipient, at: $0.acknowledgedAt)
+                        })
+                }
                 for ack in acknowledged where ack.wantsReceipt {
                     registry.session(for: ack.sender)?.execute { $0.deliveryReceipt(ack) }
                 }
             }
         )
+    }
+
+    /// The committer's hook for new deliveries: records them in `history`, if there is one.
+    private static func historyOfAccepted(
+        _ history: HistoryRecorder?
+    ) -> (@Sendable ([MessageCommitter.LiveDelivery]) -> Void)? {
+        guard let history else { return nil }
+        return { deliveries in
+            // history: messages accepted (stored for these recipients), recorded in the background.
+            history.accepted(
+                deliveries.lazy.map {
+                    HistoryRecorder.Accepted(
+                        sender: $0.message.sender, recipient: $0.recipient, messageID: $0.message.messageID,
+                        sentAt: $0.message.sentAt, isText: $0.message.isText, body: $0.message.body)
+                })
+        }
     }
 
     /// A number for a new connection, unique while the server runs.

@@ -212,6 +212,11 @@ extension NodeRegistry {
             )
         }
 
+        // Message history (NodeRegistry+History.swift): what this node sent and received on
+        // every route, with the route, and its full-text index; the same table as the server's
+        // history file (HistoryTable).
+        migrator.registerMigration("v6-node-history") { db in try HistoryTable.create(db) }
+
         return migrator
     }()
 }

@@ -42,6 +42,8 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let sendCommand = FrameType(rawValue: 0x0050)
     public static let commandReply = FrameType(rawValue: 0x0051)
 
+    // Message history (docs/PROTOCOL.md section 25)
+    public static let searchHistory = FrameType(rawValue: 0x0060)
     // File and stream transfer (docs/PROTOCOL.md section 26)
     public static let transferStart = FrameType(rawValue: 0x0070)
     public static let transferChunk = FrameType(rawValue: 0x0071)
@@ -103,6 +105,7 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .sendCommand: base = "SEND_COMMAND"
         case .commandReply: base = "COMMAND_REPLY"
         case .command: base = "COMMAND"
+        case .searchHistory: base = "SEARCH_HISTORY"
         case .peerCommand: base = "PEER_COMMAND"
         case .message: base = "MESSAGE"
         case .deliveryReceipt: base = "DELIVERY_RECEIPT"

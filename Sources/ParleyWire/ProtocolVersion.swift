@@ -8,6 +8,9 @@ public enum WireProtocol {
     public static let presenceCapability = "presence"
     /// The HELLO capability for custom commands (docs/PROTOCOL.md section 24).
     public static let commandsCapability = "commands"
+    /// The HELLO capability for message history (docs/PROTOCOL.md section 25): the server keeps
+    /// history and answers SEARCH_HISTORY.
+    public static let historyCapability = "history"
     /// The HELLO capability for file transfer events (docs/PROTOCOL.md section 26).
     public static let filesCapability = "files"
     /// The default maximum frame size (length field value): 1 MiB.

@@ -608,6 +608,60 @@ def main() -> int:
         caller.close()
         callee.close()
 
+    # --- Message history (section 25; run.sh starts the server with --history-days) ----------
+    with step("message history"):
+        h1 = connect()
+        ok = h1.hello(capabilities=["history"])
+        check("HELLO_OK lists the history capability", ok["capabilities"] == ["history"], ok)
+        answer = h1.request_frame(p.SEARCH_HISTORY, {}, request_id=95)
+        expect_error("guest SEARCH_HISTORY -> ERROR 6 NOT_LOGGED_ON", answer, 6, 95)
+        writer_id = h1.register(f"historian-{suffix}", "pw")["user"]["user_id"]
+        h2 = connect()
+        h2.hello()
+        reader_id = h2.register(f"reader-{suffix}", "pw")["user"]["user_id"]
+        h3 = connect()
+        h3.hello()
+        h3.register(f"outsider-{suffix}", "pw")
+        sent = []
+        for text in ("Your INVOICE for March", "lunch at noon?", "the invoice, again", "Café Über"):
+            message_id, results = h1.send_message([reader_id], text, want_receipt=True)
+            sent.append(message_id)
+        received = [h2.next_event(types=(p.MESSAGE,)) for _ in sent]
+        h2.ack([(writer_id, e.fields()["message_id"]) for e in received[:2]])
+        # The receipts come once the acknowledgements are recorded (and so in the history).
+        receipts = {h1.next_event(types=(p.DELIVERY_RECEIPT,)).fields()["message_id"] for _ in range(2)}
+        check("the first two messages are acknowledged", receipts == set(sent[:2]), receipts)
+        page = h1.search_history(conversation_with=[reader_id], text="invoice")
+        check("contains (case-insensitive) finds the two messages with the word, newest first",
+              [e["message_id"] for e in page["entries"]] == [sent[2], sent[0]] and page["next_cursor"] == "", page)
+        first = page["entries"][-1] if page["entries"] else {}
+        check("an entry carries sender, recipient, kind TEXT, body and the delivery time",
+              first.get("sender") == writer_id and first.get("recipient") == reader_id
+              and first.get("kind") == p.HISTORY_KIND_TEXT and first.get("body") == b"Your INVOICE for March"
+              and first.get("delivered_at_ms", 0) > 0, first)
+        page = h2.search_history(text="cafe uber", text_match=p.TEXT_MATCH_CONTAINS)
+        check("diacritics are ignored", [e["message_id"] for e in page["entries"]] == [sent[3]], page)
+        page = h2.search_history(text="LUNCH AT", text_match=p.TEXT_MATCH_PREFIX)
+        check("prefix", [e["message_id"] for e in page["entries"]] == [sent[1]], page)
+        page = h2.search_history(delivery=p.DELIVERY_FILTER_UNDELIVERED, oldest_first=True)
+        check("undelivered, oldest first", [e["message_id"] for e in page["entries"]] == sent[2:], page)
+        seen, cursor = [], ""
+        for _ in range(5):
+            page = h2.search_history(limit=3, cursor=cursor)
+            seen += [e["message_id"] for e in page["entries"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        check("paging with the cursor, 3 at a time, gives every entry once, newest first",
+              seen == list(reversed(sent)), seen)
+        page = h3.search_history(conversation_with=[reader_id])
+        check("another user's conversation is not visible", page["entries"] == [], page)
+        answer = h2.request_frame(p.SEARCH_HISTORY, {"cursor": "forged"})
+        expect_error("a forged cursor -> INVALID_HISTORY_CURSOR", answer, 91, answer.request_id)
+        answer = h2.request_frame(p.SEARCH_HISTORY, {"text": "x" * 1025})
+        expect_error("a 1,025-byte text -> INVALID_REQUEST", answer, 5, answer.request_id)
+        for connection in (h1, h2, h3):
+            connection.close()
     # --- File and stream transfer (section 26) ------------------------------------------------
     with step("file transfer"):
         sender = connect()

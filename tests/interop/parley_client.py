@@ -52,6 +52,8 @@ PRESENCE = 0x0110
 SEND_COMMAND = 0x0050
 COMMAND_REPLY = 0x0051
 COMMAND = 0x0120
+# Message history (section 25)
+SEARCH_HISTORY = 0x0060
 # File and stream transfer (section 26)
 TRANSFER_START = 0x0070
 TRANSFER_CHUNK = 0x0071
@@ -115,6 +117,8 @@ META_OF_TYPE = {
     COMMAND_REPLY: "CommandReply",
     COMMAND_REPLY | RESPONSE_BIT: "Empty",
     COMMAND: "CommandEvent",
+    SEARCH_HISTORY: "SearchHistoryRequest",
+    SEARCH_HISTORY | RESPONSE_BIT: "HistoryPage",
     TRANSFER_START: "TransferStart",
     TRANSFER_START | RESPONSE_BIT: "TransferState",
     TRANSFER_CHUNK: "TransferChunk",
@@ -141,6 +145,7 @@ TYPE_NAMES = {
     SESSION_REPLACED: "SESSION_REPLACED", GET_CONTACTS: "GET_CONTACTS", ADD_CONTACT: "ADD_CONTACT",
     UPDATE_CONTACT: "UPDATE_CONTACT", REMOVE_CONTACT: "REMOVE_CONTACT", SET_PRESENCE: "SET_PRESENCE",
     PRESENCE: "PRESENCE", SEND_COMMAND: "SEND_COMMAND", COMMAND_REPLY: "COMMAND_REPLY", COMMAND: "COMMAND",
+    SEARCH_HISTORY: "SEARCH_HISTORY",
     TRANSFER_START: "TRANSFER_START", TRANSFER_CHUNK: "TRANSFER_CHUNK", TRANSFER_END: "TRANSFER_END",
     TRANSFER_READ: "TRANSFER_READ", TRANSFER_CLOSE: "TRANSFER_CLOSE", LIST_TRANSFERS: "LIST_TRANSFERS",
     TRANSFER_OFFER: "TRANSFER_OFFER", TRANSFER_STATUS: "TRANSFER_STATUS",
@@ -162,6 +167,9 @@ STATUS_UNSPECIFIED, ACCEPTED_ONLINE, ACCEPTED_OFFLINE, ACCEPTED_SERVER, FAILED =
 PRESENCE_OFFLINE, PRESENCE_ONLINE, PRESENCE_AWAY, PRESENCE_BUSY = 0, 1, 2, 3
 DISPLAY_USER_NAME, DISPLAY_FIRST_NAME, DISPLAY_LAST_NAME, DISPLAY_FULL_NAME, DISPLAY_CUSTOM = 0, 1, 2, 3, 4
 COMMAND_REPLIED, COMMAND_DELIVERED, COMMAND_STORED = 0, 1, 2
+HISTORY_KIND_TEXT, HISTORY_KIND_BINARY, HISTORY_KIND_FILE = 0, 1, 2
+TEXT_MATCH_CONTAINS, TEXT_MATCH_PREFIX, TEXT_MATCH_EXACT = 0, 1, 2
+DELIVERY_FILTER_ANY, DELIVERY_FILTER_DELIVERED, DELIVERY_FILTER_UNDELIVERED = 0, 1, 2
 UPLOADING, READY, CLOSED = 0, 1, 2  # TransferPhase (section 26.3)
 OUTCOME_NONE, COMPLETED, DECLINED, CANCELLED, FAILED_OUTCOME, EXPIRED, DELETED = 0, 1, 2, 3, 4, 5, 6
 
@@ -176,9 +184,9 @@ ERROR_NAMES = {
     41: "SHUTTING_DOWN", 42: "IDLE_TIMEOUT", 43: "SLOW_CONSUMER", 44: "KICKED", 50: "INTERNAL_ERROR", 51: "STORAGE_ERROR",
     70: "CONTACT_NOT_FOUND", 71: "TOO_MANY_CONTACTS", 72: "INVALID_PRESENCE", 73: "CONTACT_REFUSED",
     80: "NO_HANDLER", 81: "COMMAND_FAILED", 82: "RECIPIENT_OFFLINE", 83: "COMMAND_TIMED_OUT",
-    84: "COMMAND_NOT_PENDING", 100: "TRANSFER_NOT_FOUND", 101: "FILE_TOO_LARGE", 102: "TRANSFER_QUOTA_EXCEEDED",
-    103: "TRANSFER_OFFSET_MISMATCH", 104: "TRANSFER_HASH_MISMATCH", 105: "TRANSFER_REFUSED",
-    106: "INVALID_FILE_NAME", 107: "TRANSFER_NOT_READY",
+    84: "COMMAND_NOT_PENDING", 90: "HISTORY_UNAVAILABLE", 91: "INVALID_HISTORY_CURSOR", 100: "TRANSFER_NOT_FOUND",
+    101: "FILE_TOO_LARGE", 102: "TRANSFER_QUOTA_EXCEEDED", 103: "TRANSFER_OFFSET_MISMATCH", 104: "TRANSFER_HASH_MISMATCH",
+    105: "TRANSFER_REFUSED", 106: "INVALID_FILE_NAME", 107: "TRANSFER_NOT_READY",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +277,18 @@ SCHEMA: dict[str, dict[int, tuple[str, str, bool]]] = {
                      5: ("timeout_ms", "uint32", False), 6: ("sent_at_ms", "int64", False)},
     "CommandReply": {1: ("command_id", "uint64", False), 2: ("error_code", "uint32", False),
                      3: ("application_code", "uint32", False), 4: ("text", "string", False)},
+    # Section 25.3
+    "SearchHistoryRequest": {1: ("senders", "uint32", True), 2: ("recipients", "uint32", True),
+                             3: ("conversation_with", "uint32", True), 4: ("sent_after_ms", "int64", False),
+                             5: ("sent_before_ms", "int64", False), 6: ("delivered_after_ms", "int64", False),
+                             7: ("delivered_before_ms", "int64", False), 8: ("text", "string", False),
+                             9: ("text_match", "enum", False), 10: ("kinds", "enum", True),
+                             11: ("delivery", "enum", False), 12: ("oldest_first", "bool", False),
+                             13: ("limit", "uint32", False), 14: ("cursor", "string", False)},
+    "HistoryEntry": {1: ("message_id", "uint64", False), 2: ("sender", "uint32", False),
+                     3: ("recipient", "uint32", False), 4: ("kind", "enum", False), 5: ("sent_at_ms", "int64", False),
+                     6: ("delivered_at_ms", "int64", False), 7: ("body", "bytes", False)},
+    "HistoryPage": {1: ("entries", "HistoryEntry", True), 2: ("next_cursor", "string", False)},
     # Section 26.3
     "TransferStart": {1: ("transfer_id", "uint64", False), 2: ("recipient", "uint32", False),
                       3: ("name", "string", False), 4: ("size", "uint64", False), 5: ("stream", "bool", False)},
@@ -812,6 +832,12 @@ class Connection:
         """COMMAND_REPLY with a request ID; returns its answer (COMMAND_REPLY_OK or ERROR)."""
         return self.request_frame(COMMAND_REPLY, {"command_id": command_id, "error_code": error_code,
                                                   "application_code": application_code, "text": text}, payload)
+
+    # -- message history (section 25)
+
+    def search_history(self, **filters: Any) -> dict[str, Any]:
+        """SEARCH_HISTORY with the SearchHistoryRequest fields given; returns the HistoryPage."""
+        return self.request(SEARCH_HISTORY, filters)
 
     def ping(self, nonce: int) -> Frame:
         request_id = self.new_request_id()

@@ -38,7 +38,7 @@ trap cleanup EXIT
 # The server's standard output goes through a FIFO so we can wait for its first line without
 # polling; its standard error (logs) goes to ours, prefixed.
 mkfifo "$scratch/stdout"
-"$parley" server --host 127.0.0.1 --port 0 --data "$data" >"$scratch/stdout" 2> >(sed 's/^/server: /' >&2) &
+"$parley" server --host 127.0.0.1 --port 0 --data "$data" --history-days 30 >"$scratch/stdout" 2> >(sed 's/^/server: /' >&2) &
 server_pid=$!
 exec 3<"$scratch/stdout"
 

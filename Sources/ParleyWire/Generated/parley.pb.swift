@@ -398,6 +398,126 @@ package nonisolated enum Parley_V1_CommandDisposition: SwiftProtobuf.Enum, Swift
 
 }
 
+/// What a history entry holds.
+package nonisolated enum Parley_V1_HistoryKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case text // = 0
+  case binary // = 1
+
+  /// A file transfer: the body is the file's description.
+  case file // = 2
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .text
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .text
+    case 1: self = .binary
+    case 2: self = .file
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .text: return 0
+    case .binary: return 1
+    case .file: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_HistoryKind] = [
+    .text,
+    .binary,
+    .file,
+  ]
+
+}
+
+/// How SearchHistoryRequest.text must match (case- and diacritic-insensitive).
+package nonisolated enum Parley_V1_TextMatch: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+
+  /// The words of `text`, in order, as whole words (full-text search).
+  case contains // = 0
+  case prefix // = 1
+  case exact // = 2
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .contains
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .contains
+    case 1: self = .prefix
+    case 2: self = .exact
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .contains: return 0
+    case .prefix: return 1
+    case .exact: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_TextMatch] = [
+    .contains,
+    .prefix,
+    .exact,
+  ]
+
+}
+
+package nonisolated enum Parley_V1_DeliveryFilter: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
+  case any // = 0
+  case delivered // = 1
+  case undelivered // = 2
+  case UNRECOGNIZED(Int)
+
+  package init() {
+    self = .any
+  }
+
+  package init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .any
+    case 1: self = .delivered
+    case 2: self = .undelivered
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  package var rawValue: Int {
+    switch self {
+    case .any: return 0
+    case .delivered: return 1
+    case .undelivered: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  package static let allCases: [Parley_V1_DeliveryFilter] = [
+    .any,
+    .delivered,
+    .undelivered,
+  ]
+
+}
+
 package nonisolated enum Parley_V1_TransferPhase: SwiftProtobuf.Enum, Swift.CaseIterable {
   package typealias RawValue = Int
   case uploading // = 0
@@ -1436,6 +1556,101 @@ package nonisolated struct Parley_V1_PeerMessage: Sendable {
   package init() {}
 }
 
+/// SEARCH_HISTORY (0x0060) request meta. Every filter given must hold; an absent (empty, 0)
+/// filter holds for every entry. The server adds one more for a user: the user is the entry's
+/// sender or recipient.
+package nonisolated struct Parley_V1_SearchHistoryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Sent by one of these users.
+  package var senders: [UInt32] = []
+
+  /// Sent to one of these users.
+  package var recipients: [UInt32] = []
+
+  /// Sent by or to one of these users.
+  package var conversationWith: [UInt32] = []
+
+  /// Sent at or after / before, ms since the Unix epoch; 0: no bound.
+  package var sentAfterMs: Int64 = 0
+
+  package var sentBeforeMs: Int64 = 0
+
+  /// Delivered at or after / before; 0: no bound.
+  package var deliveredAfterMs: Int64 = 0
+
+  package var deliveredBeforeMs: Int64 = 0
+
+  /// Empty: no text filter. At most 1024 bytes.
+  package var text: String = String()
+
+  package var textMatch: Parley_V1_TextMatch = .contains
+
+  /// Empty: every kind.
+  package var kinds: [Parley_V1_HistoryKind] = []
+
+  package var delivery: Parley_V1_DeliveryFilter = .any
+
+  /// false: newest first.
+  package var oldestFirst: Bool = false
+
+  /// 0: 50. Values above 1000 are cut to 1000.
+  package var limit: UInt32 = 0
+
+  /// Empty: the first page; else a next_cursor of the same query.
+  package var cursor: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// One message for one recipient.
+package nonisolated struct Parley_V1_HistoryEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var messageID: UInt64 = 0
+
+  package var sender: UInt32 = 0
+
+  package var recipient: UInt32 = 0
+
+  package var kind: Parley_V1_HistoryKind = .text
+
+  /// The sender's clock, ms since the Unix epoch.
+  package var sentAtMs: Int64 = 0
+
+  /// When the recipient acknowledged it; 0: not (yet) delivered.
+  package var deliveredAtMs: Int64 = 0
+
+  /// The text (UTF-8), the bytes, or the file's description.
+  package var body: Data = Data()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// SEARCH_HISTORY answer (0x8060) meta.
+package nonisolated struct Parley_V1_HistoryPage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  package var entries: [Parley_V1_HistoryEntry] = []
+
+  /// Empty: no more entries.
+  package var nextCursor: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 /// TRANSFER_START (0x0070) request meta: start a transfer, or resume the one with this ID.
 package nonisolated struct Parley_V1_TransferStart: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1660,6 +1875,18 @@ nonisolated extension Parley_V1_ContactDisplayRule: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Parley_V1_CommandDisposition: SwiftProtobuf._ProtoNameProviding {
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0COMMAND_REPLIED\0\u{1}COMMAND_DELIVERED\0\u{1}COMMAND_STORED\0")
+}
+
+nonisolated extension Parley_V1_HistoryKind: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0HISTORY_KIND_TEXT\0\u{1}HISTORY_KIND_BINARY\0\u{1}HISTORY_KIND_FILE\0")
+}
+
+nonisolated extension Parley_V1_TextMatch: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TEXT_MATCH_CONTAINS\0\u{1}TEXT_MATCH_PREFIX\0\u{1}TEXT_MATCH_EXACT\0")
+}
+
+nonisolated extension Parley_V1_DeliveryFilter: SwiftProtobuf._ProtoNameProviding {
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DELIVERY_FILTER_ANY\0\u{1}DELIVERY_FILTER_DELIVERED\0\u{1}DELIVERY_FILTER_UNDELIVERED\0")
 }
 
 nonisolated extension Parley_V1_TransferPhase: SwiftProtobuf._ProtoNameProviding {
@@ -3556,6 +3783,196 @@ nonisolated extension Parley_V1_PeerMessage: SwiftProtobuf.Message, SwiftProtobu
     if lhs.recipients != rhs.recipients {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.sentAtMs != rhs.sentAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_SearchHistoryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".SearchHistoryRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}senders\0\u{1}recipients\0\u{3}conversation_with\0\u{3}sent_after_ms\0\u{3}sent_before_ms\0\u{3}delivered_after_ms\0\u{3}delivered_before_ms\0\u{1}text\0\u{3}text_match\0\u{1}kinds\0\u{1}delivery\0\u{3}oldest_first\0\u{1}limit\0\u{1}cursor\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.senders) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.recipients) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.conversationWith) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.sentAfterMs) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.sentBeforeMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.deliveredAfterMs) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.deliveredBeforeMs) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      case 9: try { try decoder.decodeSingularEnumField(value: &self.textMatch) }()
+      case 10: try { try decoder.decodeRepeatedEnumField(value: &self.kinds) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.delivery) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.oldestFirst) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 14: try { try decoder.decodeSingularStringField(value: &self.cursor) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.senders.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.senders, fieldNumber: 1)
+    }
+    if !self.recipients.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.recipients, fieldNumber: 2)
+    }
+    if !self.conversationWith.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.conversationWith, fieldNumber: 3)
+    }
+    if self.sentAfterMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentAfterMs, fieldNumber: 4)
+    }
+    if self.sentBeforeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentBeforeMs, fieldNumber: 5)
+    }
+    if self.deliveredAfterMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.deliveredAfterMs, fieldNumber: 6)
+    }
+    if self.deliveredBeforeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.deliveredBeforeMs, fieldNumber: 7)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 8)
+    }
+    if self.textMatch != .contains {
+      try visitor.visitSingularEnumField(value: self.textMatch, fieldNumber: 9)
+    }
+    if !self.kinds.isEmpty {
+      try visitor.visitPackedEnumField(value: self.kinds, fieldNumber: 10)
+    }
+    if self.delivery != .any {
+      try visitor.visitSingularEnumField(value: self.delivery, fieldNumber: 11)
+    }
+    if self.oldestFirst != false {
+      try visitor.visitSingularBoolField(value: self.oldestFirst, fieldNumber: 12)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 13)
+    }
+    if !self.cursor.isEmpty {
+      try visitor.visitSingularStringField(value: self.cursor, fieldNumber: 14)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_SearchHistoryRequest, rhs: Parley_V1_SearchHistoryRequest) -> Bool {
+    if lhs.senders != rhs.senders {return false}
+    if lhs.recipients != rhs.recipients {return false}
+    if lhs.conversationWith != rhs.conversationWith {return false}
+    if lhs.sentAfterMs != rhs.sentAfterMs {return false}
+    if lhs.sentBeforeMs != rhs.sentBeforeMs {return false}
+    if lhs.deliveredAfterMs != rhs.deliveredAfterMs {return false}
+    if lhs.deliveredBeforeMs != rhs.deliveredBeforeMs {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.textMatch != rhs.textMatch {return false}
+    if lhs.kinds != rhs.kinds {return false}
+    if lhs.delivery != rhs.delivery {return false}
+    if lhs.oldestFirst != rhs.oldestFirst {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.cursor != rhs.cursor {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_HistoryEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".HistoryEntry"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}sender\0\u{1}recipient\0\u{1}kind\0\u{3}sent_at_ms\0\u{3}delivered_at_ms\0\u{1}body\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.sender) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.recipient) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.sentAtMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.deliveredAtMs) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.body) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.messageID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messageID, fieldNumber: 1)
+    }
+    if self.sender != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sender, fieldNumber: 2)
+    }
+    if self.recipient != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recipient, fieldNumber: 3)
+    }
+    if self.kind != .text {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 4)
+    }
+    if self.sentAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentAtMs, fieldNumber: 5)
+    }
+    if self.deliveredAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.deliveredAtMs, fieldNumber: 6)
+    }
+    if !self.body.isEmpty {
+      try visitor.visitSingularBytesField(value: self.body, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_HistoryEntry, rhs: Parley_V1_HistoryEntry) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.sender != rhs.sender {return false}
+    if lhs.recipient != rhs.recipient {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.sentAtMs != rhs.sentAtMs {return false}
+    if lhs.deliveredAtMs != rhs.deliveredAtMs {return false}
+    if lhs.body != rhs.body {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Parley_V1_HistoryPage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".HistoryPage"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}next_cursor\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextCursor) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
+    }
+    if !self.nextCursor.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextCursor, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Parley_V1_HistoryPage, rhs: Parley_V1_HistoryPage) -> Bool {
+    if lhs.entries != rhs.entries {return false}
+    if lhs.nextCursor != rhs.nextCursor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,104 @@
+public import Foundation
+import GRDB
+public import ParleyCore
+
+/// The server's message history, in its own SQLite file (`history.sqlite` in the data
+/// directory), apart from the store-and-forward queue (``ServerStore``): writing history never
+/// takes the queue's write lock, so it cannot slow the acknowledged message path.
+///
+/// One entry per (sender, message ID, recipient), with a full-text index (SQLite FTS5,
+/// `unicode61 remove_diacritics 2`) over the text of text messages and the description of
+/// files. Searches are structured (``/ParleyCore/HistoryQuery``), never raw SQL, and paged with
+/// a cursor. Like ``ServerStore`` it owns its schema (named, append-only migrations from
+/// "v1-history") and every method blocks until SQLite answers.
+public final class HistoryStore: Sendable {
+    /// The name of the history file in the server's data directory.
+    public static let fileName = "history.sqlite"
+
+    /// The database file.
+    public let path: String
+    let database: SQLiteDatabase
+
+    /// Opens the history at `path`, creating the file and its parent directory if needed.
+    ///
+    /// - Parameter durability: SQLite's synchronous mode; history follows the server's.
+    /// - Throws: ``/ParleyCore/ParleyError`` with code `storageError` when the file cannot be
+    ///   created, opened or migrated.
+    public init(path: String, durability: ServerStore.Configuration.Durability = .normal) throws(ParleyError) {
+        self.path = path
+        database = try SQLiteDatabase(
+            path: path, durability: durability, migrator: Self.migrator, description: "the history database")
+    }
+
+    /// The history file's schema. Append-only: register a new migration ("v2-history-…"), never
+    /// edit one.
+    static let migrator: DatabaseMigrator = {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-history") { db in try HistoryTable.create(db) }
+        return migrator
+    }()
+
+    /// Records new entries (one per recipient of a message) and deliveries in one transaction:
+    /// entries first, so a delivery may refer to an entry of the same call. An entry already
+    /// recorded (a resent message) keeps its row; a delivery keeps its first time.
+    public func record(
+        _ entries: [HistoryEntry],
+        delivered: [(sender: UserID, messageID: MessageID, recipient: UserID, at: Date)] = []
+    ) throws(ParleyError) {
+        guard !entries.isEmpty || !delivered.isEmpty else { return }
+        try database.write("recording history") { db in
+            try HistoryTable.insert(entries, into: db)
+            try HistoryTable.markDelivered(delivered, in: db)
+        }
+    }
+
+    /// One page of `query`'s results; with `participant`, only the entries it sent or received.
+    /// A page whose bodies pass `budget` bytes stops early, with a cursor to the rest.
+    ///
+    /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidHistoryCursor` for a cursor this
+    ///   store did not give, `invalidRequest` for a query that breaks the limits.
+    public func search(
+        _ query: HistoryQuery, participant: UserID? = nil, budget: Int = .max
+    ) throws(ParleyError) -> HistoryPage {
+        try query.validate()
+        return try database.read("searching history") { db in
+            try HistoryTable.search(query, participant: participant, budget: budget, in: db)
+        }
+    }
+
+    /// Deletes the entries sent before `cutoff`, in batches of 10,000 (so recording is never
+    /// held up for long). Returns how many it deleted.
+    @discardableResult
+    public func sweep(before cutoff: Date) throws(ParleyError) -> Int {
+        var total = 0
+        while true {
+            let deleted = try database.write("sweeping history") { db in
+                try HistoryTable.sweep(before: cutoff, batch: 10_000, in: db)
+            }
+            total += deleted
+            if deleted < 10_000 { return total }
+        }
+    }
+
+    /// The file's size in bytes with its WAL, after a checkpoint that moves the WAL into it.
+    public func checkpointedSize() throws(ParleyError) -> Int64 {
+        do {
+            try database.pool.writeWithoutTransaction { db in
+                _ = try Row.fetchAll(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+            }
+            var total: Int64 = 0
+            for file in [path, path + "-wal"] where FileManager.default.fileExists(atPath: file) {
+                let attributes = try FileManager.default.attributesOfItem(atPath: file)
+                total += (attributes[.size] as? NSNumber)?.int64Value ?? 0
+            }
+            return total
+        } catch {
+            throw SQLiteDatabase.storageError("measuring the history file", error)
+        }
+    }
+
+    /// How many entries the history holds.
+    public func count() throws(ParleyError) -> Int {
+        try database.read("counting history") { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM history") ?? 0 }
+    }
+}
