@@ -662,6 +662,7 @@ def main() -> int:
         expect_error("a 1,025-byte text -> INVALID_REQUEST", answer, 5, answer.request_id)
         for connection in (h1, h2, h3):
             connection.close()
+
     # --- File and stream transfer (section 26) ------------------------------------------------
     with step("file transfer"):
         sender = connect()
