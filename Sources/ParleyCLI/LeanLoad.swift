@@ -58,13 +58,14 @@ final class LeanLoad: @unchecked Sendable {
 
     // Registration: a bounded number of REGISTERs in flight (the server hashes ~40-65 passwords a second).
     private var nextToRegister = 0
+    private var helloDoneCount = 0
     private var registered = 0
     private static let registrationsInFlight = 32
 
     // The measurement.
     private var start: ContinuousClock.Instant?
     private var cpu: CPUWindow?
-    private(set) var delivered = 0
+    private var delivered = 0
     private var failed = 0
     private var outOfOrder = 0
     private var firstFailure: String?
@@ -99,8 +100,6 @@ final class LeanLoad: @unchecked Sendable {
         }
     }
 
-    fileprivate var helloDoneCount = 0
-
     /// A connection finished its handshake: it may register when its turn comes.
     fileprivate func helloDone() {
         helloDoneCount += 1
@@ -108,7 +107,7 @@ final class LeanLoad: @unchecked Sendable {
     }
 
     private func registerMore() {
-        while nextToRegister < min(helloDoneCount, connections.count),
+        while nextToRegister < helloDoneCount,
             nextToRegister - registered < Self.registrationsInFlight
         {
             let connection = connections[nextToRegister]
