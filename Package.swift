@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ParleyDiscovery", targets: ["ParleyDiscovery"]),
         .library(name: "ParleyAvahi", targets: ["ParleyAvahi"]),
         .library(name: "ParleyNode", targets: ["ParleyNode"]),
+        .library(name: "ParleyTesting", targets: ["ParleyTesting"]),
         .executable(name: "parley", targets: ["ParleyCLI"]),
         .executable(name: "parley-discovery-probe", targets: ["ParleyDiscoveryProbe"]),
     ],
@@ -130,6 +131,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // LAN discovery: the seam (no C), and its Avahi implementation, the only importer of CAvahi.
+        // Helpers of the test targets: child processes started with posix_spawn (Foundation's
+        // Process crashes now and then in this toolchain).
+        .target(name: "ParleyTesting", swiftSettings: strict),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
         .target(name: "ParleyDiscovery", swiftSettings: strict),
         .target(
@@ -199,7 +203,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "LANTests", dependencies: ["ParleyDiscovery", "ParleyAvahi"], swiftSettings: strict),
+        .testTarget(
+            name: "LANTests",
+            dependencies: ["ParleyDiscovery", "ParleyAvahi", "ParleyTesting"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ParleyStoreTests",
             dependencies: ["ParleyCore", "ParleyStore", .product(name: "GRDB", package: "GRDB.swift")],
@@ -227,11 +235,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "CLITests", dependencies: ["ParleyCore"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["ParleyCore", "ParleyTesting"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "ParleyCore", "ParleyWire", "ParleyServer", "ParleyClient", "ParleyLink", "ParleyStore",
+                "ParleyTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

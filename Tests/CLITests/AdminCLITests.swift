@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 @Suite("parley admin", .timeLimit(.minutes(2)))
@@ -137,28 +138,11 @@ struct AdminCLITests {
 
     /// Runs `parley` as the user `nobody` (uid and gid 65534, no groups) to its end.
     private static func asNobody(_ arguments: [String]) async throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        process.arguments =
-            ["--reuid=65534", "--regid=65534", "--clear-groups", ChildProcess.executable.path] + arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = FileHandle.nullDevice
-        let (exits, exited) = AsyncStream.makeStream(of: Void.self)
-        process.terminationHandler = { _ in exited.finish() }
-        try process.run()
-        let reader = Task { output.fileHandleForReading.readDataToEndOfFile() }
-        let errorReader = Task { errors.fileHandleForReading.readDataToEndOfFile() }
-        try await withTimeout(.seconds(30), waitingFor: "`parley \(arguments.joined(separator: " "))` as nobody") {
-            for await _ in exits {}
-        }
-        return CommandResult(
-            termination: process.terminationReason == .exit
-                ? .exit(process.terminationStatus) : .signal(process.terminationStatus),
-            output: String(decoding: await reader.value, as: UTF8.self),
-            errorOutput: String(decoding: await errorReader.value, as: UTF8.self)
+        let (termination, output, errorOutput) = try await SpawnedProcess.run(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", ChildProcess.executable.path] + arguments,
+            timeout: .seconds(30)
         )
+        return CommandResult(termination: termination, output: output, errorOutput: errorOutput)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Synchronization
 import Testing
 
@@ -71,18 +72,8 @@ func withTimeout<T: Sendable>(
     }
 }
 
-/// How a child process ended.
-enum Termination: Sendable, Equatable, CustomStringConvertible {
-    case exit(Int32)
-    case signal(Int32)
-
-    var description: String {
-        switch self {
-        case .exit(let code): "exit \(code)"
-        case .signal(let signal): "signal \(signal)"
-        }
-    }
-}
+/// How a child process ended (the spawning code is shared with the other test targets).
+typealias Termination = ParleyTesting.Termination
 
 /// The built `parley` executable, run as a child process with its output collected.
 ///
@@ -117,8 +108,9 @@ final class ChildProcess: Sendable {
             .appendingPathComponent(".build/debug/parley")
     }()
 
-    /// Where ``write(_:)`` sends; nil when standard input is /dev/null or already written.
-    private let input: FileHandle?
+    private let child: SpawnedProcess
+    /// Whether ``write(_:thenClose:)`` may write to standard input.
+    private let keepsInputOpen: Bool
 
     /// Starts `parley` with `arguments`. `input`, when given, is written to its standard input,
     /// which is then closed unless `keepsInputOpen` (else standard input is /dev/null).
@@ -135,9 +127,6 @@ final class ChildProcess: Sendable {
             )
         }
         self.arguments = arguments
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
         // Every test server makes a new certificate, and a port may come back in a later test:
         // each process trusts on first use from its own empty known-servers file, unless the
         // test names one (--known-servers) or pins the fingerprint.
@@ -145,49 +134,45 @@ final class ChildProcess: Sendable {
         environment["PARLEY_KNOWN_SERVERS"] =
             FileManager.default.temporaryDirectory
             .appendingPathComponent("parley-cli-known-servers-\(UUID().uuidString)").path
-        process.environment = environment.merging(extraEnvironment) { _, new in new }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        let child = try SpawnedProcess(
+            Self.executable.path,
+            arguments,
+            environment: environment.merging(extraEnvironment) { _, new in new },
+            input: input == nil ? .null : .pipe
+        )
+        self.child = child
+        processIdentifier = child.pid
         let termination = self.termination
-        process.terminationHandler = { process in
-            let status = process.terminationStatus
-            let ended: Termination = process.terminationReason == .exit ? .exit(status) : .signal(status)
+        Task {
+            let ended = await child.waitForExit()
             termination.update { $0 = ended }
         }
-        try process.run()
-        processIdentifier = process.processIdentifier
-        Self.collect(stdout.fileHandleForReading, into: standardOutput)
-        Self.collect(stderr.fileHandleForReading, into: standardError)
+        Self.collect(child.standardOutput, into: standardOutput)
+        Self.collect(child.standardError, into: standardError)
+        self.keepsInputOpen = keepsInputOpen
         if let input {
-            try stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
-            if !keepsInputOpen { try stdin.fileHandleForWriting.close() }
+            try child.write(input.utf8)
+            if !keepsInputOpen { child.closeInput() }
         }
-        self.input = keepsInputOpen ? stdin.fileHandleForWriting : nil
     }
 
     /// Writes to standard input (started with `keepsInputOpen`), closing it after when asked.
     func write(_ text: String, thenClose: Bool = false) throws {
-        guard let input else { throw TestFailure("the standard input of `\(commandLine)` is not open") }
-        try input.write(contentsOf: Data(text.utf8))
-        if thenClose { try input.close() }
+        guard keepsInputOpen, child.standardInput != nil else {
+            throw TestFailure("the standard input of `\(commandLine)` is not open")
+        }
+        try child.write(text.utf8)
+        if thenClose { child.closeInput() }
     }
 
     deinit {
         // Never leave a child behind when a test fails half-way.
-        if termination.value == nil { kill(processIdentifier, SIGKILL) }
+        child.signal(SIGKILL)
     }
 
-    private static func collect(_ handle: FileHandle, into stream: Observed<Stream>) {
+    private static func collect(_ descriptor: Int32, into stream: Observed<Stream>) {
         Thread.detachNewThread {
-            while true {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                stream.update { $0.data.append(data) }
-            }
+            SpawnedProcess.readChunks(descriptor) { chunk in stream.update { $0.data.append(contentsOf: chunk) } }
             stream.update { $0.isClosed = true }
         }
     }
@@ -199,7 +184,7 @@ final class ChildProcess: Sendable {
 
     /// Sends a signal (SIGTERM, SIGKILL, ...).
     func signal(_ signal: Int32) {
-        kill(processIdentifier, signal)
+        child.signal(signal)
     }
 
     /// Waits for the first line of standard output that satisfies `predicate`.

@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 /// The examples are complete programs: each must run to its end and say what it promises.
@@ -39,23 +40,8 @@ struct ExampleTests {
     private func runExample(_ name: String) async throws -> String {
         let executable = ChildProcess.executable.deletingLastPathComponent().appendingPathComponent(name)
         try #require(FileManager.default.isExecutableFile(atPath: executable.path), "build \(name) first")
-        let process = Process()
-        process.executableURL = executable
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        let (exits, exited) = AsyncStream.makeStream(of: Void.self)
-        process.terminationHandler = { _ in exited.finish() }
-        try process.run()
-        let reader = Task { pipe.fileHandleForReading.readDataToEndOfFile() }
-        let watchdog = Task {
-            try await Task.sleep(for: .seconds(30))
-            process.terminate()
-        }
-        for await _ in exits {}
-        watchdog.cancel()
-        let output = String(decoding: await reader.value, as: UTF8.self)
-        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(name) failed:\n\(output)")
+        let (termination, output, _) = try await SpawnedProcess.run(executable.path, [], timeout: .seconds(30))
+        #expect(termination == .exit(0), "\(name) failed (\(termination)):\n\(output)")
         return output
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -112,21 +113,13 @@ enum Chromium {
     static func dumpDOM(_ url: String, waitingMilliseconds: Int) async throws -> String {
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("parley-chromium-\(UUID())")
         defer { try? FileManager.default.removeItem(at: profile) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-        process.arguments = [
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile.path)",
-            "--virtual-time-budget=\(waitingMilliseconds)", "--dump-dom", url,
-        ]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") else {
             throw TestFailure("chromium is missing: ./scripts/deps.sh installs it")
         }
-        try process.run()
-        let data = try await Task.detached { try output.fileHandleForReading.readToEnd() ?? Data() }.value
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let arguments = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(profile.path)",
+            "--virtual-time-budget=\(waitingMilliseconds)", "--dump-dom", url,
+        ]
+        return try await SpawnedProcess.run("/usr/bin/chromium", arguments, timeout: .seconds(120)).output
     }
 }

@@ -71,8 +71,11 @@ struct ClientBehaviourTests {
             response.results = [DeliveryResult(recipient: 1001, status: .acceptedOnline, duplicate: true).wire]
             return [.send(Frame(type: FrameType.sendMessage.response, requestID: frame.requestID, message: response))]
         }
-        try await withTestClient(of: server.clientConfiguration) {
-            test in
+        // The request timeout covers the first connect, the lost connection, the reconnect and the
+        // resend: a full CI run (every suite at once on two cores) took more than the default 10 s.
+        var configuration = server.clientConfiguration
+        configuration.retry.requestTimeout = .seconds(45)
+        try await withTestClient(of: configuration) { test in
             let results = try await test.client.send(.text("again"), to: [1001], id: 555)
             #expect(results == [DeliveryResult(recipient: 1001, status: .acceptedOnline, duplicate: true)])
             let sent = server.received.items.filter { $0.frame.type == .sendMessage }

@@ -3,6 +3,7 @@ import Logging
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Testing
 
@@ -116,7 +117,8 @@ struct ShutdownTests {
                         try await Task.sleep(for: .milliseconds(100))
                     }
                     if restarted == nil {
-                        Issue.record("port \(address.port) stayed busy: \(socketsUsing(port: address.port))")
+                        let holders = await socketsUsing(port: address.port)
+                        Issue.record("port \(address.port) stayed busy: \(holders)")
                     }
                     #expect(restarted?.port == address.port)
 
@@ -157,19 +159,13 @@ struct ShutdownTests {
 }
 
 /// What holds a port, for diagnosing a failed re-bind (from `ss`).
-private func socketsUsing(port: Int) -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
-    process.arguments = ["-tanpe"]
-    let pipe = Pipe()
-    process.standardOutput = pipe
+private func socketsUsing(port: Int) async -> String {
+    let output: String
     do {
-        try process.run()
+        output = try await SpawnedProcess.run("/usr/bin/ss", ["-tanpe"], timeout: .seconds(10)).output
     } catch {
         return "ss failed: \(error)"
     }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.contains(":\(port) ") }
+    let lines = output.split(separator: "\n").filter { $0.contains(":\(port) ") }
     return lines.joined(separator: " | ")
 }

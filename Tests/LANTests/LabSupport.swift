@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Synchronization
 import Testing
 
@@ -200,7 +201,7 @@ final class LabProcess: Sendable {
     let name: String
     let started: ContinuousClock.Instant
     let pid: pid_t
-    private let input: Int32
+    private let child: SpawnedProcess
     private let state = Mutex(State())
 
     private struct State {
@@ -221,24 +222,18 @@ final class LabProcess: Sendable {
     init(name: String, arguments: [String], environment: [String: String]) throws {
         self.name = name
         let merged = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let (pid, input, output, errors) = try spawn("/bin/bash", [Lab.script] + arguments, environment: merged)
-        self.pid = pid
-        self.input = input
+        let child = try SpawnedProcess("/bin/bash", [Lab.script] + arguments, environment: merged, input: .pipe)
+        self.child = child
+        self.pid = child.pid
         self.started = .now
-        Thread.detachNewThread { [self] in readLines(output, isStandardError: false) }
-        Thread.detachNewThread { [self] in readLines(errors, isStandardError: true) }
-        Thread.detachNewThread { [self] in reap() }
+        Thread.detachNewThread { [self] in readLines(child.standardOutput, isStandardError: false) }
+        Thread.detachNewThread { [self] in readLines(child.standardError, isStandardError: true) }
+        Task { [self] in ended(await child.waitForExit()) }
     }
 
-    deinit {
-        close(input)
-    }
-
-    private func reap() {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    private func ended(_ termination: Termination) {
         // exit code, or 128 + signal number as a shell reports it
-        let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        let code = termination.shellStatus
         let waiters = state.withLock { state in
             state.exitStatus = code
             defer { state.exitWaiters.removeAll() }
@@ -251,12 +246,8 @@ final class LabProcess: Sendable {
     /// (stdout) or "stderr".
     private func readLines(_ descriptor: Int32, isStandardError: Bool) {
         var buffer: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            buffer.append(contentsOf: chunk[0..<count])
+        SpawnedProcess.readChunks(descriptor) { chunk in
+            buffer.append(contentsOf: chunk)
             while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
                 let lineBytes = Array(buffer[..<newline])
                 buffer.removeSubrange(...newline)
@@ -271,7 +262,6 @@ final class LabProcess: Sendable {
                 deliver(line)
             }
         }
-        close(descriptor)
         let waiters = state.withLock { state -> [Waiter] in
             state.endedStreams += 1
             guard state.endedStreams == 2 else { return [] }
@@ -366,14 +356,16 @@ final class LabProcess: Sendable {
 
     /// Sends one command line to the process's standard input.
     func send(_ line: String) throws {
-        let bytes = Array((line + "\n").utf8)
-        let written = bytes.withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
-        guard written == bytes.count else { throw Lab.CommandError(description: "\(name): stdin write failed") }
+        do {
+            try child.write((line + "\n").utf8)
+        } catch {
+            throw Lab.CommandError(description: "\(name): stdin write failed: \(error)")
+        }
     }
 
     /// SIGTERM (graceful stop), if it still runs.
     func terminate() {
-        if state.withLock({ $0.exitStatus == nil }) { kill(pid, SIGTERM) }
+        child.signal(SIGTERM)
     }
 
     func transcript() -> String {
@@ -394,82 +386,9 @@ func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable 
     }
 }
 
-/// posix_spawn with three pipes (stdin, stdout, stderr); the parent's ends are close-on-exec.
-private func spawn(
-    _ executable: String,
-    _ arguments: [String],
-    environment: [String: String]
-) throws -> (pid: pid_t, input: Int32, output: Int32, errors: Int32) {
-    var pipes: [[Int32]] = []
-    for _ in 0..<3 {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw Lab.CommandError(description: "pipe failed: \(errno)") }
-        // close-on-exec everywhere; dup2 onto 0...2 in the child clears it for the child's copies
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        pipes.append(fds)
-    }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, pipes[0][0], 0)
-    posix_spawn_file_actions_adddup2(&actions, pipes[1][1], 1)
-    posix_spawn_file_actions_adddup2(&actions, pipes[2][1], 2)
-    // Nothing else of the test process may leak into the child: the tests run in parallel, and
-    // an inherited listening socket of another test's server would keep its port busy for as
-    // long as the child lives.
-    // closefrom in the child, so that descriptors other tests open concurrently cannot slip in.
-    guard spawnFileActionsAddCloseFrom(&actions, 3) == 0 else {
-        throw Lab.CommandError(description: "posix_spawn_file_actions_addclosefrom_np failed")
-    }
-
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer {
-        for pointer in argv { free(pointer) }
-        for pointer in envp { free(pointer) }
-    }
-    // A clean signal state: the test runner's threads block signals (libdispatch does), and a
-    // child inherits that mask, so e.g. avahi-publish-service would never see its SIGTERM.
-    var attributes = posix_spawnattr_t()
-    posix_spawnattr_init(&attributes)
-    defer { posix_spawnattr_destroy(&attributes) }
-    var noSignals = sigset_t()
-    sigemptyset(&noSignals)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGQUIT, SIGUSR1, SIGUSR2] {
-        sigaddset(&defaults, signal)
-    }
-    posix_spawnattr_setsigmask(&attributes, &noSignals)
-    posix_spawnattr_setsigdefault(&attributes, &defaults)
-    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-    var pid: pid_t = 0
-    let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-    close(pipes[0][0])
-    close(pipes[1][1])
-    close(pipes[2][1])
-    guard result == 0 else {
-        close(pipes[0][1])
-        close(pipes[1][0])
-        close(pipes[2][0])
-        throw Lab.CommandError(description: "posix_spawn \(executable) failed: \(result)")
-    }
-    return (pid, pipes[0][1], pipes[1][0], pipes[2][0])
-}
-
 /// Seconds with millisecond precision, for reports.
 func seconds(_ duration: Duration) -> String {
     let (whole, atto) = duration.components
     let millis = Double(whole) * 1000 + Double(atto) / 1e15
     return String(format: "%.3f s", millis / 1000)
 }
-
-/// glibc 2.34+ (Debian 12 has 2.36); Swift's Glibc module does not import it because it is a
-/// GNU extension. Two word-sized arguments and an Int32 result: the C and Swift calling
-/// conventions agree on x86_64 and arm64.
-@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func spawnFileActionsAddCloseFrom(
-    _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>,
-    _ lowest: Int32
-) -> Int32
