@@ -48,6 +48,9 @@ struct TestServer: Sendable {
 /// A client configuration for `server` at `address`: TLS, pinned to the server's certificate.
 func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress) -> ParleyClient.Configuration {
     var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
+    // A full CI run starts every suite at once on two cores: a request can wait longer than the
+    // `.local` 10 s there without anything being wrong. No test here waits for a timeout.
+    configuration.retry.requestTimeout = .seconds(30)
     if let fingerprint = server.tlsCertificateFingerprint {
         configuration.security = .tls(.fingerprint(fingerprint))
     } else {
