@@ -7,6 +7,8 @@
 #   ./scripts/bench-ab.sh LABEL [server args of the "on" side...]
 #   RUNS=5 MESSAGES=500000 ./scripts/bench-ab.sh metrics --metrics-address 127.0.0.1:0
 #
+# The generator is `parley bench --lean` (a tenth of a core: it leaves the machine to the server);
+# LEAN=0 uses the ParleyClient-based `parley bench`, which takes a core itself.
 # PARLEY=path uses that binary instead of building; PASSWORD_COST sets the servers' password cost;
 # LOG_MATCH=text prints the "on" server's log lines holding it after each of its runs; AIM=text is
 # printed after the result.
@@ -16,6 +18,7 @@ label=$1; shift
 RUNS=${RUNS:-4}
 CLIENTS=${CLIENTS:-100}
 MESSAGES=${MESSAGES:-300000}
+LEAN=${LEAN:-1}
 
 if [ -n "${PARLEY:-}" ]; then
     parley=$(realpath "$PARLEY")
@@ -38,7 +41,7 @@ run() { # run NAME [server args...]: one throughput run, its JSON report appende
     local address
     address=$(sed -n 's/^listening on //p' "$work/server.out")
     [ -n "$address" ] || { cat "$work/server.log"; exit 1; }
-    "$parley" bench --server "$address" --insecure-plaintext --server-pid "$server_pid" \
+    "$parley" bench $([ "$LEAN" = 1 ] && echo --lean) --server "$address" --insecure-plaintext --server-pid "$server_pid" \
         --clients "$CLIENTS" --messages "$MESSAGES" --size 64 --json >>"$work/$name.jsonl"
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
     if [ "$name" = on ] && [ -n "${LOG_MATCH:-}" ]; then grep -h "$LOG_MATCH" "$work/server.log" || true; fi

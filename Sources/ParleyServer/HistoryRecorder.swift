@@ -10,6 +10,13 @@ import Synchronization
 /// what was acknowledged, and one worker thread of its own writes whatever has accumulated into
 /// the history file (``/ParleyStore/HistoryStore``) in one transaction per round.
 ///
+/// A round gathers for up to ``gatherInterval`` (or until ``maximumBatch`` items wait) before it
+/// writes: large transactions are what make history cheap. Each transaction adds a segment to
+/// the FTS5 index that SQLite later merges, and an acknowledgement that arrives in the same
+/// round as its message becomes the entry's delivery time instead of a second write of the row.
+/// A search never sees the delay: it asks for what is queued to be written first
+/// (``waitForPendingWrites()``), which ends the gathering at once.
+///
 /// The message path never waits for it. The queue is bounded (``capacity`` items); when it is
 /// full the newest items are dropped, counted (``droppedCount``) and logged (at most once per
 /// ``dropLogInterval``), and the message path goes on as if history were off: history is a
@@ -43,6 +50,8 @@ final class HistoryRecorder: Sendable {
         var stopped = false
         var dropped = 0
         var lastDropLog: ContinuousClock.Instant?
+        /// Callers waiting for everything queued to be written: the worker does not gather.
+        var urgent = 0
     }
 
     let store: HistoryStore
@@ -50,8 +59,12 @@ final class HistoryRecorder: Sendable {
     let retention: Duration
     /// The most items waiting to be written; more are dropped.
     let capacity: Int
-    /// Most items written per transaction.
+    /// Most items written per transaction; a round stops gathering when this many wait.
     private let maximumBatch = 8192
+    /// How long a round gathers items before it writes them.
+    private let gatherInterval: TimeInterval = 0.25
+    /// Wakes a gathering worker: the batch is full, or someone waits for the writes.
+    private let wake = NSCondition()
     private let dropLogInterval: Duration = .seconds(10)
     private let queue = Mutex(Queue())
     private let worker = NIOThreadPool(numberOfThreads: 1)
@@ -92,8 +105,9 @@ final class HistoryRecorder: Sendable {
     }
 
     private func enqueue(_ items: some Sequence<Item>) {
-        let (start, logDropped) = queue.withLock { queue -> (Bool, Int?) in
-            guard !queue.stopped else { return (false, nil) }
+        let (start, full, logDropped) = queue.withLock { queue -> (Bool, Bool, Int?) in
+            guard !queue.stopped else { return (false, false, nil) }
+            let before = queue.items.count
             var droppedNow = 0
             for item in items {
                 if queue.items.count < capacity {
@@ -111,9 +125,10 @@ final class HistoryRecorder: Sendable {
                     logDropped = queue.dropped
                 }
             }
-            guard !queue.running, !queue.items.isEmpty else { return (false, logDropped) }
+            let full = before < maximumBatch && queue.items.count >= maximumBatch
+            guard !queue.running, !queue.items.isEmpty else { return (false, full, logDropped) }
             queue.running = true
-            return (true, logDropped)
+            return (true, full, logDropped)
         }
         if let logDropped {
             logger.info(
@@ -122,10 +137,38 @@ final class HistoryRecorder: Sendable {
             )
         }
         if start { worker.submit { [self] _ in drain() } }
+        if full { wakeWorker() }
+    }
+
+    private func wakeWorker() {
+        // Under the condition's lock, so a worker between its check and its wait cannot miss it.
+        wake.lock()
+        wake.signal()
+        wake.unlock()
+    }
+
+    /// Waits until the round has gathered a full batch, someone waits for the writes, or
+    /// ``gatherInterval`` has passed.
+    private func gather() {
+        let deadline = Date(timeIntervalSinceNow: gatherInterval)
+        wake.lock()
+        defer { wake.unlock() }
+        while !queue.withLock({ $0.items.count >= maximumBatch || $0.urgent > 0 || $0.stopped }) {
+            if !wake.wait(until: deadline) { return }
+        }
+    }
+
+    /// Runs `work` with the worker told not to gather meanwhile.
+    private func urgently<T>(_ work: () async throws -> T) async rethrows -> T {
+        queue.withLock { $0.urgent += 1 }
+        wakeWorker()
+        defer { queue.withLock { $0.urgent -= 1 } }
+        return try await work()
     }
 
     private func drain() {
         while true {
+            gather()
             let batch = queue.withLock { queue -> [Item] in
                 let batch = Array(queue.items.prefix(maximumBatch))
                 queue.items.removeFirst(batch.count)
@@ -137,12 +180,26 @@ final class HistoryRecorder: Sendable {
         }
     }
 
+    /// What identifies an entry: one message for one recipient.
+    private struct EntryKey: Hashable {
+        var sender: UserID
+        var messageID: MessageID
+        var recipient: UserID
+    }
+
     private func write(_ batch: [Item]) {
         var entries: [HistoryEntry] = []
+        entries.reserveCapacity(batch.count)
+        // Where each message of this batch is in `entries`: an acknowledgement of a message
+        // accepted in the same batch (an online recipient, the usual case) becomes the entry's
+        // delivery time instead of an UPDATE after the INSERT.
+        var accepted: [EntryKey: Int] = [:]
         var delivered: [(sender: UserID, messageID: MessageID, recipient: UserID, at: Date)] = []
         for item in batch {
             switch item {
             case .accepted(let message):
+                accepted[EntryKey(sender: message.sender, messageID: message.messageID, recipient: message.recipient)] =
+                    entries.count
                 entries.append(
                     HistoryEntry(
                         messageID: message.messageID,
@@ -156,7 +213,11 @@ final class HistoryRecorder: Sendable {
             case .entry(let entry):
                 entries.append(entry)
             case .delivered(let sender, let messageID, let recipient, let at):
-                delivered.append((sender, messageID, recipient, at))
+                if let index = accepted[EntryKey(sender: sender, messageID: messageID, recipient: recipient)] {
+                    if entries[index].deliveredAt == nil { entries[index].deliveredAt = at }
+                } else {
+                    delivered.append((sender, messageID, recipient, at))
+                }
             }
         }
         do {
@@ -184,7 +245,7 @@ final class HistoryRecorder: Sendable {
     /// the drain that writes it (a drain empties the queue before it returns).
     func flush() async {
         do {
-            try await worker.runIfActive {}
+            try await urgently { try await worker.runIfActive {} }
         } catch {
             logger.debug("the history worker has stopped", metadata: ["error": "\(error)"])
         }
@@ -193,6 +254,9 @@ final class HistoryRecorder: Sendable {
     /// Blocks the calling thread (a blocking-pool thread, never an event loop) until everything
     /// queued so far is written, so a search sees every message accepted before it.
     func waitForPendingWrites() {
+        queue.withLock { $0.urgent += 1 }
+        wakeWorker()
+        defer { queue.withLock { $0.urgent -= 1 } }
         let written = DispatchSemaphore(value: 0)
         worker.submit { _ in written.signal() }
         written.wait()
@@ -201,6 +265,7 @@ final class HistoryRecorder: Sendable {
     /// Writes what is queued, then refuses new items.
     func shutdown() async {
         queue.withLock { $0.stopped = true }
+        wakeWorker()
         await flush()
         do {
             try await worker.shutdownGracefully()

@@ -35,19 +35,24 @@ public final class HistoryStore: Sendable {
     static let migrator: DatabaseMigrator = {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-history") { db in try HistoryTable.create(db) }
+        migrator.registerMigration("v2-history-batched-fts") { db in try HistoryTable.dropInsertTrigger(db) }
+        migrator.registerMigration("v3-history-undelivered-index") { db in try HistoryTable.indexUndeliveredRowsOnly(db)
+        }
         return migrator
     }()
 
     /// Records new entries (one per recipient of a message) and deliveries in one transaction:
-    /// entries first, so a delivery may refer to an entry of the same call. An entry already
-    /// recorded (a resent message) keeps its row; a delivery keeps its first time.
+    /// entries first, so a delivery may refer to an entry of the same call. An entry recorded
+    /// again while it is undelivered (a resent message) keeps its row; a delivery keeps its first
+    /// time. An entry recorded again after its delivery is a second row: the server records a
+    /// message once, its message store having dropped resent copies.
     public func record(
         _ entries: [HistoryEntry],
         delivered: [(sender: UserID, messageID: MessageID, recipient: UserID, at: Date)] = []
     ) throws(ParleyError) {
         guard !entries.isEmpty || !delivered.isEmpty else { return }
         try database.write("recording history") { db in
-            try HistoryTable.insert(entries, into: db)
+            try HistoryTable.insert(entries, into: db, uniqueness: .undeliveredRows)
             try HistoryTable.markDelivered(delivered, in: db)
         }
     }

@@ -216,6 +216,8 @@ extension NodeRegistry {
         // every route, with the route, and its full-text index; the same table as the server's
         // history file (HistoryTable).
         migrator.registerMigration("v6-node-history") { db in try HistoryTable.create(db) }
+        // v7 is the node's file transfers (another branch).
+        migrator.registerMigration("v8-node-history-batched-fts") { db in try HistoryTable.dropInsertTrigger(db) }
 
         return migrator
     }()

@@ -42,6 +42,21 @@ struct RawStatement {
         }
     }
 
+    func bindNull(_ index: Int32) {
+        sqlite3_bind_null(handle, index)
+    }
+
+    /// Binds `text` (its UTF-8, copied by SQLite).
+    func bind(_ index: Int32, text: String) {
+        var text = text
+        text.withUTF8 { buffer in
+            // A non-null pointer for empty text too: NULL would bind SQL NULL.
+            let start = UnsafeRawPointer(buffer.baseAddress) ?? UnsafeRawPointer(bitPattern: 1)!
+            _ = sqlite3_bind_text(
+                handle, index, start.assumingMemoryBound(to: CChar.self), Int32(buffer.count), Self.transient)
+        }
+    }
+
     /// Runs a statement that returns no rows, then resets it.
     func execute() throws {
         defer { sqlite3_reset(handle) }

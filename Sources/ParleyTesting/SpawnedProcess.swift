@@ -2,9 +2,9 @@ public import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-    public import Glibc
+    import Glibc
 #elseif canImport(Musl)
-    public import Musl
+    import Musl
 #endif
 
 /// How a child process ended.

@@ -177,8 +177,71 @@ struct HistoryStoreTests {
             old.messageID = 8
             old.sentAt = now - 86400
             try store.record([old])
+            #expect(try store.search(HistoryQuery(text: .init(.contains, "hi"))).entries.count == 2)
+            // Recorded again after its delivery, an entry is a second row (the server's message
+            // store drops resent copies before history sees them; the index holds undelivered rows).
+            var again = entry
+            again.messageID = 9
+            again.deliveredAt = now
+            try store.record([again, again])
+            #expect(
+                try store.search(HistoryQuery(text: .init(.contains, "hi"))).entries.map(\.messageID) == [9, 9, 8, 7])
             #expect(try store.sweep(before: now - 3600) == 1)
-            #expect(try store.search(HistoryQuery()).entries.map(\.messageID) == [7])
+            #expect(try store.search(HistoryQuery()).entries.map(\.messageID) == [9, 9, 7])
+            // The swept entry's words left the full-text index with it.
+            #expect(try store.search(HistoryQuery(text: .init(.contains, "hi"))).entries.map(\.messageID) == [9, 9, 7])
+        }
+    }
+
+    @Test("rows recorded over many calls, resent undelivered ones among them, are each in the full-text index once")
+    func indexAcrossCalls() throws {
+        try withTemporaryHistory { store, _ in
+            // Undelivered: the server keeps one row per entry while it is undelivered.
+            let entries = Self.makeEntries(count: 1200, start: now).map { entry in
+                var entry = entry
+                entry.deliveredAt = nil
+                return entry
+            }
+            var start = 0
+            var size = 1
+            while start < entries.count {
+                let end = min(entries.count, start + size)
+                // Each call also resends the previous call's last entry: it keeps its one row.
+                try store.record((start > 0 ? [entries[start - 1]] : []) + Array(entries[start..<end]))
+                start = end
+                size = size * 2 + 1
+            }
+            #expect(try store.count() == entries.count)
+            for filter: HistoryQuery.TextFilter in [.init(.contains, "invoice"), .init(.contains, "ship it")] {
+                let found = try Self.all(store, HistoryQuery(text: filter)).map(\.messageID)
+                #expect(found == Self.expected(entries, filter), "\(filter)")
+            }
+        }
+    }
+
+    @Test("a history file of the first schema (indexed by a trigger) keeps its words, and new rows are indexed")
+    func upgradeFromTriggerIndexing() throws {
+        try withTemporaryHistory { _, path in
+            // Back to the first schema: the trigger that indexed every row, migration v2 not applied.
+            try withRawDatabase(path) { db in
+                try db.execute(
+                    sql: """
+                        CREATE TRIGGER history_text_insert AFTER INSERT ON history WHEN new.text IS NOT NULL BEGIN
+                            INSERT INTO history_text (rowid, text) VALUES (new.id, new.text);
+                        END;
+                        DELETE FROM grdb_migrations WHERE identifier = 'v2-history-batched-fts';
+                        INSERT INTO history (sender, message_id, recipient, kind, text, sent_at)
+                            VALUES (1000, 1, 1001, 0, 'old invoice', 0);
+                        """
+                )
+            }
+            let reopened = try HistoryStore(path: path)
+            let new = HistoryEntry(
+                messageID: 2, sender: 1000, recipient: 1001, kind: .text, body: Array("new invoice".utf8), sentAt: now)
+            try reopened.record([new])
+            let found = try reopened.search(HistoryQuery(text: .init(.contains, "invoice"), order: .oldestFirst))
+            // Once each: a row indexed by the trigger and again in bulk would be found twice.
+            #expect(found.entries.map(\.messageID) == [1, 2])
         }
     }
 

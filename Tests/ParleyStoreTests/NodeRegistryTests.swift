@@ -48,6 +48,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 migrations == [
                     "v1-cached-nodes", "v1-cached-users", "v1-outbox", "v1-pinned-keys", "v2-node-links",
                     "v3-awaiting-receipt", "v4-node-inbox", "v5-node-contacts", "v6-node-history",
+                    "v8-node-history-batched-fts",
                 ]
             )
             #expect(journalMode == "wal")
