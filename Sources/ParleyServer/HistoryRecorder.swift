@@ -6,16 +6,24 @@ import ParleyCore
 import ParleyStore
 import Synchronization
 
-/// Writes message history in the background: the message path hands it what was accepted and
-/// what was acknowledged, and one worker thread of its own writes whatever has accumulated into
-/// the history file (``/ParleyStore/HistoryStore``) in one transaction per round.
+/// Writes message history in the background, in two steps, so that keeping history costs the
+/// message path little even when the server is saturated:
 ///
-/// A round gathers for up to ``gatherInterval`` (or until ``maximumBatch`` items wait) before it
-/// writes: large transactions are what make history cheap. Each transaction adds a segment to
-/// the FTS5 index that SQLite later merges, and an acknowledgement that arrives in the same
-/// round as its message becomes the entry's delivery time instead of a second write of the row.
-/// A search never sees the delay: it asks for what is queued to be written first
-/// (``waitForPendingWrites()``), which ends the gathering at once.
+/// 1. The message path hands the recorder what was accepted and what was acknowledged; a writer
+///    thread appends whatever has accumulated to the journal (``/ParleyStore/HistoryJournal``,
+///    a table without indexes) in one transaction per round. A round gathers for up to
+///    ``gatherInterval`` (or until ``maximumBatch`` items wait): an acknowledgement that arrives
+///    in the same round as its message becomes the entry's delivery time, one row instead of two.
+/// 2. An indexer thread at the lowest CPU priority (nice 19) moves the journal into the
+///    searchable history (``/ParleyStore/HistoryStore``: the table, its indexes, the FTS5 index),
+///    thousands of rows per transaction. Indexing is most of history's cost (about 10 µs per
+///    message, against about 2 for the journal); at a low priority it takes the time the message
+///    path leaves, so a burst that saturates the server is indexed after it, and the journal (on
+///    disk, not in memory) holds the backlog meanwhile. Under a load that never lets up, the
+///    indexer still gets its share of the CPU from the kernel and the journal grows until it does.
+///
+/// A search never sees either delay: it asks for what is queued to be written first and indexes
+/// what the journal holds itself (``waitForPendingWrites()``), at its caller's priority.
 ///
 /// The message path never waits for it. The queue is bounded (``capacity`` items); when it is
 /// full the newest items are dropped, counted (``droppedCount``) and logged (at most once per
@@ -52,9 +60,17 @@ final class HistoryRecorder: Sendable {
         var lastDropLog: ContinuousClock.Instant?
         /// Callers waiting for everything queued to be written: the worker does not gather.
         var urgent = 0
+        /// The indexer runs (or is about to).
+        var indexing = false
+        /// Rounds appended to the journal: the indexer goes on while this changes.
+        var appended = 0
+        /// Journal rows up to here are in the history: the writer deletes them from the journal.
+        var indexedThrough: Int64 = 0
+        var trimmedThrough: Int64 = 0
     }
 
     let store: HistoryStore
+    let journal: HistoryJournal
     /// How long entries are kept.
     let retention: Duration
     /// The most items waiting to be written; more are dropped.
@@ -68,14 +84,35 @@ final class HistoryRecorder: Sendable {
     private let dropLogInterval: Duration = .seconds(10)
     private let queue = Mutex(Queue())
     private let worker = NIOThreadPool(numberOfThreads: 1)
+    private let indexer = NIOThreadPool(numberOfThreads: 1)
+    /// Journal rows per indexing transaction.
+    private let indexBatch = 8192
     let logger: Logger
 
-    init(store: HistoryStore, retention: Duration, capacity: Int, logger: Logger) {
+    /// Starts the writer and the indexer, which first indexes what a previous run left in the journal.
+    init(
+        store: HistoryStore, journal: HistoryJournal, retention: Duration, capacity: Int, logger: Logger
+    ) throws(ParleyError) {
         self.store = store
+        self.journal = journal
         self.retention = retention
         self.capacity = capacity
         self.logger = logger
+        let indexed = try store.appliedJournalSequence()
+        // A crash between indexing and trimming left indexed rows in the journal.
+        try journal.deleteThrough(indexed)
+        queue.withLock { queue in
+            queue.indexedThrough = indexed
+            queue.trimmedThrough = indexed
+        }
         worker.start()
+        indexer.start()
+        indexer.submit { _ in
+            // The lowest priority, for this thread only: on Linux the nice value belongs to the
+            // thread, and "who" 0 is the calling one.
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        }
+        startIndexing()
     }
 
     /// Items dropped because the queue was full, since the server started.
@@ -180,26 +217,13 @@ final class HistoryRecorder: Sendable {
         }
     }
 
-    /// What identifies an entry: one message for one recipient.
-    private struct EntryKey: Hashable {
-        var sender: UserID
-        var messageID: MessageID
-        var recipient: UserID
-    }
-
     private func write(_ batch: [Item]) {
         var entries: [HistoryEntry] = []
         entries.reserveCapacity(batch.count)
-        // Where each message of this batch is in `entries`: an acknowledgement of a message
-        // accepted in the same batch (an online recipient, the usual case) becomes the entry's
-        // delivery time instead of an UPDATE after the INSERT.
-        var accepted: [EntryKey: Int] = [:]
-        var delivered: [(sender: UserID, messageID: MessageID, recipient: UserID, at: Date)] = []
+        var delivered: [HistoryJournal.Delivery] = []
         for item in batch {
             switch item {
             case .accepted(let message):
-                accepted[EntryKey(sender: message.sender, messageID: message.messageID, recipient: message.recipient)] =
-                    entries.count
                 entries.append(
                     HistoryEntry(
                         messageID: message.messageID,
@@ -213,20 +237,97 @@ final class HistoryRecorder: Sendable {
             case .entry(let entry):
                 entries.append(entry)
             case .delivered(let sender, let messageID, let recipient, let at):
-                if let index = accepted[EntryKey(sender: sender, messageID: messageID, recipient: recipient)] {
-                    if entries[index].deliveredAt == nil { entries[index].deliveredAt = at }
-                } else {
-                    delivered.append((sender, messageID, recipient, at))
-                }
+                delivered.append((sender, messageID, recipient, at))
             }
         }
+        // An acknowledgement of a message accepted in the same round (an online recipient, the
+        // usual case) becomes the entry's delivery time: one journal row instead of two.
+        (entries, delivered) = HistoryStore.merge(entries, delivered)
         do {
-            try store.record(entries, delivered: delivered)
+            try journal.append(entries, delivered: delivered)
         } catch {
             // History is a record, not the message path: the batch is lost and counted.
             queue.withLock { $0.dropped += batch.count }
             logger.info("writing history failed", metadata: ["error": "\(error)", "history.items": "\(batch.count)"])
         }
+        trimJournal()
+        startIndexing()
+    }
+
+    /// Deletes the indexed rows from the journal (on the writer's thread: the journal's write
+    /// lock is never held by the low-priority indexer).
+    private func trimJournal() {
+        let through = queue.withLock { queue -> Int64? in
+            guard queue.indexedThrough > queue.trimmedThrough else { return nil }
+            queue.trimmedThrough = queue.indexedThrough
+            return queue.indexedThrough
+        }
+        guard let through else { return }
+        do {
+            try journal.deleteThrough(through)
+        } catch {
+            logger.info("trimming the history journal failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Wakes the indexer, unless it runs: it goes on while rounds are appended.
+    private func startIndexing() {
+        let start = queue.withLock { queue -> Bool in
+            queue.appended += 1
+            guard !queue.indexing, !queue.stopped else { return false }
+            queue.indexing = true
+            return true
+        }
+        if start { indexer.submit { [self] _ in index() } }
+    }
+
+    /// The indexer's loop: moves the journal into the history until nothing new was appended
+    /// since it last found the journal empty.
+    private func index() {
+        while true {
+            let (seen, stopped) = queue.withLock { ($0.appended, $0.stopped) }
+            if stopped {
+                queue.withLock { $0.indexing = false }
+                return
+            }
+            if indexOnce() > 0 { continue }
+            let done = queue.withLock { queue -> Bool in
+                guard queue.appended == seen || queue.stopped else { return false }
+                queue.indexing = false
+                return true
+            }
+            if done {
+                // Caught up: the writer deletes what was indexed, also when no round follows.
+                worker.submit { [self] state in
+                    if case .active = state { trimJournal() }
+                }
+                return
+            }
+        }
+    }
+
+    /// Indexes one batch of the journal on the calling thread; returns how many rows it moved.
+    @discardableResult
+    private func indexOnce() -> Int {
+        do {
+            let applied = try store.apply(journal, limit: indexBatch)
+            if applied.unreadable > 0 {
+                queue.withLock { $0.dropped += applied.unreadable }
+                logger.info("damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
+            }
+            queue.withLock { $0.indexedThrough = max($0.indexedThrough, applied.lastSequence) }
+            return applied.rows
+        } catch {
+            logger.info("indexing the history journal failed", metadata: ["error": "\(error)"])
+            return 0
+        }
+    }
+
+    /// Indexes everything the journal holds, on the calling thread (at its priority), for at
+    /// most `limit`.
+    private func indexAll(within limit: Duration = .seconds(3600)) {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline, indexOnce() > 0 {}
     }
 
     /// Deletes entries older than the retention period (on the worker thread, between writes).
@@ -241,18 +342,20 @@ final class HistoryRecorder: Sendable {
         }
     }
 
-    /// Waits until everything queued so far is written: a task on the worker thread runs after
-    /// the drain that writes it (a drain empties the queue before it returns).
-    func flush() async {
+    /// Waits until everything queued so far is written and indexed (for at most `limit`): a task
+    /// on the writer thread runs after the drain that writes it (a drain empties the queue before
+    /// it returns), and indexes the journal.
+    func flush(indexingFor limit: Duration = .seconds(3600)) async {
         do {
-            try await urgently { try await worker.runIfActive {} }
+            try await urgently { try await worker.runIfActive { [self] in indexAll(within: limit) } }
         } catch {
             logger.debug("the history worker has stopped", metadata: ["error": "\(error)"])
         }
     }
 
     /// Blocks the calling thread (a blocking-pool thread, never an event loop) until everything
-    /// queued so far is written, so a search sees every message accepted before it.
+    /// queued so far is written and indexed, so a search sees every message accepted before it.
+    /// The indexing runs on this thread, at its priority.
     func waitForPendingWrites() {
         queue.withLock { $0.urgent += 1 }
         wakeWorker()
@@ -260,15 +363,19 @@ final class HistoryRecorder: Sendable {
         let written = DispatchSemaphore(value: 0)
         worker.submit { _ in written.signal() }
         written.wait()
+        indexAll()
     }
 
-    /// Writes what is queued, then refuses new items.
+    /// Writes what is queued and indexes what it can within 2 s (the rest waits in the journal
+    /// for the next start), then refuses new items.
     func shutdown() async {
         queue.withLock { $0.stopped = true }
         wakeWorker()
-        await flush()
+        // What is not indexed within a moment stays in the journal for the next start.
+        await flush(indexingFor: .seconds(2))
         do {
             try await worker.shutdownGracefully()
+            try await indexer.shutdownGracefully()
         } catch {
             logger.debug("stopping the history worker failed", metadata: ["error": "\(error)"])
         }

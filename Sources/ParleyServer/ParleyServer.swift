@@ -109,9 +109,13 @@ public final class ParleyServer: Service, Sendable {
                 )
             )
             let history = try configuration.historyDays.map { days throws(ParleyError) in
-                HistoryRecorder(
+                try HistoryRecorder(
                     store: try HistoryStore(
                         path: configuration.historyPath, durability: configuration.durability == .full ? .full : .normal
+                    ),
+                    journal: try HistoryJournal(
+                        path: configuration.historyJournalPath,
+                        durability: configuration.durability == .full ? .full : .normal
                     ),
                     retention: .seconds(days * 24 * 3600),
                     capacity: configuration.historyQueueCapacity,

@@ -183,6 +183,10 @@ extension ParleyServer {
             URL(fileURLWithPath: dataDirectory).appendingPathComponent("history.sqlite").path
         }
 
+        var historyJournalPath: String {
+            URL(fileURLWithPath: dataDirectory).appendingPathComponent(HistoryJournal.fileName).path
+        }
+
         var link: LinkConfiguration {
             LinkConfiguration(
                 maximumFrameSize: maximumFrameSize,

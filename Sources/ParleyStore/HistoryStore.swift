@@ -36,7 +36,17 @@ public final class HistoryStore: Sendable {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-history") { db in try HistoryTable.create(db) }
         migrator.registerMigration("v2-history-batched-fts") { db in try HistoryTable.dropInsertTrigger(db) }
-        migrator.registerMigration("v3-history-undelivered-index") { db in try HistoryTable.indexUndeliveredRowsOnly(db)
+        migrator.registerMigration("v3-history-undelivered-index") { db in
+            try HistoryTable.indexUndeliveredRowsOnly(db)
+        }
+        migrator.registerMigration("v4-history-journal-applied") { db in
+            // The last row of the journal (``HistoryJournal``) moved into this file.
+            try db.execute(
+                sql: """
+                    CREATE TABLE journal_applied (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+                    INSERT INTO journal_applied (id, seq) VALUES (1, 0);
+                    """
+            )
         }
         return migrator
     }()
@@ -55,6 +65,65 @@ public final class HistoryStore: Sendable {
             try HistoryTable.insert(entries, into: db, uniqueness: .undeliveredRows)
             try HistoryTable.markDelivered(delivered, in: db)
         }
+    }
+
+    /// Moves up to `limit` rows of `journal` into the history, in one transaction that also
+    /// records the last row moved, so that each row is applied once even with several callers
+    /// at a time or a crash in between. Returns how many rows it moved (0: none waited), the
+    /// last one's sequence number (for ``HistoryJournal/deleteThrough(_:)``) and how many of
+    /// them were damaged and skipped.
+    public func apply(_ journal: HistoryJournal, limit: Int) throws(ParleyError) -> (
+        rows: Int, lastSequence: Int64, unreadable: Int
+    ) {
+        try database.write("indexing the history journal") { db in
+            let applied = try Int64.fetchOne(db, sql: "SELECT seq FROM journal_applied WHERE id = 1") ?? 0
+            let batch = try journal.read(after: applied, limit: limit)
+            guard !batch.isEmpty else { return (0, applied, 0) }
+            let (entries, delivered) = Self.merge(batch.entries, batch.delivered)
+            try HistoryTable.insert(entries, into: db, uniqueness: .undeliveredRows)
+            try HistoryTable.markDelivered(delivered, in: db)
+            try db.execute(sql: "UPDATE journal_applied SET seq = ? WHERE id = 1", arguments: [batch.lastSequence])
+            return (
+                batch.entries.count + batch.delivered.count + batch.unreadable, batch.lastSequence, batch.unreadable
+            )
+        }
+    }
+
+    /// The last journal row moved into the history.
+    public func appliedJournalSequence() throws(ParleyError) -> Int64 {
+        try database.read("reading the history journal position") { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM journal_applied WHERE id = 1") ?? 0
+        }
+    }
+
+    /// Turns the deliveries of entries in `entries` into their delivery time (the first one
+    /// wins), so they are written with the row instead of updating it after; returns the
+    /// entries and the deliveries of entries not among them.
+    public static func merge(
+        _ entries: [HistoryEntry], _ delivered: [HistoryJournal.Delivery]
+    ) -> (entries: [HistoryEntry], delivered: [HistoryJournal.Delivery]) {
+        struct Key: Hashable {
+            var sender: UserID
+            var messageID: MessageID
+            var recipient: UserID
+        }
+        guard !delivered.isEmpty else { return (entries, []) }
+        var entries = entries
+        var index: [Key: Int] = [:]
+        index.reserveCapacity(entries.count)
+        for (position, entry) in entries.enumerated() {
+            index[Key(sender: entry.sender, messageID: entry.messageID, recipient: entry.recipient)] = position
+        }
+        var rest: [HistoryJournal.Delivery] = []
+        for delivery in delivered {
+            let key = Key(sender: delivery.sender, messageID: delivery.messageID, recipient: delivery.recipient)
+            if let position = index[key] {
+                if entries[position].deliveredAt == nil { entries[position].deliveredAt = delivery.at }
+            } else {
+                rest.append(delivery)
+            }
+        }
+        return (entries, rest)
     }
 
     /// One page of `query`'s results; with `participant`, only the entries it sent or received.

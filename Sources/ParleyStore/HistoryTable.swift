@@ -305,14 +305,18 @@ enum HistoryTable {
         return HistoryPage(entries: entries, nextCursor: more ? Self.cursor(lastID) : nil)
     }
 
-    private static func entry(_ row: Row) throws -> HistoryEntry {
-        let kind: HistoryKind
-        switch try row.int64(4, "history.kind") {
-        case 0: kind = .text
-        case 1: kind = .binary
-        case 2: kind = .file
-        case let other: throw Row.corrupt("history.kind", other.databaseValue)
+    /// The kind stored as ``kindValue(_:)`` in column `index`.
+    static func kind(_ row: Row, _ index: Int, _ column: StaticString) throws -> HistoryKind {
+        switch try row.int64(index, column) {
+        case 0: .text
+        case 1: .binary
+        case 2: .file
+        case let other: throw Row.corrupt(column, other.databaseValue)
         }
+    }
+
+    private static func entry(_ row: Row) throws -> HistoryEntry {
+        let kind = try Self.kind(row, 4, "history.kind")
         let body = kind == .binary ? try row.bytes(6, "history.body") : Array(try row.text(5, "history.text").utf8)
         let delivered = try row.decode(DatabaseValue.self, atIndex: 8)
         let route = try row.decode(DatabaseValue.self, atIndex: 9)

@@ -245,6 +245,65 @@ struct HistoryStoreTests {
         }
     }
 
+    @Test("the journal is moved into the history once per row, in batches, across reopening, skipping damaged rows")
+    func journalIndexing() throws {
+        try withTemporaryHistory { store, path in
+            let journalPath = URL(fileURLWithPath: path).deletingLastPathComponent()
+                .appendingPathComponent(HistoryJournal.fileName).path
+            let journal = try HistoryJournal(path: journalPath)
+            let entries = Self.makeEntries(count: 500, start: now).map { entry in
+                var entry = entry
+                entry.deliveredAt = nil
+                return entry
+            }
+            // Deliveries of some entries in the same append, of others in a later one.
+            let delivered = entries.enumerated().filter { $0.offset % 3 == 0 }.map { position, entry in
+                (
+                    sender: entry.sender, messageID: entry.messageID, recipient: entry.recipient,
+                    at: entry.sentAt + Double(position % 7)
+                )
+            }
+            try journal.append(Array(entries[..<300]), delivered: Array(delivered.prefix(50)))
+            try journal.append(Array(entries[300...]), delivered: Array(delivered.dropFirst(50)))
+            // A damaged row between them: skipped and counted, the rest goes on.
+            try withRawDatabase(journalPath) { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO journal (seq, delivery, sender, message_id, recipient, kind, body, sent_at)
+                        VALUES (100000, 0, 1, 2, 3, 9, x'00', 0)
+                        """
+                )
+            }
+            var moved = 0
+            var unreadable = 0
+            var last: Int64 = 0
+            while true {
+                let applied = try store.apply(journal, limit: 97)
+                if applied.rows == 0 { break }
+                moved += applied.rows
+                unreadable += applied.unreadable
+                last = applied.lastSequence
+            }
+            #expect(moved == entries.count + delivered.count + 1)
+            #expect(unreadable == 1)
+            #expect(try store.appliedJournalSequence() == last)
+            #expect(try store.count() == entries.count)
+            let recorded = try Self.all(store, HistoryQuery())
+            let expectedDelivery = Dictionary(uniqueKeysWithValues: delivered.map { ($0.messageID, $0.at) })
+            #expect(recorded.map(\.messageID) == entries.map(\.messageID))
+            for entry in recorded {
+                #expect(
+                    entry.deliveredAt == expectedDelivery[entry.messageID]?.roundedToMilliseconds, "\(entry.messageID)")
+            }
+            // Applied rows are never applied again, also after reopening, trimmed or not.
+            let reopened = try HistoryStore(path: path)
+            #expect(try reopened.apply(journal, limit: 1000).rows == 0)
+            try journal.deleteThrough(last)
+            #expect(try journal.count() == 0)
+            #expect(try reopened.count() == entries.count)
+        }
+    }
+
     @Test("a corrupt row is a storage error, never a crash")
     func corruptRow() throws {
         try withTemporaryHistory { store, path in
