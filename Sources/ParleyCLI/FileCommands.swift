@@ -215,15 +215,30 @@ extension ReceiveCommand {
     static func handle(_ offer: FileOffer, client: ParleyClient, folder: String, policy: FileAcceptance, out: Output)
         async throws -> Bool
     {
+        try await handle(
+            offer, folder: folder, policy: policy, out: out,
+            decline: { try await client.declineFile($0, reason: $1) },
+            receive: { try await client.receiveFile($0, into: folder, progress: $1) })
+    }
+
+    /// ``handle(_:client:folder:policy:out:)`` with the calls of a client or a node.
+    static func handle(
+        _ offer: FileOffer,
+        folder: String,
+        policy: FileAcceptance,
+        out: Output,
+        decline: (FileOffer, String) async throws -> Void,
+        receive: (FileOffer, @escaping @Sendable (TransferProgress) -> Void) async throws -> String
+    ) async throws -> Bool {
         guard policy.accepts(offer.sender) else {
-            try await client.declineFile(offer, reason: "not accepted by the recipient's policy")
+            try await decline(offer, "not accepted by the recipient's policy")
             try out.emit(
                 TransferRecord(event: "declined", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
                 text: "declined \(offer.name) from \(offer.sender)")
             return false
         }
         let display = ProgressDisplay(out: out, label: offer.name)
-        let saved = try await client.receiveFile(offer, into: folder) { display.update($0) }
+        let saved = try await receive(offer) { display.update($0) }
         display.finish()
         try out.emit(
             SavedFileRecord(offer, path: saved),

@@ -9,12 +9,10 @@ extension ReceiveCommand {
     /// server, until `--count` of them, `--timeout`, or the end of the node.
     func receiveAsNode(dataDirectory: String) async throws {
         let out = Output(json: output.json)
-        var setup = NodeSetup(dataDirectory: dataDirectory, name: SendCommand.defaultName(dataDirectory: dataDirectory))
-        setup.server = connection.server
-        setup.retry = connection.retry
-        setup.security = try connection.transport.security(defaultKnownServers: dataDirectory + "/known-servers")
-        setup.credentials = ParleyNode.Credentials(userID: credentials.user, password: credentials.password)
-        let (node, discovery) = try setup.makeNode(logger: Logger(label: "parley.node"))
+        let (node, discovery) = try NodeSetup(
+            dataDirectory: dataDirectory, connection: connection, credentials: credentials
+        )
+        .makeNode(logger: Logger(label: "parley.node"))
         let (count, user) = (count, credentials.user)
         let reception = files.map { (folder: $0, policy: acceptFiles) }
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
@@ -74,19 +72,9 @@ extension ReceiveCommand {
     static func handle(_ offer: FileOffer, node: ParleyNode, folder: String, policy: FileAcceptance, out: Output)
         async throws -> Bool
     {
-        guard policy.accepts(offer.sender) else {
-            try await node.declineFile(offer, reason: "not accepted by the recipient's policy")
-            try out.emit(
-                TransferRecord(event: "declined", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
-                text: "declined \(offer.name) from \(offer.sender)")
-            return false
-        }
-        let display = ProgressDisplay(out: out, label: offer.name)
-        let saved = try await node.receiveFile(offer, into: folder) { display.update($0) }
-        display.finish()
-        try out.emit(
-            SavedFileRecord(offer, path: saved),
-            text: "file from \(offer.sender) saved as \(saved) (\(offer.size) bytes)")
-        return true
+        try await handle(
+            offer, folder: folder, policy: policy, out: out,
+            decline: { try await node.declineFile($0, reason: $1) },
+            receive: { try await node.receiveFile($0, into: folder, progress: $1) })
     }
 }

@@ -12,12 +12,10 @@ extension SendFileCommand {
     /// through the server waits for the recipient's answer like the client form.
     func sendAsNode(dataDirectory: String) async throws {
         let out = Output(json: output.json)
-        var setup = NodeSetup(dataDirectory: dataDirectory, name: SendCommand.defaultName(dataDirectory: dataDirectory))
-        setup.server = connection.server
-        setup.retry = connection.retry
-        setup.security = try connection.transport.security(defaultKnownServers: dataDirectory + "/known-servers")
-        setup.credentials = ParleyNode.Credentials(userID: credentials.user, password: credentials.password)
-        let (node, discovery) = try setup.makeNode(logger: Logger(label: "parley.node"))
+        let (node, discovery) = try NodeSetup(
+            dataDirectory: dataDirectory, connection: connection, credentials: credentials
+        )
+        .makeNode(logger: Logger(label: "parley.node"))
         let (recipient, name, path, noWait) = (recipient, name, path, noWait)
         let shown = name ?? URL(fileURLWithPath: path).lastPathComponent
         let logonDeadline = ContinuousClock.now + .seconds(wait)
@@ -174,5 +172,17 @@ extension TransfersCommand {
         try out.emit(
             TransferRecord(event: "uploaded", id: id.rawValue, name: offer.name, peer: offer.recipient.rawValue),
             text: "uploaded \(offer.name) as transfer \(id)")
+    }
+}
+
+extension NodeSetup {
+    /// The node kept in `dataDirectory` of a user logged on to the server of `connection`
+    /// (`send-file --data`, `receive --data`): its LAN name is the directory's name.
+    init(dataDirectory: String, connection: ServerOptions, credentials: CredentialOptions) throws {
+        self.init(dataDirectory: dataDirectory, name: SendCommand.defaultName(dataDirectory: dataDirectory))
+        server = connection.server
+        retry = connection.retry
+        security = try connection.transport.security(defaultKnownServers: dataDirectory + "/known-servers")
+        self.credentials = ParleyNode.Credentials(userID: credentials.user, password: credentials.password)
     }
 }

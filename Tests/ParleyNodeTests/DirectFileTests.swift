@@ -36,10 +36,12 @@ import Testing
                 for log in [sent, received] {
                     let last = try #require(log.all.last)
                     #expect(last.bytesDone == UInt64(bytes.count) && last.totalBytes == UInt64(bytes.count))
-                    #expect(last.resumedFrom == 0)
                     #expect(log.all.count > 3, "one report per chunk or so")
                     #expect(log.all.map(\.bytesDone) == log.all.map(\.bytesDone).sorted())
                 }
+                // The receiver had no partial file (the sender may resume within the run when a
+                // chunk answer is slower than the 1 s peer timeout on a busy machine).
+                #expect(received.all.allSatisfy { $0.resumedFrom == 0 })
                 try await annEvents.wait("the completed status") { $0.hasStatus(offer.id, .completed) }
             }
         }
@@ -157,7 +159,7 @@ import Testing
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let lan = FakeLAN()
-        let proxy = try await CuttingProxy()
+        let proxy = try await FreezingProxy()
         let ann = try makeLANNode("ann", in: directory, lan: lan)
         // Bob sees nobody; ann finds him through the proxy only.
         let bob = try makeLANNode("bob", in: directory, lan: FakeLAN())
@@ -191,7 +193,9 @@ import Testing
                 let result = try await sending.value
                 #expect(result.route == .direct)
                 #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == bytes)
-                let resumed = try #require(sent.all.first { $0.resumedFrom > 0 })
+                // The last run started after the cut, at the receiver's offset (an earlier resume
+                // may come from a chunk answer slower than the 1 s peer timeout on a busy machine).
+                let resumed = try #require(sent.all.last)
                 #expect(resumed.resumedFrom >= UInt64(size / 3))
                 let afterCut = proxy.bytesForwarded - (cutAt.offset.withLock { $0 } ?? 0)
                 print(
@@ -199,7 +203,6 @@ import Testing
                 )
                 #expect(afterCut < size - size / 3 + (1 << 20), "the resumed run did not start over")
                 #expect(afterCut < size)
-                try await proxy.close()
             }
         }
     }
