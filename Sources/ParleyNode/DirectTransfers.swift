@@ -74,6 +74,17 @@ final class DirectTransfers: Sendable {
 
     func hasCompleted(_ key: Key) -> Bool { state.withLock { $0.completed.contains(key) } }
 
+    /// The node stops: every waiting `receiveFile` fails with `notConnected`, and the partial
+    /// files stay, so the same offer accepted into the same folder by a later run resumes.
+    func stopReceiving() {
+        let waiters = state.withLock { state in
+            defer { state.inbound = [:] }
+            return state.inbound.values.compactMap { $0.accepted?.waiter }
+        }
+        let error = ParleyError(code: .notConnected, message: "the node stopped; the partial file stays for a resume")
+        for waiter in waiters { waiter.resume(returning: .failure(error)) }
+    }
+
     /// Registers a transfer this node starts sending; false when one with this ID runs already.
     func beginSending(_ id: TransferID) -> Bool {
         state.withLock { state in

@@ -231,7 +231,8 @@ extension ParleyNode {
                 // A stop explains the failure better than what it caused (a closed request).
                 try checkStop(file.id)
                 let resumable = [ParleyError.Code.notConnected, .timedOut, .transferOffsetMismatch].contains(error.code)
-                guard resumable, ContinuousClock.now < deadline else { throw error }
+                let stopping = state.withLock { $0.stopping }
+                guard resumable, !stopping, ContinuousClock.now < deadline else { throw error }
                 logger.debug(
                     "resuming a direct transfer", metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])
             }

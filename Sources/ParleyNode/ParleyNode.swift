@@ -358,6 +358,8 @@ public final class ParleyNode: Sendable {
         if let client { await client.shutdownGracefully() }
         try? await listener?.close()
         for link in links { try? await link.channel.close() }
+        // Direct transfers being received end here; their partial files stay for a resume.
+        directTransfers.stopReceiving()
     }
 
     private func finishStopped(_ error: (any Error)?) {

@@ -207,6 +207,53 @@ import Testing
         }
     }
 
+    /// The receiving node stops in the middle of a transfer (its `receiveFile` fails, the partial
+    /// file stays) and starts again on the same data directory: the sender, still trying, resumes
+    /// from the partial file's length once the new run accepts the offer into the same folder.
+    @Test func theReceiverRestartsAndTheTransferResumesFromItsPartialFile() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let lan = FakeLAN()
+        let ann = try makeLANNode("ann", in: directory, lan: lan)
+        let source = directory.subdirectory("big.bin")
+        let size = 48 << 20
+        let bytes = try writeFile(count: size, at: source)
+        let inbox = try makeInbox(directory)
+        try await withRunningNode(ann) { annEvents in
+            let firstBob = try makeLANNode("bob", in: directory, lan: lan)
+            let bobID = firstBob.nodeID
+            let (sending, receiving) = try await withRunningNode(firstBob) { bobEvents in
+                try await annEvents.wait("bob") { $0.hasPeerUp(bobID) }
+                let sending = Task { try await ann.sendFile(at: source, to: .node(bobID)) }
+                let offer = try await bobEvents.offer()
+                let received = ProgressLog()
+                let receiving = Task { try await firstBob.receiveFile(offer, into: inbox, progress: received.append) }
+                try await received.wait { $0.bytesDone >= 4 << 20 }
+                return (sending, receiving)
+            }
+            let stopped = try await #require(throws: ParleyError.self) { try await receiving.value }
+            #expect(stopped.code == .notConnected)
+            let partial = try #require(try FileManager.default.contentsOfDirectory(atPath: inbox).first)
+            #expect(partial.hasSuffix(".parley-part"))
+            let kept = try #require(
+                try FileManager.default.attributesOfItem(atPath: inbox + "/" + partial)[.size] as? Int)
+            #expect(kept >= 4 << 20 && kept < size)
+
+            let secondBob = try makeLANNode("bob", in: directory, lan: lan)
+            #expect(secondBob.nodeID == bobID)
+            try await withRunningNode(secondBob) { bobEvents in
+                let offer = try await bobEvents.offer()
+                let received = ProgressLog()
+                let saved = try await secondBob.receiveFile(offer, into: inbox, progress: received.append)
+                #expect(received.all.first?.resumedFrom == UInt64(kept))
+                let result = try await sending.value
+                #expect(result.route == .direct)
+                #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == bytes)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: inbox) == ["big.bin"])
+            }
+        }
+    }
+
     // MARK: Helpers
 
     private func writeFile(count: Int, at path: String) throws -> Data {
