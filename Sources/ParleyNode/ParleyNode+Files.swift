@@ -220,18 +220,26 @@ extension ParleyNode {
         }
         let deadline = ContinuousClock.now + Self.directResumeWindow
         var first = true
+        var linked = false
         while true {
             do throws(ParleyError) {
                 try checkStop(file.id)
                 let link = try await transferLink(to: file.recipient, user: user, first: first)
+                linked = true
                 directTransfers.sending(file.id, over: link)
                 try await sendRun(start, from: &source, over: link, progress: progress)
                 return
             } catch {
                 // A stop explains the failure better than what it caused (a closed request).
                 try checkStop(file.id)
+                let (stopping, serverUp) = state.withLock { ($0.stopping, $0.serverLoggedOn) }
+                if !linked, user != nil, serverUp {
+                    // No link at all on the first try: a user's file takes the server at once, as
+                    // a message would; the resume window is for links that broke.
+                    throw ParleyError(
+                        code: .notConnected, message: "no direct link to the recipient's node: \(error.message)")
+                }
                 let resumable = [ParleyError.Code.notConnected, .timedOut, .transferOffsetMismatch].contains(error.code)
-                let stopping = state.withLock { $0.stopping }
                 guard resumable, !stopping, ContinuousClock.now < deadline else { throw error }
                 logger.debug(
                     "resuming a direct transfer", metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])

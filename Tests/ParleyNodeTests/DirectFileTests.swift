@@ -254,6 +254,43 @@ import Testing
         }
     }
 
+    /// A user's node is on the LAN but takes no connection: the file goes through the server at
+    /// once, as a message would, instead of waiting out the resume window of a broken link.
+    @Test func aUsersFileTakesTheServerAtOnceWhenNoLinkOpens() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let lan = FakeLAN()
+        let proxy = try await FreezingProxy()
+        try await withServer(dataDirectory: directory.subdirectory("server")) { _, server in
+            let users = try await registerUsers(["ann", "bob"], on: server)
+            let ann = try makeServerNode("ann", users[0], directory: directory, server: server, lan: lan)
+            let source = directory.subdirectory("plan.bin")
+            _ = try writeFile(count: 300_000, at: source)
+            try await withRunningNode(ann) { annEvents in
+                try await annEvents.waitForLogon()
+                // A node claiming bob on the LAN at a port where nothing listens any more.
+                let deadPort = proxy.port
+                try await proxy.freeze()
+                let deadNode = String(repeating: "b", count: 51) + "a"
+                let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(deadPort))
+                try await announcer.advertise(
+                    ServiceRecord(
+                        instanceName: "bob", port: 1, nodeID: deadNode, userID: users[1].rawValue, userName: "bob"))
+                try await annEvents.wait("bob's node on the LAN") { events in
+                    events.contains {
+                        if case .peerUp(let info) = $0 { info.nodeID.description == deadNode } else { false }
+                    }
+                }
+                let started = ContinuousClock.now
+                let result = try await ann.sendFile(at: source, to: .user(users[1]))
+                let took = started.duration(to: .now)
+                #expect(result.route == .server)
+                #expect(took < .seconds(10), "the fallback took \(took)")
+                #expect(try await ann.transfers().map(\.offer.id) == [result.id])
+            }
+        }
+    }
+
     // MARK: Helpers
 
     private func writeFile(count: Int, at path: String) throws -> Data {
