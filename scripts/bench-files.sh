@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# File transfer benchmark (docs/PROTOCOL.md section 26): sends one file of SIZE_MB (default
-# 1024) through a real `parley server` on loopback with `parley send-file`, fetched by
-# `parley receive --files`, and prints:
+# File transfer benchmark (docs/PROTOCOL.md sections 26 and 26.9): sends one file of SIZE_MB
+# (default 1024) through a real `parley server` on loopback with `parley send-file`, fetched by
+# `parley receive --files`, then directly between two nodes (`parley send-file --data` to
+# `parley receive --data --files`, the server only for their logons), and prints:
 #   - the upload rate (sender -> server, until the server has verified the file),
 #   - the end-to-end rate (until the recipient has it, hash checked),
+#   - the direct rate (until the receiving node has it, hash checked),
 #   - the peak resident memory (VmHWM / "Maximum resident set size") of the server, the sender
-#     and the receiver,
+#     and the receiver, and of the two nodes,
 #   - next to a plain TCP copy of the same file over loopback (python3 sockets, sendfile(2) to
 #     a reader that writes to disk): the physical limit of this machine for one stream.
 #
@@ -104,6 +106,24 @@ wait "$receiver_pid"
 cmp -s "$work/file.bin" "$work/inbox/file.bin" || { echo "the received file differs" >&2; exit 1; }
 server_hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
 
+# --- directly between two nodes (the server only for logons and the nodes' addresses) -------
+mkdir -p "$work/direct-inbox"
+/usr/bin/time -v -o "$work/node-receiver.time" "$parley" receive --json --data "$work/bob-node" \
+    --server "$address" --user "$bob" --password pw --files "$work/direct-inbox" --count 1 \
+    > "$work/node-receiver.out" 2> "$work/node-receiver.log" &
+node_receiver_pid=$!
+until grep -q '"loggedOn"' "$work/node-receiver.out" 2>/dev/null; do
+    kill -0 "$node_receiver_pid" 2>/dev/null || { echo "the receiving node stopped" >&2; cat "$work/node-receiver.log" >&2; exit 1; }
+    sleep 0.05
+done
+direct_started=$(date +%s.%N)
+/usr/bin/time -v -o "$work/node-sender.time" "$parley" send-file --json --data "$work/alice-node" \
+    --server "$address" --user "$alice" --password pw --to "$bob" "$work/file.bin" > "$work/node-sender.out"
+direct_finished=$(date +%s.%N)
+wait "$node_receiver_pid"
+grep -q '"route":"direct"' "$work/node-sender.out" || { echo "the file did not go directly" >&2; tail -3 "$work/node-sender.out" >&2; exit 1; }
+cmp -s "$work/file.bin" "$work/direct-inbox/file.bin" || { echo "the directly received file differs" >&2; exit 1; }
+
 rss() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
 mb=$(echo "$bytes / 1000000" | bc -l)
 printf 'plain TCP copy (python3 sendfile -> recv -> disk): %.0f MB/s\n' "$(echo "$mb / $copy_seconds" | bc -l)"
@@ -112,3 +132,6 @@ printf 'plain TCP copy (python3 sendfile -> recv -> disk): %.0f MB/s\n' "$(echo 
 printf 'end to end (sender -> server -> recipient, hash checked): %.0f MB/s (%.1f s)\n' \
     "$(echo "$mb / ($finished - $started)" | bc -l)" "$(echo "$finished - $started" | bc -l)"
 echo "peak RSS: server $((server_hwm / 1024)) MiB (VmHWM), sender $(( $(rss "$work/sender.time") / 1024 )) MiB, receiver $(( $(rss "$work/receiver.time") / 1024 )) MiB"
+printf 'directly, node -> node (send-file --data -> receive --data --files, hash checked): %.0f MB/s (%.1f s)\n' \
+    "$(echo "$mb / ($direct_finished - $direct_started)" | bc -l)" "$(echo "$direct_finished - $direct_started" | bc -l)"
+echo "peak RSS of the nodes: sender $(( $(rss "$work/node-sender.time") / 1024 )) MiB, receiver $(( $(rss "$work/node-receiver.time") / 1024 )) MiB"

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ParleyClient
 import ParleyCore
+import ParleyNode
 import ParleyServer
 import Synchronization
 
@@ -24,7 +25,11 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
             declined it (or the server refused the file: too large, over the recipient's quota, a \
             bad name), 6 when --timeout passed first. Running the same command again (same file, \
             unchanged, same recipient) resumes an interrupted upload from what the server has. \
-            --no-wait returns once the server has the file.
+            --no-wait returns once the server has the file. With --data DIR the file is sent by the \
+            node kept in DIR: directly to the recipient's node when one can be reached (the LAN, or \
+            the addresses the server gives), resuming from the receiver's offset after a broken \
+            link, and through the server otherwise (docs/PROTOCOL.md section 26.9); a direct \
+            transfer exits 0 once the recipient's node has the whole file.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -45,6 +50,15 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
     @Flag(help: "Return once the server has the file; do not wait for the recipient.")
     var noWait = false
 
+    @Option(
+        name: .customLong("data"),
+        help: "Send as the node kept in this directory: directly to the recipient's node first, the server otherwise."
+    )
+    var dataDirectory: String?
+
+    @Option(help: "With --data: at most this many seconds to wait for the server logon before sending.")
+    var wait: Double = 5
+
     @Argument(help: "The file to send.")
     var path: String
 
@@ -56,6 +70,10 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
     }
 
     func run() async throws {
+        if let dataDirectory {
+            try await sendAsNode(dataDirectory: dataDirectory)
+            return
+        }
         let out = Output(json: output.json)
         let (credentials, recipient, name, path, noWait) = (self.credentials, recipient, name, path, noWait)
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
@@ -95,12 +113,16 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
 struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
     static let configuration = CommandConfiguration(
         commandName: "transfers",
-        abstract: "List the files the server holds that you sent or receive; cancel one you sent.",
+        abstract: "List the files the server holds that you sent or receive; resume or cancel one.",
         discussion: """
             list (the default) prints one line per transfer: ID, sender -> recipient, name, bytes \
             held / size, and whether it is ready for the recipient. cancel ID gives up a transfer \
-            you sent. To resume an upload, run the same send-file again; to resume a download, run \
-            receive --files with the same folder: the partial file there is continued.
+            you sent. resume ID continues one that was cut: one you send with --file PATH (the \
+            server does not know where the file is on this machine) from the bytes the server \
+            has, one you receive with --files DIR from its partial file in DIR. Running the same \
+            send-file again, or receive --files with the same folder, resumes too. A direct \
+            transfer between nodes (send-file --data) is not held by the server: run the same \
+            send-file --data again, and it resumes from the receiving node's offset.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -109,21 +131,27 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
     @OptionGroup var connection: ServerOptions
     @OptionGroup var credentials: CredentialOptions
 
-    @Argument(help: "list, or cancel ID.")
+    @Argument(help: "list, resume ID, or cancel ID.")
     var action: [String] = ["list"]
+
+    @Option(help: "With resume: the file of a transfer you send.")
+    var file: String?
+
+    @Option(help: "With resume: the folder a transfer you receive goes to (its partial file is continued).")
+    var files: String?
 
     func validate() throws {
         switch action.first {
         case "list": guard action.count == 1 else { throw ValidationError("list takes no argument") }
-        case "cancel":
-            guard action.count == 2, UInt64(action[1]) != nil else { throw ValidationError("give cancel ID") }
-        default: throw ValidationError("the action is list or cancel ID")
+        case "cancel", "resume":
+            guard action.count == 2, UInt64(action[1]) != nil else { throw ValidationError("give \(action[0]) ID") }
+        default: throw ValidationError("the action is list, resume ID or cancel ID")
         }
     }
 
     func run() async throws {
         let out = Output(json: output.json)
-        let (credentials, action) = (self.credentials, self.action)
+        let (credentials, action, file, files) = (self.credentials, self.action, self.file, self.files)
         try await withParleyClient(
             configuration: try connection.clientConfiguration(),
             logger: Logger(label: "parley.client")
@@ -133,6 +161,11 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
                 try await client.cancelTransfer(TransferID(raw))
                 try out.emit(
                     TransferRecord(event: "cancelled", id: raw, name: "", peer: 0), text: "cancelled transfer \(raw)")
+                return
+            }
+            if action.first == "resume", let raw = UInt64(action[1]) {
+                try await Self.resume(
+                    TransferID(raw), client: client, user: credentials.user, file: file, folder: files, out: out)
                 return
             }
             for held in try await client.transfers() {
@@ -182,15 +215,30 @@ extension ReceiveCommand {
     static func handle(_ offer: FileOffer, client: ParleyClient, folder: String, policy: FileAcceptance, out: Output)
         async throws -> Bool
     {
+        try await handle(
+            offer, folder: folder, policy: policy, out: out,
+            decline: { try await client.declineFile($0, reason: $1) },
+            receive: { try await client.receiveFile($0, into: folder, progress: $1) })
+    }
+
+    /// ``handle(_:client:folder:policy:out:)`` with the calls of a client or a node.
+    static func handle(
+        _ offer: FileOffer,
+        folder: String,
+        policy: FileAcceptance,
+        out: Output,
+        decline: (FileOffer, String) async throws -> Void,
+        receive: (FileOffer, @escaping @Sendable (TransferProgress) -> Void) async throws -> String
+    ) async throws -> Bool {
         guard policy.accepts(offer.sender) else {
-            try await client.declineFile(offer, reason: "not accepted by the recipient's policy")
+            try await decline(offer, "not accepted by the recipient's policy")
             try out.emit(
                 TransferRecord(event: "declined", id: offer.id.rawValue, name: offer.name, peer: offer.sender.rawValue),
                 text: "declined \(offer.name) from \(offer.sender)")
             return false
         }
         let display = ProgressDisplay(out: out, label: offer.name)
-        let saved = try await client.receiveFile(offer, into: folder) { display.update($0) }
+        let saved = try await receive(offer) { display.update($0) }
         display.finish()
         try out.emit(
             SavedFileRecord(offer, path: saved),
@@ -269,13 +317,15 @@ struct ProgressRecord: Encodable {
     }
 }
 
-/// `{"event":"uploaded"|"cancelled"|"declined"|OUTCOME,"id":N,"name":...,"peer":N,"reason":...}`
+/// `{"event":"uploaded"|"cancelled"|"declined"|OUTCOME,"id":N,"name":...,"peer":N,"reason":...,"route":...}`
+/// (`route`, direct or server, from `send-file --data`).
 struct TransferRecord: Encodable {
     var event: String
     var id: UInt64
     var name: String
     var peer: UInt32
     var reason: String?
+    var route: String?
 
     init(event: String, id: UInt64, name: String, peer: UInt32) {
         self.event = event

@@ -47,6 +47,13 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "With --files: which files to accept: all, none, or from:ID,ID,... (the others are declined).")
     var acceptFiles = FileAcceptance(argument: "all")!
 
+    // Receiving as a node (ReceiveCommand+Node.swift): files come directly from senders' nodes too.
+    @Option(
+        name: .customLong("data"),
+        help: "Receive as the node kept in this directory: files (with --files) come directly from senders' nodes too."
+    )
+    var dataDirectory: String?
+
     func validate() throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
@@ -66,6 +73,10 @@ struct ReceiveCommand: AsyncParsableCommand, LoggingCommand {
     }
 
     func run() async throws {
+        if let dataDirectory {
+            try await receiveAsNode(dataDirectory: dataDirectory)
+            return
+        }
         let out = Output(json: output.json)
         let (credentials, count, echo) = (self.credentials, self.count, echoCommand)
         let reception = files.map { (folder: $0, policy: acceptFiles) }

@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import NIOCore
+package import NIOCore
 public import ParleyCore
 import ParleyWire
 
@@ -67,17 +67,8 @@ extension ParleyClient {
         id: TransferID? = nil,
         progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
     ) async throws(ParleyError) -> TransferID {
-        let attributes: [FileAttributeKey: Any]
-        do {
-            attributes = try FileManager.default.attributesOfItem(atPath: path)
-        } catch {
-            throw ParleyError(code: .storageError, message: "cannot read \(path)", cause: error)
-        }
-        let size = (attributes[.size] as? NSNumber)?.uint64Value ?? 0
-        let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-        let transferID =
-            id ?? TransferID.derived(from: [absolute, String(size), String(modified), String(recipient.rawValue)])
+        let (size, derivedID) = try Self.fileIdentity(of: path, for: String(recipient.rawValue))
+        let transferID = id ?? derivedID
         var source = try FileChunkSource(path: path)
         var start = Parley_V1_TransferStart()
         start.transferID = transferID.rawValue
@@ -150,8 +141,27 @@ extension ParleyClient {
         }
     }
 
+    /// The size of the file at `path`, and the transfer ID derived from its path, size and
+    /// modification time and from `recipient`: sending the same file again resumes.
+    ///
+    /// - Throws: ``/ParleyCore/ParleyError`` with `storageError` when the file cannot be read.
+    package static func fileIdentity(of path: String, for recipient: String) throws(ParleyError) -> (
+        size: UInt64, id: TransferID
+    ) {
+        let attributes: [FileAttributeKey: Any]
+        do {
+            attributes = try FileManager.default.attributesOfItem(atPath: path)
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot read \(path)", cause: error)
+        }
+        let size = (attributes[.size] as? NSNumber)?.uint64Value ?? 0
+        let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        return (size, TransferID.derived(from: [absolute, String(size), String(modified), recipient]))
+    }
+
     /// The name of the partial file of `offer` in a receive folder.
-    static func partialName(of offer: FileOffer) -> String {
+    package static func partialName(of offer: FileOffer) -> String {
         ".\(FileName.sanitized(offer.name)).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
     }
 
@@ -260,7 +270,7 @@ extension ParleyClient {
             && !Task.isCancelled
     }
 
-    static func progress(
+    package static func progress(
         _ id: TransferID, _ done: UInt64, _ total: UInt64?, _ resumedFrom: UInt64, _ started: ContinuousClock.Instant
     ) -> TransferProgress {
         let elapsed = (ContinuousClock.now - started).timeInterval
@@ -444,13 +454,13 @@ protocol ChunkSource {
 
 /// A file read at any offset, hashed in order as it is read (on a resume, the part the server
 /// had is read and hashed first).
-struct FileChunkSource: ChunkSource {
-    let path: String
+package struct FileChunkSource: ChunkSource {
+    package let path: String
     private let handle: FileHandle
     private var hasher = SHA256()
     private var hashed: UInt64 = 0
 
-    init(path: String) throws(ParleyError) {
+    package init(path: String) throws(ParleyError) {
         self.path = path
         do {
             handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
@@ -468,7 +478,7 @@ struct FileChunkSource: ChunkSource {
         }
     }
 
-    mutating func chunk(at offset: UInt64, maximum: Int) throws(ParleyError) -> [UInt8] {
+    package mutating func chunk(at offset: UInt64, maximum: Int) throws(ParleyError) -> [UInt8] {
         // Hash what comes before (a resumed upload starts past the part the server has).
         while hashed < offset {
             let block = try read(at: hashed, count: Int(min(UInt64(1 << 20), offset - hashed)))
@@ -484,9 +494,9 @@ struct FileChunkSource: ChunkSource {
         return bytes
     }
 
-    mutating func acknowledged(upTo offset: UInt64) {}
+    package mutating func acknowledged(upTo offset: UInt64) {}
 
-    mutating func digest() throws(ParleyError) -> [UInt8] {
+    package mutating func digest() throws(ParleyError) -> [UInt8] {
         while true {
             let block = try read(at: hashed, count: 1 << 20)
             guard !block.isEmpty else { break }
@@ -553,13 +563,13 @@ struct StreamChunkSource<Iterator: AsyncIteratorProtocol>: ChunkSource where Ite
 
 /// The partial file of a download: written in order, so its length is the offset to resume
 /// from; hashed as it grows (a resumed one is hashed from its start first).
-struct FileChunkSink {
-    let path: String
+package struct FileChunkSink {
+    package let path: String
     private let handle: FileHandle
     private var hasher = SHA256()
-    private(set) var size: UInt64 = 0
+    package private(set) var size: UInt64 = 0
 
-    init(path: String, expectedSize: UInt64) throws(ParleyError) {
+    package init(path: String, expectedSize: UInt64) throws(ParleyError) {
         self.path = path
         do {
             if !FileManager.default.fileExists(atPath: path) {
@@ -591,9 +601,9 @@ struct FileChunkSink {
         }
     }
 
-    var digest: [UInt8] { Array(hasher.finalize()) }
+    package var digest: [UInt8] { Array(hasher.finalize()) }
 
-    mutating func write(_ bytes: ByteBuffer) throws(ParleyError) {
+    package mutating func write(_ bytes: ByteBuffer) throws(ParleyError) {
         let data = Data(bytes.readableBytesView)
         do {
             try handle.write(contentsOf: data)
@@ -605,7 +615,7 @@ struct FileChunkSink {
     }
 
     /// Flushes the bytes to disk and closes the file.
-    func finish() throws(ParleyError) {
+    package func finish() throws(ParleyError) {
         do {
             try handle.synchronize()
             try handle.close()
@@ -615,14 +625,14 @@ struct FileChunkSink {
     }
 
     /// Deletes the partial file.
-    func remove() {
+    package func remove() {
         try? FileManager.default.removeItem(atPath: path)
     }
 
     /// Gives the partial file its final name in `folder`: `name`, or `name (1)`... when taken.
     /// A hard link is made first (link(2) fails on an existing name), so an existing file is
     /// never replaced, even by one that appears meanwhile.
-    func publish(in folder: String, as name: String) throws(ParleyError) -> String {
+    package func publish(in folder: String, as name: String) throws(ParleyError) -> String {
         var taken: Set<String> = []
         while true {
             let chosen = FileName.unused(name) {

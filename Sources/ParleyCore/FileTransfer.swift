@@ -40,7 +40,8 @@ public struct FileOffer: Sendable, Hashable {
     public var name: String
     /// The whole length in bytes.
     public var size: UInt64
-    /// The SHA-256 of the whole file, 32 bytes.
+    /// The SHA-256 of the whole file, 32 bytes; empty in a node's offer of a file sent directly
+    /// by another node (docs/PROTOCOL.md section 26.9), whose hash comes with its end.
     public var sha256: [UInt8]
     /// It was sent as a stream (its length was unknown until its end).
     public var isStream: Bool

@@ -29,7 +29,9 @@ final class DirectLink: Sendable {
         var hello: VerifiedHello?
         var readiness: Result<VerifiedHello, ParleyError>?
         var readyWaiters: [CheckedContinuation<Result<VerifiedHello, ParleyError>, Never>] = []
-        var pending: [UInt32: CheckedContinuation<Result<Frame, ParleyError>, Never>] = [:]
+        /// Requests waiting for their answers, by request ID: a waiting call's continuation or a
+        /// windowed send's promise (``send(_:_:payload:timeout:)``).
+        var pending: [UInt32: @Sendable (Result<Frame, ParleyError>) -> Void] = [:]
         var nextRequestID: UInt32 = 1
         var closed = false
     }
@@ -111,38 +113,63 @@ final class DirectLink: Sendable {
         timeout: Duration
     ) async throws(ParleyError) -> Frame {
         let result = await withCheckedContinuation { continuation in
-            let requestID = state.withLock { state -> UInt32? in
-                guard !state.closed else { return nil }
-                let id = state.nextRequestID
-                state.nextRequestID = id == UInt32.max ? 1 : id + 1
-                state.pending[id] = continuation
-                return id
-            }
-            guard let requestID else {
-                continuation.resume(returning: .failure(ParleyError(code: .notConnected, message: "the link closed")))
-                return
-            }
-            let frame = Frame(type: type, requestID: requestID, message: meta, payload: ByteBuffer(bytes: payload))
-            channel.writeAndFlush(frame).whenFailure { [self] error in
-                self.complete(
-                    requestID,
-                    .failure(ParleyError(code: .notConnected, message: "writing to the link failed", cause: error))
-                )
-            }
-            _ = channel.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(timeout.nanoseconds)) { [self] in
-                self.complete(
-                    requestID,
-                    .failure(ParleyError(code: .timedOut, message: "the peer did not acknowledge within \(timeout)"))
-                )
+            start(type, meta, payload: ByteBuffer(bytes: payload), timeout: timeout) {
+                continuation.resume(returning: $0)
             }
         }
         return try result.get()
     }
 
+    /// Sends one request of `type` now, without waiting: several can be in flight, written in
+    /// the order of the calls; each future completes as ``request(_:_:payload:timeout:)`` returns.
+    func send(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: ByteBuffer,
+        timeout: Duration
+    ) -> EventLoopFuture<Frame> {
+        let promise = channel.eventLoop.makePromise(of: Frame.self)
+        start(type, meta, payload: payload, timeout: timeout) { promise.completeWith($0.mapError { $0 as any Error }) }
+        return promise.futureResult
+    }
+
+    private func start(
+        _ type: FrameType,
+        _ meta: some WireMessage,
+        payload: ByteBuffer,
+        timeout: Duration,
+        completion: @escaping @Sendable (Result<Frame, ParleyError>) -> Void
+    ) {
+        let requestID = state.withLock { state -> UInt32? in
+            guard !state.closed else { return nil }
+            let id = state.nextRequestID
+            state.nextRequestID = id == UInt32.max ? 1 : id + 1
+            state.pending[id] = completion
+            return id
+        }
+        guard let requestID else {
+            completion(.failure(ParleyError(code: .notConnected, message: "the link closed")))
+            return
+        }
+        let frame = Frame(type: type, requestID: requestID, message: meta, payload: payload)
+        channel.writeAndFlush(frame).whenFailure { [self] error in
+            self.complete(
+                requestID,
+                .failure(ParleyError(code: .notConnected, message: "writing to the link failed", cause: error))
+            )
+        }
+        _ = channel.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(timeout.nanoseconds)) { [self] in
+            self.complete(
+                requestID,
+                .failure(ParleyError(code: .timedOut, message: "the peer did not acknowledge within \(timeout)"))
+            )
+        }
+    }
+
     /// Completes the request `requestID`, once; later completions are ignored.
     func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
         let waiter = state.withLock { $0.pending.removeValue(forKey: requestID) }
-        waiter?.resume(returning: result)
+        waiter?(result)
     }
 
     /// The link is gone: fails everything still waiting on it.
@@ -155,7 +182,7 @@ final class DirectLink: Sendable {
             return (settle(&state, .failure(error)), pending)
         }
         for waiter in waiters { waiter.resume(returning: .failure(error)) }
-        for waiter in pending.values { waiter.resume(returning: .failure(error)) }
+        for waiter in pending.values { waiter(.failure(error)) }
     }
 
     func write(_ frame: Frame) {

@@ -181,8 +181,10 @@ extension ParleyNode {
         /// ``Configuration/unreadEventLimit`` events wait unread.
         case commandReceived(Command, from: NodeID?, route: Route)
         /// A file another user sent is waiting on the server for this node's user
-        /// (docs/PROTOCOL.md section 26): take it with ``ParleyNode/receiveFile(_:into:progress:)``
-        /// or decline it with ``ParleyNode/declineFile(_:reason:)``. Offered again after every
+        /// (docs/PROTOCOL.md section 26), or another node offers one over a direct link (section
+        /// 26.9; its sender waits for the answer, at most a minute): take it with
+        /// ``ParleyNode/receiveFile(_:into:progress:)`` or decline it with
+        /// ``ParleyNode/declineFile(_:reason:)``. One on the server is offered again after every
         /// logon until one of them is done.
         case fileOffered(FileOffer)
         /// One of this user's file transfers ended (the recipient has it, declined it, ...).

@@ -1,25 +1,42 @@
+import Foundation
+import NIOCore
 public import ParleyClient
 public import ParleyCore
+import ParleyWire
 
-// File transfers of a node (docs/PROTOCOL.md section 26). They go through the server, with the
-// node's server session: direct transfers over a node link (frames 0x0230-0x023F, section 26.9)
-// are not built yet. Offers and statuses arrive as `fileOffered` and `transferStatus` events.
+// File transfers of a node (docs/PROTOCOL.md sections 26 and 26.9). A file goes over a direct
+// link to the recipient's node when one is open or can be dialled (the route rules of messages),
+// through the server otherwise. A direct transfer whose link breaks picks up again from the
+// receiver's offset when a link comes back within ``ParleyNode/directResumeWindow``; after that
+// it falls back to the server, from the start there. Offers and statuses arrive as
+// `fileOffered` and `transferStatus` events on both routes, and the same calls answer them.
 extension ParleyNode {
+    /// How a file was sent: the answer of `sendFile(at:to:name:id:progress:)` with a ``Recipient``.
+    public struct FileSendResult: Sendable, Hashable {
+        /// The transfer's ID.
+        public var id: TransferID
+        /// ``Route/direct``: the recipient's node has the whole file, verified; ``Route/server``:
+        /// the server has it and offers it to the recipient.
+        public var route: Route
+    }
+
+    /// How long a direct transfer whose link broke keeps trying to pick up again before it gives
+    /// up (and falls back to the server, when there is one).
+    public static let directResumeWindow = Duration.seconds(30)
+
     /// The logged-on server session, which carries file transfers.
     private func transferClient() throws(ParleyError) -> ParleyClient {
         let client = state.withLock { state in state.serverLoggedOn ? state.client : nil }
         guard let client else {
             throw ParleyError(
                 code: .notConnected,
-                message: "file transfers go through the server, and this node is not logged on there")
+                message: "this transfer goes through the server, and this node is not logged on there")
         }
         return client
     }
 
-    /// Sends a file to a user through the server (see ``/ParleyClient/ParleyClient/sendFile(at:to:name:id:progress:)``).
-    ///
-    /// - Throws: ``/ParleyCore/ParleyError`` with `notConnected` when the node is not logged on
-    ///   to a server, or what the server's transfer answers.
+    /// Sends a file to a user, directly or through the server, like `sendFile(at:to:name:id:progress:)`
+    /// with ``Recipient/user(_:)``; returns its ID.
     @discardableResult
     public func sendFile(
         at path: String,
@@ -28,40 +45,318 @@ extension ParleyNode {
         id: TransferID? = nil,
         progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
     ) async throws(ParleyError) -> TransferID {
-        try await transferClient().sendFile(at: path, to: recipient, name: name, id: id, progress: progress)
+        try await sendFile(at: path, to: Recipient.user(recipient), name: name, id: id, progress: progress).id
     }
 
-    /// Saves a file offered to this node's user into `directory` (see
-    /// ``/ParleyClient/ParleyClient/receiveFile(_:into:progress:)``); returns its path.
+    /// Sends the file at `path` to `recipient`: over a direct link to its node when one is open
+    /// or can be dialled, which works with the server down; through the server otherwise (users
+    /// only).
+    ///
+    /// Directly, the call returns once the recipient's node has the whole file with the right
+    /// SHA-256: its application accepts it with ``receiveFile(_:into:progress:)`` (or declines
+    /// it) after a `fileOffered` event. A link that breaks is dialled again and the transfer
+    /// resumes from the receiver's offset; after ``directResumeWindow`` without a link, a user's
+    /// file goes through the server from the start. Through the server, the call returns once
+    /// the server has it (see ``/ParleyClient/ParleyClient/sendFile(at:to:name:id:progress:)``).
+    /// Either way a `transferStatus` event tells how it ended.
+    ///
+    /// - Parameters:
+    ///   - path: the file to send.
+    ///   - recipient: a user, or a node in peer-to-peer mode (direct only).
+    ///   - name: the name the recipient sees; the path's last component by default.
+    ///   - id: the transfer's ID; by default one derived from the path, size, modification time
+    ///     and recipient, so sending the same file again resumes.
+    ///   - progress: called after each acknowledged chunk.
+    /// - Throws: ``/ParleyCore/ParleyError`` with `transferRefused` when the recipient declined
+    ///   it or did not decide within a minute, `cancelled` when either side cancelled it,
+    ///   `notConnected` when no route exists, or the server's transfer errors.
+    @discardableResult
+    public func sendFile(
+        at path: String,
+        to recipient: Recipient,
+        name: String? = nil,
+        id: TransferID? = nil,
+        progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
+    ) async throws(ParleyError) -> FileSendResult {
+        let recipientKey =
+            switch recipient {
+            case .user(let user): String(user.rawValue)
+            case .node(let node): "node:\(node)"
+            }
+        let (size, derivedID) = try ParleyClient.fileIdentity(of: path, for: recipientKey)
+        let id = id ?? derivedID
+        let name = name ?? URL(fileURLWithPath: path).lastPathComponent
+        try FileName.validate(name)
+        var recipientUser = UserID(0)
+        if case .user(let user) = recipient { recipientUser = user }
+        if await directTarget(for: recipient) != nil {
+            let file = DirectFile(path: path, name: name, size: size, id: id, recipient: recipient)
+            do throws(ParleyError) {
+                try await sendDirectly(file, progress: progress)
+                eventQueue.offer(.transferStatus(sentStatus(id, to: recipientUser, .completed, reason: "")))
+                return FileSendResult(id: id, route: .direct)
+            } catch {
+                switch error.code {
+                case .transferRefused:
+                    eventQueue.offer(
+                        .transferStatus(sentStatus(id, to: recipientUser, .declined, reason: error.message)))
+                case .cancelled:
+                    eventQueue.offer(
+                        .transferStatus(sentStatus(id, to: recipientUser, .cancelled, reason: error.message)))
+                default:
+                    break
+                }
+                guard [ParleyError.Code.notConnected, .timedOut].contains(error.code), case .user = recipient,
+                    state.withLock({ $0.serverLoggedOn })
+                else { throw error }
+                logger.info(
+                    "the direct transfer failed; sending through the server, from the start",
+                    metadata: ["transfer.id": "\(id)", "error": "\(error)"])
+            }
+        }
+        guard case .user(let user) = recipient else {
+            throw ParleyError(code: .notConnected, message: "no direct link to the node for the file")
+        }
+        try await transferClient().sendFile(at: path, to: user, name: name, id: id, progress: progress)
+        return FileSendResult(id: id, route: .server)
+    }
+
+    private func sentStatus(_ id: TransferID, to recipient: UserID, _ outcome: TransferOutcome, reason: String)
+        -> TransferStatus
+    {
+        TransferStatus(
+            id: id, sender: ownUser ?? UserID(0), recipient: recipient, outcome: outcome, reason: reason, at: Date())
+    }
+
+    /// Saves a file offered to this node's user into `directory` and returns its path: a direct
+    /// offer is accepted (the sender's node sends it, resuming from the partial file's length),
+    /// one the server holds is fetched (see
+    /// ``/ParleyClient/ParleyClient/receiveFile(_:into:progress:)``). Either way the file gets its
+    /// final name only once its SHA-256 matched.
+    ///
+    /// - Throws: ``/ParleyCore/ParleyError`` with `transferHashMismatch` (the partial file is
+    ///   deleted), `cancelled` when the sender cancelled a direct transfer, `transferNotFound`
+    ///   when the offer is gone, `storageError` when the folder cannot be written.
     @discardableResult
     public func receiveFile(
         _ offer: FileOffer,
         into directory: String,
         progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
     ) async throws(ParleyError) -> String {
-        try await transferClient().receiveFile(offer, into: directory, progress: progress)
+        if let path = try await receiveDirectly(offer, into: directory, progress: progress) { return path }
+        return try await transferClient().receiveFile(offer, into: directory, progress: progress)
     }
 
     /// Declines a file offered to this node's user.
     public func declineFile(_ offer: FileOffer, reason: String = "") async throws(ParleyError) {
+        if await closeDirectOffer(offer, .declined, reason: reason) { return }
         try await transferClient().declineFile(offer, reason: reason)
     }
 
-    /// Gives up a file offered to this node's user, also one partly received (and deletes its
-    /// partial file in `directory`, if given).
+    /// Gives up a file offered to this node's user, also one partly received (a direct one's
+    /// partial file is deleted; one from the server's in `directory`, if given).
     public func cancelFile(_ offer: FileOffer, partialIn directory: String? = nil, reason: String = "")
         async throws(ParleyError)
     {
+        if await closeDirectOffer(offer, .cancelled, reason: reason) { return }
         try await transferClient().cancelFile(offer, partialIn: directory, reason: reason)
     }
 
-    /// Gives up a transfer this node's user sent.
+    /// Gives up a transfer this node's user sent: a direct one under way stops and its receiver
+    /// is told (PEER_TRANSFER_CLOSE), one through the server is deleted there.
     public func cancelTransfer(_ id: TransferID, reason: String = "") async throws(ParleyError) {
-        try await transferClient().cancelTransfer(id, reason: reason)
+        let stop = DirectTransfers.Stop(byPeer: false, outcome: .cancelled, reason: reason)
+        guard let link = directTransfers.stopSending(id, stop) else {
+            try await transferClient().cancelTransfer(id, reason: reason)
+            return
+        }
+        guard let link else { return }
+        var close = Parley_V1_TransferClose()
+        close.transferID = id.rawValue
+        close.outcome = .cancelled
+        close.reason = String(decoding: reason.utf8.prefix(256), as: UTF8.self)
+        do throws(ParleyError) {
+            _ = try await link.request(.peerTransferClose, close, payload: [], timeout: configuration.peerTimeout)
+        } catch {
+            // The receiver keeps its partial file; its application cancels it or a later send resumes.
+            logger.debug("cannot tell the receiver", metadata: ["transfer.id": "\(id)", "error": "\(error)"])
+        }
     }
 
     /// The transfers the server holds that this node's user sent or receives.
     public func transfers() async throws(ParleyError) -> [HeldTransfer] {
         try await transferClient().transfers()
+    }
+
+    // MARK: Sending directly
+
+    /// A file on its way over a direct link.
+    private struct DirectFile {
+        var path: String
+        var name: String
+        var size: UInt64
+        var id: TransferID
+        var recipient: Recipient
+    }
+
+    /// Sends `file` over direct links until the receiver has it, dialling again after a broken
+    /// link for at most ``directResumeWindow``.
+    private func sendDirectly(
+        _ file: DirectFile, progress: @escaping @Sendable (TransferProgress) -> Void
+    ) async throws(ParleyError) {
+        guard directTransfers.beginSending(file.id) else {
+            throw ParleyError(code: .invalidRequest, message: "transfer \(file.id) is being sent already")
+        }
+        defer { directTransfers.endSending(file.id) }
+        var source = try FileChunkSource(path: file.path)
+        var start = Parley_V1_TransferStart()
+        start.transferID = file.id.rawValue
+        start.name = file.name
+        start.size = file.size
+        var user: UserID?
+        if case .user(let recipientUser) = file.recipient {
+            user = recipientUser
+            start.recipient = recipientUser.rawValue
+        }
+        let deadline = ContinuousClock.now + Self.directResumeWindow
+        var first = true
+        var linked = false
+        while true {
+            do throws(ParleyError) {
+                try checkStop(file.id)
+                let link = try await transferLink(to: file.recipient, user: user, first: first)
+                linked = true
+                directTransfers.sending(file.id, over: link)
+                try await sendRun(start, from: &source, over: link, progress: progress)
+                return
+            } catch {
+                // A stop explains the failure better than what it caused (a closed request).
+                try checkStop(file.id)
+                let (stopping, serverUp) = state.withLock { ($0.stopping, $0.serverLoggedOn) }
+                if !linked, user != nil, serverUp {
+                    // No link at all on the first try: a user's file takes the server at once, as
+                    // a message would; the resume window is for links that broke.
+                    throw ParleyError(
+                        code: .notConnected, message: "no direct link to the recipient's node: \(error.message)")
+                }
+                let resumable = [ParleyError.Code.notConnected, .timedOut, .transferOffsetMismatch].contains(error.code)
+                guard resumable, !stopping, ContinuousClock.now < deadline else { throw error }
+                logger.debug(
+                    "resuming a direct transfer", metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])
+            }
+            first = false
+            do {
+                // Gives the link a moment to come back (or the peer's redial to arrive).
+                try await Task.sleep(for: .milliseconds(250))
+            } catch {
+                throw ParleyError(code: .cancelled, message: "the transfer was cancelled")
+            }
+        }
+    }
+
+    /// A ready link to the recipient's node: the first try for a user that the server could also
+    /// take does not wait for a peer that failed lately.
+    private func transferLink(to recipient: Recipient, user: UserID?, first: Bool) async throws(ParleyError)
+        -> DirectLink
+    {
+        guard let target = await directTarget(for: recipient) else {
+            throw ParleyError(code: .notConnected, message: "no direct route to the recipient's node")
+        }
+        let purpose: DialPurpose =
+            first && state.withLock({ $0.serverLoggedOn }) ? .sendWithAlternative : .sendWithoutAlternative
+        let link = try await self.link(to: target.node, addresses: target.addresses, purpose: purpose)
+        if let user, link.hello?.userID != user {
+            throw ParleyError(code: .notConnected, message: "node \(target.node) does not speak for user \(user)")
+        }
+        return link
+    }
+
+    /// Fails when this transfer was stopped (by either side) or its task cancelled.
+    private func checkStop(_ id: TransferID) throws(ParleyError) {
+        if let stop = directTransfers.stop(of: id) {
+            let reason = stop.reason.isEmpty ? "" : ": \(stop.reason)"
+            guard stop.byPeer else {
+                throw ParleyError(code: .cancelled, message: "the transfer was cancelled\(reason)")
+            }
+            throw ParleyError(
+                code: stop.outcome == .declined ? .transferRefused : .cancelled,
+                message: "the recipient \(stop.outcome.rawValue) the transfer\(reason)")
+        }
+        if Task.isCancelled { throw ParleyError(code: .cancelled, message: "the transfer was cancelled") }
+    }
+
+    /// One run over one link: PEER_TRANSFER_START (the receiver's offset), the chunks from there
+    /// with ``DirectTransfers/window`` in flight, PEER_TRANSFER_END.
+    private func sendRun(
+        _ start: Parley_V1_TransferStart,
+        from source: inout FileChunkSource,
+        over link: DirectLink,
+        progress: @Sendable (TransferProgress) -> Void
+    ) async throws(ParleyError) {
+        let id = TransferID(start.transferID)
+        let size = start.size
+        let answer: Parley_V1_TransferState = try await link.request(
+            .peerTransferStart, start, payload: [], timeout: DirectTransfers.decisionTimeout + configuration.peerTimeout
+        ).decodeMeta()
+        if answer.phase == .closed {
+            guard answer.outcome == .completed else {
+                throw ParleyError(code: .transferNotFound, message: "transfer \(id) was closed already")
+            }
+            progress(ParleyClient.progress(id, size, size, size, .now))
+            return
+        }
+        guard answer.offset <= size else {
+            throw ParleyError(
+                code: .invalidRequest, message: "the receiver holds \(answer.offset) bytes of a \(size)-byte file")
+        }
+        let started = ContinuousClock.now
+        let chunkSize = Int(min(max(answer.chunkSize, 1), UInt32(DirectTransfers.chunkSize)))
+        var next = answer.offset
+        var inFlight: [EventLoopFuture<Frame>] = []
+        do throws(ParleyError) {
+            while next < size || !inFlight.isEmpty {
+                while next < size, inFlight.count < DirectTransfers.window {
+                    try checkStop(id)
+                    let bytes = try source.chunk(at: next, maximum: Int(min(UInt64(chunkSize), size - next)))
+                    guard !bytes.isEmpty else {
+                        throw ParleyError(code: .storageError, message: "\(source.path) got shorter while it was sent")
+                    }
+                    var meta = Parley_V1_TransferChunk()
+                    meta.transferID = id.rawValue
+                    meta.offset = next
+                    inFlight.append(
+                        link.send(
+                            .peerTransferChunk, meta, payload: ByteBuffer(bytes: bytes),
+                            timeout: configuration.peerTimeout))
+                    next += UInt64(bytes.count)
+                }
+                let state: Parley_V1_TransferState = try await Self.answer(to: inFlight.removeFirst()).get()
+                    .decodeMeta()
+                progress(ParleyClient.progress(id, state.offset, size, answer.offset, started))
+            }
+        } catch {
+            // The chunks already sent are answered or failed before this run ends, so nothing of it
+            // is still on its way when the next run starts.
+            for pending in inFlight { _ = await Self.answer(to: pending) }
+            throw error
+        }
+        var end = Parley_V1_TransferEnd()
+        end.transferID = id.rawValue
+        end.size = size
+        end.sha256 = Data(try source.digest())
+        // The receiver flushes and renames before it answers.
+        _ = try await link.request(
+            .peerTransferEnd, end, payload: [], timeout: configuration.peerTimeout + .seconds(Int64(size >> 26)))
+        progress(ParleyClient.progress(id, size, size, answer.offset, started))
+    }
+
+    private static func answer(to request: EventLoopFuture<Frame>) async -> Result<Frame, ParleyError> {
+        do {
+            return .success(try await request.get())
+        } catch let error as ParleyError {
+            return .failure(error)
+        } catch {
+            return .failure(ParleyError(code: .internalError, message: "the transfer failed", cause: error))
+        }
     }
 }

@@ -364,6 +364,12 @@ extension ParleyNode {
             handleCommand(frame, on: link)
         case FrameType.peerCommand.response:
             link.complete(frame.requestID, .success(frame))
+        // Direct file transfers (ParleyNode+DirectFiles.swift).
+        case .peerTransferStart, .peerTransferChunk, .peerTransferEnd, .peerTransferClose:
+            handleTransfer(frame, on: link)
+        case FrameType.peerTransferStart.response, FrameType.peerTransferChunk.response,
+            FrameType.peerTransferEnd.response, FrameType.peerTransferClose.response:
+            link.complete(frame.requestID, .success(frame))
         case FrameType.peerMessage.response:
             link.complete(frame.requestID, .success(frame))
             // The peer takes this node's messages: whatever it refused before is settled.

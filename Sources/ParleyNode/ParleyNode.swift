@@ -60,6 +60,8 @@ public final class ParleyNode: Sendable {
     /// Command handlers by name (``handleCommands(named:_:)``), for commands over direct links
     /// and through the server; their runs wait here for ``run()``.
     let commands = CommandHandlers(capacity: 256)
+    /// File transfers over direct links, both directions (docs/PROTOCOL.md section 26.9).
+    let directTransfers = DirectTransfers()
 
     struct State {
         enum Phase { case idle, running, stopped }
@@ -356,6 +358,8 @@ public final class ParleyNode: Sendable {
         if let client { await client.shutdownGracefully() }
         try? await listener?.close()
         for link in links { try? await link.channel.close() }
+        // Direct transfers being received end here; their partial files stay for a resume.
+        directTransfers.stopReceiving()
     }
 
     private func finishStopped(_ error: (any Error)?) {

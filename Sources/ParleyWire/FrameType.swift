@@ -66,6 +66,11 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let nodeHello = FrameType(rawValue: 0x0201)
     public static let peerMessage = FrameType(rawValue: 0x0210)
     public static let peerCommand = FrameType(rawValue: 0x0220)
+    // Direct file transfers between nodes (docs/PROTOCOL.md section 26.9).
+    public static let peerTransferStart = FrameType(rawValue: 0x0230)
+    public static let peerTransferChunk = FrameType(rawValue: 0x0231)
+    public static let peerTransferEnd = FrameType(rawValue: 0x0232)
+    public static let peerTransferClose = FrameType(rawValue: 0x0233)
 
     static let responseBit: UInt16 = 0x8000
 
@@ -122,6 +127,10 @@ public struct FrameType: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .transferOffer: base = "TRANSFER_OFFER"
         case .transferStatus: base = "TRANSFER_STATUS"
         case .peerMessage: base = "PEER_MESSAGE"
+        case .peerTransferStart: base = "PEER_TRANSFER_START"
+        case .peerTransferChunk: base = "PEER_TRANSFER_CHUNK"
+        case .peerTransferEnd: base = "PEER_TRANSFER_END"
+        case .peerTransferClose: base = "PEER_TRANSFER_CLOSE"
         default: base = "0x" + String(rawValue & ~Self.responseBit, radix: 16)
         }
         return isResponse ? base + "_OK" : base

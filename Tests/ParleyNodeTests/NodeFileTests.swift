@@ -14,7 +14,9 @@ import Testing
         try await withServer(dataDirectory: directory.subdirectory("server")) { _, configuration in
             let users = try await registerUsers(["ann", "bob"], on: configuration)
             let (ann, bob) = (users[0], users[1])
-            let annNode = try makeServerNode("ann", ann, directory: directory, server: configuration, lan: lan)
+            // Without direct links: this test is about the server route (DirectFileTests has the other).
+            let annNode = try makeServerNode(
+                "ann", ann, directory: directory, server: configuration, allowsDirectLinks: false, lan: lan)
             let bobNode = try makeServerNode("bob", bob, directory: directory, server: configuration, lan: lan)
             let bytes = (0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
             let source = directory.subdirectory("plan.txt")
