@@ -17,6 +17,7 @@
 #       token logons from password logons
 #   BUILD=debug ...                               # .build/debug instead of a release build
 #   PERF=/tmp/storm.data ...                      # perf record -g of the restarted server during the storm
+#   SERVER_PARLEY=/path/to/parley ...             # another build's server (a before/after comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -29,6 +30,7 @@ RETRY=${RETRY:-local}
 
 if [ "$BUILD" = release ] && [ "${NO_BUILD:-}" != 1 ]; then swift build -c release --product parley >/dev/null; fi
 parley="$PWD/.build/$BUILD/parley"
+server_parley=${SERVER_PARLEY:-$parley}
 work=$(mktemp -d /tmp/parley-reconnect.XXXXXX)
 server_pid=""
 bench_pid=""
@@ -53,7 +55,7 @@ fi
 # directory; sets $address, $server_pid, $work/server.pid and PARLEY_SERVER_FINGERPRINT.
 start_server() {
     local run=$1 port=$2 cost=$3
-    "$parley" server --host 127.0.0.1 --port "$port" --data "$work/data" --max-connections $((N + 100)) \
+    "$server_parley" server --host 127.0.0.1 --port "$port" --data "$work/data" --max-connections $((N + 100)) \
         --password-cost "$cost" "${transport[@]}" \
         --log-level info >"$work/server-$run.out" 2>"$work/server-$run.log" &
     server_pid=$!
