@@ -20,7 +20,10 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             measures a mass reconnect instead: once every client is logged on it writes PATH, then \
             waits until the server was restarted (by whoever waits for PATH: \
             scripts/bench-reconnect.sh) and every client logged on again by itself (with its \
-            resumption token, docs/PROTOCOL.md section 9.2.1). With --presence-logon N, measures how \
+            resumption token, docs/PROTOCOL.md section 9.2.1); with --lean as well, the clients \
+            are raw plaintext connections on one thread that wait for every connection to close \
+            and the server to accept again, then all connect and log on with their tokens at once \
+            (the storm; --server-pid-file for the server's CPU). With --presence-logon N, measures how \
             long a user whose N contacts are all online waits after LOGON until it knows every \
             contact's presence; with --presence-fanout M, how long a presence change of one user \
             takes to reach all M users watching it, and the server's CPU per event pushed (with \
@@ -90,6 +93,13 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     var timeout: Double = 120
 
     @Option(
+        name: .customLong("server-pid-file"),
+        help:
+            "With --lean --reconnect-ready-file: a file holding the restarted server's process ID, read when the storm starts, to report the server's CPU time during the storm."
+    )
+    var serverPIDFile: String?
+
+    @Option(
         name: .customLong("server-pid"),
         help: "The server's process ID (same machine): also report the server's CPU time per delivered message."
     )
@@ -112,9 +122,12 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         if lean {
-            guard logons == nil, reconnectReadyFile == nil, presenceLogon == nil, presenceFanout == nil else {
-                throw ValidationError("--lean measures messages only")
+            guard logons == nil, presenceLogon == nil, presenceFanout == nil else {
+                throw ValidationError("--lean measures messages or a mass reconnect only")
             }
+        }
+        if serverPIDFile != nil, !lean || reconnectReadyFile == nil {
+            throw ValidationError("--server-pid-file goes with --lean --reconnect-ready-file")
         }
     }
 
@@ -127,6 +140,22 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             logger: Logger(label: "parley.client"),
             deadline: deadline
         )
+        if lean, let reconnectReadyFile {
+            let configuration = try Self.leanConfiguration(connection)
+            let report = try await LeanReconnect.run(
+                LeanReconnect.Plan(
+                    host: configuration.host,
+                    port: configuration.port,
+                    clients: clients,
+                    readyFile: reconnectReadyFile,
+                    serverPIDFile: serverPIDFile,
+                    deadline: deadline
+                )
+            )
+            try out.emit(report, text: report.summary)
+            if report.loggedOn < report.clients { throw ExitStatus.incomplete }
+            return
+        }
         if let reconnectReadyFile {
             let report = try await participants.withLoggedOnClients { participants in
                 try await Self.measureReconnect(participants, readyFile: reconnectReadyFile, deadline: deadline)
@@ -172,10 +201,7 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             return
         }
         if lean {
-            let configuration = try connection.clientConfiguration()
-            guard configuration.security == .insecurePlaintext else {
-                throw ValidationError("--lean speaks plaintext only: add --insecure-plaintext (and run the server so)")
-            }
+            let configuration = try Self.leanConfiguration(connection)
             let report = try await LeanLoad.run(
                 LeanLoad.Plan(
                     host: configuration.host,
@@ -211,6 +237,15 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         try out.emit(report, text: report.summary)
         if let failure = report.firstFailure { Output.note("a send failed: \(failure)") }
         if report.delivered < report.messages { throw ExitStatus.incomplete }
+    }
+
+    /// The server's address for the lean generator, which speaks plaintext only.
+    private static func leanConfiguration(_ options: ServerOptions) throws -> ParleyClient.Configuration {
+        let configuration = try options.clientConfiguration()
+        guard configuration.security == .insecurePlaintext else {
+            throw ValidationError("--lean speaks plaintext only: add --insecure-plaintext (and run the server so)")
+        }
+        return configuration
     }
 
     // MARK: Messages

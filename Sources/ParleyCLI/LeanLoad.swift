@@ -265,8 +265,7 @@ private final class LeanConnection: ChannelInboundHandler {
     private unowned let load: LeanLoad
     private let channel: any Channel
     private var state = State.hello
-    private var inbound: ByteBuffer?
-    private var outbound: ByteBuffer
+    private var framing: LeanFraming
     private(set) var user: UInt32 = 0
 
     // Sending.
@@ -287,7 +286,7 @@ private final class LeanConnection: ChannelInboundHandler {
         self.index = index
         self.load = load
         self.channel = channel
-        self.outbound = channel.allocator.buffer(capacity: 4096)
+        self.framing = LeanFraming(allocator: channel.allocator)
     }
 
     var isReadyToRegister: Bool { state == .guest }
@@ -299,12 +298,7 @@ private final class LeanConnection: ChannelInboundHandler {
     // MARK: Handshake
 
     func sendHello() {
-        var hello = Parley_V1_Hello()
-        hello.magic = "parley"
-        hello.minVersion = 1
-        hello.maxVersion = 1
-        hello.agent = "parley-bench-lean"
-        append(Frame(type: .hello, requestID: 1, message: hello))
+        framing.appendHello()
         flush()
     }
 
@@ -313,7 +307,7 @@ private final class LeanConnection: ChannelInboundHandler {
         request.info.userName = name
         request.password = password
         state = .registering
-        append(Frame(type: .register, requestID: 2, message: request))
+        framing.append(Frame(type: .register, requestID: 2, message: request))
         flush()
     }
 
@@ -347,7 +341,8 @@ private final class LeanConnection: ChannelInboundHandler {
             wantReceipt: false
         )
         let stamp = load.elapsedNanoseconds
-        writeFrame(type: FrameType.sendMessage.rawValue, requestID: UInt32(truncatingIfNeeded: sent)) { buffer in
+        framing.appendFrame(type: FrameType.sendMessage.rawValue, requestID: UInt32(truncatingIfNeeded: sent)) {
+            buffer in
             meta.write(to: &buffer)
         } payload: { buffer in
             let start = buffer.writerIndex
@@ -359,60 +354,24 @@ private final class LeanConnection: ChannelInboundHandler {
         return true
     }
 
-    // MARK: Frames
-
-    private func append(_ frame: Frame) {
-        var frame = frame
-        FrameEncoder.writeHeader(of: &frame, into: &outbound)
-        outbound.writeBuffer(&frame.payload)
-    }
-
-    /// Appends a frame whose meta and payload sections are written in place.
-    private func writeFrame(
-        type: UInt16,
-        requestID: UInt32,
-        meta: (inout ByteBuffer) -> Void,
-        payload: (inout ByteBuffer) -> Void = { _ in }
-    ) {
-        let lengthAt = outbound.writerIndex
-        outbound.writeInteger(UInt32(0))
-        outbound.writeInteger(type)
-        outbound.writeInteger(UInt16(0))
-        outbound.writeInteger(requestID)
-        let metaLengthAt = outbound.writerIndex
-        outbound.writeInteger(UInt32(0))
-        let metaStart = outbound.writerIndex
-        meta(&outbound)
-        let metaLength = outbound.writerIndex - metaStart
-        payload(&outbound)
-        outbound.setInteger(UInt32(outbound.writerIndex - lengthAt - Frame.lengthFieldSize), at: lengthAt)
-        outbound.setInteger(UInt32(metaLength), at: metaLengthAt)
-    }
-
     func flush() {
-        guard outbound.readableBytes > 0 else { return }
-        channel.writeAndFlush(outbound, promise: nil)
-        outbound = channel.allocator.buffer(capacity: 4096)
+        framing.flush(on: channel)
     }
 
     // MARK: Receiving
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        if inbound == nil {
-            inbound = incoming
-        } else {
-            inbound!.writeBuffer(&incoming)
+        framing.received(unwrapInboundIn(data))
+        do {
+            while let frame = try framing.nextFrame() { handle(frame) }
+        } catch {
+            load.fail("connection \(index): the server sent a malformed frame")
         }
-        while let frame = nextFrame() {
-            handle(frame)
-        }
-        if inbound?.readableBytes == 0 { inbound = nil }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if !acks.isEmpty {
-            writeFrame(type: FrameType.ackMessages.rawValue, requestID: 0) { [acks] buffer in
+            framing.appendFrame(type: FrameType.ackMessages.rawValue, requestID: 0) { [acks] buffer in
                 HotMeta.writeAck(acks, to: &buffer)
             }
             acks.removeAll(keepingCapacity: true)
@@ -429,38 +388,7 @@ private final class LeanConnection: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private struct RawFrame {
-        var type: UInt16
-        var requestID: UInt32
-        var meta: ByteBuffer
-        var payload: ByteBuffer
-    }
-
-    private func nextFrame() -> RawFrame? {
-        guard var buffer = inbound, let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
-            buffer.readableBytes >= Frame.lengthFieldSize + Int(length), length >= Frame.headerSize
-        else { return nil }
-        let start = buffer.readerIndex + Frame.lengthFieldSize
-        guard let type = buffer.getInteger(at: start, as: UInt16.self),
-            let requestID = buffer.getInteger(at: start + 4, as: UInt32.self),
-            let metaLength = buffer.getInteger(at: start + 8, as: UInt32.self),
-            Int(metaLength) <= Int(length) - Frame.headerSize,
-            let meta = buffer.getSlice(at: start + Frame.headerSize, length: Int(metaLength)),
-            let payload = buffer.getSlice(
-                at: start + Frame.headerSize + Int(metaLength),
-                length: Int(length) - Frame.headerSize - Int(metaLength)
-            )
-        else {
-            load.fail("connection \(index): the server sent a malformed frame")
-            inbound = nil
-            return nil
-        }
-        buffer.moveReaderIndex(forwardBy: Frame.lengthFieldSize + Int(length))
-        inbound = buffer
-        return RawFrame(type: type, requestID: requestID, meta: meta, payload: payload)
-    }
-
-    private func handle(_ frame: RawFrame) {
+    private func handle(_ frame: LeanFraming.RawFrame) {
         switch FrameType(rawValue: frame.type) {
         case .message:
             received(frame)
@@ -478,10 +406,7 @@ private final class LeanConnection: ChannelInboundHandler {
                 load.fail("connection \(index): \(error)")
             }
         case .ping:
-            writeFrame(type: FrameType.pong.rawValue, requestID: frame.requestID) { buffer in
-                var meta = frame.meta
-                buffer.writeBuffer(&meta)
-            }
+            framing.appendPong(to: frame)
         case FrameType.hello.response:
             state = .guest
             load.helloDone()
@@ -499,7 +424,7 @@ private final class LeanConnection: ChannelInboundHandler {
         }
     }
 
-    private func received(_ frame: RawFrame) {
+    private func received(_ frame: LeanFraming.RawFrame) {
         guard let event = HotMeta.MessageEvent(meta: frame.meta) else {
             load.fail("connection \(index): an unreadable MESSAGE event")
             return
