@@ -64,6 +64,9 @@ final class HistoryRecorder: Sendable {
         var indexing = false
         /// Rounds appended to the journal: the indexer goes on while this changes.
         var appended = 0
+        /// When the writer last appended, and the rows appended and not yet indexed.
+        var lastAppend = ContinuousClock.now
+        var backlog = 0
         /// Journal rows up to here are in the history: the writer deletes them from the journal.
         var indexedThrough: Int64 = 0
         var trimmedThrough: Int64 = 0
@@ -85,6 +88,12 @@ final class HistoryRecorder: Sendable {
     private let queue = Mutex(Queue())
     private let worker = NIOThreadPool(numberOfThreads: 1)
     private let indexer = NIOThreadPool(numberOfThreads: 1)
+    /// Linux's SCHED_IDLE (sched.h defines it only with _GNU_SOURCE).
+    private static let scheduleIdle: Int32 = 5
+    /// The indexer waits for this long without appends before it indexes...
+    private let quietInterval: Duration = .milliseconds(500)
+    /// ...unless the journal holds this many rows (about 250 MB on disk).
+    private let maximumBacklog = 1 << 20
     /// Journal rows per indexing transaction.
     private let indexBatch = 8192
     let logger: Logger
@@ -101,16 +110,22 @@ final class HistoryRecorder: Sendable {
         let indexed = try store.appliedJournalSequence()
         // A crash between indexing and trimming left indexed rows in the journal.
         try journal.deleteThrough(indexed)
+        let leftover = try journal.count()
         queue.withLock { queue in
             queue.indexedThrough = indexed
             queue.trimmedThrough = indexed
+            queue.backlog = leftover
         }
         worker.start()
         indexer.start()
         indexer.submit { _ in
-            // The lowest priority, for this thread only: on Linux the nice value belongs to the
-            // thread, and "who" 0 is the calling one.
-            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            // The lowest priority, for this thread only (on Linux the policy and the nice value
+            // belong to the thread, and 0 is the calling one): SCHED_IDLE runs only on a CPU
+            // nothing else wants; nice 19 where that policy is refused.
+            var parameters = sched_param()
+            if sched_setscheduler(0, Self.scheduleIdle, &parameters) != 0 {
+                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+            }
         }
         startIndexing()
     }
@@ -245,6 +260,10 @@ final class HistoryRecorder: Sendable {
         (entries, delivered) = HistoryStore.merge(entries, delivered)
         do {
             try journal.append(entries, delivered: delivered)
+            queue.withLock { queue in
+                queue.lastAppend = .now
+                queue.backlog += entries.count + delivered.count
+            }
         } catch {
             // History is a record, not the message path: the batch is lost and counted.
             queue.withLock { $0.dropped += batch.count }
@@ -290,6 +309,10 @@ final class HistoryRecorder: Sendable {
                 queue.withLock { $0.indexing = false }
                 return
             }
+            if waitsForAQuietMoment() {
+                Thread.sleep(forTimeInterval: 0.1)
+                continue
+            }
             if indexOnce() > 0 { continue }
             let done = queue.withLock { queue -> Bool in
                 guard queue.appended == seen || queue.stopped else { return false }
@@ -306,6 +329,17 @@ final class HistoryRecorder: Sendable {
         }
     }
 
+    /// Whether the indexer waits: the writer appended within ``quietInterval`` (the message path
+    /// is busy) and the journal holds fewer than ``maximumBacklog`` rows. A burst is indexed
+    /// after it, without slowing it; a load that goes on is indexed alongside once the backlog
+    /// is reached.
+    private func waitsForAQuietMoment() -> Bool {
+        queue.withLock { queue in
+            queue.urgent == 0 && queue.backlog > 0 && queue.backlog < maximumBacklog
+                && ContinuousClock.now - queue.lastAppend < quietInterval
+        }
+    }
+
     /// Indexes one batch of the journal on the calling thread; returns how many rows it moved.
     @discardableResult
     private func indexOnce() -> Int {
@@ -316,6 +350,7 @@ final class HistoryRecorder: Sendable {
                 logger.info("damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
             }
             queue.withLock { $0.indexedThrough = max($0.indexedThrough, applied.lastSequence) }
+            queue.withLock { $0.backlog = max(0, $0.backlog - applied.rows) }
             return applied.rows
         } catch {
             logger.info("indexing the history journal failed", metadata: ["error": "\(error)"])
