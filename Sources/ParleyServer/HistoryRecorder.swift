@@ -110,6 +110,7 @@ final class HistoryRecorder: Sendable {
         let indexed = try store.appliedJournalSequence()
         // A crash between indexing and trimming left indexed rows in the journal.
         try journal.deleteThrough(indexed)
+        try journal.continueAfter(indexed)
         let leftover = try journal.count()
         queue.withLock { queue in
             queue.indexedThrough = indexed

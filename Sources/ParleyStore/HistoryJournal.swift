@@ -7,6 +7,9 @@ public import ParleyCore
 /// any index, so that writing it costs the message path little. An indexer moves it into the
 /// searchable history (``HistoryStore/apply(_:)``) when the server has time.
 ///
+/// Rows are numbered in order and never again with a number used before (AUTOINCREMENT): the
+/// history records the last number it took, and the journal is emptied as it is taken.
+///
 /// A separate file, so that appending never waits for the indexer's write lock (the indexer
 /// runs at a low priority and may hold its lock for a while). What was moved is recorded in
 /// the history file in the same transaction as the rows (``HistoryStore/appliedJournalSequence()``),
@@ -53,7 +56,7 @@ public final class HistoryJournal: Sendable {
             try db.execute(
                 sql: """
                     CREATE TABLE journal (
-                        seq INTEGER PRIMARY KEY,
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
                         delivery INTEGER NOT NULL,
                         sender INTEGER NOT NULL,
                         message_id INTEGER NOT NULL,
@@ -68,6 +71,24 @@ public final class HistoryJournal: Sendable {
         }
         return migrator
     }()
+
+    /// Makes the next row's sequence number larger than `sequence` (the last one applied to the
+    /// history): a journal file deleted or replaced must not start again below what the history
+    /// took, or its rows would be taken as applied.
+    public func continueAfter(_ sequence: Int64) throws(ParleyError) {
+        try database.write("positioning the history journal") { db in
+            let current = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'journal'")
+            if let current {
+                if current < sequence {
+                    try db.execute(
+                        sql: "UPDATE sqlite_sequence SET seq = ? WHERE name = 'journal'", arguments: [sequence])
+                }
+            } else if sequence > 0 {
+                try db.execute(
+                    sql: "INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?)", arguments: [sequence])
+            }
+        }
+    }
 
     /// Appends entries, then deliveries, in one transaction.
     public func append(_ entries: [HistoryEntry], delivered: [Delivery]) throws(ParleyError) {

@@ -301,6 +301,20 @@ struct HistoryStoreTests {
             try journal.deleteThrough(last)
             #expect(try journal.count() == 0)
             #expect(try reopened.count() == entries.count)
+            // An emptied journal goes on numbering after its last row: new rows are applied.
+            var later = entries[0]
+            later.messageID = 100_001
+            try journal.append([later], delivered: [])
+            #expect(try reopened.apply(journal, limit: 1000).rows == 1)
+            #expect(try reopened.count() == entries.count + 1)
+            // A journal file made anew starts after what the history took.
+            let replacement = journalPath + ".new"
+            let fresh = try HistoryJournal(path: replacement)
+            try fresh.continueAfter(try reopened.appliedJournalSequence())
+            later.messageID = 100_002
+            try fresh.append([later], delivered: [])
+            #expect(try reopened.apply(fresh, limit: 1000).rows == 1)
+            #expect(try reopened.count() == entries.count + 2)
         }
     }
 
