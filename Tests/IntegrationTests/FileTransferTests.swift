@@ -45,8 +45,8 @@ extension TestClient {
     }
 
     /// Waits for how transfer `id` ended.
-    func waitForStatus(_ id: TransferID) async throws -> TransferStatus {
-        try await waitForEvent("the status of transfer \(id)") { event -> TransferStatus? in
+    func waitForStatus(_ id: TransferID, timeout: Duration = .seconds(10)) async throws -> TransferStatus {
+        try await waitForEvent("the status of transfer \(id)", timeout: timeout) { event -> TransferStatus? in
             if case .transferStatus(let status) = event, status.id == id { return status }
             return nil
         }
@@ -391,7 +391,9 @@ struct FileTransferTests {
         defer { files.remove() }
         let changes = ServerChanges { configuration in
             configuration.application = RefusingExecutables()
-            configuration.transferRetention = .seconds(2)
+            // Long enough that the held file is still there for the admin's listing and delete
+            // when a full CI run slows everything (2 s was once too short).
+            configuration.transferRetention = .seconds(8)
             configuration.pruneInterval = .milliseconds(100)
         }
         try await withAliceAndBob(changes) { server, alice, aliceID, bob, bobID in
@@ -408,7 +410,7 @@ struct FileTransferTests {
             #expect(try await bob.waitForStatus(id).outcome == .deleted)
 
             let expiring = try await alice.client.sendFile(at: kept, to: bobID, id: .random())
-            #expect(try await alice.waitForStatus(expiring).outcome == .expired)
+            #expect(try await alice.waitForStatus(expiring, timeout: .seconds(40)).outcome == .expired)
             #expect(try await server.server.heldFiles().isEmpty)
         }
     }
