@@ -29,7 +29,10 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
             node kept in DIR: directly to the recipient's node when one can be reached (the LAN, or \
             the addresses the server gives), resuming from the receiver's offset after a broken \
             link, and through the server otherwise (docs/PROTOCOL.md section 26.9); a direct \
-            transfer exits 0 once the recipient's node has the whole file.
+            transfer exits 0 once the recipient's node has the whole file. PATH - sends standard \
+            input as a stream of unknown length (give --name): read as it is sent, never held \
+            whole, resumed within the command after a lost connection or link, but not by running \
+            the command again.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -59,13 +62,23 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "With --data: at most this many seconds to wait for the server logon before sending.")
     var wait: Double = 5
 
-    @Argument(help: "The file to send.")
+    @Argument(help: "The file to send; - for standard input, sent as a stream (with --name).")
     var path: String
+
+    /// Standard input is sent, as a stream.
+    var isStream: Bool { path == "-" }
+
+    /// The name the recipient sees.
+    var shownName: String { name ?? URL(fileURLWithPath: path).lastPathComponent }
 
     func validate() throws {
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            throw ValidationError("cannot read \(path)")
+        if isStream {
+            guard name != nil else { throw ValidationError("give --name NAME to send standard input") }
+        } else {
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw ValidationError("cannot read \(path)")
+            }
         }
     }
 
@@ -76,15 +89,22 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
         }
         let out = Output(json: output.json)
         let (credentials, recipient, name, path, noWait) = (self.credentials, recipient, name, path, noWait)
+        let (shown, isStream) = (shownName, isStream)
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
         try await withParleyClient(
             configuration: try connection.clientConfiguration(),
             logger: Logger(label: "parley.client")
         ) { client in
             try await client.logOn(userID: credentials.user, password: credentials.password)
-            let shown = name ?? URL(fileURLWithPath: path).lastPathComponent
             let display = ProgressDisplay(out: out, label: shown)
-            let id = try await client.sendFile(at: path, to: recipient, name: name) { display.update($0) }
+            let id =
+                if isStream {
+                    try await client.sendStream(StandardInputBytes(), named: shown, to: recipient) {
+                        display.update($0)
+                    }
+                } else {
+                    try await client.sendFile(at: path, to: recipient, name: name) { display.update($0) }
+                }
             display.finish()
             try out.emit(
                 TransferRecord(event: "uploaded", id: id.rawValue, name: shown, peer: recipient.rawValue),
@@ -240,9 +260,10 @@ extension ReceiveCommand {
         let display = ProgressDisplay(out: out, label: offer.name)
         let saved = try await receive(offer) { display.update($0) }
         display.finish()
+        let record = SavedFileRecord(offer, path: saved)
         try out.emit(
-            SavedFileRecord(offer, path: saved),
-            text: "file from \(offer.sender) saved as \(saved) (\(offer.size) bytes)")
+            record,
+            text: "file from \(offer.sender) saved as \(saved) (\(record.size) bytes)")
         return true
     }
 }
@@ -350,7 +371,7 @@ struct SavedFileRecord: Encodable {
     var name: String
     var path: String
     var sender: UInt32
-    var sha256: String
+    var sha256: String?
     var size: UInt64
 
     init(_ offer: FileOffer, path: String) {
@@ -358,8 +379,11 @@ struct SavedFileRecord: Encodable {
         name = offer.name
         self.path = path
         sender = offer.sender.rawValue
-        sha256 = offer.sha256.map { String(format: "%02x", $0) }.joined()
-        size = offer.size
+        // A file received directly carries its hash in the end frame, not in the offer.
+        sha256 = offer.sha256.isEmpty ? nil : offer.sha256.map { String(format: "%02x", $0) }.joined()
+        // A stream's offer from another node says 0: its length came with the end.
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        size = (attributes?[.size] as? NSNumber)?.uint64Value ?? offer.size
     }
 }
 
