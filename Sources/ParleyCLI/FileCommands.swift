@@ -142,7 +142,9 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
             has, one you receive with --files DIR from its partial file in DIR. Running the same \
             send-file again, or receive --files with the same folder, resumes too. A direct \
             transfer between nodes (send-file --data) is not held by the server: run the same \
-            send-file --data again, and it resumes from the receiving node's offset.
+            send-file --data again, and it resumes from the receiving node's offset. list --files DIR \
+            also lists the partial files in DIR (of either route) that a receive with that folder \
+            would continue.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -157,7 +159,10 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "With resume: the file of a transfer you send.")
     var file: String?
 
-    @Option(help: "With resume: the folder a transfer you receive goes to (its partial file is continued).")
+    @Option(
+        help:
+            "With resume: the folder a transfer you receive goes to (its partial file is continued). With list: also list the partial files in it."
+    )
     var files: String?
 
     func validate() throws {
@@ -196,8 +201,41 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
                         "\(offer.id) \(offer.sender) -> \(offer.recipient) \(offer.name) \(held.heldBytes)/\(offer.size) \(held.isReady ? "ready" : "uploading")"
                 )
             }
+            if let files { try Self.listPartialFiles(in: files, out: out) }
         }
     }
+
+    /// The partial files in a receive folder: downloads from the server or direct transfers
+    /// that stopped before their end.
+    static func listPartialFiles(in folder: String, out: Output) throws {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot list \(folder)", cause: error)
+        }
+        for fileName in names {
+            guard let partial = ParleyClient.partialTransfer(named: fileName) else { continue }
+            let path = folder + "/" + fileName
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            let bytes = (attributes?[.size] as? NSNumber)?.uint64Value ?? 0
+            try out.emit(
+                PartialFileRecord(
+                    id: partial.id.rawValue, sender: partial.sender.rawValue, name: partial.name, path: path,
+                    bytes: bytes),
+                text: "\(partial.id) from \(partial.sender) \(partial.name): \(bytes) bytes received so far (\(path))")
+        }
+    }
+}
+
+/// One line of `parley transfers list --files DIR --json` for a partial file.
+struct PartialFileRecord: Encodable {
+    var event = "partial"
+    var id: UInt64
+    var sender: UInt32
+    var name: String
+    var path: String
+    var bytes: UInt64
 }
 
 /// What `receive --files` does with an offered file.

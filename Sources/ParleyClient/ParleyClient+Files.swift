@@ -177,6 +177,21 @@ extension ParleyClient {
         ".\(FileName.sanitized(offer.name)).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
     }
 
+    /// What a partial file's name (``partialName(of:)``) says: the file's name, its sender and
+    /// the transfer's ID; nil for any other name.
+    package static func partialTransfer(named fileName: String) -> (
+        name: String, sender: UserID, id: TransferID
+    )? {
+        let suffix = ".parley-part"
+        guard fileName.hasPrefix("."), fileName.hasSuffix(suffix) else { return nil }
+        let body = fileName.dropFirst().dropLast(suffix.count)
+        guard let dot = body.lastIndex(of: ".") else { return nil }
+        let parts = body[body.index(after: dot)...].split(separator: "-")
+        guard parts.count == 2, let sender = UInt32(parts[0]), let id = UInt64(parts[1]), dot > body.startIndex
+        else { return nil }
+        return (String(body[..<dot]), UserID(sender), TransferID(id))
+    }
+
     /// The transfers the server holds that this user sent or receives, oldest first.
     public func transfers() async throws(ParleyError) -> [HeldTransfer] {
         let list: Parley_V1_TransferList = try await request(.listTransfers, Parley_V1_Empty())

@@ -240,9 +240,57 @@ extension ParleyNode {
         }
     }
 
-    /// The transfers the server holds that this node's user sent or receives.
+    /// The transfers the server holds that this node's user sent or receives (see
+    /// ``activeDirectTransfers()`` for those between nodes).
     public func transfers() async throws(ParleyError) -> [HeldTransfer] {
         try await transferClient().transfers()
+    }
+
+    /// A file or stream on its way over direct links, to or from this node.
+    public struct DirectTransfer: Sendable, Hashable {
+        /// Which way it goes.
+        public enum Direction: String, Sendable, Hashable {
+            /// This node sends it.
+            case sending
+            /// This node receives it.
+            case receiving
+        }
+
+        /// The transfer's ID (unique per sender).
+        public var id: TransferID
+        public var direction: Direction
+        /// The recipient of one this node sends; the sender (a user, 0 for a node without one)
+        /// of one it receives.
+        public var peer: Recipient
+        /// The name the recipient sees.
+        public var name: String
+        /// Its length; nil for a stream, whose length comes with its end.
+        public var size: UInt64?
+        /// The bytes the receiver holds (acknowledged, for one this node sends).
+        public var bytesDone: UInt64
+        /// The receiving application accepted it (false: the offer waits for its decision).
+        public var isAccepted: Bool
+
+        public init(
+            id: TransferID, direction: Direction, peer: Recipient, name: String, size: UInt64?, bytesDone: UInt64,
+            isAccepted: Bool
+        ) {
+            self.id = id
+            self.direction = direction
+            self.peer = peer
+            self.name = name
+            self.size = size
+            self.bytesDone = bytesDone
+            self.isAccepted = isAccepted
+        }
+    }
+
+    /// The direct transfers under way in this node, both ways, by ID: each lasts from its
+    /// PEER_TRANSFER_START to its end (completed, declined, cancelled or failed), also while its
+    /// link is down and the sender tries again. What a stopped process left behind is a partial
+    /// file in the receive folder, which a new send of the same file resumes.
+    public func activeDirectTransfers() -> [DirectTransfer] {
+        directTransfers.list()
     }
 
     // MARK: Sending directly
@@ -268,7 +316,8 @@ extension ParleyNode {
         _ file: DirectFile, from source: inout some ChunkSource,
         progress: @escaping @Sendable (TransferProgress) -> Void
     ) async throws(ParleyError) {
-        guard directTransfers.beginSending(file.id) else {
+        let outbound = DirectTransfers.Outbound(name: file.name, recipient: file.recipient, size: file.size)
+        guard directTransfers.beginSending(file.id, outbound) else {
             throw ParleyError(code: .invalidRequest, message: "transfer \(file.id) is being sent already")
         }
         defer { directTransfers.endSending(file.id) }
@@ -375,6 +424,7 @@ extension ParleyNode {
         }
         // A stream forgets what the receiver holds; its later bytes stay until acknowledged.
         source.acknowledged(upTo: answer.offset)
+        directTransfers.acknowledged(id, upTo: answer.offset)
         let started = ContinuousClock.now
         let chunkSize = UInt64(min(max(answer.chunkSize, 1), UInt32(DirectTransfers.chunkSize)))
         var next = answer.offset
@@ -406,6 +456,7 @@ extension ParleyNode {
                 let state: Parley_V1_TransferState = try await Self.answer(to: inFlight.removeFirst()).get()
                     .decodeMeta()
                 source.acknowledged(upTo: state.offset)
+                directTransfers.acknowledged(id, upTo: state.offset)
                 progress(ParleyClient.progress(id, state.offset, total, answer.offset, started))
             }
         } catch {

@@ -28,8 +28,18 @@ import Testing
                 }
                 let offer = try await bobEvents.offer()
                 #expect(offer.name == "plan.bin" && offer.size == UInt64(bytes.count))
+                // Both sides list the transfer while the offer waits for bob's decision.
+                let waiting = ParleyNode.DirectTransfer(
+                    id: offer.id, direction: .receiving, peer: .user(UserID(0)), name: "plan.bin",
+                    size: UInt64(bytes.count), bytesDone: 0, isAccepted: false)
+                #expect(bob.activeDirectTransfers() == [waiting])
+                var outgoing = waiting
+                outgoing.direction = .sending
+                outgoing.peer = .node(bob.nodeID)
+                #expect(ann.activeDirectTransfers() == [outgoing])
                 let saved = try await bob.receiveFile(offer, into: inbox, progress: received.append)
                 let result = try await sending.value
+                #expect(ann.activeDirectTransfers().isEmpty && bob.activeDirectTransfers().isEmpty)
                 #expect(result.route == .direct)
                 #expect(result.id == offer.id)
                 #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == bytes)
