@@ -756,8 +756,9 @@ def main() -> int:
 
 
 # --- Node links (sections 22 and 26.9) ------------------------------------------------------
-# run.sh starts the nodes: `parley node` in peer-to-peer mode (INTEROP_P2P_*) and two `parley
-# receive --data --files` nodes logged on to the server (INTEROP_RECEIVERS: "FD:USER:INBOX ...").
+# run.sh starts the nodes: `parley node` in peer-to-peer mode (INTEROP_P2P_*) and three `parley
+# receive --data --files` nodes logged on to the server (INTEROP_RECEIVERS: "FD:USER:INBOX ..."),
+# the third with --accept-files none.
 # Every wait is on a frame or on a line the node prints, with a generous deadline.
 
 
@@ -941,6 +942,8 @@ def node_links(suffix: str) -> None:
               offered.get("text") == "undecided.bin" and offered.get("sender") == 0, offered)
         answer = t.chunk(tid, 0, b"abc")
         expect_error("a CHUNK before the application accepted -> TRANSFER_NOT_READY (107)", answer, 107, answer.request_id)
+        answer = t.end(tid, 10, b"\0" * 32)
+        expect_error("an END before the application accepted -> TRANSFER_NOT_READY (107)", answer, 107, answer.request_id)
         check("... and the START waits for the decision (not answered yet)", start_id not in t.answers, t.answers)
         answer = t.close_transfer(tid, reason="interop cancel")
         expect_answer("PEER_TRANSFER_CLOSE (sender 0, CANCELLED) -> PEER_TRANSFER_CLOSE_OK", answer,
@@ -955,11 +958,41 @@ def node_links(suffix: str) -> None:
                      answer.request_id)
         answer = t.chunk(tid, 0, b"abc")
         expect_error("a CHUNK of an unknown transfer -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
+        answer = t.end(tid, 10, b"\0" * 32)
+        expect_error("an END of an unknown transfer -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
         t.close()
 
+    # --- Keep-alive (22.4): PINGs both ways, and the idle timeout of a silent link ---------------------
+    with step("node link keep-alive"):
+        kept = n.PeerLink("127.0.0.1", p2p_port, me)
+        kept.open()
+        pong = kept.ping(0xC0FFEE)
+        check("our PING on a node link -> PONG with the same nonce and request ID",
+              pong.type == p.PONG and pong.request_id == kept.next_request_id - 1
+              and p.decode("Ping", pong.meta)["nonce"] == 0xC0FFEE, pong)
+        ping = kept.read_frame()
+        while ping.type != p.PING:
+            ping = kept.read_frame()
+        kept.send_frame(p.PONG, ping.request_id, ping.meta)
+        message_id = p.random_message_id()
+        check("the node PINGs a link it has not written to (request ID 0); after our PONG the link works",
+              ping.request_id == 0 and kept.message("still here", message_id).type == n.PEER_MESSAGE | p.RESPONSE_BIT,
+              ping)
+        kept.close()
+        silent = n.PeerLink("127.0.0.1", p2p_port, me)
+        opened = time.monotonic()
+        silent.send_hello()
+        frames = n.read_until_closed(silent, timeout=30.0)
+        elapsed = time.monotonic() - opened
+        errors = [frame.fields() for frame in frames if frame.type == p.ERROR]
+        check("a link that stays silent (no PONG) is closed after the idle timeout (the reference node: 6 s) "
+              "with a fatal ERROR IDLE_TIMEOUT (42), request ID 0",
+              len(errors) == 1 and errors[0]["code"] == 42 and errors[0]["fatal"] and frames[-1].type == p.ERROR
+              and frames[-1].request_id == 0 and elapsed >= 5.9, (elapsed, [str(frame) for frame in frames]))
+
     # --- A node logged on to the server: the user claim, and a whole transfer with a resume -----------
-    if len(receivers) < 2:
-        check("run.sh started two receiving nodes", False, receivers)
+    if len(receivers) < 3:
+        check("run.sh started three receiving nodes", False, receivers)
         return
     py_user, py_node = 0, n.NodeIdentity(scratch, "py-user-node")
     server = connect()
@@ -1001,6 +1034,17 @@ def node_links(suffix: str) -> None:
         check("`parley receive --data` prints it, sender = our user, recipients = its user",
               line.get("sender") == py_user and line.get("recipients") == [user1] and line.get("text") == "hello user",
               line)
+        r.close()
+        r, _ = dial(user1)
+        r.open(user_id=py_user, user_name="py-user")
+        answer = r.message("hello user", message_id, recipients=[user1], sender=py_user)
+        expect_answer("the same message ID again on a new link (a resend after a lost answer) -> OK", answer,
+                      n.PEER_MESSAGE)
+        later_id = p.random_message_id()
+        r.message("later", later_id, recipients=[user1], sender=py_user)
+        out1.wait_for(lambda item: item.get("id") == later_id, links=(r,))
+        check("... and it was not printed again (a later message was)",
+              out1.count(lambda item: item.get("id") == message_id) == 1, out1.lines)
         impostor = n.PeerLink(r.sock.getpeername()[0], r.sock.getpeername()[1], n.NodeIdentity(scratch, "usurper"))
         impostor.send_hello(user_id=py_user)
         expect_fatal("another key claiming our user (the server vouches for ours) -> fatal PINNED_KEY_MISMATCH (60)",
@@ -1084,8 +1128,6 @@ def node_links(suffix: str) -> None:
         expect_answer("CLOSE (sender 0, CANCELLED) of a transfer under way -> PEER_TRANSFER_CLOSE_OK",
                       r.close_transfer(gone, reason="changed my mind"), n.PEER_TRANSFER_CLOSE)
         check("... and the receiver deleted the partial file", not os.path.exists(partial))
-        answer = r.chunk(gone, 100, b"c")
-        expect_error("... a later CHUNK -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
         how = settle(out1, r, user1, py_user)
         check("... and no file is presented", not os.path.exists(os.path.join(inbox1, "cancelled.bin"))
               and out1.count(lambda item: item.get("event") == "file" and item.get("id") == gone) == 0, out1.lines)
@@ -1108,6 +1150,21 @@ def node_links(suffix: str) -> None:
               os.listdir(inbox2) == [] and out2.count(lambda item: item.get("event") == "file") == 0,
               (os.listdir(inbox2), out2.lines))
         notes.append(f"parley receive {how} after a file arrived with a wrong SHA-256")
+        r.close()
+
+    out3, user3, inbox3 = receivers[2]
+    with step("direct transfer declined"):
+        r, _ = dial(user3)
+        r.open(user_id=py_user)
+        tid = p.random_message_id()
+        answer = r.start(tid, "unwanted.bin", 10, recipient=user3, timeout=70.0)
+        expect_error("START to a node that declines (parley receive --accept-files none) -> TRANSFER_REFUSED (105)",
+                     answer, 105, answer.request_id)
+        declined = out3.wait_for(lambda item: item.get("event") == "declined" and item.get("id") == tid, links=(r,))
+        check("... with the application's reason, and nothing is in its inbox",
+              "policy" in answer.fields().get("message", "") and os.listdir(inbox3) == [], (answer, declined))
+        answer = r.chunk(tid, 0, b"x")
+        expect_error("... a CHUNK of it -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
         r.close()
     server.close()
 

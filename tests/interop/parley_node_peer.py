@@ -430,3 +430,26 @@ class NodeOutput:
 
     def count(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
         return sum(1 for line in self.lines if predicate(line))
+
+
+def read_until_closed(link: PeerLink, keep: tuple[PeerLink, ...] = (), timeout: float = 60.0) -> list[p.Frame]:
+    """Every frame `link` receives until the peer closes it, without answering anything (PINGs
+    included: the link stays silent); the `keep` links are answered meanwhile."""
+    frames: list[p.Frame] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        for other in keep:
+            other.pump()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"the link stayed open; it received {[str(frame) for frame in frames]}")
+        if not link.buffer and not link.sock.pending():
+            sockets = [link.sock] + [other.sock for other in keep if not other.closed]
+            if link.sock not in select.select(sockets, [], [], min(remaining, 1.0))[0]:
+                continue
+        try:
+            frames.append(link.read_frame(timeout=2.0))
+        except TimeoutError:
+            continue  # TLS data without a frame, or a frame still on its way
+        except (p.ConnectionClosed, OSError):
+            return frames

@@ -116,13 +116,15 @@ p2p_pid=$!
 exec 4<"$scratch/p2p.out"
 p2p_started="$(wait_for_line 4 '"event":"started"' "p2p node")"
 
-# 2. Two nodes logged on to the server, each as a new user, saving the files sent to it in its
+# 2. Three nodes logged on to the server, each as a new user, saving the files sent to it in its
 #    inbox; each declares its node key and direct addresses to the server, where the Python peer
-#    looks them up. Two, because `parley receive` ends at a file that fails (a cancel, a wrong
-#    hash), and the checks need one of each.
+#    looks them up. Two accept every file: `parley receive` ends at a file that fails (a cancel, a
+#    wrong hash), and the checks need one of each; the third declines every file.
 receiver_password="receiver secret"
 receivers=""
-for i in 1 2; do
+for i in 1 2 3; do
+    accept=all
+    (( i == 3 )) && accept=none
     fd=$((4 + i))
     user="$("$parley" register --server "$host:$port" --server-fingerprint "$fingerprint" \
         --name "interop-receiver$i-$$" --password "$receiver_password")"
@@ -130,7 +132,7 @@ for i in 1 2; do
     mkfifo "$scratch/receiver$i.out"
     "$parley" receive --data "$scratch/receiver$i" --files "$scratch/inbox$i" --server "$host:$port" \
         --server-fingerprint "$fingerprint" --user "$user" --password "$receiver_password" \
-        --json >"$scratch/receiver$i.out" 2> >(sed "s/^/receiving node $i: /" >&2) &
+        --accept-files "$accept" --json >"$scratch/receiver$i.out" 2> >(sed "s/^/receiving node $i: /" >&2) &
     receiver_pids+=("$!")
     eval "exec $fd<\"\$scratch/receiver$i.out\""
     wait_for_line "$fd" '"event":"loggedOn"' "receiving node $i" >/dev/null
