@@ -1140,9 +1140,11 @@ def node_links(suffix: str) -> None:
         r.open(user_id=py_user)
         tid = p.random_message_id()
         body = os.urandom(1000)
-        expect_answer("START -> accepted", r.start(tid, "wrong-hash.bin", len(body), recipient=user2, timeout=70.0),
+        expect_answer("a START to the second receiving node -> accepted",
+                      r.start(tid, "wrong-hash.bin", len(body), recipient=user2, timeout=70.0),
                       n.PEER_TRANSFER_START, offset=0)
-        expect_answer("CHUNK -> OK", r.chunk(tid, 0, body), n.PEER_TRANSFER_CHUNK, offset=len(body))
+        expect_answer("... its whole file in one CHUNK -> OK", r.chunk(tid, 0, body), n.PEER_TRANSFER_CHUNK,
+                      offset=len(body))
         answer = r.end(tid, len(body), hashlib.sha256(body + b"x").digest())
         expect_error("END with another SHA-256 -> TRANSFER_HASH_MISMATCH (104)", answer, 104, answer.request_id)
         how = settle(out2, r, user2, py_user)
