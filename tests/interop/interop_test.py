@@ -964,31 +964,30 @@ def node_links(suffix: str) -> None:
 
     # --- Keep-alive (22.4): PINGs both ways, and the idle timeout of a silent link ---------------------
     with step("node link keep-alive"):
-        kept = n.PeerLink("127.0.0.1", p2p_port, me)
+        kept, silent = n.PeerLink("127.0.0.1", p2p_port, me), n.PeerLink("127.0.0.1", p2p_port, me)
+        opened = time.monotonic()
         kept.open()
+        silent.send_hello()
         pong = kept.ping(0xC0FFEE)
         check("our PING on a node link -> PONG with the same nonce and request ID",
               pong.type == p.PONG and pong.request_id == kept.next_request_id - 1
               and p.decode("Ping", pong.meta)["nonce"] == 0xC0FFEE, pong)
-        ping = kept.read_frame()
-        while ping.type != p.PING:
-            ping = kept.read_frame()
-        kept.send_frame(p.PONG, ping.request_id, ping.meta)
-        message_id = p.random_message_id()
-        check("the node PINGs a link it has not written to (request ID 0); after our PONG the link works",
-              ping.request_id == 0 and kept.message("still here", message_id).type == n.PEER_MESSAGE | p.RESPONSE_BIT,
-              ping)
-        kept.close()
-        silent = n.PeerLink("127.0.0.1", p2p_port, me)
-        opened = time.monotonic()
-        silent.send_hello()
-        frames = n.read_until_closed(silent, timeout=30.0)
+        frames = n.read_until_closed(silent, keep=(kept,), timeout=30.0)
         elapsed = time.monotonic() - opened
+        pings = [frame for frame in frames if frame.type == p.PING]
         errors = [frame.fields() for frame in frames if frame.type == p.ERROR]
+        check("the node PINGs a link it has not written to (request ID 0)",
+              pings != [] and all(frame.request_id == 0 for frame in pings), [str(frame) for frame in frames])
         check("a link that stays silent (no PONG) is closed after the idle timeout (the reference node: 6 s) "
               "with a fatal ERROR IDLE_TIMEOUT (42), request ID 0",
               len(errors) == 1 and errors[0]["code"] == 42 and errors[0]["fatal"] and frames[-1].type == p.ERROR
               and frames[-1].request_id == 0 and elapsed >= 5.9, (elapsed, [str(frame) for frame in frames]))
+        message_id = p.random_message_id()
+        check("meanwhile the link whose PINGs we answered with PONG stayed open (PEER_MESSAGE -> OK)",
+              kept.server_pings_answered >= 1 and not kept.closed
+              and kept.message("still here", message_id).type == n.PEER_MESSAGE | p.RESPONSE_BIT,
+              kept.server_pings_answered)
+        kept.close()
 
     # --- A node logged on to the server: the user claim, and a whole transfer with a resume -----------
     if len(receivers) < 3:

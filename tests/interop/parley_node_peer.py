@@ -351,12 +351,18 @@ class PeerLink(p.Connection):
             if not self.buffer and not self.sock.pending() and not select.select([self.sock], [], [], 0)[0]:
                 return
             try:
-                frame = self.next_frame(timeout=2.0)
+                # One frame at a time (next_frame would wait on after a PING: a peer that PINGs
+                # more often than its timeout would keep it from ever returning).
+                frame = self.read_frame(timeout=2.0)
             except TimeoutError:
                 return  # readable for TLS itself (a session ticket), or a frame still on its way
             except (p.ConnectionClosed, OSError):
                 self.closed = True
                 return
+            if frame.type == p.PING:
+                self.send_frame(p.PONG, frame.request_id, frame.meta)
+                self.server_pings_answered += 1
+                continue
             if frame.request_id != 0 and (frame.type & p.RESPONSE_BIT or frame.type == p.ERROR):
                 self.answers[frame.request_id] = frame
             else:
