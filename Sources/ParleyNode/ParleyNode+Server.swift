@@ -111,7 +111,7 @@ extension ParleyNode {
             switch event {
             case .message(let message):
                 do {
-                    try await deliver(message, sender: "user:\(message.sender)", from: nil, route: .server)
+                    try await deliver(message, sender: .user(message.sender), from: nil, route: .server)
                     client.acknowledge(message)
                 } catch {
                     logger.error(
