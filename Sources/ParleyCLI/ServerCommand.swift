@@ -300,14 +300,8 @@ struct MetricsAddress {
     var port: Int
 
     init?(_ text: String) {
-        guard let separator = text.lastIndex(of: ":"), let port = Int(text[text.index(after: separator)...]),
-            (0...65535).contains(port)
-        else { return nil }
-        var host = String(text[..<separator])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.host = host
-        self.port = port
+        guard let address = HostAndPort(text, allowsPortZero: true) else { return nil }
+        (host, port) = (address.host, address.port)
     }
 }
 

@@ -37,17 +37,13 @@ extension ParleyClient {
 
         /// Parses "HOST:PORT" ("[::1]:7420" for IPv6).
         public init(server: String, retry: RetryPolicy = .local) throws(ParleyError) {
-            guard let separator = server.lastIndex(of: ":"),
-                let port = Int(server[server.index(after: separator)...]), (1...65535).contains(port)
-            else {
-                throw ParleyError(code: .invalidRequest, message: "server address \"\(server)\" is not HOST:PORT")
+            guard let address = HostAndPort(server) else {
+                throw ParleyError(
+                    code: .invalidRequest,
+                    message:
+                        "server address \"\(server)\" is not HOST:PORT (a port 1...65535; an IPv6 host in brackets)")
             }
-            var host = String(server[..<separator])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            guard !host.isEmpty else {
-                throw ParleyError(code: .invalidRequest, message: "server address \"\(server)\" has no host")
-            }
-            self.init(host: host, port: port, retry: retry)
+            self.init(host: address.host, port: address.port, retry: retry)
         }
     }
 

@@ -26,17 +26,7 @@ extension ParleyNode {
     }
 
     static func address(host: String, port: Int) -> String {
-        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
-
-    /// Splits "host:port" / "[v6]:port".
-    static func parseAddress(_ address: String) -> (host: String, port: Int)? {
-        guard let separator = address.lastIndex(of: ":"),
-            let port = Int(address[address.index(after: separator)...]), (1...65535).contains(port)
-        else { return nil }
-        var host = String(address[..<separator])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : (host, port)
+        HostAndPort(host: host, port: port).description
     }
 
     /// The addresses this node tells the server it accepts links on: the listening address, or
@@ -217,9 +207,10 @@ extension ParleyNode {
         guard state.withLock({ $0.phase == .running && !$0.stopping }) else {
             throw ParleyError(code: .notConnected, message: "the node is not running")
         }
-        guard let (host, port) = Self.parseAddress(address) else {
+        guard let target = HostAndPort(address) else {
             throw ParleyError(code: .invalidRequest, message: "\"\(address)\" is not HOST:PORT")
         }
+        let (host, port) = (target.host, target.port)
         let identity = self.identity
         let linkConfiguration = self.linkConfiguration
         let hello = helloFrame

@@ -213,10 +213,19 @@ final class HistoryRecorder: Sendable {
 
     /// Runs `work` with the worker told not to gather meanwhile.
     private func urgently<T>(_ work: () async throws -> T) async rethrows -> T {
+        beginUrgent()
+        defer { endUrgent() }
+        return try await work()
+    }
+
+    /// The writer stops gathering and writes at once until ``endUrgent()``: someone waits.
+    private func beginUrgent() {
         queue.withLock { $0.urgent += 1 }
         wakeWorker()
-        defer { queue.withLock { $0.urgent -= 1 } }
-        return try await work()
+    }
+
+    private func endUrgent() {
+        queue.withLock { $0.urgent -= 1 }
     }
 
     private func drain() {
@@ -393,9 +402,8 @@ final class HistoryRecorder: Sendable {
     /// queued so far is written and indexed, so a search sees every message accepted before it.
     /// The indexing runs on this thread, at its priority.
     func waitForPendingWrites() {
-        queue.withLock { $0.urgent += 1 }
-        wakeWorker()
-        defer { queue.withLock { $0.urgent -= 1 } }
+        beginUrgent()
+        defer { endUrgent() }
         let written = DispatchSemaphore(value: 0)
         worker.submit { _ in written.signal() }
         written.wait()

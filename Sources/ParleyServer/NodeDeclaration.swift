@@ -107,19 +107,9 @@ struct NodeDeclaration: Sendable, Hashable {
         guard !address.unicodeScalars.contains(where: isBlankOrControl) else {
             throw invalid("a direct address contains white space or a control character")
         }
-        guard let colon = address.lastIndex(of: ":") else {
-            throw invalid("direct address \"\(address)\" is not host:port")
-        }
-        let host = address[..<colon]
-        let port = address[address.index(after: colon)...]
-        guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
-            let number = Int(port), (1...65535).contains(number)
-        else {
-            throw invalid("direct address \"\(address)\" has no port 1...65535")
-        }
-        let bracketed = host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2
-        guard !host.isEmpty, bracketed || !host.contains(":") else {
-            throw invalid("direct address \"\(address)\" needs a host (an IPv6 host in brackets)")
+        guard HostAndPort(address) != nil else {
+            throw invalid(
+                "direct address \"\(address)\" is not host:port (a port 1...65535; an IPv6 host in brackets)")
         }
     }
 
