@@ -1,6 +1,6 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// The server's history journal (`history-journal.sqlite` in the data directory): what the
 /// message path accepted and what recipients acknowledged, appended in order to a table without
@@ -15,33 +15,33 @@ public import ParleyCore
 /// the history file in the same transaction as the rows (``HistoryStore/appliedJournalSequence()``),
 /// so a crash between the two files neither loses nor repeats an entry; the journal's applied
 /// rows are deleted afterwards (``deleteThrough(_:)``).
-public final class HistoryJournal: Sendable {
+package final class HistoryJournal: Sendable {
     /// The name of the journal file in the server's data directory.
-    public static let fileName = "history-journal.sqlite"
+    package static let fileName = "history-journal.sqlite"
 
     /// A delivery: `recipient` acknowledged `sender`'s message `messageID` at `at`.
-    public typealias Delivery = (sender: UserID, messageID: MessageID, recipient: UserID, at: Date)
+    package typealias Delivery = (sender: UserID, messageID: MessageID, recipient: UserID, at: Date)
 
     /// Journal rows read in order, ready for ``HistoryStore/apply(_:)``.
-    public struct Batch: Sendable {
-        public var entries: [HistoryEntry] = []
-        public var delivered: [Delivery] = []
+    package struct Batch: Sendable {
+        package var entries: [HistoryEntry] = []
+        package var delivered: [Delivery] = []
         /// The sequence number of the last row read (rows that could not be read included).
-        public var lastSequence: Int64 = 0
+        package var lastSequence: Int64 = 0
         /// Rows that could not be read (damaged), skipped.
-        public var unreadable = 0
-        public var isEmpty: Bool { lastSequence == 0 }
+        package var unreadable = 0
+        package var isEmpty: Bool { lastSequence == 0 }
     }
 
     /// The database file.
-    public let path: String
+    package let path: String
     let database: SQLiteDatabase
 
     /// Opens the journal at `path`, creating the file and its directory if needed.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `storageError` when the file cannot be
     ///   created, opened or migrated.
-    public init(path: String, durability: ServerStore.Configuration.Durability = .normal) throws(ParleyError) {
+    package init(path: String, durability: ServerStore.Configuration.Durability = .normal) throws(ParleyError) {
         self.path = path
         database = try SQLiteDatabase(
             path: path, durability: durability, migrator: Self.migrator, description: "the history journal")
@@ -75,7 +75,7 @@ public final class HistoryJournal: Sendable {
     /// Makes the next row's sequence number larger than `sequence` (the last one applied to the
     /// history): a journal file deleted or replaced must not start again below what the history
     /// took, or its rows would be taken as applied.
-    public func continueAfter(_ sequence: Int64) throws(ParleyError) {
+    package func continueAfter(_ sequence: Int64) throws(ParleyError) {
         try database.write("positioning the history journal") { db in
             let current = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'journal'")
             if let current {
@@ -91,7 +91,7 @@ public final class HistoryJournal: Sendable {
     }
 
     /// Appends entries, then deliveries, in one transaction.
-    public func append(_ entries: [HistoryEntry], delivered: [Delivery]) throws(ParleyError) {
+    package func append(_ entries: [HistoryEntry], delivered: [Delivery]) throws(ParleyError) {
         guard !entries.isEmpty || !delivered.isEmpty else { return }
         try database.write("appending to the history journal") { db in
             let statement = try RawStatement(
@@ -133,7 +133,7 @@ public final class HistoryJournal: Sendable {
     /// Up to `limit` rows after sequence number `sequence`, in order. A damaged row is skipped
     /// and counted, never a reason to stop: history is a record, and one bad row must not hold
     /// up the rest.
-    public func read(after sequence: Int64, limit: Int) throws(ParleyError) -> Batch {
+    package func read(after sequence: Int64, limit: Int) throws(ParleyError) -> Batch {
         try database.read("reading the history journal") { db in
             var batch = Batch()
             let rows = try Row.fetchCursor(
@@ -177,14 +177,14 @@ public final class HistoryJournal: Sendable {
     }
 
     /// Deletes the rows up to and including `sequence` (applied to the history).
-    public func deleteThrough(_ sequence: Int64) throws(ParleyError) {
+    package func deleteThrough(_ sequence: Int64) throws(ParleyError) {
         try database.write("trimming the history journal") { db in
             try db.execute(sql: "DELETE FROM journal WHERE seq <= ?", arguments: [sequence])
         }
     }
 
     /// How many rows wait to be applied or deleted.
-    public func count() throws(ParleyError) -> Int {
+    package func count() throws(ParleyError) -> Int {
         try database.read("counting the history journal") { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM journal") ?? 0
         }

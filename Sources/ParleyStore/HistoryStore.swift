@@ -1,6 +1,6 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// The server's message history, in its own SQLite file (`history.sqlite` in the data
 /// directory), apart from the store-and-forward queue (``ServerStore``): writing history never
@@ -11,12 +11,12 @@ public import ParleyCore
 /// files. Searches are structured (``/ParleyCore/HistoryQuery``), never raw SQL, and paged with
 /// a cursor. Like ``ServerStore`` it owns its schema (named, append-only migrations from
 /// "v1-history") and every method blocks until SQLite answers.
-public final class HistoryStore: Sendable {
+package final class HistoryStore: Sendable {
     /// The name of the history file in the server's data directory.
-    public static let fileName = "history.sqlite"
+    package static let fileName = "history.sqlite"
 
     /// The database file.
-    public let path: String
+    package let path: String
     let database: SQLiteDatabase
 
     /// Opens the history at `path`, creating the file and its parent directory if needed.
@@ -24,7 +24,7 @@ public final class HistoryStore: Sendable {
     /// - Parameter durability: SQLite's synchronous mode; history follows the server's.
     /// - Throws: ``/ParleyCore/ParleyError`` with code `storageError` when the file cannot be
     ///   created, opened or migrated.
-    public init(path: String, durability: ServerStore.Configuration.Durability = .normal) throws(ParleyError) {
+    package init(path: String, durability: ServerStore.Configuration.Durability = .normal) throws(ParleyError) {
         self.path = path
         database = try SQLiteDatabase(
             path: path, durability: durability, migrator: Self.migrator, description: "the history database")
@@ -56,7 +56,7 @@ public final class HistoryStore: Sendable {
     /// again while it is undelivered (a resent message) keeps its row; a delivery keeps its first
     /// time. An entry recorded again after its delivery is a second row: the server records a
     /// message once, its message store having dropped resent copies.
-    public func record(
+    package func record(
         _ entries: [HistoryEntry],
         delivered: [(sender: UserID, messageID: MessageID, recipient: UserID, at: Date)] = []
     ) throws(ParleyError) {
@@ -72,7 +72,7 @@ public final class HistoryStore: Sendable {
     /// at a time or a crash in between. Returns how many rows it moved (0: none waited), the
     /// last one's sequence number (for ``HistoryJournal/deleteThrough(_:)``) and how many of
     /// them were damaged and skipped.
-    public func apply(_ journal: HistoryJournal, limit: Int) throws(ParleyError) -> (
+    package func apply(_ journal: HistoryJournal, limit: Int) throws(ParleyError) -> (
         rows: Int, lastSequence: Int64, unreadable: Int
     ) {
         try database.write("indexing the history journal") { db in
@@ -90,7 +90,7 @@ public final class HistoryStore: Sendable {
     }
 
     /// The last journal row moved into the history.
-    public func appliedJournalSequence() throws(ParleyError) -> Int64 {
+    package func appliedJournalSequence() throws(ParleyError) -> Int64 {
         try database.read("reading the history journal position") { db in
             try Int64.fetchOne(db, sql: "SELECT seq FROM journal_applied WHERE id = 1") ?? 0
         }
@@ -99,7 +99,7 @@ public final class HistoryStore: Sendable {
     /// Turns the deliveries of entries in `entries` into their delivery time (the first one
     /// wins), so they are written with the row instead of updating it after; returns the
     /// entries and the deliveries of entries not among them.
-    public static func merge(
+    package static func merge(
         _ entries: [HistoryEntry], _ delivered: [HistoryJournal.Delivery]
     ) -> (entries: [HistoryEntry], delivered: [HistoryJournal.Delivery]) {
         struct Key: Hashable {
@@ -131,7 +131,7 @@ public final class HistoryStore: Sendable {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidHistoryCursor` for a cursor this
     ///   store did not give, `invalidRequest` for a query that breaks the limits.
-    public func search(
+    package func search(
         _ query: HistoryQuery, participant: UserID? = nil, budget: Int = .max
     ) throws(ParleyError) -> HistoryPage {
         try query.validate()
@@ -143,7 +143,7 @@ public final class HistoryStore: Sendable {
     /// Deletes the entries sent before `cutoff`, in batches of 10,000 (so recording is never
     /// held up for long). Returns how many it deleted.
     @discardableResult
-    public func sweep(before cutoff: Date) throws(ParleyError) -> Int {
+    package func sweep(before cutoff: Date) throws(ParleyError) -> Int {
         var total = 0
         while true {
             let deleted = try database.write("sweeping history") { db in
@@ -155,7 +155,7 @@ public final class HistoryStore: Sendable {
     }
 
     /// The file's size in bytes with its WAL, after a checkpoint that moves the WAL into it.
-    public func checkpointedSize() throws(ParleyError) -> Int64 {
+    package func checkpointedSize() throws(ParleyError) -> Int64 {
         do {
             try database.pool.writeWithoutTransaction { db in
                 _ = try Row.fetchAll(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -172,7 +172,7 @@ public final class HistoryStore: Sendable {
     }
 
     /// How many entries the history holds.
-    public func count() throws(ParleyError) -> Int {
+    package func count() throws(ParleyError) -> Int {
         try database.read("counting history") { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM history") ?? 0 }
     }
 }

@@ -1,9 +1,9 @@
-public import ParleyCore
+package import ParleyCore
 
 /// Whom a node remembers a received message under (its seen IDs and its inbox): the sending
 /// user, or, for a node without a user (peer-to-peer mode), the sending node. A message that
 /// comes by two routes from the same user is the same message.
-public enum MessageOrigin: Sendable, Hashable, CustomStringConvertible {
+package enum MessageOrigin: Sendable, Hashable, CustomStringConvertible {
     case user(UserID)
     /// A node's ID, in its text form.
     case node(String)
@@ -27,7 +27,7 @@ public enum MessageOrigin: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .user(let user): "user \(user)"
         case .node(let node): "node \(node)"

@@ -1,23 +1,23 @@
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 /// One message for ``ServerStore/storeMessages(_:now:)``.
-public struct NewMessage: Sendable, Hashable {
-    public var messageID: MessageID
-    public var sender: UserID
+package struct NewMessage: Sendable, Hashable {
+    package var messageID: MessageID
+    package var sender: UserID
     /// Whom to store the message for: distinct, registered users.
-    public var recipients: [UserID]
+    package var recipients: [UserID]
     /// Everyone the message was addressed to, as its recipients are shown.
-    public var allRecipients: [UserID]
-    public var isText: Bool
-    public var body: [UInt8]
+    package var allRecipients: [UserID]
+    package var isText: Bool
+    package var body: [UInt8]
     /// The sender's clock when it sent the message.
-    public var sentAt: Date
+    package var sentAt: Date
     /// Whether the sender asked for a receipt when a recipient acknowledges.
-    public var wantsReceipt: Bool
+    package var wantsReceipt: Bool
 
-    public init(
+    package init(
         messageID: MessageID,
         sender: UserID,
         recipients: [UserID],

@@ -1,10 +1,10 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// Replaces the cached contact list with `contacts`: the list as the server gave it last.
-    public func replaceCachedContacts(_ contacts: [Contact], at date: Date = Date()) throws(ParleyError) {
+    package func replaceCachedContacts(_ contacts: [Contact], at date: Date = Date()) throws(ParleyError) {
         let rows = try Self.encode(contacts)
         try write("caching the contact list") { db in
             try db.execute(sql: "DELETE FROM cached_contact")
@@ -17,7 +17,7 @@ extension NodeRegistry {
     }
 
     /// Adds `contact` to the cached list, or replaces the cached entry of its user.
-    public func cacheContact(_ contact: Contact, at date: Date = Date()) throws(ParleyError) {
+    package func cacheContact(_ contact: Contact, at date: Date = Date()) throws(ParleyError) {
         let rows = try Self.encode([contact])
         try write("caching a contact") { db in
             for (user, contact) in rows {
@@ -32,7 +32,7 @@ extension NodeRegistry {
     }
 
     /// Removes `user` from the cached list (nothing happens when it is not there).
-    public func removeCachedContact(_ user: UserID) throws(ParleyError) {
+    package func removeCachedContact(_ user: UserID) throws(ParleyError) {
         try write("removing a cached contact") { db in
             try db.cachedStatement(sql: "DELETE FROM cached_contact WHERE user_id = ?").execute(arguments: [
                 user.storedValue
@@ -42,7 +42,7 @@ extension NodeRegistry {
 
     /// The cached contact list, by user ID. A row that cannot be read (a damaged file, a newer
     /// version's format) is left out, not fatal: the next fetch from the server replaces it.
-    public func cachedContacts() throws(ParleyError) -> [Contact] {
+    package func cachedContacts() throws(ParleyError) -> [Contact] {
         let rows = try read("reading the cached contact list") { db in
             try Row.fetchAll(db, sql: "SELECT user_id, contact FROM cached_contact ORDER BY user_id").map {
                 row -> (Int64, Data?) in (row["user_id"], row["contact"])

@@ -1,12 +1,12 @@
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 extension NodeRegistry {
     /// Records messages this node sent or received (one entry per recipient), with their route.
     /// An entry already recorded keeps its row and takes the new route (a queued message that
     /// left by another route) and its first delivery time.
-    public func recordHistory(_ entries: [HistoryEntry]) throws(ParleyError) {
+    package func recordHistory(_ entries: [HistoryEntry]) throws(ParleyError) {
         guard !entries.isEmpty else { return }
         try write("recording history") { db in try HistoryTable.insert(entries, into: db) }
     }
@@ -15,7 +15,7 @@ extension NodeRegistry {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `invalidHistoryCursor` for a cursor the
     ///   registry did not give, `invalidRequest` for a query that breaks the limits.
-    public func searchHistory(_ query: HistoryQuery) throws(ParleyError) -> HistoryPage {
+    package func searchHistory(_ query: HistoryQuery) throws(ParleyError) -> HistoryPage {
         try query.validate()
         return try read("searching history") { db in try HistoryTable.search(query, participant: nil, in: db) }
     }
@@ -24,7 +24,7 @@ extension NodeRegistry {
 extension NodeRegistry {
     /// Records that `recipient` acknowledged a message this node sent (a delivery receipt); an
     /// entry already marked delivered keeps its first time.
-    public func recordHistoryDelivery(
+    package func recordHistoryDelivery(
         sender: UserID, messageID: MessageID, recipient: UserID, at date: Date
     ) throws(ParleyError) {
         try write("recording a delivery in history") { db in

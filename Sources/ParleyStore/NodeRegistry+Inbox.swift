@@ -1,22 +1,22 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// A received message the node has acknowledged but its application has not confirmed yet:
     /// it is handed to the application again after a restart.
-    public struct InboxEntry: Sendable, Hashable {
+    package struct InboxEntry: Sendable, Hashable {
         /// The arrival order; never reused.
-        public var sequence: Int64
+        package var sequence: Int64
         /// Whom the message is remembered under in the seen messages.
-        public var sender: MessageOrigin
-        public var message: Message
+        package var sender: MessageOrigin
+        package var message: Message
         /// The peer node it came from on a direct link; nil through the server.
-        public var fromNode: String?
+        package var fromNode: String?
         /// The route it arrived on, as the node names it.
-        public var route: String
+        package var route: String
 
-        public init(sequence: Int64, sender: MessageOrigin, message: Message, fromNode: String?, route: String) {
+        package init(sequence: Int64, sender: MessageOrigin, message: Message, fromNode: String?, route: String) {
             self.sequence = sequence
             self.sender = sender
             self.message = message
@@ -33,7 +33,7 @@ extension NodeRegistry {
     /// it again after a restart (``inbox(limit:)``).
     ///
     /// - Returns: The new entry's sequence, or nil for a duplicate (nothing was written).
-    public func receive(
+    package func receive(
         _ message: Message,
         sender: MessageOrigin,
         fromNode: String?,
@@ -62,7 +62,7 @@ extension NodeRegistry {
     }
 
     /// The messages in the node inbox, oldest first.
-    public func inbox(limit: Int = 100_000) throws(ParleyError) -> [InboxEntry] {
+    package func inbox(limit: Int = 100_000) throws(ParleyError) -> [InboxEntry] {
         if limit <= 0 { return [] }
         return try read("reading the node inbox") { db in
             let rows = try Row.fetchAll(
@@ -104,7 +104,7 @@ extension NodeRegistry {
 
     /// Removes a message the application has taken from the node inbox; false if it was not there.
     @discardableResult
-    public func removeFromInbox(sequence: Int64) throws(ParleyError) -> Bool {
+    package func removeFromInbox(sequence: Int64) throws(ParleyError) -> Bool {
         try write("removing a message from the node inbox") { db in
             try db.cachedStatement(sql: "DELETE FROM node_inbox WHERE sequence = ?").execute(arguments: [sequence])
             return db.changesCount > 0

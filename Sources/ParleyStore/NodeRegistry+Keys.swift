@@ -1,10 +1,10 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// What ``NodeRegistry/checkKey(nodeID:publicKey:vouchedByServer:now:)`` found.
-    public enum KeyCheck: Sendable, Hashable {
+    package enum KeyCheck: Sendable, Hashable {
         /// No key was pinned: this one is now (trust on first use).
         case pinnedNow
         /// The key is the pinned one.
@@ -15,18 +15,18 @@ extension NodeRegistry {
     }
 
     /// A key pinned for a node or a user.
-    public struct PinnedKey: Sendable, Hashable {
+    package struct PinnedKey: Sendable, Hashable {
         /// The node that presented the key.
-        public var nodeID: String
-        public var publicKey: [UInt8]
-        public var pinnedAt: Date
+        package var nodeID: String
+        package var publicKey: [UInt8]
+        package var pinnedAt: Date
         /// Whether the server vouched for the key (at pinning or since).
-        public var isVouchedByServer: Bool
+        package var isVouchedByServer: Bool
         /// The key the current one replaced with the server's consent, and when.
-        public var replacedKey: [UInt8]?
-        public var replacedAt: Date?
+        package var replacedKey: [UInt8]?
+        package var replacedAt: Date?
 
-        public init(
+        package init(
             nodeID: String,
             publicKey: [UInt8],
             pinnedAt: Date,
@@ -79,7 +79,7 @@ extension NodeRegistry {
     ///   not the pinned one and the server did not vouch for it; its message names both
     ///   fingerprints and how to unpin. Nothing is changed then.
     @discardableResult
-    public func checkKey(
+    package func checkKey(
         nodeID: String,
         publicKey: [UInt8],
         vouchedByServer: Bool,
@@ -95,7 +95,7 @@ extension NodeRegistry {
     /// server can vouch for it. A user who moves to another node legitimately gets through once
     /// the server vouches for the new key, or after an explicit ``unpin(user:)``.
     @discardableResult
-    public func checkKey(
+    package func checkKey(
         forUser userID: UserID,
         nodeID: String,
         publicKey: [UInt8],
@@ -106,12 +106,12 @@ extension NodeRegistry {
     }
 
     /// The key pinned for a node ID, or nil.
-    public func pinnedKey(nodeID: String) throws(ParleyError) -> PinnedKey? {
+    package func pinnedKey(nodeID: String) throws(ParleyError) -> PinnedKey? {
         try pinnedKey(.node(nodeID))
     }
 
     /// The key pinned for a user, or nil.
-    public func pinnedKey(forUser userID: UserID) throws(ParleyError) -> PinnedKey? {
+    package func pinnedKey(forUser userID: UserID) throws(ParleyError) -> PinnedKey? {
         try pinnedKey(.user(userID))
     }
 
@@ -119,7 +119,7 @@ extension NodeRegistry {
     ///
     /// - Returns: Whether a key was pinned.
     @discardableResult
-    public func unpin(nodeID: String) throws(ParleyError) -> Bool {
+    package func unpin(nodeID: String) throws(ParleyError) -> Bool {
         try unpin(.node(nodeID))
     }
 
@@ -127,7 +127,7 @@ extension NodeRegistry {
     ///
     /// - Returns: Whether a key was pinned.
     @discardableResult
-    public func unpin(user userID: UserID) throws(ParleyError) -> Bool {
+    package func unpin(user userID: UserID) throws(ParleyError) -> Bool {
         try unpin(.user(userID))
     }
 

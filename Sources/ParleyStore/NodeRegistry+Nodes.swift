@@ -1,29 +1,29 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// What the registry remembers about a node.
-    public struct CachedNode: Sendable, Hashable {
-        public var nodeID: String
+    package struct CachedNode: Sendable, Hashable {
+        package var nodeID: String
         /// The key the node was last reported with. Not verified: ``NodeRegistry/checkKey(nodeID:publicKey:vouchedByServer:now:)``
         /// checks a key a peer presents against the pinned one.
-        public var publicKey: [UInt8]
+        package var publicKey: [UInt8]
         /// The user the node was last reported to belong to, if any.
-        public var userID: UserID?
-        public var userName: String?
+        package var userID: UserID?
+        package var userName: String?
         /// The last reported "host:port" addresses, in the order reported. Scoped IPv6 link-local
         /// addresses ("[fe80::1%eth0]:4711") are kept exactly as given.
-        public var addresses: [String]
+        package var addresses: [String]
         /// Where the last recorded fact about this node came from.
-        public var source: FactSource
+        package var source: FactSource
         /// Whether the stored key and user came from the server; facts from other sources then
         /// no longer replace them.
-        public var isVouchedByServer: Bool
+        package var isVouchedByServer: Bool
         /// The latest time any source reported this node.
-        public var lastSeen: Date
+        package var lastSeen: Date
 
-        public init(
+        package init(
             nodeID: String,
             publicKey: [UInt8],
             userID: UserID?,
@@ -45,13 +45,13 @@ extension NodeRegistry {
     }
 
     /// The node and key the server vouched for a user at its last logon.
-    public struct VouchedKey: Sendable, Hashable {
-        public var nodeID: String
-        public var publicKey: [UInt8]
+    package struct VouchedKey: Sendable, Hashable {
+        package var nodeID: String
+        package var publicKey: [UInt8]
         /// When the server's answer was recorded.
-        public var vouchedAt: Date
+        package var vouchedAt: Date
 
-        public init(nodeID: String, publicKey: [UInt8], vouchedAt: Date) {
+        package init(nodeID: String, publicKey: [UInt8], vouchedAt: Date) {
             self.nodeID = nodeID
             self.publicKey = publicKey
             self.vouchedAt = vouchedAt
@@ -59,9 +59,9 @@ extension NodeRegistry {
     }
 
     /// The most addresses a node record may carry.
-    public static let maximumAddressCount = 16
+    package static let maximumAddressCount = 16
     /// The longest address, in UTF-8 bytes (a scoped IPv6 address with a port fits many times).
-    public static let maximumAddressLength = 256
+    package static let maximumAddressLength = 256
 
     /// The columns ``decodeCachedNode(_:)`` reads, in its order.
     private static let cachedNodeColumns = """
@@ -85,7 +85,7 @@ extension NodeRegistry {
     ///   ``maximumAddressCount`` addresses or one longer than ``maximumAddressLength`` (facts from
     ///   the LAN are untrusted), ``ParleyError/Code/storageError`` otherwise.
     @discardableResult
-    public func record(
+    package func record(
         node nodeID: String,
         publicKey: [UInt8],
         userID: UserID?,
@@ -179,7 +179,7 @@ extension NodeRegistry {
     }
 
     /// The cache entry of the node with this ID, or nil.
-    public func node(_ nodeID: String) throws(ParleyError) -> CachedNode? {
+    package func node(_ nodeID: String) throws(ParleyError) -> CachedNode? {
         try read("reading a cached node") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT \(Self.cachedNodeColumns) FROM cached_node WHERE node_id = ?"
@@ -190,7 +190,7 @@ extension NodeRegistry {
     }
 
     /// The cached nodes last reported to belong to `userID`, most recently seen first.
-    public func nodes(forUser userID: UserID) throws(ParleyError) -> [CachedNode] {
+    package func nodes(forUser userID: UserID) throws(ParleyError) -> [CachedNode] {
         try read("reading a user's cached nodes") { db in
             let statement = try db.cachedStatement(
                 sql: """
@@ -209,7 +209,7 @@ extension NodeRegistry {
 
     /// The node and key the server last vouched for `userID`, or nil if it never did: a peer
     /// claiming to be this user must hold this key, also while the server is unreachable.
-    public func vouchedKey(forUser userID: UserID) throws(ParleyError) -> VouchedKey? {
+    package func vouchedKey(forUser userID: UserID) throws(ParleyError) -> VouchedKey? {
         try read("reading a vouched key") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT node_id, public_key, vouched_at FROM vouched_key WHERE user_id = ?"

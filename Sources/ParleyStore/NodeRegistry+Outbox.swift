@@ -1,10 +1,10 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// What ``NodeRegistry/enqueue(_:)`` did.
-    public enum EnqueueResult: Sendable, Hashable {
+    package enum EnqueueResult: Sendable, Hashable {
         /// The message is in the outbox now.
         case enqueued
         /// The outbox has (or has delivered) a message with this sender and message ID already;
@@ -21,7 +21,7 @@ extension NodeRegistry {
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest`` when the message has
     ///   no recipient.
     @discardableResult
-    public func enqueue(_ message: OutboxMessage) throws(ParleyError) -> EnqueueResult {
+    package func enqueue(_ message: OutboxMessage) throws(ParleyError) -> EnqueueResult {
         guard !message.recipients.isEmpty else {
             throw ParleyError(code: .invalidRequest, message: "message \(message.messageID) has no recipient")
         }
@@ -60,7 +60,7 @@ extension NodeRegistry {
     ///
     /// Pass 0 to start, then the last sequence received to page on. The order is the enqueue
     /// order, so each recipient gets its messages in the order they were sent.
-    public func pending(
+    package func pending(
         for recipient: UserID?,
         after sequence: Int64 = 0,
         limit: Int = 1000
@@ -101,7 +101,7 @@ extension NodeRegistry {
 
     /// Everyone something waits for: the users of the outbox and the nodes of the node outbox,
     /// each list in the order of its oldest waiting message.
-    public func outboxRecipients() throws(ParleyError) -> (users: [UserID], nodes: [String]) {
+    package func outboxRecipients() throws(ParleyError) -> (users: [UserID], nodes: [String]) {
         try read("listing the outbox's recipients") { db in
             var users: [UserID] = []
             let userRows = try Row.fetchCursor(
@@ -120,7 +120,7 @@ extension NodeRegistry {
     }
 
     /// How many messages wait for `recipient` (or, for nil, in all).
-    public func pendingCount(for recipient: UserID? = nil) throws(ParleyError) -> Int {
+    package func pendingCount(for recipient: UserID? = nil) throws(ParleyError) -> Int {
         try read("counting the outbox") { db in
             if let recipient {
                 let statement = try db.cachedStatement(sql: "SELECT COUNT(*) FROM outbox_recipient WHERE recipient = ?")
@@ -145,7 +145,7 @@ extension NodeRegistry {
     ///   - deliveredAt: When it was delivered.
     /// - Returns: Whether the recipient was pending; false for an unknown or already delivered one.
     @discardableResult
-    public func markDelivered(
+    package func markDelivered(
         messageID: MessageID,
         sender: UserID,
         recipient: UserID,
@@ -188,7 +188,7 @@ extension NodeRegistry {
     ///
     /// - Returns: How many delivery records were deleted.
     @discardableResult
-    public func pruneDelivered(before date: Date) throws(ParleyError) -> Int {
+    package func pruneDelivered(before date: Date) throws(ParleyError) -> Int {
         try write("pruning delivered outbox messages") { db in
             try db.cachedStatement(sql: "DELETE FROM outbox_delivered WHERE delivered_at < ?")
                 .execute(arguments: [date.storedMilliseconds])

@@ -1,13 +1,13 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// Both outboxes (users' and nodes') seen as one list of waiting messages: to show, cancel and
 /// expire them.
 extension NodeRegistry {
     /// Every message waiting in the outboxes, once per recipient still to reach, oldest first
     /// (the users' outbox, then the nodes').
-    public func queuedMessages() throws(ParleyError) -> [QueuedMessage] {
+    package func queuedMessages() throws(ParleyError) -> [QueuedMessage] {
         try read("listing the outbox") { db in try Self.queued(db, createdBefore: nil) }
     }
 
@@ -17,7 +17,7 @@ extension NodeRegistry {
     /// - Returns: How many (message, recipient) entries were removed: 0 for a message that is not
     ///   (or no longer) queued.
     @discardableResult
-    public func cancelQueued(_ messageID: MessageID) throws(ParleyError) -> Int {
+    package func cancelQueued(_ messageID: MessageID) throws(ParleyError) -> Int {
         try write("cancelling a queued message") { db in
             let id = messageID.storedValue
             try db.cachedStatement(
@@ -37,7 +37,7 @@ extension NodeRegistry {
     /// Removes from both outboxes the messages created before `date`, in one transaction.
     ///
     /// - Returns: What was removed, once per recipient that was still waiting.
-    public func expireQueued(createdBefore date: Date) throws(ParleyError) -> [QueuedMessage] {
+    package func expireQueued(createdBefore date: Date) throws(ParleyError) -> [QueuedMessage] {
         try write("expiring queued messages") { db in
             let expired = try Self.queued(db, createdBefore: date)
             if expired.isEmpty { return [] }

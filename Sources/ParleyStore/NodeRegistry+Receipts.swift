@@ -1,23 +1,23 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// A message sent through the server whose delivery receipt has not arrived yet.
-    public struct AwaitingReceipt: Sendable, Hashable {
+    package struct AwaitingReceipt: Sendable, Hashable {
         /// The order it was sent in; never reused.
-        public var sequence: Int64
-        public var recipient: UserID
-        public var messageID: MessageID
-        public var sender: UserID
-        public var isText: Bool
-        public var body: [UInt8]
-        public var createdAt: Date
+        package var sequence: Int64
+        package var recipient: UserID
+        package var messageID: MessageID
+        package var sender: UserID
+        package var isText: Bool
+        package var body: [UInt8]
+        package var createdAt: Date
     }
 
     /// Remembers a message about to be sent to `recipient` through the server, until
     /// ``confirmReceipt(recipient:messageID:)``. Idempotent by (recipient, message ID).
-    public func awaitReceipt(
+    package func awaitReceipt(
         recipient: UserID,
         messageID: MessageID,
         sender: UserID,
@@ -40,7 +40,7 @@ extension NodeRegistry {
     }
 
     /// The messages to `recipient` still awaiting their receipts, in the order they were sent.
-    public func awaitingReceipts(for recipient: UserID, limit: Int = 1000) throws(ParleyError) -> [AwaitingReceipt] {
+    package func awaitingReceipts(for recipient: UserID, limit: Int = 1000) throws(ParleyError) -> [AwaitingReceipt] {
         if limit <= 0 { return [] }
         return try read("reading the messages awaiting receipts") { db in
             let rows = try Row.fetchAll(
@@ -69,7 +69,7 @@ extension NodeRegistry {
     /// Forgets a message once `recipient` has it (its receipt came, or it was acknowledged on a
     /// direct link, or sending it failed); false if it was not remembered.
     @discardableResult
-    public func confirmReceipt(recipient: UserID, messageID: MessageID) throws(ParleyError) -> Bool {
+    package func confirmReceipt(recipient: UserID, messageID: MessageID) throws(ParleyError) -> Bool {
         try write("forgetting a message that awaited its receipt") { db in
             try db.cachedStatement(sql: "DELETE FROM awaiting_receipt WHERE recipient = ? AND message_id = ?")
                 .execute(arguments: [recipient.storedValue, messageID.storedValue])
@@ -80,7 +80,7 @@ extension NodeRegistry {
     /// Forgets messages sent before `date` whose receipts never came (receipts are not stored
     /// for a sender that is offline when the recipient acknowledges); returns how many.
     @discardableResult
-    public func pruneAwaitingReceipts(before date: Date) throws(ParleyError) -> Int {
+    package func pruneAwaitingReceipts(before date: Date) throws(ParleyError) -> Int {
         try write("pruning messages awaiting receipts") { db in
             try db.cachedStatement(sql: "DELETE FROM awaiting_receipt WHERE created_at < ?")
                 .execute(arguments: [date.storedMilliseconds])

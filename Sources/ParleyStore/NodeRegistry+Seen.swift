@@ -1,20 +1,20 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension NodeRegistry {
     /// A message waiting in the node outbox: addressed to a node (peer-to-peer mode), not a user.
-    public struct NodeOutboxEntry: Sendable, Hashable {
+    package struct NodeOutboxEntry: Sendable, Hashable {
         /// The outbox order; never reused.
-        public var sequence: Int64
-        public var nodeID: String
-        public var messageID: MessageID
-        public var sender: UserID
-        public var isText: Bool
-        public var body: [UInt8]
-        public var createdAt: Date
+        package var sequence: Int64
+        package var nodeID: String
+        package var messageID: MessageID
+        package var sender: UserID
+        package var isText: Bool
+        package var body: [UInt8]
+        package var createdAt: Date
 
-        public init(
+        package init(
             sequence: Int64,
             nodeID: String,
             messageID: MessageID,
@@ -37,7 +37,7 @@ extension NodeRegistry {
 
     /// Whether a message from `sender` with this ID was delivered to this node's application
     /// already.
-    public func hasSeen(sender: MessageOrigin, messageID: MessageID) throws(ParleyError) -> Bool {
+    package func hasSeen(sender: MessageOrigin, messageID: MessageID) throws(ParleyError) -> Bool {
         try read("reading seen messages") { db in
             try Bool.fetchOne(
                 db.cachedStatement(
@@ -52,7 +52,7 @@ extension NodeRegistry {
     ///
     /// - Returns: True if it was not recorded before.
     @discardableResult
-    public func recordSeen(sender: MessageOrigin, messageID: MessageID, at date: Date) throws(ParleyError) -> Bool {
+    package func recordSeen(sender: MessageOrigin, messageID: MessageID, at date: Date) throws(ParleyError) -> Bool {
         try write("recording a seen message") { db in
             try db.cachedStatement(
                 sql: "INSERT INTO seen_message (sender, message_id, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
@@ -63,7 +63,7 @@ extension NodeRegistry {
 
     /// Forgets seen messages recorded before `date`; returns how many.
     @discardableResult
-    public func pruneSeen(before date: Date) throws(ParleyError) -> Int {
+    package func pruneSeen(before date: Date) throws(ParleyError) -> Int {
         try write("pruning seen messages") { db in
             try db.cachedStatement(sql: "DELETE FROM seen_message WHERE seen_at < ?")
                 .execute(arguments: [date.storedMilliseconds])
@@ -75,7 +75,7 @@ extension NodeRegistry {
 
     /// Puts a message for a node in the durable node outbox. Idempotent by (node, message ID).
     @discardableResult
-    public func enqueue(
+    package func enqueue(
         forNode nodeID: String,
         messageID: MessageID,
         sender: UserID,
@@ -98,7 +98,7 @@ extension NodeRegistry {
     }
 
     /// The messages waiting for `nodeID` (nil: for every node), oldest first.
-    public func pendingForNode(_ nodeID: String?, limit: Int = 1000) throws(ParleyError) -> [NodeOutboxEntry] {
+    package func pendingForNode(_ nodeID: String?, limit: Int = 1000) throws(ParleyError) -> [NodeOutboxEntry] {
         if limit <= 0 { return [] }
         return try read("reading the node outbox") { db in
             let columns = "sequence, node_id, message_id, sender, is_text, body, created_at"
@@ -132,7 +132,7 @@ extension NodeRegistry {
 
     /// Removes a delivered message from the node outbox; false if it was not there.
     @discardableResult
-    public func markDeliveredToNode(sequence: Int64) throws(ParleyError) -> Bool {
+    package func markDeliveredToNode(sequence: Int64) throws(ParleyError) -> Bool {
         try write("marking a node outbox message delivered") { db in
             try db.cachedStatement(sql: "DELETE FROM node_outbox WHERE sequence = ?").execute(arguments: [sequence])
             return db.changesCount > 0

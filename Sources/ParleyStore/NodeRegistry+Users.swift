@@ -1,7 +1,7 @@
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 extension NodeRegistry {
     /// What the registry remembers about a user.
@@ -9,23 +9,23 @@ extension NodeRegistry {
     /// Everything here is a cached answer: it was true when ``lastSeen`` was, and the node should
     /// present it as cached (for example "cached, last seen …") rather than as the directory's
     /// current word.
-    public struct CachedUser: Sendable, Hashable {
+    package struct CachedUser: Sendable, Hashable {
         /// The directory fields. ``UserInfo/isOnline`` is false unless the caller said the user is
         /// online now (see ``NodeRegistry/findCachedUsers(_:onlineUserIDs:)``): the cache itself
         /// never knows.
-        public var info: UserInfo
+        package var info: UserInfo
         /// The node the user was last known to use, if any.
-        public var nodeID: String?
+        package var nodeID: String?
         /// Where the last recorded fact about this user came from (which may only have refreshed
         /// ``lastSeen`` when the stored fields are server-vouched).
-        public var source: FactSource
+        package var source: FactSource
         /// Whether the stored fields and node ID came from the server; facts from other sources
         /// then no longer replace them.
-        public var isVouchedByServer: Bool
+        package var isVouchedByServer: Bool
         /// The latest time any source reported this user.
-        public var lastSeen: Date
+        package var lastSeen: Date
 
-        public init(info: UserInfo, nodeID: String?, source: FactSource, isVouchedByServer: Bool, lastSeen: Date) {
+        package init(info: UserInfo, nodeID: String?, source: FactSource, isVouchedByServer: Bool, lastSeen: Date) {
             self.info = info
             self.nodeID = nodeID
             self.source = source
@@ -35,18 +35,18 @@ extension NodeRegistry {
     }
 
     /// One page of a search of the cache.
-    public struct CachedUserSearchResult: Sendable, Hashable {
-        public var users: [CachedUser]
+    package struct CachedUserSearchResult: Sendable, Hashable {
+        package var users: [CachedUser]
         /// True when more users matched than ``users`` holds.
-        public var truncated: Bool
+        package var truncated: Bool
 
-        public init(users: [CachedUser], truncated: Bool) {
+        package init(users: [CachedUser], truncated: Bool) {
             self.users = users
             self.truncated = truncated
         }
 
         /// The users as a directory answer; every ``UserInfo`` in it is a cached one.
-        public var searchResult: UserSearchResult {
+        package var searchResult: UserSearchResult {
             UserSearchResult(users: users.map(\.info), truncated: truncated)
         }
     }
@@ -75,7 +75,7 @@ extension NodeRegistry {
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/invalidRequest`` when the fields are
     ///   invalid (a LAN peer's garbage is not cached), ``ParleyError/Code/storageError`` otherwise.
     @discardableResult
-    public func record(
+    package func record(
         user: UserInfo,
         nodeID: String?,
         source: FactSource,
@@ -142,7 +142,7 @@ extension NodeRegistry {
     }
 
     /// The cache entry of the user with this ID, or nil.
-    public func cachedUser(_ id: UserID) throws(ParleyError) -> CachedUser? {
+    package func cachedUser(_ id: UserID) throws(ParleyError) -> CachedUser? {
         try read("reading a cached user") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT \(Self.cachedUserColumns) FROM cached_user WHERE user_id = ?"
@@ -154,7 +154,7 @@ extension NodeRegistry {
 
     /// The IDs of the cached users whose user name equals `name` (trimmed) case-insensitively,
     /// ascending.
-    public func cachedUserIDs(named name: String) throws(ParleyError) -> [UserID] {
+    package func cachedUserIDs(named name: String) throws(ParleyError) -> [UserID] {
         try read("looking up a cached user name") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT user_id FROM cached_user WHERE user_name_folded = ? ORDER BY user_id"
@@ -178,7 +178,7 @@ extension NodeRegistry {
     /// online now (for example the peers discovery sees): it drives the online filter and each
     /// result's ``UserInfo/isOnline``. With the default, empty set every cached user counts as
     /// offline, so ``UserQuery/OnlineFilter/online`` finds nobody.
-    public func findCachedUsers(
+    package func findCachedUsers(
         _ query: UserQuery,
         onlineUserIDs: Set<UserID> = []
     ) throws(ParleyError) -> CachedUserSearchResult {

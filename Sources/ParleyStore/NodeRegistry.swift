@@ -1,9 +1,9 @@
 import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// Where a fact in the ``NodeRegistry`` came from.
-public enum FactSource: String, Sendable, Hashable, CaseIterable {
+package enum FactSource: String, Sendable, Hashable, CaseIterable {
     /// The server's directory or logon answer: the server vouches for it.
     case server
     /// LAN discovery (an advertised record): anyone on the LAN can claim it.
@@ -27,31 +27,31 @@ public enum FactSource: String, Sendable, Hashable, CaseIterable {
 ///
 /// Every failure is a ``ParleyError``: SQLite errors, and rows that cannot be decoded, have code
 /// ``ParleyError/Code/storageError``.
-public final class NodeRegistry: Sendable {
+package final class NodeRegistry: Sendable {
     /// How the registry uses SQLite.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// How much of a committed transaction survives a crash: the server store's choices.
-        public typealias Durability = ServerStore.Configuration.Durability
+        package typealias Durability = ServerStore.Configuration.Durability
 
         /// SQLite's synchronous mode. Default ``ServerStore/Configuration/Durability/normal``:
         /// committed writes (an enqueued message included) survive a crash or kill -9 of the
         /// process, not power loss.
-        public var durability: Durability
+        package var durability: Durability
         /// The command a person runs to unpin a key, named in the error that refuses a changed key
         /// ("… unpin it with `parley unpin node <ID>`"). Default "parley unpin".
-        public var unpinCommand: String
+        package var unpinCommand: String
 
-        public init(durability: Durability = .normal, unpinCommand: String = "parley unpin") {
+        package init(durability: Durability = .normal, unpinCommand: String = "parley unpin") {
             self.durability = durability
             self.unpinCommand = unpinCommand
         }
     }
 
     /// The name of the registry's file in the node's data directory.
-    public static let fileName = "parley-node.sqlite"
+    package static let fileName = "parley-node.sqlite"
 
     /// The database file.
-    public let path: String
+    package let path: String
     let configuration: Configuration
     let database: SQLiteDatabase
 
@@ -60,7 +60,7 @@ public final class NodeRegistry: Sendable {
     ///
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/storageError`` when the directory or
     ///   the database cannot be created, opened or migrated.
-    public convenience init(dataDirectory: String, configuration: Configuration = .init()) throws(ParleyError) {
+    package convenience init(dataDirectory: String, configuration: Configuration = .init()) throws(ParleyError) {
         let path = URL(fileURLWithPath: dataDirectory, isDirectory: true).appendingPathComponent(Self.fileName).path
         try self.init(path: path, configuration: configuration)
     }
@@ -69,7 +69,7 @@ public final class NodeRegistry: Sendable {
     ///
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/storageError`` when the directory or
     ///   the database cannot be created, opened or migrated.
-    public init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
+    package init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
         self.path = path
         self.configuration = configuration
         database = try SQLiteDatabase(

@@ -1,16 +1,16 @@
-public import ParleyCore
+package import ParleyCore
 
 /// A message waiting in the outbox, as ``NodeRegistry/pending(for:after:limit:)`` returns it.
-public struct OutboxEntry: Sendable, Hashable {
+package struct OutboxEntry: Sendable, Hashable {
     /// The entry's place in the outbox's order: strictly increasing in enqueue order, never
     /// reused. Page on with it.
-    public var sequence: Int64
+    package var sequence: Int64
     /// The message as enqueued, with all its recipients.
-    public var message: OutboxMessage
+    package var message: OutboxMessage
     /// The recipients it has not been delivered to yet, in the message's recipient order.
-    public var pendingRecipients: [UserID]
+    package var pendingRecipients: [UserID]
 
-    public init(sequence: Int64, message: OutboxMessage, pendingRecipients: [UserID]) {
+    package init(sequence: Int64, message: OutboxMessage, pendingRecipients: [UserID]) {
         self.sequence = sequence
         self.message = message
         self.pendingRecipients = pendingRecipients

@@ -1,24 +1,24 @@
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 /// A message stored for one recipient that the recipient has not acknowledged yet.
-public struct PendingMessage: Sendable, Hashable {
+package struct PendingMessage: Sendable, Hashable {
     /// The delivery's sequence: page on with ``ServerStore/pendingMessages(for:after:limit:)``.
-    public var sequence: Int64
-    public var messageID: MessageID
-    public var sender: UserID
+    package var sequence: Int64
+    package var messageID: MessageID
+    package var sender: UserID
     /// Everyone the message was addressed to.
-    public var recipients: [UserID]
-    public var isText: Bool
-    public var body: [UInt8]
+    package var recipients: [UserID]
+    package var isText: Bool
+    package var body: [UInt8]
     /// The sender's clock when it sent the message.
-    public var sentAt: Date
+    package var sentAt: Date
     /// When the store accepted the message.
-    public var storedAt: Date
-    public var wantsReceipt: Bool
+    package var storedAt: Date
+    package var wantsReceipt: Bool
 
-    public init(
+    package init(
         sequence: Int64,
         messageID: MessageID,
         sender: UserID,

@@ -1,25 +1,25 @@
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 /// One message waiting in the outbox for one recipient, as ``NodeRegistry/queuedMessages()``
 /// lists it: a message to several users that waits for two of them is two of these.
-public struct QueuedMessage: Sendable, Hashable {
+package struct QueuedMessage: Sendable, Hashable {
     /// Whom it waits for: a user (the outbox) or a node (the node outbox).
-    public enum Recipient: Sendable, Hashable {
+    package enum Recipient: Sendable, Hashable {
         case user(UserID)
         case node(String)
     }
 
-    public var messageID: MessageID
-    public var sender: UserID
-    public var recipient: Recipient
-    public var isText: Bool
-    public var body: [UInt8]
+    package var messageID: MessageID
+    package var sender: UserID
+    package var recipient: Recipient
+    package var isText: Bool
+    package var body: [UInt8]
     /// When the message was sent (queued); it expires a while after.
-    public var createdAt: Date
+    package var createdAt: Date
 
-    public init(
+    package init(
         messageID: MessageID,
         sender: UserID,
         recipient: Recipient,

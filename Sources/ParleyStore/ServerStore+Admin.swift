@@ -1,9 +1,9 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// The order of an admin's user list (``ServerStore/listUsers(order:descending:offset:limit:)``).
-public enum UserListOrder: Sendable, Hashable {
+package enum UserListOrder: Sendable, Hashable {
     case userID
     /// By user name, case-folded; ties by user ID.
     case userName
@@ -24,13 +24,13 @@ public enum UserListOrder: Sendable, Hashable {
 }
 
 /// A user as the admin's user list shows it.
-public struct UserListing: Sendable, Hashable {
+package struct UserListing: Sendable, Hashable {
     /// The directory fields (`isOnline` false: the store does not know).
-    public var info: UserInfo
+    package var info: UserInfo
     /// When the user last logged on; nil if never.
-    public var lastLogonAt: Date?
+    package var lastLogonAt: Date?
     /// When the user's last session ended; nil if never.
-    public var lastLogoffAt: Date?
+    package var lastLogoffAt: Date?
 }
 
 extension ServerStore {
@@ -39,7 +39,7 @@ extension ServerStore {
     /// - Parameters:
     ///   - offset: Users to skip (at least 0).
     ///   - limit: Users at most (1...10000).
-    public func listUsers(
+    package func listUsers(
         order: UserListOrder,
         descending: Bool,
         offset: Int,
@@ -70,7 +70,7 @@ extension ServerStore {
     }
 
     /// How many users are registered.
-    public func userCount() throws(ParleyError) -> Int {
+    package func userCount() throws(ParleyError) -> Int {
         try read("counting users") { db in
             try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM user")) ?? 0
         }
@@ -82,7 +82,7 @@ extension ServerStore {
     /// recipients.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` for an unknown user.
-    public func deleteUser(_ id: UserID) throws(ParleyError) {
+    package func deleteUser(_ id: UserID) throws(ParleyError) {
         try write("deleting a user") { db in
             let user = id.storedValue
             guard
@@ -121,7 +121,7 @@ extension ServerStore {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userAlreadyExists` when a user has the ID,
     ///   `invalidUserID` for the server's own ID 0.
-    public func reserveUserID(_ id: UserID, now: Date) throws(ParleyError) {
+    package func reserveUserID(_ id: UserID, now: Date) throws(ParleyError) {
         guard id != .server else {
             throw ParleyError(code: .invalidUserID, message: "user ID 0 is the server's own")
         }
@@ -143,7 +143,7 @@ extension ServerStore {
     ///
     /// - Returns: false when the ID was not reserved.
     @discardableResult
-    public func releaseUserID(_ id: UserID) throws(ParleyError) -> Bool {
+    package func releaseUserID(_ id: UserID) throws(ParleyError) -> Bool {
         try write("releasing a user ID") { db in
             try db.execute(sql: "DELETE FROM reserved_user_id WHERE user_id = ?", arguments: [id.storedValue])
             return db.changesCount > 0
@@ -151,7 +151,7 @@ extension ServerStore {
     }
 
     /// The reserved user IDs, lowest first.
-    public func reservedUserIDs() throws(ParleyError) -> [UserID] {
+    package func reservedUserIDs() throws(ParleyError) -> [UserID] {
         try read("listing reserved user IDs") { db in
             var ids: [UserID] = []
             let rows = try Row.fetchCursor(

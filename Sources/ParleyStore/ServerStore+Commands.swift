@@ -1,15 +1,15 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// A fire-and-forget command kept for an offline recipient (docs/PROTOCOL.md section 24.5).
-public struct StoredCommand: Hashable, Sendable {
-    public var sender: UserID
-    public var name: String
-    public var payload: [UInt8]
-    public var storedAt: Date
+package struct StoredCommand: Hashable, Sendable {
+    package var sender: UserID
+    package var name: String
+    package var payload: [UInt8]
+    package var storedAt: Date
 
-    public init(sender: UserID, name: String, payload: [UInt8], storedAt: Date) {
+    package init(sender: UserID, name: String, payload: [UInt8], storedAt: Date) {
         self.sender = sender
         self.name = name
         self.payload = payload
@@ -23,7 +23,7 @@ extension ServerStore {
     /// - Parameter maximum: the most commands one recipient may have waiting.
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` when `recipient` is not
     ///   registered, `recipientOffline` when it has `maximum` commands waiting already.
-    public func storeCommand(_ command: StoredCommand, for recipient: UserID, maximum: Int) throws(ParleyError) {
+    package func storeCommand(_ command: StoredCommand, for recipient: UserID, maximum: Int) throws(ParleyError) {
         try write("storing a command") { db in
             let exists = try Bool.fetchOne(
                 db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM user WHERE user_id = ?)"),
@@ -60,7 +60,7 @@ extension ServerStore {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `storageError`, also for a corrupt row
     ///   (then nothing is taken out).
-    public func takeStoredCommands(for recipient: UserID) throws(ParleyError) -> [StoredCommand] {
+    package func takeStoredCommands(for recipient: UserID) throws(ParleyError) -> [StoredCommand] {
         try write("taking stored commands") { db in
             let rows = try Row.fetchCursor(
                 db.cachedStatement(

@@ -1,14 +1,14 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// The presence a user chose to show while it is online, as stored.
-public struct PresenceChoice: Hashable, Sendable {
+package struct PresenceChoice: Hashable, Sendable {
     /// Never ``/ParleyCore/PresenceState/offline``.
-    public var state: PresenceState
-    public var text: String
+    package var state: PresenceState
+    package var text: String
 
-    public init(state: PresenceState, text: String) {
+    package init(state: PresenceState, text: String) {
         self.state = state
         self.text = text
     }
@@ -26,7 +26,7 @@ extension ServerStore {
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` when `contact` is not
     ///   registered, `invalidRequest` when it is `owner`, `tooManyContacts` when the list holds
     ///   `maximum` entries already.
-    public func addContact(
+    package func addContact(
         _ contact: UserID,
         to owner: UserID,
         displayName: ContactDisplayName,
@@ -77,7 +77,7 @@ extension ServerStore {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `contactNotFound` when `contact` is not in
     ///   `owner`'s list.
-    public func updateContact(
+    package func updateContact(
         _ contact: UserID,
         of owner: UserID,
         displayName: ContactDisplayName
@@ -97,7 +97,7 @@ extension ServerStore {
     /// Removes `contact` from `owner`'s list.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `contactNotFound` when it is not there.
-    public func removeContact(_ contact: UserID, from owner: UserID) throws(ParleyError) {
+    package func removeContact(_ contact: UserID, from owner: UserID) throws(ParleyError) {
         try write("removing a contact") { db in
             try db.cachedStatement(sql: "DELETE FROM contact WHERE owner = ? AND contact = ?")
                 .execute(arguments: [owner.storedValue, contact.storedValue])
@@ -106,12 +106,12 @@ extension ServerStore {
     }
 
     /// `owner`'s contact list with each contact's directory record, ordered by user ID.
-    public func contacts(of owner: UserID) throws(ParleyError) -> [Contact] {
+    package func contacts(of owner: UserID) throws(ParleyError) -> [Contact] {
         try read("reading a contact list") { db in try Self.fetchContacts(db, owner: owner, only: nil) }
     }
 
     /// The users whose contact lists hold `user`: the ones its presence changes are pushed to.
-    public func watchers(of user: UserID) throws(ParleyError) -> [UserID] {
+    package func watchers(of user: UserID) throws(ParleyError) -> [UserID] {
         try read("finding watchers") { db in
             let statement = try db.cachedStatement(sql: "SELECT owner FROM contact WHERE contact = ? ORDER BY owner")
             var owners: [UserID] = []
@@ -124,7 +124,7 @@ extension ServerStore {
     /// Records the presence `user` chose; it is shown whenever the user is online, across logons.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` for an unknown user.
-    public func setPresenceChoice(_ choice: PresenceChoice, for user: UserID) throws(ParleyError) {
+    package func setPresenceChoice(_ choice: PresenceChoice, for user: UserID) throws(ParleyError) {
         try write("storing a presence") { db in
             try db.cachedStatement(sql: "UPDATE user SET presence_state = ?, presence_text = ? WHERE user_id = ?")
                 .execute(arguments: [Int64(choice.state.wireValue), choice.text, user.storedValue])
@@ -135,7 +135,7 @@ extension ServerStore {
     }
 
     /// The presence each of `users` chose (users that do not exist are left out).
-    public func presenceChoices(of users: [UserID]) throws(ParleyError) -> [UserID: PresenceChoice] {
+    package func presenceChoices(of users: [UserID]) throws(ParleyError) -> [UserID: PresenceChoice] {
         if users.isEmpty { return [:] }
         return try read("reading presences") { db in
             let statement = try db.cachedStatement(
@@ -154,7 +154,7 @@ extension ServerStore {
     }
 
     /// Records a logon (`isLogon`) or a logoff of `user` at `now`, for the admin's last-seen view.
-    public func recordSession(of user: UserID, isLogon: Bool, now: Date) throws(ParleyError) {
+    package func recordSession(of user: UserID, isLogon: Bool, now: Date) throws(ParleyError) {
         let sql =
             isLogon
             ? "UPDATE user SET last_logon_at = ? WHERE user_id = ?"
@@ -167,7 +167,7 @@ extension ServerStore {
     /// When `user` last logged on and off; nil for a time never recorded.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` for an unknown user.
-    public func lastSeen(of user: UserID) throws(ParleyError) -> (logon: Date?, logoff: Date?) {
+    package func lastSeen(of user: UserID) throws(ParleyError) -> (logon: Date?, logoff: Date?) {
         try read("reading last seen times") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT last_logon_at, last_logoff_at FROM user WHERE user_id = ?"

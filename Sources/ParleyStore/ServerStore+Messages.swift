@@ -1,7 +1,7 @@
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
-public import struct Foundation.Date
+package import struct Foundation.Date
 
 extension ServerStore {
     /// Stores a batch of messages in one write transaction (group commit).
@@ -14,7 +14,7 @@ extension ServerStore {
     /// - Returns: Per message in order, per recipient in order, what was stored.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/recipientNotFound`` when a recipient
     ///   is not a registered user (nothing of the batch is stored then).
-    public func storeMessages(_ batch: [NewMessage], now: Date) throws(ParleyError) -> [[StoredDelivery]] {
+    package func storeMessages(_ batch: [NewMessage], now: Date) throws(ParleyError) -> [[StoredDelivery]] {
         if batch.isEmpty { return [] }
         return try write("storing messages") { db in try Self.storeMessages(batch, now: now, in: db) }
     }
@@ -25,7 +25,7 @@ extension ServerStore {
     /// The same as ``acknowledge(_:now:)`` followed by ``storeMessages(_:now:)``, except that a
     /// recipient who is not a registered user is left out of its message (it gets no delivery,
     /// and the rest of the batch is stored), and that nothing of either is written if one fails.
-    public func acknowledgeAndStore(
+    package func acknowledgeAndStore(
         acknowledgements: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
         messages: [NewMessage],
         now: Date
@@ -156,7 +156,7 @@ extension ServerStore {
     /// sequence, at most `limit` of them.
     ///
     /// Pass 0 to start, then the last sequence received to page on.
-    public func pendingMessages(
+    package func pendingMessages(
         for recipient: UserID,
         after sequence: Int64,
         limit: Int
@@ -202,7 +202,7 @@ extension ServerStore {
     }
 
     /// How many messages `recipient` has not acknowledged.
-    public func pendingMessageCount(for recipient: UserID) throws(ParleyError) -> Int {
+    package func pendingMessageCount(for recipient: UserID) throws(ParleyError) -> Int {
         try read("counting pending messages") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT COUNT(*) FROM delivery WHERE recipient = ? AND acknowledged_at IS NULL"
@@ -218,7 +218,7 @@ extension ServerStore {
     /// rejects resends until ``pruneAcknowledged(now:)`` removes it.
     ///
     /// - Returns: The deliveries this call acknowledged, in the order given.
-    public func acknowledge(
+    package func acknowledge(
         recipient: UserID,
         messages: [(sender: UserID, messageID: MessageID)],
         now: Date
@@ -228,7 +228,7 @@ extension ServerStore {
 
     /// Acknowledges the deliveries of several recipients in one transaction (group commit);
     /// otherwise the same as ``acknowledge(recipient:messages:now:)``.
-    public func acknowledge(
+    package func acknowledge(
         _ batch: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
         now: Date
     ) throws(ParleyError) -> [AcknowledgedMessage] {
@@ -299,7 +299,7 @@ extension ServerStore {
     /// ``Configuration/deduplicationWindow``: resends of those messages are no longer recognized.
     ///
     /// - Returns: How many tombstones were deleted.
-    public func pruneAcknowledged(now: Date) throws(ParleyError) -> Int {
+    package func pruneAcknowledged(now: Date) throws(ParleyError) -> Int {
         let (cutoff, overflow) = now.storedMilliseconds.subtractingReportingOverflow(
             configuration.deduplicationWindow.storedMilliseconds
         )

@@ -1,6 +1,6 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension ServerStore {
     /// Stores the hash of a newly issued resumption token, and prunes the expired ones.
@@ -10,7 +10,7 @@ extension ServerStore {
     ///   - user: The user the token logs on.
     ///   - expiresAt: After this the token is refused.
     ///   - now: The current time, for pruning.
-    public func storeResumptionToken(
+    package func storeResumptionToken(
         hash tokenHash: [UInt8],
         for user: UserID,
         expiresAt: Date,
@@ -40,7 +40,7 @@ extension ServerStore {
     ///   - expiresAt: When the replacement expires.
     ///   - now: The current time.
     /// - Returns: true if the token was known, belonged to `user` and had not expired.
-    public func redeemResumptionToken(
+    package func redeemResumptionToken(
         hash tokenHash: [UInt8],
         for user: UserID,
         replacingWith nextHash: [UInt8],
@@ -71,7 +71,7 @@ extension ServerStore {
     }
 
     /// Revokes every resumption token of `user` (a password change, a log-off).
-    public func revokeResumptionTokens(for user: UserID) throws(ParleyError) {
+    package func revokeResumptionTokens(for user: UserID) throws(ParleyError) {
         try write("revoking resumption tokens") { db in
             try db.cachedStatement(sql: "DELETE FROM resumption_token WHERE user_id = ?")
                 .execute(arguments: [user.storedValue])
@@ -79,7 +79,7 @@ extension ServerStore {
     }
 
     /// How many resumption tokens are stored, expired ones included until they are pruned.
-    public func resumptionTokenCount() throws(ParleyError) -> Int {
+    package func resumptionTokenCount() throws(ParleyError) -> Int {
         try read("counting resumption tokens") { db in
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM resumption_token") ?? 0
         }

@@ -1,12 +1,12 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// One transfer the server holds (docs/PROTOCOL.md section 26); its bytes live in a spool file
 /// beside the database, the row says what they are and how far the transfer has come.
-public struct StoredTransfer: Hashable, Sendable {
+package struct StoredTransfer: Hashable, Sendable {
     /// Where a transfer is.
-    public enum Phase: Int, Sendable, Hashable {
+    package enum Phase: Int, Sendable, Hashable {
         /// The sender is uploading it.
         case uploading = 0
         /// The whole file is held and verified; offered to the recipient.
@@ -15,25 +15,25 @@ public struct StoredTransfer: Hashable, Sendable {
         case closed = 2
     }
 
-    public var sender: UserID
-    public var id: TransferID
-    public var recipient: UserID
-    public var name: String
+    package var sender: UserID
+    package var id: TransferID
+    package var recipient: UserID
+    package var name: String
     /// The length the sender declared at the start (0 for a stream).
-    public var declaredSize: UInt64
-    public var isStream: Bool
+    package var declaredSize: UInt64
+    package var isStream: Bool
     /// The final length, once ready.
-    public var size: UInt64?
+    package var size: UInt64?
     /// The verified SHA-256, once ready.
-    public var sha256: [UInt8]?
-    public var phase: Phase
-    public var outcome: TransferOutcome?
-    public var reason: String
-    public var createdAt: Date
-    public var readyAt: Date?
-    public var closedAt: Date?
+    package var sha256: [UInt8]?
+    package var phase: Phase
+    package var outcome: TransferOutcome?
+    package var reason: String
+    package var createdAt: Date
+    package var readyAt: Date?
+    package var closedAt: Date?
 
-    public init(
+    package init(
         sender: UserID,
         id: TransferID,
         recipient: UserID,
@@ -59,11 +59,11 @@ public struct StoredTransfer: Hashable, Sendable {
     }
 
     /// The bytes this transfer counts against its recipient's quota.
-    public var heldBytes: UInt64 { phase == .closed ? 0 : size ?? declaredSize }
+    package var heldBytes: UInt64 { phase == .closed ? 0 : size ?? declaredSize }
 
     /// Whether `other` asks for the same transfer as this one (a resume), not another one that
     /// reuses its ID.
-    public func matches(_ other: StoredTransfer) -> Bool {
+    package func matches(_ other: StoredTransfer) -> Bool {
         recipient == other.recipient && name == other.name && isStream == other.isStream
             && (isStream || declaredSize == other.declaredSize)
     }
@@ -84,7 +84,7 @@ extension ServerStore {
     /// - Throws: ``/ParleyCore/ParleyError`` with code `userNotFound` (no such recipient),
     ///   `fileTooLarge`, `transferQuotaExceeded`, `invalidRequest` (the ID names another
     ///   transfer), `storageError`.
-    public func startTransfer(
+    package func startTransfer(
         _ transfer: StoredTransfer,
         maximumFileSize: UInt64,
         quota: UInt64
@@ -135,19 +135,19 @@ extension ServerStore {
     }
 
     /// The transfer `id` of `sender`, if the server holds it.
-    public func transfer(sender: UserID, id: TransferID) throws(ParleyError) -> StoredTransfer? {
+    package func transfer(sender: UserID, id: TransferID) throws(ParleyError) -> StoredTransfer? {
         try read("reading a transfer") { db in try Self.transfer(sender: sender, id: id, in: db) }
     }
 
     /// The bytes held for `recipient` (uploads in progress at their declared size).
-    public func heldTransferBytes(for recipient: UserID) throws(ParleyError) -> UInt64 {
+    package func heldTransferBytes(for recipient: UserID) throws(ParleyError) -> UInt64 {
         try read("counting held transfer bytes") { db in try Self.heldBytes(for: recipient, in: db) }
     }
 
     /// Marks an upload as complete: its final length and verified hash.
     ///
     /// - Throws: `transferNotFound` when it is gone, `storageError`.
-    public func markTransferReady(
+    package func markTransferReady(
         sender: UserID, id: TransferID, size: UInt64, sha256: [UInt8], at date: Date
     ) throws(ParleyError) {
         try write("marking a transfer ready") { db in
@@ -171,7 +171,7 @@ extension ServerStore {
     ///
     /// - Returns: the transfer as it was before, or nil when it was not held or closed already.
     @discardableResult
-    public func closeTransfer(
+    package func closeTransfer(
         sender: UserID, id: TransferID, outcome: TransferOutcome, reason: String, at date: Date
     ) throws(ParleyError) -> StoredTransfer? {
         try write("closing a transfer") { db in
@@ -193,7 +193,7 @@ extension ServerStore {
 
     /// Takes out (deletes and returns) the closed transfers of `sender`, oldest first: their
     /// senders are being told how they ended.
-    public func takeClosedTransfers(of sender: UserID) throws(ParleyError) -> [StoredTransfer] {
+    package func takeClosedTransfers(of sender: UserID) throws(ParleyError) -> [StoredTransfer] {
         try write("taking closed transfers") { db in
             let closed = try Self.transfers(where: "sender = ? AND phase = 2", [sender.storedValue], in: db)
             try db.cachedStatement(sql: "DELETE FROM transfer WHERE sender = ? AND phase = 2")
@@ -203,7 +203,7 @@ extension ServerStore {
     }
 
     /// Forgets one transfer.
-    public func forgetTransfer(sender: UserID, id: TransferID) throws(ParleyError) {
+    package func forgetTransfer(sender: UserID, id: TransferID) throws(ParleyError) {
         try write("forgetting a transfer") { db in
             try db.cachedStatement(sql: "DELETE FROM transfer WHERE sender = ? AND transfer_id = ?")
                 .execute(arguments: [sender.storedValue, Int64(bitPattern: id.rawValue)])
@@ -211,7 +211,7 @@ extension ServerStore {
     }
 
     /// The transfers ready for `recipient`, oldest first: offered at each of its logons.
-    public func readyTransfers(for recipient: UserID) throws(ParleyError) -> [StoredTransfer] {
+    package func readyTransfers(for recipient: UserID) throws(ParleyError) -> [StoredTransfer] {
         try read("reading offered transfers") { db in
             try Self.transfers(where: "recipient = ? AND phase = 1", [recipient.storedValue], in: db)
         }
@@ -219,7 +219,7 @@ extension ServerStore {
 
     /// The transfers `user` sent or receives that are not closed, oldest first; every transfer
     /// held when `user` is nil (the admin's list).
-    public func heldTransfers(involving user: UserID?) throws(ParleyError) -> [StoredTransfer] {
+    package func heldTransfers(involving user: UserID?) throws(ParleyError) -> [StoredTransfer] {
         try read("listing transfers") { db in
             if let user {
                 return try Self.transfers(
@@ -231,7 +231,7 @@ extension ServerStore {
 
     /// The open transfers whose retention ended: ready before `readyBefore`, or still uploading
     /// and started before it.
-    public func expiredTransfers(before date: Date) throws(ParleyError) -> [StoredTransfer] {
+    package func expiredTransfers(before date: Date) throws(ParleyError) -> [StoredTransfer] {
         try read("finding expired transfers") { db in
             try Self.transfers(
                 where: "phase < 2 AND COALESCE(ready_at, created_at) < ?", [date.storedMilliseconds], in: db)

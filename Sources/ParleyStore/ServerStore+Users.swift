@@ -1,6 +1,6 @@
-public import Foundation
+package import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 extension ServerStore {
     /// The columns ``decodeUser(_:)`` reads, in its order.
@@ -25,7 +25,7 @@ extension ServerStore {
     ///   0, below `minimumID` or reserved by the admin (``reserveUserID(_:now:)``),
     ///   ``ParleyError/Code/userAlreadyExists`` when it is taken,
     ///   ``ParleyError/Code/userIDsExhausted`` when no ID above the highest is left.
-    public func registerUser(
+    package func registerUser(
         _ info: UserInfo,
         passwordHash: String,
         requestedID: UserID?,
@@ -104,7 +104,7 @@ extension ServerStore {
     }
 
     /// The user with this ID, or nil.
-    public func user(_ id: UserID) throws(ParleyError) -> StoredUser? {
+    package func user(_ id: UserID) throws(ParleyError) -> StoredUser? {
         try read("reading a user") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT \(Self.userColumns), password_hash FROM user WHERE user_id = ?"
@@ -115,7 +115,7 @@ extension ServerStore {
     }
 
     /// Whether a user with this ID is registered.
-    public func userExists(_ id: UserID) throws(ParleyError) -> Bool {
+    package func userExists(_ id: UserID) throws(ParleyError) -> Bool {
         try read("looking up a user") { db in
             let statement = try db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM user WHERE user_id = ?)")
             return try Bool.fetchOne(statement, arguments: [id.storedValue]) ?? false
@@ -123,7 +123,7 @@ extension ServerStore {
     }
 
     /// The subset of `ids` that are registered users, found with one query.
-    public func existingUserIDs(among ids: [UserID]) throws(ParleyError) -> Set<UserID> {
+    package func existingUserIDs(among ids: [UserID]) throws(ParleyError) -> Set<UserID> {
         if ids.isEmpty { return [] }
         return try read("looking up users") { db in try Self.existingUserIDs(among: ids, in: db) }
     }
@@ -144,7 +144,7 @@ extension ServerStore {
     ///
     /// - Returns: The stored info.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
-    public func updateUserInfo(_ id: UserID, to info: UserInfo) throws(ParleyError) -> UserInfo {
+    package func updateUserInfo(_ id: UserID, to info: UserInfo) throws(ParleyError) -> UserInfo {
         try write("updating a user") { db in
             let update = try db.cachedStatement(
                 sql: """
@@ -179,7 +179,7 @@ extension ServerStore {
     /// - Returns: The stored info with the new node.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
     @discardableResult
-    public func recordNode(
+    package func recordNode(
         for user: UserID,
         nodeID: String,
         publicKey: [UInt8],
@@ -221,7 +221,7 @@ extension ServerStore {
     /// Replaces a user's password hash.
     ///
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/userNotFound`` if there is no such user.
-    public func updatePasswordHash(_ id: UserID, to hash: String) throws(ParleyError) {
+    package func updatePasswordHash(_ id: UserID, to hash: String) throws(ParleyError) {
         try write("updating a password") { db in
             let update = try db.cachedStatement(sql: "UPDATE user SET password_hash = ? WHERE user_id = ?")
             try update.execute(arguments: [hash, id.storedValue])
@@ -230,7 +230,7 @@ extension ServerStore {
     }
 
     /// The IDs of the users whose user name equals `name` case-insensitively, ascending.
-    public func userIDs(named name: String) throws(ParleyError) -> [UserID] {
+    package func userIDs(named name: String) throws(ParleyError) -> [UserID] {
         try read("looking up a user name") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT user_id FROM user WHERE user_name_folded = ? ORDER BY user_id"
@@ -254,7 +254,7 @@ extension ServerStore {
     ///   - query: The filters, online filter, sort and limit (``UserQuery/effectiveLimit``).
     ///   - onlineUserIDs: Who is logged on now: it drives the online filter and each result's
     ///     ``UserInfo/isOnline``.
-    public func findUsers(_ query: UserQuery, onlineUserIDs: Set<UserID>) throws(ParleyError) -> UserSearchResult {
+    package func findUsers(_ query: UserQuery, onlineUserIDs: Set<UserID>) throws(ParleyError) -> UserSearchResult {
         if query.online == .online && onlineUserIDs.isEmpty {
             return UserSearchResult(users: [], truncated: false)
         }

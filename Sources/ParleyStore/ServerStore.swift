@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-public import ParleyCore
+package import ParleyCore
 
 /// The server's durable state in one SQLite file: the user directory and the store-and-forward
 /// message queue.
@@ -12,11 +12,11 @@ public import ParleyCore
 ///
 /// Every failure is a ``ParleyError``: SQLite errors, and rows that cannot be decoded, have code
 /// ``ParleyError/Code/storageError``.
-public final class ServerStore: Sendable {
+package final class ServerStore: Sendable {
     /// How the store uses SQLite.
-    public struct Configuration: Sendable {
+    package struct Configuration: Sendable {
         /// How much of a committed transaction survives a crash.
-        public enum Durability: Sendable {
+        package enum Durability: Sendable {
             /// Survives a process crash or kill -9 (WAL mode, `synchronous=NORMAL`), not power loss.
             case normal
             /// Also survives power loss (`synchronous=FULL`), at the cost of an fsync per commit.
@@ -24,30 +24,30 @@ public final class ServerStore: Sendable {
         }
 
         /// SQLite's synchronous mode. Default ``Durability/normal``.
-        public var durability: Durability
+        package var durability: Durability
         /// How long the store remembers an acknowledged message's (recipient, sender, message ID)
         /// to reject resends as duplicates. Default 7 days.
-        public var deduplicationWindow: Duration
+        package var deduplicationWindow: Duration
 
-        public init(durability: Durability = .normal, deduplicationWindow: Duration = .seconds(7 * 24 * 3600)) {
+        package init(durability: Durability = .normal, deduplicationWindow: Duration = .seconds(7 * 24 * 3600)) {
             self.durability = durability
             self.deduplicationWindow = deduplicationWindow
         }
     }
 
     /// The user directory's record of one user.
-    public typealias StoredUser = ParleyStore.StoredUser
+    package typealias StoredUser = ParleyStore.StoredUser
     /// One message to store for its recipients.
-    public typealias NewMessage = ParleyStore.NewMessage
+    package typealias NewMessage = ParleyStore.NewMessage
     /// What ``storeMessages(_:now:)`` did for one recipient of one message.
-    public typealias StoredDelivery = ParleyStore.StoredDelivery
+    package typealias StoredDelivery = ParleyStore.StoredDelivery
     /// A message stored for a recipient and not yet acknowledged.
-    public typealias PendingMessage = ParleyStore.PendingMessage
+    package typealias PendingMessage = ParleyStore.PendingMessage
     /// A delivery that ``acknowledge(recipient:messages:now:)`` marked acknowledged.
-    public typealias AcknowledgedMessage = ParleyStore.AcknowledgedMessage
+    package typealias AcknowledgedMessage = ParleyStore.AcknowledgedMessage
 
     /// The database file.
-    public let path: String
+    package let path: String
     let configuration: Configuration
     let database: SQLiteDatabase
 
@@ -59,7 +59,7 @@ public final class ServerStore: Sendable {
     ///   - configuration: Durability and de-duplication settings.
     /// - Throws: ``ParleyError`` with code ``ParleyError/Code/storageError`` when the directory or
     ///   the database cannot be created, opened or migrated.
-    public init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
+    package init(path: String, configuration: Configuration = .init()) throws(ParleyError) {
         self.path = path
         self.configuration = configuration
 

@@ -1,16 +1,16 @@
-public import ParleyCore
+package import ParleyCore
 
 /// What ``ServerStore/storeMessages(_:now:)`` did with one message for one recipient.
-public struct StoredDelivery: Sendable, Hashable {
-    public var recipient: UserID
+package struct StoredDelivery: Sendable, Hashable {
+    package var recipient: UserID
     /// The delivery's place in the store's global, strictly increasing order.
-    public var sequence: Int64
+    package var sequence: Int64
     /// True when the store already had this (recipient, sender, message ID) and stored nothing.
-    public var duplicate: Bool
+    package var duplicate: Bool
     /// True when the earlier copy has been acknowledged already (only for duplicates).
-    public var alreadyAcknowledged: Bool
+    package var alreadyAcknowledged: Bool
 
-    public init(recipient: UserID, sequence: Int64, duplicate: Bool, alreadyAcknowledged: Bool) {
+    package init(recipient: UserID, sequence: Int64, duplicate: Bool, alreadyAcknowledged: Bool) {
         self.recipient = recipient
         self.sequence = sequence
         self.duplicate = duplicate
