@@ -87,8 +87,7 @@ import Testing
     }
 
     @Test func aFailedWriteFailsItsRequestOnly() throws {
-        let fixture = try Fixture()
-        try fixture.channel.close().wait()
+        let fixture = try Fixture(refusingWrites: true)
         let request = fixture.send(.peerMessage)
         #expect(request.error()?.code == .notConnected)
         #expect(request.error()?.message == "write failed")
@@ -116,8 +115,8 @@ private struct Fixture {
     let channel: EmbeddedChannel
     let table: RequestTable
 
-    init() throws {
-        channel = EmbeddedChannel(loop: loop)
+    init(refusingWrites: Bool = false) throws {
+        channel = EmbeddedChannel(handler: refusingWrites ? RefuseWrites() : nil, loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         table = RequestTable(eventLoop: loop, sweepInterval: .milliseconds(100))
     }
@@ -159,5 +158,14 @@ private final class Outcome: Sendable {
     func error() -> ParleyError? {
         guard case .failure(let error) = result else { return nil }
         return error as? ParleyError
+    }
+}
+
+/// Fails every write, as a socket that broke would.
+private final class RefuseWrites: ChannelOutboundHandler {
+    typealias OutboundIn = Frame
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.ioOnClosedChannel)
     }
 }

@@ -18,7 +18,7 @@ import Testing
         // A long peer timeout: bob's serving task may be behind for a while on a busy machine, and
         // a link that is not read is not read from either.
         let bob = try makePatientNode("bob", in: directory, lan: FakeLAN())
-        let count = 600
+        let count = 1000
         try await withRunningNode(bob) { bobEvents in
             let identity = try NodeIdentity(dataDirectory: directory.subdirectory("raw"))
             let port = try await bob.listeningPort
