@@ -58,6 +58,8 @@ import Testing
                     #expect(answer.type == FrameType.peerMessage.response, "\(answer.type)")
                     answered.append(answer.requestID)
                 }
+                // Before backpressure, bob dropped the link once 256 frames waited: no answer came.
+                try #require(answered.count == count, "\(answered.count) of \(count) answered; the link closed")
                 #expect(answered == (1...count).map { UInt32($0) })
             }
             try await bobEvents.wait("\(count) messages", timeout: .seconds(60)) { _ in
