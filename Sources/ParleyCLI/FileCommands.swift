@@ -29,7 +29,10 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
             node kept in DIR: directly to the recipient's node when one can be reached (the LAN, or \
             the addresses the server gives), resuming from the receiver's offset after a broken \
             link, and through the server otherwise (docs/PROTOCOL.md section 26.9); a direct \
-            transfer exits 0 once the recipient's node has the whole file.
+            transfer exits 0 once the recipient's node has the whole file. PATH - sends standard \
+            input as a stream of unknown length (give --name): read as it is sent, never held \
+            whole, resumed within the command after a lost connection or link, but not by running \
+            the command again.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -59,13 +62,23 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "With --data: at most this many seconds to wait for the server logon before sending.")
     var wait: Double = 5
 
-    @Argument(help: "The file to send.")
+    @Argument(help: "The file to send; - for standard input, sent as a stream (with --name).")
     var path: String
+
+    /// Standard input is sent, as a stream.
+    var isStream: Bool { path == "-" }
+
+    /// The name the recipient sees.
+    var shownName: String { name ?? URL(fileURLWithPath: path).lastPathComponent }
 
     func validate() throws {
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            throw ValidationError("cannot read \(path)")
+        if isStream {
+            guard name != nil else { throw ValidationError("give --name NAME to send standard input") }
+        } else {
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw ValidationError("cannot read \(path)")
+            }
         }
     }
 
@@ -76,15 +89,22 @@ struct SendFileCommand: AsyncParsableCommand, LoggingCommand {
         }
         let out = Output(json: output.json)
         let (credentials, recipient, name, path, noWait) = (self.credentials, recipient, name, path, noWait)
+        let (shown, isStream) = (shownName, isStream)
         let deadline = ContinuousClock.Instant.after(seconds: timeout)
         try await withParleyClient(
             configuration: try connection.clientConfiguration(),
             logger: Logger(label: "parley.client")
         ) { client in
             try await client.logOn(userID: credentials.user, password: credentials.password)
-            let shown = name ?? URL(fileURLWithPath: path).lastPathComponent
             let display = ProgressDisplay(out: out, label: shown)
-            let id = try await client.sendFile(at: path, to: recipient, name: name) { display.update($0) }
+            let id =
+                if isStream {
+                    try await client.sendStream(StandardInputBytes(), named: shown, to: recipient) {
+                        display.update($0)
+                    }
+                } else {
+                    try await client.sendFile(at: path, to: recipient, name: name) { display.update($0) }
+                }
             display.finish()
             try out.emit(
                 TransferRecord(event: "uploaded", id: id.rawValue, name: shown, peer: recipient.rawValue),
@@ -122,7 +142,9 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
             has, one you receive with --files DIR from its partial file in DIR. Running the same \
             send-file again, or receive --files with the same folder, resumes too. A direct \
             transfer between nodes (send-file --data) is not held by the server: run the same \
-            send-file --data again, and it resumes from the receiving node's offset.
+            send-file --data again, and it resumes from the receiving node's offset. list --files DIR \
+            also lists the partial files in DIR (of either route) that a receive with that folder \
+            would continue.
             """
     )
     static let defaultLogLevel = Logger.Level.warning
@@ -137,7 +159,10 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "With resume: the file of a transfer you send.")
     var file: String?
 
-    @Option(help: "With resume: the folder a transfer you receive goes to (its partial file is continued).")
+    @Option(
+        help:
+            "With resume: the folder a transfer you receive goes to (its partial file is continued). With list: also list the partial files in it."
+    )
     var files: String?
 
     func validate() throws {
@@ -176,8 +201,41 @@ struct TransfersCommand: AsyncParsableCommand, LoggingCommand {
                         "\(offer.id) \(offer.sender) -> \(offer.recipient) \(offer.name) \(held.heldBytes)/\(offer.size) \(held.isReady ? "ready" : "uploading")"
                 )
             }
+            if let files { try Self.listPartialFiles(in: files, out: out) }
         }
     }
+
+    /// The partial files in a receive folder: downloads from the server or direct transfers
+    /// that stopped before their end.
+    static func listPartialFiles(in folder: String, out: Output) throws {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        } catch {
+            throw ParleyError(code: .storageError, message: "cannot list \(folder)", cause: error)
+        }
+        for fileName in names {
+            guard let partial = ParleyClient.partialTransfer(named: fileName) else { continue }
+            let path = folder + "/" + fileName
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            let bytes = (attributes?[.size] as? NSNumber)?.uint64Value ?? 0
+            try out.emit(
+                PartialFileRecord(
+                    id: partial.id.rawValue, sender: partial.sender.rawValue, name: partial.name, path: path,
+                    bytes: bytes),
+                text: "\(partial.id) from \(partial.sender) \(partial.name): \(bytes) bytes received so far (\(path))")
+        }
+    }
+}
+
+/// One line of `parley transfers list --files DIR --json` for a partial file.
+struct PartialFileRecord: Encodable {
+    var event = "partial"
+    var id: UInt64
+    var sender: UInt32
+    var name: String
+    var path: String
+    var bytes: UInt64
 }
 
 /// What `receive --files` does with an offered file.
@@ -240,9 +298,10 @@ extension ReceiveCommand {
         let display = ProgressDisplay(out: out, label: offer.name)
         let saved = try await receive(offer) { display.update($0) }
         display.finish()
+        let record = SavedFileRecord(offer, path: saved)
         try out.emit(
-            SavedFileRecord(offer, path: saved),
-            text: "file from \(offer.sender) saved as \(saved) (\(offer.size) bytes)")
+            record,
+            text: "file from \(offer.sender) saved as \(saved) (\(record.size) bytes)")
         return true
     }
 }
@@ -350,7 +409,7 @@ struct SavedFileRecord: Encodable {
     var name: String
     var path: String
     var sender: UInt32
-    var sha256: String
+    var sha256: String?
     var size: UInt64
 
     init(_ offer: FileOffer, path: String) {
@@ -358,8 +417,11 @@ struct SavedFileRecord: Encodable {
         name = offer.name
         self.path = path
         sender = offer.sender.rawValue
-        sha256 = offer.sha256.map { String(format: "%02x", $0) }.joined()
-        size = offer.size
+        // A file received directly carries its hash in the end frame, not in the offer.
+        sha256 = offer.sha256.isEmpty ? nil : offer.sha256.map { String(format: "%02x", $0) }.joined()
+        // A stream's offer from another node says 0: its length came with the end.
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        size = (attributes?[.size] as? NSNumber)?.uint64Value ?? offer.size
     }
 }
 

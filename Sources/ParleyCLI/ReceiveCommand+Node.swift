@@ -37,7 +37,9 @@ extension ReceiveCommand {
                                 TransferRecord(
                                     event: "offered", id: offer.id.rawValue, name: offer.name,
                                     peer: offer.sender.rawValue),
-                                text: "file \(offer.name) (\(offer.size) bytes) from \(offer.sender) is offered")
+                                text:
+                                    "file \(offer.name) (\(offer.isStream ? "a stream" : "\(offer.size) bytes")) from \(offer.sender) is offered"
+                            )
                             continue
                         }
                         if try await Self.handle(

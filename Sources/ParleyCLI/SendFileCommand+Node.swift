@@ -16,8 +16,8 @@ extension SendFileCommand {
             dataDirectory: dataDirectory, connection: connection, credentials: credentials
         )
         .makeNode(logger: Logger(label: "parley.node"))
-        let (recipient, name, path, noWait) = (recipient, name, path, noWait)
-        let shown = name ?? URL(fileURLWithPath: path).lastPathComponent
+        let (recipient, name, path, noWait, isStream) = (recipient, name, path, noWait, isStream)
+        let shown = shownName
         let logonDeadline = ContinuousClock.now + .seconds(wait)
         let statusDeadline = ContinuousClock.Instant.after(seconds: timeout)
         let watch = NodeWatch()
@@ -32,7 +32,14 @@ extension SendFileCommand {
             do {
                 try await watch.waitForLogon(until: logonDeadline)
                 let display = ProgressDisplay(out: out, label: shown)
-                let sent = try await node.sendFile(at: path, to: .user(recipient), name: name) { display.update($0) }
+                let sent =
+                    if isStream {
+                        try await node.sendStream(StandardInputBytes(), named: shown, to: .user(recipient)) {
+                            display.update($0)
+                        }
+                    } else {
+                        try await node.sendFile(at: path, to: .user(recipient), name: name) { display.update($0) }
+                    }
                 display.finish()
                 var status: TransferStatus?
                 if sent.route == .server, !noWait {

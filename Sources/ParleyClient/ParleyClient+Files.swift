@@ -104,13 +104,25 @@ extension ParleyClient {
         progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
     ) async throws(ParleyError) -> TransferID where Bytes.Element == [UInt8] {
         var source = StreamChunkSource(iterator: bytes.makeAsyncIterator())
+        try await sendStream(from: &source, named: name, to: recipient, id: id, progress: progress)
+        return id
+    }
+
+    /// ``sendStream(_:named:to:id:progress:)`` from a source whose unacknowledged bytes the
+    /// caller may have started elsewhere (a node's direct attempt that never sent a byte).
+    package func sendStream(
+        from source: inout some ChunkSource,
+        named name: String,
+        to recipient: UserID,
+        id: TransferID,
+        progress: @escaping @Sendable (TransferProgress) -> Void
+    ) async throws(ParleyError) {
         var start = Parley_V1_TransferStart()
         start.transferID = id.rawValue
         start.recipient = recipient.rawValue
         start.name = name
         start.stream = true
         try await upload(start, from: &source, progress: progress)
-        return id
     }
 
     /// Gives up a transfer this user sent: the server deletes what it holds and tells the
@@ -163,6 +175,21 @@ extension ParleyClient {
     /// The name of the partial file of `offer` in a receive folder.
     package static func partialName(of offer: FileOffer) -> String {
         ".\(FileName.sanitized(offer.name)).\(offer.sender.rawValue)-\(offer.id.rawValue).parley-part"
+    }
+
+    /// What a partial file's name (``partialName(of:)``) says: the file's name, its sender and
+    /// the transfer's ID; nil for any other name.
+    package static func partialTransfer(named fileName: String) -> (
+        name: String, sender: UserID, id: TransferID
+    )? {
+        let suffix = ".parley-part"
+        guard fileName.hasPrefix("."), fileName.hasSuffix(suffix) else { return nil }
+        let body = fileName.dropFirst().dropLast(suffix.count)
+        guard let dot = body.lastIndex(of: ".") else { return nil }
+        let parts = body[body.index(after: dot)...].split(separator: "-")
+        guard parts.count == 2, let sender = UInt32(parts[0]), let id = UInt64(parts[1]), dot > body.startIndex
+        else { return nil }
+        return (String(body[..<dot]), UserID(sender), TransferID(id))
     }
 
     /// The transfers the server holds that this user sent or receives, oldest first.
@@ -443,13 +470,16 @@ extension Duration {
 
 /// Where an upload's bytes come from: any offset the server has not acknowledged yet can be
 /// asked again (after a lost connection).
-protocol ChunkSource {
+package protocol ChunkSource {
     /// Up to `maximum` bytes at `offset`; empty at the end.
     mutating func chunk(at offset: UInt64, maximum: Int) async throws(ParleyError) -> [UInt8]
     /// The server holds everything before `offset`: it will not be asked again.
     mutating func acknowledged(upTo offset: UInt64)
     /// The SHA-256 of everything, once the end was reached.
     mutating func digest() async throws(ParleyError) -> [UInt8]
+    /// Its bytes can be sent again from the start (to another destination): a file always, a
+    /// stream only while nothing was read from it.
+    var canStartOver: Bool { get }
 }
 
 /// A file read at any offset, hashed in order as it is read (on a resume, the part the server
@@ -496,6 +526,8 @@ package struct FileChunkSource: ChunkSource {
 
     package mutating func acknowledged(upTo offset: UInt64) {}
 
+    package var canStartOver: Bool { true }
+
     package mutating func digest() throws(ParleyError) -> [UInt8] {
         while true {
             let block = try read(at: hashed, count: 1 << 20)
@@ -509,8 +541,8 @@ package struct FileChunkSource: ChunkSource {
 
 /// A stream read once: the chunks the server has not acknowledged are kept (at most the
 /// window) so they can be sent again after a lost connection.
-struct StreamChunkSource<Iterator: AsyncIteratorProtocol>: ChunkSource where Iterator.Element == [UInt8] {
-    var iterator: Iterator
+package struct StreamChunkSource<Iterator: AsyncIteratorProtocol>: ChunkSource where Iterator.Element == [UInt8] {
+    private var iterator: Iterator
     private var pending: [UInt8] = []
     /// The offset of `pending`'s first byte.
     private var pendingStart: UInt64 = 0
@@ -518,11 +550,14 @@ struct StreamChunkSource<Iterator: AsyncIteratorProtocol>: ChunkSource where Ite
     private var finished = false
     private var hasher = SHA256()
 
-    init(iterator: Iterator) {
+    package init(iterator: Iterator) {
         self.iterator = iterator
     }
 
-    mutating func chunk(at offset: UInt64, maximum: Int) async throws(ParleyError) -> [UInt8] {
+    /// No byte of the stream was read yet: it can still go anywhere from its start.
+    package var canStartOver: Bool { pendingStart == 0 && pending.isEmpty && buffered.isEmpty && !finished }
+
+    package mutating func chunk(at offset: UInt64, maximum: Int) async throws(ParleyError) -> [UInt8] {
         guard offset >= pendingStart else {
             throw ParleyError(code: .internalError, message: "the stream's bytes before \(pendingStart) are gone")
         }
@@ -549,14 +584,14 @@ struct StreamChunkSource<Iterator: AsyncIteratorProtocol>: ChunkSource where Ite
         return Array(pending[start..<min(pending.count, start + maximum)])
     }
 
-    mutating func acknowledged(upTo offset: UInt64) {
+    package mutating func acknowledged(upTo offset: UInt64) {
         guard offset > pendingStart else { return }
         let drop = Int(min(offset - pendingStart, UInt64(pending.count)))
         pending.removeFirst(drop)
         pendingStart += UInt64(drop)
     }
 
-    mutating func digest() -> [UInt8] {
+    package mutating func digest() -> [UInt8] {
         Array(hasher.finalize())
     }
 }

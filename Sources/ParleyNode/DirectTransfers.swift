@@ -50,10 +50,25 @@ final class DirectTransfers: Sendable {
         var reason: String
     }
 
+    /// A transfer this node sends.
+    struct Outbound {
+        var name: String
+        var recipient: ParleyNode.Recipient
+        /// nil: a stream.
+        var size: UInt64?
+        /// The bytes the receiver acknowledged.
+        var acknowledged: UInt64 = 0
+        /// The receiver answered a START: its application accepted the file.
+        var isAccepted = false
+        /// Why it stops, once either side asked.
+        var stop: Stop?
+        /// The link it uses now.
+        var link: DirectLink?
+    }
+
     private struct State {
         var inbound: [Key: Inbound] = [:]
-        /// Transfers this node sends, with a stop if one was asked for; the link they use.
-        var outbound: [TransferID: (stop: Stop?, link: DirectLink?)] = [:]
+        var outbound: [TransferID: Outbound] = [:]
         var completed: [Key] = []
     }
 
@@ -86,16 +101,43 @@ final class DirectTransfers: Sendable {
     }
 
     /// Registers a transfer this node starts sending; false when one with this ID runs already.
-    func beginSending(_ id: TransferID) -> Bool {
+    func beginSending(_ id: TransferID, _ transfer: Outbound) -> Bool {
         state.withLock { state in
             guard state.outbound[id] == nil else { return false }
-            state.outbound[id] = (nil, nil)
+            state.outbound[id] = transfer
             return true
         }
     }
 
     func sending(_ id: TransferID, over link: DirectLink) {
         state.withLock { state in state.outbound[id]?.link = link }
+    }
+
+    /// The receiver of `id` accepted it and holds `offset` bytes.
+    func acknowledged(_ id: TransferID, upTo offset: UInt64) {
+        state.withLock { state in
+            state.outbound[id]?.isAccepted = true
+            state.outbound[id]?.acknowledged = offset
+        }
+    }
+
+    /// The transfers under way, both ways, ordered by ID.
+    func list() -> [ParleyNode.DirectTransfer] {
+        let (inbound, outbound) = state.withLock { ($0.inbound, $0.outbound) }
+        let received = inbound.map { key, entry in
+            ParleyNode.DirectTransfer(
+                id: key.id, direction: .receiving, peer: .user(key.sender), name: entry.offer.name,
+                size: entry.offer.isStream ? nil : entry.offer.size, bytesDone: entry.accepted?.sink.size ?? 0,
+                isAccepted: entry.accepted != nil)
+        }
+        let sent = outbound.map { id, entry in
+            ParleyNode.DirectTransfer(
+                id: id, direction: .sending, peer: entry.recipient, name: entry.name, size: entry.size,
+                bytesDone: entry.acknowledged, isAccepted: entry.isAccepted)
+        }
+        return (received + sent).sorted {
+            ($0.id.rawValue, $0.direction == .sending ? 1 : 0) < ($1.id.rawValue, $1.direction == .sending ? 1 : 0)
+        }
     }
 
     func endSending(_ id: TransferID) { state.withLock { _ = $0.outbound.removeValue(forKey: id) } }

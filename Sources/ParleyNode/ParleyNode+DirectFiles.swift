@@ -58,10 +58,6 @@ extension ParleyNode {
         guard meta.transferID != 0 else {
             throw ParleyError(code: .invalidRequest, message: "transfer_id 0 names no transfer")
         }
-        guard !meta.stream else {
-            throw ParleyError(
-                code: .invalidRequest, message: "direct transfers carry files of a known size, not streams")
-        }
         guard meta.recipient == ownUser?.rawValue ?? 0 else {
             throw ParleyError(
                 code: .userNotFound, message: "user \(meta.recipient) is not the user of node \(nodeID)")
@@ -77,7 +73,9 @@ extension ParleyNode {
         }
         let decision = directTransfers.withInbound { inbound -> StartDecision in
             if var entry = inbound[key] {
-                guard entry.offer.name == meta.name, entry.offer.size == meta.size else { return .mismatch }
+                guard entry.offer.name == meta.name, entry.offer.isStream == meta.stream,
+                    entry.offer.isStream || entry.offer.size == meta.size
+                else { return .mismatch }
                 entry.link = link
                 if let accepted = entry.accepted {
                     inbound[key] = entry
@@ -89,8 +87,8 @@ extension ParleyNode {
             }
             let now = Date()
             let offer = FileOffer(
-                id: id, sender: sender, recipient: UserID(meta.recipient), name: meta.name, size: meta.size,
-                sha256: [], isStream: false, createdAt: now,
+                id: id, sender: sender, recipient: UserID(meta.recipient), name: meta.name,
+                size: meta.stream ? 0 : meta.size, sha256: [], isStream: meta.stream, createdAt: now,
                 expiresAt: now.addingTimeInterval(DirectTransfers.decisionTimeout.timeInterval))
             inbound[key] = DirectTransfers.Inbound(offer: offer, link: link, waitingStart: frame.requestID)
             return .offer(offer)
@@ -98,7 +96,7 @@ extension ParleyNode {
         switch decision {
         case .mismatch:
             throw ParleyError(
-                code: .invalidRequest, message: "transfer \(id) was started with another name or size")
+                code: .invalidRequest, message: "transfer \(id) was started with another name, size or kind")
         case .resume(let offset):
             link.write(Self.transferState(.peerTransferStart, requestID: frame.requestID, id: id, offset: offset))
         case .waiting:
@@ -156,7 +154,7 @@ extension ParleyNode {
                         code: .transferOffsetMismatch,
                         message: "the chunk starts at \(meta.offset); the receiver holds \(accepted.sink.size) bytes"))
             }
-            guard count > 0, accepted.sink.size + count <= entry.offer.size else {
+            guard count > 0, entry.offer.isStream || accepted.sink.size + count <= entry.offer.size else {
                 return .failure(
                     ParleyError(
                         code: .invalidRequest,
@@ -174,7 +172,8 @@ extension ParleyNode {
                 TransferProgressReport(
                     callback: accepted.progress,
                     progress: ParleyClient.progress(
-                        id, accepted.sink.size, entry.offer.size, accepted.resumedFrom, accepted.started)))
+                        id, accepted.sink.size, entry.offer.isStream ? nil : entry.offer.size, accepted.resumedFrom,
+                        accepted.started)))
         }
         let report = try written.get()
         link.write(
@@ -196,12 +195,12 @@ extension ParleyNode {
             guard let accepted = entry.accepted else {
                 return .failure(ParleyError(code: .transferNotReady, message: "transfer \(id) is not accepted yet"))
             }
-            guard meta.size == accepted.sink.size, meta.size == entry.offer.size else {
+            guard meta.size == accepted.sink.size, entry.offer.isStream || meta.size == entry.offer.size else {
                 return .failure(
                     ParleyError(
                         code: .transferOffsetMismatch,
                         message:
-                            "the end says \(meta.size) bytes; the receiver holds \(accepted.sink.size) of \(entry.offer.size)"
+                            "the end says \(meta.size) bytes; the receiver holds \(accepted.sink.size)\(entry.offer.isStream ? "" : " of \(entry.offer.size)")"
                     ))
             }
             inbound[key] = nil
@@ -324,7 +323,7 @@ extension ParleyNode {
         let key = DirectTransfers.Key(sender: offer.sender, id: offer.id)
         guard directTransfers.withInbound({ $0[key] != nil }) else { return nil }
         let partial = URL(fileURLWithPath: directory).appendingPathComponent(ParleyClient.partialName(of: offer)).path
-        let sink = try FileChunkSink(path: partial, expectedSize: offer.size)
+        let sink = try FileChunkSink(path: partial, expectedSize: offer.isStream ? .max : offer.size)
         let result = await withCheckedContinuation { continuation in
             let accepted = directTransfers.withInbound { inbound -> (DirectLink, UInt32?)? in
                 guard var entry = inbound[key], entry.accepted == nil else { return nil }

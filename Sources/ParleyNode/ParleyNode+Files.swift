@@ -87,38 +87,95 @@ extension ParleyNode {
         let id = id ?? derivedID
         let name = name ?? URL(fileURLWithPath: path).lastPathComponent
         try FileName.validate(name)
-        var recipientUser = UserID(0)
-        if case .user(let user) = recipient { recipientUser = user }
-        if await directTarget(for: recipient) != nil {
-            let file = DirectFile(path: path, name: name, size: size, id: id, recipient: recipient)
+        var source = try FileChunkSource(path: path)
+        let file = DirectFile(name: name, size: size, id: id, recipient: recipient)
+        if try await sendDirectFirst(file, from: &source, progress: progress) {
+            return FileSendResult(id: id, route: .direct)
+        }
+        try await transferClient().sendFile(at: path, to: file.user, name: name, id: id, progress: progress)
+        return FileSendResult(id: id, route: .server)
+    }
+
+    /// Sends a stream of bytes of unknown length to `recipient`, named `name`: over a direct link
+    /// to its node when one is open or can be dialled, through the server otherwise (users only),
+    /// like ``sendFile(at:to:name:id:progress:)``.
+    ///
+    /// Directly, the call returns once the recipient's node has all of it with the right SHA-256
+    /// (the offer its application gets has ``/ParleyCore/FileOffer/isStream`` set and size 0; the
+    /// length comes with the end). The chunks the receiver has not acknowledged are kept (at most
+    /// 8 of 64 KiB), so a link that breaks is dialled again and the stream goes on from the
+    /// receiver's offset within ``directResumeWindow``. A stream cannot be read twice: one whose
+    /// direct transfer fails after its first bytes were read does not fall back to the server (the
+    /// call throws); one for which no link could be opened at all goes through the server whole.
+    ///
+    /// - Parameters:
+    ///   - bytes: the stream, in pieces of any size.
+    ///   - name: the name the recipient sees.
+    ///   - recipient: a user, or a node in peer-to-peer mode (direct only).
+    ///   - id: the transfer's ID (random by default).
+    ///   - progress: called after each acknowledged chunk (its total is nil until the end).
+    /// - Throws: as ``sendFile(at:to:name:id:progress:)``.
+    @discardableResult
+    public func sendStream<Bytes: AsyncSequence>(
+        _ bytes: Bytes,
+        named name: String,
+        to recipient: Recipient,
+        id: TransferID = .random(),
+        progress: @escaping @Sendable (TransferProgress) -> Void = { _ in }
+    ) async throws(ParleyError) -> FileSendResult where Bytes.Element == [UInt8] {
+        try FileName.validate(name)
+        var source = StreamChunkSource(iterator: bytes.makeAsyncIterator())
+        let stream = DirectFile(name: name, size: nil, id: id, recipient: recipient)
+        if try await sendDirectFirst(stream, from: &source, progress: progress) {
+            return FileSendResult(id: id, route: .direct)
+        }
+        try await transferClient().sendStream(from: &source, named: name, to: stream.user, id: id, progress: progress)
+        return FileSendResult(id: id, route: .server)
+    }
+
+    /// The direct attempt of a file or stream: true when the recipient's node has it; false when
+    /// it should go through the server (a user's, with the server logged on, and the source able
+    /// to start over there); throws otherwise, after telling the application how it ended.
+    private func sendDirectFirst(
+        _ file: DirectFile,
+        from source: inout some ChunkSource,
+        progress: @escaping @Sendable (TransferProgress) -> Void
+    ) async throws(ParleyError) -> Bool {
+        if await directTarget(for: file.recipient) != nil {
             do throws(ParleyError) {
-                try await sendDirectly(file, progress: progress)
-                eventQueue.offer(.transferStatus(sentStatus(id, to: recipientUser, .completed, reason: "")))
-                return FileSendResult(id: id, route: .direct)
+                try await sendDirectly(file, from: &source, progress: progress)
+                eventQueue.offer(.transferStatus(sentStatus(file.id, to: file.user, .completed, reason: "")))
+                return true
             } catch {
                 switch error.code {
                 case .transferRefused:
                     eventQueue.offer(
-                        .transferStatus(sentStatus(id, to: recipientUser, .declined, reason: error.message)))
+                        .transferStatus(sentStatus(file.id, to: file.user, .declined, reason: error.message)))
                 case .cancelled:
                     eventQueue.offer(
-                        .transferStatus(sentStatus(id, to: recipientUser, .cancelled, reason: error.message)))
+                        .transferStatus(sentStatus(file.id, to: file.user, .cancelled, reason: error.message)))
                 default:
                     break
                 }
-                guard [ParleyError.Code.notConnected, .timedOut].contains(error.code), case .user = recipient,
+                guard [ParleyError.Code.notConnected, .timedOut].contains(error.code), case .user = file.recipient,
                     state.withLock({ $0.serverLoggedOn })
                 else { throw error }
+                guard source.canStartOver else {
+                    throw ParleyError(
+                        code: error.code,
+                        message:
+                            "the direct transfer of the stream failed after it had begun, and a stream cannot be read again: \(error.message)"
+                    )
+                }
                 logger.info(
                     "the direct transfer failed; sending through the server, from the start",
-                    metadata: ["transfer.id": "\(id)", "error": "\(error)"])
+                    metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])
             }
         }
-        guard case .user(let user) = recipient else {
+        guard case .user = file.recipient else {
             throw ParleyError(code: .notConnected, message: "no direct link to the node for the file")
         }
-        try await transferClient().sendFile(at: path, to: user, name: name, id: id, progress: progress)
-        return FileSendResult(id: id, route: .server)
+        return false
     }
 
     private func sentStatus(_ id: TransferID, to recipient: UserID, _ outcome: TransferOutcome, reason: String)
@@ -183,36 +240,92 @@ extension ParleyNode {
         }
     }
 
-    /// The transfers the server holds that this node's user sent or receives.
+    /// The transfers the server holds that this node's user sent or receives (see
+    /// ``activeDirectTransfers()`` for those between nodes).
     public func transfers() async throws(ParleyError) -> [HeldTransfer] {
         try await transferClient().transfers()
     }
 
+    /// A file or stream on its way over direct links, to or from this node.
+    public struct DirectTransfer: Sendable, Hashable {
+        /// Which way it goes.
+        public enum Direction: String, Sendable, Hashable {
+            /// This node sends it.
+            case sending
+            /// This node receives it.
+            case receiving
+        }
+
+        /// The transfer's ID (unique per sender).
+        public var id: TransferID
+        public var direction: Direction
+        /// The recipient of one this node sends; the sender (a user, 0 for a node without one)
+        /// of one it receives.
+        public var peer: Recipient
+        /// The name the recipient sees.
+        public var name: String
+        /// Its length; nil for a stream, whose length comes with its end.
+        public var size: UInt64?
+        /// The bytes the receiver holds (acknowledged, for one this node sends).
+        public var bytesDone: UInt64
+        /// The receiving application accepted it (false: the offer waits for its decision).
+        public var isAccepted: Bool
+
+        public init(
+            id: TransferID, direction: Direction, peer: Recipient, name: String, size: UInt64?, bytesDone: UInt64,
+            isAccepted: Bool
+        ) {
+            self.id = id
+            self.direction = direction
+            self.peer = peer
+            self.name = name
+            self.size = size
+            self.bytesDone = bytesDone
+            self.isAccepted = isAccepted
+        }
+    }
+
+    /// The direct transfers under way in this node, both ways, by ID: each lasts from its
+    /// PEER_TRANSFER_START to its end (completed, declined, cancelled or failed), also while its
+    /// link is down and the sender tries again. What a stopped process left behind is a partial
+    /// file in the receive folder, which a new send of the same file resumes.
+    public func activeDirectTransfers() -> [DirectTransfer] {
+        directTransfers.list()
+    }
+
     // MARK: Sending directly
 
-    /// A file on its way over a direct link.
+    /// A file or stream on its way over a direct link.
     private struct DirectFile {
-        var path: String
         var name: String
-        var size: UInt64
+        /// nil: a stream, whose length is known at its end.
+        var size: UInt64?
         var id: TransferID
         var recipient: Recipient
+
+        /// The recipient user (0 for a node in peer-to-peer mode).
+        var user: UserID {
+            if case .user(let user) = recipient { return user }
+            return UserID(0)
+        }
     }
 
     /// Sends `file` over direct links until the receiver has it, dialling again after a broken
     /// link for at most ``directResumeWindow``.
     private func sendDirectly(
-        _ file: DirectFile, progress: @escaping @Sendable (TransferProgress) -> Void
+        _ file: DirectFile, from source: inout some ChunkSource,
+        progress: @escaping @Sendable (TransferProgress) -> Void
     ) async throws(ParleyError) {
-        guard directTransfers.beginSending(file.id) else {
+        let outbound = DirectTransfers.Outbound(name: file.name, recipient: file.recipient, size: file.size)
+        guard directTransfers.beginSending(file.id, outbound) else {
             throw ParleyError(code: .invalidRequest, message: "transfer \(file.id) is being sent already")
         }
         defer { directTransfers.endSending(file.id) }
-        var source = try FileChunkSource(path: file.path)
         var start = Parley_V1_TransferStart()
         start.transferID = file.id.rawValue
         start.name = file.name
-        start.size = file.size
+        start.size = file.size ?? 0
+        start.stream = file.size == nil
         var user: UserID?
         if case .user(let recipientUser) = file.recipient {
             user = recipientUser
@@ -289,12 +402,12 @@ extension ParleyNode {
     /// with ``DirectTransfers/window`` in flight, PEER_TRANSFER_END.
     private func sendRun(
         _ start: Parley_V1_TransferStart,
-        from source: inout FileChunkSource,
+        from source: inout some ChunkSource,
         over link: DirectLink,
         progress: @Sendable (TransferProgress) -> Void
     ) async throws(ParleyError) {
         let id = TransferID(start.transferID)
-        let size = start.size
+        let total: UInt64? = start.stream ? nil : start.size
         let answer: Parley_V1_TransferState = try await link.request(
             .peerTransferStart, start, payload: [], timeout: DirectTransfers.decisionTimeout + configuration.peerTimeout
         ).decodeMeta()
@@ -302,24 +415,33 @@ extension ParleyNode {
             guard answer.outcome == .completed else {
                 throw ParleyError(code: .transferNotFound, message: "transfer \(id) was closed already")
             }
-            progress(ParleyClient.progress(id, size, size, size, .now))
+            progress(ParleyClient.progress(id, answer.offset, answer.offset, answer.offset, .now))
             return
         }
-        guard answer.offset <= size else {
+        if let total, answer.offset > total {
             throw ParleyError(
-                code: .invalidRequest, message: "the receiver holds \(answer.offset) bytes of a \(size)-byte file")
+                code: .invalidRequest, message: "the receiver holds \(answer.offset) bytes of a \(total)-byte file")
         }
+        // A stream forgets what the receiver holds; its later bytes stay until acknowledged.
+        source.acknowledged(upTo: answer.offset)
+        directTransfers.acknowledged(id, upTo: answer.offset)
         let started = ContinuousClock.now
-        let chunkSize = Int(min(max(answer.chunkSize, 1), UInt32(DirectTransfers.chunkSize)))
+        let chunkSize = UInt64(min(max(answer.chunkSize, 1), UInt32(DirectTransfers.chunkSize)))
         var next = answer.offset
+        var ended = false
         var inFlight: [EventLoopFuture<Frame>] = []
         do throws(ParleyError) {
-            while next < size || !inFlight.isEmpty {
-                while next < size, inFlight.count < DirectTransfers.window {
+            while !ended || !inFlight.isEmpty {
+                while !ended, inFlight.count < DirectTransfers.window {
                     try checkStop(id)
-                    let bytes = try source.chunk(at: next, maximum: Int(min(UInt64(chunkSize), size - next)))
+                    let maximum = total.map { min(chunkSize, $0 - next) } ?? chunkSize
+                    let bytes = maximum == 0 ? [] : try await source.chunk(at: next, maximum: Int(maximum))
                     guard !bytes.isEmpty else {
-                        throw ParleyError(code: .storageError, message: "\(source.path) got shorter while it was sent")
+                        if let total, next < total {
+                            throw ParleyError(code: .storageError, message: "the file got shorter while it was sent")
+                        }
+                        ended = true
+                        break
                     }
                     var meta = Parley_V1_TransferChunk()
                     meta.transferID = id.rawValue
@@ -330,9 +452,12 @@ extension ParleyNode {
                             timeout: configuration.peerTimeout))
                     next += UInt64(bytes.count)
                 }
+                guard !inFlight.isEmpty else { break }
                 let state: Parley_V1_TransferState = try await Self.answer(to: inFlight.removeFirst()).get()
                     .decodeMeta()
-                progress(ParleyClient.progress(id, state.offset, size, answer.offset, started))
+                source.acknowledged(upTo: state.offset)
+                directTransfers.acknowledged(id, upTo: state.offset)
+                progress(ParleyClient.progress(id, state.offset, total, answer.offset, started))
             }
         } catch {
             // The chunks already sent are answered or failed before this run ends, so nothing of it
@@ -342,12 +467,12 @@ extension ParleyNode {
         }
         var end = Parley_V1_TransferEnd()
         end.transferID = id.rawValue
-        end.size = size
-        end.sha256 = Data(try source.digest())
+        end.size = next
+        end.sha256 = Data(try await source.digest())
         // The receiver flushes and renames before it answers.
         _ = try await link.request(
-            .peerTransferEnd, end, payload: [], timeout: configuration.peerTimeout + .seconds(Int64(size >> 26)))
-        progress(ParleyClient.progress(id, size, size, answer.offset, started))
+            .peerTransferEnd, end, payload: [], timeout: configuration.peerTimeout + .seconds(Int64(next >> 26)))
+        progress(ParleyClient.progress(id, next, next, answer.offset, started))
     }
 
     private static func answer(to request: EventLoopFuture<Frame>) async -> Result<Frame, ParleyError> {

@@ -170,8 +170,10 @@ public final class SpawnedProcess: Sendable {
         }
     }
 
-    /// Writes all of `bytes` to standard input.
+    /// Writes all of `bytes` to standard input. A child that closed its standard input (or
+    /// exited) before reading all of it gets the rest dropped, not this process a SIGPIPE.
     public func write(_ bytes: some Collection<UInt8>) throws {
+        Self.ignoreBrokenPipes()
         try input.withLock { descriptor in
             guard let descriptor else { throw SpawnError("standard input is not open") }
             var remaining = Array(bytes)[...]
@@ -179,12 +181,24 @@ public final class SpawnedProcess: Sendable {
                 let written = remaining.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
                 if written < 0 {
                     if errno == EINTR { continue }
+                    if errno == EPIPE { return }
                     throw SpawnError("writing to the child failed: \(String(cString: strerror(errno)))")
                 }
                 remaining = remaining.dropFirst(written)
             }
         }
     }
+
+    /// A write to a pipe whose reader is gone fails with EPIPE instead of killing the test
+    /// process (children get the default disposition back, see `init`).
+    private static func ignoreBrokenPipes() {
+        _ = brokenPipesIgnored
+    }
+
+    private static let brokenPipesIgnored: Bool = {
+        _ = Glibc.signal(SIGPIPE, SIG_IGN)
+        return true
+    }()
 
     /// Closes standard input (the child reads end of file).
     public func closeInput() {

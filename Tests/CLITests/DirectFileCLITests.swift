@@ -73,6 +73,48 @@ struct DirectFileCLITests {
         }
     }
 
+    @Test("send-file - sends standard input as a stream: directly with --data, through the server without")
+    func standardInputAsAStream() async throws {
+        try await withTwoUsers { alice, bob, asUser, work, inbox in
+            let text = (0..<20_000).map { "line \($0) of a log that nobody knew the length of\n" }.joined()
+            let receiver = try ChildProcess(
+                [
+                    "receive", "--json", "--data", work.appendingPathComponent("bob-node").path, "--files",
+                    inbox.path, "--count", "2",
+                ] + asUser(bob))
+            defer { receiver.signal(SIGKILL) }
+            try await receiver.line { $0.contains("\"loggedOn\"") }
+
+            let missingName = try await parley(["send-file"] + asUser(alice) + ["--to", bob, "-"], input: text)
+            #expect(missingName.status != 0 && missingName.errorOutput.contains("--name"), "\(missingName)")
+
+            let direct = try await parley(
+                ["send-file", "--json", "--data", work.appendingPathComponent("alice-node").path] + asUser(alice)
+                    + ["--to", bob, "--name", "direct.log", "-"],
+                input: text)
+            #expect(direct.status == 0, "\(direct)")
+            let done = try #require(try direct.jsonLines().first { $0["event"] as? String == "completed" }, "\(direct)")
+            #expect(done["route"] as? String == "direct", "\(direct)")
+
+            let viaServer = try await parley(
+                ["send-file", "--json"] + asUser(alice) + ["--to", bob, "--name", "server.log", "-"], input: text)
+            #expect(viaServer.status == 0, "\(viaServer)")
+
+            #expect(try await receiver.waitForExit() == .exit(0), "\(receiver.errorOutput)")
+            var saved: [String: [String: Any]] = [:]
+            for line in receiver.output.split(separator: "\n") where line.contains("\"event\":\"file\"") {
+                let record = try record(String(line))
+                saved[try #require(record["name"] as? String)] = record
+            }
+            for name in ["direct.log", "server.log"] {
+                let record = try #require(saved[name], "\(saved)")
+                let path = try #require(record["path"] as? String)
+                #expect(try String(contentsOfFile: path, encoding: .utf8) == text)
+                #expect(record["size"] as? Int == text.utf8.count, "\(record)")
+            }
+        }
+    }
+
     @Test(
         "transfers resume ID continues a download from its partial file; without the folder or the file, a clear error")
     func resumeThroughTheServer() async throws {

@@ -57,6 +57,21 @@ struct FileTransferCLITests {
                 try await first.waitForExit()
                 let partial = try FileManager.default.contentsOfDirectory(atPath: inbox.path)
                 try #require(partial.count == 1 && partial[0].hasSuffix(".parley-part"), "\(partial)")
+                // transfers list --files names what the partial file holds.
+                let listed = try await parley(["transfers", "--json", "--files", inbox.path] + asUser(bob))
+                #expect(listed.status == 0, "\(listed)")
+                let held = try #require(
+                    try listed.jsonLines().first { $0["event"] as? String == "transfer" }, "\(listed)")
+                let kept = try #require(
+                    try listed.jsonLines().first { $0["event"] as? String == "partial" }, "\(listed)")
+                #expect(kept["id"] as? Int == held["id"] as? Int && kept["sender"] as? Int == Int(alice))
+                #expect(
+                    kept["name"] as? String == "payload.bin" && kept["path"] as? String == inbox.path + "/" + partial[0]
+                )
+                let attributes = try FileManager.default.attributesOfItem(atPath: inbox.path + "/" + partial[0])
+                #expect(
+                    kept["bytes"] as? Int == (attributes[.size] as? NSNumber)?.intValue
+                        && (kept["bytes"] as? Int ?? 0) > 0)
 
                 let second = try ChildProcess(
                     ["receive", "--json", "--files", inbox.path, "--count", "1"] + asUser(bob))

@@ -241,6 +241,17 @@ struct FileTransferTests {
         #expect(FileName.sanitized("...") == "file")
         #expect(FileName.sanitized("report.pdf") == "report.pdf")
         #expect(FileName.unused("a.tar") { ["a.tar", "a (1).tar"].contains($0) } == "a (2).tar")
+        // A partial file's name says whose transfer it continues (`transfers list --files`).
+        let offer = FileOffer(
+            id: TransferID(77), sender: UserID(1001), recipient: UserID(1002), name: "my.report.pdf", size: 5,
+            sha256: [], isStream: false, createdAt: Date(), expiresAt: Date())
+        let partial = try #require(ParleyClient.partialTransfer(named: ParleyClient.partialName(of: offer)))
+        #expect(partial.name == "my.report.pdf" && partial.sender == UserID(1001) && partial.id == TransferID(77))
+        for other in [
+            "my.report.pdf", ".x.parley-part", ".x.1001.parley-part", ".x.a-1.parley-part", "..1-2.parley-part",
+        ] {
+            #expect(ParleyClient.partialTransfer(named: other) == nil, "\(other)")
+        }
     }
 
     @Test("a stream of unknown length arrives whole, hashed as it was read")

@@ -28,8 +28,18 @@ import Testing
                 }
                 let offer = try await bobEvents.offer()
                 #expect(offer.name == "plan.bin" && offer.size == UInt64(bytes.count))
+                // Both sides list the transfer while the offer waits for bob's decision.
+                let waiting = ParleyNode.DirectTransfer(
+                    id: offer.id, direction: .receiving, peer: .user(UserID(0)), name: "plan.bin",
+                    size: UInt64(bytes.count), bytesDone: 0, isAccepted: false)
+                #expect(bob.activeDirectTransfers() == [waiting])
+                var outgoing = waiting
+                outgoing.direction = .sending
+                outgoing.peer = .node(bob.nodeID)
+                #expect(ann.activeDirectTransfers() == [outgoing])
                 let saved = try await bob.receiveFile(offer, into: inbox, progress: received.append)
                 let result = try await sending.value
+                #expect(ann.activeDirectTransfers().isEmpty && bob.activeDirectTransfers().isEmpty)
                 #expect(result.route == .direct)
                 #expect(result.id == offer.id)
                 #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == bytes)
@@ -160,34 +170,18 @@ import Testing
     @Test func aBrokenLinkResumesFromTheReceiversOffset() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let lan = FakeLAN()
-        let proxy = try await FreezingProxy()
-        let ann = try makeLANNode("ann", in: directory, lan: lan)
-        // Bob sees nobody; ann finds him through the proxy only.
-        let bob = try makeLANNode("bob", in: directory, lan: FakeLAN())
         let source = directory.subdirectory("film.bin")
         let size = 24 << 20
         let bytes = try writeFile(count: size, at: source)
         let inbox = try makeInbox(directory)
         let sent = ProgressLog()
         let cutAt = CutMark()
-        try await withRunningNode(ann) { annEvents in
-            try await withRunningNode(bob) { bobEvents in
-                proxy.forward(to: try await bob.listeningPort)
-                let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(proxy.port))
-                try await announcer.advertise(
-                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID.description))
-                try await annEvents.wait("bob on the LAN") { $0.contains { $0.isPeer(bob.nodeID) } }
+        try await withProxiedNodes(in: directory) { ann, annEvents, bob, bobEvents, proxy in
+            do {
                 let sending = Task {
-                    try await ann.sendFile(at: source, to: .node(bob.nodeID)) { progress in
-                        sent.append(progress)
-                        guard progress.bytesDone >= UInt64(size / 3) else { return }
-                        let first = cutAt.offset.withLock { cut in
-                            defer { cut = cut ?? proxy.bytesForwarded }
-                            return cut == nil
-                        }
-                        if first { proxy.cut() }
-                    }
+                    try await ann.sendFile(
+                        at: source, to: .node(bob.nodeID),
+                        progress: cutAt.cutting(proxy, after: size / 3, logging: sent))
                 }
                 let offer = try await bobEvents.offer()
                 let received = ProgressLog()
@@ -205,6 +199,44 @@ import Testing
                 )
                 #expect(afterCut < size - size / 3 + (1 << 20), "the resumed run did not start over")
                 #expect(afterCut < size)
+            }
+        }
+    }
+
+    /// A stream of unknown length goes directly: the offer says so (size 0), the sender's progress
+    /// has no total until the end, and a link cut in the middle resumes from the receiver's
+    /// offset with the chunks the sender kept, not from the start.
+    @Test func aStreamGoesDirectlyAndResumesAfterABrokenLink() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let size = 12 << 20
+        let bytes = try writeFile(count: size, at: directory.subdirectory("capture.bin"))
+        let inbox = try makeInbox(directory)
+        let sent = ProgressLog()
+        let cutAt = CutMark()
+        try await withProxiedNodes(in: directory) { ann, annEvents, bob, bobEvents, proxy in
+            do {
+                let sending = Task {
+                    try await ann.sendStream(
+                        Blocks(data: bytes, size: 100_003), named: "capture.bin", to: .node(bob.nodeID),
+                        progress: cutAt.cutting(proxy, after: size / 3, logging: sent))
+                }
+                let offer = try await bobEvents.offer()
+                #expect(offer.isStream && offer.size == 0 && offer.name == "capture.bin")
+                let received = ProgressLog()
+                let saved = try await bob.receiveFile(offer, into: inbox, progress: received.append)
+                let result = try await sending.value
+                #expect(result.route == .direct && result.id == offer.id)
+                #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == bytes)
+                let reports = sent.all
+                #expect(reports.dropLast().allSatisfy { $0.totalBytes == nil }, "a stream's total is unknown")
+                #expect(reports.last?.totalBytes == UInt64(size) && reports.last?.bytesDone == UInt64(size))
+                #expect(received.all.last?.bytesDone == UInt64(size))
+                let resumed = try #require(reports.last)
+                #expect(resumed.resumedFrom >= UInt64(size / 3), "the last run began at the receiver's offset")
+                let afterCut = proxy.bytesForwarded - (cutAt.offset.withLock { $0 } ?? 0)
+                #expect(afterCut < size - size / 3 + (1 << 20), "the resumed run did not start over")
+                try await annEvents.wait("the completed status") { $0.hasStatus(offer.id, .completed) }
             }
         }
     }
@@ -295,6 +327,28 @@ import Testing
 
     // MARK: Helpers
 
+    /// Runs nodes ann and bob where ann reaches bob only through a proxy (bob sees nobody), so
+    /// that `proxy.cut()` breaks their link; `body` gets each node with its events, and the proxy.
+    private func withProxiedNodes(
+        in directory: TemporaryDirectory,
+        _ body: (ParleyNode, EventRecorder, ParleyNode, EventRecorder, FreezingProxy) async throws -> Void
+    ) async throws {
+        let lan = FakeLAN()
+        let proxy = try await FreezingProxy()
+        let ann = try makeLANNode("ann", in: directory, lan: lan)
+        let bob = try makeLANNode("bob", in: directory, lan: FakeLAN())
+        try await withRunningNode(ann) { annEvents in
+            try await withRunningNode(bob) { bobEvents in
+                proxy.forward(to: try await bob.listeningPort)
+                let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(proxy.port))
+                try await announcer.advertise(
+                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID.description))
+                try await annEvents.wait("bob on the LAN") { $0.contains { $0.isPeer(bob.nodeID) } }
+                try await body(ann, annEvents, bob, bobEvents, proxy)
+            }
+        }
+    }
+
     private func writeFile(count: Int, at path: String) throws -> Data {
         var generator = SystemRandomNumberGenerator()
         var words = [UInt64](repeating: 0, count: (count + 7) / 8)
@@ -311,9 +365,46 @@ import Testing
     }
 }
 
+/// `data` in blocks of `size` bytes, read once: a stream of unknown length.
+struct Blocks: AsyncSequence {
+    let data: Data
+    let size: Int
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let data: Data
+        let size: Int
+        var offset = 0
+
+        mutating func next() async -> [UInt8]? {
+            guard offset < data.count else { return nil }
+            let end = Swift.min(data.count, offset + size)
+            defer { offset = end }
+            return [UInt8](data[offset..<end])
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(data: data, size: size) }
+}
+
 /// Where the proxy's count stood when the link was cut.
 final class CutMark: Sendable {
     let offset = Mutex<Int?>(nil)
+
+    /// A progress callback that logs each report and cuts `proxy` once, the first time `bytes`
+    /// are acknowledged, marking the proxy's count then.
+    func cutting(_ proxy: FreezingProxy, after bytes: Int, logging log: ProgressLog)
+        -> @Sendable (TransferProgress) -> Void
+    {
+        { progress in
+            log.append(progress)
+            guard progress.bytesDone >= UInt64(bytes) else { return }
+            let first = self.offset.withLock { cut in
+                defer { cut = cut ?? proxy.bytesForwarded }
+                return cut == nil
+            }
+            if first { proxy.cut() }
+        }
+    }
 }
 
 /// Progress reports, in order.
