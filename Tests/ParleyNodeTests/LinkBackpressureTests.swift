@@ -131,8 +131,10 @@ import Testing
         print(
             "flood: \(total) messages from \(tasks) tasks in \(elapsed); resident memory \(baseline / 1024) MiB before, peak \(peak / 1024) MiB"
         )
-        // Both nodes run in this process; the bound leaves room for the test's own records.
-        #expect(peak - baseline < 256 * 1024, "resident memory grew by \((peak - baseline) / 1024) MiB")
+        // The whole test process is measured: both nodes, this test's records, and whatever other
+        // suites run meanwhile (alone: +5 MiB; beside the other node tests: +160 MiB). The lab
+        // test (NodeLabFloodTests) measures the receiving node's process on its own.
+        #expect(peak - baseline < 512 * 1024, "resident memory grew by \((peak - baseline) / 1024) MiB")
     }
 }
 
