@@ -230,6 +230,7 @@ let package = Package(
             dependencies: [
                 "ParleyCore", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
                 "ParleyNode", "ParleyWire",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

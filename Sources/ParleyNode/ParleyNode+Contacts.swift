@@ -21,7 +21,7 @@ extension ParleyNode {
                 guard error.meansServerUnavailable else { throw error }
             }
         }
-        return (try registry.cachedContacts(), true)
+        return (try await registry.run { registry throws(ParleyError) in try registry.cachedContacts() }, true)
     }
 
     /// Adds `user` to the contact list on the server (and in the cache), or changes how an
@@ -56,9 +56,10 @@ extension ParleyNode {
     ///   `contactNotFound` when `user` is not in the list.
     public func removeContact(_ user: UserID) async throws(ParleyError) {
         try await requireServer().removeContact(user)
-        do {
+        let logger = self.logger
+        registry.submit { registry throws(ParleyError) in
             try registry.removeCachedContact(user)
-        } catch {
+        } failed: { error in
             logger.warning("cannot update the contact cache", metadata: ["error": "\(error)"])
         }
         state.withLock { state in
@@ -73,7 +74,6 @@ extension ParleyNode {
     /// from the LAN (``/ParleyCore/Presence/Source/lan``): online, away or busy as a node of the
     /// user advertises while it is reachable, offline when none is.
     public func contactPresences() -> [UserID: Presence] {
-        loadContactIDsIfNeeded()
         return state.withLock { Self.contactPresences(in: $0) }
     }
 
@@ -124,17 +124,20 @@ extension ParleyNode {
 
     /// Replaces the registry's cached list; a failure is logged (the server still has the list).
     private func storeCachedContacts(_ contacts: [Contact]) {
-        do {
+        let logger = self.logger
+        registry.submit { registry throws(ParleyError) in
             try registry.replaceCachedContacts(contacts)
-        } catch {
+        } failed: {
+            error in
             logger.warning("cannot cache the contact list", metadata: ["error": "\(error)"])
         }
     }
 
     private func cacheContact(_ contact: Contact) {
-        do {
+        let logger = self.logger
+        registry.submit { registry throws(ParleyError) in
             try registry.cacheContact(contact)
-        } catch {
+        } failed: { error in
             logger.warning("cannot cache a contact", metadata: ["error": "\(error)"])
         }
         state.withLock { _ = $0.contactIDs?.insert(contact.userID) }
@@ -179,7 +182,6 @@ extension ParleyNode {
     /// Reports each contact whose presence changed since the last report
     /// (``Event/contactPresence(_:_:)``).
     func publishContactPresence() {
-        loadContactIDsIfNeeded()
         let changes = state.withLock { state -> [(UserID, Presence)] in
             let current = Self.contactPresences(in: state)
             var changes: [(UserID, Presence)] = []
@@ -191,18 +193,6 @@ extension ParleyNode {
             return changes
         }
         for (user, presence) in changes { eventQueue.offer(.contactPresence(user, presence)) }
-    }
-
-    private func loadContactIDsIfNeeded() {
-        guard state.withLock({ $0.contactIDs == nil }) else { return }
-        do {
-            let cached = try registry.cachedContacts()
-            state.withLock { state in
-                if state.contactIDs == nil { state.contactIDs = Set(cached.map(\.userID)) }
-            }
-        } catch {
-            logger.warning("cannot read the cached contact list", metadata: ["error": "\(error)"])
-        }
     }
 
     private static func contactPresences(in state: State) -> [UserID: Presence] {

@@ -14,8 +14,7 @@ extension ParleyNode {
     ///   node did not give, `invalidRequest` for a query beyond the limits, `storageError` when
     ///   the registry cannot be read.
     public func searchHistory(_ query: HistoryQuery) async throws(ParleyError) -> HistoryPage {
-        let registry = self.registry
-        return try await registryQueue.run { () throws(ParleyError) in try registry.searchHistory(query) }
+        try await registry.run { registry throws(ParleyError) in try registry.searchHistory(query) }
     }
 
     /// One page of the history of the node kept in `dataDirectory`, whether that node runs (in
@@ -42,16 +41,21 @@ extension ParleyNode {
             deliveredAt: route == .direct ? Date() : nil,
             route: HistoryEntry.Route(rawValue: route.rawValue)
         )
-        Self.recordHistory([entry], in: registry, logger: logger)
+        let logger = self.logger
+        registry.submit { registry throws(ParleyError) in
+            try registry.recordHistory([entry])
+        } failed: { error in
+            logger.info("cannot record history", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Records the delivery receipt of a message this node sent through the server.
     func recordReceipt(_ receipt: DeliveryReceipt) {
-        do {
+        let (logger, sender) = (self.logger, ownUser ?? UserID(0))
+        registry.submit { registry throws(ParleyError) in
             try registry.recordHistoryDelivery(
-                sender: ownUser ?? UserID(0), messageID: receipt.messageID, recipient: receipt.recipient,
-                at: receipt.acknowledgedAt)
-        } catch {
+                sender: sender, messageID: receipt.messageID, recipient: receipt.recipient, at: receipt.acknowledgedAt)
+        } failed: { error in
             logger.info("cannot record a delivery in history", metadata: ["error": "\(error)"])
         }
     }

@@ -5,20 +5,62 @@ import ParleyCore
 import ParleyLink
 import ParleyStore
 
-/// Runs registry calls one at a time on a dispatch queue of their own, off Swift's cooperative
-/// pool (SQLite blocks the calling thread), in the order they were submitted.
-final class RegistryQueue: Sendable {
+/// The node's registry, reached only through this facade: every call runs on one serial
+/// dispatch queue of its own, off Swift's cooperative pool (SQLite blocks the calling thread, and
+/// on a 2-core machine two blocked pool threads stall every task), in the order submitted. A
+/// body is one unit of work: what must be atomic is one registry call (one transaction), never
+/// a sequence of calls with an `await` between them.
+final class RegistryAccess: Sendable {
+    private let registry: NodeRegistry
     private let queue = DispatchQueue(label: "parley.node.registry")
 
-    func run<T: Sendable>(_ body: @escaping @Sendable () throws(ParleyError) -> T) async throws(ParleyError) -> T {
+    init(_ registry: NodeRegistry) {
+        self.registry = registry
+    }
+
+    /// Runs `body` with the registry on the registry's queue and returns its result.
+    @discardableResult
+    func run<T: Sendable>(
+        _ body: @escaping @Sendable (NodeRegistry) throws(ParleyError) -> T
+    ) async throws(ParleyError) -> T {
+        let registry = self.registry
         let result = await withCheckedContinuation {
             (continuation: CheckedContinuation<Result<T, ParleyError>, Never>) in
             queue.async {
                 do throws(ParleyError) {
-                    continuation.resume(returning: .success(try body()))
+                    continuation.resume(returning: .success(try body(registry)))
                 } catch {
                     continuation.resume(returning: .failure(error))
                 }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Runs `body` on the registry's queue after what was submitted before, without waiting for
+    /// it: writes whose failure is only reported (`failed` is called on the queue).
+    func submit(
+        _ body: @escaping @Sendable (NodeRegistry) throws(ParleyError) -> Void,
+        failed: @escaping @Sendable (ParleyError) -> Void
+    ) {
+        let registry = self.registry
+        queue.async {
+            do throws(ParleyError) {
+                try body(registry)
+            } catch {
+                failed(error)
+            }
+        }
+    }
+
+    /// Runs `body` on the registry's queue and waits for it, blocking the calling thread: only for
+    /// the node's set-up, before any of its tasks runs.
+    func runBlocking<T>(_ body: (NodeRegistry) throws(ParleyError) -> T) throws(ParleyError) -> T {
+        let result = queue.sync { () -> Result<T, ParleyError> in
+            do throws(ParleyError) {
+                return .success(try body(registry))
+            } catch {
+                return .failure(error)
             }
         }
         return try result.get()
@@ -33,8 +75,8 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` when a direct message finds the event buffer full
     ///   (it is not acknowledged and comes again) or the registry cannot record it.
     func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) async throws(ParleyError) {
-        let (registry, events, logger, user) = (self.registry, eventQueue, self.logger, ownUser)
-        try await registryQueue.run { () throws(ParleyError) in
+        let (events, logger, user) = (eventQueue, self.logger, ownUser)
+        try await registry.run { registry throws(ParleyError) in
             // A direct message is refused unacknowledged while the reader lags (its sender tries
             // again); one from the server was taken only once there was room (consume).
             if route != .server, !events.hasRoom {
@@ -71,12 +113,12 @@ extension ParleyNode {
 
     /// What ``Events`` calls when the application has taken a message: removes it from the
     /// node inbox. On failure it stays there, and comes again after a restart.
-    static func inboxConfirmer(
-        _ registry: NodeRegistry, queue: RegistryQueue, logger: Logger
-    ) -> @Sendable (Int64) async -> Void {
+    static func inboxConfirmer(_ registry: RegistryAccess, logger: Logger) -> @Sendable (Int64) async -> Void {
         { sequence in
             do throws(ParleyError) {
-                _ = try await queue.run { () throws(ParleyError) in try registry.removeFromInbox(sequence: sequence) }
+                _ = try await registry.run { registry throws(ParleyError) in
+                    try registry.removeFromInbox(sequence: sequence)
+                }
             } catch {
                 logger.error(
                     "cannot confirm a message taken by the application; it is delivered again after a restart",

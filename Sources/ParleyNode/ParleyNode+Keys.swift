@@ -11,8 +11,8 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the registry cannot be changed.
     @discardableResult
-    public func unpin(_ subject: Recipient) throws(ParleyError) -> Bool {
-        let unpinned = try Self.unpin(subject, in: registry)
+    public func unpin(_ subject: Recipient) async throws(ParleyError) -> Bool {
+        let unpinned = try await registry.run { registry throws(ParleyError) in try Self.unpin(subject, in: registry) }
         state.withLock { state in
             // Whatever this node refused, and the dials that failed because of it, are settled.
             state.refusals = state.refusals.filter { $0.value.byPeer }

@@ -302,7 +302,7 @@ extension ParleyNode {
     /// per address) to open a new one; failing that, the peer is down, whatever discovery still
     /// says.
     private func redial(_ peer: NodeID) async {
-        let addresses = candidateAddresses(of: peer)
+        let addresses = await candidateAddresses(of: peer)
         if !addresses.isEmpty {
             do {
                 _ = try await link(to: peer, addresses: addresses, timeout: configuration.redialTimeout)
@@ -320,7 +320,7 @@ extension ParleyNode {
     /// Where `peer` may accept links: discovery's addresses, then the server's, then (with
     /// `cached`) the last ones the node cache remembers, for when neither discovery nor the
     /// server can tell.
-    func candidateAddresses(of peer: NodeID, cached: Bool = false) -> [String] {
+    func candidateAddresses(of peer: NodeID, cached: Bool = false) async -> [String] {
         var addresses = state.withLock { state in
             var addresses = state.peers.addresses(of: peer)
             for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks && node.isOnline {
@@ -330,7 +330,9 @@ extension ParleyNode {
         }
         if cached {
             do {
-                let remembered = try registry.node(peer.description)?.addresses ?? []
+                let remembered = try await registry.run { registry throws(ParleyError) in
+                    try registry.node(peer.description)?.addresses ?? []
+                }
                 addresses += remembered.filter { !addresses.contains($0) }
             } catch {
                 logger.debug("cannot read the cached node", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
@@ -410,14 +412,17 @@ extension ParleyNode {
             if let user {
                 // Ask the server first, if it can be asked: a key it vouches for beats one pinned on
                 // first use, and must not be pre-empted by an impostor's pin.
-                if try registry.vouchedKey(forUser: user) == nil { await refreshServerNode(of: user) }
+                let vouched = try await registry.run { registry throws(ParleyError) in
+                    try registry.vouchedKey(forUser: user)
+                }
+                if vouched == nil { await refreshServerNode(of: user) }
                 do throws(ParleyError) {
-                    try verifyClaim(user, by: peer)
+                    try await verifyClaim(user, by: peer)
                 } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.serverLoggedOn }) {
                     // The user may have moved to a new key that the server vouches for since this
                     // node last asked: ask again before calling the peer an impostor.
                     await refreshServerNode(of: user, force: true)
-                    try verifyClaim(user, by: peer)
+                    try await verifyClaim(user, by: peer)
                 }
             }
             let name = String(meta.userName.prefix(UserInfo.maximumFieldLength))
@@ -451,8 +456,15 @@ extension ParleyNode {
     }
 
     /// Checks that `peer` may speak for `user`: its key must be the one the server vouched for
-    /// that user, or, without a vouched key, the one pinned for that user on first use.
-    private func verifyClaim(_ user: UserID, by peer: LinkAuthenticated) throws(ParleyError) {
+    /// that user, or, without a vouched key, the one pinned for that user on first use (one unit
+    /// on the registry's queue: the check and the pin cannot interleave with another claim's).
+    private func verifyClaim(_ user: UserID, by peer: LinkAuthenticated) async throws(ParleyError) {
+        try await registry.run { registry throws(ParleyError) in try Self.verifyClaim(user, by: peer, in: registry) }
+    }
+
+    private static func verifyClaim(_ user: UserID, by peer: LinkAuthenticated, in registry: NodeRegistry)
+        throws(ParleyError)
+    {
         if let vouched = try registry.vouchedKey(forUser: user) {
             guard vouched.publicKey == peer.publicKeyDER else {
                 throw ParleyError(
@@ -485,7 +497,8 @@ extension ParleyNode {
     private func recordPeer(_ peer: LinkAuthenticated, user: UserID?, name: String) {
         // Where discovery shows it now: the cache keeps it reachable when discovery is not there.
         let addresses = state.withLock { $0.peers.addresses(of: peer.peer) }.prefix(NodeRegistry.maximumAddressCount)
-        do {
+        let logger = self.logger
+        registry.submit { registry throws(ParleyError) in
             try registry.record(
                 node: peer.peer.description,
                 publicKey: peer.publicKeyDER,
@@ -503,7 +516,7 @@ extension ParleyNode {
                     seenAt: Date()
                 )
             }
-        } catch {
+        } failed: { error in
             logger.debug("cannot cache the peer", metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"])
         }
     }
@@ -601,7 +614,8 @@ extension ParleyNode {
                 state.dials.forget(peerID)
                 emit(state.peers.advertised(peer, as: peerID, isNew: isNew))
             }
-            do {
+            let logger = self.logger
+            registry.submit { registry throws(ParleyError) in
                 if let user = peer.userID, let name = peer.userName, !name.isEmpty {
                     try registry.record(
                         user: UserInfo(userID: UserID(user), userName: name),
@@ -623,7 +637,7 @@ extension ParleyNode {
                         seenAt: Date()
                     )
                 }
-            } catch {
+            } failed: { error in
                 logger.debug("cannot cache a discovered peer", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
             }
             // The lower node ID opens the standing link (liveness); the other side waits for it.

@@ -29,8 +29,11 @@ extension ParleyNode {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the outbox cannot be read.
-    public func queuedMessages() throws(ParleyError) -> [QueuedMessage] {
-        try Self.queuedMessages(in: registry, expiry: configuration.outboxExpiry)
+    public func queuedMessages() async throws(ParleyError) -> [QueuedMessage] {
+        let expiry = configuration.outboxExpiry
+        return try await registry.run { registry throws(ParleyError) in
+            try Self.queuedMessages(in: registry, expiry: expiry)
+        }
     }
 
     /// Takes a queued message out of the outbox, for every recipient still waiting for it; a
@@ -40,8 +43,8 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/storageError``
     ///   when the outbox cannot be changed.
     @discardableResult
-    public func cancelQueued(_ messageID: MessageID) throws(ParleyError) -> Bool {
-        try registry.cancelQueued(messageID) > 0
+    public func cancelQueued(_ messageID: MessageID) async throws(ParleyError) -> Bool {
+        try await registry.run { registry throws(ParleyError) in try registry.cancelQueued(messageID) > 0 }
     }
 
     /// The messages waiting in the outbox of the node kept in `dataDirectory`, whether that node
@@ -105,10 +108,12 @@ extension ParleyNode {
 
     /// Removes the messages that waited longer than ``Configuration/outboxExpiry``, with a
     /// ``Event/queuedMessageExpired(_:to:)`` event for each recipient that was still waiting.
-    func expireQueued() {
+    func expireQueued() async {
         let cutoff = Date().addingTimeInterval(-configuration.outboxExpiry.timeInterval)
         do {
-            let expired = try registry.expireQueued(createdBefore: cutoff)
+            let expired = try await registry.run { registry throws(ParleyError) in
+                try registry.expireQueued(createdBefore: cutoff)
+            }
             for queued in expired {
                 guard let message = Self.queuedMessage(queued, expiry: configuration.outboxExpiry) else { continue }
                 logger.info(

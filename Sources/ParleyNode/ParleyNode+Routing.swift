@@ -55,7 +55,7 @@ extension ParleyNode {
         switch recipient {
         case .node(let node):
             let (linked, addresses) = state.withLock { ($0.peers.isLinked(node), $0.peers.addresses(of: node)) }
-            let all = addresses.isEmpty ? candidateAddresses(of: node, cached: true) : addresses
+            let all = addresses.isEmpty ? await candidateAddresses(of: node, cached: true) : addresses
             return linked || !all.isEmpty ? (node, all, linked) : nil
         case .user(let user):
             guard configuration.allowsDirectLinks else { return nil }
@@ -65,7 +65,7 @@ extension ParleyNode {
                 // at the addresses the server knows (if the user is logged on) or the LAN shows.
                 guard known.allowsDirectLinks, known.nodeID != nodeID else { return nil }
                 let linked = state.withLock { $0.peers.isLinked(known.nodeID) }
-                let addresses = candidateAddresses(of: known.nodeID)
+                let addresses = await candidateAddresses(of: known.nodeID)
                 return linked || !addresses.isEmpty ? (known.nodeID, addresses, linked) : nil
             }
             // Only the LAN knows the user's node, or, while the server cannot be asked, the node
@@ -75,21 +75,24 @@ extension ParleyNode {
             var lanNode = state.withLock { $0.peers.node(ofUser: user) }
             if lanNode == nil, serverAway {
                 do {
-                    lanNode = try registry.cachedUser(user)?.nodeID.flatMap(NodeID.init)
+                    lanNode = try await registry.run { registry throws(ParleyError) in
+                        try registry.cachedUser(user)?.nodeID.flatMap(NodeID.init)
+                    }
                 } catch {
                     logger.debug("cannot read the cached user", metadata: ["user.id": "\(user)", "error": "\(error)"])
                 }
             }
             guard let node = lanNode, node != nodeID else { return nil }
             do {
-                if let vouched = try registry.vouchedKey(forUser: user), vouched.nodeID != node.description {
-                    return nil
+                let vouched = try await registry.run { registry throws(ParleyError) in
+                    try registry.vouchedKey(forUser: user)
                 }
+                if let vouched, vouched.nodeID != node.description { return nil }
             } catch {
                 logger.warning("cannot read the vouched key", metadata: ["user.id": "\(user)", "error": "\(error)"])
                 return nil
             }
-            let addresses = candidateAddresses(of: node, cached: serverAway)
+            let addresses = await candidateAddresses(of: node, cached: serverAway)
             let linked = state.withLock { $0.peers.isLinked(node) }
             return linked || !addresses.isEmpty ? (node, addresses, linked) : nil
         }
@@ -146,9 +149,12 @@ extension ParleyNode {
             case .server:
                 guard case .user(let user) = recipient, let client = state.withLock({ $0.client }) else { continue }
                 // Remembered before it leaves: its receipt may come back before the answer does.
-                try registry.awaitReceipt(
-                    recipient: user, messageID: id, sender: ownUser ?? UserID(0), isText: body.isText, body: body.bytes,
-                    createdAt: createdAt)
+                let sender = ownUser ?? UserID(0)
+                try await registry.run { registry throws(ParleyError) in
+                    try registry.awaitReceipt(
+                        recipient: user, messageID: id, sender: sender, isText: body.isText, body: body.bytes,
+                        createdAt: createdAt)
+                }
                 do throws(ParleyError) {
                     let results = try await client.send(body, to: [user], id: id, wantReceipt: true, sentAt: createdAt)
                     if let failed = results.first(where: { !$0.isAccepted }), case .failed(let error) = failed.status {
@@ -157,13 +163,15 @@ extension ParleyNode {
                     return .server
                 } catch {
                     // Not sent (or not known to be): it leaves by another route, with the same ID.
-                    try registry.confirmReceipt(recipient: user, messageID: id)
+                    try await registry.run { registry throws(ParleyError) in
+                        try registry.confirmReceipt(recipient: user, messageID: id)
+                    }
                     guard error.meansServerUnavailable else { throw error }
                     logger.info(
                         "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
                 }
             case .queued:
-                try enqueue(body, to: recipient, id: id, createdAt: createdAt)
+                try await enqueue(body, to: recipient, id: id, createdAt: createdAt)
                 return .queued
             }
         }
@@ -171,29 +179,32 @@ extension ParleyNode {
     }
 
     private func enqueue(_ body: MessageBody, to recipient: Recipient, id: MessageID, createdAt: Date)
-        throws(ParleyError)
+        async throws(ParleyError)
     {
-        switch recipient {
-        case .node(let node):
-            try registry.enqueue(
-                forNode: node.description,
-                messageID: id,
-                sender: ownUser ?? UserID(0),
-                isText: body.isText,
-                body: body.bytes,
-                createdAt: createdAt
-            )
-        case .user(let user):
-            try registry.enqueue(
-                OutboxMessage(
+        let sender = ownUser ?? UserID(0)
+        try await registry.run { registry throws(ParleyError) in
+            switch recipient {
+            case .node(let node):
+                try registry.enqueue(
+                    forNode: node.description,
                     messageID: id,
-                    sender: ownUser ?? UserID(0),
-                    recipients: [user],
+                    sender: sender,
                     isText: body.isText,
                     body: body.bytes,
                     createdAt: createdAt
                 )
-            )
+            case .user(let user):
+                try registry.enqueue(
+                    OutboxMessage(
+                        messageID: id,
+                        sender: sender,
+                        recipients: [user],
+                        isText: body.isText,
+                        body: body.bytes,
+                        createdAt: createdAt
+                    )
+                )
+            }
         }
         logger.info("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
     }
@@ -207,13 +218,17 @@ extension ParleyNode {
         target: (node: NodeID, addresses: [String], linked: Bool)
     ) async throws(ParleyError) {
         while true {
-            let waiting = try registry.awaitingReceipts(for: user, limit: 64)
+            let waiting = try await registry.run { registry throws(ParleyError) in
+                try registry.awaitingReceipts(for: user, limit: 64)
+            }
             if waiting.isEmpty { return }
             for entry in waiting {
                 let body = MessageBody(isText: entry.isText, bytes: entry.body)
                 try await sendDirect(
                     body, to: .user(user), target: target, id: entry.messageID, createdAt: entry.createdAt)
-                try registry.confirmReceipt(recipient: user, messageID: entry.messageID)
+                try await registry.run { registry throws(ParleyError) in
+                    try registry.confirmReceipt(recipient: user, messageID: entry.messageID)
+                }
                 logger.debug(
                     "a message sent through the server was also sent directly, to keep the order",
                     metadata: ["message.id": "\(entry.messageID)", "user.id": "\(user)"])
@@ -277,7 +292,7 @@ extension ParleyNode {
         }
         for peer in peers {
             do {
-                _ = try await link(to: peer, addresses: candidateAddresses(of: peer))
+                _ = try await link(to: peer, addresses: await candidateAddresses(of: peer))
             } catch {
                 logger.debug(
                     "cannot open a link to a discovered peer", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
@@ -291,7 +306,7 @@ extension ParleyNode {
     private func flushOutbox() async {
         let recipients: [Recipient]
         do throws(ParleyError) {
-            let waiting = try registry.outboxRecipients()
+            let waiting = try await registry.run { registry throws(ParleyError) in try registry.outboxRecipients() }
             recipients = waiting.users.map { .user($0) } + waiting.nodes.compactMap { NodeID($0).map { .node($0) } }
         } catch {
             logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
@@ -324,41 +339,52 @@ extension ParleyNode {
         switch recipient {
         case .user(let user):
             while true {
-                let entries = try registry.pending(for: user, limit: 64)
+                let entries = try await registry.run { registry throws(ParleyError) in
+                    try registry.pending(for: user, limit: 64)
+                }
                 if entries.isEmpty { return false }
                 for entry in entries {
                     let message = entry.message
                     let body = MessageBody(isText: message.isText, bytes: message.body)
                     let outcome: String
+                    var leftBy: Route?
                     do throws(ParleyError) {
                         let route = try await route(
                             body, to: recipient, id: message.messageID, createdAt: message.createdAt, mode: .flush)
                         if route == .queued { return true }
                         outcome = route.rawValue
-                        noteRoute(route, for: recipient)
-                        // history: the queued message left by this route
-                        recordSent(body, to: recipient, id: message.messageID, sentAt: message.createdAt, route: route)
+                        leftBy = route
                     } catch {
                         // Storage errors are this node's trouble: the entry stays for the next flush.
                         if error.code == .storageError { throw error }
                         outcome = "failed: \(error.code)"
                         emit([.queuedMessageFailed(message.messageID, to: recipient, error)])
                     }
-                    try registry.markDelivered(
-                        messageID: message.messageID,
-                        sender: message.sender,
-                        recipient: user,
-                        route: outcome,
-                        at: Date()
-                    )
+                    try await registry.run { registry throws(ParleyError) in
+                        try registry.markDelivered(
+                            messageID: message.messageID,
+                            sender: message.sender,
+                            recipient: user,
+                            route: outcome,
+                            at: Date()
+                        )
+                    }
                     logger.info(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(message.messageID)", "outcome": "\(outcome)"])
+                    // Told once the outbox no longer holds it.
+                    if let leftBy {
+                        noteRoute(leftBy, for: recipient)
+                        // history: the queued message left by this route
+                        recordSent(body, to: recipient, id: message.messageID, sentAt: message.createdAt, route: leftBy)
+                    }
                 }
             }
         case .node(let node):
             while true {
-                let entries = try registry.pendingForNode(node.description, limit: 64)
+                let entries = try await registry.run { registry throws(ParleyError) in
+                    try registry.pendingForNode(node.description, limit: 64)
+                }
                 if entries.isEmpty { return false }
                 for entry in entries {
                     let body = MessageBody(isText: entry.isText, bytes: entry.body)
@@ -366,7 +392,9 @@ extension ParleyNode {
                     let route = try await route(
                         body, to: recipient, id: entry.messageID, createdAt: entry.createdAt, mode: .flush)
                     if route == .queued { return true }
-                    try registry.markDeliveredToNode(sequence: entry.sequence)
+                    try await registry.run { registry throws(ParleyError) in
+                        try registry.markDeliveredToNode(sequence: entry.sequence)
+                    }
                     logger.info(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(entry.messageID)", "outcome": "\(route)"])

@@ -121,9 +121,10 @@ extension ParleyNode {
             case .deliveryReceipt(let receipt):
                 eventQueue.offer(.deliveryReceipt(receipt))
                 recordReceipt(receipt)  // history: delivered
-                do {
+                let logger = self.logger
+                registry.submit { registry throws(ParleyError) in
                     try registry.confirmReceipt(recipient: receipt.recipient, messageID: receipt.messageID)
-                } catch {
+                } failed: { error in
                     logger.warning(
                         "cannot record a delivery receipt",
                         metadata: ["message.id": "\(receipt.messageID)", "error": "\(error)"])
@@ -166,8 +167,8 @@ extension ParleyNode {
     /// Caches what the server says about a user: its info, and its node (the server vouches for
     /// the key) for direct links.
     func cacheServerInfo(_ info: UserInfo) {
-        let now = Date()
-        do {
+        let (now, logger) = (Date(), self.logger)
+        registry.submit { registry throws(ParleyError) in
             try registry.record(user: info, nodeID: info.nodeID, source: .server, seenAt: now)
             if let node = info.nodeID, let key = info.nodePublicKey, !key.isEmpty {
                 try registry.record(
@@ -180,7 +181,7 @@ extension ParleyNode {
                     seenAt: now
                 )
             }
-        } catch {
+        } failed: { error in
             logger.debug("cannot cache user info", metadata: ["user.id": "\(info.userID)", "error": "\(error)"])
         }
         guard let node = info.nodeID.flatMap({ NodeID($0) }), let key = info.nodePublicKey else { return }
@@ -231,7 +232,8 @@ extension ParleyNode {
                 guard error.meansServerUnavailable else { throw error }
             }
         }
-        guard let cached = try registry.cachedUser(user) else {
+        guard let cached = try await registry.run({ registry throws(ParleyError) in try registry.cachedUser(user) })
+        else {
             throw ParleyError(code: .userNotFound, message: "user \(user) is not in the local cache")
         }
         var info = cached.info
@@ -260,7 +262,9 @@ extension ParleyNode {
         let online = state.withLock { state in
             Set(state.peers.peers.filter(\.online).compactMap(\.userID))
         }
-        let found = try registry.findCachedUsers(query, onlineUserIDs: online)
+        let found = try await registry.run { registry throws(ParleyError) in
+            try registry.findCachedUsers(query, onlineUserIDs: online)
+        }
         return (UserSearchResult(users: found.users.map(\.info), truncated: found.truncated), true)
     }
 }

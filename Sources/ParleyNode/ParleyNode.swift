@@ -36,7 +36,8 @@ public final class ParleyNode: Sendable {
     let discovery: (any Discovery)?
     let logger: Logger
     let identity: NodeIdentity
-    let registry: NodeRegistry
+    /// The registry (SQLite), only through its queue, off the cooperative pool.
+    let registry: RegistryAccess
     /// Held until the node stops: one data directory serves one node at a time.
     private let directoryLock: DataDirectoryLock
 
@@ -54,9 +55,6 @@ public final class ParleyNode: Sendable {
     /// Held per recipient while a message to it is routed or its outbox entries flushed: keeps
     /// each recipient's messages in order.
     let sendLocks = KeyedSerialLock<Recipient>()
-    /// Runs the registry calls of received messages (record, store, confirm) in order, off the
-    /// cooperative pool: the same message arriving on two paths at once is delivered once.
-    let registryQueue: RegistryQueue
     /// Command handlers by name (``handleCommands(named:_:)``), for commands over direct links
     /// and through the server; their runs wait here for ``run()``.
     let commands = CommandHandlers(capacity: 256)
@@ -79,7 +77,7 @@ public final class ParleyNode: Sendable {
         var serverLoggedOn = false
         /// What the server said about users' nodes (for direct links), by user.
         var serverNodes: [UserID: ServerNode] = [:]
-        /// The user's contacts (the cached list); nil until read from the registry.
+        /// The user's contacts (the cached list, read at start); nil when it could not be read.
         var contactIDs: Set<UserID>?
         /// Contacts' presence as the server pushed it during this logon.
         var serverPresences: [UserID: Presence] = [:]
@@ -160,18 +158,19 @@ public final class ParleyNode: Sendable {
         self.logger = logger
         directoryLock = try DataDirectoryLock(dataDirectory: configuration.dataDirectory)
         identity = try Self.identity(dataDirectory: configuration.dataDirectory)
-        let registry = try NodeRegistry(
-            dataDirectory: configuration.dataDirectory,
-            configuration: .init(unpinCommand: Self.unpinCommand(dataDirectory: configuration.dataDirectory)))
-        let registryQueue = RegistryQueue()
+        let registry = RegistryAccess(
+            try NodeRegistry(
+                dataDirectory: configuration.dataDirectory,
+                configuration: .init(unpinCommand: Self.unpinCommand(dataDirectory: configuration.dataDirectory))))
         let eventQueue = EventQueue(
             limit: max(1, configuration.unreadEventLimit),
-            confirm: Self.inboxConfirmer(registry, queue: registryQueue, logger: logger))
+            confirm: Self.inboxConfirmer(registry, logger: logger))
         self.registry = registry
-        self.registryQueue = registryQueue
         self.eventQueue = eventQueue
         // What the last run acknowledged and its application did not confirm comes first.
-        let replayed = try Self.replayInbox(registry, into: eventQueue)
+        let replayed = try registry.runBlocking { registry throws(ParleyError) in
+            try Self.replayInbox(registry, into: eventQueue)
+        }
         if replayed > 0 {
             logger.info("delivering messages the last run did not see confirmed", metadata: ["count": "\(replayed)"])
         }
@@ -179,6 +178,13 @@ public final class ParleyNode: Sendable {
         (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (presenceStream, presenceContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        // The cached contact list, for LAN-derived presence before the server answers.
+        do throws(ParleyError) {
+            let cached = try registry.runBlocking { registry throws(ParleyError) in try registry.cachedContacts() }
+            state.withLock { $0.contactIDs = Set(cached.map(\.userID)) }
+        } catch {
+            logger.warning("cannot read the cached contact list", metadata: ["error": "\(error)"])
+        }
     }
 
     /// This node's ID.
@@ -390,10 +396,10 @@ public final class ParleyNode: Sendable {
         var nextPrune = ContinuousClock.now
         while !Task.isCancelled {
             if ContinuousClock.now >= nextPrune {
-                pruneSeen()
+                await pruneSeen()
                 nextPrune = .now + .seconds(3600)
             }
-            expireQueued()
+            await expireQueued()
             do {
                 try await Task.sleep(for: interval)
             } catch {
@@ -403,13 +409,15 @@ public final class ParleyNode: Sendable {
         }
     }
 
-    private func pruneSeen() {
+    private func pruneSeen() async {
         let cutoff = Date(timeIntervalSinceNow: -configuration.seenRetention.timeInterval)
         do {
-            let seen = try registry.pruneSeen(before: cutoff)
-            let delivered =
-                try registry.pruneDelivered(before: cutoff)
-                + registry.pruneAwaitingReceipts(before: cutoff)
+            let (seen, delivered) = try await registry.run { registry throws(ParleyError) in
+                let seen = try registry.pruneSeen(before: cutoff)
+                let delivered =
+                    try registry.pruneDelivered(before: cutoff) + registry.pruneAwaitingReceipts(before: cutoff)
+                return (seen, delivered)
+            }
             if seen + delivered > 0 {
                 logger.debug(
                     "forgot old message IDs", metadata: ["seen": "\(seen)", "delivered": "\(delivered)"])

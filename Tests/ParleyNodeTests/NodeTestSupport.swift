@@ -89,6 +89,25 @@ final class EventRecorder: Sendable {
     }
 }
 
+/// Runs two nodes, ann and bob, on one fake LAN in `directory` until each has seen the other
+/// come up; `body` gets each node with its events.
+func withTwoLANNodes(
+    in directory: TemporaryDirectory,
+    isolation: isolated (any Actor)? = #isolation,
+    _ body: (ParleyNode, EventRecorder, ParleyNode, EventRecorder) async throws -> Void
+) async throws {
+    let lan = FakeLAN()
+    let ann = try makeLANNode("ann", in: directory, lan: lan)
+    let bob = try makeLANNode("bob", in: directory, lan: lan)
+    try await withRunningNode(ann) { annEvents in
+        try await withRunningNode(bob) { bobEvents in
+            try await annEvents.wait("bob to show up") { $0.hasPeerUp(bob.nodeID) }
+            try await bobEvents.wait("ann to show up") { $0.hasPeerUp(ann.nodeID) }
+            try await body(ann, annEvents, bob, bobEvents)
+        }
+    }
+}
+
 /// Runs `node` for the duration of `body`, recording its events; `afterEvent`, given the number
 /// of events read so far, lets a test read them at its own pace.
 func withRunningNode<T: Sendable>(

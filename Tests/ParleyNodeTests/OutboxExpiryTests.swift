@@ -17,7 +17,7 @@ import Testing
             try await annEvents.wait("the expiry") {
                 $0.contains(.queuedMessageExpired(sent.messageID, to: .user(4242)))
             }
-            #expect(try ann.queuedMessages().isEmpty)
+            #expect(try await ann.queuedMessages().isEmpty)
         }
     }
 
@@ -35,19 +35,19 @@ import Testing
             let toNode = try await ann.send(.binary([1, 2]), to: .node(ghost))
             #expect([toUser.route, toNode.route] == [.queued, .queued])
 
-            let queued = try ann.queuedMessages()
+            let queued = try await ann.queuedMessages()
             #expect(queued.map(\.messageID) == [toUser.messageID, toNode.messageID])
             #expect(queued.map(\.recipient) == [.user(4242), .node(ghost)])
             #expect(queued.map(\.body) == [.text("to a user"), .binary([1, 2])])
             let first = try #require(queued.first)
             #expect(abs(first.expiresAt.timeIntervalSince(first.createdAt) - 7 * 86_400) < 1)
 
-            #expect(try ann.cancelQueued(toUser.messageID))
-            #expect(try !ann.cancelQueued(toUser.messageID))
+            #expect(try await ann.cancelQueued(toUser.messageID))
+            #expect(try await !ann.cancelQueued(toUser.messageID))
             // From outside the node (another process would do the same), while it runs.
             #expect(try ParleyNode.queuedMessages(dataDirectory: annDirectory).map(\.messageID) == [toNode.messageID])
             #expect(try ParleyNode.cancelQueued(toNode.messageID, dataDirectory: annDirectory))
-            #expect(try ann.queuedMessages().isEmpty)
+            #expect(try await ann.queuedMessages().isEmpty)
         }
         #expect(throws: ParleyError.self) {
             try ParleyNode.queuedMessages(dataDirectory: directory.subdirectory("none"))

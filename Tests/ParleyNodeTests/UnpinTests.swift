@@ -50,7 +50,7 @@ import Testing
                 let direct = try await ann.send(.text("hello?"), to: .node(moved.nodeID))
                 #expect(direct.route == .queued)
 
-                #expect(try ann.unpin(.user(42)))
+                #expect(try await ann.unpin(.user(42)))
                 // Nothing pinned: false. (Not user 42 again: the moved node may redial at once
                 // and be pinned anew, which is what unpinning is for.)
                 #expect(try !ParleyNode.unpin(.user(43), dataDirectory: annDirectory))
