@@ -9,7 +9,12 @@ import ParleyWire
 
 extension ParleyNode {
     var linkConfiguration: LinkConfiguration {
-        LinkConfiguration(heartbeatInterval: configuration.heartbeatInterval, idleTimeout: configuration.peerTimeout)
+        // A link held back by its serving task (backpressure) is not idle: its peer's frames wait.
+        LinkConfiguration(
+            heartbeatInterval: configuration.heartbeatInterval,
+            idleTimeout: configuration.peerTimeout,
+            idleTimeoutWhileNotReading: false
+        )
     }
 
     /// How long opening a link (TCP, TLS, both NODE_HELLOs) may take.

@@ -15,9 +15,9 @@ import Testing
     @Test func aPeerThatWritesHundredsOfMessagesBackToBackKeepsItsLink() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        // A long peer timeout: bob's serving task may be behind for a while on a busy machine, and
-        // a link that is not read is not read from either.
-        let bob = try makePatientNode("bob", in: directory, lan: FakeLAN())
+        // The tests' 1 s peer timeout: bob's serving task is behind for longer than that on a
+        // busy machine, and a link held back that long is still not idle.
+        let bob = try makeLANNode("bob", in: directory, lan: FakeLAN())
         let count = 1000
         try await withRunningNode(bob) { bobEvents in
             let identity = try NodeIdentity(dataDirectory: directory.subdirectory("raw"))
@@ -138,7 +138,8 @@ import Testing
     }
 }
 
-/// A LAN node whose links wait 10 s for a silent peer.
+/// A LAN node whose links wait 10 s for a silent peer, and whose messages wait as long for their
+/// answers (the flood's 10,000 answers must all come in time on a busy machine).
 private func makePatientNode(_ name: String, in directory: TemporaryDirectory, lan: FakeLAN) throws -> ParleyNode {
     var configuration = makeNodeConfiguration(dataDirectory: directory.subdirectory(name), name: name)
     configuration.heartbeatInterval = .seconds(1)
