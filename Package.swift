@@ -105,6 +105,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 // SHA-256 of transferred files.
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -138,7 +139,10 @@ let package = Package(
         .target(name: "ParleyDiscovery", swiftSettings: strict),
         .target(
             name: "ParleyAvahi",
-            dependencies: ["CAvahi", "ParleyDiscovery", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CAvahi", "ParleyDiscovery", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
         // The SDK facade: server client + discovery (injected) + direct links + registry cache + routing.
@@ -149,6 +153,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -6,6 +6,7 @@
 #   libsqlite3-dev        SQLite for the store (GRDB links the system library)
 #   libavahi-client-dev   the CAvahi module (LAN discovery) needs its headers to build at all
 #   python3               the independent interop client in tests/interop
+#   openssl               its node peer makes node keys and self-signed certificates with it
 #   chromium              a real headless browser loads `parley server`'s status page in a test
 #   avahi-daemon avahi-utils dbus iproute2 iptables
 #                         the LAN lab: network namespaces, one D-Bus + avahi-daemon per host,
@@ -14,6 +15,7 @@ parley_debian_packages=(
     libsqlite3-dev
     libavahi-client-dev
     python3
+    openssl
     chromium
     avahi-daemon
     avahi-utils

@@ -50,8 +50,9 @@ run_tests load --filter "$load_tests"
 echo "== kill campaign (short: 5 kills of the server under load)"
 KILLS=5 NO_BUILD=1 ./scripts/kill-campaign.sh
 
-echo "== docs (DocC, warnings are errors; the snippets the articles show)"
+echo "== docs (DocC, warnings are errors; the snippets the articles show; the module graph)"
 ./scripts/docs.sh
+./scripts/module-graph.sh --check
 
 echo "== service files: the install script stages the binary, the unit and the configuration"
 stage=$(mktemp -d)

@@ -1,5 +1,6 @@
 public import Logging
 public import ParleyDiscovery
+public import ServiceLifecycle
 import Synchronization
 
 /// ``/ParleyDiscovery/Discovery`` on Avahi (DNS-SD over mDNS, through avahi-daemon and D-Bus):
@@ -98,7 +99,8 @@ public final class AvahiDiscovery: Discovery {
         if lifecycle.withLock({ $0 == .idle }) { session.shutDown() }
     }
 
-    /// Runs discovery until the calling task is cancelled or ``shutDown()`` is called, then
+    /// Runs discovery until the calling task is cancelled, ``shutDown()`` is called or (run as a
+    /// swift-service-lifecycle `Service` in a `ServiceGroup`) graceful shutdown comes, then
     /// withdraws the advertisement (peers see this node go down) and ends ``peerEvents``.
     /// - Throws: ``/ParleyDiscovery/DiscoveryError`` with
     ///   ``/ParleyDiscovery/DiscoveryError/Code/alreadyRunning`` on a second call, or if Avahi's
@@ -116,17 +118,21 @@ public final class AvahiDiscovery: Discovery {
             finish()
             throw error
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = gate.withLock { gate in
-                    if gate.requested || Task.isCancelled { return true }
-                    gate.waiter = continuation
-                    return false
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = gate.withLock { gate in
+                        if gate.requested || Task.isCancelled { return true }
+                        gate.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
                 }
-                if resumeNow { continuation.resume() }
+            } onCancel: {
+                shutDown()
             }
-        } onCancel: {
-            shutDown()
+        } onGracefulShutdown: {
+            self.shutDown()
         }
         finish()
     }
@@ -185,3 +191,8 @@ public final class AvahiDiscovery: Discovery {
         }
     }
 }
+
+/// Discovery is a swift-service-lifecycle service: in a `ServiceGroup`, put it before the node
+/// that uses it, so that the node (shut down first, in reverse order) can still withdraw its
+/// advertisement.
+extension AvahiDiscovery: Service {}

@@ -647,11 +647,3 @@ struct CPUWindow {
         }
     }
 }
-
-extension Duration {
-    /// The whole duration in nanoseconds (saturating far beyond any run's length).
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

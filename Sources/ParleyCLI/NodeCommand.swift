@@ -62,16 +62,17 @@ struct NodeCommand: AsyncParsableCommand, LoggingCommand {
         let setup = try await options.setup()
         let (node, discovery) = try setup.makeNode(logger: Logger(label: "parley.node"))
         let console = NodeConsole(
-            node: node,
-            discovery: discovery,
-            name: setup.name,
-            out: Output(json: output.json),
-            readsCommands: readsCommands
-        )
+            node: node, name: setup.name, out: Output(json: output.json), readsCommands: readsCommands)
+        // Shut down in reverse order: the node (withdrawing its advertisement while discovery still
+        // runs), the console (once it printed the node's last events), discovery. A node that
+        // stops by itself (`quit`) ends the group the same way.
         let services = ServiceGroup(
             configuration: .init(
-                // `quit` ends the console: that is a normal end, not a failure.
-                services: [.init(service: console, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [
+                    .init(service: discovery),
+                    .init(service: console, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "parley.lifecycle")
             )

@@ -52,10 +52,11 @@ struct NodeCommandLine {
                 guard let user = UserID(arguments) else {
                     throw Failure("usage: whois USER_ID")
                 }
-                let (info, cached) = try await node.whois(user)
-                return .whois(info, cached: cached)
+                let answer = try await node.whois(user)
+                return .whois(answer.value, cached: answer.isCached)
             case "find":
-                let (result, cached) = try await node.findUsers(try query())
+                let answer = try await node.findUsers(try query())
+                let (result, cached) = (answer.value, answer.isCached)
                 return .found(result, cached: cached)
             case "peers":
                 return .peers(node.peers())
@@ -96,7 +97,8 @@ struct NodeCommandLine {
                 let contact = try await node.addContact(user)
                 return .contact(contact, presence: node.contactPresences()[user], cached: false)
             case "contacts":
-                let (contacts, cached) = try await node.contacts()
+                let answer = try await node.contacts()
+                let (contacts, cached) = (answer.value, answer.isCached)
                 let presences = node.contactPresences()
                 return .contacts(
                     contacts.map { .contact($0, presence: presences[$0.userID], cached: nil) }, cached: cached)

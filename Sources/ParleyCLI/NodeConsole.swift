@@ -6,99 +6,55 @@ import ParleyLink
 import ParleyNode
 import ServiceLifecycle
 
-/// Runs a node with its discovery, prints the node's events and carries out the commands read
-/// from standard input, until graceful shutdown (SIGTERM, SIGINT) or the `quit` command.
+/// The console of `parley node`: prints the node's events and carries out the commands read
+/// from standard input. `parley node` runs it in a `ServiceGroup` between the node's discovery
+/// and the node (`[discovery, console, node]`): graceful shutdown (SIGTERM, SIGINT) stops the node
+/// first, whose last events the console prints before it ends, then discovery. `quit` stops the
+/// node, which ends the group the same way.
 ///
 /// The end of standard input is not a request to stop: a script or test may close its end of
 /// the pipe and keep the node running.
 struct NodeConsole: Service {
     let node: ParleyNode
-    let discovery: AvahiDiscovery
     let name: String
     let out: Output
     let readsCommands: Bool
 
-    /// The parts of a running console; each child task says which one ended.
-    private enum Part {
-        case node, discovery, stopper, events, commands
-    }
-
     func run() async throws {
-        let (stopRequests, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let (node, discovery, out, readsCommands) = (self.node, self.discovery, self.out, self.readsCommands)
-        try await withGracefulShutdownHandler {
-            try await withThrowingTaskGroup(of: Part.self) { group in
-                group.addTask {
-                    try await discovery.run()
-                    return .discovery
-                }
-                group.addTask {
-                    try await node.run()
-                    return .node
-                }
-                group.addTask {
-                    // Ends at the first stop request, or when the console is cancelled: either
-                    // way the node has to stop.
-                    for await _ in stopRequests { break }
-                    await node.shutdown()
-                    return .stopper
-                }
-                let port = try await node.listeningPort
-                try out.emit(
-                    NodeEventRecord.started(nodeID: node.nodeID, name: name, port: port),
-                    text: NodeEventRecord.started(nodeID: node.nodeID, name: name, port: port).line
-                )
-                group.addTask {
-                    // The line is written before the next event is asked for: that confirms the
-                    // message to the node, which otherwise hands it over again after a crash.
-                    var events = node.events.makeAsyncIterator()
-                    while let event = await events.next() {
-                        var record = NodeEventRecord(event)
-                        if events.isRedelivery { record.redelivered = true }
-                        try out.emit(record, text: record.line)
-                    }
-                    return .events
-                }
-                if readsCommands {
-                    group.addTask {
-                        try await Self.readCommands(node: node, out: out, stop: stop)
-                        return .commands
-                    }
-                }
-                // Once the node has stopped and its last events are printed, nothing is left to
-                // discover or do: the command reader (blocked on input) is cancelled.
-                var (nodeStopped, eventsPrinted) = (false, false)
-                while let part = try await group.next() {
-                    switch part {
-                    case .node:
-                        nodeStopped = true
-                        discovery.shutDown()
-                    case .events:
-                        eventsPrinted = true
-                    case .discovery, .stopper, .commands:
-                        continue
-                    }
-                    if nodeStopped && eventsPrinted { group.cancelAll() }
-                }
+        let (node, out, readsCommands) = (self.node, self.out, self.readsCommands)
+        let port = try await node.listeningPort
+        let started = NodeEventRecord.started(nodeID: node.nodeID, name: name, port: port)
+        try out.emit(started, text: started.line)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if readsCommands {
+                group.addTask { try await Self.readCommands(node: node, out: out) }
             }
-        } onGracefulShutdown: {
-            stop.yield()
+            // The line is written before the next event is asked for: that confirms the message
+            // to the node, which otherwise hands it over again after a crash.
+            var events = node.events.makeAsyncIterator()
+            while let event = await events.next() {
+                var record = NodeEventRecord(event)
+                if events.isRedelivery { record.redelivered = true }
+                try out.emit(record, text: record.line)
+            }
+            // The node stopped and its last events are printed: the command reader (blocked on
+            // input) is not needed any more.
+            group.cancelAll()
         }
         try out.emit(NodeEventRecord.stopped, text: NodeEventRecord.stopped.line)
+        // The group ends its services in reverse order and takes a service that ends before its
+        // turn for a failure: the console waits for its turn, which comes once the node ended.
+        try? await gracefulShutdown()
     }
 
-    /// Reads commands until `quit` (which requests the stop) or the end of input (which does not).
-    private static func readCommands(
-        node: ParleyNode,
-        out: Output,
-        stop: AsyncStream<Void>.Continuation
-    ) async throws {
+    /// Reads commands until `quit` (which stops the node) or the end of input (which does not).
+    private static func readCommands(node: ParleyNode, out: Output) async throws {
         let input = StandardInputLines()
         while let line = await input.next() {
             let text = line.trimmingCharacters(in: .whitespaces)
             if text.isEmpty { continue }
             if text == "quit" {
-                stop.yield()
+                await node.shutdown()
                 return
             }
             let record = await NodeCommandLine(text).perform(on: node)

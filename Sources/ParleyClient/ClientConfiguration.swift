@@ -55,7 +55,8 @@ extension ParleyClient {
     public struct RetryPolicy: Sendable, Hashable {
         /// Attempts for the first connection before ``ParleyClient/run()`` gives up.
         public var connectAttempts: Int
-        /// The pause after the first failed attempt; it doubles up to ``maximumDelay``.
+        /// The pause after the first failed attempt; it doubles up to ``maximumDelay`` (each pause
+        /// with ±20 % jitter).
         public var initialDelay: Duration
         public var maximumDelay: Duration
         /// A TCP connect that takes longer fails.
@@ -103,14 +104,12 @@ extension ParleyClient {
             requestTimeout: .seconds(30)
         )
 
-        /// The pause before attempt `attempt` (1-based count of failures so far).
+        /// The pause after `failures` failed attempts in a row (at least 1): ``initialDelay``
+        /// doubled for each failure after the first, capped at ``maximumDelay``, then multiplied
+        /// by a random factor between 0.8 and 1.2, so that clients cut off together (a server
+        /// restart) do not all come back at the same instant.
         public func delay(afterFailures failures: Int) -> Duration {
-            var delay = initialDelay
-            for _ in 1..<max(failures, 1) {
-                delay *= 2
-                if delay >= maximumDelay { return maximumDelay }
-            }
-            return min(delay, maximumDelay)
+            Backoff(initial: initialDelay, maximum: maximumDelay).delay(afterFailures: failures)
         }
     }
 }

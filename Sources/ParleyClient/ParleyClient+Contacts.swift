@@ -4,11 +4,24 @@ import ParleyWire
 // Contact lists and presence (docs/PROTOCOL.md section 23). Presence changes arrive as
 // ParleyClientEvent.presence events.
 
+/// A user's contact list as the server keeps it.
+public struct ContactList: Sendable, Hashable {
+    /// The contacts, ordered by user ID.
+    public var contacts: [Contact]
+    /// The most contacts the server keeps for a user.
+    public var maximum: Int
+
+    public init(contacts: [Contact], maximum: Int) {
+        self.contacts = contacts
+        self.maximum = maximum
+    }
+}
+
 extension ParleyClient {
     /// The logged-on user's contact list, ordered by user ID, and the largest list the server keeps.
-    public func contacts() async throws(ParleyError) -> (contacts: [Contact], maximum: Int) {
+    public func contacts() async throws(ParleyError) -> ContactList {
         let list: Parley_V1_ContactList = try await request(.getContacts, Parley_V1_Empty())
-        return (list.contacts.compactMap(\.contact), Int(list.maximum))
+        return ContactList(contacts: list.contacts.compactMap(\.contact), maximum: Int(list.maximum))
     }
 
     /// Adds `user` to the contact list, or changes how an existing entry's name is shown.

@@ -460,12 +460,6 @@ enum TransferFailure {
     }
 }
 
-extension Duration {
-    var timeInterval: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
 // MARK: - Sources and sinks
 
 /// Where an upload's bytes come from: any offset the server has not acknowledged yet can be

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 public import ParleyCore
 import ParleyWire
+public import ServiceLifecycle
 import Synchronization
 
 /// A session with a central Parley server.
@@ -118,7 +119,9 @@ public final class ParleyClient: Sendable {
 
     // MARK: Running
 
-    /// Connects and keeps the connection until ``shutdown()`` or task cancellation.
+    /// Connects and keeps the connection until ``shutdown()``, task cancellation or, run as a
+    /// swift-service-lifecycle `Service` in a `ServiceGroup`, graceful shutdown (which logs off
+    /// first, as ``shutdownGracefully(timeout:)`` does).
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` when the first connection fails after every attempt.
     public func run() async throws(ParleyError) {
@@ -131,17 +134,22 @@ public final class ParleyClient: Sendable {
             throw ParleyError(code: .internalError, message: "run() was called twice or after shutdown()")
         }
         let failure = RunFailure()
-        // Command handlers run as child tasks here, never on an event loop.
-        await withDiscardingTaskGroup { group in
-            group.addTask {
-                do throws(ParleyError) {
-                    try await self.maintainConnection()
-                } catch {
-                    failure.record(error)
+        // In a ServiceGroup, graceful shutdown logs off first, like shutdownGracefully().
+        await withGracefulShutdownHandler {
+            // Command handlers run as child tasks here, never on an event loop.
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    do throws(ParleyError) {
+                        try await self.maintainConnection()
+                    } catch {
+                        failure.record(error)
+                    }
+                    self.commands.finish()
                 }
-                self.commands.finish()
+                await commands.runJobs()
             }
-            await commands.runJobs()
+        } onGracefulShutdown: {
+            Task { await self.shutdownGracefully() }
         }
         if let error = failure.error { throw error }
     }
@@ -781,3 +789,7 @@ private struct ResumptionToken: Sendable {
         expiresAt = Date(timeIntervalSince1970: Double(response.resumptionTokenExpiresAtMs) / 1000)
     }
 }
+
+/// A client is a swift-service-lifecycle service: put it in a `ServiceGroup`, and the group's
+/// graceful shutdown (SIGTERM, say) logs it off and ends ``ParleyClient/run()``.
+extension ParleyClient: Service {}

@@ -25,13 +25,6 @@ extension ChannelPipeline.SynchronousOperations {
     }
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
 /// Answers PINGs, sends PINGs when the link is quiet, closes it when the peer goes silent,
 /// and turns framing errors into a fatal ERROR frame before closing.
 public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {

@@ -1,3 +1,4 @@
+import ParleyCore
 import ParleyLink
 
 /// Which peers this node failed to reach by dialling, and when it may dial them again.

@@ -191,3 +191,20 @@ extension ParleyNode {
         case transferStatus(TransferStatus)
     }
 }
+
+/// What the server answered, or, while it cannot be asked, the node's cache (its registry): a
+/// node keeps working with the server away.
+public struct CachedAnswer<Value: Sendable>: Sendable {
+    /// The answer.
+    public var value: Value
+    /// It came from the node's cache, not the server.
+    public var isCached: Bool
+
+    public init(_ value: Value, isCached: Bool) {
+        self.value = value
+        self.isCached = isCached
+    }
+}
+
+extension CachedAnswer: Equatable where Value: Equatable {}
+extension CachedAnswer: Hashable where Value: Hashable {}

@@ -11,17 +11,18 @@ extension ParleyNode {
     /// else the cached one (`cached` true).
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` when the server refuses, or the cache cannot be read.
-    public func contacts() async throws(ParleyError) -> (contacts: [Contact], cached: Bool) {
+    public func contacts() async throws(ParleyError) -> CachedAnswer<[Contact]> {
         if let client = loggedOnClient {
             do throws(ParleyError) {
                 let contacts = try await client.contacts().contacts
                 cacheContacts(contacts)
-                return (contacts, false)
+                return CachedAnswer(contacts, isCached: false)
             } catch {
                 guard error.meansServerUnavailable else { throw error }
             }
         }
-        return (try await registry.run { registry throws(ParleyError) in try registry.cachedContacts() }, true)
+        return CachedAnswer(
+            try await registry.run { registry throws(ParleyError) in try registry.cachedContacts() }, isCached: true)
     }
 
     /// Adds `user` to the contact list on the server (and in the cache), or changes how an

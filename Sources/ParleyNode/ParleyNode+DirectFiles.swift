@@ -141,6 +141,12 @@ extension ParleyNode {
         let id = TransferID(meta.transferID)
         let key = DirectTransfers.Key(sender: sender, id: id)
         let count = UInt64(frame.payload.readableBytes)
+        // The START's answer promised at most `chunk_size` bytes per chunk (section 26.9).
+        guard count <= DirectTransfers.chunkSize else {
+            throw ParleyError(
+                code: .invalidRequest,
+                message: "a chunk carries at most \(DirectTransfers.chunkSize) bytes, not \(count)")
+        }
         let written = directTransfers.withInbound { inbound -> Result<TransferProgressReport, ParleyError> in
             guard var entry = inbound[key] else {
                 return .failure(ParleyError(code: .transferNotFound, message: "no transfer \(id) from user \(sender)"))

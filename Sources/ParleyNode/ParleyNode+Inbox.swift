@@ -74,7 +74,8 @@ extension ParleyNode {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` when a direct message finds the event buffer full
     ///   (it is not acknowledged and comes again) or the registry cannot record it.
-    func deliver(_ message: Message, sender: String, from node: NodeID?, route: Route) async throws(ParleyError) {
+    func deliver(_ message: Message, sender: MessageOrigin, from node: NodeID?, route: Route) async throws(ParleyError)
+    {
         let (events, logger, user) = (eventQueue, self.logger, ownUser)
         try await registry.run { registry throws(ParleyError) in
             // A direct message is refused unacknowledged while the reader lags (its sender tries

@@ -555,7 +555,7 @@ extension ParleyNode {
                 sentAt: Date(timeIntervalSince1970: Double(meta.sentAtMs) / 1000),
                 deliveredAt: Date()
             )
-            let sender = hello.userID.map { "user:\($0)" } ?? "node:\(hello.nodeID)"
+            let sender = hello.userID.map(MessageOrigin.user) ?? .node(hello.nodeID.description)
             try await deliver(message, sender: sender, from: hello.nodeID, route: .direct)
             link.write(
                 Frame(type: FrameType.peerMessage.response, requestID: frame.requestID, message: Parley_V1_Empty()))

@@ -111,7 +111,7 @@ extension ParleyNode {
             switch event {
             case .message(let message):
                 do {
-                    try await deliver(message, sender: "user:\(message.sender)", from: nil, route: .server)
+                    try await deliver(message, sender: .user(message.sender), from: nil, route: .server)
                     client.acknowledge(message)
                 } catch {
                     logger.error(
@@ -220,13 +220,13 @@ extension ParleyNode {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/userNotFound``
     ///   when neither knows the user.
-    public func whois(_ user: UserID) async throws(ParleyError) -> (info: UserInfo, cached: Bool) {
+    public func whois(_ user: UserID) async throws(ParleyError) -> CachedAnswer<UserInfo> {
         let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
         if let client {
             do throws(ParleyError) {
                 let info = try await client.userInfo(user)
                 cacheServerInfo(info)
-                return (info, false)
+                return CachedAnswer(info, isCached: false)
             } catch {
                 // the server is away: the cache answers
                 guard error.meansServerUnavailable else { throw error }
@@ -238,7 +238,7 @@ extension ParleyNode {
         }
         var info = cached.info
         info.isOnline = state.withLock { $0.peers.node(ofUser: user) != nil }
-        return (info, true)
+        return CachedAnswer(info, isCached: true)
     }
 
     /// Searches the server's user directory, or, when the server cannot be asked, the local
@@ -247,13 +247,13 @@ extension ParleyNode {
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` when the server refuses the query (an invalid one),
     ///   or the cache cannot be read.
-    public func findUsers(_ query: UserQuery) async throws(ParleyError) -> (result: UserSearchResult, cached: Bool) {
+    public func findUsers(_ query: UserQuery) async throws(ParleyError) -> CachedAnswer<UserSearchResult> {
         let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
         if let client {
             do throws(ParleyError) {
                 let result = try await client.findUsers(query)
                 for info in result.users { cacheServerInfo(info) }
-                return (result, false)
+                return CachedAnswer(result, isCached: false)
             } catch {
                 // the server is away: the cache answers
                 guard error.meansServerUnavailable else { throw error }
@@ -265,7 +265,8 @@ extension ParleyNode {
         let found = try await registry.run { registry throws(ParleyError) in
             try registry.findCachedUsers(query, onlineUserIDs: online)
         }
-        return (UserSearchResult(users: found.users.map(\.info), truncated: found.truncated), true)
+        return CachedAnswer(
+            UserSearchResult(users: found.users.map(\.info), truncated: found.truncated), isCached: true)
     }
 }
 

@@ -8,6 +8,7 @@ public import ParleyDiscovery
 public import ParleyLink
 import ParleyStore
 import ParleyWire
+public import ServiceLifecycle
 import Synchronization
 
 /// A Parley node: the SDK facade that a chat program embeds.
@@ -285,7 +286,9 @@ public final class ParleyNode: Sendable {
     // MARK: Running
 
     /// Binds the direct-link listener, advertises the node through discovery, connects to the
-    /// server if one is configured, and works until ``shutdown()`` or task cancellation.
+    /// server if one is configured, and works until ``shutdown()``, task cancellation or (run as a
+    /// swift-service-lifecycle `Service` in a `ServiceGroup`, after its discovery service)
+    /// graceful shutdown.
     ///
     /// - Throws: ``/ParleyCore/ParleyError`` when the listener cannot be bound, or `run()` was
     ///   called before.
@@ -315,6 +318,17 @@ public final class ParleyNode: Sendable {
         for waiter in waiters { waiter.resume(returning: .success(port)) }
         logger.info("listening for direct links", metadata: ["node.id": "\(nodeID)", "port": "\(port)"])
 
+        // In a ServiceGroup, graceful shutdown stops the node as shutdown() does.
+        await withGracefulShutdownHandler {
+            await runParts(port: port, listener: listener)
+        } onGracefulShutdown: {
+            Task { await self.shutdown() }
+        }
+        finishStopped(nil)
+    }
+
+    /// The node's tasks, until ``shutdown()``.
+    private func runParts(port: Int, listener: any Channel) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.serveLinks() }
             group.addTask { await self.runFlusher() }
@@ -340,7 +354,6 @@ public final class ParleyNode: Sendable {
             commands.finish()
             group.cancelAll()
         }
-        finishStopped(nil)
     }
 
     /// Withdraws the advertisement, logs off the server, closes every link and makes ``run()``
@@ -437,3 +450,8 @@ public final class ParleyNode: Sendable {
     /// This node's user, as claimed on links and used as the sender of direct messages.
     var ownUser: UserID? { configuration.credentials?.userID }
 }
+
+/// A node is a swift-service-lifecycle service: in a `ServiceGroup`, after its discovery (so that
+/// it withdraws its advertisement before discovery stops), graceful shutdown stops it as
+/// ``ParleyNode/shutdown()`` does.
+extension ParleyNode: Service {}

@@ -222,8 +222,7 @@ final class MessageCommitter: Sendable {
         let started = ContinuousClock.now
         defer {
             if !submissions.isEmpty { metrics?.commitBatchSize.record(submissions.count) }
-            let (seconds, attoseconds) = (ContinuousClock.now - started).components
-            metrics?.commitDuration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            metrics?.commitDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
         }
         let messages = submissions.map(\.message)
         let acknowledged: [AcknowledgedMessage]

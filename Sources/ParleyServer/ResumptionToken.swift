@@ -20,7 +20,7 @@ struct ResumptionToken: Sendable {
             .replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
-        let seconds = Double(lifetime.components.seconds) + Double(lifetime.components.attoseconds) * 1e-18
+        let seconds = lifetime.timeInterval
         return ResumptionToken(text: text, hash: hash(of: text), expiresAt: now.addingTimeInterval(seconds))
     }
 

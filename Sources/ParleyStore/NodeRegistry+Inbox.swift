@@ -8,16 +8,15 @@ extension NodeRegistry {
     public struct InboxEntry: Sendable, Hashable {
         /// The arrival order; never reused.
         public var sequence: Int64
-        /// Whom the message is remembered under in the seen messages: "user:<ID>" or
-        /// "node:<node ID>".
-        public var sender: String
+        /// Whom the message is remembered under in the seen messages.
+        public var sender: MessageOrigin
         public var message: Message
         /// The peer node it came from on a direct link; nil through the server.
         public var fromNode: String?
         /// The route it arrived on, as the node names it.
         public var route: String
 
-        public init(sequence: Int64, sender: String, message: Message, fromNode: String?, route: String) {
+        public init(sequence: Int64, sender: MessageOrigin, message: Message, fromNode: String?, route: String) {
             self.sequence = sequence
             self.sender = sender
             self.message = message
@@ -36,7 +35,7 @@ extension NodeRegistry {
     /// - Returns: The new entry's sequence, or nil for a duplicate (nothing was written).
     public func receive(
         _ message: Message,
-        sender: String,
+        sender: MessageOrigin,
         fromNode: String?,
         route: String,
         at date: Date
@@ -44,7 +43,7 @@ extension NodeRegistry {
         try write("recording a received message") { db in
             try db.cachedStatement(
                 sql: "INSERT INTO seen_message (sender, message_id, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-            ).execute(arguments: [sender, message.id.storedValue, date.storedMilliseconds])
+            ).execute(arguments: [sender.key, message.id.storedValue, date.storedMilliseconds])
             guard db.changesCount > 0 else { return nil }
             // NULL for an empty blob: GRDB binds empty Data as NULL.
             try db.cachedStatement(
@@ -54,7 +53,7 @@ extension NodeRegistry {
                     VALUES (?, ?, ?, ifnull(?, x''), ?, ifnull(?, x''), ?, ?, ?, ?)
                     """
             ).execute(arguments: [
-                sender, message.id.storedValue, message.sender.storedValue, message.recipients.storedBlob,
+                sender.key, message.id.storedValue, message.sender.storedValue, message.recipients.storedBlob,
                 message.body.isText, Data(message.body.bytes), message.sentAt.storedMilliseconds,
                 message.deliveredAt.storedMilliseconds, fromNode, route,
             ])
@@ -88,9 +87,13 @@ extension NodeRegistry {
                     sentAt: try row.date(7, "node_inbox.sent_at"),
                     deliveredAt: try row.date(8, "node_inbox.delivered_at")
                 )
+                let key = try row.text(1, "node_inbox.sender")
+                guard let sender = MessageOrigin(key: key) else {
+                    throw Row.corrupt("node_inbox.sender", key.databaseValue)
+                }
                 return InboxEntry(
                     sequence: try row.int64(0, "node_inbox.sequence"),
-                    sender: try row.text(1, "node_inbox.sender"),
+                    sender: sender,
                     message: message,
                     fromNode: fromNode,
                     route: try row.text(10, "node_inbox.route")

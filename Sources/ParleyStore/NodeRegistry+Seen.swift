@@ -35,15 +35,15 @@ extension NodeRegistry {
 
     // MARK: Seen messages
 
-    /// Whether a message from `sender` ("user:<ID>" or "node:<node ID>") with this ID was
-    /// delivered to this node's application already.
-    public func hasSeen(sender: String, messageID: MessageID) throws(ParleyError) -> Bool {
+    /// Whether a message from `sender` with this ID was delivered to this node's application
+    /// already.
+    public func hasSeen(sender: MessageOrigin, messageID: MessageID) throws(ParleyError) -> Bool {
         try read("reading seen messages") { db in
             try Bool.fetchOne(
                 db.cachedStatement(
                     sql: "SELECT EXISTS (SELECT 1 FROM seen_message WHERE sender = ? AND message_id = ?)"
                 ),
-                arguments: [sender, messageID.storedValue]
+                arguments: [sender.key, messageID.storedValue]
             ) ?? false
         }
     }
@@ -52,11 +52,11 @@ extension NodeRegistry {
     ///
     /// - Returns: True if it was not recorded before.
     @discardableResult
-    public func recordSeen(sender: String, messageID: MessageID, at date: Date) throws(ParleyError) -> Bool {
+    public func recordSeen(sender: MessageOrigin, messageID: MessageID, at date: Date) throws(ParleyError) -> Bool {
         try write("recording a seen message") { db in
             try db.cachedStatement(
                 sql: "INSERT INTO seen_message (sender, message_id, seen_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-            ).execute(arguments: [sender, messageID.storedValue, date.storedMilliseconds])
+            ).execute(arguments: [sender.key, messageID.storedValue, date.storedMilliseconds])
             return db.changesCount > 0
         }
     }

@@ -52,6 +52,19 @@ struct NodeCLITests {
         }
     }
 
+    @Test("SIGTERM stops the node's service group: its last line is stopped, exit 0, and the data directory is free")
+    func gracefulShutdown() async throws {
+        try await withDataDirectory { directory in
+            let data = directory.appendingPathComponent("ann").path
+            let (node, _) = try await startNode(data, name: "ann")
+            node.signal(SIGTERM)
+            #expect(try await node.waitForExit() == .exit(0), "\(node.errorOutput)")
+            #expect(node.outputLines.last?.contains("\"event\":\"stopped\"") == true, "\(node.output)")
+            let (again, _) = try await startNode(data, name: "ann")
+            try await quit(again)
+        }
+    }
+
     @Test("status without text shows the current status")
     func status() async throws {
         try await withDataDirectory { directory in

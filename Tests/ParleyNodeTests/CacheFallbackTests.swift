@@ -33,7 +33,7 @@ import Testing
                 let second = try await annAlone.send(.text("found from the cache"), to: .user(2002))
                 #expect(second.route == .direct)
                 let whois = try await annAlone.whois(2002)
-                #expect(whois.cached && whois.info.userName == "bob")
+                #expect(whois.isCached && whois.value.userName == "bob")
             }
             try await bobEvents.wait("both messages") { _ in bobEvents.messages.count == 2 }
             #expect(bobEvents.messages.map(\.body) == [.text("met on the LAN"), .text("found from the cache")])

@@ -67,9 +67,9 @@ import Testing
             let ann = try makeServerNode("ann", users[0], directory: directory, server: server)
             try await withRunningNode(ann) { annEvents in
                 try await annEvents.waitForLogon()
-                let (found, cached) = try await ann.findUsers(UserQuery(filters: [.init(.userName, .prefix, "b")]))
-                #expect(!cached)
-                #expect(found.users.map(\.userName) == ["bob", "bea"])
+                let found = try await ann.findUsers(UserQuery(filters: [.init(.userName, .prefix, "b")]))
+                #expect(!found.isCached)
+                #expect(found.value.users.map(\.userName) == ["bob", "bea"])
             }
             return users
         }
@@ -78,14 +78,14 @@ import Testing
         configuration.credentials = .init(userID: users[0], password: "pw-ann")
         let ann = try ParleyNode(configuration: configuration, discovery: nil, logger: makeTestLogger("ann"))
         try await withRunningNode(ann) { _ in
-            let (found, cached) = try await ann.findUsers(UserQuery(filters: [.init(.userName, .prefix, "B")]))
-            #expect(cached)
-            #expect(Set(found.users.map(\.userID)) == [users[1], users[2]])
-            #expect(found.users.allSatisfy { !$0.isOnline })
-            let (exact, _) = try await ann.findUsers(UserQuery(filters: [.init(.userName, .exact, "bea")]))
+            let found = try await ann.findUsers(UserQuery(filters: [.init(.userName, .prefix, "B")]))
+            #expect(found.isCached)
+            #expect(Set(found.value.users.map(\.userID)) == [users[1], users[2]])
+            #expect(found.value.users.allSatisfy { !$0.isOnline })
+            let exact = try await ann.findUsers(UserQuery(filters: [.init(.userName, .exact, "bea")])).value
             #expect(exact.users.map(\.userID) == [users[2]])
             let whois = try await ann.whois(users[1])
-            #expect(whois.cached && whois.info.userName == "bob")
+            #expect(whois.isCached && whois.value.userName == "bob")
         }
     }
 }

@@ -25,8 +25,8 @@ import Testing
                     let added = try await annNode.addContact(bob, displayName: .custom("Bobby"))
                     #expect(added.name == "Bobby")
                     let listed = try await annNode.contacts()
-                    #expect(listed.cached == false)
-                    #expect(listed.contacts.map(\.userID) == [bob])
+                    #expect(listed.isCached == false)
+                    #expect(listed.value.map(\.userID) == [bob])
 
                     try await bobNode.setPresence(.away, text: "at lunch")
                     try await annEvents.wait("bob away, from the server") {
@@ -42,8 +42,8 @@ import Testing
                     }
                     #expect(annNode.contactPresences()[bob]?.source == .lan)
                     let cached = try await annNode.contacts()
-                    #expect(cached.cached == true)
-                    #expect(cached.contacts.map(\.name) == ["Bobby"])
+                    #expect(cached.isCached == true)
+                    #expect(cached.value.map(\.name) == ["Bobby"])
                     await #expect(throws: ParleyError.self) { try await annNode.addContact(ann) }
                 }
                 // Bob's node stops: gone from the LAN, so offline.

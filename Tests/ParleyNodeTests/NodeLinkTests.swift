@@ -252,8 +252,8 @@ import Testing
                     #expect(bobEvents.messages.map(\.body) == [.text("direct please"), .text("still direct")])
 
                     let whois = try await ann.whois(users[1])
-                    #expect(whois.cached)
-                    #expect(whois.info.userName == "bob")
+                    #expect(whois.isCached)
+                    #expect(whois.value.userName == "bob")
                     await #expect(throws: ParleyError.self) { try await ann.whois(UserID(4_000_000)) }
                 }
             }

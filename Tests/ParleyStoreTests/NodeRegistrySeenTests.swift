@@ -7,15 +7,15 @@ import Testing
     @Test func aSeenMessageIsRecordedOnceAndSurvivesReopening() throws {
         try withRegistryDirectory { directory in
             let registry = try NodeRegistry(dataDirectory: directory)
-            #expect(try !registry.hasSeen(sender: "user:1000", messageID: 7))
-            #expect(try registry.recordSeen(sender: "user:1000", messageID: 7, at: Date()))
-            #expect(try !registry.recordSeen(sender: "user:1000", messageID: 7, at: Date()))
+            #expect(try !registry.hasSeen(sender: .user(1000), messageID: 7))
+            #expect(try registry.recordSeen(sender: .user(1000), messageID: 7, at: Date()))
+            #expect(try !registry.recordSeen(sender: .user(1000), messageID: 7, at: Date()))
             // Message IDs are unique per sender only.
-            #expect(try !registry.hasSeen(sender: "user:1001", messageID: 7))
+            #expect(try !registry.hasSeen(sender: .user(1001), messageID: 7))
             let reopened = try NodeRegistry(dataDirectory: directory)
-            #expect(try reopened.hasSeen(sender: "user:1000", messageID: 7))
+            #expect(try reopened.hasSeen(sender: .user(1000), messageID: 7))
             #expect(try reopened.pruneSeen(before: Date().addingTimeInterval(60)) == 1)
-            #expect(try !reopened.hasSeen(sender: "user:1000", messageID: 7))
+            #expect(try !reopened.hasSeen(sender: .user(1000), messageID: 7))
         }
     }
 

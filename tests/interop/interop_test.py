@@ -3,6 +3,12 @@
 
 Usage: interop_test.py HOST PORT TLS-FINGERPRINT   (the fingerprint the server printed)
 
+The node-link checks (sections 22 and 26.9) need the nodes run.sh starts, passed in the
+environment: INTEROP_P2P_FD and INTEROP_P2P_STARTED (a `parley node` in peer-to-peer mode: the file
+descriptor of its standard output and its "started" line), INTEROP_RECEIVERS ("FD:USER:INBOX" for
+each `parley receive --data --files` node logged on to the server) and INTEROP_SCRATCH (a temporary
+folder); without them those checks are left out (with a note).
+
 Every check prints one line; the last line is "N passed, M failed" and the exit status is
 non-zero if anything failed. Section numbers refer to docs/PROTOCOL.md.
 """
@@ -11,10 +17,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import re
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager
@@ -22,6 +32,7 @@ from contextlib import contextmanager
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import parley_client as p  # noqa: E402
+import parley_node_peer as n  # noqa: E402
 
 HOST = ""
 PORT = 0
@@ -730,6 +741,8 @@ def main() -> int:
         sender.close()
         receiver.close()
 
+    node_links(suffix)
+
     pings = a.server_pings_answered + b.server_pings_answered
     print(f"info   server PINGs answered with PONG during the run: {pings} "
           f"(heartbeat interval {(a.hello_ok or {}).get('heartbeat_interval_ms')} ms)")
@@ -740,6 +753,426 @@ def main() -> int:
         print(f"note   {note}")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
+
+
+# --- Node links (sections 22 and 26.9) ------------------------------------------------------
+# run.sh starts the nodes: `parley node` in peer-to-peer mode (INTEROP_P2P_*) and three `parley
+# receive --data --files` nodes logged on to the server (INTEROP_RECEIVERS: "FD:USER:INBOX ..."),
+# the third with --accept-files none.
+# Every wait is on a frame or on a line the node prints, with a generous deadline.
+
+
+def expect_fatal(name: str, link: n.PeerLink, code: int) -> None:
+    """The node sends a fatal ERROR with request ID 0 and `code`, then closes the link."""
+    error = link.next_event(types=(p.ERROR,))
+    meta = error.fields()
+    check(name, meta["code"] == code and meta["fatal"] and error.request_id == 0, error)
+    expect_closed("... and closes the link", link)
+
+
+def expect_answer(name: str, answer: p.Frame, frame_type: int, **fields: object) -> dict:
+    """`answer` is `frame_type`'s answer with the same request ID and these meta fields."""
+    meta = answer.fields() if answer.type == frame_type | p.RESPONSE_BIT else {}
+    check(name, answer.type == frame_type | p.RESPONSE_BIT and all(meta.get(k) == v for k, v in fields.items()),
+          f"got {answer}")
+    return meta
+
+
+def refused(port: int, context: ssl.SSLContext) -> str:
+    """Dials the node with `context`: "" if the node refuses the link (the TLS handshake fails, or
+    the node closes the link without a NODE_HELLO), else what happened."""
+    try:
+        link = n.PeerLink("127.0.0.1", port, None, timeout=30.0, context=context)
+    except (ssl.SSLError, OSError):
+        return ""
+    try:
+        frame = link.next_frame(timeout=30.0)
+        return f"got {frame}"
+    except (p.ConnectionClosed, OSError):
+        return ""
+    except TimeoutError:
+        return "the link stayed open"
+    finally:
+        link.close()
+
+
+def settle(out: n.NodeOutput, link: n.PeerLink, recipient: int, sender: int) -> str:
+    """Waits until `parley receive` has handled what came before: it prints a later message, or
+    it exits (it ends at a file that failed). Returns which."""
+    marker = p.random_message_id()
+    if not link.closed:
+        try:
+            link.message("marker", marker, recipients=[recipient], sender=sender)
+        except (p.ConnectionClosed, OSError, TimeoutError):
+            pass
+    try:
+        out.wait_for(lambda line: line.get("id") == marker, links=(link,))
+        return "went on"
+    except n.OutputEnded:
+        return "exited"
+
+
+def node_links(suffix: str) -> None:
+    if "INTEROP_P2P_FD" not in os.environ:
+        notes.append("node links not checked: run.sh starts the nodes they need")
+        return
+    scratch = tempfile.mkdtemp(dir=os.environ.get("INTEROP_SCRATCH"))
+    started = json.loads(os.environ["INTEROP_P2P_STARTED"])
+    p2p_port, p2p_id = started["port"], started["nodeID"]
+    p2p = n.NodeOutput(int(os.environ["INTEROP_P2P_FD"]), "the peer-to-peer node")
+    receivers = []
+    for item in os.environ["INTEROP_RECEIVERS"].split():
+        fd, user, inbox = item.split(":", 2)
+        receivers.append((n.NodeOutput(int(fd), f"the receiving node of user {user}"), int(user), inbox))
+    me = n.NodeIdentity(scratch, "py-peer")
+
+    # --- TLS and NODE_HELLO (22.1, 22.2), against the peer-to-peer node ---------------------------
+    link = None
+    with step("node link TLS"):
+        link = n.PeerLink("127.0.0.1", p2p_port, me)
+        check("node link: mutual TLS 1.3, we present a self-signed P-256 certificate",
+              link.sock.version() == "TLSv1.3", link.sock.version())
+        certificate = n.parse_certificate(link.peer_certificate)
+        algorithm, curve, point = n.spki_curve_point(certificate.spki)
+        check("node link: the node's certificate is self-signed (issuer = subject, ECDSA-SHA256 by its own key)",
+              n.verify_self_signed(certificate))
+        check("node link: for a P-256 key, uncompressed: the 91-byte SubjectPublicKeyInfo of section 17.5",
+              len(certificate.spki) == 91 and certificate.spki.startswith(n.SPKI_PREFIX + b"\x04"), certificate.spki.hex())
+        check("node link: base32(SHA-256(SPKI)) is the node ID `parley node` printed",
+              link.peer_node_id == p2p_id and len(p2p_id) == 52, (link.peer_node_id, p2p_id))
+        hello = link.peer_hello()
+        check("the node sends NODE_HELLO, request ID 0: its node ID, user 0, its name, no server (peer-to-peer)",
+              hello.request_id == 0 and hello.fields() == {"node_id": p2p_id, "user_id": 0,
+                                                           "user_name": "interop-p2p", "server": ""}, hello)
+        tls12 = me.context(minimum=ssl.TLSVersion.TLSv1_2, maximum=ssl.TLSVersion.TLSv1_2)
+        result = refused(p2p_port, tls12)
+        check("a TLS 1.2 client is refused", result == "", result)
+        result = refused(p2p_port, me.context(present=False))
+        check("a client without a certificate is refused (no NODE_HELLO, the link closes)", result == "", result)
+        result = refused(p2p_port, n.NodeIdentity(scratch, "p384", curve="secp384r1").context())
+        check("a client with a self-signed P-384 certificate is refused", result == "", result)
+        result = refused(p2p_port, n.NodeIdentity(scratch, "issued", issuer=me).context())
+        check("a client with a P-256 certificate signed by another key (not self-signed) is refused",
+              result == "", result)
+
+    with step("node link messages"):
+        assert link is not None
+        early = p.random_message_id()
+        answer = link.message("too early", early)
+        expect_error("PEER_MESSAGE before our NODE_HELLO -> ERROR HANDSHAKE_REQUIRED (8), non-fatal, same request ID",
+                     answer, 8, answer.request_id)
+        answer = link.start(1, "early.txt", 1)
+        expect_error("PEER_TRANSFER_START before NODE_HELLO -> HANDSHAKE_REQUIRED (8)", answer, 8, answer.request_id)
+        link.send_hello(user_name="py-peer")
+        text_id, text = p.random_message_id(), "hello node 👋 from Python"
+        answer = link.message(text, text_id)
+        expect_answer("PEER_MESSAGE (TEXT, no recipients: to the node itself) -> PEER_MESSAGE_OK",
+                      answer, n.PEER_MESSAGE)
+        check("... with its request ID and an empty meta", answer.request_id == link.next_request_id - 1
+              and answer.meta == b"", answer)
+        line = p2p.wait_for(lambda item: item.get("event") == "message" and item.get("id") == text_id, links=(link,))
+        check("the node prints the text, from our node ID, route direct, sender 0 (no user)",
+              line.get("text") == text and line.get("fromNode") == me.node_id and line.get("route") == "direct"
+              and line.get("sender") == 0 and line.get("recipients") == [], line)
+        binary_id, binary = p.random_message_id(), bytes(range(256)) + b"\x00\xff"
+        answer = link.message(binary, binary_id)
+        expect_answer("PEER_MESSAGE (BINARY) -> PEER_MESSAGE_OK", answer, n.PEER_MESSAGE)
+        line = p2p.wait_for(lambda item: item.get("event") == "message" and item.get("id") == binary_id, links=(link,))
+        check("the node prints the binary body (base64) as sent",
+              line.get("kind") == "binary" and base64.b64decode(line.get("base64", "")) == binary, line)
+        answer = link.message(text, text_id)
+        expect_answer("the same message ID again -> PEER_MESSAGE_OK again", answer, n.PEER_MESSAGE)
+        bad_id = p.random_message_id()
+        answer = link.message(b"\xff\xfe not UTF-8", bad_id, kind=p.KIND_TEXT)
+        expect_error("a TEXT body that is not UTF-8 -> ERROR INVALID_UTF8 (30), non-fatal", answer, 30, answer.request_id)
+        later_id = p.random_message_id()
+        expect_answer("... and the link goes on (a later PEER_MESSAGE -> OK)", link.message("later", later_id),
+                      n.PEER_MESSAGE)
+        p2p.wait_for(lambda item: item.get("id") == later_id, links=(link,))
+        check("the repeated message was printed once (the later one is printed after it)",
+              p2p.count(lambda item: item.get("id") == text_id) == 1, p2p.lines)
+        check("the refused messages (before NODE_HELLO, not UTF-8) were not printed",
+              p2p.count(lambda item: item.get("id") in (early, bad_id)) == 0, p2p.lines)
+        link.send_hello()
+        expect_fatal("a second NODE_HELLO -> fatal ERROR PROTOCOL_VIOLATION (1), request ID 0", link, 1)
+
+        other = n.PeerLink("127.0.0.1", p2p_port, me)
+        other.send_hello(node_id=n.node_id_of(b"another key"))
+        expect_fatal("a NODE_HELLO naming another node than TLS proved -> fatal PROTOCOL_VIOLATION (1)", other, 1)
+
+        claimed = 3_000_000_000 + int(suffix[:4], 16)
+        first, second = n.NodeIdentity(scratch, "claimer"), n.NodeIdentity(scratch, "impostor")
+        owner = n.PeerLink("127.0.0.1", p2p_port, first)
+        owner.open(user_id=claimed, user_name="claimer")
+        claim_id = p.random_message_id()
+        expect_answer("NODE_HELLO claiming a user the node has no key for: pinned on first use (PEER_MESSAGE -> OK)",
+                      owner.message("from a user", claim_id, sender=claimed), n.PEER_MESSAGE)
+        line = p2p.wait_for(lambda item: item.get("id") == claim_id, links=(owner,))
+        check("... printed as sent by the claimed user", line.get("sender") == claimed, line)
+        impostor = n.PeerLink("127.0.0.1", p2p_port, second)
+        impostor.send_hello(user_id=claimed, user_name="impostor")
+        expect_fatal("another key claiming that user -> fatal ERROR PINNED_KEY_MISMATCH (60)", impostor, 60)
+        owner.close()
+
+    # --- Direct transfers the node does not decide on (26.9), peer-to-peer node ------------------------
+    with step("direct transfer requests (peer-to-peer node)"):
+        t = n.PeerLink("127.0.0.1", p2p_port, me)
+        t.open()
+        tid = p.random_message_id()
+        answer = t.start(tid, "x.bin", 10, recipient=1234)
+        expect_error("PEER_TRANSFER_START for a user that is not the node's (it has none) -> USER_NOT_FOUND (20)",
+                     answer, 20, answer.request_id)
+        for bad_name in ("../x.bin", ".hidden", "a/b", "tab\there"):
+            answer = t.start(tid, bad_name, 10)
+            expect_error(f"START with the name {bad_name!r} -> INVALID_FILE_NAME (106)", answer, 106, answer.request_id)
+        # Section 26.9: a stream (length known at its end) is offered like a file; the sender's CLOSE
+        # settles the START that waits for the application's decision.
+        stream_id, stream_start = p.random_message_id(), t.new_request_id()
+        t.send_frame(n.PEER_TRANSFER_START, stream_start, p.encode("TransferStart", {
+            "transfer_id": stream_id, "recipient": 0, "name": "live.log", "size": 0, "stream": True}))
+        offered = p2p.wait_for(lambda item: item.get("event") == "fileOffered" and item.get("id") == stream_id,
+                               links=(t,))
+        check("a START of a stream is offered to the node's application (fileOffered)",
+              offered.get("text") == "live.log", offered)
+        t.close_transfer(stream_id)
+        expect_error("the sender's CLOSE answers the stream's waiting START -> TRANSFER_NOT_FOUND (100)",
+                     t.wait_answer(stream_start), 100, stream_start)
+        answer = t.start(0, "x.bin", 10)
+        expect_error("START with transfer_id 0 -> INVALID_REQUEST (5)", answer, 5, answer.request_id)
+        start_id = t.new_request_id()
+        t.send_frame(n.PEER_TRANSFER_START, start_id, p.encode("TransferStart", {
+            "transfer_id": tid, "recipient": 0, "name": "undecided.bin", "size": 10}))
+        offered = p2p.wait_for(lambda item: item.get("event") == "fileOffered" and item.get("id") == tid, links=(t,))
+        check("a valid START is offered to the node's application (fileOffered: name, sender 0)",
+              offered.get("text") == "undecided.bin" and offered.get("sender") == 0, offered)
+        answer = t.chunk(tid, 0, b"abc")
+        expect_error("a CHUNK before the application accepted -> TRANSFER_NOT_READY (107)", answer, 107, answer.request_id)
+        answer = t.end(tid, 10, b"\0" * 32)
+        expect_error("an END before the application accepted -> TRANSFER_NOT_READY (107)", answer, 107, answer.request_id)
+        check("... and the START waits for the decision (not answered yet)", start_id not in t.answers, t.answers)
+        answer = t.close_transfer(tid, reason="interop cancel")
+        expect_answer("PEER_TRANSFER_CLOSE (sender 0, CANCELLED) -> PEER_TRANSFER_CLOSE_OK", answer,
+                      n.PEER_TRANSFER_CLOSE)
+        expect_error("... and the waiting START is answered TRANSFER_NOT_FOUND (100)", t.wait_answer(start_id), 100,
+                     start_id)
+        status = p2p.wait_for(lambda item: item.get("event") == "transferStatus" and item.get("id") == tid, links=(t,))
+        check("... and the node's application is told: cancelled, with our reason",
+              status.get("state") == "cancelled" and status.get("reason") == "interop cancel", status)
+        answer = t.close_transfer(tid)
+        expect_error("a CLOSE of a transfer neither side holds -> TRANSFER_NOT_FOUND (100)", answer, 100,
+                     answer.request_id)
+        answer = t.chunk(tid, 0, b"abc")
+        expect_error("a CHUNK of an unknown transfer -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
+        answer = t.end(tid, 10, b"\0" * 32)
+        expect_error("an END of an unknown transfer -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
+        t.close()
+
+    # --- Keep-alive (22.4): PINGs both ways, and the idle timeout of a silent link ---------------------
+    with step("node link keep-alive"):
+        kept, silent = n.PeerLink("127.0.0.1", p2p_port, me), n.PeerLink("127.0.0.1", p2p_port, me)
+        opened = time.monotonic()
+        kept.open()
+        silent.send_hello()
+        pong = kept.ping(0xC0FFEE)
+        check("our PING on a node link -> PONG with the same nonce and request ID",
+              pong.type == p.PONG and pong.request_id == kept.next_request_id - 1
+              and p.decode("Ping", pong.meta)["nonce"] == 0xC0FFEE, pong)
+        frames = n.read_until_closed(silent, keep=(kept,), timeout=30.0)
+        elapsed = time.monotonic() - opened
+        pings = [frame for frame in frames if frame.type == p.PING]
+        errors = [frame.fields() for frame in frames if frame.type == p.ERROR]
+        check("the node PINGs a link it has not written to (request ID 0)",
+              pings != [] and all(frame.request_id == 0 for frame in pings), [str(frame) for frame in frames])
+        check("a link that stays silent (no PONG) is closed after the idle timeout (the reference node: 6 s) "
+              "with a fatal ERROR IDLE_TIMEOUT (42), request ID 0",
+              len(errors) == 1 and errors[0]["code"] == 42 and errors[0]["fatal"] and frames[-1].type == p.ERROR
+              and frames[-1].request_id == 0 and elapsed >= 5.9, (elapsed, [str(frame) for frame in frames]))
+        message_id = p.random_message_id()
+        check("meanwhile the link whose PINGs we answered with PONG stayed open (PEER_MESSAGE -> OK)",
+              kept.server_pings_answered >= 1 and not kept.closed
+              and kept.message("still here", message_id).type == n.PEER_MESSAGE | p.RESPONSE_BIT,
+              kept.server_pings_answered)
+        kept.close()
+
+    # --- A node logged on to the server: the user claim, and a whole transfer with a resume -----------
+    if len(receivers) < 3:
+        check("run.sh started three receiving nodes", False, receivers)
+        return
+    py_user, py_node = 0, n.NodeIdentity(scratch, "py-user-node")
+    server = connect()
+    with step("our node declared to the server"):
+        server.hello()
+        py_user = server.register(f"py-node-{suffix}", "pw")["user"]["user_id"]
+        server.logoff()
+        server.request(p.LOGON, {"user_id": py_user, "password": "pw", "node_public_key": py_node.spki,
+                                 "node_id": py_node.node_id, "allow_direct": True})
+        check("LOGON declaring our node key records it (the receiving nodes check our claim against it)",
+              server.user_info(py_user)["node_id"] == py_node.node_id)
+
+    def dial(user: int) -> tuple[n.PeerLink, dict]:
+        """A link to the node the server vouches for `user`, at one of its direct addresses."""
+        info = server.user_info(user)
+        addresses = info["direct_addresses"]
+        address = next((a for a in addresses if a.startswith("127.0.0.1:")), addresses[0] if addresses else "")
+        host, _, port = address.rpartition(":")
+        return n.PeerLink(host.strip("[]"), int(port), py_node), info
+
+    out1, user1, inbox1 = receivers[0]
+    with step("node link to a user's node"):
+        r, info = dial(user1)
+        check("the receiving node declared a 91-byte key, its node ID and direct addresses to the server",
+              len(info["node_public_key"]) == 91 and info["node_id"] == n.node_id_of(info["node_public_key"])
+              and info["direct_addresses"] != [], info)
+        check("node link: it proves the key the server vouches for its user (SPKI and node ID)",
+              n.parse_certificate(r.peer_certificate).spki == info["node_public_key"]
+              and r.peer_node_id == info["node_id"])
+        hello = r.open(user_id=py_user, user_name="py-user")
+        check("its NODE_HELLO names its node, its user and its server (HOST:PORT)",
+              hello["node_id"] == info["node_id"] and hello["user_id"] == user1
+              and hello["server"] == f"{HOST}:{PORT}", hello)
+        message_id = p.random_message_id()
+        answer = r.message("hello user", message_id, recipients=[user1], sender=py_user)
+        expect_answer("PEER_MESSAGE from our (server-vouched) user to its user -> PEER_MESSAGE_OK", answer,
+                      n.PEER_MESSAGE)
+        line = out1.wait_for(lambda item: item.get("event") == "message" and item.get("id") == message_id, links=(r,))
+        check("`parley receive --data` prints it, sender = our user, recipients = its user",
+              line.get("sender") == py_user and line.get("recipients") == [user1] and line.get("text") == "hello user",
+              line)
+        r.close()
+        r, _ = dial(user1)
+        r.open(user_id=py_user, user_name="py-user")
+        answer = r.message("hello user", message_id, recipients=[user1], sender=py_user)
+        expect_answer("the same message ID again on a new link (a resend after a lost answer) -> OK", answer,
+                      n.PEER_MESSAGE)
+        later_id = p.random_message_id()
+        r.message("later", later_id, recipients=[user1], sender=py_user)
+        out1.wait_for(lambda item: item.get("id") == later_id, links=(r,))
+        check("... and it was not printed again (a later message was)",
+              out1.count(lambda item: item.get("id") == message_id) == 1, out1.lines)
+        impostor = n.PeerLink(r.sock.getpeername()[0], r.sock.getpeername()[1], n.NodeIdentity(scratch, "usurper"))
+        impostor.send_hello(user_id=py_user)
+        expect_fatal("another key claiming our user (the server vouches for ours) -> fatal PINNED_KEY_MISMATCH (60)",
+                     impostor, 60)
+        r.close()
+
+    with step("direct transfer with a resume"):
+        r, info = dial(user1)
+        r.open(user_id=py_user)
+        tid = p.random_message_id()
+        name = f"interop-{suffix}.bin"
+        body = os.urandom(200_000)  # 3 chunks of 64 KiB and 3,392 bytes
+        digest = hashlib.sha256(body).digest()
+        answer = r.start(tid, name, len(body), recipient=0)
+        expect_error("START for user 0 at a node that has a user -> USER_NOT_FOUND (20)", answer, 20, answer.request_id)
+        answer = r.start(tid, name, len(body), recipient=user1, timeout=70.0)
+        state = expect_answer("START -> the application accepts: offset 0, UPLOADING", answer,
+                              n.PEER_TRANSFER_START, transfer_id=tid, offset=0, phase=p.UPLOADING)
+        chunk = state.get("chunk_size", 0)
+        check("... chunk_size is the reference node's 65,536", chunk == 65_536, state)
+        answer = r.chunk(tid, 5, b"abc")
+        expect_error("a CHUNK at the wrong offset -> TRANSFER_OFFSET_MISMATCH (103)", answer, 103, answer.request_id)
+        check("... the message names the receiver's offset (0)",
+              re.search(r"\b0\b", answer.fields().get("message", "")) is not None, answer)
+        answer = r.chunk(tid, 0, b"")
+        expect_error("an empty CHUNK -> INVALID_REQUEST (5)", answer, 5, answer.request_id)
+        in_flight = [r.send_chunk(tid, 0, body[:chunk]), r.send_chunk(tid, chunk, body[chunk:2 * chunk])]
+        offsets = [r.wait_answer(request_id).fields().get("offset") for request_id in in_flight]
+        check("two CHUNKs in flight, each where the one before ends -> the new offsets, in order",
+              offsets == [chunk, 2 * chunk], offsets)
+        partial = os.path.join(inbox1, f".{name}.{py_user}-{tid}.parley-part")
+        with open(partial, "rb") as file:
+            held = file.read()
+        check("the partial file .NAME.SENDER-TRANSFER.parley-part holds the acknowledged bytes", held == body[:2 * chunk],
+              len(held))
+        r.close()
+
+        r, _ = dial(user1)
+        r.open(user_id=py_user)
+        answer = r.start(tid, name, len(body), recipient=user1)
+        expect_answer("after the link closed, START again on a new link (resume) -> the receiver's offset at once",
+                      answer, n.PEER_TRANSFER_START, offset=2 * chunk, phase=p.UPLOADING)
+        answer = r.start(tid, name, len(body) + 1, recipient=user1)
+        expect_error("START again with another size -> INVALID_REQUEST (5)", answer, 5, answer.request_id)
+        answer = r.end(tid, len(body), digest)
+        expect_error("END before all the bytes -> TRANSFER_OFFSET_MISMATCH (103)", answer, 103, answer.request_id)
+        offset = 2 * chunk
+        answer = r.chunk(tid, offset, body[offset:offset + chunk + 1])
+        expect_error("a CHUNK of chunk_size + 1 bytes -> INVALID_REQUEST (5)", answer, 5, answer.request_id)
+        expect_answer("a CHUNK of chunk_size bytes -> OK", r.chunk(tid, offset, body[offset:offset + chunk]),
+                      n.PEER_TRANSFER_CHUNK, offset=offset + chunk)
+        offset += chunk
+        answer = r.chunk(tid, offset, body[offset:] + b"!")
+        expect_error("a CHUNK past the START's size -> INVALID_REQUEST (5)", answer, 5, answer.request_id)
+        expect_answer("the last CHUNK -> OK, offset = size", r.chunk(tid, offset, body[offset:]),
+                      n.PEER_TRANSFER_CHUNK, offset=len(body))
+        answer = r.end(tid, len(body), digest)
+        expect_answer("END with the SHA-256 -> CLOSED (2), COMPLETED (1), offset = size", answer,
+                      n.PEER_TRANSFER_END, offset=len(body), phase=p.CLOSED, outcome=p.COMPLETED)
+        saved = out1.wait_for(lambda item: item.get("event") == "file" and item.get("id") == tid, links=(r,))
+        path = os.path.join(inbox1, name)
+        with open(path, "rb") as file:
+            content = file.read()
+        check("`parley receive` saved it under its name in the inbox, with the bytes sent",
+              saved.get("path") == path and saved.get("size") == len(body) and content == body, saved)
+        if saved.get("sha256") != digest.hex():
+            notes.append(f"parley receive --json printed sha256 {saved.get('sha256')!r} for a file that came "
+                         "directly (the offer has none; the SHA-256 comes with PEER_TRANSFER_END)")
+        check("... and the partial file is gone", not os.path.exists(partial))
+        answer = r.start(tid, name, len(body), recipient=user1)
+        expect_answer("START again after the end -> CLOSED, COMPLETED: nothing left to send", answer,
+                      n.PEER_TRANSFER_START, phase=p.CLOSED, outcome=p.COMPLETED)
+
+        # The sender gives up midway: the receiver deletes the partial file.
+        gone = p.random_message_id()
+        expect_answer("another START -> accepted", r.start(gone, "cancelled.bin", 1000, recipient=user1, timeout=70.0),
+                      n.PEER_TRANSFER_START, offset=0)
+        r.chunk(gone, 0, b"c" * 100)
+        partial = os.path.join(inbox1, f".cancelled.bin.{py_user}-{gone}.parley-part")
+        check("... its partial file holds the first chunk", os.path.getsize(partial) == 100)
+        expect_answer("CLOSE (sender 0, CANCELLED) of a transfer under way -> PEER_TRANSFER_CLOSE_OK",
+                      r.close_transfer(gone, reason="changed my mind"), n.PEER_TRANSFER_CLOSE)
+        check("... and the receiver deleted the partial file", not os.path.exists(partial))
+        how = settle(out1, r, user1, py_user)
+        check("... and no file is presented", not os.path.exists(os.path.join(inbox1, "cancelled.bin"))
+              and out1.count(lambda item: item.get("event") == "file" and item.get("id") == gone) == 0, out1.lines)
+        notes.append(f"parley receive {how} after the sender cancelled a file it was receiving")
+        r.close()
+
+    out2, user2, inbox2 = receivers[1]
+    with step("direct transfer with a wrong hash"):
+        r, _ = dial(user2)
+        r.open(user_id=py_user)
+        tid = p.random_message_id()
+        body = os.urandom(1000)
+        expect_answer("a START to the second receiving node -> accepted",
+                      r.start(tid, "wrong-hash.bin", len(body), recipient=user2, timeout=70.0),
+                      n.PEER_TRANSFER_START, offset=0)
+        expect_answer("... its whole file in one CHUNK -> OK", r.chunk(tid, 0, body), n.PEER_TRANSFER_CHUNK,
+                      offset=len(body))
+        answer = r.end(tid, len(body), hashlib.sha256(body + b"x").digest())
+        expect_error("END with another SHA-256 -> TRANSFER_HASH_MISMATCH (104)", answer, 104, answer.request_id)
+        how = settle(out2, r, user2, py_user)
+        check("... and no file is presented: neither the file nor its partial file is in the inbox, none printed",
+              os.listdir(inbox2) == [] and out2.count(lambda item: item.get("event") == "file") == 0,
+              (os.listdir(inbox2), out2.lines))
+        notes.append(f"parley receive {how} after a file arrived with a wrong SHA-256")
+        r.close()
+
+    out3, user3, inbox3 = receivers[2]
+    with step("direct transfer declined"):
+        r, _ = dial(user3)
+        r.open(user_id=py_user)
+        tid = p.random_message_id()
+        answer = r.start(tid, "unwanted.bin", 10, recipient=user3, timeout=70.0)
+        expect_error("START to a node that declines (parley receive --accept-files none) -> TRANSFER_REFUSED (105)",
+                     answer, 105, answer.request_id)
+        declined = out3.wait_for(lambda item: item.get("event") == "declined" and item.get("id") == tid, links=(r,))
+        check("... with the application's reason, and nothing is in its inbox",
+              "policy" in answer.fields().get("message", "") and os.listdir(inbox3) == [], (answer, declined))
+        answer = r.chunk(tid, 0, b"x")
+        expect_error("... a CHUNK of it -> TRANSFER_NOT_FOUND (100)", answer, 100, answer.request_id)
+        r.close()
+    server.close()
 
 
 if __name__ == "__main__":

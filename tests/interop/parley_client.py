@@ -570,19 +570,25 @@ class Connection:
     (MESSAGE, receipts, ERRORs with request ID 0, ...). PINGs from the server are answered at once."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, max_frame_size: int = 1 << 20,
-                 fingerprint: str | None = None, tls: bool = True):
+                 fingerprint: str | None = None, tls: bool = True, context: ssl.SSLContext | None = None):
         """Connects in TLS 1.3 (section 1.1) and checks that the server's certificate has the
         SHA-256 `fingerprint` ("sha256:HEX", as the server prints it); `tls=False` for a server
-        started with --insecure-plaintext, or to see a TLS server refuse plaintext."""
+        started with --insecure-plaintext, or to see a TLS server refuse plaintext. `context`
+        replaces the default TLS context (node links, section 22.1, present a certificate)."""
         raw = socket.create_connection((host, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.minimum_version = ssl.TLSVersion.TLSv1_3
-            # The server is verified by its certificate's fingerprint, not by a CA chain.
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            self.sock = context.wrap_socket(raw)
+            if context is None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.minimum_version = ssl.TLSVersion.TLSv1_3
+                # The server is verified by its certificate's fingerprint, not by a CA chain.
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            try:
+                self.sock = context.wrap_socket(raw)
+            except BaseException:
+                raw.close()
+                raise
             presented = "sha256:" + hashlib.sha256(self.sock.getpeercert(binary_form=True)).hexdigest()
             self.certificate_fingerprint = presented
             if fingerprint is not None and presented != normalize_fingerprint(fingerprint):

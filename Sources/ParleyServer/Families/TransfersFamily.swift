@@ -381,12 +381,6 @@ extension ServerContext {
     }
 }
 
-extension Duration {
-    var timeInterval: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
 // MARK: - Pushes on the connection's loop
 
 extension ServerConnectionHandler {
