@@ -45,11 +45,14 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
         self.idleWhileNotReading = idleWhileNotReading
     }
 
+    /// Notes that this side asks for the peer's bytes, and passes the read on.
     public func read(context: ChannelHandlerContext) {
         wantsToRead = true
         context.read()
     }
 
+    /// Notes that the read asked for is done; the next is asked for unless a handler after this
+    /// one holds it back.
     public func channelReadComplete(context: ChannelHandlerContext) {
         wantsToRead = false
         context.fireChannelReadComplete()
