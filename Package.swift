@@ -200,6 +200,7 @@ let package = Package(
             dependencies: [
                 "ParleyCore", "ParleyWire", "ParleyLink",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -233,7 +234,7 @@ let package = Package(
             name: "ParleyNodeTests",
             dependencies: [
                 "ParleyCore", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
-                "ParleyNode",
+                "ParleyNode", "ParleyWire",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

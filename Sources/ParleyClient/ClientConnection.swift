@@ -6,11 +6,10 @@ import ParleyLink
 import ParleyWire
 import Synchronization
 
-/// One TCP connection to the server: request/answer correlation and the close reason.
-final class ClientConnection: Sendable {
+/// One TCP connection to the server: request/answer correlation (a
+/// ``/ParleyLink/RequestTable`` on the channel's event loop) and the close reason.
+final class ClientConnection: RequestSending {
     private struct State {
-        var nextRequestID: UInt32 = 1
-        var pending: [UInt32: Waiter] = [:]
         var closedReason: ParleyError?
         var isClosed = false
         var closeWaiters: [CheckedContinuation<ParleyError?, Never>] = []
@@ -20,23 +19,12 @@ final class ClientConnection: Sendable {
         var linkEstablished = false
     }
 
-    /// Who waits for an answer: an awaiting task, or a future (``send(_:_:payload:timeout:)``).
-    private enum Waiter {
-        case task(CheckedContinuation<Frame, any Error>)
-        case future(EventLoopPromise<Frame>)
-
-        func resume(with result: Result<Frame, any Error>) {
-            switch self {
-            case .task(let continuation): continuation.resume(with: result)
-            case .future(let promise): promise.completeWith(result)
-            }
-        }
-    }
-
     let channel: any Channel
     /// Checks the server's certificate; nil on a plaintext connection.
     let trustVerifier: ServerTrustVerifier?
     private let state = Mutex(State())
+    /// The requests waiting for their answers.
+    let requests: RequestTable
     private let pendingAcks = Mutex<(refs: [Parley_V1_MessageRef], scheduled: Bool)>(([], false))
     /// Filled in by the HELLO answer.
     let serverInfo = Mutex<Parley_V1_HelloOk?>(nil)
@@ -44,6 +32,7 @@ final class ClientConnection: Sendable {
     init(channel: any Channel, trustVerifier: ServerTrustVerifier?) {
         self.channel = channel
         self.trustVerifier = trustVerifier
+        self.requests = RequestTable(eventLoop: channel.eventLoop)
     }
 
     /// The server answered HELLO: the link works, and a server seen for the first time is
@@ -87,110 +76,24 @@ final class ClientConnection: Sendable {
         return try response.decodeMeta()
     }
 
-    func requestFrame(
-        _ type: FrameType,
-        _ meta: some WireMessage,
-        payload: ByteBuffer = ByteBuffer(),
-        timeout: Duration
-    ) async throws(ParleyError) -> Frame {
-        let id = state.withLock { state -> UInt32 in
-            let id = state.nextRequestID
-            state.nextRequestID = state.nextRequestID == .max ? 1 : state.nextRequestID + 1
-            return id
-        }
-        let frame = Frame(type: type, requestID: id, message: meta, payload: payload)
-        let timer = channel.eventLoop.scheduleTask(
-            in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)
-        ) {
-            [self] in
-            complete(id, .failure(ParleyError(code: .timedOut, message: "\(type) got no answer within \(timeout)")))
-        }
-        defer { timer.cancel() }
-        do {
-            let response = try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Frame, any Error>) in
-                    let closed = state.withLock { state -> ParleyError? in
-                        guard !state.isClosed else { return state.closedReason ?? Self.lost }
-                        state.pending[id] = .task(continuation)
-                        return nil
-                    }
-                    if let closed {
-                        continuation.resume(throwing: closed)
-                        return
-                    }
-                    channel.writeAndFlush(frame).whenFailure { [self] error in
-                        // A failed TLS handshake fails the write too: its explanation is the better reason.
-                        let fatal = state.withLock { $0.fatalError }
-                        complete(
-                            id,
-                            .failure(
-                                fatal
-                                    ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)
-                            )
-                        )
-                    }
-                }
-            } onCancel: {
-                complete(id, .failure(ParleyError(code: .cancelled, message: "\(type) was cancelled")))
-            }
-            if response.type == .error { throw ParleyError(errorFrame: response) }
-            return response
-        } catch let error as ParleyError {
-            throw error
-        } catch {
-            throw ParleyError(code: .internalError, message: "\(type) failed", cause: error)
-        }
-    }
-
     static let lost = ParleyError(code: .notConnected, message: "the connection to the server was lost")
 
-    /// Writes a request at once and returns its answer as a future, so requests one task sends
-    /// one after the other go out in that order while their answers are awaited later (file
-    /// transfer chunks, docs/PROTOCOL.md section 26). An ERROR answer fails the future.
-    func send(_ type: FrameType, _ meta: some WireMessage, payload: ByteBuffer, timeout: Duration) -> EventLoopFuture<
-        Frame
-    > {
-        let promise = channel.eventLoop.makePromise(of: Frame.self)
-        let (id, closed) = state.withLock { state -> (UInt32, ParleyError?) in
-            let id = state.nextRequestID
-            state.nextRequestID = state.nextRequestID == .max ? 1 : state.nextRequestID + 1
-            guard !state.isClosed else { return (id, state.closedReason ?? Self.lost) }
-            state.pending[id] = .future(promise)
-            return (id, nil)
-        }
-        if let closed {
-            promise.fail(closed)
-            return promise.futureResult
-        }
-        let timer = channel.eventLoop.scheduleTask(
-            in: TimeAmount.nanoseconds(Int64(timeout.wireMilliseconds) * 1_000_000)
-        ) { [self] in
-            complete(id, .failure(ParleyError(code: .timedOut, message: "\(type) got no answer within \(timeout)")))
-        }
-        channel.writeAndFlush(Frame(type: type, requestID: id, message: meta, payload: payload)).whenFailure {
-            [self] error in
-            let fatal = state.withLock { $0.fatalError }
-            complete(
-                id, .failure(fatal ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error))
-            )
-        }
-        return promise.futureResult.flatMapThrowing { frame in
-            timer.cancel()
-            if frame.type == .error { throw ParleyError(errorFrame: frame) }
-            return frame
-        }.flatMapErrorThrowing { error in
-            timer.cancel()
-            throw error
+    /// The error of a request of `type` that could not be written.
+    func writeFailure(_ type: FrameType) -> @Sendable (any Error) -> ParleyError {
+        { [self] error in
+            // A failed TLS handshake fails the write too: its explanation is the better reason.
+            state.withLock { $0.fatalError }
+                ?? ParleyError(code: .notConnected, message: "could not send \(type)", cause: error)
         }
     }
 
     /// True once the socket has closed (``ParleyClient/run()`` may not have noticed yet).
     var isClosed: Bool { state.withLock { $0.isClosed } }
 
-    /// Delivers an answer (or failure) to the request waiting for it, if any.
-    func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
-        let waiter = state.withLock { $0.pending.removeValue(forKey: requestID) }
-        waiter?.resume(with: result.mapError { $0 as any Error })
+    /// Delivers an answer (a response or an ERROR) to the request waiting for it, if any; on
+    /// the channel's event loop.
+    func answer(_ frame: Frame) {
+        requests.answer(frame)
     }
 
     /// The server sent a fatal error; it becomes the close reason.
@@ -198,19 +101,17 @@ final class ClientConnection: Sendable {
         state.withLock { $0.fatalError = error }
     }
 
-    /// The socket closed: fail every waiting request and wake ``waitUntilClosed()``.
+    /// The socket closed: fail every waiting request and wake ``waitUntilClosed()``; on the
+    /// channel's event loop.
     func closed() {
-        let (pending, waiters, reason) = state.withLock { state in
+        let (waiters, reason) = state.withLock { state in
             state.isClosed = true
             let reason = state.fatalError ?? Self.lost
             state.closedReason = reason
-            defer {
-                state.pending = [:]
-                state.closeWaiters = []
-            }
-            return (state.pending, state.closeWaiters, reason)
+            defer { state.closeWaiters = [] }
+            return (state.closeWaiters, reason)
         }
-        for waiter in pending.values { waiter.resume(with: .failure(reason)) }
+        requests.close(reason)
         for waiter in waiters { waiter.resume(returning: reason) }
     }
 
@@ -334,7 +235,7 @@ final class ClientFrameHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         if frame.requestID != 0, frame.type.isResponse || frame.type == .error {
-            connection.complete(frame.requestID, .success(frame))
+            connection.answer(frame)
             return
         }
         // Request ID 0 also answers a failed request that was sent with ID 0 (fatal = false):

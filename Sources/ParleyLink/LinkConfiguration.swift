@@ -6,15 +6,21 @@ public struct LinkConfiguration: Sendable, Hashable {
     public var heartbeatInterval: Duration
     /// Close the link after this long without reading anything (the peer's PINGs count).
     public var idleTimeout: Duration
+    /// Whether the idle timeout also runs while this side has stopped reading (backpressure: the
+    /// handlers after the framing hold the socket's reads back). When false, a link is judged
+    /// idle only while this side wants to read: a peer whose frames wait unread is not silent.
+    public var idleTimeoutWhileNotReading: Bool
 
     public init(
         maximumFrameSize: Int = 1 << 20,
         heartbeatInterval: Duration = .seconds(30),
-        idleTimeout: Duration = .seconds(90)
+        idleTimeout: Duration = .seconds(90),
+        idleTimeoutWhileNotReading: Bool = true
     ) {
         self.maximumFrameSize = maximumFrameSize
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
+        self.idleTimeoutWhileNotReading = idleTimeoutWhileNotReading
     }
 }
 

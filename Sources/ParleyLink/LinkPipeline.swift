@@ -21,7 +21,7 @@ extension ChannelPipeline.SynchronousOperations {
                 writeTimeout: TimeAmount(configuration.heartbeatInterval)
             )
         )
-        try addHandler(KeepAliveHandler())
+        try addHandler(KeepAliveHandler(idleWhileNotReading: configuration.idleTimeoutWhileNotReading))
     }
 }
 
@@ -34,8 +34,29 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
     public typealias OutboundOut = Frame
 
     private var nextNonce: UInt64 = 1
+    private let idleWhileNotReading: Bool
+    /// A read was asked for (it passed this handler towards the socket) and has not completed:
+    /// this side wants the peer's bytes.
+    private var wantsToRead = false
 
-    public init() {}
+    /// - Parameter idleWhileNotReading: Whether the read idle timeout closes the link while the
+    ///   handlers after this one hold its reads back (``LinkConfiguration/idleTimeoutWhileNotReading``).
+    public init(idleWhileNotReading: Bool = true) {
+        self.idleWhileNotReading = idleWhileNotReading
+    }
+
+    /// Notes that this side asks for the peer's bytes, and passes the read on.
+    public func read(context: ChannelHandlerContext) {
+        wantsToRead = true
+        context.read()
+    }
+
+    /// Notes that the read asked for is done; the next is asked for unless a handler after this
+    /// one holds it back.
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        wantsToRead = false
+        context.fireChannelReadComplete()
+    }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
@@ -66,6 +87,8 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
             nextNonce &+= 1
             context.writeAndFlush(wrapOutboundOut(Frame(type: .ping, requestID: 0, message: ping)), promise: nil)
         case .read:
+            // Nothing was read because nothing was asked for: the peer is not the silent one.
+            guard idleWhileNotReading || wantsToRead else { return }
             let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
             context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
             writeFinal(.error(error, requestID: 0, fatal: true), context: context)

@@ -15,34 +15,68 @@ struct VerifiedHello: Sendable, Hashable {
     var server: String
 }
 
-/// One direct link to another node, after TLS: its inputs, in order, for the node's task that
-/// serves it, and request/answer correlation for PEER_MESSAGE and PEER_COMMAND.
-final class DirectLink: Sendable {
-    enum Input: Sendable {
-        case authenticated(LinkAuthenticated)
-        case frame(Frame)
-        case closed
-    }
-
+/// One direct link to another node, after TLS: its frames, in order and with backpressure, for
+/// the node's task that serves it, and request/answer correlation (``/ParleyLink/RequestTable``)
+/// for PEER_MESSAGE, PEER_COMMAND and PEER_TRANSFER_*.
+///
+/// The frames come through an `NIOAsyncChannel`: when the serving task is behind, the channel
+/// stops reading from the socket (the peer's writes wait in its kernel buffers and its own
+/// pending writes) instead of buffering without end or dropping the link. Answers to this node's
+/// requests do not wait in that line: ``DirectLinkHandler`` hands them to the request table on
+/// the event loop.
+final class DirectLink: RequestSending {
     private struct State {
         var authenticated: LinkAuthenticated?
         var hello: VerifiedHello?
         var readiness: Result<VerifiedHello, ParleyError>?
         var readyWaiters: [CheckedContinuation<Result<VerifiedHello, ParleyError>, Never>] = []
-        /// Requests waiting for their answers, by request ID: a waiting call's continuation or a
-        /// windowed send's promise (``send(_:_:payload:timeout:)``).
-        var pending: [UInt32: @Sendable (Result<Frame, ParleyError>) -> Void] = [:]
-        var nextRequestID: UInt32 = 1
         var closed = false
     }
 
+    /// How many frames the serving task may have waiting before the link stops reading.
+    static let backpressure = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(
+        lowWatermark: 8,
+        highWatermark: 64
+    )
+
     let channel: any Channel
-    let inputs: AsyncStream<Input>
+    /// The frames the serving task handles (requests, NODE_HELLO, connection-level ERRORs),
+    /// read only as fast as it handles them.
+    private let frames: NIOAsyncChannel<Frame, Frame>
+    /// This node's requests waiting for their answers.
+    let requests: RequestTable
     private let state = Mutex(State())
 
-    init(channel: any Channel, inputs: AsyncStream<Input>) {
+    private init(channel: any Channel, frames: NIOAsyncChannel<Frame, Frame>) {
         self.channel = channel
-        self.inputs = inputs
+        self.frames = frames
+        self.requests = RequestTable(eventLoop: channel.eventLoop) { _, timeout in
+            ParleyError(code: .timedOut, message: "the peer did not acknowledge within \(timeout)")
+        }
+    }
+
+    /// Completes a direct link's pipeline, after the node link handlers
+    /// (``/ParleyLink/NodeLinkRole``): sends `hello` once TLS is up, and serves the frames as an
+    /// `NIOAsyncChannel`. On the channel's event loop.
+    static func install(on channel: any Channel, hello: Frame) throws -> DirectLink {
+        let operations = channel.pipeline.syncOperations
+        let handler = DirectLinkHandler(hello: hello)
+        try operations.addHandler(handler)
+        let frames = try NIOAsyncChannel<Frame, Frame>(
+            wrappingChannelSynchronously: channel,
+            configuration: .init(backPressureStrategy: backpressure)
+        )
+        let link = DirectLink(channel: channel, frames: frames)
+        handler.link = link
+        return link
+    }
+
+    /// Hands the link's frames to `handle` one at a time, in order, until the link closes or
+    /// fails; then closes it. The link reads from the peer only as fast as `handle` returns.
+    func serveFrames(_ handle: (Frame) async -> Void) async throws {
+        try await frames.executeThenClose { inbound, _ in
+            for try await frame in inbound { await handle(frame) }
+        }
     }
 
     var authenticated: LinkAuthenticated? { state.withLock { $0.authenticated } }
@@ -112,77 +146,22 @@ final class DirectLink: Sendable {
         payload: [UInt8],
         timeout: Duration
     ) async throws(ParleyError) -> Frame {
-        let result = await withCheckedContinuation { continuation in
-            start(type, meta, payload: ByteBuffer(bytes: payload), timeout: timeout) {
-                continuation.resume(returning: $0)
-            }
-        }
-        return try result.get()
+        try await requestFrame(type, meta, payload: ByteBuffer(bytes: payload), timeout: timeout)
     }
 
-    /// Sends one request of `type` now, without waiting: several can be in flight, written in
-    /// the order of the calls; each future completes as ``request(_:_:payload:timeout:)`` returns.
-    func send(
-        _ type: FrameType,
-        _ meta: some WireMessage,
-        payload: ByteBuffer,
-        timeout: Duration
-    ) -> EventLoopFuture<Frame> {
-        let promise = channel.eventLoop.makePromise(of: Frame.self)
-        start(type, meta, payload: payload, timeout: timeout) { promise.completeWith($0.mapError { $0 as any Error }) }
-        return promise.futureResult
+    func writeFailure(_ type: FrameType) -> @Sendable (any Error) -> ParleyError {
+        { error in ParleyError(code: .notConnected, message: "writing to the link failed", cause: error) }
     }
 
-    private func start(
-        _ type: FrameType,
-        _ meta: some WireMessage,
-        payload: ByteBuffer,
-        timeout: Duration,
-        completion: @escaping @Sendable (Result<Frame, ParleyError>) -> Void
-    ) {
-        let requestID = state.withLock { state -> UInt32? in
-            guard !state.closed else { return nil }
-            let id = state.nextRequestID
-            state.nextRequestID = id == UInt32.max ? 1 : id + 1
-            state.pending[id] = completion
-            return id
-        }
-        guard let requestID else {
-            completion(.failure(ParleyError(code: .notConnected, message: "the link closed")))
-            return
-        }
-        let frame = Frame(type: type, requestID: requestID, message: meta, payload: payload)
-        channel.writeAndFlush(frame).whenFailure { [self] error in
-            self.complete(
-                requestID,
-                .failure(ParleyError(code: .notConnected, message: "writing to the link failed", cause: error))
-            )
-        }
-        _ = channel.eventLoop.scheduleTask(in: TimeAmount.nanoseconds(timeout.nanoseconds)) { [self] in
-            self.complete(
-                requestID,
-                .failure(ParleyError(code: .timedOut, message: "the peer did not acknowledge within \(timeout)"))
-            )
-        }
-    }
-
-    /// Completes the request `requestID`, once; later completions are ignored.
-    func complete(_ requestID: UInt32, _ result: Result<Frame, ParleyError>) {
-        let waiter = state.withLock { $0.pending.removeValue(forKey: requestID) }
-        waiter?(result)
-    }
-
-    /// The link is gone: fails everything still waiting on it.
+    /// The link is gone: fails everything still waiting on it. On the channel's event loop.
     func closed() {
         let error = ParleyError(code: .notConnected, message: "the direct link closed")
-        let (waiters, pending) = state.withLock { state in
+        requests.close(error)
+        let waiters = state.withLock { state in
             state.closed = true
-            let pending = state.pending
-            state.pending = [:]
-            return (settle(&state, .failure(error)), pending)
+            return settle(&state, .failure(error))
         }
         for waiter in waiters { waiter.resume(returning: .failure(error)) }
-        for waiter in pending.values { waiter(.failure(error)) }
     }
 
     func write(_ frame: Frame) {
@@ -199,35 +178,44 @@ final class DirectLink: Sendable {
     }
 }
 
-/// The last handler of a direct link's pipeline: sends this node's NODE_HELLO once TLS is up and
-/// hands every input to the link's serving task.
+/// Sits before a direct link's `NIOAsyncChannel`: notes the authenticated peer and sends this
+/// node's NODE_HELLO once TLS is up, completes this node's requests with their answers on the
+/// event loop (they never wait behind the frames the serving task has not handled yet), and
+/// fails whatever still waits when the link closes.
 final class DirectLinkHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
+    typealias InboundOut = Frame
     typealias OutboundOut = Frame
 
     private let hello: Frame
-    private let continuation: AsyncStream<DirectLink.Input>.Continuation
+    /// Set by ``DirectLink/install(on:hello:)`` right after the handler joins the pipeline.
+    var link: DirectLink?
 
-    init(hello: Frame, continuation: AsyncStream<DirectLink.Input>.Continuation) {
+    init(hello: Frame) {
         self.hello = hello
-        self.continuation = continuation
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let authenticated = event as? LinkAuthenticated {
-            forward(.authenticated(authenticated), context: context)
+            link?.setAuthenticated(authenticated)
             context.writeAndFlush(wrapOutboundOut(hello), promise: nil)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        forward(.frame(unwrapInboundIn(data)), context: context)
+        let frame = unwrapInboundIn(data)
+        // An answer (a response, or an ERROR naming a request) is for this node's request table;
+        // one nobody waits for any more (late, after its timeout) is dropped.
+        if frame.requestID != 0, frame.type.isResponse || frame.type == .error {
+            link?.requests.answer(frame)
+            return
+        }
+        context.fireChannelRead(data)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        continuation.yield(.closed)
-        continuation.finish()
+        link?.closed()
         context.fireChannelInactive()
     }
 
@@ -235,13 +223,7 @@ final class DirectLinkHandler: ChannelInboundHandler {
         // TLS, framing and authentication errors were reported by the handlers that raised them;
         // a link in an unknown state is of no use.
         context.close(promise: nil)
-    }
-
-    private func forward(_ input: DirectLink.Input, context: ChannelHandlerContext) {
-        if case .dropped = continuation.yield(input) {
-            // The serving task is far behind: a peer that floods is not waited for.
-            context.close(promise: nil)
-        }
+        context.fireErrorCaught(error)
     }
 }
 

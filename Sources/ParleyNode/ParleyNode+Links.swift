@@ -9,7 +9,12 @@ import ParleyWire
 
 extension ParleyNode {
     var linkConfiguration: LinkConfiguration {
-        LinkConfiguration(heartbeatInterval: configuration.heartbeatInterval, idleTimeout: configuration.peerTimeout)
+        // A link held back by its serving task (backpressure) is not idle: its peer's frames wait.
+        LinkConfiguration(
+            heartbeatInterval: configuration.heartbeatInterval,
+            idleTimeout: configuration.peerTimeout,
+            idleTimeoutWhileNotReading: false
+        )
     }
 
     /// How long opening a link (TCP, TLS, both NODE_HELLOs) may take.
@@ -79,18 +84,12 @@ extension ParleyNode {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let (inputs, continuation) = AsyncStream.makeStream(
-                        of: DirectLink.Input.self,
-                        bufferingPolicy: .bufferingOldest(256)
-                    )
-                    let operations = channel.pipeline.syncOperations
-                    try operations.addParleyNodeLinkHandlers(
+                    try channel.pipeline.syncOperations.addParleyNodeLinkHandlers(
                         identity: identity,
                         role: .accepting { _, _ in allows },
                         configuration: linkConfiguration
                     )
-                    try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
-                    let link = DirectLink(channel: channel, inputs: inputs)
+                    let link = try DirectLink.install(on: channel, hello: hello)
                     if self.admit(link), case .enqueued = links.yield(link) { return }
                     logger.warning("refusing a direct link: the node is not serving links")
                     channel.close(promise: nil)
@@ -214,32 +213,25 @@ extension ParleyNode {
         let identity = self.identity
         let linkConfiguration = self.linkConfiguration
         let hello = helloFrame
-        let (inputs, continuation) = AsyncStream.makeStream(
-            of: DirectLink.Input.self, bufferingPolicy: .bufferingOldest(256))
-        let channel: any Channel
+        let link: DirectLink
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            link = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.nanoseconds(timeout.nanoseconds))
-                .channelInitializer { channel in
+                .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let operations = channel.pipeline.syncOperations
-                        try operations.addParleyNodeLinkHandlers(
+                        try channel.pipeline.syncOperations.addParleyNodeLinkHandlers(
                             identity: identity,
                             role: .dialling(expecting: peer),
                             configuration: linkConfiguration
                         )
-                        try operations.addHandler(DirectLinkHandler(hello: hello, continuation: continuation))
+                        return try DirectLink.install(on: channel, hello: hello)
                     }
                 }
-                .connect(host: host, port: port)
-                .get()
         } catch {
-            continuation.finish()
             throw ParleyError(code: .notConnected, message: "cannot connect to \(address)", cause: error)
         }
-        let link = DirectLink(channel: channel, inputs: inputs)
         guard admit(link), case .enqueued = linkContinuation.yield(link) else {
-            channel.close(promise: nil)
+            link.channel.close(promise: nil)
             throw ParleyError(code: .notConnected, message: "the node is not serving links")
         }
         _ = try await link.waitUntilReady(timeout: timeout)
@@ -277,17 +269,15 @@ extension ParleyNode {
         if stopping {
             link.fail(ParleyError(code: .shuttingDown, message: "the node is shutting down"))
         }
-        for await input in link.inputs {
-            switch input {
-            case .authenticated(let peer):
-                link.setAuthenticated(peer)
-            case .frame(let frame):
-                await handle(frame, on: link)
-            case .closed:
-                break
-            }
+        // One frame at a time: while this task is behind, the link stops reading from the peer.
+        do {
+            try await link.serveFrames { frame in await handle(frame, on: link) }
+        } catch {
+            logger.debug("the direct link failed", metadata: ["error": "\(error)"])
         }
-        link.closed()
+        link.channel.close(promise: nil)
+        // The handler fails the link's requests when the channel closes: wait for that.
+        try? await link.channel.closeFuture.get()
         let hello = link.hello
         let lastLink = state.withLock { state -> Bool in
             state.allLinks[key] = nil
@@ -355,40 +345,28 @@ extension ParleyNode {
             await handleMessage(frame, on: link)
         case .peerCommand:
             handleCommand(frame, on: link)
-        case FrameType.peerCommand.response:
-            link.complete(frame.requestID, .success(frame))
         // Direct file transfers (ParleyNode+DirectFiles.swift).
         case .peerTransferStart, .peerTransferChunk, .peerTransferEnd, .peerTransferClose:
             handleTransfer(frame, on: link)
-        case FrameType.peerTransferStart.response, FrameType.peerTransferChunk.response,
-            FrameType.peerTransferEnd.response, FrameType.peerTransferClose.response:
-            link.complete(frame.requestID, .success(frame))
-        case FrameType.peerMessage.response:
-            link.complete(frame.requestID, .success(frame))
-            // The peer takes this node's messages: whatever it refused before is settled.
-            if let peer = link.authenticated?.peer { state.withLock { _ = $0.refusals.removeValue(forKey: peer) } }
+        // Answers to this node's requests never get here: DirectLinkHandler completes them.
         case .error:
             let error = ParleyError(errorFrame: frame)
-            if frame.requestID != 0 {
-                link.complete(frame.requestID, .failure(error))
-            } else {
-                // A refusal (not a timeout nor a shutdown) makes this node wait before dialling again.
-                var refusal: Refusal?
-                if ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code),
-                    let peer = link.authenticated?.peer
-                {
-                    refusal = noteRefusal(of: peer, error, byPeer: true)
-                    eventQueue.offer(.linkRefused(peer, error, byPeer: true))
-                }
-                logger.error(
-                    "the peer closed the direct link",
-                    metadata: [
-                        "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
-                        "redial.after": "\(refusal.map { "\($0.delay)" } ?? "-")",
-                    ]
-                )
-                link.fail(error)
+            // A refusal (not a timeout nor a shutdown) makes this node wait before dialling again.
+            var refusal: Refusal?
+            if ![ParleyError.Code.idleTimeout, .shuttingDown].contains(error.code),
+                let peer = link.authenticated?.peer
+            {
+                refusal = noteRefusal(of: peer, error, byPeer: true)
+                eventQueue.offer(.linkRefused(peer, error, byPeer: true))
             }
+            logger.error(
+                "the peer closed the direct link",
+                metadata: [
+                    "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
+                    "redial.after": "\(refusal.map { "\($0.delay)" } ?? "-")",
+                ]
+            )
+            link.fail(error)
         default:
             if !frame.type.isResponse, frame.requestID != 0 {
                 link.write(

@@ -265,6 +265,8 @@ extension ParleyNode {
             do {
                 // A live peer answers at once; one silent for a peer timeout is as good as gone.
                 try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
+                // The peer takes this node's messages: whatever it refused before is settled.
+                state.withLock { _ = $0.refusals.removeValue(forKey: target.node) }
                 return
             } catch {
                 guard attempt == 1, error.code == .notConnected, !directLink.isOpen else { throw error }

@@ -108,16 +108,25 @@ func withTwoLANNodes(
     }
 }
 
-/// Runs `node` for the duration of `body`, recording its events.
+/// Runs `node` for the duration of `body`, recording its events; `afterEvent`, given the number
+/// of events read so far, lets a test read them at its own pace.
 func withRunningNode<T: Sendable>(
     _ node: ParleyNode,
+    afterEvent: (@Sendable (_ count: Int) async -> Void)? = nil,
     isolation: isolated (any Actor)? = #isolation,
     _ body: (EventRecorder) async throws -> T
 ) async throws -> T {
     let recorder = EventRecorder()
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await node.run() }
-        group.addTask { for await event in node.events { recorder.append(event) } }
+        group.addTask {
+            var count = 0
+            for await event in node.events {
+                recorder.append(event)
+                count += 1
+                await afterEvent?(count)
+            }
+        }
         do {
             _ = try await node.listeningPort
             let result = try await body(recorder)
