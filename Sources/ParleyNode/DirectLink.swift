@@ -229,10 +229,3 @@ final class DirectLinkHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension DirectLinkHandler: Sendable {}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

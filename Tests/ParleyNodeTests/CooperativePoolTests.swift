@@ -62,7 +62,10 @@ final class WriteLockHolder: Sendable {
     init(path: String, hold: Duration) {
         let thread = Thread { [self] in
             do {
-                let queue = try DatabaseQueue(path: path)
+                // It waits for bob's own writes in flight, as any writer does.
+                var configuration = Configuration()
+                configuration.busyMode = .timeout(30)
+                let queue = try DatabaseQueue(path: path, configuration: configuration)
                 try queue.writeWithoutTransaction { db in
                     try db.execute(sql: "BEGIN IMMEDIATE")
                     let start = ContinuousClock.now
