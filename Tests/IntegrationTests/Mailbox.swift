@@ -59,7 +59,7 @@ final class Mailbox<Element: Sendable>: Sendable {
     ///   condition still does not hold.
     func wait<T: Sendable>(
         for description: String,
-        timeout: Duration = .seconds(10),
+        timeout: Duration = .seconds(30),
         until condition: @escaping @Sendable (_ items: [Element], _ finished: Bool) -> T?
     ) async throws -> T {
         let id = state.withLock { state in
@@ -117,7 +117,7 @@ final class Mailbox<Element: Sendable>: Sendable {
 
 extension Mailbox {
     /// Waits until the mailbox is finished.
-    func waitUntilFinished(_ description: String, timeout: Duration = .seconds(10)) async throws {
+    func waitUntilFinished(_ description: String, timeout: Duration = .seconds(30)) async throws {
         try await wait(for: description, timeout: timeout) { _, finished in finished ? () : nil }
     }
 }
@@ -130,7 +130,7 @@ struct WaitFailure: Error, CustomStringConvertible {
 /// Runs `body` and fails with a clear message if it takes longer than `timeout`.
 func withTimeout<T: Sendable>(
     _ description: String,
-    timeout: Duration = .seconds(10),
+    timeout: Duration = .seconds(30),
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
@@ -148,7 +148,7 @@ func withTimeout<T: Sendable>(
 /// Checks `condition` every 20 ms until it holds, for state that offers no event to wait on.
 func eventually(
     _ description: String,
-    timeout: Duration = .seconds(10),
+    timeout: Duration = .seconds(30),
     _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout

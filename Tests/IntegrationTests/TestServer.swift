@@ -51,6 +51,8 @@ func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress
     // A full CI run starts every suite at once on two cores: a request can wait longer than the
     // `.local` 10 s there without anything being wrong. No test here waits for a timeout.
     configuration.retry.requestTimeout = .seconds(30)
+    // The same for a connect and its TLS handshake (`.local` gives 1 s).
+    configuration.retry.connectTimeout = .seconds(10)
     if let fingerprint = server.tlsCertificateFingerprint {
         configuration.security = .tls(.fingerprint(fingerprint))
     } else {
