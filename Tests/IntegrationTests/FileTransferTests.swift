@@ -45,7 +45,7 @@ extension TestClient {
     }
 
     /// Waits for how transfer `id` ended.
-    func waitForStatus(_ id: TransferID, timeout: Duration = .seconds(10)) async throws -> TransferStatus {
+    func waitForStatus(_ id: TransferID, timeout: Duration = .seconds(30)) async throws -> TransferStatus {
         try await waitForEvent("the status of transfer \(id)", timeout: timeout) { event -> TransferStatus? in
             if case .transferStatus(let status) = event, status.id == id { return status }
             return nil

@@ -127,7 +127,7 @@ final class RawConnection: Sendable {
 
     /// Waits until the server closed the connection; returns every frame it sent.
     @discardableResult
-    func waitUntilClosed(timeout: Duration = .seconds(10)) async throws -> [Frame] {
+    func waitUntilClosed(timeout: Duration = .seconds(30)) async throws -> [Frame] {
         try await frames.wait(for: "the server to close the connection", timeout: timeout) { frames, finished in
             finished ? frames : nil
         }

@@ -17,7 +17,7 @@ struct TestClient: Sendable {
 
     /// Waits until `count` messages have arrived in all; returns them in order.
     @discardableResult
-    func waitForMessages(_ count: Int, timeout: Duration = .seconds(10)) async throws -> [Message] {
+    func waitForMessages(_ count: Int, timeout: Duration = .seconds(30)) async throws -> [Message] {
         try await events.wait(for: "\(count) messages", timeout: timeout) { events, _ in
             let messages = events.compactMap { event -> Message? in
                 if case .message(let message) = event { return message }
@@ -32,7 +32,7 @@ struct TestClient: Sendable {
     func waitForEvent<T: Sendable>(
         _ description: String,
         after skip: Int = 0,
-        timeout: Duration = .seconds(10),
+        timeout: Duration = .seconds(30),
         _ match: @escaping @Sendable (ParleyClientEvent) -> T?
     ) async throws -> T {
         try await events.wait(for: description, timeout: timeout) { events, _ in

@@ -329,7 +329,7 @@ final class LabProcess: Sendable {
     }
 
     /// Waits for the process to exit, up to `timeout`; returns its exit code (128 + signal).
-    func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32 {
+    func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         let id = state.withLock { state -> Int in
             state.nextWaiter += 1
             return state.nextWaiter

@@ -75,7 +75,7 @@ final class EventRecorder: Sendable {
     /// Waits until `condition` holds for the events so far, at most `timeout`.
     func wait(
         _ what: String,
-        timeout: Duration = .seconds(10),
+        timeout: Duration = .seconds(30),
         until condition: ([ParleyNode.Event]) -> Bool
     ) async throws {
         let deadline = ContinuousClock.now + timeout
