@@ -98,7 +98,7 @@ extension ParleyNode {
 
     /// Sends a stream of bytes of unknown length to `recipient`, named `name`: over a direct link
     /// to its node when one is open or can be dialled, through the server otherwise (users only),
-    /// like ``sendFile(at:to:name:id:progress:)``.
+    /// like `sendFile(at:to:name:id:progress:)`.
     ///
     /// Directly, the call returns once the recipient's node has all of it with the right SHA-256
     /// (the offer its application gets has ``/ParleyCore/FileOffer/isStream`` set and size 0; the
@@ -114,7 +114,7 @@ extension ParleyNode {
     ///   - recipient: a user, or a node in peer-to-peer mode (direct only).
     ///   - id: the transfer's ID (random by default).
     ///   - progress: called after each acknowledged chunk (its total is nil until the end).
-    /// - Throws: as ``sendFile(at:to:name:id:progress:)``.
+    /// - Throws: as `sendFile(at:to:name:id:progress:)`.
     @discardableResult
     public func sendStream<Bytes: AsyncSequence>(
         _ bytes: Bytes,
