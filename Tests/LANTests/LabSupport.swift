@@ -290,7 +290,7 @@ final class LabProcess: Sendable {
     func waitFor(
         _ what: String,
         from: Int = 0,
-        timeout: Duration = .seconds(15),
+        timeout: Duration = .seconds(30),
         _ predicate: @escaping @Sendable (ProbeLine) -> Bool
     ) async throws -> ProbeLine {
         let found = await withDeadline(timeout) { await self.match(from: from, predicate) }
