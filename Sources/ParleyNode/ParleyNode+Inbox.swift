@@ -53,6 +53,12 @@ final class RegistryAccess: Sendable {
         }
     }
 
+    /// Waits until everything submitted before has run (the node's stop: a history entry
+    /// submitted by the last send is written before the process may exit).
+    func drain() async {
+        _ = try? await run { _ throws(ParleyError) in }
+    }
+
     /// Runs `body` on the registry's queue and waits for it, blocking the calling thread: only for
     /// the node's set-up, before any of its tasks runs.
     func runBlocking<T>(_ body: (NodeRegistry) throws(ParleyError) -> T) throws(ParleyError) -> T {

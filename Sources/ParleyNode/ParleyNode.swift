@@ -379,6 +379,8 @@ public final class ParleyNode: Sendable {
         for link in links { try? await link.channel.close() }
         // Direct transfers being received end here; their partial files stay for a resume.
         directTransfers.stopReceiving()
+        // Writes submitted without waiting (history, caches) are done before run() returns.
+        await registry.drain()
     }
 
     private func finishStopped(_ error: (any Error)?) {
