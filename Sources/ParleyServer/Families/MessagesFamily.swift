@@ -374,7 +374,7 @@ final class MessagesFamily: RequestFamily {
 
     private func load(after: Int64, limit: Int, in session: SessionContext) {
         guard let user = session.identity.user else { return }
-        let store = session.server.store
+        let store = session.server.messages
         session.blocking { () throws(ParleyError) in
             try store.pendingMessages(for: user, after: after, limit: limit)
         } then: { [self] result in
