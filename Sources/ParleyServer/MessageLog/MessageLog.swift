@@ -38,6 +38,22 @@ final class MessageLog: Sendable {
         var recipient: UserID
         var sender: UserID
         var messageID: MessageID
+
+        /// One word into the seeded hasher instead of three (the hot path looks keys up
+        /// several times per message).
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(messageID.rawValue ^ (UInt64(sender.rawValue) << 32 | UInt64(recipient.rawValue)))
+        }
+    }
+
+    /// One recipient's pending deliveries by ascending sequence (acknowledged ones are skipped
+    /// on reading and trimmed from the front).
+    final class RecipientQueue: @unchecked Sendable {
+        var sequences = CircularBuffer<(sequence: Int64, key: DeliveryKey)>()
+        /// Pending deliveries (some of `sequences` may be acknowledged already).
+        var count = 0
+
+        init() {}
     }
 
     private struct Delivery {
@@ -63,10 +79,7 @@ final class MessageLog: Sendable {
 
     private struct Index {
         var deliveries: [DeliveryKey: Delivery] = [:]
-        /// Per recipient, the sequences of pending deliveries in ascending order (acknowledged
-        /// ones are skipped on reading and trimmed from the front).
-        var queues: [UserID: CircularBuffer<(sequence: Int64, key: DeliveryKey)>] = [:]
-        var pendingCounts: [UserID: Int] = [:]
+        var queues: [UserID: RecipientQueue] = [:]
         /// Tombstones in the order they were written (by time), for pruning.
         var tombstones = CircularBuffer<Tombstone>()
         /// Oldest first; the last one is written to.
@@ -79,19 +92,15 @@ final class MessageLog: Sendable {
         /// nothing is pending.
         mutating func release(_ entry: MessageLogEntry, recipient: UserID) {
             entry.releaseDelivery()
-            pendingCounts[recipient, default: 1] -= 1
-            if pendingCounts[recipient] == 0 {
-                pendingCounts[recipient] = nil
+            guard let queue = queues[recipient] else { return }
+            queue.count -= 1
+            if queue.count <= 0 {
                 queues[recipient] = nil
                 return
             }
-            trimQueue(of: recipient)
-        }
-
-        mutating func trimQueue(of recipient: UserID) {
-            guard var queue = queues.removeValue(forKey: recipient) else { return }
-            while let first = queue.first, !isPending(first.key, first.sequence) { queue.removeFirst() }
-            queues[recipient] = queue.isEmpty ? nil : queue
+            while let first = queue.sequences.first, !isPending(first.key, first.sequence) {
+                queue.sequences.removeFirst()
+            }
         }
 
         /// Removes a delivery, pending or remembered, from the index and its segment's count
@@ -266,14 +275,20 @@ final class MessageLog: Sendable {
                     store.message, storedAt: at, pending: store.deliveries.count,
                     segment: active, offset: base + Int64(store.offset), length: store.length
                 )
-                active.liveBytes += Int64(store.length)
-                active.messages[ObjectIdentifier(entry)] = entry
+                active.hold(entry)
                 for delivery in store.deliveries {
                     let key = DeliveryKey(
                         recipient: delivery.recipient, sender: store.message.sender, messageID: store.message.messageID)
                     index.deliveries[key] = Delivery(sequence: delivery.sequence, state: .pending(entry))
-                    index.queues[delivery.recipient, default: CircularBuffer()].append((delivery.sequence, key))
-                    index.pendingCounts[delivery.recipient, default: 0] += 1
+                    let queue: RecipientQueue
+                    if let existing = index.queues[delivery.recipient] {
+                        queue = existing
+                    } else {
+                        queue = RecipientQueue()
+                        index.queues[delivery.recipient] = queue
+                    }
+                    queue.sequences.append((delivery.sequence, key))
+                    queue.count += 1
                 }
             }
             index.nextSequence = nextSequence
@@ -316,7 +331,6 @@ final class MessageLog: Sendable {
     private static func drop(_ recipient: UserID, in index: inout Index) {
         for key in index.deliveries.keys where key.recipient == recipient { index.forget(key) }
         index.queues[recipient] = nil
-        index.pendingCounts[recipient] = nil
     }
 
     /// Removes the oldest sealed segments nothing needs, and compacts the oldest one when at
@@ -326,7 +340,7 @@ final class MessageLog: Sendable {
             let next = index.withLock { index -> (MessageLogSegment, copy: Bool)? in
                 guard index.segments.count >= 2 else { return nil }
                 let oldest = index.segments[0]
-                if oldest.liveBytes <= 0 && oldest.messages.isEmpty {
+                if oldest.liveBytes <= 0 && oldest.liveMessages == 0 {
                     index.segments.removeFirst()
                     return (oldest, false)
                 }
@@ -352,7 +366,7 @@ final class MessageLog: Sendable {
         try rotateIfFull()
         let (messages, tombstones) = index.withLock { index in
             var messages: [(MessageLogEntry, [MessageLogRecord.Delivery])] = []
-            for entry in segment.messages.values {
+            for case let entry? in segment.messages {
                 var deliveries: [MessageLogRecord.Delivery] = []
                 for recipient in entry.allRecipients {
                     let key = DeliveryKey(recipient: recipient, sender: entry.sender, messageID: entry.messageID)
@@ -397,16 +411,15 @@ final class MessageLog: Sendable {
         if buffer.readableBytes > 0 { try write(&buffer, to: active) }
         index.withLock { index in
             for (entry, offset, length) in moved {
-                entry.segment = active
                 entry.offset = base + Int64(offset)
                 entry.length = length
-                active.liveBytes += Int64(length)
-                active.messages[ObjectIdentifier(entry)] = entry
+                active.hold(entry)
             }
             for ((key, length), tombstone) in zip(copiedTombstones, tombstones) {
                 index.addTombstone(key, sequence: tombstone.sequence, at: tombstone.at, segment: active, length: length)
             }
-            segment.messages = [:]
+            segment.messages = []
+            segment.liveMessages = 0
             segment.liveBytes = 0
             index.segments.removeAll { $0 === segment }
         }
@@ -448,7 +461,7 @@ final class MessageLog: Sendable {
     {
         guard limit > 0 else { return [] }
         let found = index.withLock { index -> [(Int64, MessageLogEntry, MessageLogSegment, Int64, Int)] in
-            guard let queue = index.queues[recipient] else { return [] }
+            guard let queue = index.queues[recipient]?.sequences else { return [] }
             // The queue is sorted by sequence: find the first one above `sequence`.
             var low = 0
             var high = queue.count
@@ -493,7 +506,7 @@ final class MessageLog: Sendable {
 
     /// How many messages `recipient` has not acknowledged.
     func pendingMessageCount(for recipient: UserID) -> Int {
-        index.withLock { $0.pendingCounts[recipient] ?? 0 }
+        index.withLock { $0.queues[recipient]?.count ?? 0 }
     }
 
     /// Sizes for the status page and tests.
@@ -507,7 +520,7 @@ final class MessageLog: Sendable {
 
     var statistics: Statistics {
         index.withLock { index in
-            let pending = index.pendingCounts.values.reduce(0, +)
+            let pending = index.queues.values.reduce(0) { $0 + $1.count }
             return Statistics(
                 segments: index.segments.count,
                 bytes: index.segments.reduce(0) { $0 + $1.size },
@@ -599,10 +612,11 @@ final class MessageLog: Sendable {
             }
         }
         index.queues = [:]
-        index.pendingCounts = [:]
-        for (recipient, queue) in queues {
-            index.queues[recipient] = CircularBuffer(queue.sorted { $0.sequence < $1.sequence })
-            index.pendingCounts[recipient] = queue.count
+        for (recipient, sequences) in queues {
+            let queue = RecipientQueue()
+            queue.sequences = CircularBuffer(sequences.sorted { $0.sequence < $1.sequence })
+            queue.count = sequences.count
+            index.queues[recipient] = queue
         }
         index.tombstones = CircularBuffer(tombstones.sorted { $0.at < $1.at })
     }
@@ -687,10 +701,7 @@ final class MessageLog: Sendable {
                 index.deliveries[key] = Delivery(sequence: delivery.sequence, state: .pending(entry))
                 entry.pending += 1
             }
-            if entry.pending > 0 {
-                segment.liveBytes += Int64(length)
-                segment.messages[ObjectIdentifier(entry)] = entry
-            }
+            if entry.pending > 0 { segment.hold(entry) }
         case .acknowledged(let ack):
             index.nextSequence = max(index.nextSequence, ack.sequence &+ 1)
             let key = DeliveryKey(recipient: ack.recipient, sender: ack.sender, messageID: ack.messageID)

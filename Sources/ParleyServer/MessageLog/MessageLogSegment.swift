@@ -19,9 +19,11 @@ final class MessageLogSegment: @unchecked Sendable {
     /// Bytes of records still needed: messages with pending deliveries, tombstones within the
     /// de-duplication window.
     var liveBytes: Int64 = 0
-    /// The stored messages whose record is in this segment and that still have pending
-    /// deliveries, by identity.
-    var messages: [ObjectIdentifier: MessageLogEntry] = [:]
+    /// The stored messages whose record is in this segment, at their ``MessageLogEntry/slot``;
+    /// nil once nothing of one is pending or it moved.
+    var messages: [MessageLogEntry?] = []
+    /// The non-nil ones among `messages`.
+    var liveMessages = 0
     /// Acknowledgements written to this segment (some may have expired or moved since).
     var acknowledgements: [MessageLog.DeliveryKey] = []
 
@@ -156,6 +158,23 @@ final class MessageLogSegment: @unchecked Sendable {
         return record
     }
 
+    /// Counts `entry`, whose record was just written here, as live.
+    func hold(_ entry: MessageLogEntry) {
+        entry.segment = self
+        entry.slot = messages.count
+        messages.append(entry)
+        liveMessages += 1
+        liveBytes += Int64(entry.length)
+    }
+
+    /// Stops counting `entry` (nothing of it is pending, or it moved).
+    func letGo(_ entry: MessageLogEntry) {
+        guard entry.slot < messages.count, messages[entry.slot] === entry else { return }
+        messages[entry.slot] = nil
+        liveMessages -= 1
+        liveBytes -= Int64(entry.length)
+    }
+
     /// Removes the file (the segment was compacted).
     func remove() {
         unlink(path)
@@ -184,16 +203,15 @@ final class MessageLogEntry: @unchecked Sendable {
     var segment: MessageLogSegment
     var offset: Int64
     var length: Int
+    /// Its place in `segment.messages`.
+    var slot = 0
     /// Deliveries not acknowledged yet.
     var pending: Int
 
     /// One delivery fewer is pending; the record is dead once none is.
     func releaseDelivery() {
         pending -= 1
-        if pending == 0 {
-            segment.liveBytes -= Int64(length)
-            segment.messages[ObjectIdentifier(self)] = nil
-        }
+        if pending == 0 { segment.letGo(self) }
     }
 
     init(
