@@ -75,6 +75,7 @@ import Testing
             var buffer = ByteBuffer()
             let length = record.write(to: &buffer)
             #expect(length == buffer.readableBytes)
+            if case .acknowledged = record { #expect(length == MessageLogRecord.acknowledgementLength) }
             let bytes = Array(buffer.readableBytesView)
             #expect(bytes.withUnsafeBytes { MessageLogRecord.read(from: $0) } == .record(record, length: length))
             // Cut anywhere: incomplete, never a wrong record.

@@ -58,12 +58,16 @@ final class MessageLog: Sendable {
 
     private struct Delivery {
         var sequence: Int64
+        /// When it was acknowledged (milliseconds since 1970); 0 while pending.
+        var at: Int64 = 0
         var state: State
 
+        /// One word: two class references.
         enum State {
             case pending(MessageLogEntry)
-            /// A tombstone: its acknowledgement record is in `segment`, `length` bytes.
-            case acknowledged(at: Int64, segment: MessageLogSegment, length: Int)
+            /// A tombstone: its acknowledgement record (``MessageLogRecord/acknowledgementLength``
+            /// bytes) is in the segment.
+            case acknowledged(MessageLogSegment)
         }
 
         var entry: MessageLogEntry? {
@@ -71,17 +75,9 @@ final class MessageLog: Sendable {
         }
     }
 
-    private struct Tombstone {
-        var at: Int64
-        var key: DeliveryKey
-        var sequence: Int64
-    }
-
     private struct Index {
         var deliveries: [DeliveryKey: Delivery] = [:]
         var queues: [UserID: RecipientQueue] = [:]
-        /// Tombstones in the order they were written (by time), for pruning.
-        var tombstones = CircularBuffer<Tombstone>()
         /// Oldest first; the last one is written to.
         var segments: [MessageLogSegment] = []
         var nextSequence: Int64 = 1
@@ -109,7 +105,7 @@ final class MessageLog: Sendable {
             guard let delivery = deliveries.removeValue(forKey: key) else { return }
             switch delivery.state {
             case .pending(let entry): entry.releaseDelivery()
-            case .acknowledged(_, let segment, let length): segment.liveBytes -= Int64(length)
+            case .acknowledged(let segment): segment.liveBytes -= Int64(MessageLogRecord.acknowledgementLength)
             }
         }
 
@@ -120,12 +116,9 @@ final class MessageLog: Sendable {
             return true
         }
 
-        mutating func addTombstone(
-            _ key: DeliveryKey, sequence: Int64, at: Int64, segment: MessageLogSegment, length: Int
-        ) {
-            deliveries[key] = Delivery(
-                sequence: sequence, state: .acknowledged(at: at, segment: segment, length: length))
-            segment.liveBytes += Int64(length)
+        mutating func addTombstone(_ key: DeliveryKey, sequence: Int64, at: Int64, segment: MessageLogSegment) {
+            deliveries[key] = Delivery(sequence: sequence, at: at, state: .acknowledged(segment))
+            segment.liveBytes += Int64(MessageLogRecord.acknowledgementLength)
             segment.acknowledgements.append(key)
         }
     }
@@ -177,7 +170,6 @@ final class MessageLog: Sendable {
             var key: DeliveryKey
             var sequence: Int64
             var entry: MessageLogEntry
-            var length: Int
         }
         struct PlannedStore {
             var message: NewMessage
@@ -205,8 +197,8 @@ final class MessageLog: Sendable {
                             recipient: recipient, sender: sender, messageID: messageID, sequence: delivery.sequence,
                             at: at)
                     )
-                    let length = record.write(to: &buffer)
-                    acks.append(PlannedAck(key: key, sequence: delivery.sequence, entry: entry, length: length))
+                    record.write(to: &buffer)
+                    acks.append(PlannedAck(key: key, sequence: delivery.sequence, entry: entry))
                     acknowledged.append(
                         AcknowledgedMessage(
                             sender: sender, messageID: messageID, recipient: recipient,
@@ -266,13 +258,13 @@ final class MessageLog: Sendable {
 
         index.withLock { index in
             for ack in acks {
-                index.addTombstone(ack.key, sequence: ack.sequence, at: at, segment: active, length: ack.length)
-                index.tombstones.append(Tombstone(at: at, key: ack.key, sequence: ack.sequence))
+                index.addTombstone(ack.key, sequence: ack.sequence, at: at, segment: active)
                 index.release(ack.entry, recipient: ack.key.recipient)
             }
             for store in stores {
                 let entry = MessageLogEntry(
-                    store.message, storedAt: at, pending: store.deliveries.count,
+                    sender: store.message.sender, messageID: store.message.messageID,
+                    wantsReceipt: store.message.wantsReceipt, pending: store.deliveries.count,
                     segment: active, offset: base + Int64(store.offset), length: store.length
                 )
                 active.hold(entry)
@@ -303,15 +295,24 @@ final class MessageLog: Sendable {
     @discardableResult
     func pruneAcknowledged(now: Date) throws(ParleyError) -> Int {
         let cutoff = now.logMilliseconds &- configuration.deduplicationWindow.logMilliseconds
+        // Tombstones are found through the segments holding them (a scan of what the window
+        // remembers, once per prune interval); each segment's list loses what moved or went.
         let removed = index.withLock { index in
             var removed = 0
-            while let first = index.tombstones.first, first.at < cutoff {
-                index.tombstones.removeFirst()
-                guard let delivery = index.deliveries[first.key], delivery.sequence == first.sequence,
-                    case .acknowledged = delivery.state
-                else { continue }
-                index.forget(first.key)
-                removed += 1
+            for segment in index.segments {
+                var kept: [DeliveryKey] = []
+                for key in segment.acknowledgements {
+                    guard let delivery = index.deliveries[key], case .acknowledged(let holder) = delivery.state,
+                        holder === segment
+                    else { continue }
+                    if delivery.at < cutoff {
+                        index.forget(key)
+                        removed += 1
+                    } else {
+                        kept.append(key)
+                    }
+                }
+                segment.acknowledgements = kept
             }
             return removed
         }
@@ -364,47 +365,46 @@ final class MessageLog: Sendable {
     /// Writes `segment`'s live records again at the end of the log and takes the segment out.
     private func copyForward(_ segment: MessageLogSegment) throws(ParleyError) {
         try rotateIfFull()
-        let (messages, tombstones) = index.withLock { index in
-            var messages: [(MessageLogEntry, [MessageLogRecord.Delivery])] = []
-            for case let entry? in segment.messages {
-                var deliveries: [MessageLogRecord.Delivery] = []
-                for recipient in entry.allRecipients {
-                    let key = DeliveryKey(recipient: recipient, sender: entry.sender, messageID: entry.messageID)
-                    if let delivery = index.deliveries[key], delivery.entry === entry {
-                        deliveries.append(.init(recipient: recipient, sequence: delivery.sequence))
-                    }
-                }
-                messages.append((entry, deliveries))
-            }
+        // Only this thread changes the index: what is read under one lock holds under the next.
+        let (entries, tombstones) = index.withLock { index in
             var tombstones: [(DeliveryKey, sequence: Int64, at: Int64)] = []
             for key in segment.acknowledgements {
-                if let delivery = index.deliveries[key], case .acknowledged(let at, let holder, _) = delivery.state,
+                if let delivery = index.deliveries[key], case .acknowledged(let holder) = delivery.state,
                     holder === segment
                 {
-                    tombstones.append((key, delivery.sequence, at))
+                    tombstones.append((key, delivery.sequence, delivery.at))
                 }
             }
-            return (messages, tombstones)
+            return (segment.messages.compactMap { $0 }, tombstones)
+        }
+        var records: [MessageLogRecord.Stored] = []
+        records.reserveCapacity(entries.count)
+        for entry in entries {
+            guard case .stored(let record) = try segment.record(at: entry.offset, length: Int(entry.length)) else {
+                throw ParleyError(
+                    code: .storageError,
+                    message: "the message log \(segment.path) has another record where a message should be")
+            }
+            records.append(record)
         }
         var buffer = ByteBuffer()
         var moved: [(MessageLogEntry, offset: Int, length: Int)] = []
-        for (entry, deliveries) in messages {
-            guard case .stored(var record) = try entry.segment.record(at: entry.offset, length: entry.length) else {
-                throw ParleyError(
-                    code: .storageError,
-                    message: "the message log \(entry.segment.path) has another record where a message should be")
+        index.withLock { index in
+            for (entry, var record) in zip(entries, records) {
+                record.deliveries = record.deliveries.filter { delivery in
+                    let key = DeliveryKey(
+                        recipient: delivery.recipient, sender: entry.sender, messageID: entry.messageID)
+                    return index.deliveries[key]?.entry === entry
+                }
+                let offset = buffer.writerIndex
+                moved.append((entry, offset, MessageLogRecord.stored(record).write(to: &buffer)))
             }
-            record.deliveries = deliveries
-            let offset = buffer.writerIndex
-            moved.append((entry, offset, MessageLogRecord.stored(record).write(to: &buffer)))
         }
-        var copiedTombstones: [(DeliveryKey, length: Int)] = []
         for (key, sequence, at) in tombstones {
-            let record = MessageLogRecord.acknowledged(
+            MessageLogRecord.acknowledged(
                 .init(
                     recipient: key.recipient, sender: key.sender, messageID: key.messageID, sequence: sequence, at: at)
-            )
-            copiedTombstones.append((key, record.write(to: &buffer)))
+            ).write(to: &buffer)
         }
         let active = index.withLock { $0.active }
         let base = active.size
@@ -412,11 +412,11 @@ final class MessageLog: Sendable {
         index.withLock { index in
             for (entry, offset, length) in moved {
                 entry.offset = base + Int64(offset)
-                entry.length = length
+                entry.length = Int32(length)
                 active.hold(entry)
             }
-            for ((key, length), tombstone) in zip(copiedTombstones, tombstones) {
-                index.addTombstone(key, sequence: tombstone.sequence, at: tombstone.at, segment: active, length: length)
+            for (key, sequence, at) in tombstones {
+                index.addTombstone(key, sequence: sequence, at: at, segment: active)
             }
             segment.messages = []
             segment.liveMessages = 0
@@ -460,7 +460,7 @@ final class MessageLog: Sendable {
         -> [PendingMessage]
     {
         guard limit > 0 else { return [] }
-        let found = index.withLock { index -> [(Int64, MessageLogEntry, MessageLogSegment, Int64, Int)] in
+        let found = index.withLock { index -> [(Int64, MessageLogEntry, MessageLogSegment, Int64, Int32)] in
             guard let queue = index.queues[recipient]?.sequences else { return [] }
             // The queue is sorted by sequence: find the first one above `sequence`.
             var low = 0
@@ -473,7 +473,7 @@ final class MessageLog: Sendable {
                     high = middle
                 }
             }
-            var found: [(Int64, MessageLogEntry, MessageLogSegment, Int64, Int)] = []
+            var found: [(Int64, MessageLogEntry, MessageLogSegment, Int64, Int32)] = []
             var position = queue.index(queue.startIndex, offsetBy: low)
             while position != queue.endIndex && found.count < limit {
                 let (sequence, key) = queue[position]
@@ -487,7 +487,7 @@ final class MessageLog: Sendable {
         var messages: [PendingMessage] = []
         messages.reserveCapacity(found.count)
         for (sequence, entry, segment, offset, length) in found {
-            guard case .stored(let record) = try segment.record(at: offset, length: length) else {
+            guard case .stored(let record) = try segment.record(at: offset, length: Int(length)) else {
                 throw ParleyError(
                     code: .storageError,
                     message: "the message log \(segment.path) has another record where a message should be")
@@ -598,17 +598,16 @@ final class MessageLog: Sendable {
         return index
     }
 
-    /// The per-recipient queues and the tombstones' time order, from the deliveries (records
-    /// moved by compaction come after newer ones).
+    /// The per-recipient queues, from the deliveries (records moved by compaction come after
+    /// newer ones).
     private static func rebuildOrder(_ index: inout Index) {
         var queues: [UserID: [(sequence: Int64, key: DeliveryKey)]] = [:]
-        var tombstones: [Tombstone] = []
         for (key, delivery) in index.deliveries {
             switch delivery.state {
             case .pending:
                 queues[key.recipient, default: []].append((delivery.sequence, key))
-            case .acknowledged(let at, _, _):
-                tombstones.append(Tombstone(at: at, key: key, sequence: delivery.sequence))
+            case .acknowledged:
+                break
             }
         }
         index.queues = [:]
@@ -618,7 +617,6 @@ final class MessageLog: Sendable {
             queue.count = sequences.count
             index.queues[recipient] = queue
         }
-        index.tombstones = CircularBuffer(tombstones.sorted { $0.at < $1.at })
     }
 
     /// Takes in messages kept elsewhere before (the SQLite tables of earlier versions), with
@@ -689,7 +687,9 @@ final class MessageLog: Sendable {
         case .header(let next):
             index.nextSequence = max(index.nextSequence, next)
         case .stored(let stored):
-            let entry = MessageLogEntry(stored, pending: 0, segment: segment, offset: offset, length: length)
+            let entry = MessageLogEntry(
+                sender: stored.sender, messageID: stored.messageID, wantsReceipt: stored.wantsReceipt, pending: 0,
+                segment: segment, offset: offset, length: length)
             for delivery in stored.deliveries {
                 index.nextSequence = max(index.nextSequence, delivery.sequence &+ 1)
                 let key = DeliveryKey(recipient: delivery.recipient, sender: stored.sender, messageID: stored.messageID)
@@ -707,26 +707,11 @@ final class MessageLog: Sendable {
             let key = DeliveryKey(recipient: ack.recipient, sender: ack.sender, messageID: ack.messageID)
             index.forget(key)
             if ack.at >= cutoff {
-                index.addTombstone(key, sequence: ack.sequence, at: ack.at, segment: segment, length: length)
+                index.addTombstone(key, sequence: ack.sequence, at: ack.at, segment: segment)
             }
         case .dropped(let recipient):
             drop(recipient, in: &index)
         }
-    }
-}
-
-extension MessageLogEntry {
-    convenience init(
-        _ message: NewMessage, storedAt: Int64, pending: Int, segment: MessageLogSegment, offset: Int64, length: Int
-    ) {
-        self.init(
-            MessageLogRecord.Stored(
-                sender: message.sender, messageID: message.messageID, isText: message.isText,
-                wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.logMilliseconds, storedAt: storedAt,
-                allRecipients: message.allRecipients, deliveries: [], body: []
-            ),
-            pending: pending, segment: segment, offset: offset, length: length
-        )
     }
 }
 

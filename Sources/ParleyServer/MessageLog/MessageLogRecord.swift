@@ -52,6 +52,8 @@ enum MessageLogRecord: Equatable {
 
     /// Bytes before the payload: length and checksum.
     static let framing = 8
+    /// An acknowledgement's length on disk (they all have the same).
+    static let acknowledgementLength = framing + 1 + 4 + 4 + 8 + 8 + 8
     /// The largest payload a reader accepts (a message body is at most a few MiB).
     static let maximumPayload = 64 << 20
 

@@ -161,7 +161,7 @@ final class MessageLogSegment: @unchecked Sendable {
     /// Counts `entry`, whose record was just written here, as live.
     func hold(_ entry: MessageLogEntry) {
         entry.segment = self
-        entry.slot = messages.count
+        entry.slot = Int32(messages.count)
         messages.append(entry)
         liveMessages += 1
         liveBytes += Int64(entry.length)
@@ -169,8 +169,9 @@ final class MessageLogSegment: @unchecked Sendable {
 
     /// Stops counting `entry` (nothing of it is pending, or it moved).
     func letGo(_ entry: MessageLogEntry) {
-        guard entry.slot < messages.count, messages[entry.slot] === entry else { return }
-        messages[entry.slot] = nil
+        let slot = Int(entry.slot)
+        guard slot < messages.count, messages[slot] === entry else { return }
+        messages[slot] = nil
         liveMessages -= 1
         liveBytes -= Int64(entry.length)
     }
@@ -187,46 +188,40 @@ final class MessageLogSegment: @unchecked Sendable {
     }
 }
 
-/// A stored message with pending deliveries, as the log's index keeps it (its body stays on disk).
+/// A stored message with pending deliveries, as the log's index keeps it: who sent it and where
+/// its record is (its body and the rest stay on disk).
 final class MessageLogEntry: @unchecked Sendable {
     let sender: UserID
     let messageID: MessageID
-    let allRecipients: [UserID]
-    let isText: Bool
     let wantsReceipt: Bool
-    let sentAt: Int64
-    let storedAt: Int64
 
     // Changed under the log's index lock.
 
     /// Where its record is.
     var segment: MessageLogSegment
     var offset: Int64
-    var length: Int
+    var length: Int32
     /// Its place in `segment.messages`.
-    var slot = 0
+    var slot: Int32 = 0
     /// Deliveries not acknowledged yet.
-    var pending: Int
+    var pending: Int32
+
+    init(
+        sender: UserID, messageID: MessageID, wantsReceipt: Bool, pending: Int, segment: MessageLogSegment,
+        offset: Int64, length: Int
+    ) {
+        self.sender = sender
+        self.messageID = messageID
+        self.wantsReceipt = wantsReceipt
+        self.segment = segment
+        self.offset = offset
+        self.length = Int32(length)
+        self.pending = Int32(pending)
+    }
 
     /// One delivery fewer is pending; the record is dead once none is.
     func releaseDelivery() {
         pending -= 1
         if pending == 0 { segment.letGo(self) }
-    }
-
-    init(
-        _ stored: MessageLogRecord.Stored, pending: Int, segment: MessageLogSegment, offset: Int64, length: Int
-    ) {
-        self.sender = stored.sender
-        self.messageID = stored.messageID
-        self.allRecipients = stored.allRecipients
-        self.isText = stored.isText
-        self.wantsReceipt = stored.wantsReceipt
-        self.sentAt = stored.sentAt
-        self.storedAt = stored.storedAt
-        self.segment = segment
-        self.offset = offset
-        self.length = length
-        self.pending = pending
     }
 }
