@@ -266,7 +266,7 @@ extension ParleyNode {
                 // A live peer answers at once; one silent for a peer timeout is as good as gone.
                 try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
                 // The peer takes this node's messages: whatever it refused before is settled.
-                state.withLock { _ = $0.refusals.removeValue(forKey: target.node) }
+                state.withLock { $0.links.delivered(to: target.node) }
                 return
             } catch {
                 guard attempt == 1, error.code == .notConnected, !directLink.isOpen else { throw error }
@@ -286,10 +286,7 @@ extension ParleyNode {
     }
 
     private func openStandingLinks() async {
-        let peers = state.withLock { state in
-            defer { state.pendingDials = [] }
-            return state.pendingDials.filter { !state.peers.isLinked($0) }
-        }
+        let peers = state.withLock { $0.links.takePendingDials() }
         for peer in peers {
             do {
                 _ = try await link(to: peer, addresses: await candidateAddresses(of: peer))

@@ -70,10 +70,7 @@ public final class ParleyNode: Sendable {
         var portWaiters: [CheckedContinuation<Result<Int, ParleyError>, Never>] = []
         var listener: (any Channel)?
         var peers = PeerDirectory()
-        /// Ready links by peer node.
-        var links: [NodeID: [ObjectIdentifier: DirectLink]] = [:]
-        /// Every link, ready or not, to close at shutdown.
-        var allLinks: [ObjectIdentifier: DirectLink] = [:]
+        var links = LinkTable<DirectLink>(dialBackoff: ParleyNode.dialBackoff)
         var client: ParleyClient?
         var serverLoggedOn = false
         /// What the server said about users' nodes (for direct links), by user.
@@ -89,12 +86,6 @@ public final class ParleyNode: Sendable {
         /// The presence the user chose (``ParleyNode/setPresence(_:text:)``), set on the server at each logon.
         var chosenPresence: Presence?
         var lastRoute: [Recipient: Route] = [:]
-        /// Discovered peers to open a standing link to (the flusher dials them).
-        var pendingDials: Set<NodeID> = []
-        /// Peers that refused this node's link (a fatal ERROR): not dialled again before `until`.
-        var refusals: [NodeID: Refusal] = [:]
-        /// Peers that could not be dialled lately: not dialled on the send path for a while.
-        var dials = DialMemory(backoff: ParleyNode.dialBackoff)
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.
@@ -296,6 +287,7 @@ public final class ParleyNode: Sendable {
         let start = state.withLock { state -> Bool in
             guard state.phase == .idle, !state.stopping else { return false }
             state.phase = .running
+            state.links.start()
             return true
         }
         guard start else {
@@ -360,7 +352,10 @@ public final class ParleyNode: Sendable {
     /// return. Messages in the outbox stay there for the next run.
     public func shutdown() async {
         let first = state.withLock { state -> Bool in
-            defer { state.stopping = true }
+            defer {
+                state.stopping = true
+                state.links.stop()
+            }
             return !state.stopping
         }
         guard first else { return }
@@ -371,7 +366,8 @@ public final class ParleyNode: Sendable {
     private func tearDown() async {
         let (listener, links, client) = state.withLock { state in
             state.stopping = true
-            return (state.listener, Array(state.allLinks.values), state.client)
+            state.links.stop()
+            return (state.listener, state.links.everyLink, state.client)
         }
         if let discovery { await discovery.withdraw() }
         if let client { await client.shutdownGracefully() }
@@ -387,6 +383,7 @@ public final class ParleyNode: Sendable {
         let waiters = state.withLock { state in
             state.phase = .stopped
             state.stopping = true
+            state.links.stop()
             defer { state.portWaiters = [] }
             return state.portWaiters
         }
