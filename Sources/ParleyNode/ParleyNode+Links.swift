@@ -296,11 +296,8 @@ extension ParleyNode {
     /// server can tell.
     func candidateAddresses(of peer: NodeID, cached: Bool = false) async -> [String] {
         var addresses = state.withLock { state in
-            var addresses = state.peers.addresses(of: peer)
-            for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks && node.isOnline {
-                addresses += node.addresses.filter { !addresses.contains($0) }
-            }
-            return addresses
+            let addresses = state.peers.addresses(of: peer)
+            return addresses + state.server.addresses(of: peer).filter { !addresses.contains($0) }
         }
         if cached {
             do {
@@ -386,7 +383,7 @@ extension ParleyNode {
                 if vouched == nil { await refreshServerNode(of: user) }
                 do throws(ParleyError) {
                     try await verifyClaim(user, by: peer)
-                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.serverLoggedOn }) {
+                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.server.loggedOn }) {
                     // The user may have moved to a new key that the server vouches for since this
                     // node last asked: ask again before calling the peer an impostor.
                     await refreshServerNode(of: user, force: true)

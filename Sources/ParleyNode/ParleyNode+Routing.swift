@@ -60,7 +60,7 @@ extension ParleyNode {
         case .user(let user):
             guard configuration.allowsDirectLinks else { return nil }
             await refreshServerNode(of: user)
-            if let known = state.withLock({ $0.serverNodes[user] }) {
+            if let known = state.withLock({ $0.server.nodes[user] }) {
                 // The server vouches for the user's node: only that node gets the message directly,
                 // at the addresses the server knows (if the user is logged on) or the LAN shows.
                 guard known.allowsDirectLinks, known.nodeID != nodeID else { return nil }
@@ -71,7 +71,7 @@ extension ParleyNode {
             // Only the LAN knows the user's node, or, while the server cannot be asked, the node
             // cache; the link's NODE_HELLO check decides (the key the server vouched for in an
             // earlier run, else the pinned one).
-            let serverAway = !state.withLock { $0.serverLoggedOn }
+            let serverAway = !state.withLock { $0.server.loggedOn }
             var lanNode = state.withLock { $0.peers.node(ofUser: user) }
             if lanNode == nil, serverAway {
                 do {
@@ -125,7 +125,7 @@ extension ParleyNode {
             hasQueuedMessages: hasQueued,
             direct: target.map { $0.linked ? .linked : .dialable } ?? .unavailable,
             directAllowed: configuration.allowsDirectLinks,
-            serverLoggedOn: state.withLock { $0.serverLoggedOn }
+            serverLoggedOn: state.withLock { $0.server.loggedOn }
         )
         let plan = fromOutbox ? RoutePlanner.planFlush(situation) : RoutePlanner.plan(situation)
         for step in plan {
@@ -147,7 +147,9 @@ extension ParleyNode {
                     )
                 }
             case .server:
-                guard case .user(let user) = recipient, let client = state.withLock({ $0.client }) else { continue }
+                guard case .user(let user) = recipient, let client = state.withLock({ $0.server.client }) else {
+                    continue
+                }
                 // Remembered before it leaves: its receipt may come back before the answer does.
                 let sender = ownUser ?? UserID(0)
                 try await registry.run { registry throws(ParleyError) in
@@ -254,7 +256,7 @@ extension ParleyNode {
         for attempt in 1...2 {
             // A peer that failed lately is not waited for while the server can take the message.
             let purpose: DialPurpose =
-                state.withLock { $0.serverLoggedOn } ? .sendWithAlternative : .sendWithoutAlternative
+                state.withLock { $0.server.loggedOn } ? .sendWithAlternative : .sendWithoutAlternative
             let directLink = try await link(to: target.node, addresses: target.addresses, purpose: purpose)
             if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
                 throw ParleyError(

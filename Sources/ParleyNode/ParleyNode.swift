@@ -71,29 +71,13 @@ public final class ParleyNode: Sendable {
         var listener: (any Channel)?
         var peers = PeerDirectory()
         var links = LinkTable<DirectLink>(dialBackoff: ParleyNode.dialBackoff)
-        var client: ParleyClient?
-        var serverLoggedOn = false
-        /// What the server said about users' nodes (for direct links), by user.
-        var serverNodes: [UserID: ServerNode] = [:]
-        /// The user's contacts (the cached list, read at start); nil when it could not be read.
-        var contactIDs: Set<UserID>?
-        /// Contacts' presence as the server pushed it during this logon.
-        var serverPresences: [UserID: Presence] = [:]
-        /// Whether the server's presence snapshot came during this logon.
-        var serverPresenceKnown = false
-        /// What ``Event/contactPresence(_:_:)`` reported last, by contact.
-        var reportedPresences: [UserID: Presence] = [:]
-        /// The presence the user chose (``ParleyNode/setPresence(_:text:)``), set on the server at each logon.
-        var chosenPresence: Presence?
+        var server = ServerSession<ParleyClient>()
         var lastRoute: [Recipient: Route] = [:]
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.
         var advertised: ServiceRecord?
         var stopping = false
-        /// An admin kicked this node's server session (KICKED): it does not connect to the server
-        /// again until it is restarted; direct links go on.
-        var serverKicked = false
     }
 
     /// A peer refused this node's last link, or this node refused the peer's claim; dialling it
@@ -173,7 +157,7 @@ public final class ParleyNode: Sendable {
         // The cached contact list, for LAN-derived presence before the server answers.
         do throws(ParleyError) {
             let cached = try registry.runBlocking { registry throws(ParleyError) in try registry.cachedContacts() }
-            state.withLock { $0.contactIDs = Set(cached.map(\.userID)) }
+            state.withLock { $0.server.loadCachedContacts(cached.map(\.userID)) }
         } catch {
             logger.warning("cannot read the cached contact list", metadata: ["error": "\(error)"])
         }
@@ -367,7 +351,7 @@ public final class ParleyNode: Sendable {
         let (listener, links, client) = state.withLock { state in
             state.stopping = true
             state.links.stop()
-            return (state.listener, state.links.everyLink, state.client)
+            return (state.listener, state.links.everyLink, state.server.client)
         }
         if let discovery { await discovery.withdraw() }
         if let client { await client.shutdownGracefully() }
