@@ -43,10 +43,9 @@ extension ParleyNode {
     }
 
     private func noteRoute(_ route: Route, for recipient: Recipient) {
+        // Offered under the lock: two sends to one recipient report their routes in order.
         state.withLock { state in
-            guard state.lastRoute[recipient] != route else { return }
-            state.lastRoute[recipient] = route
-            eventQueue.offer(.routeChanged(recipient, route))
+            if state.routes.note(route, for: recipient) { eventQueue.offer(.routeChanged(recipient, route)) }
         }
     }
 

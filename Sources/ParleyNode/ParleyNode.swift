@@ -72,7 +72,7 @@ public final class ParleyNode: Sendable {
         var peers = PeerDirectory()
         var links = LinkTable<DirectLink>(dialBackoff: ParleyNode.dialBackoff)
         var server = ServerSession<ParleyClient>()
-        var lastRoute: [Recipient: Route] = [:]
+        var routes = RouteMemory()
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.

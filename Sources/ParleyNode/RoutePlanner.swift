@@ -44,3 +44,14 @@ enum RoutePlanner {
         return plan(queued).filter { $0 != .queued }
     }
 }
+
+/// The route each recipient's messages took last, so that the node reports a change
+/// (``ParleyNode/Event/routeChanged(_:_:)``) and not every message.
+struct RouteMemory: Sendable {
+    private var last: [ParleyNode.Recipient: ParleyNode.Route] = [:]
+
+    /// A message to `recipient` took `route`; returns whether that differs from the last one.
+    mutating func note(_ route: ParleyNode.Route, for recipient: ParleyNode.Recipient) -> Bool {
+        last.updateValue(route, forKey: recipient) != route
+    }
+}

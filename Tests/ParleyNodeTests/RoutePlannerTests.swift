@@ -44,6 +44,20 @@ import Testing
     }
 }
 
+@Suite struct RouteMemoryTests {
+    @Test func onlyChangesOfRouteAreReported() {
+        var memory = RouteMemory()
+        let alice = ParleyNode.Recipient.user(UserID(7))
+        let node = ParleyNode.Recipient.node(ParleyNode.NodeID(subjectPublicKeyInfo: [1]))
+        let steps: [(ParleyNode.Route, ParleyNode.Recipient)] = [
+            (.server, alice), (.server, alice), (.server, node), (.direct, alice), (.queued, alice), (.queued, alice),
+        ]
+        let reported = steps.map { memory.note($0.0, for: $0.1) }
+        // A repeat is not reported; each recipient has its own last route.
+        #expect(reported == [true, false, true, true, true, false])
+    }
+}
+
 @Suite struct PeerDirectoryTests {
     private let a = ParleyNode.NodeID(subjectPublicKeyInfo: [1])
     private func peer(_ id: ParleyNode.NodeID, user: UInt32? = 7) -> Peer {
