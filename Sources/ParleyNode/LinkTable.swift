@@ -149,14 +149,11 @@ struct LinkTable<Link: TableLink>: Sendable {
         dials = DialMemory(backoff: dials.backoff)
     }
 
-    /// Discovery shows `peer` anew or changed: dialling it may work now.
-    mutating func discovered(_ peer: ParleyNode.NodeID) {
+    /// Discovery shows `peer` anew or changed: dialling it may work now. With `openLink` (this
+    /// node opens the standing link to it), a dial is asked for unless a link is ready.
+    mutating func discovered(_ peer: ParleyNode.NodeID, openLink: Bool) {
         dials.forget(peer)
-    }
-
-    /// Asks for a standing link to `peer` (a discovered one, or one to probe); the flusher opens it.
-    mutating func requestDial(_ peer: ParleyNode.NodeID) {
-        pendingDials.insert(peer)
+        if openLink, !isLinked(peer) { pendingDials.insert(peer) }
     }
 
     /// The standing links to open now: the requested peers without a ready link.

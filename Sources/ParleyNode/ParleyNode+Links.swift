@@ -573,9 +573,11 @@ extension ParleyNode {
         case .up(let peer), .changed(let peer):
             let isNew: Bool
             if case .up = event { isNew = true } else { isNew = false }
+            // The lower node ID opens the standing link (liveness); the other side waits for it.
+            let opensLink = nodeID.description < peerID.description && configuration.allowsDirectLinks
             state.withLock { state in
                 // What discovery shows changed (or is new): dialling the peer may work now.
-                state.links.discovered(peerID)
+                state.links.discovered(peerID, openLink: opensLink)
                 emit(state.peers.advertised(peer, as: peerID, isNew: isNew))
             }
             let logger = self.logger
@@ -604,21 +606,11 @@ extension ParleyNode {
             } failed: { error in
                 logger.debug("cannot cache a discovered peer", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
             }
-            // The lower node ID opens the standing link (liveness); the other side waits for it.
-            if nodeID.description < peerID.description, configuration.allowsDirectLinks,
-                !state.withLock({ $0.peers.isLinked(peerID) })
-            {
-                linkInBackground(peerID)
-            }
+            // The flusher opens the standing link, if one was asked for, and retries the outbox.
             flushContinuation.yield()
         case .down:
             state.withLock { state in emit(state.peers.withdrawn(peerID)) }
         }
     }
 
-    /// Opens a standing link to a peer (a discovered one, or one to probe), from the flusher.
-    func linkInBackground(_ peer: NodeID) {
-        state.withLock { $0.links.requestDial(peer) }
-        flushContinuation.yield()
-    }
 }

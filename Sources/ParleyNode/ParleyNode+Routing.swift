@@ -25,18 +25,11 @@ extension ParleyNode {
         to recipient: Recipient,
         id: MessageID = .random()
     ) async throws(ParleyError) -> SendResult {
-        await sendLocks.lock(recipient)
-        let result: Result<Route, ParleyError>
-        do throws(ParleyError) {
+        let route = try await sendLocks.withLock(recipient) { () async throws(ParleyError) -> Route in
             let stillQueued = try await flushQueue(of: recipient)
-            result = .success(
-                try await route(body, to: recipient, id: id, createdAt: Date(), mode: .new(behindQueued: stillQueued))
-            )
-        } catch {
-            result = .failure(error)
+            return try await self.route(
+                body, to: recipient, id: id, createdAt: Date(), mode: .new(behindQueued: stillQueued))
         }
-        await sendLocks.unlock(recipient)
-        let route = try result.get()
         noteRoute(route, for: recipient)
         recordSent(body, to: recipient, id: id, sentAt: Date(), route: route)  // history: sent
         return SendResult(messageID: id, route: route)
@@ -315,14 +308,15 @@ extension ParleyNode {
             for (index, recipient) in recipients.enumerated() {
                 if index >= 16 { await group.next() }
                 group.addTask {
-                    await self.sendLocks.lock(recipient)
-                    do throws(ParleyError) {
-                        _ = try await self.flushQueue(of: recipient)
-                    } catch {
-                        self.logger.error(
-                            "flushing the outbox failed", metadata: ["recipient": "\(recipient)", "error": "\(error)"])
+                    await self.sendLocks.withLock(recipient) { () async -> Void in
+                        do throws(ParleyError) {
+                            _ = try await self.flushQueue(of: recipient)
+                        } catch {
+                            self.logger.error(
+                                "flushing the outbox failed",
+                                metadata: ["recipient": "\(recipient)", "error": "\(error)"])
+                        }
                     }
-                    await self.sendLocks.unlock(recipient)
                 }
             }
         }

@@ -168,7 +168,7 @@ import Testing
         let admitted12 = table.admit(link)
         #expect(admitted12)
         table.linkReady(link, peer: peer)
-        table.discovered(other)
+        table.discovered(other, openLink: false)
         #expect(!table.dials.isBackingOff(peer))
         #expect(!table.dials.isBackingOff(other))
     }
@@ -182,8 +182,9 @@ import Testing
 
     @Test func pendingDialsSkipLinkedPeers() {
         var table = running()
-        table.requestDial(peer)
-        table.requestDial(other)
+        table.discovered(peer, openLink: true)
+        table.discovered(other, openLink: true)
+        table.discovered(ParleyNode.NodeID(subjectPublicKeyInfo: [3]), openLink: false)
         let link = FakeLink()
         let admitted13 = table.admit(link)
         #expect(admitted13)
