@@ -338,18 +338,18 @@ extension ParleyNode {
                 for entry in entries {
                     let message = entry.message
                     let body = MessageBody(isText: message.isText, bytes: message.body)
-                    let outcome: String
+                    let outcome: OutboxOutcome
                     var leftBy: Route?
                     do throws(ParleyError) {
                         let route = try await route(
                             body, to: recipient, id: message.messageID, createdAt: message.createdAt, mode: .flush)
-                        if route == .queued { return true }
-                        outcome = route.rawValue
+                        guard let left = OutboxOutcome(route) else { return true }
+                        outcome = left
                         leftBy = route
                     } catch {
                         // Storage errors are this node's trouble: the entry stays for the next flush.
                         if error.code == .storageError { throw error }
-                        outcome = "failed: \(error.code)"
+                        outcome = .failed(error.code)
                         emit([.queuedMessageFailed(message.messageID, to: recipient, error)])
                     }
                     try await registry.run { registry throws(ParleyError) in
@@ -357,7 +357,7 @@ extension ParleyNode {
                             messageID: message.messageID,
                             sender: message.sender,
                             recipient: user,
-                            route: outcome,
+                            route: outcome.description,
                             at: Date()
                         )
                     }

@@ -58,6 +58,16 @@ import Testing
     }
 }
 
+@Suite struct OutboxOutcomeTests {
+    @Test func theRecordedTextIsTheRouteOrTheFailure() {
+        #expect(OutboxOutcome(.direct)?.description == ParleyNode.Route.direct.rawValue)
+        #expect(OutboxOutcome(.server)?.description == ParleyNode.Route.server.rawValue)
+        #expect(OutboxOutcome(.queued) == nil)
+        // The text the outbox recorded before the outcome was a type.
+        #expect(OutboxOutcome.failed(.recipientNotFound).description == "failed: recipient-not-found")
+    }
+}
+
 @Suite struct PeerDirectoryTests {
     private let a = ParleyNode.NodeID(subjectPublicKeyInfo: [1])
     private func peer(_ id: ParleyNode.NodeID, user: UInt32? = 7) -> Peer {
