@@ -167,7 +167,7 @@ extension ParleyNode {
                     do throws(ParleyError) {
                         try await client.setPresence(chosen.state, text: chosen.text)
                     } catch {
-                        logger.info("cannot set the presence on the server", metadata: ["error": "\(error)"])
+                        logger.debug("cannot set the presence on the server", metadata: ["error": "\(error)"])
                     }
                 }
             }

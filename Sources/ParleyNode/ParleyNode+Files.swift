@@ -167,7 +167,7 @@ extension ParleyNode {
                             "the direct transfer of the stream failed after it had begun, and a stream cannot be read again: \(error.message)"
                     )
                 }
-                logger.info(
+                logger.debug(
                     "the direct transfer failed; sending through the server, from the start",
                     metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])
             }

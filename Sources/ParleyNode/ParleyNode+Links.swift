@@ -91,7 +91,7 @@ extension ParleyNode {
                     )
                     let link = try DirectLink.install(on: channel, hello: hello)
                     if self.admit(link), case .enqueued = links.yield(link) { return }
-                    logger.warning("refusing a direct link: the node is not serving links")
+                    logger.debug("refusing a direct link: the node is not serving links")
                     channel.close(promise: nil)
                 }
             }
@@ -267,7 +267,7 @@ extension ParleyNode {
             return redial
         }
         guard let hello else { return }
-        logger.info("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
+        logger.debug("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
         // After a refusal, the redial fails at once (the backoff in link(to:)): the peer is down.
         if redial { await self.redial(hello.nodeID) }
     }
@@ -334,7 +334,9 @@ extension ParleyNode {
                 refusal = noteRefusal(of: peer, error, byPeer: true)
                 eventQueue.offer(.linkRefused(peer, error, byPeer: true))
             }
-            logger.error(
+            // A refusal is rare and worth seeing; a timeout or a shutdown is routine.
+            logger.log(
+                level: refusal == nil ? .debug : .info,
                 "the peer closed the direct link",
                 metadata: [
                     "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
@@ -404,11 +406,11 @@ extension ParleyNode {
                 state.links.linkReady(link, peer: peer.peer)
                 emit(state.peers.linkUp(peer.peer, user: user, name: name))
             }
-            logger.info(
+            logger.debug(
                 "direct link up", metadata: ["peer.id": "\(peer.peer)", "user.id": "\(user?.description ?? "-")"])
             flushContinuation.yield()
         } catch {
-            logger.error(
+            logger.info(
                 "refusing a direct link",
                 metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
             )
@@ -554,7 +556,7 @@ extension ParleyNode {
             let latest = state.withLock { $0.advertised }
             if let latest, latest.status != record.status { try await discovery.update(latest) }
         } catch {
-            logger.error("cannot advertise the node", metadata: ["error": "\(error)"])
+            logger.warning("cannot advertise the node", metadata: ["error": "\(error)"])
         }
         for await event in discovery.peerEvents {
             handleDiscovery(event)

@@ -133,7 +133,7 @@ extension ParleyNode {
                     try await sendDirect(body, to: recipient, target: target, id: id, createdAt: createdAt)
                     return .direct
                 } catch {
-                    logger.info(
+                    logger.debug(
                         "direct send failed, falling back",
                         metadata: ["peer.id": "\(target.node)", "message.id": "\(id)", "error": "\(error)"]
                     )
@@ -161,7 +161,7 @@ extension ParleyNode {
                         try registry.confirmReceipt(recipient: user, messageID: id)
                     }
                     guard error.meansServerUnavailable else { throw error }
-                    logger.info(
+                    logger.debug(
                         "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
                 }
             case .queued:
@@ -200,7 +200,7 @@ extension ParleyNode {
                 )
             }
         }
-        logger.info("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
+        logger.debug("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
     }
 
     /// Sends `user` directly, in order, the messages that went to it through the server and
@@ -300,7 +300,7 @@ extension ParleyNode {
             let waiting = try await registry.run { registry throws(ParleyError) in try registry.outboxRecipients() }
             recipients = waiting.users.map { .user($0) } + waiting.nodes.compactMap { NodeID($0).map { .node($0) } }
         } catch {
-            logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
+            logger.warning("reading the outbox failed", metadata: ["error": "\(error)"])
             return
         }
         // Side by side, but at most 16 at a time: a large outbox must not open hundreds of dials.
@@ -312,7 +312,7 @@ extension ParleyNode {
                         do throws(ParleyError) {
                             _ = try await self.flushQueue(of: recipient)
                         } catch {
-                            self.logger.error(
+                            self.logger.warning(
                                 "flushing the outbox failed",
                                 metadata: ["recipient": "\(recipient)", "error": "\(error)"])
                         }
@@ -361,7 +361,7 @@ extension ParleyNode {
                             at: Date()
                         )
                     }
-                    logger.info(
+                    logger.debug(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(message.messageID)", "outcome": "\(outcome)"])
                     // Told once the outbox no longer holds it.
@@ -387,7 +387,7 @@ extension ParleyNode {
                     try await registry.run { registry throws(ParleyError) in
                         try registry.markDeliveredToNode(sequence: entry.sequence)
                     }
-                    logger.info(
+                    logger.debug(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(entry.messageID)", "outcome": "\(route)"])
                     noteRoute(route, for: recipient)

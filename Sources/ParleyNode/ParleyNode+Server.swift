@@ -26,7 +26,7 @@ extension ParleyNode {
                     do {
                         try await client.run()
                     } catch {
-                        self.logger.info("the server is unreachable", metadata: ["error": "\(error)"])
+                        self.logger.debug("the server is unreachable", metadata: ["error": "\(error)"])
                     }
                 }
                 group.addTask {
@@ -68,7 +68,7 @@ extension ParleyNode {
                     if Task.isCancelled || error.code == .cancelled { return }
                     if error.code == .alreadyLoggedOn { return }
                     if error.refusesCredentials {
-                        logger.info("the server refused the credentials", metadata: ["error": "\(error)"])
+                        logger.debug("the server refused the credentials", metadata: ["error": "\(error)"])
                         eventQueue.offer(.serverLogOnFailed(error))
                         return
                     }
@@ -77,7 +77,7 @@ extension ParleyNode {
                     failures += 1
                     let asked = Duration.milliseconds(error.retryAfterMilliseconds ?? 0)
                     let delay = max(Self.logOnBackoff.delay(afterFailures: failures), asked)
-                    logger.info(
+                    logger.debug(
                         "logging on to the server failed; trying again",
                         metadata: ["error": "\(error)", "retry.after": "\(delay)"])
                     eventQueue.offer(.serverLogOnDeferred(error, retryAfter: delay))
@@ -111,7 +111,7 @@ extension ParleyNode {
                     try await deliver(message, sender: .user(message.sender), from: nil, route: .server)
                     client.acknowledge(message)
                 } catch {
-                    logger.error(
+                    logger.warning(
                         "cannot store a message from the server; it stays unacknowledged and comes again",
                         metadata: ["message.id": "\(message.id)", "error": "\(error)"])
                 }

@@ -381,7 +381,7 @@ public final class ParleyNode: Sendable {
         presenceContinuation.finish()
         eventQueue.finish()
         directoryLock.release()
-        if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
+        if let error { logger.debug("the node stopped", metadata: ["error": "\(error)"]) }
     }
 
     /// Signals the outbox flusher every half peer timeout, to retry routes that may have come
