@@ -23,6 +23,11 @@ import Testing
         if case .dial = decision { true } else { false }
     }
 
+    /// For a `.wait`, whether a background probe was asked for; nil for any other decision.
+    private func probe(_ decision: LinkTable<FakeLink>.DialDecision) -> Bool? {
+        if case .wait(let probe) = decision { probe } else { nil }
+    }
+
     @Test func linksAreAdmittedOnlyWhileServing() {
         var table = LinkTable<FakeLink>(dialBackoff: Backoff(initial: .seconds(1), maximum: .seconds(30)))
         let early = FakeLink()
@@ -132,30 +137,16 @@ import Testing
         var table = running()
         #expect(table.dialFailed(peer, now: start, randomFactor: 1) == .seconds(1))
         // Within the backoff nobody dials; a send with no other route still tries.
-        guard
-            case .wait(probe: false) = table.decideDial(
-                to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: start)
-        else {
-            Issue.record("a failed peer was dialled on the send path")
-            return
-        }
+        let withinBackoff = table.decideDial(to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: start)
+        #expect(probe(withinBackoff) == false, "a failed peer was dialled on the send path")
         #expect(isDial(table.decideDial(to: peer, purpose: .sendWithoutAlternative, hasAddresses: true, now: start)))
         // Once it expires, a send with another route asks for one background dial, once.
-        guard
-            case .wait(probe: true) = table.decideDial(
-                to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: start + .seconds(2))
-        else {
-            Issue.record("no background probe once the backoff expired")
-            return
-        }
+        let later = start + .seconds(2)
+        let expired = table.decideDial(to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: later)
+        #expect(probe(expired) == true, "no background probe once the backoff expired")
         #expect(table.pendingDials == [peer])
-        guard
-            case .wait(probe: false) = table.decideDial(
-                to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: start + .seconds(2))
-        else {
-            Issue.record("a second probe was asked for")
-            return
-        }
+        let again = table.decideDial(to: peer, purpose: .sendWithAlternative, hasAddresses: true, now: later)
+        #expect(probe(again) == false, "a second probe was asked for")
         #expect(table.takePendingDials() == [peer])
         #expect(table.pendingDials.isEmpty)
     }
