@@ -132,9 +132,18 @@ let package = Package(
             swiftSettings: strict
         ),
         // LAN discovery: the seam (no C), and its Avahi implementation, the only importer of CAvahi.
-        // Helpers of the test targets: child processes started with posix_spawn (Foundation's
-        // Process crashes now and then in this toolchain).
-        .target(name: "ParleyTesting", swiftSettings: strict),
+        // Helpers of the test targets: a real server on port 0, recording clients, a fake LAN,
+        // waits with deadlines, temporary directories, child processes started with posix_spawn
+        // (Foundation's Process crashes now and then in this toolchain). No production target
+        // depends on it.
+        .target(
+            name: "ParleyTesting",
+            dependencies: [
+                "ParleyCore", "ParleyServer", "ParleyClient", "ParleyDiscovery",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
         .target(name: "ParleyDiscovery", swiftSettings: strict),
         .target(
@@ -222,7 +231,7 @@ let package = Package(
         .testTarget(
             name: "ParleyServerTests",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyStore", "ParleyServer",
+                "ParleyCore", "ParleyWire", "ParleyStore", "ParleyServer", "ParleyTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -234,7 +243,7 @@ let package = Package(
             name: "ParleyNodeTests",
             dependencies: [
                 "ParleyCore", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
-                "ParleyNode", "ParleyWire",
+                "ParleyNode", "ParleyWire", "ParleyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

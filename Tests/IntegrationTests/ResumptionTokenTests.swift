@@ -3,6 +3,7 @@ import ParleyClient
 import ParleyCore
 import ParleyServer
 import ParleyStore
+import ParleyTesting
 import ParleyWire
 import Testing
 

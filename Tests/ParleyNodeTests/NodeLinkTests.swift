@@ -5,6 +5,7 @@ import ParleyLink
 import ParleyNode
 import ParleyServer
 import ParleyStore
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct PeerToPeerTests {

@@ -3,6 +3,7 @@ import ParleyCore
 import ParleyDiscovery
 import ParleyNode
 import ParleyStore
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct UnpinTests {

@@ -1,11 +1,9 @@
-import Foundation
-import Logging
-import ParleyDiscovery
+public import ParleyDiscovery
 import Synchronization
 
 /// An in-memory LAN for unit-level wiring: every ``FakeDiscovery`` joined to it sees the others'
 /// records as peers at 127.0.0.1 (the nodes' listeners are on loopback).
-final class FakeLAN: Sendable {
+public final class FakeLAN: Sendable {
     private struct Member {
         var continuation: PeerEvents.Continuation
         var record: ServiceRecord?
@@ -13,7 +11,11 @@ final class FakeLAN: Sendable {
 
     private let members = Mutex<[ObjectIdentifier: Member]>([:])
 
-    func join(_ discovery: FakeDiscovery, continuation: PeerEvents.Continuation) {
+    /// An empty LAN.
+    public init() {}
+
+    /// Adds `discovery`, which sees every record already published as a peer coming up.
+    public func join(_ discovery: FakeDiscovery, continuation: PeerEvents.Continuation) {
         let existing = members.withLock { members in
             members[ObjectIdentifier(discovery)] = Member(continuation: continuation)
             return members.values.compactMap(\.record)
@@ -21,7 +23,8 @@ final class FakeLAN: Sendable {
         for record in existing { _ = continuation.yield(.up(Self.peer(record))) }
     }
 
-    func publish(_ record: ServiceRecord?, from discovery: FakeDiscovery, previous: ServiceRecord?) {
+    /// Publishes (or, with nil, withdraws) the record of `discovery` to the other members.
+    public func publish(_ record: ServiceRecord?, from discovery: FakeDiscovery, previous: ServiceRecord?) {
         let others = members.withLock { members in
             members[ObjectIdentifier(discovery)]?.record = record
             return members.filter { $0.key != ObjectIdentifier(discovery) }.map(\.value.continuation)
@@ -35,7 +38,8 @@ final class FakeLAN: Sendable {
         }
     }
 
-    static func peer(_ record: ServiceRecord) -> Peer {
+    /// The peer other members see for `record`: at 127.0.0.1 on the loopback interface.
+    public static func peer(_ record: ServiceRecord) -> Peer {
         Peer(
             nodeID: record.nodeID,
             userID: record.userID,
@@ -50,15 +54,17 @@ final class FakeLAN: Sendable {
 
 /// A ``Discovery`` on a ``FakeLAN``. With `lingers`, withdrawing leaves the record visible, as
 /// mDNS does for a crashed (SIGKILLed) node.
-final class FakeDiscovery: Discovery {
-    let peerEvents: PeerEvents
+public final class FakeDiscovery: Discovery {
+    /// The peers of the LAN as they come, change and go.
+    public let peerEvents: PeerEvents
     private let lan: FakeLAN
     private let lingers: Bool
     private let advertisedPort: UInt16?
     private let record = Mutex<ServiceRecord?>(nil)
 
     /// - Parameter advertisedPort: the port peers see instead of the node's own (a proxy's).
-    init(lan: FakeLAN, lingers: Bool = false, advertisedPort: UInt16? = nil) {
+    /// Joins `lan`.
+    public init(lan: FakeLAN, lingers: Bool = false, advertisedPort: UInt16? = nil) {
         self.lan = lan
         self.lingers = lingers
         self.advertisedPort = advertisedPort
@@ -67,7 +73,8 @@ final class FakeDiscovery: Discovery {
         lan.join(self, continuation: continuation)
     }
 
-    func advertise(_ record: ServiceRecord) async throws(DiscoveryError) {
+    /// Publishes `record` (with the advertised port, when one was given).
+    public func advertise(_ record: ServiceRecord) async throws(DiscoveryError) {
         var record = record
         if let advertisedPort { record.port = advertisedPort }
         let previous = self.record.withLock { current in
@@ -77,11 +84,13 @@ final class FakeDiscovery: Discovery {
         lan.publish(record, from: self, previous: previous)
     }
 
-    func update(_ record: ServiceRecord) async throws(DiscoveryError) {
+    /// Publishes a changed record.
+    public func update(_ record: ServiceRecord) async throws(DiscoveryError) {
         try await advertise(record)
     }
 
-    func withdraw() async {
+    /// Withdraws the record, unless the discovery lingers.
+    public func withdraw() async {
         guard !lingers else { return }
         let previous = record.withLock { current in
             defer { current = nil }

@@ -1,14 +1,21 @@
-import Foundation
-import ParleyClient
-import ParleyCore
+public import ParleyClient
+public import ParleyCore
 
 /// A real client whose events are recorded as they arrive (taking them acknowledges messages).
-struct TestClient: Sendable {
-    let client: ParleyClient
-    let events: Mailbox<ParleyClientEvent>
+public struct TestClient: Sendable {
+    /// The running client.
+    public let client: ParleyClient
+    /// Every event the client delivered, in order; finished when the client stopped.
+    public let events: Mailbox<ParleyClientEvent>
+
+    /// Wraps `client`, whose events the caller appends to `events`.
+    public init(client: ParleyClient, events: Mailbox<ParleyClientEvent>) {
+        self.client = client
+        self.events = events
+    }
 
     /// The messages received so far, in order.
-    var messages: [Message] {
+    public var messages: [Message] {
         events.items.compactMap { event in
             if case .message(let message) = event { return message }
             return nil
@@ -17,7 +24,7 @@ struct TestClient: Sendable {
 
     /// Waits until `count` messages have arrived in all; returns them in order.
     @discardableResult
-    func waitForMessages(_ count: Int, timeout: Duration = .seconds(30)) async throws -> [Message] {
+    public func waitForMessages(_ count: Int, timeout: Duration = .seconds(30)) async throws -> [Message] {
         try await events.wait(for: "\(count) messages", timeout: timeout) { events, _ in
             let messages = events.compactMap { event -> Message? in
                 if case .message(let message) = event { return message }
@@ -29,7 +36,7 @@ struct TestClient: Sendable {
 
     /// Waits for an event, among those that arrived after the first `skip`, that `match` accepts.
     @discardableResult
-    func waitForEvent<T: Sendable>(
+    public func waitForEvent<T: Sendable>(
         _ description: String,
         after skip: Int = 0,
         timeout: Duration = .seconds(30),
@@ -41,13 +48,15 @@ struct TestClient: Sendable {
     }
 
     /// Registers a user and returns its ID.
-    func register(_ name: String, password: String = "secret", requestedUserID: UserID? = nil) async throws -> UserID {
+    public func register(_ name: String, password: String = "secret", requestedUserID: UserID? = nil) async throws
+        -> UserID
+    {
         try await client.register(UserInfo(userName: name), password: password, requestedUserID: requestedUserID).userID
     }
 }
 
 /// Runs `count` real clients of `configuration` for the duration of `body`.
-func withTestClients<T: Sendable>(
+public func withTestClients<T: Sendable>(
     _ count: Int,
     of configuration: ParleyClient.Configuration,
     isolation: isolated (any Actor)? = #isolation,
@@ -84,7 +93,8 @@ func withTestClients<T: Sendable>(
     }
 }
 
-func withTestClient<T: Sendable>(
+/// Runs one real client of `configuration` for the duration of `body`.
+public func withTestClient<T: Sendable>(
     of configuration: ParleyClient.Configuration,
     isolation: isolated (any Actor)? = #isolation,
     _ body: (TestClient) async throws -> T
@@ -94,7 +104,7 @@ func withTestClient<T: Sendable>(
 
 /// Expects `body` to fail with a ParleyError of `code`; returns the error.
 @discardableResult
-func expectError<T>(
+public func expectError<T>(
     _ code: ParleyError.Code,
     _ body: () async throws -> T
 ) async throws -> ParleyError {

@@ -1,52 +1,36 @@
-import Foundation
-import Glibc
-import Logging
-import ParleyClient
+public import Logging
+public import ParleyClient
 import ParleyCore
-import ParleyServer
+public import ParleyServer
 
-/// A logger that is silent unless PARLEY_TEST_LOGS is set (then it logs at debug level).
-func makeTestLogger(_ label: String) -> Logger {
-    guard ProcessInfo.processInfo.environment["PARLEY_TEST_LOGS"] != nil else {
-        return Logger(label: label, factory: { _ in SwiftLogNoOpLogHandler() })
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// A running in-process server as the tests see it: the server and the loopback address it
+/// listens on (a port the system chose unless the test named one).
+public struct TestServer: Sendable {
+    /// The running server.
+    public let server: ParleyServer
+    /// Where it listens.
+    public let address: ListeningAddress
+
+    /// Wraps a server that listens at `address`.
+    public init(server: ParleyServer, address: ListeningAddress) {
+        self.server = server
+        self.address = address
     }
-    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
-    logger.logLevel = .debug
-    return logger
-}
 
-/// A fresh directory under the system's temporary directory, removed by ``remove()``.
-struct TemporaryDirectory: Sendable {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("parley-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    var path: String { url.path }
-
-    func remove() {
-        do {
-            try FileManager.default.removeItem(at: url)
-        } catch {
-            print("could not remove \(path): \(error)")
-        }
-    }
-}
-
-/// A running server as the tests see it.
-struct TestServer: Sendable {
-    let server: ParleyServer
-    let address: ListeningAddress
-
-    var clientConfiguration: ParleyClient.Configuration {
+    /// A client configuration for this server: TLS pinned to its certificate, generous timeouts.
+    public var clientConfiguration: ParleyClient.Configuration {
         makeClientConfiguration(server, address)
     }
 }
 
 /// A client configuration for `server` at `address`: TLS, pinned to the server's certificate.
-func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress) -> ParleyClient.Configuration {
+public func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress) -> ParleyClient.Configuration {
     var configuration = ParleyClient.Configuration(host: address.host, port: address.port)
     // A full CI run starts every suite at once on two cores: a request can wait longer than the
     // `.local` 10 s there without anything being wrong. No test here waits for a timeout.
@@ -63,7 +47,7 @@ func makeClientConfiguration(_ server: ParleyServer, _ address: ListeningAddress
 
 /// The configuration every test server starts from: loopback, a port the system picks, a fast
 /// password hash, no search for another port.
-func makeServerConfiguration(dataDirectory: String, port: Int = 0) -> ParleyServer.Configuration {
+public func makeServerConfiguration(dataDirectory: String, port: Int = 0) -> ParleyServer.Configuration {
     var configuration = ParleyServer.Configuration(dataDirectory: dataDirectory)
     configuration.host = "127.0.0.1"
     configuration.port = port
@@ -74,18 +58,21 @@ func makeServerConfiguration(dataDirectory: String, port: Int = 0) -> ParleyServ
 }
 
 /// Changes a test applies to ``makeServerConfiguration(dataDirectory:port:)``.
-struct ServerChanges {
-    let apply: (inout ParleyServer.Configuration) -> Void
+public struct ServerChanges {
+    /// Applies the changes.
+    public let apply: (inout ParleyServer.Configuration) -> Void
 
-    init(_ apply: @escaping (inout ParleyServer.Configuration) -> Void) {
+    /// Changes made by `apply`.
+    public init(_ apply: @escaping (inout ParleyServer.Configuration) -> Void) {
         self.apply = apply
     }
 
-    static var none: ServerChanges { ServerChanges { _ in } }
+    /// No change.
+    public static var none: ServerChanges { ServerChanges { _ in } }
 }
 
 /// Runs a real server (own data directory unless one is given) for the duration of `body`.
-func withTestServer<T: Sendable>(
+public func withTestServer<T: Sendable>(
     dataDirectory: TemporaryDirectory? = nil,
     port: Int = 0,
     _ changes: ServerChanges = .none,
@@ -122,7 +109,7 @@ func withTestServer<T: Sendable>(
 /// restart a server on the same port. Ports handed out by `bind(port: 0)` elsewhere in the suite,
 /// and local ports of connecting clients (a loopback self-connect), always come from the
 /// ephemeral range, so they can never take this port during the restart.
-func portForRestartTests() throws -> Int {
+public func portForRestartTests() throws -> Int {
     for _ in 0..<200 {
         let port = Int.random(in: 20_000..<32_000)
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -147,7 +134,7 @@ func portForRestartTests() throws -> Int {
 ///
 /// The port can be briefly taken by a reconnecting client's own socket (loopback self-connect):
 /// a failed bind is retried with a fresh server, a few times.
-func restartTestServer(
+public func restartTestServer(
     dataDirectory: String,
     port: Int,
     logger: Logger,
