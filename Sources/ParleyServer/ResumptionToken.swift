@@ -57,7 +57,7 @@ extension ServerContext {
     func issueResumptionToken(for user: UserID) throws(ParleyError) -> ResumptionToken? {
         let lifetime = configuration.resumptionTokenLifetime
         guard lifetime > .zero else { return nil }
-        let now = Date()
+        let now = configuration.clock.date()
         let token = ResumptionToken.make(lifetime: lifetime, now: now)
         try store.storeResumptionToken(hash: token.hash, for: user, expiresAt: token.expiresAt, now: now)
         return token

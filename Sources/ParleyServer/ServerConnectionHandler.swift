@@ -457,7 +457,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             publicKey: node.publicKey,
             directAddresses: node.directAddresses,
             allowsDirect: node.allowsDirect,
-            now: Date()
+            now: server.configuration.clock.date()
         )
         server.logger.debug("recorded a node", metadata: ["user.id": "\(user.userID)", "node.id": "\(node.nodeID)"])
         return recorded

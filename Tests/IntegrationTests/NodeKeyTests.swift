@@ -60,7 +60,10 @@ struct NodeKeyTests {
 
     @Test("a node declared at registration and logon is shown to other users; a client without one has none")
     func declaredNodeIsShown() async throws {
-        try await withTestServer { server in
+        // The server's clock moves only when the test moves it: the second logon's record is
+        // later than the first however fast the machine.
+        let clock = ManualClock()
+        try await withTestServer(ServerChanges { $0.clock = clock.serverClock }) { server in
             try await withTestClient(of: server.clientConfiguration(node: Self.nodeOne)) { alice in
                 let registered = try await alice.client.register(UserInfo(userName: "alice"), password: "pw-a")
                 #expect(registered.nodeID == TestNodeKey.oneID)
@@ -98,7 +101,7 @@ struct NodeKeyTests {
 
                     // Every logon records the node again.
                     try await alice.client.logOff()
-                    try await Task.sleep(for: .milliseconds(5))
+                    clock.advance(by: .milliseconds(5))
                     let logon = try await alice.client.logOn(userID: registered.userID, password: "pw-a")
                     #expect(logon.user.nodeID == TestNodeKey.oneID)
                     #expect(try #require(logon.user.nodeKeyUpdatedAt) > firstRecorded)
