@@ -3,19 +3,19 @@ import Foundation
 import Logging
 import NIOPosix
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// Writes message history in the background, in two steps, so that keeping history costs the
 /// message path little even when the server is saturated:
 ///
 /// 1. The message path hands the recorder what was accepted and what was acknowledged; a writer
-///    thread appends whatever has accumulated to the journal (``/ParleyStore/HistoryJournal``,
+///    thread appends whatever has accumulated to the journal (``/ParleyServerStore/HistoryJournal``,
 ///    a table without indexes) in one transaction per round. A round gathers for up to
 ///    ``gatherInterval`` (or until ``maximumBatch`` items wait): an acknowledgement that arrives
 ///    in the same round as its message becomes the entry's delivery time, one row instead of two.
 /// 2. An indexer thread at the lowest CPU priority (nice 19) moves the journal into the
-///    searchable history (``/ParleyStore/HistoryStore``: the table, its indexes, the FTS5 index),
+///    searchable history (``/ParleyServerStore/HistoryStore``: the table, its indexes, the FTS5 index),
 ///    thousands of rows per transaction. Indexing is most of history's cost (about 10 µs per
 ///    message, against about 2 for the journal); at a low priority it takes the time the message
 ///    path leaves, so a burst that saturates the server is indexed after it, and the journal (on

@@ -1,6 +1,6 @@
 public import Foundation
 public import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 // Message history (docs/PROTOCOL.md section 25): the application's view of everything the server
 // keeps, and the retention sweep.

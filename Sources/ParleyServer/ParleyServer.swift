@@ -5,7 +5,7 @@ import NIOCore
 import NIOPosix
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 public import ServiceLifecycle
 import Synchronization

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 /// A resumption token as issued to a client (docs/PROTOCOL.md section 9.2.1): 32 random bytes
 /// in base64url without padding. The server stores only ``hash``.

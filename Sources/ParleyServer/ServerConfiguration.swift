@@ -1,7 +1,7 @@
 import Foundation
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 
 extension ParleyServer {
     /// Everything an admin can tune, with the documented defaults.

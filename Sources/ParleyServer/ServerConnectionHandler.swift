@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 import Synchronization
 

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// Everything a connection handler needs from the server, shared by all connections.

@@ -2,7 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
-import ParleyStore
+import ParleyServerStore
 import ParleyTesting
 import ParleyWire
 import Testing

@@ -2,7 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyNode
-import ParleyStore
+import ParleyNodeStore
 import ParleyTesting
 import Testing
 

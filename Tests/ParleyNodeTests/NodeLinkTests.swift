@@ -3,8 +3,8 @@ import ParleyClient
 import ParleyCore
 import ParleyLink
 import ParleyNode
+import ParleyNodeStore
 import ParleyServer
-import ParleyStore
 import ParleyTesting
 import Testing
 

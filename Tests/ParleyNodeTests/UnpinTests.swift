@@ -2,7 +2,7 @@ import Foundation
 import ParleyCore
 import ParleyDiscovery
 import ParleyNode
-import ParleyStore
+import ParleyNodeStore
 import ParleyTesting
 import Testing
 

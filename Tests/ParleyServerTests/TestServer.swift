@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 import NIOPosix
-import ParleyStore
+import ParleyServerStore
 import ParleyTesting
 
 @testable import ParleyServer

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Accounts: REGISTER, LOGON (password or resumption token), LOGOFF, UPDATE_USER_INFO and

@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Custom commands (docs/PROTOCOL.md section 24): SEND_COMMAND, COMMAND_REPLY, and this

@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Contact lists and presence (docs/PROTOCOL.md section 23): GET_CONTACTS, ADD_CONTACT,

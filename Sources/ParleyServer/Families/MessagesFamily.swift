@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Messages: SEND_MESSAGE and ACK_MESSAGES, and the MESSAGE and DELIVERY_RECEIPT pushes of a

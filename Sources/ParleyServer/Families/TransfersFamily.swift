@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// File and stream transfer (docs/PROTOCOL.md section 26): TRANSFER_START, TRANSFER_CHUNK,
