@@ -184,7 +184,7 @@ final class HistoryRecorder: Sendable {
             return (true, full, logDropped)
         }
         if let logDropped {
-            logger.info(
+            logger.warning(
                 "the history queue is full: entries dropped (the message path goes on)",
                 metadata: ["history.dropped": "\(logDropped)", "history.capacity": "\(capacity)"]
             )
@@ -277,7 +277,8 @@ final class HistoryRecorder: Sendable {
         } catch {
             // History is a record, not the message path: the batch is lost and counted.
             queue.withLock { $0.dropped += batch.count }
-            logger.info("writing history failed", metadata: ["error": "\(error)", "history.items": "\(batch.count)"])
+            logger.warning(
+                "writing history failed", metadata: ["error": "\(error)", "history.items": "\(batch.count)"])
         }
         trimJournal()
         startIndexing()
@@ -295,7 +296,7 @@ final class HistoryRecorder: Sendable {
         do {
             try journal.deleteThrough(through)
         } catch {
-            logger.info("trimming the history journal failed", metadata: ["error": "\(error)"])
+            logger.warning("trimming the history journal failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -357,13 +358,14 @@ final class HistoryRecorder: Sendable {
             let applied = try store.apply(journal, limit: indexBatch)
             if applied.unreadable > 0 {
                 queue.withLock { $0.dropped += applied.unreadable }
-                logger.info("damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
+                logger.warning(
+                    "damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
             }
             queue.withLock { $0.indexedThrough = max($0.indexedThrough, applied.lastSequence) }
             queue.withLock { $0.backlog = max(0, $0.backlog - applied.rows) }
             return applied.rows
         } catch {
-            logger.info("indexing the history journal failed", metadata: ["error": "\(error)"])
+            logger.warning("indexing the history journal failed", metadata: ["error": "\(error)"])
             return 0
         }
     }

@@ -378,7 +378,7 @@ public final class ParleyServer: Service, Sendable {
                     }
                     if let error = context.registry.addConnection(channel, limit: self.maximumConnections) {
                         self.metrics.connectionsRefused.increment()
-                        logger.info("refusing a connection", metadata: ["reason": "\(error.code)"])
+                        logger.debug("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
                             .whenComplete { _ in channel.close(promise: nil) }
                         return

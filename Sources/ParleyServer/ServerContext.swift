@@ -128,7 +128,7 @@ extension ServerContext {
         do {
             watchers = try store.watchers(of: change.user)
         } catch {
-            logger.error("cannot find whom to tell of a presence change", metadata: ["error": "\(error)"])
+            logger.warning("cannot find whom to tell of a presence change", metadata: ["error": "\(error)"])
             return
         }
         for watcher in watchers {

@@ -218,7 +218,7 @@ final class AccountsFamily: RequestFamily {
                 case .user(let user): ["user.id": "\(user)"]
                 case .address(let address): ["source.address": "\(address)"]
                 }
-            session.logger.info(
+            session.logger.debug(
                 "logons throttled after repeated failures",
                 metadata: scope.merging(
                     ["failures": "\(block.failures)", "backoff.ms": "\(block.duration.wireMilliseconds)"]

@@ -195,7 +195,7 @@ extension ServerConnectionHandler {
                     )
                 }
             case .failure(let error):
-                logger.info("cannot take the stored commands", metadata: ["error": "\(error)"])
+                logger.warning("cannot take the stored commands", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -401,7 +401,7 @@ final class MessagesFamily: RequestFamily {
                 perform(next, in: session)
             case .failure(let error):
                 session.server.metrics.storageErrors.increment()
-                session.logger.info("loading stored messages failed", metadata: ["error": "\(error)"])
+                session.logger.debug("loading stored messages failed", metadata: ["error": "\(error)"])
                 session.server.hooks.notify(.error(ServerConnectionHandler.parleyError(error)))
                 delivery.loadFailed()
             }
