@@ -163,3 +163,55 @@ public func restartTestServer(
     }
     return false
 }
+
+/// Runs a real server on a port it can start again on (``portForRestartTests()``), for tests of
+/// what clients do across a restart; every server is shut down afterwards.
+///
+/// `body` gets the first server, its data directory, and `restart`: it shuts the first server
+/// down, waits until it is gone (its listener closed), runs `whileStopped`, then starts a server
+/// again on the same port with the same data directory (so the same certificate: a client pinned
+/// to the first trusts it), and returns whether one listens.
+public func withRestartableServer<T: Sendable>(
+    isolation: isolated (any Actor)? = #isolation,
+    _ body: (
+        _ first: TestServer,
+        _ dataDirectory: String,
+        _ restart: (_ whileStopped: () async throws -> Void) async throws -> Bool
+    ) async throws -> T
+) async throws -> T {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    let logger = makeTestLogger("parley.server")
+    let first = ParleyServer(
+        configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
+        logger: logger
+    )
+    let firstStopped = Mailbox<Never>()
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+            defer { firstStopped.finish() }
+            try await first.run()
+        }
+        var servers = [first]
+        do {
+            let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
+            let result = try await body(TestServer(server: first, address: address), directory.path) {
+                whileStopped in
+                await first.shutdown()
+                try await firstStopped.waitUntilFinished("the first server to stop")
+                try await whileStopped()
+                return try await restartTestServer(
+                    dataDirectory: directory.path, port: address.port, logger: logger,
+                    in: &group, servers: &servers
+                )
+            }
+            for server in servers { await server.shutdown() }
+            try await group.waitForAll()
+            return result
+        } catch {
+            for server in servers { await server.shutdown() }
+            try? await group.waitForAll()
+            throw error
+        }
+    }
+}

@@ -204,56 +204,27 @@ struct NodeKeyTests {
 
     @Test("the automatic logon after a reconnect declares the node again")
     func reconnectDeclaresNode() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let logger = makeTestLogger("parley.server")
-        let first = ParleyServer(
-            configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
-            logger: logger
-        )
-        let firstStopped = Mailbox<Never>()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { firstStopped.finish() }
-                try await first.run()
-            }
-            let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
-            var configuration = makeClientConfiguration(first, address)
+        try await withRestartableServer { first, _, restart in
+            var configuration = first.clientConfiguration
             configuration.node = Self.nodeOne
-            var servers = [first]
-            do {
-                try await withTestClient(of: configuration) { test in
-                    let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
-                    // The event pump may not have recorded the registration's own logon yet:
-                    // count from after it, so only the logon after the restart matches below.
-                    try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
-                    }
-                    let before = test.events.items.count
-                    await first.shutdown()
-                    // The first server is gone for good (its listener closed) before the restart.
-                    try await firstStopped.waitUntilFinished("the first server to stop")
-
-                    let restarted = try await restartTestServer(
-                        dataDirectory: directory.path, port: address.port, logger: logger,
-                        in: &group, servers: &servers
-                    )
-                    #expect(restarted)
-
-                    try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
-                    }
-                    let info = try await test.client.userInfo(alice.userID)
-                    #expect(info.nodeID == TestNodeKey.oneID)
-                    #expect(try #require(info.nodeKeyUpdatedAt) > #require(alice.nodeKeyUpdatedAt))
+            try await withTestClient(of: configuration) { test in
+                let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
+                // The event pump may not have recorded the registration's own logon yet:
+                // count from after it, so only the logon after the restart matches below.
+                try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
                 }
-            } catch {
-                for server in servers { await server.shutdown() }
-                try? await group.waitForAll()
-                throw error
+                let before = test.events.items.count
+                let restarted = try await restart {}
+                #expect(restarted)
+
+                try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
+                }
+                let info = try await test.client.userInfo(alice.userID)
+                #expect(info.nodeID == TestNodeKey.oneID)
+                #expect(try #require(info.nodeKeyUpdatedAt) > #require(alice.nodeKeyUpdatedAt))
             }
-            for server in servers { await server.shutdown() }
-            try await group.waitForAll()
         }
     }
 
