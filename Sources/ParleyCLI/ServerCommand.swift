@@ -130,8 +130,14 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         help: "Seconds the server keeps a file its recipient has not fetched (default 604800, 7 days).")
     var transferRetention: Double?
 
-    @Option(help: "SQLite durability: normal survives a crash or kill -9, full also power loss (default normal).")
+    @Option(help: "Durability: normal survives a crash or kill -9, full also power loss (default normal).")
     var durability: DurabilityArgument?
+
+    @Option(
+        name: .customLong("message-storage"),
+        help: "Where messages wait for their recipients: log (an append-only log, the default) or sqlite."
+    )
+    var messageStorage: MessageStorageArgument?
 
     @Option(
         name: .customLong("history-days"),
@@ -199,6 +205,7 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
         set("heartbeat", heartbeat.map { .double($0) })
         set("idleTimeout", idleTimeout.map { .double($0) })
         set("durability", durability.map { .string($0.rawValue) })
+        set("messageStorage", messageStorage.map { .string($0.rawValue) })
         set("historyDays", historyDays.map { .int($0) })
         set("maxFileSize", maximumFileSize.map { .int($0) })
         set("transferQuota", transferQuota.map { .int($0) })
@@ -281,6 +288,11 @@ struct ServerCommand: AsyncParsableCommand, LoggingCommand {
             throw CommandFailure(message: error.description)
         }
     }
+}
+
+/// `--message-storage` values.
+enum MessageStorageArgument: String, ExpressibleByArgument, CaseIterable {
+    case log, sqlite
 }
 
 /// `--durability` values.

@@ -30,6 +30,8 @@ struct ServerSettings {
     var heartbeat = 30.0
     var idleTimeout = 90.0
     var durability = "normal"
+    /// Where messages wait: "log" or "sqlite".
+    var messageStorage = "log"
     /// Days of message history to keep; nil keeps none.
     var historyDays: Int?
     var logLevel = "info"
@@ -44,7 +46,7 @@ struct ServerSettings {
     static let keys: Set<String> = [
         "data", "host", "port", "portSearch", "name", "tls.certificate", "tls.key", "tls.insecurePlaintext",
         "metricsAddress", "maxConnections", "maxFrameSize", "minimumUserID", "replaceSessions", "passwordCost",
-        "eventLoops", "heartbeat", "idleTimeout", "durability", "logLevel", "adminSocket",
+        "eventLoops", "heartbeat", "idleTimeout", "durability", "messageStorage", "logLevel", "adminSocket",
         "historyDays",
         "maxFileSize", "transferQuota", "transferRetention",
     ]
@@ -83,6 +85,7 @@ struct ServerSettings {
         try value.double("heartbeat").map { settings.heartbeat = $0 }
         try value.double("idleTimeout").map { settings.idleTimeout = $0 }
         try value.string("durability").map { settings.durability = $0 }
+        try value.string("messageStorage").map { settings.messageStorage = $0 }
         settings.historyDays = try value.int("historyDays")
         try value.string("logLevel").map { settings.logLevel = $0 }
         settings.adminSocket = try value.string("adminSocket")
@@ -109,6 +112,9 @@ struct ServerSettings {
         try check(eventLoops >= 1, "eventLoops must be at least 1")
         try check(heartbeat > 0 && idleTimeout > heartbeat, "heartbeat must be positive and below idleTimeout")
         try check(["normal", "full"].contains(durability), "durability must be normal or full")
+        try check(
+            ParleyServer.Configuration.MessageStorage(rawValue: messageStorage) != nil,
+            "messageStorage must be log or sqlite")
         try check(historyDays.map { (1...36_500).contains($0) } ?? true, "historyDays must be 1...36500")
         try check(maxFileSize >= 0, "maxFileSize must be at least 0")
         try check(transferQuota >= 0, "transferQuota must be at least 0")
@@ -163,6 +169,7 @@ struct ServerSettings {
         configuration.heartbeatInterval = .milliseconds(Int64(heartbeat * 1000))
         configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         configuration.durability = durability == "full" ? .full : .normal
+        configuration.messageStorage = ParleyServer.Configuration.MessageStorage(rawValue: messageStorage) ?? .log
         configuration.historyDays = historyDays
         configuration.maximumFileSize = UInt64(maxFileSize)
         configuration.transferQuota = UInt64(transferQuota)

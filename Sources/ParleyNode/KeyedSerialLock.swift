@@ -9,7 +9,24 @@ actor KeyedSerialLock<Key: Hashable & Sendable> {
     /// The held keys, each with the tasks waiting for it, in arrival order.
     private var held: [Key: Entry] = [:]
 
-    func lock(_ key: Key) async {
+    /// Runs `body` holding `key`'s lock, after the tasks that asked for it before, and releases
+    /// it however `body` ends.
+    nonisolated func withLock<T: Sendable, E: Error>(
+        _ key: Key,
+        _ body: () async throws(E) -> T
+    ) async throws(E) -> T {
+        await lock(key)
+        let result: Result<T, E>
+        do throws(E) {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        await unlock(key)
+        return try result.get()
+    }
+
+    private func lock(_ key: Key) async {
         guard held[key] != nil else {
             held[key] = Entry()
             return
@@ -17,7 +34,7 @@ actor KeyedSerialLock<Key: Hashable & Sendable> {
         await withCheckedContinuation { held[key]?.waiters.append($0) }
     }
 
-    func unlock(_ key: Key) {
+    private func unlock(_ key: Key) {
         guard var entry = held[key] else {
             assertionFailure("unlock(\(key)) without lock")
             return

@@ -92,7 +92,7 @@ extension ParleyNode {
         let directLink: DirectLink
         do {
             let purpose: DialPurpose =
-                state.withLock { $0.serverLoggedOn } ? .sendWithAlternative : .sendWithoutAlternative
+                state.withLock { $0.server.loggedOn } ? .sendWithAlternative : .sendWithoutAlternative
             directLink = try await link(to: target.node, addresses: target.addresses, purpose: purpose)
         } catch {
             logger.debug("no direct link for a command", metadata: ["node.id": "\(target.node)", "error": "\(error)"])
@@ -122,7 +122,7 @@ extension ParleyNode {
         guard case .user(let user) = recipient else {
             throw ParleyError(code: .notConnected, message: "no direct link to the node for command \"\(name)\"")
         }
-        guard let client = state.withLock({ $0.serverLoggedOn ? $0.client : nil }) else {
+        guard let client = state.withLock({ $0.server.loggedOnClient }) else {
             throw ParleyError(
                 code: .notConnected,
                 message: "no direct link to user \(user)'s node and no server for command \"\(name)\"")

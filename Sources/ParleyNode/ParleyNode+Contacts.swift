@@ -63,11 +63,7 @@ extension ParleyNode {
         } failed: { error in
             logger.warning("cannot update the contact cache", metadata: ["error": "\(error)"])
         }
-        state.withLock { state in
-            state.contactIDs?.remove(user)
-            state.serverPresences[user] = nil
-        }
-        publishContactPresence()
+        perform(state.withLock { state in state.server.contactRemoved(user, lanPeers: state.peers.peers) })
     }
 
     /// The presence of each contact (of the cached list): the server's while this node is logged
@@ -75,7 +71,7 @@ extension ParleyNode {
     /// from the LAN (``/ParleyCore/Presence/Source/lan``): online, away or busy as a node of the
     /// user advertises while it is reachable, offline when none is.
     public func contactPresences() -> [UserID: Presence] {
-        return state.withLock { Self.contactPresences(in: $0) }
+        state.withLock { state in state.server.contactPresences(lanPeers: state.peers.peers) }
     }
 
     /// Sets the presence of this node's user, one state for everyone: advertised on the LAN
@@ -87,7 +83,7 @@ extension ParleyNode {
     ///   offline by stopping the node) or an invalid text; the server's refusal.
     public func setPresence(_ presence: PresenceState, text: String = "") async throws(ParleyError) {
         try Presence.validateChoice(state: presence, text: text)
-        state.withLock { $0.chosenPresence = Presence(state: presence, text: text) }
+        state.withLock { $0.server.chose(Presence(state: presence, text: text)) }
         try await setStatus(Self.status(for: presence, text: text))
         if let client = loggedOnClient {
             do throws(ParleyError) {
@@ -103,7 +99,7 @@ extension ParleyNode {
 
     /// The client, while it is logged on.
     var loggedOnClient: ParleyClient? {
-        state.withLock { $0.serverLoggedOn ? $0.client : nil }
+        state.withLock { $0.server.loggedOnClient }
     }
 
     private func requireServer() throws(ParleyError) -> ParleyClient {
@@ -119,8 +115,8 @@ extension ParleyNode {
 
     private func cacheContacts(_ contacts: [Contact]) {
         storeCachedContacts(contacts)
-        state.withLock { $0.contactIDs = Set(contacts.map(\.userID)) }
-        publishContactPresence()
+        let users = contacts.map(\.userID)
+        perform(state.withLock { state in state.server.contactsReplaced(users, lanPeers: state.peers.peers) })
     }
 
     /// Replaces the registry's cached list; a failure is logged (the server still has the list).
@@ -141,41 +137,39 @@ extension ParleyNode {
         } failed: { error in
             logger.warning("cannot cache a contact", metadata: ["error": "\(error)"])
         }
-        state.withLock { _ = $0.contactIDs?.insert(contact.userID) }
-        publishContactPresence()
+        perform(state.withLock { state in state.server.contactAdded(contact.userID, lanPeers: state.peers.peers) })
     }
 
     /// A PRESENCE event from the server: the snapshot after logon (with the list) or a change.
     func receivedServerPresence(_ update: PresenceUpdate) {
         if let contacts = update.contacts { storeCachedContacts(contacts) }
-        state.withLock { state in
-            if let contacts = update.contacts {
-                state.contactIDs = Set(contacts.map(\.userID))
-                state.serverPresences = [:]
-            }
-            state.serverPresences.merge(update.presences) { $1 }
-            if update.isSnapshot { state.serverPresenceKnown = true }
+        let actions = state.withLock { state in
+            state.server.presenceReceived(
+                contacts: update.contacts?.map(\.userID),
+                presences: update.presences,
+                isSnapshot: update.isSnapshot,
+                lanPeers: state.peers.peers
+            )
         }
-        publishContactPresence()
+        perform(actions)
     }
 
-    /// The server session started or ended: presence switches between the server and the LAN.
-    func serverSessionChanged(loggedOn: Bool) {
-        state.withLock { state in
-            if !loggedOn {
-                state.serverPresenceKnown = false
-                state.serverPresences = [:]
-            }
-        }
-        publishContactPresence()
-        guard loggedOn, let client = loggedOnClient,
-            let chosen = state.withLock({ $0.chosenPresence })
-        else { return }
-        Task {
-            do throws(ParleyError) {
-                try await client.setPresence(chosen.state, text: chosen.text)
-            } catch {
-                logger.info("cannot set the presence on the server", metadata: ["error": "\(error)"])
+    /// Carries out what the server session decided.
+    func perform(_ actions: [ServerSession<ParleyClient>.Action]) {
+        for action in actions {
+            switch action {
+            case .report(let user, let presence):
+                eventQueue.offer(.contactPresence(user, presence))
+            case .flushOutbox:
+                flushContinuation.yield()
+            case .setPresence(let client, let chosen):
+                Task {
+                    do throws(ParleyError) {
+                        try await client.setPresence(chosen.state, text: chosen.text)
+                    } catch {
+                        logger.debug("cannot set the presence on the server", metadata: ["error": "\(error)"])
+                    }
+                }
             }
         }
     }
@@ -183,31 +177,7 @@ extension ParleyNode {
     /// Reports each contact whose presence changed since the last report
     /// (``Event/contactPresence(_:_:)``).
     func publishContactPresence() {
-        let changes = state.withLock { state -> [(UserID, Presence)] in
-            let current = Self.contactPresences(in: state)
-            var changes: [(UserID, Presence)] = []
-            for (user, presence) in current.sorted(by: { $0.key < $1.key })
-            where Self.differs(state.reportedPresences[user], presence) {
-                changes.append((user, presence))
-            }
-            state.reportedPresences = current
-            return changes
-        }
-        for (user, presence) in changes { eventQueue.offer(.contactPresence(user, presence)) }
-    }
-
-    private static func contactPresences(in state: State) -> [UserID: Presence] {
-        guard let contacts = state.contactIDs else { return [:] }
-        let fromServer = state.serverLoggedOn && state.serverPresenceKnown
-        var presences: [UserID: Presence] = [:]
-        for user in contacts {
-            if fromServer {
-                presences[user] = state.serverPresences[user] ?? .offline
-            } else {
-                presences[user] = lanPresence(of: user, peers: state.peers.peers)
-            }
-        }
-        return presences
+        perform(state.withLock { state in state.server.reportChanges(lanPeers: state.peers.peers) })
     }
 
     /// What the LAN says about `user`: the advertised status of a reachable node of the user.
@@ -236,11 +206,5 @@ extension ParleyNode {
             return Presence(state: state, text: parts.count > 1 ? parts[1] : "")
         }
         return Presence(state: .online, text: status)
-    }
-
-    /// Whether a change is worth reporting: the state, text or source differs (not the time).
-    private static func differs(_ old: Presence?, _ new: Presence) -> Bool {
-        guard let old else { return true }
-        return old.state != new.state || old.text != new.text || old.source != new.source
     }
 }

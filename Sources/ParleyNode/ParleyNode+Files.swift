@@ -26,7 +26,7 @@ extension ParleyNode {
 
     /// The logged-on server session, which carries file transfers.
     private func transferClient() throws(ParleyError) -> ParleyClient {
-        let client = state.withLock { state in state.serverLoggedOn ? state.client : nil }
+        let client = state.withLock { $0.server.loggedOnClient }
         guard let client else {
             throw ParleyError(
                 code: .notConnected,
@@ -158,7 +158,7 @@ extension ParleyNode {
                     break
                 }
                 guard [ParleyError.Code.notConnected, .timedOut].contains(error.code), case .user = file.recipient,
-                    state.withLock({ $0.serverLoggedOn })
+                    state.withLock({ $0.server.loggedOn })
                 else { throw error }
                 guard source.canStartOver else {
                     throw ParleyError(
@@ -167,7 +167,7 @@ extension ParleyNode {
                             "the direct transfer of the stream failed after it had begun, and a stream cannot be read again: \(error.message)"
                     )
                 }
-                logger.info(
+                logger.debug(
                     "the direct transfer failed; sending through the server, from the start",
                     metadata: ["transfer.id": "\(file.id)", "error": "\(error)"])
             }
@@ -345,7 +345,7 @@ extension ParleyNode {
             } catch {
                 // A stop explains the failure better than what it caused (a closed request).
                 try checkStop(file.id)
-                let (stopping, serverUp) = state.withLock { ($0.stopping, $0.serverLoggedOn) }
+                let (stopping, serverUp) = state.withLock { ($0.stopping, $0.server.loggedOn) }
                 if !linked, user != nil, serverUp {
                     // No link at all on the first try: a user's file takes the server at once, as
                     // a message would; the resume window is for links that broke.
@@ -376,7 +376,7 @@ extension ParleyNode {
             throw ParleyError(code: .notConnected, message: "no direct route to the recipient's node")
         }
         let purpose: DialPurpose =
-            first && state.withLock({ $0.serverLoggedOn }) ? .sendWithAlternative : .sendWithoutAlternative
+            first && state.withLock({ $0.server.loggedOn }) ? .sendWithAlternative : .sendWithoutAlternative
         let link = try await self.link(to: target.node, addresses: target.addresses, purpose: purpose)
         if let user, link.hello?.userID != user {
             throw ParleyError(code: .notConnected, message: "node \(target.node) does not speak for user \(user)")

@@ -45,7 +45,7 @@ extension ParleyNode {
         registry.submit { registry throws(ParleyError) in
             try registry.recordHistory([entry])
         } failed: { error in
-            logger.info("cannot record history", metadata: ["error": "\(error)"])
+            logger.warning("cannot record history", metadata: ["error": "\(error)"])
         }
     }
 
@@ -56,7 +56,7 @@ extension ParleyNode {
             try registry.recordHistoryDelivery(
                 sender: sender, messageID: receipt.messageID, recipient: receipt.recipient, at: receipt.acknowledgedAt)
         } failed: { error in
-            logger.info("cannot record a delivery in history", metadata: ["error": "\(error)"])
+            logger.warning("cannot record a delivery in history", metadata: ["error": "\(error)"])
         }
     }
 
@@ -78,7 +78,7 @@ extension ParleyNode {
         do {
             try registry.recordHistory(entries)
         } catch {
-            logger.info("cannot record history", metadata: ["error": "\(error)"])
+            logger.warning("cannot record history", metadata: ["error": "\(error)"])
         }
     }
 }

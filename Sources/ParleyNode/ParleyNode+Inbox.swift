@@ -127,7 +127,7 @@ extension ParleyNode {
                     try registry.removeFromInbox(sequence: sequence)
                 }
             } catch {
-                logger.error(
+                logger.warning(
                     "cannot confirm a message taken by the application; it is delivered again after a restart",
                     metadata: ["inbox.sequence": "\(sequence)", "error": "\(error)"])
             }

@@ -13,11 +13,7 @@ extension ParleyNode {
     @discardableResult
     public func unpin(_ subject: Recipient) async throws(ParleyError) -> Bool {
         let unpinned = try await registry.run { registry throws(ParleyError) in try Self.unpin(subject, in: registry) }
-        state.withLock { state in
-            // Whatever this node refused, and the dials that failed because of it, are settled.
-            state.refusals = state.refusals.filter { $0.value.byPeer }
-            state.dials = DialMemory(backoff: ParleyNode.dialBackoff)
-        }
+        state.withLock { $0.links.forgetOwnRefusals() }
         return unpinned
     }
 

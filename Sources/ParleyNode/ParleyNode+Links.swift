@@ -91,7 +91,7 @@ extension ParleyNode {
                     )
                     let link = try DirectLink.install(on: channel, hello: hello)
                     if self.admit(link), case .enqueued = links.yield(link) { return }
-                    logger.warning("refusing a direct link: the node is not serving links")
+                    logger.debug("refusing a direct link: the node is not serving links")
                     channel.close(promise: nil)
                 }
             }
@@ -157,30 +157,22 @@ extension ParleyNode {
         timeout: Duration? = nil,
         purpose: DialPurpose = .background
     ) async throws(ParleyError) -> DirectLink {
-        let (open, refusal, decision) = state.withLock { state in
-            let decision: DialMemory.Decision =
-                switch purpose {
-                case _ where addresses.isEmpty, .sendWithoutAlternative: .dial
-                case .sendWithAlternative: state.dials.decide(peer, inline: true, now: .now)
-                case .background: state.dials.decide(peer, inline: false, now: .now)
-                }
-            return (state.links[peer]?.values.first { $0.isOpen }, state.refusals[peer], decision)
+        let decision = state.withLock {
+            $0.links.decideDial(to: peer, purpose: purpose, hasAddresses: !addresses.isEmpty, now: .now)
         }
-        if let open { return open }
-        if let refusal, refusal.until > .now {
+        switch decision {
+        case .use(let open):
+            return open
+        case .refused(let refusal):
             let what = refusal.byPeer ? "node \(peer) refused this node's last link" : "this node refused node \(peer)"
             throw ParleyError(
                 code: .notConnected,
                 message: "\(what) (\(refusal.reason.message)); not dialling it again yet"
             )
-        }
-        switch decision {
         case .dial:
             break
-        case .probeInBackground:
-            linkInBackground(peer)
-            fallthrough
-        case .wait:
+        case .wait(let probe):
+            if probe { flushContinuation.yield() }
             throw ParleyError(
                 code: .notConnected, message: "node \(peer) could not be reached lately; not dialling it again yet")
         }
@@ -194,8 +186,7 @@ extension ParleyNode {
                 lastError = error
             }
         }
-        if !addresses.isEmpty, state.withLock({ $0.phase == .running && !$0.stopping }) {
-            let delay = state.withLock { $0.dials.failed(peer, now: .now) }
+        if !addresses.isEmpty, let delay = state.withLock({ $0.links.dialFailed(peer, now: .now) }) {
             logger.debug(
                 "not dialling the peer again for a while", metadata: ["peer.id": "\(peer)", "delay": "\(delay)"])
         }
@@ -203,7 +194,7 @@ extension ParleyNode {
     }
 
     private func dial(_ peer: NodeID, address: String, timeout: Duration) async throws(ParleyError) -> DirectLink {
-        guard state.withLock({ $0.phase == .running && !$0.stopping }) else {
+        guard state.withLock({ $0.links.serving }) else {
             throw ParleyError(code: .notConnected, message: "the node is not running")
         }
         guard let target = HostAndPort(address) else {
@@ -242,11 +233,7 @@ extension ParleyNode {
     /// connects while the node stops would otherwise stay open, unserved, until its dial timed
     /// out: the peer would take its NODE_HELLO for a sign of life of a node that is gone.
     private func admit(_ link: DirectLink) -> Bool {
-        state.withLock { state in
-            guard !state.stopping else { return false }
-            state.allLinks[ObjectIdentifier(link)] = link
-            return true
-        }
+        state.withLock { $0.links.admit(link) }
     }
 
     // MARK: Serving
@@ -261,12 +248,7 @@ extension ParleyNode {
     }
 
     private func serve(_ link: DirectLink) async {
-        let key = ObjectIdentifier(link)
-        let stopping = state.withLock { state -> Bool in
-            if !state.stopping { state.allLinks[key] = link }
-            return state.stopping
-        }
-        if stopping {
+        if !admit(link) {
             link.fail(ParleyError(code: .shuttingDown, message: "the node is shutting down"))
         }
         // One frame at a time: while this task is behind, the link stops reading from the peer.
@@ -279,19 +261,15 @@ extension ParleyNode {
         // The handler fails the link's requests when the channel closes: wait for that.
         try? await link.channel.closeFuture.get()
         let hello = link.hello
-        let lastLink = state.withLock { state -> Bool in
-            state.allLinks[key] = nil
-            guard let hello else { return false }
-            state.links[hello.nodeID]?[key] = nil
-            if state.links[hello.nodeID]?.isEmpty == true { state.links[hello.nodeID] = nil }
-            let (events, last) = state.peers.linkDown(hello.nodeID)
-            emit(events)
-            return last && !state.stopping
+        let redial = state.withLock { state -> Bool in
+            let redial = state.links.linkClosed(link, peer: hello?.nodeID)
+            if let hello { emit(state.peers.linkDown(hello.nodeID).events) }
+            return redial
         }
         guard let hello else { return }
-        logger.info("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
+        logger.debug("direct link closed", metadata: ["peer.id": "\(hello.nodeID)"])
         // After a refusal, the redial fails at once (the backoff in link(to:)): the peer is down.
-        if lastLink { await redial(hello.nodeID) }
+        if redial { await self.redial(hello.nodeID) }
     }
 
     /// After the last link to a peer closed: one quick attempt (``Configuration/redialTimeout``
@@ -308,7 +286,7 @@ extension ParleyNode {
             }
         }
         state.withLock { state in
-            guard state.links[peer] == nil else { return }
+            guard !state.links.isLinked(peer) else { return }
             emit(state.peers.redialFailed(peer))
         }
     }
@@ -318,11 +296,8 @@ extension ParleyNode {
     /// server can tell.
     func candidateAddresses(of peer: NodeID, cached: Bool = false) async -> [String] {
         var addresses = state.withLock { state in
-            var addresses = state.peers.addresses(of: peer)
-            for node in state.serverNodes.values where node.nodeID == peer && node.allowsDirectLinks && node.isOnline {
-                addresses += node.addresses.filter { !addresses.contains($0) }
-            }
-            return addresses
+            let addresses = state.peers.addresses(of: peer)
+            return addresses + state.server.addresses(of: peer).filter { !addresses.contains($0) }
         }
         if cached {
             do {
@@ -359,7 +334,9 @@ extension ParleyNode {
                 refusal = noteRefusal(of: peer, error, byPeer: true)
                 eventQueue.offer(.linkRefused(peer, error, byPeer: true))
             }
-            logger.error(
+            // A refusal is rare and worth seeing; a timeout or a shutdown is routine.
+            logger.log(
+                level: refusal == nil ? .debug : .info,
                 "the peer closed the direct link",
                 metadata: [
                     "peer.id": "\(link.authenticated?.peer.description ?? "?")", "error": "\(error)",
@@ -382,13 +359,7 @@ extension ParleyNode {
     /// before a backoff, longer after each refusal, so neither side redials in a tight loop.
     @discardableResult
     private func noteRefusal(of peer: NodeID, _ error: ParleyError, byPeer: Bool) -> Refusal {
-        state.withLock { state in
-            let count = (state.refusals[peer]?.count ?? 0) + 1
-            let delay = Refusal.backoff.delay(afterFailures: count)
-            let refusal = Refusal(count: count, until: .now + delay, delay: delay, reason: error, byPeer: byPeer)
-            state.refusals[peer] = refusal
-            return refusal
-        }
+        state.withLock { $0.links.refused(peer, error, byPeer: byPeer, now: .now) }
     }
 
     private func handleHello(_ frame: Frame, on link: DirectLink) async {
@@ -414,7 +385,7 @@ extension ParleyNode {
                 if vouched == nil { await refreshServerNode(of: user) }
                 do throws(ParleyError) {
                     try await verifyClaim(user, by: peer)
-                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.serverLoggedOn }) {
+                } catch  where error.code == .pinnedKeyMismatch && state.withLock({ $0.server.loggedOn }) {
                     // The user may have moved to a new key that the server vouches for since this
                     // node last asked: ask again before calling the peer an impostor.
                     await refreshServerNode(of: user, force: true)
@@ -432,15 +403,14 @@ extension ParleyNode {
             )
             link.markReady(hello)
             state.withLock { state in
-                state.links[peer.peer, default: [:]][ObjectIdentifier(link)] = link
-                state.dials.forget(peer.peer)
+                state.links.linkReady(link, peer: peer.peer)
                 emit(state.peers.linkUp(peer.peer, user: user, name: name))
             }
-            logger.info(
+            logger.debug(
                 "direct link up", metadata: ["peer.id": "\(peer.peer)", "user.id": "\(user?.description ?? "-")"])
             flushContinuation.yield()
         } catch {
-            logger.error(
+            logger.info(
                 "refusing a direct link",
                 metadata: ["peer.id": "\(peer.peer)", "error": "\(error)"]
             )
@@ -586,7 +556,7 @@ extension ParleyNode {
             let latest = state.withLock { $0.advertised }
             if let latest, latest.status != record.status { try await discovery.update(latest) }
         } catch {
-            logger.error("cannot advertise the node", metadata: ["error": "\(error)"])
+            logger.warning("cannot advertise the node", metadata: ["error": "\(error)"])
         }
         for await event in discovery.peerEvents {
             handleDiscovery(event)
@@ -605,9 +575,11 @@ extension ParleyNode {
         case .up(let peer), .changed(let peer):
             let isNew: Bool
             if case .up = event { isNew = true } else { isNew = false }
+            // The lower node ID opens the standing link (liveness); the other side waits for it.
+            let opensLink = nodeID.description < peerID.description && configuration.allowsDirectLinks
             state.withLock { state in
                 // What discovery shows changed (or is new): dialling the peer may work now.
-                state.dials.forget(peerID)
+                state.links.discovered(peerID, openLink: opensLink)
                 emit(state.peers.advertised(peer, as: peerID, isNew: isNew))
             }
             let logger = self.logger
@@ -636,21 +608,11 @@ extension ParleyNode {
             } failed: { error in
                 logger.debug("cannot cache a discovered peer", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
             }
-            // The lower node ID opens the standing link (liveness); the other side waits for it.
-            if nodeID.description < peerID.description, configuration.allowsDirectLinks,
-                !state.withLock({ $0.peers.isLinked(peerID) })
-            {
-                linkInBackground(peerID)
-            }
+            // The flusher opens the standing link, if one was asked for, and retries the outbox.
             flushContinuation.yield()
         case .down:
             state.withLock { state in emit(state.peers.withdrawn(peerID)) }
         }
     }
 
-    /// Opens a standing link to a peer (a discovered one, or one to probe), from the flusher.
-    func linkInBackground(_ peer: NodeID) {
-        state.withLock { _ = $0.pendingDials.insert(peer) }
-        flushContinuation.yield()
-    }
 }

@@ -116,13 +116,13 @@ extension ParleyNode {
             }
             for queued in expired {
                 guard let message = Self.queuedMessage(queued, expiry: configuration.outboxExpiry) else { continue }
-                logger.info(
+                logger.debug(
                     "a queued message expired undelivered",
                     metadata: ["message.id": "\(message.messageID)", "recipient": "\(message.recipient)"])
                 eventQueue.offer(.queuedMessageExpired(message.messageID, to: message.recipient))
             }
         } catch {
-            logger.info("cannot expire queued messages", metadata: ["error": "\(error)"])
+            logger.warning("cannot expire queued messages", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -25,28 +25,20 @@ extension ParleyNode {
         to recipient: Recipient,
         id: MessageID = .random()
     ) async throws(ParleyError) -> SendResult {
-        await sendLocks.lock(recipient)
-        let result: Result<Route, ParleyError>
-        do throws(ParleyError) {
+        let route = try await sendLocks.withLock(recipient) { () async throws(ParleyError) -> Route in
             let stillQueued = try await flushQueue(of: recipient)
-            result = .success(
-                try await route(body, to: recipient, id: id, createdAt: Date(), mode: .new(behindQueued: stillQueued))
-            )
-        } catch {
-            result = .failure(error)
+            return try await self.route(
+                body, to: recipient, id: id, createdAt: Date(), mode: .new(behindQueued: stillQueued))
         }
-        await sendLocks.unlock(recipient)
-        let route = try result.get()
         noteRoute(route, for: recipient)
         recordSent(body, to: recipient, id: id, sentAt: Date(), route: route)  // history: sent
         return SendResult(messageID: id, route: route)
     }
 
     private func noteRoute(_ route: Route, for recipient: Recipient) {
+        // Offered under the lock: two sends to one recipient report their routes in order.
         state.withLock { state in
-            guard state.lastRoute[recipient] != route else { return }
-            state.lastRoute[recipient] = route
-            eventQueue.offer(.routeChanged(recipient, route))
+            if state.routes.note(route, for: recipient) { eventQueue.offer(.routeChanged(recipient, route)) }
         }
     }
 
@@ -60,7 +52,7 @@ extension ParleyNode {
         case .user(let user):
             guard configuration.allowsDirectLinks else { return nil }
             await refreshServerNode(of: user)
-            if let known = state.withLock({ $0.serverNodes[user] }) {
+            if let known = state.withLock({ $0.server.nodes[user] }) {
                 // The server vouches for the user's node: only that node gets the message directly,
                 // at the addresses the server knows (if the user is logged on) or the LAN shows.
                 guard known.allowsDirectLinks, known.nodeID != nodeID else { return nil }
@@ -71,7 +63,7 @@ extension ParleyNode {
             // Only the LAN knows the user's node, or, while the server cannot be asked, the node
             // cache; the link's NODE_HELLO check decides (the key the server vouched for in an
             // earlier run, else the pinned one).
-            let serverAway = !state.withLock { $0.serverLoggedOn }
+            let serverAway = !state.withLock { $0.server.loggedOn }
             var lanNode = state.withLock { $0.peers.node(ofUser: user) }
             if lanNode == nil, serverAway {
                 do {
@@ -125,7 +117,7 @@ extension ParleyNode {
             hasQueuedMessages: hasQueued,
             direct: target.map { $0.linked ? .linked : .dialable } ?? .unavailable,
             directAllowed: configuration.allowsDirectLinks,
-            serverLoggedOn: state.withLock { $0.serverLoggedOn }
+            serverLoggedOn: state.withLock { $0.server.loggedOn }
         )
         let plan = fromOutbox ? RoutePlanner.planFlush(situation) : RoutePlanner.plan(situation)
         for step in plan {
@@ -141,13 +133,15 @@ extension ParleyNode {
                     try await sendDirect(body, to: recipient, target: target, id: id, createdAt: createdAt)
                     return .direct
                 } catch {
-                    logger.info(
+                    logger.debug(
                         "direct send failed, falling back",
                         metadata: ["peer.id": "\(target.node)", "message.id": "\(id)", "error": "\(error)"]
                     )
                 }
             case .server:
-                guard case .user(let user) = recipient, let client = state.withLock({ $0.client }) else { continue }
+                guard case .user(let user) = recipient, let client = state.withLock({ $0.server.client }) else {
+                    continue
+                }
                 // Remembered before it leaves: its receipt may come back before the answer does.
                 let sender = ownUser ?? UserID(0)
                 try await registry.run { registry throws(ParleyError) in
@@ -167,7 +161,7 @@ extension ParleyNode {
                         try registry.confirmReceipt(recipient: user, messageID: id)
                     }
                     guard error.meansServerUnavailable else { throw error }
-                    logger.info(
+                    logger.debug(
                         "sending through the server failed", metadata: ["message.id": "\(id)", "error": "\(error)"])
                 }
             case .queued:
@@ -206,7 +200,7 @@ extension ParleyNode {
                 )
             }
         }
-        logger.info("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
+        logger.debug("message queued", metadata: ["message.id": "\(id)", "recipient": "\(recipient)"])
     }
 
     /// Sends `user` directly, in order, the messages that went to it through the server and
@@ -254,7 +248,7 @@ extension ParleyNode {
         for attempt in 1...2 {
             // A peer that failed lately is not waited for while the server can take the message.
             let purpose: DialPurpose =
-                state.withLock { $0.serverLoggedOn } ? .sendWithAlternative : .sendWithoutAlternative
+                state.withLock { $0.server.loggedOn } ? .sendWithAlternative : .sendWithoutAlternative
             let directLink = try await link(to: target.node, addresses: target.addresses, purpose: purpose)
             if case .user(let user) = recipient, let hello = directLink.hello, hello.userID != user {
                 throw ParleyError(
@@ -266,7 +260,7 @@ extension ParleyNode {
                 // A live peer answers at once; one silent for a peer timeout is as good as gone.
                 try await directLink.request(meta, payload: body.bytes, timeout: configuration.peerTimeout)
                 // The peer takes this node's messages: whatever it refused before is settled.
-                state.withLock { _ = $0.refusals.removeValue(forKey: target.node) }
+                state.withLock { $0.links.delivered(to: target.node) }
                 return
             } catch {
                 guard attempt == 1, error.code == .notConnected, !directLink.isOpen else { throw error }
@@ -286,10 +280,7 @@ extension ParleyNode {
     }
 
     private func openStandingLinks() async {
-        let peers = state.withLock { state in
-            defer { state.pendingDials = [] }
-            return state.pendingDials.filter { !state.peers.isLinked($0) }
-        }
+        let peers = state.withLock { $0.links.takePendingDials() }
         for peer in peers {
             do {
                 _ = try await link(to: peer, addresses: await candidateAddresses(of: peer))
@@ -309,7 +300,7 @@ extension ParleyNode {
             let waiting = try await registry.run { registry throws(ParleyError) in try registry.outboxRecipients() }
             recipients = waiting.users.map { .user($0) } + waiting.nodes.compactMap { NodeID($0).map { .node($0) } }
         } catch {
-            logger.error("reading the outbox failed", metadata: ["error": "\(error)"])
+            logger.warning("reading the outbox failed", metadata: ["error": "\(error)"])
             return
         }
         // Side by side, but at most 16 at a time: a large outbox must not open hundreds of dials.
@@ -317,14 +308,15 @@ extension ParleyNode {
             for (index, recipient) in recipients.enumerated() {
                 if index >= 16 { await group.next() }
                 group.addTask {
-                    await self.sendLocks.lock(recipient)
-                    do throws(ParleyError) {
-                        _ = try await self.flushQueue(of: recipient)
-                    } catch {
-                        self.logger.error(
-                            "flushing the outbox failed", metadata: ["recipient": "\(recipient)", "error": "\(error)"])
+                    await self.sendLocks.withLock(recipient) { () async -> Void in
+                        do throws(ParleyError) {
+                            _ = try await self.flushQueue(of: recipient)
+                        } catch {
+                            self.logger.warning(
+                                "flushing the outbox failed",
+                                metadata: ["recipient": "\(recipient)", "error": "\(error)"])
+                        }
                     }
-                    await self.sendLocks.unlock(recipient)
                 }
             }
         }
@@ -346,18 +338,18 @@ extension ParleyNode {
                 for entry in entries {
                     let message = entry.message
                     let body = MessageBody(isText: message.isText, bytes: message.body)
-                    let outcome: String
+                    let outcome: OutboxOutcome
                     var leftBy: Route?
                     do throws(ParleyError) {
                         let route = try await route(
                             body, to: recipient, id: message.messageID, createdAt: message.createdAt, mode: .flush)
-                        if route == .queued { return true }
-                        outcome = route.rawValue
+                        guard let left = OutboxOutcome(route) else { return true }
+                        outcome = left
                         leftBy = route
                     } catch {
                         // Storage errors are this node's trouble: the entry stays for the next flush.
                         if error.code == .storageError { throw error }
-                        outcome = "failed: \(error.code)"
+                        outcome = .failed(error.code)
                         emit([.queuedMessageFailed(message.messageID, to: recipient, error)])
                     }
                     try await registry.run { registry throws(ParleyError) in
@@ -365,11 +357,11 @@ extension ParleyNode {
                             messageID: message.messageID,
                             sender: message.sender,
                             recipient: user,
-                            route: outcome,
+                            route: outcome.description,
                             at: Date()
                         )
                     }
-                    logger.info(
+                    logger.debug(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(message.messageID)", "outcome": "\(outcome)"])
                     // Told once the outbox no longer holds it.
@@ -395,7 +387,7 @@ extension ParleyNode {
                     try await registry.run { registry throws(ParleyError) in
                         try registry.markDeliveredToNode(sequence: entry.sequence)
                     }
-                    logger.info(
+                    logger.debug(
                         "queued message left the outbox",
                         metadata: ["message.id": "\(entry.messageID)", "outcome": "\(route)"])
                     noteRoute(route, for: recipient)

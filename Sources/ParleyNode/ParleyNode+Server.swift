@@ -17,16 +17,16 @@ extension ParleyNode {
                 ? directAddresses(port: port, listener: listener) : [],
             allowsDirectLinks: self.configuration.allowsDirectLinks
         )
-        while !Task.isCancelled, !state.withLock({ $0.stopping || $0.serverKicked }) {
+        while !Task.isCancelled, !state.withLock({ $0.stopping || $0.server.kicked }) {
             // The node's command handlers answer the commands that come through the server.
             let client = ParleyClient(configuration: configuration, logger: logger, commandHandlers: commands)
-            state.withLock { $0.client = client }
+            state.withLock { $0.server.clientStarted(client) }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
                         try await client.run()
                     } catch {
-                        self.logger.info("the server is unreachable", metadata: ["error": "\(error)"])
+                        self.logger.debug("the server is unreachable", metadata: ["error": "\(error)"])
                     }
                 }
                 group.addTask {
@@ -42,10 +42,7 @@ extension ParleyNode {
                     }
                 }
             }
-            state.withLock { state in
-                state.client = nil
-                state.serverLoggedOn = false
-            }
+            state.withLock { $0.server.clientStopped() }
             do {
                 try await Task.sleep(for: server.retry.maximumDelay)
             } catch {
@@ -71,7 +68,7 @@ extension ParleyNode {
                     if Task.isCancelled || error.code == .cancelled { return }
                     if error.code == .alreadyLoggedOn { return }
                     if error.refusesCredentials {
-                        logger.info("the server refused the credentials", metadata: ["error": "\(error)"])
+                        logger.debug("the server refused the credentials", metadata: ["error": "\(error)"])
                         eventQueue.offer(.serverLogOnFailed(error))
                         return
                     }
@@ -80,7 +77,7 @@ extension ParleyNode {
                     failures += 1
                     let asked = Duration.milliseconds(error.retryAfterMilliseconds ?? 0)
                     let delay = max(Self.logOnBackoff.delay(afterFailures: failures), asked)
-                    logger.info(
+                    logger.debug(
                         "logging on to the server failed; trying again",
                         metadata: ["error": "\(error)", "retry.after": "\(delay)"])
                     eventQueue.offer(.serverLogOnDeferred(error, retryAfter: delay))
@@ -114,7 +111,7 @@ extension ParleyNode {
                     try await deliver(message, sender: .user(message.sender), from: nil, route: .server)
                     client.acknowledge(message)
                 } catch {
-                    logger.error(
+                    logger.warning(
                         "cannot store a message from the server; it stays unacknowledged and comes again",
                         metadata: ["message.id": "\(message.id)", "error": "\(error)"])
                 }
@@ -141,16 +138,15 @@ extension ParleyNode {
                 } else {
                     kicked = false
                 }
-                state.withLock { state in
-                    state.serverLoggedOn = loggedOn
-                    if kicked { state.serverKicked = true }
+                let actions = state.withLock { state in
+                    let peers = state.peers.peers
+                    return state.server.connectionChanged(loggedOn: loggedOn, kicked: kicked, lanPeers: peers)
                 }
                 if kicked {
                     logger.info("an admin closed this node's server session; not connecting to the server again")
                 }
                 eventQueue.offer(.serverConnection(connection))
-                serverSessionChanged(loggedOn: loggedOn)
-                if loggedOn { flushContinuation.yield() }
+                perform(actions)
                 if case .connected = connection { connected.yield() }
             case .presence(let update):
                 receivedServerPresence(update)
@@ -185,28 +181,21 @@ extension ParleyNode {
             logger.debug("cannot cache user info", metadata: ["user.id": "\(info.userID)", "error": "\(error)"])
         }
         guard let node = info.nodeID.flatMap({ NodeID($0) }), let key = info.nodePublicKey else { return }
-        state.withLock { state in
-            state.serverNodes[info.userID] = ServerNode(
-                nodeID: node,
-                publicKey: key,
-                addresses: info.directAddresses,
-                allowsDirectLinks: info.allowsDirectLinks,
-                isOnline: info.isOnline,
-                fetchedAt: .now
-            )
-        }
+        let known = ServerNode(
+            nodeID: node,
+            publicKey: key,
+            addresses: info.directAddresses,
+            allowsDirectLinks: info.allowsDirectLinks,
+            isOnline: info.isOnline,
+            fetchedAt: .now
+        )
+        state.withLock { $0.server.learned(known, of: info.userID) }
     }
 
     /// Asks the server about `user`'s node unless asked recently (or, with `force`, in any case),
     /// if the server is there.
     func refreshServerNode(of user: UserID, force: Bool = false) async {
-        let client = state.withLock { state -> ParleyClient? in
-            guard state.serverLoggedOn, let client = state.client else { return nil }
-            if !force, let known = state.serverNodes[user], known.fetchedAt.duration(to: .now) < .seconds(30) {
-                return nil
-            }
-            return client
-        }
+        let client = state.withLock { $0.server.clientToAsk(about: user, force: force, now: .now) }
         guard let client else { return }
         do {
             cacheServerInfo(try await client.userInfo(user))
@@ -221,7 +210,7 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` with code ``/ParleyCore/ParleyError/Code/userNotFound``
     ///   when neither knows the user.
     public func whois(_ user: UserID) async throws(ParleyError) -> CachedAnswer<UserInfo> {
-        let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
+        let client = loggedOnClient
         if let client {
             do throws(ParleyError) {
                 let info = try await client.userInfo(user)
@@ -248,7 +237,7 @@ extension ParleyNode {
     /// - Throws: ``/ParleyCore/ParleyError`` when the server refuses the query (an invalid one),
     ///   or the cache cannot be read.
     public func findUsers(_ query: UserQuery) async throws(ParleyError) -> CachedAnswer<UserSearchResult> {
-        let client = state.withLock { $0.serverLoggedOn ? $0.client : nil }
+        let client = loggedOnClient
         if let client {
             do throws(ParleyError) {
                 let result = try await client.findUsers(query)

@@ -70,39 +70,14 @@ public final class ParleyNode: Sendable {
         var portWaiters: [CheckedContinuation<Result<Int, ParleyError>, Never>] = []
         var listener: (any Channel)?
         var peers = PeerDirectory()
-        /// Ready links by peer node.
-        var links: [NodeID: [ObjectIdentifier: DirectLink]] = [:]
-        /// Every link, ready or not, to close at shutdown.
-        var allLinks: [ObjectIdentifier: DirectLink] = [:]
-        var client: ParleyClient?
-        var serverLoggedOn = false
-        /// What the server said about users' nodes (for direct links), by user.
-        var serverNodes: [UserID: ServerNode] = [:]
-        /// The user's contacts (the cached list, read at start); nil when it could not be read.
-        var contactIDs: Set<UserID>?
-        /// Contacts' presence as the server pushed it during this logon.
-        var serverPresences: [UserID: Presence] = [:]
-        /// Whether the server's presence snapshot came during this logon.
-        var serverPresenceKnown = false
-        /// What ``Event/contactPresence(_:_:)`` reported last, by contact.
-        var reportedPresences: [UserID: Presence] = [:]
-        /// The presence the user chose (``ParleyNode/setPresence(_:text:)``), set on the server at each logon.
-        var chosenPresence: Presence?
-        var lastRoute: [Recipient: Route] = [:]
-        /// Discovered peers to open a standing link to (the flusher dials them).
-        var pendingDials: Set<NodeID> = []
-        /// Peers that refused this node's link (a fatal ERROR): not dialled again before `until`.
-        var refusals: [NodeID: Refusal] = [:]
-        /// Peers that could not be dialled lately: not dialled on the send path for a while.
-        var dials = DialMemory(backoff: ParleyNode.dialBackoff)
+        var links = LinkTable<DirectLink>(dialBackoff: ParleyNode.dialBackoff)
+        var server = ServerSession<ParleyClient>()
+        var routes = RouteMemory()
         /// The presence advertised on the LAN (``ParleyNode/setStatus(_:)``).
         var status = "online"
         /// What discovery advertises, once it does.
         var advertised: ServiceRecord?
         var stopping = false
-        /// An admin kicked this node's server session (KICKED): it does not connect to the server
-        /// again until it is restarted; direct links go on.
-        var serverKicked = false
     }
 
     /// A peer refused this node's last link, or this node refused the peer's claim; dialling it
@@ -182,7 +157,7 @@ public final class ParleyNode: Sendable {
         // The cached contact list, for LAN-derived presence before the server answers.
         do throws(ParleyError) {
             let cached = try registry.runBlocking { registry throws(ParleyError) in try registry.cachedContacts() }
-            state.withLock { $0.contactIDs = Set(cached.map(\.userID)) }
+            state.withLock { $0.server.loadCachedContacts(cached.map(\.userID)) }
         } catch {
             logger.warning("cannot read the cached contact list", metadata: ["error": "\(error)"])
         }
@@ -296,6 +271,7 @@ public final class ParleyNode: Sendable {
         let start = state.withLock { state -> Bool in
             guard state.phase == .idle, !state.stopping else { return false }
             state.phase = .running
+            state.links.start()
             return true
         }
         guard start else {
@@ -360,7 +336,10 @@ public final class ParleyNode: Sendable {
     /// return. Messages in the outbox stay there for the next run.
     public func shutdown() async {
         let first = state.withLock { state -> Bool in
-            defer { state.stopping = true }
+            defer {
+                state.stopping = true
+                state.links.stop()
+            }
             return !state.stopping
         }
         guard first else { return }
@@ -371,7 +350,8 @@ public final class ParleyNode: Sendable {
     private func tearDown() async {
         let (listener, links, client) = state.withLock { state in
             state.stopping = true
-            return (state.listener, Array(state.allLinks.values), state.client)
+            state.links.stop()
+            return (state.listener, state.links.everyLink, state.server.client)
         }
         if let discovery { await discovery.withdraw() }
         if let client { await client.shutdownGracefully() }
@@ -387,6 +367,7 @@ public final class ParleyNode: Sendable {
         let waiters = state.withLock { state in
             state.phase = .stopped
             state.stopping = true
+            state.links.stop()
             defer { state.portWaiters = [] }
             return state.portWaiters
         }
@@ -400,7 +381,7 @@ public final class ParleyNode: Sendable {
         presenceContinuation.finish()
         eventQueue.finish()
         directoryLock.release()
-        if let error { logger.error("the node stopped", metadata: ["error": "\(error)"]) }
+        if let error { logger.debug("the node stopped", metadata: ["error": "\(error)"]) }
     }
 
     /// Signals the outbox flusher every half peer timeout, to retry routes that may have come

@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// What the router knows about one recipient when a message is about to leave.
 struct RouteSituation: Sendable, Hashable {
     enum Direct: Sendable, Hashable {
@@ -42,5 +44,45 @@ enum RoutePlanner {
         var queued = situation
         queued.hasQueuedMessages = false
         return plan(queued).filter { $0 != .queued }
+    }
+}
+
+/// The route each recipient's messages took last, so that the node reports a change
+/// (``ParleyNode/Event/routeChanged(_:_:)``) and not every message.
+struct RouteMemory: Sendable {
+    private var last: [ParleyNode.Recipient: ParleyNode.Route] = [:]
+
+    /// A message to `recipient` took `route`; returns whether that differs from the last one.
+    mutating func note(_ route: ParleyNode.Route, for recipient: ParleyNode.Recipient) -> Bool {
+        last.updateValue(route, forKey: recipient) != route
+    }
+}
+
+/// How a message left the outbox, as the outbox's record of delivered messages keeps it.
+enum OutboxOutcome: Sendable, Hashable, CustomStringConvertible {
+    /// Over a direct link; the peer acknowledged it.
+    case direct
+    /// Through the server, which stored it.
+    case server
+    /// Refused for good (an unknown recipient, say): it leaves the outbox undelivered.
+    case failed(ParleyError.Code)
+
+    /// The outcome of a message that left by `route`; nil for ``ParleyNode/Route/queued`` (it
+    /// still waits).
+    init?(_ route: ParleyNode.Route) {
+        switch route {
+        case .direct: self = .direct
+        case .server: self = .server
+        case .queued: return nil
+        }
+    }
+
+    /// The text recorded in the outbox: "direct", "server", or "failed: " and the error's code.
+    var description: String {
+        switch self {
+        case .direct: "direct"
+        case .server: "server"
+        case .failed(let code): "failed: \(code)"
+        }
     }
 }

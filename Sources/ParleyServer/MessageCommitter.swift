@@ -19,7 +19,17 @@ final class MessageCommitter: Sendable {
         case recipientNotFound
     }
 
-    typealias Result = Swift.Result<[UserID: Outcome], ParleyError>
+    /// What happened to each recipient of a message, in the message's order (usually one or
+    /// a few: a list, not a dictionary).
+    struct Outcomes: Sendable {
+        var byRecipient: [(recipient: UserID, outcome: Outcome)] = []
+
+        subscript(recipient: UserID) -> Outcome? {
+            byRecipient.first { $0.recipient == recipient }?.outcome
+        }
+    }
+
+    typealias Result = Swift.Result<Outcomes, ParleyError>
 
     struct Submission: Sendable {
         var message: NewMessage
@@ -98,7 +108,7 @@ final class MessageCommitter: Sendable {
         var stopped = false
     }
 
-    private let store: ServerStore
+    private let store: any MessageStore
     private let worker: NIOThreadPool
     private let queue = Mutex(Queue())
     private let logger: Logger
@@ -111,7 +121,7 @@ final class MessageCommitter: Sendable {
     private let maximumBatch = 4096
 
     init(
-        store: ServerStore,
+        store: any MessageStore,
         logger: Logger,
         metrics: ServerMetrics? = nil,
         registry: SessionRegistry,
@@ -211,7 +221,39 @@ final class MessageCommitter: Sendable {
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
             commit(acknowledgements, submissions)
+            maintain()
         }
+    }
+
+    /// The store's upkeep between rounds (the message log's compaction).
+    private func maintain() {
+        do {
+            try store.maintain()
+        } catch {
+            metrics?.storageErrors.increment()
+            logger.error("message store upkeep failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Drops everything the store keeps for a deleted user, on the committer's thread between
+    /// rounds; returns when it is done.
+    func dropMessages(for user: UserID) throws(ParleyError) {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<ParleyError?>(nil)
+        worker.submit { [store] state in
+            defer { done.signal() }
+            guard state == .active else {
+                outcome.withLock { $0 = ParleyError(code: .shuttingDown, message: "the server is shutting down") }
+                return
+            }
+            do throws(ParleyError) {
+                try store.dropMessages(for: user)
+            } catch {
+                outcome.withLock { $0 = error }
+            }
+        }
+        done.wait()
+        if let error = outcome.withLock({ $0 }) { throw error }
     }
 
     /// One round: the acknowledgements, then the new messages, in one transaction. The
@@ -255,10 +297,13 @@ final class MessageCommitter: Sendable {
         var work = LoopBatches<LoopWork>()
         var live: [LiveDelivery] = []
         for (index, submission) in submissions.enumerated() {
-            var outcomes: [UserID: Outcome] = [:]
-            for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
+            var outcomes = Outcomes()
+            outcomes.byRecipient.reserveCapacity(submission.message.recipients.count)
+            for recipient in submission.message.recipients {
+                let delivery = stored[index].first { $0.recipient == recipient }
+                outcomes.byRecipient.append((recipient, delivery.map { .stored($0) } ?? .recipientNotFound))
+            }
             for delivery in stored[index] {
-                outcomes[delivery.recipient] = .stored(delivery)
                 if !delivery.duplicate {
                     live.append(
                         LiveDelivery(

@@ -160,6 +160,7 @@ extension ParleyServer {
                 try context.finishTransfer(transfer, outcome: .deleted, reason: "user \(user) was deleted", by: nil)
             }
             try context.store.deleteUser(user)
+            try context.committer.dropMessages(for: user)
         }
     }
 

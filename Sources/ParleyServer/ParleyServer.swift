@@ -108,6 +108,7 @@ public final class ParleyServer: Service, Sendable {
                     deduplicationWindow: configuration.deduplicationWindow
                 )
             )
+            let messages = try Self.openMessages(configuration, store: store, logger: logger)
             let history = try configuration.historyDays.map { days throws(ParleyError) in
                 try HistoryRecorder(
                     store: try HistoryStore(
@@ -125,6 +126,7 @@ public final class ParleyServer: Service, Sendable {
             context = ServerContext(
                 configuration: configuration,
                 store: store,
+                messages: messages,
                 registry: SessionRegistry(metrics: metrics),
                 blockingPool: blockingPool,
                 logger: logger,

@@ -113,6 +113,11 @@ struct SessionContext {
         connection.respond(to: request, with: meta, payload: payload)
     }
 
+    /// Answers `request` with a meta section coded already (``/ParleyWire/HotMeta``).
+    func respond(to request: Frame, meta: ByteBuffer) {
+        connection.respond(to: request, meta: meta)
+    }
+
     /// Answers `request` with an ERROR frame.
     func respond(to request: Frame, with error: ParleyError) {
         connection.respond(to: request, with: error)

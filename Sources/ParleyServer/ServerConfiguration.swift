@@ -67,6 +67,8 @@ extension ParleyServer {
         /// SQLite durability. `.normal` (default) survives a process crash or `kill -9`;
         /// `.full` also survives power loss, at a cost in throughput.
         public var durability: Durability = .normal
+        /// Where messages wait for their recipients. Default ``MessageStorage/log``.
+        public var messageStorage: MessageStorage = .log
         /// How long acknowledged message IDs are remembered to drop resent duplicates. Default 7 days.
         public var deduplicationWindow: Duration = .seconds(7 * 24 * 3600)
         /// How often expired message IDs are pruned. Default 1 hour.
@@ -152,6 +154,17 @@ extension ParleyServer {
             case insecurePlaintext
         }
 
+        /// Where the server keeps messages until their recipients acknowledge them.
+        public enum MessageStorage: String, Sendable, Hashable, CaseIterable {
+            /// An append-only log in the data directory's `messages` folder, one write per round
+            /// of group commit, compacted in the background (docs/ARCHITECTURE.md). A server
+            /// that kept its messages in SQLite before moves them to the log at start.
+            case log
+            /// Tables of the server's SQLite database, as before the log (slower; kept for
+            /// comparison). The server refuses to start with it while the log holds messages.
+            case sqlite
+        }
+
         /// How hard SQLite works to keep committed data.
         public enum Durability: Sendable, Hashable {
             /// Survives a crash or `kill -9` of the server process (WAL, synchronous=NORMAL).
@@ -180,6 +193,10 @@ extension ParleyServer {
 
         var databasePath: String {
             URL(fileURLWithPath: dataDirectory).appendingPathComponent("parley-server.sqlite").path
+        }
+
+        var messageLogPath: String {
+            URL(fileURLWithPath: dataDirectory).appendingPathComponent("messages").path
         }
 
         var historyPath: String {

@@ -233,6 +233,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         write(.error(error, requestID: request.requestID))
     }
 
+    /// Answers `request` with a meta section coded already (``/ParleyWire/HotMeta``).
+    func respond(to request: Frame, meta: ByteBuffer) {
+        guard request.requestID != 0 else { return }
+        write(Frame(type: request.type.response, requestID: request.requestID, meta: meta, payload: ByteBuffer()))
+    }
+
     /// Sends a fatal error and closes the connection.
     func fail(_ error: ParleyError) {
         guard let context, machine.close() else { return }
@@ -606,7 +612,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     // MARK: Messages (from the committer)
 
     /// A SEND_MESSAGE this connection submitted was stored (or failed).
-    func messageStored(_ frame: Frame, _ result: Result<Parley_V1_SendMessageResponse, ParleyError>) {
+    func messageStored(_ frame: Frame, _ result: Result<MessagesFamily.SendAnswer, ParleyError>) {
         messages.stored(frame, result, in: session)
     }
 

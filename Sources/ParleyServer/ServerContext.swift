@@ -9,6 +9,8 @@ import Synchronization
 final class ServerContext: Sendable {
     let configuration: ParleyServer.Configuration
     let store: ServerStore
+    /// Messages until their recipients acknowledge them (the message log, or `store`'s tables).
+    let messages: any MessageStore
     let registry: SessionRegistry
     let hasher: PasswordHasher
     /// Password-guessing limits, shared by every connection.
@@ -36,6 +38,7 @@ final class ServerContext: Sendable {
     init(
         configuration: ParleyServer.Configuration,
         store: ServerStore,
+        messages: (any MessageStore)? = nil,
         registry: SessionRegistry,
         blockingPool: NIOThreadPool,
         logger: Logger,
@@ -51,6 +54,8 @@ final class ServerContext: Sendable {
         self.commands = commands
         self.configuration = configuration
         self.store = store
+        let messages = messages ?? store
+        self.messages = messages
         self.registry = registry
         self.hasher = PasswordHasher(cost: configuration.passwordCost)
         self.throttle = Mutex(LogonThrottle())
@@ -58,7 +63,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.applicationInbox = applicationInbox
         self.committer = MessageCommitter(
-            store: store,
+            store: messages,
             logger: logger,
             metrics: metrics,
             registry: registry,

@@ -312,3 +312,67 @@ extension ServerStore {
         }
     }
 }
+
+/// A delivery acknowledged within the de-duplication window, as ``ServerStore/messagesToMove()`` lists it.
+package struct RememberedDelivery: Sendable, Hashable {
+    package var recipient: UserID
+    package var sender: UserID
+    package var messageID: MessageID
+    package var sequence: Int64
+    package var acknowledgedAt: Date
+}
+
+extension ServerStore {
+    /// Every pending delivery (with its message) and every remembered acknowledged one, for a
+    /// server that moves its messages from these tables to the message log.
+    package func messagesToMove() throws(ParleyError) -> (
+        pending: [(recipient: UserID, message: PendingMessage)], remembered: [RememberedDelivery]
+    ) {
+        let recipients = try read("listing recipients of pending messages") { db in
+            try Int64.fetchAll(db, sql: "SELECT DISTINCT recipient FROM delivery WHERE acknowledged_at IS NULL")
+        }
+        var pending: [(recipient: UserID, message: PendingMessage)] = []
+        for raw in recipients {
+            guard let value = UInt32(exactly: raw) else { continue }
+            let recipient = UserID(value)
+            var after: Int64 = 0
+            while true {
+                let page = try pendingMessages(for: recipient, after: after, limit: 1000)
+                pending.append(contentsOf: page.map { (recipient, $0) })
+                guard let last = page.last else { break }
+                after = last.sequence
+            }
+        }
+        let remembered = try read("listing acknowledged messages") { db in
+            var remembered: [RememberedDelivery] = []
+            let rows = try Row.fetchCursor(
+                db,
+                sql: """
+                    SELECT recipient, sender, message_id, sequence, acknowledged_at FROM delivery
+                    WHERE acknowledged_at IS NOT NULL
+                    """
+            )
+            while let row = try rows.next() {
+                remembered.append(
+                    RememberedDelivery(
+                        recipient: try row.userID(0, "delivery.recipient"),
+                        sender: try row.userID(1, "delivery.sender"),
+                        messageID: try row.messageID(2, "delivery.message_id"),
+                        sequence: try row.int64(3, "delivery.sequence"),
+                        acknowledgedAt: try row.date(4, "delivery.acknowledged_at")
+                    )
+                )
+            }
+            return remembered
+        }
+        return (pending, remembered)
+    }
+
+    /// Deletes every message and delivery (they were moved to the message log).
+    package func deleteAllMessages() throws(ParleyError) {
+        try write("deleting moved messages") { db in
+            try db.execute(sql: "DELETE FROM delivery")
+            try db.execute(sql: "DELETE FROM message")
+        }
+    }
+}

@@ -121,6 +121,11 @@ struct ConfigurationTests {
                 ["server", "--data", directory.path], environment: ["PARLEY_DURABILITY": "sometimes"])
             #expect(badEnvironment.errorOutput.contains("durability must be normal or full"), "\(badEnvironment)")
 
+            let badStorage = try await parley(
+                ["server", "--data", directory.path], environment: ["PARLEY_MESSAGE_STORAGE": "paper"])
+            #expect(badStorage.status != 0)
+            #expect(badStorage.errorOutput.contains("messageStorage must be log or sqlite"), "\(badStorage)")
+
             let noData = try await parley(["server"])
             #expect(noData.status != 0)
             #expect(noData.errorOutput.contains("data directory is not set"), "\(noData)")

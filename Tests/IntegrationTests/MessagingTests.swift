@@ -117,9 +117,11 @@ struct MessagingTests {
         }
     }
 
-    @Test("messages stored while the recipient is offline arrive oldest first at logon, once")
-    func offlineDelivery() async throws {
-        try await withTestServer { server in
+    @Test(
+        "messages stored while the recipient is offline arrive oldest first at logon, once",
+        arguments: ParleyServer.Configuration.MessageStorage.allCases)
+    func offlineDelivery(storage: ParleyServer.Configuration.MessageStorage) async throws {
+        try await withTestServer(ServerChanges { $0.messageStorage = storage }) { server in
             let (bob, sentIDs) = try await withTestClients(2, of: server.clientConfiguration) { clients in
                 _ = try await clients[0].register("alice")
                 let bob = try await clients[1].register("bob", password: "pw")

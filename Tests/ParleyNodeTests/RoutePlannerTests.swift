@@ -44,6 +44,30 @@ import Testing
     }
 }
 
+@Suite struct RouteMemoryTests {
+    @Test func onlyChangesOfRouteAreReported() {
+        var memory = RouteMemory()
+        let alice = ParleyNode.Recipient.user(UserID(7))
+        let node = ParleyNode.Recipient.node(ParleyNode.NodeID(subjectPublicKeyInfo: [1]))
+        let steps: [(ParleyNode.Route, ParleyNode.Recipient)] = [
+            (.server, alice), (.server, alice), (.server, node), (.direct, alice), (.queued, alice), (.queued, alice),
+        ]
+        let reported = steps.map { memory.note($0.0, for: $0.1) }
+        // A repeat is not reported; each recipient has its own last route.
+        #expect(reported == [true, false, true, true, true, false])
+    }
+}
+
+@Suite struct OutboxOutcomeTests {
+    @Test func theRecordedTextIsTheRouteOrTheFailure() {
+        #expect(OutboxOutcome(.direct)?.description == ParleyNode.Route.direct.rawValue)
+        #expect(OutboxOutcome(.server)?.description == ParleyNode.Route.server.rawValue)
+        #expect(OutboxOutcome(.queued) == nil)
+        // The text the outbox recorded before the outcome was a type.
+        #expect(OutboxOutcome.failed(.recipientNotFound).description == "failed: recipient-not-found")
+    }
+}
+
 @Suite struct PeerDirectoryTests {
     private let a = ParleyNode.NodeID(subjectPublicKeyInfo: [1])
     private func peer(_ id: ParleyNode.NodeID, user: UInt32? = 7) -> Peer {

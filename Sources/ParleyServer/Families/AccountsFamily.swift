@@ -130,7 +130,7 @@ final class AccountsFamily: RequestFamily {
             }
             return Authenticated(
                 info: stored.info,
-                storedMessages: try server.store.pendingMessageCount(for: user),
+                storedMessages: try server.messages.pendingMessageCount(for: user),
                 token: try server.issueResumptionToken(for: user)
             )
         }
@@ -172,7 +172,7 @@ final class AccountsFamily: RequestFamily {
             }
             return Authenticated(
                 info: stored.info,
-                storedMessages: try server.store.pendingMessageCount(for: user),
+                storedMessages: try server.messages.pendingMessageCount(for: user),
                 // A lifetime of zero issues none: the stored one has already expired.
                 token: server.configuration.resumptionTokenLifetime > .zero ? next : nil,
                 resumed: true

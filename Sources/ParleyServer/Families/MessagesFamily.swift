@@ -157,16 +157,26 @@ final class MessagesFamily: RequestFamily {
     /// The answer to a SEND_MESSAGE from what the commit did for each of its users, with the
     /// recipients' online status as it is now, right after the commit.
     private static func sendResponse(
-        to outcome: Result<[UserID: MessageCommitter.Outcome], ParleyError>,
+        to outcome: Result<MessageCommitter.Outcomes, ParleyError>,
         _ users: [UserID],
         _ recipients: [UserID],
         _ serverResults: [UserID: DeliveryResult.Status],
         _ registry: SessionRegistry
-    ) -> Result<Parley_V1_SendMessageResponse, ParleyError> {
-        let outcomes: [UserID: MessageCommitter.Outcome]
+    ) -> Result<SendAnswer, ParleyError> {
+        let outcomes: MessageCommitter.Outcomes
         switch outcome {
         case .success(let value): outcomes = value
         case .failure(let error): return .failure(error)
+        }
+        // The usual case: only users, each stored for the first time.
+        if serverResults.isEmpty {
+            var accepted: [(recipient: UInt32, status: UInt8)] = []
+            accepted.reserveCapacity(outcomes.byRecipient.count)
+            for (user, outcome) in outcomes.byRecipient {
+                guard case .stored(let delivery) = outcome, !delivery.duplicate else { break }
+                accepted.append((user.rawValue, registry.isOnline(user) ? 1 : 2))
+            }
+            if accepted.count == recipients.count { return .success(.accepted(accepted)) }
         }
         var statuses = serverResults
         var duplicates = Set<UserID>()
@@ -179,7 +189,27 @@ final class MessagesFamily: RequestFamily {
                 statuses[user] = .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
             }
         }
-        return .success(sendResponse(recipients, statuses, duplicates: duplicates))
+        if duplicates.isEmpty {
+            var accepted: [(recipient: UInt32, status: UInt8)] = []
+            accepted.reserveCapacity(recipients.count)
+            for recipient in recipients {
+                switch statuses[recipient] {
+                case .acceptedOnline?: accepted.append((recipient.rawValue, 1))
+                case .acceptedOffline?: accepted.append((recipient.rawValue, 2))
+                case .acceptedByServer?: accepted.append((recipient.rawValue, 3))
+                case .failed?, nil: return .success(.response(sendResponse(recipients, statuses)))
+                }
+            }
+            return .success(.accepted(accepted))
+        }
+        return .success(.response(sendResponse(recipients, statuses, duplicates: duplicates)))
+    }
+
+    /// The answer to a SEND_MESSAGE. The usual one (every recipient accepted, none a duplicate)
+    /// is written by hand (``/ParleyWire/HotMeta``), the others by the generic encoder.
+    enum SendAnswer: Sendable {
+        case accepted([(recipient: UInt32, status: UInt8)])
+        case response(Parley_V1_SendMessageResponse)
     }
 
     /// Hands a checked SEND_MESSAGE to the application's ``ParleyServerApplication/inspect(_:server:)``
@@ -291,11 +321,16 @@ final class MessagesFamily: RequestFamily {
     /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
     func stored(
         _ frame: Frame,
-        _ result: Result<Parley_V1_SendMessageResponse, ParleyError>,
+        _ result: Result<SendAnswer, ParleyError>,
         in session: SessionContext
     ) {
         switch result {
-        case .success(let response): session.respond(to: frame, with: response)
+        case .success(.accepted(let results)):
+            var meta = ByteBuffer()
+            meta.reserveCapacity(8 * results.count)
+            HotMeta.writeAcceptedResponse(results, to: &meta)
+            session.respond(to: frame, meta: meta)
+        case .success(.response(let response)): session.respond(to: frame, with: response)
         case .failure(let error): session.respond(to: frame, with: error)
         }
         session.requestAnswered(query: false)
@@ -374,7 +409,7 @@ final class MessagesFamily: RequestFamily {
 
     private func load(after: Int64, limit: Int, in session: SessionContext) {
         guard let user = session.identity.user else { return }
-        let store = session.server.store
+        let store = session.server.messages
         session.blocking { () throws(ParleyError) in
             try store.pendingMessages(for: user, after: after, limit: limit)
         } then: { [self] result in

@@ -1,0 +1,248 @@
+import NIOCore
+import ParleyCore
+
+/// One record of the message log (``MessageLog``), as written to a segment file.
+///
+/// On disk a record is `length` (UInt32, little-endian: the bytes after the checksum),
+/// `checksum` (UInt32, CRC-32 of those bytes), then the payload: a kind byte and the kind's
+/// fields, little-endian. A record whose length runs past the end of the file or whose checksum
+/// is wrong ends the readable part of a segment (a write torn by a crash).
+enum MessageLogRecord: Equatable {
+    /// The first record of every segment: the sequence the log would give next when the segment
+    /// was started, so sequences keep growing after everything before was compacted away.
+    case header(nextSequence: Int64)
+    /// A message stored for some recipients, each with its delivery's sequence.
+    case stored(Stored)
+    /// A delivery acknowledged by its recipient (also the de-duplication tombstone).
+    case acknowledged(Acknowledged)
+    /// Every delivery to `recipient` written before this record is gone (the user was deleted).
+    case dropped(recipient: UserID)
+
+    struct Stored: Equatable {
+        var sender: UserID
+        var messageID: MessageID
+        var isText: Bool
+        var wantsReceipt: Bool
+        var sentAt: Int64
+        var storedAt: Int64
+        var allRecipients: [UserID]
+        var deliveries: [Delivery]
+        var body: [UInt8]
+    }
+
+    struct Delivery: Equatable {
+        var recipient: UserID
+        var sequence: Int64
+    }
+
+    struct Acknowledged: Equatable {
+        var recipient: UserID
+        var sender: UserID
+        var messageID: MessageID
+        var sequence: Int64
+        var at: Int64
+    }
+
+    private enum Kind: UInt8 {
+        case header = 1
+        case stored = 2
+        case acknowledged = 3
+        case dropped = 4
+    }
+
+    /// Bytes before the payload: length and checksum.
+    static let framing = 8
+    /// An acknowledgement's length on disk (they all have the same).
+    static let acknowledgementLength = framing + 1 + 4 + 4 + 8 + 8 + 8
+    /// The largest payload a reader accepts (a message body is at most a few MiB).
+    static let maximumPayload = 64 << 20
+
+    /// Appends the framed record to `buffer`; returns its length on disk.
+    @discardableResult
+    func write(to buffer: inout ByteBuffer) -> Int {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0), endianness: .little)
+        buffer.writeInteger(UInt32(0), endianness: .little)
+        switch self {
+        case .header(let next):
+            buffer.writeInteger(Kind.header.rawValue)
+            buffer.writeInteger(next, endianness: .little)
+        case .stored(let stored):
+            buffer.writeInteger(Kind.stored.rawValue)
+            buffer.writeInteger(stored.sender.rawValue, endianness: .little)
+            buffer.writeInteger(stored.messageID.rawValue, endianness: .little)
+            buffer.writeInteger(UInt8((stored.isText ? 1 : 0) | (stored.wantsReceipt ? 2 : 0)))
+            buffer.writeInteger(stored.sentAt, endianness: .little)
+            buffer.writeInteger(stored.storedAt, endianness: .little)
+            buffer.writeInteger(UInt32(stored.allRecipients.count), endianness: .little)
+            for recipient in stored.allRecipients { buffer.writeInteger(recipient.rawValue, endianness: .little) }
+            buffer.writeInteger(UInt32(stored.deliveries.count), endianness: .little)
+            for delivery in stored.deliveries {
+                buffer.writeInteger(delivery.recipient.rawValue, endianness: .little)
+                buffer.writeInteger(delivery.sequence, endianness: .little)
+            }
+            buffer.writeInteger(UInt32(stored.body.count), endianness: .little)
+            buffer.writeBytes(stored.body)
+        case .acknowledged(let ack):
+            buffer.writeInteger(Kind.acknowledged.rawValue)
+            buffer.writeInteger(ack.recipient.rawValue, endianness: .little)
+            buffer.writeInteger(ack.sender.rawValue, endianness: .little)
+            buffer.writeInteger(ack.messageID.rawValue, endianness: .little)
+            buffer.writeInteger(ack.sequence, endianness: .little)
+            buffer.writeInteger(ack.at, endianness: .little)
+        case .dropped(let recipient):
+            buffer.writeInteger(Kind.dropped.rawValue)
+            buffer.writeInteger(recipient.rawValue, endianness: .little)
+        }
+        let payloadLength = buffer.writerIndex - start - Self.framing
+        let checksum = buffer.withUnsafeReadableBytes { bytes in
+            CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + Self.framing - buffer.readerIndex)...]))
+        }
+        buffer.setInteger(UInt32(payloadLength), at: start, endianness: .little)
+        buffer.setInteger(checksum, at: start + 4, endianness: .little)
+        return payloadLength + Self.framing
+    }
+
+    /// What reading one record from the front of some bytes gave.
+    enum ReadResult: Equatable {
+        /// A record and its length on disk.
+        case record(MessageLogRecord, length: Int)
+        /// The bytes end before the record does (more may come, or the write was torn).
+        case incomplete
+        /// The bytes there are not a record: a torn write or damage.
+        case damaged(String)
+    }
+
+    /// Reads the record at the start of `bytes`.
+    static func read(from bytes: UnsafeRawBufferPointer) -> ReadResult {
+        guard bytes.count >= framing else { return .incomplete }
+        let length = Int(bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self).littleEndian)
+        let checksum = bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+        guard length >= 1, length <= maximumPayload else { return .damaged("a record length of \(length) bytes") }
+        guard bytes.count >= framing + length else { return .incomplete }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[framing..<(framing + length)])
+        guard CRC32.checksum(payload) == checksum else { return .damaged("a record whose checksum does not match") }
+        var reader = Reader(bytes: payload)
+        guard let record = reader.record(), reader.atEnd else {
+            return .damaged("a record whose fields do not fit its length")
+        }
+        return .record(record, length: framing + length)
+    }
+
+    /// Reads fields from a payload; nil once something does not fit.
+    private struct Reader {
+        let bytes: UnsafeRawBufferPointer
+        var offset = 0
+
+        var atEnd: Bool { offset == bytes.count }
+
+        mutating func integer<T: FixedWidthInteger>(_: T.Type = T.self) -> T? {
+            guard bytes.count - offset >= MemoryLayout<T>.size else { return nil }
+            defer { offset += MemoryLayout<T>.size }
+            return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+
+        mutating func users(_ count: UInt32) -> [UserID]? {
+            guard Int(count) <= (bytes.count - offset) / 4 else { return nil }
+            var users: [UserID] = []
+            users.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let raw = integer(UInt32.self) else { return nil }
+                users.append(UserID(raw))
+            }
+            return users
+        }
+
+        mutating func record() -> MessageLogRecord? {
+            guard let raw = integer(UInt8.self), let kind = Kind(rawValue: raw) else { return nil }
+            switch kind {
+            case .header:
+                return integer(Int64.self).map { .header(nextSequence: $0) }
+            case .stored:
+                guard let sender = integer(UInt32.self), let messageID = integer(UInt64.self),
+                    let flags = integer(UInt8.self), let sentAt = integer(Int64.self),
+                    let storedAt = integer(Int64.self), let recipientCount = integer(UInt32.self),
+                    let allRecipients = users(recipientCount), let deliveryCount = integer(UInt32.self),
+                    Int(deliveryCount) <= (bytes.count - offset) / 12
+                else { return nil }
+                var deliveries: [Delivery] = []
+                deliveries.reserveCapacity(Int(deliveryCount))
+                for _ in 0..<deliveryCount {
+                    guard let recipient = integer(UInt32.self), let sequence = integer(Int64.self) else { return nil }
+                    deliveries.append(Delivery(recipient: UserID(recipient), sequence: sequence))
+                }
+                guard let bodyLength = integer(UInt32.self), Int(bodyLength) <= bytes.count - offset else { return nil }
+                let body = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + Int(bodyLength))]))
+                offset += Int(bodyLength)
+                return .stored(
+                    Stored(
+                        sender: UserID(sender), messageID: MessageID(messageID), isText: flags & 1 != 0,
+                        wantsReceipt: flags & 2 != 0, sentAt: sentAt, storedAt: storedAt,
+                        allRecipients: allRecipients, deliveries: deliveries, body: body
+                    )
+                )
+            case .acknowledged:
+                guard let recipient = integer(UInt32.self), let sender = integer(UInt32.self),
+                    let messageID = integer(UInt64.self), let sequence = integer(Int64.self),
+                    let at = integer(Int64.self)
+                else { return nil }
+                return .acknowledged(
+                    Acknowledged(
+                        recipient: UserID(recipient), sender: UserID(sender), messageID: MessageID(messageID),
+                        sequence: sequence, at: at
+                    )
+                )
+            case .dropped:
+                return integer(UInt32.self).map { .dropped(recipient: UserID($0)) }
+            }
+        }
+    }
+}
+
+/// CRC-32 (the IEEE polynomial, as zlib computes it), eight bytes at a time.
+enum CRC32 {
+    private static let tables: [[UInt32]] = {
+        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+        for index in 0..<256 {
+            var value = UInt32(index)
+            for _ in 0..<8 { value = value & 1 != 0 ? (value >> 1) ^ 0xEDB8_8320 : value >> 1 }
+            tables[0][index] = value
+        }
+        for index in 0..<256 {
+            for table in 1..<8 {
+                let previous = tables[table - 1][index]
+                tables[table][index] = (previous >> 8) ^ tables[0][Int(previous & 0xFF)]
+            }
+        }
+        return tables
+    }()
+
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        tables.withUnsafeBufferPointer { tables in
+            let t0 = tables[0]
+            let t1 = tables[1]
+            let t2 = tables[2]
+            let t3 = tables[3]
+            let t4 = tables[4]
+            let t5 = tables[5]
+            let t6 = tables[6]
+            let t7 = tables[7]
+            var offset = 0
+            while bytes.count - offset >= 8 {
+                let low = bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian ^ crc
+                let high = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self).littleEndian
+                crc =
+                    t7[Int(low & 0xFF)] ^ t6[Int((low >> 8) & 0xFF)] ^ t5[Int((low >> 16) & 0xFF)]
+                    ^ t4[Int(low >> 24)] ^ t3[Int(high & 0xFF)] ^ t2[Int((high >> 8) & 0xFF)]
+                    ^ t1[Int((high >> 16) & 0xFF)] ^ t0[Int(high >> 24)]
+                offset += 8
+            }
+            while offset < bytes.count {
+                crc = (crc >> 8) ^ t0[Int((crc ^ UInt32(bytes[offset])) & 0xFF)]
+                offset += 1
+            }
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Logging
+import ParleyCore
+import ParleyStore
+
+/// Where the message path keeps messages until their recipients acknowledge them: the seam a
+/// second implementation fills (``MessageLog``, the default; the SQLite tables of
+/// ``/ParleyStore/ServerStore``; next, a database several servers share).
+///
+/// The committer's thread calls the writing methods one at a time, in round order; the
+/// reading ones are called from anywhere.
+protocol MessageStore: Sendable {
+    /// One round of group commit: acknowledgements first, then new messages, durable when it
+    /// returns. Recipients that are not registered users are left out of their message.
+    func acknowledgeAndStore(
+        acknowledgements: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
+        messages: [NewMessage],
+        now: Date
+    ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]])
+
+    /// Pending messages of `recipient` above `sequence`, ascending, at most `limit`.
+    func pendingMessages(for recipient: UserID, after sequence: Int64, limit: Int) throws(ParleyError)
+        -> [PendingMessage]
+
+    func pendingMessageCount(for recipient: UserID) throws(ParleyError) -> Int
+
+    /// Forgets acknowledged deliveries older than the de-duplication window.
+    func pruneAcknowledged(now: Date) throws(ParleyError) -> Int
+
+    /// Drops everything kept for a deleted user.
+    func dropMessages(for recipient: UserID) throws(ParleyError)
+
+    /// Upkeep between rounds (the log compacts its oldest segment when enough of it is dead).
+    func maintain() throws(ParleyError)
+}
+
+extension MessageLog: MessageStore {
+    func maintain() throws(ParleyError) { try compact() }
+}
+
+extension ServerStore: MessageStore {
+    func dropMessages(for recipient: UserID) throws(ParleyError) {
+        // deleteUser already deleted the user's deliveries, in the same transaction.
+    }
+
+    func maintain() throws(ParleyError) {}
+}
+
+extension ParleyServer {
+    /// The message store `configuration` asks for; with the log, messages an earlier version
+    /// kept in SQLite move there first.
+    static func openMessages(
+        _ configuration: Configuration,
+        store: ServerStore,
+        logger: Logger
+    ) throws(ParleyError) -> any MessageStore {
+        let log = try MessageLog(
+            configuration: .init(
+                directory: configuration.messageLogPath,
+                synchronizes: configuration.durability == .full,
+                deduplicationWindow: configuration.deduplicationWindow
+            ),
+            logger: logger,
+            existingUsers: { ids throws(ParleyError) in try store.existingUserIDs(among: ids) }
+        )
+        switch configuration.messageStorage {
+        case .log:
+            let (pending, remembered) = try store.messagesToMove()
+            if !pending.isEmpty || !remembered.isEmpty {
+                try log.take(pending: pending, remembered: remembered)
+                try store.deleteAllMessages()
+                logger.notice(
+                    "moved messages from SQLite to the message log",
+                    metadata: ["pending": "\(pending.count)", "remembered": "\(remembered.count)"])
+            }
+            return log
+        case .sqlite:
+            let pending = log.statistics.pendingDeliveries
+            guard pending == 0 else {
+                throw ParleyError(
+                    code: .invalidRequest,
+                    message: """
+                        the message log in \(configuration.messageLogPath) holds \(pending) pending \
+                        deliveries: start with message storage "log" (the default)
+                        """
+                )
+            }
+            return store
+        }
+    }
+}
