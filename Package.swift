@@ -72,14 +72,35 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // SQLite (GRDB) behind domain APIs.
+        // SQLite (GRDB) shared by the stores: opening and migrating a file, transactions, prepared
+        // statements, column decoding, user search and the history table both stores keep.
         .target(
-            name: "ParleyStore",
+            name: "ParleySQLite",
             dependencies: [
                 "ParleyCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // SQLite's C interface, for the few statements run per message (RawStatement).
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        // The server's store behind domain APIs: users, the message queue, contacts, commands,
+        // transfers, resumption tokens, and the history journal and store.
+        .target(
+            name: "ParleyServerStore",
+            dependencies: [
+                "ParleyCore", "ParleySQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        // A LAN node's registry behind domain APIs: users and nodes it learned, pinned keys, the
+        // outbox, the inbox, receipts, contacts and history.
+        .target(
+            name: "ParleyNodeStore",
+            dependencies: [
+                "ParleyCore", "ParleySQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
@@ -87,7 +108,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyLink", "ParleyStore",
+                "ParleyCore", "ParleyWire", "ParleyLink", "ParleyServerStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -132,9 +153,18 @@ let package = Package(
             swiftSettings: strict
         ),
         // LAN discovery: the seam (no C), and its Avahi implementation, the only importer of CAvahi.
-        // Helpers of the test targets: child processes started with posix_spawn (Foundation's
-        // Process crashes now and then in this toolchain).
-        .target(name: "ParleyTesting", swiftSettings: strict),
+        // Helpers of the test targets: a real server on port 0, recording clients, a fake LAN,
+        // waits with deadlines, temporary directories, child processes started with posix_spawn
+        // (Foundation's Process crashes now and then in this toolchain). No production target
+        // depends on it.
+        .target(
+            name: "ParleyTesting",
+            dependencies: [
+                "ParleyCore", "ParleyServer", "ParleyClient", "ParleyDiscovery",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
         .target(name: "ParleyDiscovery", swiftSettings: strict),
         .target(
@@ -149,7 +179,7 @@ let package = Package(
         .target(
             name: "ParleyNode",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery",
+                "ParleyCore", "ParleyWire", "ParleyLink", "ParleyNodeStore", "ParleyClient", "ParleyDiscovery",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -216,13 +246,16 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyStoreTests",
-            dependencies: ["ParleyCore", "ParleyStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "ParleyCore", "ParleySQLite", "ParleyServerStore", "ParleyNodeStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ParleyServerTests",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyStore", "ParleyServer",
+                "ParleyCore", "ParleyWire", "ParleyServerStore", "ParleyServer", "ParleyTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -233,8 +266,8 @@ let package = Package(
         .testTarget(
             name: "ParleyNodeTests",
             dependencies: [
-                "ParleyCore", "ParleyLink", "ParleyStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
-                "ParleyNode", "ParleyWire",
+                "ParleyCore", "ParleyLink", "ParleyNodeStore", "ParleyClient", "ParleyDiscovery", "ParleyServer",
+                "ParleyNode", "ParleyWire", "ParleyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -246,7 +279,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "ParleyCore", "ParleyWire", "ParleyServer", "ParleyClient", "ParleyLink", "ParleyStore",
+                "ParleyCore", "ParleyWire", "ParleyServer", "ParleyClient", "ParleyLink", "ParleyServerStore",
                 "ParleyTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 /// `parley bench-history`: fills a history database with messages of realistic text, then
 /// measures full-text searches on it and reports the database's size per million messages.

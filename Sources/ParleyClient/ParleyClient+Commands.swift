@@ -109,7 +109,7 @@ extension ParleyClient {
     /// A COMMAND event: run its handler (or answer NO_HANDLER) and show it in `events`.
     func receivedCommand(_ frame: Frame, from connection: ClientConnection) {
         guard let event: Parley_V1_CommandEvent = try? frame.decodeMeta() else {
-            logger.info("dropping a COMMAND event with an unreadable meta section")
+            logger.debug("dropping a COMMAND event with an unreadable meta section")
             return
         }
         let command = event.command(payload: frame.payload)
@@ -143,7 +143,7 @@ extension ParleyClient {
                         metadata: ["command": "\(command.name)", "error": "\(error)"])
                 }
             }
-            if !queued { logger.info("dropped a fire-and-forget command: too many commands waiting") }
+            if !queued { logger.warning("dropped a fire-and-forget command: too many commands waiting") }
         }
         emitCommand(command)
     }
@@ -158,7 +158,7 @@ extension ParleyClient {
         guard unread <= Self.unreadCommandEventLimit else {
             unreadCommandEvents.subtract(1, ordering: .relaxed)
             if unread == Self.unreadCommandEventLimit + 1 {
-                logger.info("not showing received commands in the events: too many unread")
+                logger.warning("not showing received commands in the events: too many unread")
             }
             return
         }

@@ -262,13 +262,13 @@ extension ParleyClient {
         switch frame.type {
         case .transferOffer:
             guard let info: Parley_V1_TransferInfo = try? frame.decodeMeta(), info.sha256.count == 32 else {
-                logger.info("dropping a TRANSFER_OFFER event with an unreadable meta section")
+                logger.debug("dropping a TRANSFER_OFFER event with an unreadable meta section")
                 return
             }
             emit(.transferOffered(info.offer))
         default:
             guard let event: Parley_V1_TransferStatusEvent = try? frame.decodeMeta(), let status = event.status else {
-                logger.info("dropping a TRANSFER_STATUS event this client cannot read")
+                logger.debug("dropping a TRANSFER_STATUS event this client cannot read")
                 return
             }
             emit(.transferStatus(status))

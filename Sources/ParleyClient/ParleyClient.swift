@@ -174,7 +174,8 @@ public final class ParleyClient: Sendable {
                     if case .ready = state.phase { state.phase = .connecting }
                     state.user = nil
                 }
-                logger.info("disconnected", metadata: ["reason": "\(reason.map(String.init(describing:)) ?? "closed")"])
+                logger.debug(
+                    "disconnected", metadata: ["reason": "\(reason.map(String.init(describing:)) ?? "closed")"])
                 emit(.connectionStateChanged(.disconnected(reason)))
                 // Replaced by another logon, or kicked by an admin: coming back by itself would
                 // only fight the other session or the admin.
@@ -300,7 +301,7 @@ public final class ParleyClient: Sendable {
                     metadata: ["server": "\(configuration.host):\(configuration.port)", "fingerprint": "\(firstUse)"]
                 )
             }
-            logger.info("connected", metadata: ["server": "\(configuration.host):\(configuration.port)"])
+            logger.debug("connected", metadata: ["server": "\(configuration.host):\(configuration.port)"])
             emit(.connectionStateChanged(.connected))
             if let credentials = state.withLock({ $0.credentials }) {
                 do {
@@ -311,7 +312,7 @@ public final class ParleyClient: Sendable {
                     }
                     emit(.connectionStateChanged(.loggedOn(credentials.user)))
                 } catch {
-                    logger.info("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
+                    logger.debug("logging on again after reconnecting failed", metadata: ["error": "\(error)"])
                     switch error.code {
                     case .sessionExists, .tooManyAttempts, .timedOut, .notConnected, .storageError, .internalError:
                         // The server may not have noticed the old connection died yet, or is
@@ -421,7 +422,7 @@ public final class ParleyClient: Sendable {
         switch frame.type {
         case .message:
             guard let event: Parley_V1_MessageEvent = try? frame.decodeMeta() else {
-                logger.info("dropping a MESSAGE event with an unreadable meta section")
+                logger.debug("dropping a MESSAGE event with an unreadable meta section")
                 return
             }
             let body = MessageBody(isText: event.kind != .binary, bytes: Array(frame.payload.readableBytesView))
@@ -470,7 +471,7 @@ public final class ParleyClient: Sendable {
             emit(.serverShuttingDown(reason: event.reason))
         case .presence:
             guard let event: Parley_V1_PresenceEvent = try? frame.decodeMeta() else {
-                logger.info("dropping a PRESENCE event with an unreadable meta section")
+                logger.debug("dropping a PRESENCE event with an unreadable meta section")
                 return
             }
             var presences: [UserID: Presence] = [:]
@@ -488,7 +489,7 @@ public final class ParleyClient: Sendable {
             state.withLock { $0.credentials = nil }
             emit(.sessionReplaced(reason: event.reason))
         case .error:
-            logger.info("the server reported an error", metadata: ["error": "\(ParleyError(errorFrame: frame))"])
+            logger.debug("the server reported an error", metadata: ["error": "\(ParleyError(errorFrame: frame))"])
         default:
             logger.debug("ignoring an unexpected frame", metadata: ["frame.type": "\(frame.type)"])
         }
@@ -540,7 +541,7 @@ extension ParleyClient {
                 return try await connection.request(.logOn, request, timeout: configuration.retry.requestTimeout)
             } catch {
                 guard error.code == .invalidCredentials else { throw error }
-                logger.info("the server refused the resumption token; logging on with the password")
+                logger.debug("the server refused the resumption token; logging on with the password")
             }
         }
         return try await connection.request(

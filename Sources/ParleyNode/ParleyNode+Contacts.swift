@@ -1,7 +1,7 @@
 import Foundation
 import ParleyClient
 public import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 
 /// Contacts and presence on a node (docs/PROTOCOL.md section 23): the list lives on the server
 /// and is cached in the registry; presence comes from the server while the node is logged on,

@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 public import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 
 // Message history on a node: what it sent and received on every route (direct, server, queued),
 // kept in its registry (docs/PROTOCOL.md section 25 describes the query; a node's history is

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyNodeStore
 
 /// The node's registry, reached only through this facade: every call runs on one serial
 /// dispatch queue of its own, off Swift's cooperative pool (SQLite blocks the calling thread, and

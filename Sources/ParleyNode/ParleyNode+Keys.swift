@@ -1,6 +1,6 @@
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyNodeStore
 
 extension ParleyNode {
     /// Forgets the key pinned for a user or a node, so the next key presented for it is pinned

@@ -4,7 +4,7 @@ import NIOPosix
 import ParleyCore
 import ParleyDiscovery
 import ParleyLink
-import ParleyStore
+import ParleyNodeStore
 import ParleyWire
 
 extension ParleyNode {

@@ -1,7 +1,7 @@
 public import Foundation
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyNodeStore
 
 extension ParleyNode {
     /// A message waiting in the outbox for one recipient (``ParleyNode/queuedMessages()``).
@@ -88,7 +88,7 @@ extension ParleyNode {
         try registry.queuedMessages().compactMap { Self.queuedMessage($0, expiry: expiry) }
     }
 
-    private static func queuedMessage(_ queued: ParleyStore.QueuedMessage, expiry: Duration) -> QueuedMessage? {
+    private static func queuedMessage(_ queued: ParleyNodeStore.QueuedMessage, expiry: Duration) -> QueuedMessage? {
         let recipient: Recipient
         switch queued.recipient {
         case .user(let user):

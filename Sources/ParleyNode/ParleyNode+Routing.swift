@@ -1,7 +1,7 @@
 import Foundation
 import ParleyClient
 public import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import ParleyWire
 
 extension ParleyNode {

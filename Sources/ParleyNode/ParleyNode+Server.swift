@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import ParleyClient
 public import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 
 extension ParleyNode {
     /// Keeps a client session with the server while the node runs: logs on with the credentials,

@@ -6,7 +6,7 @@ import ParleyClient
 public import ParleyCore
 public import ParleyDiscovery
 public import ParleyLink
-import ParleyStore
+import ParleyNodeStore
 import ParleyWire
 public import ServiceLifecycle
 import Synchronization

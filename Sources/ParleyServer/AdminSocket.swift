@@ -366,7 +366,7 @@ final class AdminListener: Sendable {
         do {
             try await accepted.channel.executeThenClose { inbound, outbound in
                 guard let uid = accepted.peerUID, uid == self.ownerUID || uid == 0 else {
-                    self.logger.info(
+                    self.logger.debug(
                         "refused an admin connection from another user",
                         metadata: ["peer.uid": "\(accepted.peerUID.map(String.init) ?? "unknown")"])
                     let refusal = AdminReply<AdminDone>(
@@ -406,7 +406,7 @@ final class AdminListener: Sendable {
     func close() async {
         try? await channel.channel.close()
         if unlink(path) != 0, errno != ENOENT {
-            logger.info("cannot remove the admin socket", metadata: ["path": "\(path)"])
+            logger.warning("cannot remove the admin socket", metadata: ["path": "\(path)"])
         }
     }
 }

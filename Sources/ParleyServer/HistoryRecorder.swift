@@ -3,19 +3,19 @@ import Foundation
 import Logging
 import NIOPosix
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// Writes message history in the background, in two steps, so that keeping history costs the
 /// message path little even when the server is saturated:
 ///
 /// 1. The message path hands the recorder what was accepted and what was acknowledged; a writer
-///    thread appends whatever has accumulated to the journal (``/ParleyStore/HistoryJournal``,
+///    thread appends whatever has accumulated to the journal (``/ParleyServerStore/HistoryJournal``,
 ///    a table without indexes) in one transaction per round. A round gathers for up to
 ///    ``gatherInterval`` (or until ``maximumBatch`` items wait): an acknowledgement that arrives
 ///    in the same round as its message becomes the entry's delivery time, one row instead of two.
 /// 2. An indexer thread at the lowest CPU priority (nice 19) moves the journal into the
-///    searchable history (``/ParleyStore/HistoryStore``: the table, its indexes, the FTS5 index),
+///    searchable history (``/ParleyServerStore/HistoryStore``: the table, its indexes, the FTS5 index),
 ///    thousands of rows per transaction. Indexing is most of history's cost (about 10 µs per
 ///    message, against about 2 for the journal); at a low priority it takes the time the message
 ///    path leaves, so a burst that saturates the server is indexed after it, and the journal (on
@@ -184,7 +184,7 @@ final class HistoryRecorder: Sendable {
             return (true, full, logDropped)
         }
         if let logDropped {
-            logger.info(
+            logger.warning(
                 "the history queue is full: entries dropped (the message path goes on)",
                 metadata: ["history.dropped": "\(logDropped)", "history.capacity": "\(capacity)"]
             )
@@ -277,7 +277,8 @@ final class HistoryRecorder: Sendable {
         } catch {
             // History is a record, not the message path: the batch is lost and counted.
             queue.withLock { $0.dropped += batch.count }
-            logger.info("writing history failed", metadata: ["error": "\(error)", "history.items": "\(batch.count)"])
+            logger.warning(
+                "writing history failed", metadata: ["error": "\(error)", "history.items": "\(batch.count)"])
         }
         trimJournal()
         startIndexing()
@@ -295,7 +296,7 @@ final class HistoryRecorder: Sendable {
         do {
             try journal.deleteThrough(through)
         } catch {
-            logger.info("trimming the history journal failed", metadata: ["error": "\(error)"])
+            logger.warning("trimming the history journal failed", metadata: ["error": "\(error)"])
         }
     }
 
@@ -357,13 +358,14 @@ final class HistoryRecorder: Sendable {
             let applied = try store.apply(journal, limit: indexBatch)
             if applied.unreadable > 0 {
                 queue.withLock { $0.dropped += applied.unreadable }
-                logger.info("damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
+                logger.warning(
+                    "damaged history journal rows skipped", metadata: ["history.rows": "\(applied.unreadable)"])
             }
             queue.withLock { $0.indexedThrough = max($0.indexedThrough, applied.lastSequence) }
             queue.withLock { $0.backlog = max(0, $0.backlog - applied.rows) }
             return applied.rows
         } catch {
-            logger.info("indexing the history journal failed", metadata: ["error": "\(error)"])
+            logger.warning("indexing the history journal failed", metadata: ["error": "\(error)"])
             return 0
         }
     }

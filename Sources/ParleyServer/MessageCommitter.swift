@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// Group commit for the message path: every SEND_MESSAGE and ACK_MESSAGES is queued here, and

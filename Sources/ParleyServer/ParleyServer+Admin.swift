@@ -1,7 +1,7 @@
 public import Foundation
 import NIOPosix
 public import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 /// The admin's view and tools: users, sessions, kicks, deletions, reserved IDs, contact lists,
 /// and the server as a participant (broadcasts). The same operations are served on the admin

@@ -1,6 +1,6 @@
 public import Foundation
 public import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 // The admin's view of held file transfers (docs/PROTOCOL.md section 26): the same operations
 // are served on the admin socket as `files` and `delete-file` (docs/ADMIN.md).

@@ -1,6 +1,6 @@
 public import Foundation
 public import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 // Message history (docs/PROTOCOL.md section 25): the application's view of everything the server
 // keeps, and the retention sweep.
@@ -70,10 +70,10 @@ extension ParleyServer {
             do {
                 let deleted = try await history.sweep()
                 if deleted > 0 {
-                    history.logger.info("history retention sweep", metadata: ["history.deleted": "\(deleted)"])
+                    history.logger.debug("history retention sweep", metadata: ["history.deleted": "\(deleted)"])
                 }
             } catch {
-                history.logger.info("the history retention sweep failed", metadata: ["error": "\(error)"])
+                history.logger.warning("the history retention sweep failed", metadata: ["error": "\(error)"])
             }
             do {
                 try await Task.sleep(for: interval)

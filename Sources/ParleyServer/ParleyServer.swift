@@ -5,7 +5,7 @@ import NIOCore
 import NIOPosix
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 public import ServiceLifecycle
 import Synchronization
@@ -380,7 +380,7 @@ public final class ParleyServer: Service, Sendable {
                     }
                     if let error = context.registry.addConnection(channel, limit: self.maximumConnections) {
                         self.metrics.connectionsRefused.increment()
-                        logger.info("refusing a connection", metadata: ["reason": "\(error.code)"])
+                        logger.debug("refusing a connection", metadata: ["reason": "\(error.code)"])
                         channel.writeAndFlush(Frame.error(error, requestID: 0, fatal: true).encoded())
                             .whenComplete { _ in channel.close(promise: nil) }
                         return

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 /// A resumption token as issued to a client (docs/PROTOCOL.md section 9.2.1): 32 random bytes
 /// in base64url without padding. The server stores only ``hash``.
@@ -57,7 +57,7 @@ extension ServerContext {
     func issueResumptionToken(for user: UserID) throws(ParleyError) -> ResumptionToken? {
         let lifetime = configuration.resumptionTokenLifetime
         guard lifetime > .zero else { return nil }
-        let now = Date()
+        let now = configuration.clock.date()
         let token = ResumptionToken.make(lifetime: lifetime, now: now)
         try store.storeResumptionToken(hash: token.hash, for: user, expiresAt: token.expiresAt, now: now)
         return token

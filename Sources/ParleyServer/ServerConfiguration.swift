@@ -1,7 +1,7 @@
 import Foundation
 public import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 
 extension ParleyServer {
     /// Everything an admin can tune, with the documented defaults.
@@ -60,6 +60,9 @@ extension ParleyServer {
         /// How long a resumption token issued at logon stays valid (docs/PROTOCOL.md section
         /// 9.2.1). Default 24 hours; zero issues none.
         public var resumptionTokenLifetime: Duration = .seconds(24 * 3600)
+        /// Where logon throttling, resumption tokens and node records read the time: the system's clocks, or,
+        /// in the package's tests, a clock that moves only when the test moves it.
+        package var clock: ServerClock = .system
 
         /// SQLite durability. `.normal` (default) survives a process crash or `kill -9`;
         /// `.full` also survives power loss, at a cost in throughput.

@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 import Synchronization
 
@@ -171,7 +171,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
             slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 // Per connection: info (the library's ceiling), and counted in the metrics.
-                logger.info("closing a slow consumer")
+                logger.debug("closing a slow consumer")
                 server.metrics.slowConsumerCloses.increment()
                 fail(
                     ParleyError(code: .slowConsumer, message: "the connection did not read what was sent to it in time")
@@ -188,9 +188,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if let event = event as? LinkEvent {
             switch event {
             case .idleTimeout:
-                logger.info("closing an idle connection")
+                logger.debug("closing an idle connection")
             case .framingError(let error):
-                logger.info("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
+                logger.debug("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
             }
             // The session ends now, not when the close completes: closing TLS towards a peer that
             // went silent waits for its close_notify, and its contacts must see it offline at the
@@ -278,7 +278,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             try families[index].handle(frame, in: session)
         } catch {
             if error.code == .invalidRequest {
-                logger.info(
+                logger.debug(
                     "refused an invalid request",
                     metadata: ["frame.type": "\(frame.type)", "error": "\(error.message)"])
             }
@@ -345,7 +345,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .failure(let error):
             let error = Self.parleyError(error)
             if error.code == .storageError || error.code == .internalError {
-                logger.info("a request failed", metadata: ["frame.type": "\(frame.type)", "error": "\(error)"])
+                logger.debug("a request failed", metadata: ["frame.type": "\(frame.type)", "error": "\(error)"])
                 server.hooks.notify(.error(error))
             }
             respond(to: frame, with: error)
@@ -463,7 +463,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             publicKey: node.publicKey,
             directAddresses: node.directAddresses,
             allowsDirect: node.allowsDirect,
-            now: Date()
+            now: server.configuration.clock.date()
         )
         server.logger.debug("recorded a node", metadata: ["user.id": "\(user.userID)", "node.id": "\(node.nodeID)"])
         return recorded
@@ -492,7 +492,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             resume()
             return
         case .replaced(let previous, let takeover):
-            logger.info(
+            logger.debug(
                 "took over a session", metadata: ["user.id": "\(user.userID)", "takeover": "\(takeover)"])
             previous.execute { $0.replaced(because: takeover) }
         case .claimed:
@@ -646,7 +646,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// An admin closed this connection: tells the client why (a fatal KICKED, after which
     /// clients do not reconnect by themselves), then closes.
     func kick(reason: String) {
-        logger.info("kicked by an admin", metadata: ["reason": "\(reason)"])
+        logger.debug("kicked by an admin", metadata: ["reason": "\(reason)"])
         fail(ParleyError(code: .kicked, message: reason))
     }
 

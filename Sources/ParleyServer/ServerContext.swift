@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// Everything a connection handler needs from the server, shared by all connections.
@@ -133,7 +133,7 @@ extension ServerContext {
         do {
             watchers = try store.watchers(of: change.user)
         } catch {
-            logger.error("cannot find whom to tell of a presence change", metadata: ["error": "\(error)"])
+            logger.warning("cannot find whom to tell of a presence change", metadata: ["error": "\(error)"])
             return
         }
         for watcher in watchers {

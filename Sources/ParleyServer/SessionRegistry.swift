@@ -1,6 +1,6 @@
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// A logged-on session as other parts of the server see it: where to reach its handler.

@@ -1,6 +1,7 @@
 import Foundation
-import ParleyTesting
 import Testing
+
+import class ParleyTesting.SpawnedProcess
 
 @Suite("parley admin", .timeLimit(.minutes(2)))
 struct AdminCLITests {

@@ -48,30 +48,6 @@ final class Observed<Value: Sendable>: Sendable {
     }
 }
 
-/// A timeout in a test: says what was being waited for.
-struct TestTimeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Runs `operation`, failing with ``TestTimeout`` if it takes longer than `timeout`.
-func withTimeout<T: Sendable>(
-    _ timeout: Duration,
-    waitingFor what: String,
-    _ operation: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw TestTimeout(what: what)
-        }
-        defer { group.cancelAll() }
-        guard let result = try await group.next() else { throw TestTimeout(what: what) }
-        return result
-    }
-}
-
 /// How a child process ended (the spawning code is shared with the other test targets).
 typealias Termination = ParleyTesting.Termination
 
@@ -193,7 +169,7 @@ final class ChildProcess: Sendable {
         timeout: Duration = .seconds(30),
         where predicate: @escaping @Sendable (String) -> Bool
     ) async throws -> String {
-        let stream = try await withTimeout(timeout, waitingFor: "a line of `\(commandLine)`") {
+        let stream = try await withTimeout("a line of `\(commandLine)`", timeout: timeout) {
             try await self.standardOutput.wait { $0.lines.contains(where: predicate) || $0.isClosed }
         }
         guard let line = stream.lines.first(where: predicate) else {
@@ -207,7 +183,7 @@ final class ChildProcess: Sendable {
 
     /// Waits until standard error (the log) contains `text`.
     func waitForLog(containing text: String, timeout: Duration = .seconds(30)) async throws {
-        let stream = try await withTimeout(timeout, waitingFor: "\"\(text)\" in the log of `\(commandLine)`") {
+        let stream = try await withTimeout("\"\(text)\" in the log of `\(commandLine)`", timeout: timeout) {
             try await self.standardError.wait { $0.text.contains(text) || $0.isClosed }
         }
         guard stream.text.contains(text) else {
@@ -218,7 +194,7 @@ final class ChildProcess: Sendable {
     /// Waits for the process to end and for all of its output.
     @discardableResult
     func waitForExit(timeout: Duration = .seconds(60)) async throws -> Termination {
-        let ended = try await withTimeout(timeout, waitingFor: "`\(commandLine)` to exit") {
+        let ended = try await withTimeout("`\(commandLine)` to exit", timeout: timeout) {
             let ended = try await self.termination.wait { $0 != nil }
             _ = try await self.standardOutput.wait { $0.isClosed }
             _ = try await self.standardError.wait { $0.isClosed }

@@ -1,6 +1,7 @@
 import Foundation
-import ParleyTesting
 import Testing
+
+import class ParleyTesting.SpawnedProcess
 
 /// The examples are complete programs: each must run to its end and say what it promises.
 @Suite("examples", .timeLimit(.minutes(1)))

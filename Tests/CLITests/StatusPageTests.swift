@@ -1,6 +1,7 @@
 import Foundation
-import ParleyTesting
 import Testing
+
+import class ParleyTesting.SpawnedProcess
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking

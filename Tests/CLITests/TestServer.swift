@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 /// A `parley server` child process on 127.0.0.1 and a port the system chose.
@@ -44,17 +45,15 @@ struct TestServer: Sendable {
 
 /// A fresh data directory for one test, removed afterwards.
 func withDataDirectory<T>(_ body: (URL) async throws -> T) async throws -> T {
-    let directory = FileManager.default.temporaryDirectory
-        .appendingPathComponent("parley-cli-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TemporaryDirectory(prefix: "parley-cli-tests")
     defer {
         do {
-            try FileManager.default.removeItem(at: directory)
+            try FileManager.default.removeItem(at: directory.url)
         } catch {
             Issue.record("could not remove \(directory.path): \(error)")
         }
     }
-    return try await body(directory)
+    return try await body(directory.url)
 }
 
 /// Runs `body` with a started server; afterwards stops it with SIGTERM and expects exit 0.

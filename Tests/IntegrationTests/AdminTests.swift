@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import Testing
 
 @Suite("Admin API", .timeLimit(.minutes(1)))

@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import Testing
 
 @Suite("Contacts and presence", .timeLimit(.minutes(1)))

@@ -1,6 +1,7 @@
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Testing
 

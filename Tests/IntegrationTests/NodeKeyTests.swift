@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Testing
 
@@ -59,7 +60,10 @@ struct NodeKeyTests {
 
     @Test("a node declared at registration and logon is shown to other users; a client without one has none")
     func declaredNodeIsShown() async throws {
-        try await withTestServer { server in
+        // The server's clock moves only when the test moves it: the second logon's record is
+        // later than the first however fast the machine.
+        let clock = ManualClock()
+        try await withTestServer(ServerChanges { $0.clock = clock.serverClock }) { server in
             try await withTestClient(of: server.clientConfiguration(node: Self.nodeOne)) { alice in
                 let registered = try await alice.client.register(UserInfo(userName: "alice"), password: "pw-a")
                 #expect(registered.nodeID == TestNodeKey.oneID)
@@ -97,7 +101,7 @@ struct NodeKeyTests {
 
                     // Every logon records the node again.
                     try await alice.client.logOff()
-                    try await Task.sleep(for: .milliseconds(5))
+                    clock.advance(by: .milliseconds(5))
                     let logon = try await alice.client.logOn(userID: registered.userID, password: "pw-a")
                     #expect(logon.user.nodeID == TestNodeKey.oneID)
                     #expect(try #require(logon.user.nodeKeyUpdatedAt) > firstRecorded)
@@ -200,56 +204,27 @@ struct NodeKeyTests {
 
     @Test("the automatic logon after a reconnect declares the node again")
     func reconnectDeclaresNode() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let logger = makeTestLogger("parley.server")
-        let first = ParleyServer(
-            configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
-            logger: logger
-        )
-        let firstStopped = Mailbox<Never>()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { firstStopped.finish() }
-                try await first.run()
-            }
-            let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
-            var configuration = makeClientConfiguration(first, address)
+        try await withRestartableServer { first, _, restart in
+            var configuration = first.clientConfiguration
             configuration.node = Self.nodeOne
-            var servers = [first]
-            do {
-                try await withTestClient(of: configuration) { test in
-                    let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
-                    // The event pump may not have recorded the registration's own logon yet:
-                    // count from after it, so only the logon after the restart matches below.
-                    try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
-                    }
-                    let before = test.events.items.count
-                    await first.shutdown()
-                    // The first server is gone for good (its listener closed) before the restart.
-                    try await firstStopped.waitUntilFinished("the first server to stop")
-
-                    let restarted = try await restartTestServer(
-                        dataDirectory: directory.path, port: address.port, logger: logger,
-                        in: &group, servers: &servers
-                    )
-                    #expect(restarted)
-
-                    try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
-                    }
-                    let info = try await test.client.userInfo(alice.userID)
-                    #expect(info.nodeID == TestNodeKey.oneID)
-                    #expect(try #require(info.nodeKeyUpdatedAt) > #require(alice.nodeKeyUpdatedAt))
+            try await withTestClient(of: configuration) { test in
+                let alice = try await test.client.register(UserInfo(userName: "alice"), password: "pw-a")
+                // The event pump may not have recorded the registration's own logon yet:
+                // count from after it, so only the logon after the restart matches below.
+                try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
                 }
-            } catch {
-                for server in servers { await server.shutdown() }
-                try? await group.waitForAll()
-                throw error
+                let before = test.events.items.count
+                let restarted = try await restart {}
+                #expect(restarted)
+
+                try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice.userID)) ? true : nil
+                }
+                let info = try await test.client.userInfo(alice.userID)
+                #expect(info.nodeID == TestNodeKey.oneID)
+                #expect(try #require(info.nodeKeyUpdatedAt) > #require(alice.nodeKeyUpdatedAt))
             }
-            for server in servers { await server.shutdown() }
-            try await group.waitForAll()
         }
     }
 

@@ -3,6 +3,7 @@ import NIOCore
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Testing
 

@@ -3,6 +3,7 @@ import NIOPosix
 import ParleyCore
 import ParleyLink
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Synchronization
 

@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Testing
 

@@ -1,5 +1,6 @@
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 
 /// A server application that records what users send to the server and, if asked, answers.
 final class RecordingApplication: ParleyServerApplication {

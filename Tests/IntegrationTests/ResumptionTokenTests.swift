@@ -2,7 +2,8 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
-import ParleyStore
+import ParleyServerStore
+import ParleyTesting
 import ParleyWire
 import Testing
 
@@ -131,11 +132,15 @@ struct ResumptionTokenTests {
 
     @Test("an expired token is refused")
     func expiry() async throws {
-        try await withTestServer(ServerChanges { $0.resumptionTokenLifetime = .milliseconds(20) }) { server in
+        // The server's clock moves only when the test moves it.
+        let clock = ManualClock()
+        let changes = ServerChanges {
+            $0.resumptionTokenLifetime = .milliseconds(20)
+            $0.clock = clock.serverClock
+        }
+        try await withTestServer(changes) { server in
             let (alice, registered) = try await Self.register("alice", at: server.address)
-            let expiresAt = Date(timeIntervalSince1970: Double(registered.resumptionTokenExpiresAtMs) / 1000)
-            // Waits for the clock the server compares with, not for an event.
-            while Date() <= expiresAt { try await Task.sleep(for: .milliseconds(5)) }
+            clock.advance(by: .milliseconds(21))
             let (raw, refused) = try await Self.logOn(alice, token: registered.resumptionToken, at: server.address)
             #expect(ParleyError(errorFrame: refused).code == .invalidCredentials)
             await raw.close()
@@ -161,55 +166,27 @@ struct ResumptionTokenTests {
 
     @Test("a ParleyClient reconnecting after a server restart logs on again by token")
     func clientResumesAfterRestart() async throws {
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let logger = makeTestLogger("parley.server")
-        let first = ParleyServer(
-            configuration: makeServerConfiguration(dataDirectory: directory.path, port: try portForRestartTests()),
-            logger: logger
-        )
-        let firstStopped = Mailbox<Never>()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { firstStopped.finish() }
-                try await first.run()
-            }
-            let address = try await withTimeout("the first server to listen") { try await first.listeningAddress }
-            var servers = [first]
-            do {
-                try await withTestClient(of: makeClientConfiguration(first, address)) { test in
-                    let alice = try await test.register("alice", password: "pw-a")
-                    try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice)) ? true : nil
-                    }
-                    let before = test.events.items.count
-                    await first.shutdown()
-                    try await firstStopped.waitUntilFinished("the first server to stop")
-
+        try await withRestartableServer { first, dataDirectory, restart in
+            try await withTestClient(of: first.clientConfiguration) { test in
+                let alice = try await test.register("alice", password: "pw-a")
+                try await test.waitForEvent("the registration's logon", after: 0) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice)) ? true : nil
+                }
+                let before = test.events.items.count
+                // Same data directory, so the same certificate: the pinned client trusts it.
+                let restarted = try await restart {
                     // While the server is down the password hash is replaced: a logon with the
                     // password the client holds now fails, so only the token can log it on.
-                    let database = URL(fileURLWithPath: directory.path)
+                    let database = URL(fileURLWithPath: dataDirectory)
                         .appendingPathComponent("parley-server.sqlite").path
                     try ServerStore(path: database).updatePasswordHash(alice, to: "not-a-hash")
-
-                    // Same data directory, so the same certificate: the pinned client trusts it.
-                    let restarted = try await restartTestServer(
-                        dataDirectory: directory.path, port: address.port, logger: logger,
-                        in: &group, servers: &servers
-                    )
-                    #expect(restarted)
-                    try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
-                        event == .connectionStateChanged(.loggedOn(alice)) ? true : nil
-                    }
-                    #expect(try await test.client.userInfo(alice).userName == "alice")
                 }
-            } catch {
-                for server in servers { await server.shutdown() }
-                try? await group.waitForAll()
-                throw error
+                #expect(restarted)
+                try await test.waitForEvent("logging on again", after: before) { event -> Bool? in
+                    event == .connectionStateChanged(.loggedOn(alice)) ? true : nil
+                }
+                #expect(try await test.client.userInfo(alice).userName == "alice")
             }
-            for server in servers { await server.shutdown() }
-            try await group.waitForAll()
         }
     }
 }

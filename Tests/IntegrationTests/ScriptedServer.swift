@@ -3,6 +3,7 @@ import NIOPosix
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import ParleyWire
 import Synchronization
 

@@ -3,6 +3,7 @@ import NIOPosix
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import Testing
 
 /// A server application that records every hook, where it ran, and decides as it is told.

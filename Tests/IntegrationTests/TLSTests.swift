@@ -3,6 +3,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import SwiftASN1
 import Testing
 import X509

@@ -1,6 +1,7 @@
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import Testing
 
 @Suite("withParleyClient", .timeLimit(.minutes(1)))

@@ -373,19 +373,6 @@ final class LabProcess: Sendable {
     }
 }
 
-/// Runs `body` until it returns or `timeout` passes (then it is cancelled and nil returned).
-func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
-    await withTaskGroup(of: T?.self) { group in
-        group.addTask { await body() }
-        group.addTask {
-            try? await Task.sleep(for: timeout)  // the deadline; cancelled when body wins
-            return nil
-        }
-        defer { group.cancelAll() }
-        return await group.next() ?? nil
-    }
-}
-
 /// Seconds with millisecond precision, for reports.
 func seconds(_ duration: Duration) -> String {
     let (whole, atto) = duration.components

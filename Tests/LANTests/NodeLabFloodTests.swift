@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 /// A flood over one direct link between two `parley node`s in lab namespaces with real avahi:

@@ -1,4 +1,5 @@
 import Foundation
+import ParleyTesting
 import Testing
 
 /// `parley node` between network namespaces: real nodes, real avahi-daemons, direct links over

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import ParleyCore
 import ParleyNode
-import ParleyStore
+import ParleyNodeStore
 import Synchronization
 import Testing
 

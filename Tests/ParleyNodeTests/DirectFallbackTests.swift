@@ -3,6 +3,7 @@ import ParleyClient
 import ParleyCore
 import ParleyDiscovery
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct DirectFallbackTests {

@@ -2,6 +2,7 @@ import Foundation
 import ParleyCore
 import ParleyDiscovery
 import ParleyNode
+import ParleyTesting
 import Synchronization
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyNode
+import ParleyTesting
 import Testing
 
 /// Exactly once to the application: a message the node acknowledged is handed to the application

@@ -4,6 +4,7 @@ import NIOPosix
 import ParleyCore
 import ParleyLink
 import ParleyNode
+import ParleyTesting
 import ParleyWire
 import Synchronization
 import Testing

@@ -2,6 +2,7 @@ import Foundation
 import ParleyCore
 import ParleyDiscovery
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct LivenessTests {

@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite("Commands between nodes over direct links", .timeLimit(.minutes(1)))

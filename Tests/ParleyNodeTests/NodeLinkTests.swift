@@ -3,8 +3,9 @@ import ParleyClient
 import ParleyCore
 import ParleyLink
 import ParleyNode
+import ParleyNodeStore
 import ParleyServer
-import ParleyStore
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct PeerToPeerTests {

@@ -4,6 +4,7 @@ import ParleyClient
 import ParleyCore
 import ParleyNode
 import ParleyServer
+import ParleyTesting
 import Synchronization
 import Testing
 

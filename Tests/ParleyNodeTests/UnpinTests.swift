@@ -2,7 +2,8 @@ import Foundation
 import ParleyCore
 import ParleyDiscovery
 import ParleyNode
-import ParleyStore
+import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct UnpinTests {

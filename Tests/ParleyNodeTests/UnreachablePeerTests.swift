@@ -5,6 +5,7 @@ import ParleyClient
 import ParleyCore
 import ParleyDiscovery
 import ParleyLink
+import ParleyTesting
 import Testing
 
 @testable import ParleyNode

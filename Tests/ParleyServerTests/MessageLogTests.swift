@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Testing
 
 @testable import ParleyServer

@@ -1,20 +1,20 @@
 import Foundation
 import Logging
 import NIOPosix
-import ParleyStore
+import ParleyServerStore
+import ParleyTesting
 
 @testable import ParleyServer
 
 /// A server context on a fresh SQLite database in a temporary directory, with a real blocking
 /// pool and committer, for driving connection handlers without sockets.
 struct TestServer {
-    let directory: URL
+    let directory: TemporaryDirectory
     let context: ServerContext
     private let pool: NIOThreadPool
 
     init(_ configure: (inout ParleyServer.Configuration) -> Void = { _ in }) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("parley-session-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try TemporaryDirectory(prefix: "parley-session")
         var configuration = ParleyServer.Configuration(dataDirectory: directory.path)
         configuration.passwordCost = .insecureFastForTesting
         configure(&configuration)
@@ -36,6 +36,6 @@ struct TestServer {
     func close() async {
         await context.committer.shutdown()
         try? await pool.shutdownGracefully()
-        try? FileManager.default.removeItem(at: directory)
+        directory.remove()
     }
 }

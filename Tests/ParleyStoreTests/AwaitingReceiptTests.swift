@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import Testing
 
 /// Messages sent through the server, kept until their delivery receipts (for order across routes).

@@ -2,7 +2,7 @@ import GRDB
 import ParleyCore
 import Testing
 
-@testable import ParleyStore
+@testable import ParleyServerStore
 
 @Suite struct ConnectionSettingsTests {
     @Test(arguments: [(ServerStore.Configuration.Durability.normal, 1), (.full, 2)])

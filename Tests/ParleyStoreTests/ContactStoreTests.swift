@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Testing
 
 @Suite("Contact lists and chosen presence in the server store")

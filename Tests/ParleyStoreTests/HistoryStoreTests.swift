@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Testing
 
 /// A history store on a real SQLite file in a fresh temporary directory, removed afterwards.

@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Testing
 
 @Suite("Node keys in the user table")

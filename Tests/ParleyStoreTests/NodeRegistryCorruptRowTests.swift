@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import Testing
 
 /// Rows damaged on disk must surface as `.storageError`, never crash the node.

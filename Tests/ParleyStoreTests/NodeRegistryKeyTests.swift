@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import Testing
 
 @Suite struct NodeRegistryKeyTests {

@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import Testing
 
 /// A fresh temporary data directory for a node registry, removed afterwards. Tests open (and

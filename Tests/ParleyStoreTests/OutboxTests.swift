@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyNodeStore
 import Synchronization
 import Testing
 

@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Testing
 
 @Suite("Resumption tokens in the server store")

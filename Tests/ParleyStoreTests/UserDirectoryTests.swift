@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 import Testing
 

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Accounts: REGISTER, LOGON (password or resumption token), LOGOFF, UPDATE_USER_INFO and
@@ -115,7 +115,7 @@ final class AccountsFamily: RequestFamily {
         }
         let attempt = LogonThrottle.Attempt(user: user, address: session.peerAddress, nodeID: node?.nodeID)
         let ticket: LogonThrottle.Ticket
-        switch session.server.throttle.withLock({ $0.begin(attempt, now: .now) }) {
+        switch session.server.throttle.withLock({ $0.begin(attempt, now: session.server.configuration.clock.now()) }) {
         case .success(let allowed):
             ticket = allowed
         case .failure(let refusal):
@@ -152,16 +152,19 @@ final class AccountsFamily: RequestFamily {
             return
         }
         let address = session.peerAddress
-        if let refusal = session.server.throttle.withLock({ $0.beginResumption(address: address, now: .now) }) {
+        if let refusal = session.server.throttle.withLock({
+            $0.beginResumption(address: address, now: session.server.configuration.clock.now())
+        }) {
             refuseLogon(frame, user: user, refusal, in: session)
             return
         }
         let presented = ResumptionToken.hash(of: request.resumptionToken)
         logOnSerialized(frame, node: node, check: .resumptionToken, in: session) { server throws(ParleyError) in
-            let next = ResumptionToken.make(lifetime: server.configuration.resumptionTokenLifetime, now: Date())
+            let now = server.configuration.clock.date()
+            let next = ResumptionToken.make(lifetime: server.configuration.resumptionTokenLifetime, now: now)
             guard
                 try server.store.redeemResumptionToken(
-                    hash: presented, for: user, replacingWith: next.hash, expiresAt: next.expiresAt, now: Date()),
+                    hash: presented, for: user, replacingWith: next.hash, expiresAt: next.expiresAt, now: now),
                 let stored = try server.store.user(user)
             else {
                 throw ParleyError(
@@ -215,7 +218,7 @@ final class AccountsFamily: RequestFamily {
                 case .user(let user): ["user.id": "\(user)"]
                 case .address(let address): ["source.address": "\(address)"]
                 }
-            session.logger.info(
+            session.logger.debug(
                 "logons throttled after repeated failures",
                 metadata: scope.merging(
                     ["failures": "\(block.failures)", "backoff.ms": "\(block.duration.wireMilliseconds)"]
@@ -232,6 +235,7 @@ final class AccountsFamily: RequestFamily {
         in session: SessionContext
     ) {
         let server = session.server
+        let now = server.configuration.clock.now()
         switch (check, result) {
         case (.password(let ticket), _):
             let outcome: LogonThrottle.Outcome =
@@ -240,16 +244,16 @@ final class AccountsFamily: RequestFamily {
                 case .failure(let error):
                     ServerConnectionHandler.parleyError(error).code == .invalidCredentials ? .failed : .abandoned
                 }
-            logBackoffs(server.throttle.withLock { $0.finish(ticket, outcome, now: .now) }, in: session)
+            logBackoffs(server.throttle.withLock { $0.finish(ticket, outcome, now: now) }, in: session)
         case (.registration, .success(let granted)), (.resumptionToken, .success(let granted)):
             // The source that registered a user, or held its token, is a known good source for it.
             let attempt = LogonThrottle.Attempt(
                 user: granted.info.userID, address: session.peerAddress, nodeID: node?.nodeID)
-            server.throttle.withLock { $0.trust(attempt, now: .now) }
+            server.throttle.withLock { $0.trust(attempt, now: now) }
         case (.resumptionToken, .failure(let error))
         where ServerConnectionHandler.parleyError(error).code == .invalidCredentials:
             let address = session.peerAddress
-            logBackoffs(server.throttle.withLock { $0.resumptionFailed(address: address, now: .now) }, in: session)
+            logBackoffs(server.throttle.withLock { $0.resumptionFailed(address: address, now: now) }, in: session)
         case (.registration, .failure), (.resumptionToken, .failure):
             break
         }

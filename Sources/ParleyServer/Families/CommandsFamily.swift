@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import ParleyCore
 import ParleyLink
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Custom commands (docs/PROTOCOL.md section 24): SEND_COMMAND, COMMAND_REPLY, and this
@@ -195,7 +195,7 @@ extension ServerConnectionHandler {
                     )
                 }
             case .failure(let error):
-                logger.info("cannot take the stored commands", metadata: ["error": "\(error)"])
+                logger.warning("cannot take the stored commands", metadata: ["error": "\(error)"])
             }
         }
     }

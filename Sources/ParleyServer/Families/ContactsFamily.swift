@@ -1,6 +1,6 @@
 import Foundation
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Contact lists and presence (docs/PROTOCOL.md section 23): GET_CONTACTS, ADD_CONTACT,
@@ -172,7 +172,7 @@ final class ContactsFamily: RequestFamily {
                 case .success(let snapshot?): self?.pushSnapshot(snapshot, in: session)
                 case .success(nil): break
                 case .failure(let error):
-                    session.logger.error("presence at logon failed", metadata: ["error": "\(error)"])
+                    session.logger.warning("presence at logon failed", metadata: ["error": "\(error)"])
                 }
             }
         )
@@ -189,7 +189,7 @@ final class ContactsFamily: RequestFamily {
             do {
                 try server.store.recordSession(of: user, isLogon: false, now: change.presence.since ?? Date())
             } catch {
-                server.logger.error("cannot record a logoff", metadata: ["error": "\(error)"])
+                server.logger.warning("cannot record a logoff", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -1,5 +1,5 @@
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// The user directory: USER_EXISTS, FIND_USER_ID, FIND_USERS, USER_ONLINE, GET_USER_INFO

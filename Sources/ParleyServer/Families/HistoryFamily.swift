@@ -1,5 +1,5 @@
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Message history (docs/PROTOCOL.md section 25): SEARCH_HISTORY.

@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// Messages: SEND_MESSAGE and ACK_MESSAGES, and the MESSAGE and DELIVERY_RECEIPT pushes of a
@@ -436,7 +436,7 @@ final class MessagesFamily: RequestFamily {
                 perform(next, in: session)
             case .failure(let error):
                 session.server.metrics.storageErrors.increment()
-                session.logger.info("loading stored messages failed", metadata: ["error": "\(error)"])
+                session.logger.debug("loading stored messages failed", metadata: ["error": "\(error)"])
                 session.server.hooks.notify(.error(ServerConnectionHandler.parleyError(error)))
                 delivery.loadFailed()
             }

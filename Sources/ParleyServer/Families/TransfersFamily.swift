@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import ParleyWire
 
 /// File and stream transfer (docs/PROTOCOL.md section 26): TRANSFER_START, TRANSFER_CHUNK,
@@ -376,7 +376,7 @@ extension ServerContext {
                     transfer, outcome: .expired, reason: "not fetched within the server's retention period", by: nil)
             }
         } catch {
-            logger.info("cannot sweep expired transfers", metadata: ["error": "\(error)"])
+            logger.warning("cannot sweep expired transfers", metadata: ["error": "\(error)"])
         }
     }
 }
@@ -415,7 +415,7 @@ extension ServerConnectionHandler {
                     write(Frame(type: .transferStatus, requestID: 0, message: Parley_V1_TransferStatusEvent(status)))
                 }
             case .failure(let error):
-                logger.info("cannot take the closed transfers", metadata: ["error": "\(error)"])
+                logger.warning("cannot take the closed transfers", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -434,7 +434,7 @@ extension ServerConnectionHandler {
             case .success(let offers):
                 for info in offers { offerTransfer(info) }
             case .failure(let error):
-                logger.info("cannot read the transfers offered", metadata: ["error": "\(error)"])
+                logger.warning("cannot read the transfers offered", metadata: ["error": "\(error)"])
             }
             pushClosedTransfers(of: user)
         }

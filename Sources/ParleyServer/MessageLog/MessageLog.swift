@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 import Synchronization
 
 /// The message store as an append-only log (docs/ARCHITECTURE.md, "The message log").

@@ -1,11 +1,11 @@
 import Foundation
 import Logging
 import ParleyCore
-import ParleyStore
+import ParleyServerStore
 
 /// Where the message path keeps messages until their recipients acknowledge them: the seam a
 /// second implementation fills (``MessageLog``, the default; the SQLite tables of
-/// ``/ParleyStore/ServerStore``; next, a database several servers share).
+/// ``/ParleyServerStore/ServerStore``; next, a database several servers share).
 ///
 /// The committer's thread calls the writing methods one at a time, in round order; the
 /// reading ones are called from anywhere.
