@@ -19,17 +19,7 @@ final class MessageCommitter: Sendable {
         case recipientNotFound
     }
 
-    /// What happened to each recipient of a message, in the message's order (usually one or
-    /// a few: a list, not a dictionary).
-    struct Outcomes: Sendable {
-        var byRecipient: [(recipient: UserID, outcome: Outcome)] = []
-
-        subscript(recipient: UserID) -> Outcome? {
-            byRecipient.first { $0.recipient == recipient }?.outcome
-        }
-    }
-
-    typealias Result = Swift.Result<Outcomes, ParleyError>
+    typealias Result = Swift.Result<[UserID: Outcome], ParleyError>
 
     struct Submission: Sendable {
         var message: NewMessage
@@ -297,13 +287,10 @@ final class MessageCommitter: Sendable {
         var work = LoopBatches<LoopWork>()
         var live: [LiveDelivery] = []
         for (index, submission) in submissions.enumerated() {
-            var outcomes = Outcomes()
-            outcomes.byRecipient.reserveCapacity(submission.message.recipients.count)
-            for recipient in submission.message.recipients {
-                let delivery = stored[index].first { $0.recipient == recipient }
-                outcomes.byRecipient.append((recipient, delivery.map { .stored($0) } ?? .recipientNotFound))
-            }
+            var outcomes: [UserID: Outcome] = [:]
+            for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
             for delivery in stored[index] {
+                outcomes[delivery.recipient] = .stored(delivery)
                 if !delivery.duplicate {
                     live.append(
                         LiveDelivery(
