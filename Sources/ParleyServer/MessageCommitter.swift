@@ -19,7 +19,17 @@ final class MessageCommitter: Sendable {
         case recipientNotFound
     }
 
-    typealias Result = Swift.Result<[UserID: Outcome], ParleyError>
+    /// What happened to each recipient of a message, in the message's order (usually one or
+    /// a few: a list, not a dictionary).
+    struct Outcomes: Sendable {
+        var byRecipient: [(recipient: UserID, outcome: Outcome)] = []
+
+        subscript(recipient: UserID) -> Outcome? {
+            byRecipient.first { $0.recipient == recipient }?.outcome
+        }
+    }
+
+    typealias Result = Swift.Result<Outcomes, ParleyError>
 
     struct Submission: Sendable {
         var message: NewMessage
@@ -287,10 +297,13 @@ final class MessageCommitter: Sendable {
         var work = LoopBatches<LoopWork>()
         var live: [LiveDelivery] = []
         for (index, submission) in submissions.enumerated() {
-            var outcomes: [UserID: Outcome] = [:]
-            for recipient in submission.message.recipients { outcomes[recipient] = .recipientNotFound }
+            var outcomes = Outcomes()
+            outcomes.byRecipient.reserveCapacity(submission.message.recipients.count)
+            for recipient in submission.message.recipients {
+                let delivery = stored[index].first { $0.recipient == recipient }
+                outcomes.byRecipient.append((recipient, delivery.map { .stored($0) } ?? .recipientNotFound))
+            }
             for delivery in stored[index] {
-                outcomes[delivery.recipient] = .stored(delivery)
                 if !delivery.duplicate {
                     live.append(
                         LiveDelivery(

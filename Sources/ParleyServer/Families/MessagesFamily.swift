@@ -157,16 +157,26 @@ final class MessagesFamily: RequestFamily {
     /// The answer to a SEND_MESSAGE from what the commit did for each of its users, with the
     /// recipients' online status as it is now, right after the commit.
     private static func sendResponse(
-        to outcome: Result<[UserID: MessageCommitter.Outcome], ParleyError>,
+        to outcome: Result<MessageCommitter.Outcomes, ParleyError>,
         _ users: [UserID],
         _ recipients: [UserID],
         _ serverResults: [UserID: DeliveryResult.Status],
         _ registry: SessionRegistry
     ) -> Result<SendAnswer, ParleyError> {
-        let outcomes: [UserID: MessageCommitter.Outcome]
+        let outcomes: MessageCommitter.Outcomes
         switch outcome {
         case .success(let value): outcomes = value
         case .failure(let error): return .failure(error)
+        }
+        // The usual case: only users, each stored for the first time.
+        if serverResults.isEmpty {
+            var accepted: [(recipient: UInt32, status: UInt8)] = []
+            accepted.reserveCapacity(outcomes.byRecipient.count)
+            for (user, outcome) in outcomes.byRecipient {
+                guard case .stored(let delivery) = outcome, !delivery.duplicate else { break }
+                accepted.append((user.rawValue, registry.isOnline(user) ? 1 : 2))
+            }
+            if accepted.count == recipients.count { return .success(.accepted(accepted)) }
         }
         var statuses = serverResults
         var duplicates = Set<UserID>()
