@@ -78,6 +78,10 @@ final class MessageLog: Sendable {
     private struct Index {
         var deliveries: [DeliveryKey: Delivery] = [:]
         var queues: [UserID: RecipientQueue] = [:]
+        /// Recipients the directory confirmed (a user can only go away through
+        /// ``MessageLog/dropMessages(for:)``, which forgets them): most rounds need no directory
+        /// read at all.
+        var knownUsers: Set<UserID> = []
         /// Oldest first; the last one is written to.
         var segments: [MessageLogSegment] = []
         var nextSequence: Int64 = 1
@@ -159,9 +163,19 @@ final class MessageLog: Sendable {
         now: Date
     ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]]) {
         let at = now.logMilliseconds
-        var recipients: [UserID] = []
-        for message in messages { recipients.append(contentsOf: message.recipients) }
-        let known = recipients.isEmpty ? [] : try existingUsers(Array(Set(recipients)))
+        let unconfirmed = index.withLock { index in
+            var unconfirmed: Set<UserID> = []
+            for message in messages {
+                for recipient in message.recipients where !index.knownUsers.contains(recipient) {
+                    unconfirmed.insert(recipient)
+                }
+            }
+            return unconfirmed
+        }
+        if !unconfirmed.isEmpty {
+            let found = try existingUsers(Array(unconfirmed))
+            index.withLock { $0.knownUsers.formUnion(found) }
+        }
         try rotateIfFull()
 
         // Plan under the lock; only this thread changes the index, so the plan holds until it
@@ -212,7 +226,7 @@ final class MessageLog: Sendable {
             for message in messages {
                 var results: [StoredDelivery] = []
                 var deliveries: [MessageLogRecord.Delivery] = []
-                for recipient in message.recipients where known.contains(recipient) {
+                for recipient in message.recipients where index.knownUsers.contains(recipient) {
                     let key = DeliveryKey(recipient: recipient, sender: message.sender, messageID: message.messageID)
                     if let existing = index.deliveries[key] {
                         results.append(
@@ -332,6 +346,7 @@ final class MessageLog: Sendable {
     private static func drop(_ recipient: UserID, in index: inout Index) {
         for key in index.deliveries.keys where key.recipient == recipient { index.forget(key) }
         index.queues[recipient] = nil
+        index.knownUsers.remove(recipient)
     }
 
     /// Removes the oldest sealed segments nothing needs, and compacts the oldest one when at
