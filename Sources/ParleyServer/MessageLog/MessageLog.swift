@@ -30,7 +30,7 @@ final class MessageLog: Sendable {
         /// How long acknowledged deliveries are remembered to drop resent duplicates.
         var deduplicationWindow: Duration = .seconds(7 * 24 * 3600)
         /// A segment is sealed and a new one started once it reaches this size.
-        var segmentSize: Int64 = 32 << 20
+        var segmentSize: Int64 = 8 << 20
     }
 
     /// A delivery's identity: what a resend repeats.
