@@ -161,7 +161,7 @@ extension ParleyNode {
             case .report(let user, let presence):
                 eventQueue.offer(.contactPresence(user, presence))
             case .flushOutbox:
-                flushSignal.signal()
+                flushContinuation.yield()
             case .setPresence(let client, let chosen):
                 Task {
                     do throws(ParleyError) {

@@ -273,7 +273,7 @@ extension ParleyNode {
     /// Flushes the outbox whenever a route may have appeared (signalled), and opens the standing
     /// links to discovered peers.
     func runFlusher() async {
-        while await flushSignal.wait() {
+        for await _ in flushStream {
             await openStandingLinks()
             await flushOutbox()
         }
