@@ -38,6 +38,11 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// A read was asked for (it passed this handler towards the socket) and has not completed:
     /// this side wants the peer's bytes.
     private var wantsToRead = false
+    /// Bytes of a read are being delivered (between the first channelRead and channelReadComplete).
+    private var delivering = false
+    /// A read was asked for while one was being delivered: it is served after this one completes,
+    /// so that completion must not clear ``wantsToRead`` (a silent peer would never be judged idle).
+    private var askedWhileDelivering = false
 
     /// - Parameter idleWhileNotReading: Whether the read idle timeout closes the link while the
     ///   handlers after this one hold its reads back (``LinkConfiguration/idleTimeoutWhileNotReading``).
@@ -48,17 +53,21 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Notes that this side asks for the peer's bytes, and passes the read on.
     public func read(context: ChannelHandlerContext) {
         wantsToRead = true
+        if delivering { askedWhileDelivering = true }
         context.read()
     }
 
     /// Notes that the read asked for is done; the next is asked for unless a handler after this
     /// one holds it back.
     public func channelReadComplete(context: ChannelHandlerContext) {
-        wantsToRead = false
+        if !askedWhileDelivering { wantsToRead = false }
+        askedWhileDelivering = false
+        delivering = false
         context.fireChannelReadComplete()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        delivering = true
         let frame = unwrapInboundIn(data)
         switch frame.type {
         case .ping:
