@@ -189,19 +189,6 @@ final class MessagesFamily: RequestFamily {
                 statuses[user] = .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
             }
         }
-        if duplicates.isEmpty {
-            var accepted: [(recipient: UInt32, status: UInt8)] = []
-            accepted.reserveCapacity(recipients.count)
-            for recipient in recipients {
-                switch statuses[recipient] {
-                case .acceptedOnline?: accepted.append((recipient.rawValue, 1))
-                case .acceptedOffline?: accepted.append((recipient.rawValue, 2))
-                case .acceptedByServer?: accepted.append((recipient.rawValue, 3))
-                case .failed?, nil: return .success(.response(sendResponse(recipients, statuses)))
-                }
-            }
-            return .success(.accepted(accepted))
-        }
         return .success(.response(sendResponse(recipients, statuses, duplicates: duplicates)))
     }
 

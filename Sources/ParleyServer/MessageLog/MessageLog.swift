@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import ParleyCore
 import ParleyServerStore
+import ParleyWire
 import Synchronization
 
 /// The message store as an append-only log (docs/ARCHITECTURE.md, "The message log").
@@ -31,6 +32,11 @@ final class MessageLog: Sendable {
         var deduplicationWindow: Duration = .seconds(7 * 24 * 3600)
         /// A segment is sealed and a new one started once it reaches this size.
         var segmentSize: Int64 = 8 << 20
+
+        /// Acknowledgements older than this (milliseconds since 1970) are forgotten at `now`.
+        func deduplicationCutoff(at now: Date) -> Int64 {
+            now.millisecondsSince1970 &- deduplicationWindow.nanoseconds / 1_000_000
+        }
     }
 
     /// A delivery's identity: what a resend repeats.
@@ -162,7 +168,7 @@ final class MessageLog: Sendable {
         messages: [NewMessage],
         now: Date
     ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]]) {
-        let at = now.logMilliseconds
+        let at = now.millisecondsSince1970
         let unconfirmed = index.withLock { index in
             var unconfirmed: Set<UserID> = []
             for message in messages {
@@ -216,7 +222,7 @@ final class MessageLog: Sendable {
                     acknowledged.append(
                         AcknowledgedMessage(
                             sender: sender, messageID: messageID, recipient: recipient,
-                            wantsReceipt: entry.wantsReceipt, acknowledgedAt: Date(logMilliseconds: at)
+                            wantsReceipt: entry.wantsReceipt, acknowledgedAt: Date(millisecondsSince1970: at)
                         )
                     )
                 }
@@ -256,7 +262,7 @@ final class MessageLog: Sendable {
                 let length = MessageLogRecord.stored(
                     .init(
                         sender: message.sender, messageID: message.messageID, isText: message.isText,
-                        wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.logMilliseconds, storedAt: at,
+                        wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.millisecondsSince1970, storedAt: at,
                         allRecipients: message.allRecipients, deliveries: deliveries, body: message.body
                     )
                 ).write(to: &buffer)
@@ -308,7 +314,7 @@ final class MessageLog: Sendable {
     /// - Returns: How many were forgotten.
     @discardableResult
     func pruneAcknowledged(now: Date) throws(ParleyError) -> Int {
-        let cutoff = now.logMilliseconds &- configuration.deduplicationWindow.logMilliseconds
+        let cutoff = configuration.deduplicationCutoff(at: now)
         // Tombstones are found through the segments holding them (a scan of what the window
         // remembers, once per prune interval); each segment's list loses what moved or went.
         let removed = index.withLock { index in
@@ -511,7 +517,8 @@ final class MessageLog: Sendable {
                 PendingMessage(
                     sequence: sequence, messageID: entry.messageID, sender: entry.sender,
                     recipients: record.allRecipients, isText: record.isText, body: record.body,
-                    sentAt: Date(logMilliseconds: record.sentAt), storedAt: Date(logMilliseconds: record.storedAt),
+                    sentAt: Date(millisecondsSince1970: record.sentAt),
+                    storedAt: Date(millisecondsSince1970: record.storedAt),
                     wantsReceipt: record.wantsReceipt
                 )
             )
@@ -566,7 +573,7 @@ final class MessageLog: Sendable {
         }
         let numbers = names.compactMap(MessageLogSegment.number(inFileName:)).sorted()
         var index = Index()
-        let cutoff = now.logMilliseconds &- configuration.deduplicationWindow.logMilliseconds
+        let cutoff = configuration.deduplicationCutoff(at: now)
         for (position, number) in numbers.enumerated() {
             let segment = try MessageLogSegment.open(number: number, in: directory)
             index.segments.append(segment)
@@ -641,7 +648,7 @@ final class MessageLog: Sendable {
         throws(ParleyError)
     {
         guard !pending.isEmpty || !remembered.isEmpty else { return }
-        let cutoff = Date().logMilliseconds &- configuration.deduplicationWindow.logMilliseconds
+        let cutoff = configuration.deduplicationCutoff(at: Date())
         var records: [MessageLogRecord] = []
         index.withLock { index in
             for (recipient, message) in pending
@@ -652,8 +659,8 @@ final class MessageLog: Sendable {
                     .stored(
                         .init(
                             sender: message.sender, messageID: message.messageID, isText: message.isText,
-                            wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.logMilliseconds,
-                            storedAt: message.storedAt.logMilliseconds, allRecipients: message.recipients,
+                            wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.millisecondsSince1970,
+                            storedAt: message.storedAt.millisecondsSince1970, allRecipients: message.recipients,
                             deliveries: [.init(recipient: recipient, sequence: message.sequence)], body: message.body
                         )
                     )
@@ -668,7 +675,7 @@ final class MessageLog: Sendable {
                     .acknowledged(
                         .init(
                             recipient: delivery.recipient, sender: delivery.sender, messageID: delivery.messageID,
-                            sequence: delivery.sequence, at: delivery.acknowledgedAt.logMilliseconds
+                            sequence: delivery.sequence, at: delivery.acknowledgedAt.millisecondsSince1970
                         )
                     )
                 )
@@ -727,25 +734,5 @@ final class MessageLog: Sendable {
         case .dropped(let recipient):
             drop(recipient, in: &index)
         }
-    }
-}
-
-extension Date {
-    /// Whole milliseconds since 1970, as the log stores times.
-    fileprivate var logMilliseconds: Int64 {
-        let milliseconds = (timeIntervalSince1970 * 1000).rounded()
-        guard milliseconds.isFinite else { return 0 }
-        return Int64(max(min(milliseconds, Double(Int64.max / 2)), Double(Int64.min / 2)))
-    }
-
-    fileprivate init(logMilliseconds milliseconds: Int64) {
-        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
-    }
-}
-
-extension Duration {
-    fileprivate var logMilliseconds: Int64 {
-        let (seconds, overflow) = components.seconds.multipliedReportingOverflow(by: 1000)
-        return overflow ? Int64.max / 2 : min(seconds, Int64.max / 2)
     }
 }
