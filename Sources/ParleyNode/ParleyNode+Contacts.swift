@@ -161,7 +161,7 @@ extension ParleyNode {
             case .report(let user, let presence):
                 eventQueue.offer(.contactPresence(user, presence))
             case .flushOutbox:
-                flushContinuation.yield()
+                flushSignal.signal()
             case .setPresence(let client, let chosen):
                 Task {
                     do throws(ParleyError) {

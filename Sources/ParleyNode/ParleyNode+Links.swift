@@ -172,7 +172,7 @@ extension ParleyNode {
         case .dial:
             break
         case .wait(let probe):
-            if probe { flushContinuation.yield() }
+            if probe { flushSignal.signal() }
             throw ParleyError(
                 code: .notConnected, message: "node \(peer) could not be reached lately; not dialling it again yet")
         }
@@ -408,7 +408,7 @@ extension ParleyNode {
             }
             logger.debug(
                 "direct link up", metadata: ["peer.id": "\(peer.peer)", "user.id": "\(user?.description ?? "-")"])
-            flushContinuation.yield()
+            flushSignal.signal()
         } catch {
             logger.info(
                 "refusing a direct link",
@@ -609,7 +609,7 @@ extension ParleyNode {
                 logger.debug("cannot cache a discovered peer", metadata: ["peer.id": "\(peerID)", "error": "\(error)"])
             }
             // The flusher opens the standing link, if one was asked for, and retries the outbox.
-            flushContinuation.yield()
+            flushSignal.signal()
         case .down:
             state.withLock { state in emit(state.peers.withdrawn(peerID)) }
         }

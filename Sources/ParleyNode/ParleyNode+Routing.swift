@@ -273,7 +273,7 @@ extension ParleyNode {
     /// Flushes the outbox whenever a route may have appeared (signalled), and opens the standing
     /// links to discovered peers.
     func runFlusher() async {
-        for await _ in flushStream {
+        while await flushSignal.wait() {
             await openStandingLinks()
             await flushOutbox()
         }

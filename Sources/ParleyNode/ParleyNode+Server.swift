@@ -30,11 +30,10 @@ extension ParleyNode {
                     }
                 }
                 group.addTask {
-                    let (connections, connected) = AsyncStream.makeStream(
-                        of: Void.self, bufferingPolicy: .bufferingNewest(1))
+                    let connected = WakeUpSignal()
                     await withTaskGroup(of: Void.self) { session in
                         if let credentials = self.configuration.credentials {
-                            session.addTask { await self.logOn(client, credentials, whenConnected: connections) }
+                            session.addTask { await self.logOn(client, credentials, whenConnected: connected) }
                         }
                         await self.consume(client, connected: connected)
                         // The client has stopped: a logon waiting for its next try has nothing to try.
@@ -56,9 +55,9 @@ extension ParleyNode {
     /// from before a crash is still open: SESSION_EXISTS; too many attempts; a server error).
     /// Wrong credentials end the tries (``Event/serverLogOnFailed(_:)``). Once logged on, the
     /// client logs on again by itself after each reconnection.
-    private func logOn(_ client: ParleyClient, _ credentials: Credentials, whenConnected: AsyncStream<Void>) async {
+    private func logOn(_ client: ParleyClient, _ credentials: Credentials, whenConnected: WakeUpSignal) async {
         var failures = 0
-        for await _ in whenConnected {
+        while await whenConnected.wait() {
             while true {
                 do throws(ParleyError) {
                     let result = try await client.logOn(userID: credentials.userID, password: credentials.password)
@@ -95,7 +94,7 @@ extension ParleyNode {
     /// about 30 s.
     static let logOnBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
 
-    private func consume(_ client: ParleyClient, connected: AsyncStream<Void>.Continuation) async {
+    private func consume(_ client: ParleyClient, connected: WakeUpSignal) async {
         defer { connected.finish() }
         // Messages are acknowledged here, once stored in the node inbox (or known as seen): a
         // crash before that leaves them with the server, which delivers them again.
@@ -147,7 +146,7 @@ extension ParleyNode {
                 }
                 eventQueue.offer(.serverConnection(connection))
                 perform(actions)
-                if case .connected = connection { connected.yield() }
+                if case .connected = connection { connected.signal() }
             case .presence(let update):
                 receivedServerPresence(update)
             case .transferOffered(let offer):

@@ -45,13 +45,12 @@ public final class ParleyNode: Sendable {
     let eventQueue: EventQueue
     let linkStream: AsyncStream<DirectLink>
     let linkContinuation: AsyncStream<DirectLink>.Continuation
-    let flushStream: AsyncStream<Void>
-    let flushContinuation: AsyncStream<Void>.Continuation
+    /// Wakes the outbox flusher: a route may have appeared.
+    let flushSignal = WakeUpSignal()
     /// Signals that peers changed: contacts' LAN-derived presence is computed again.
-    let presenceStream: AsyncStream<Void>
-    let presenceContinuation: AsyncStream<Void>.Continuation
-    private let stopStream: AsyncStream<Void>
-    private let stopContinuation: AsyncStream<Void>.Continuation
+    let presenceSignal = WakeUpSignal()
+    /// Finished by ``shutdown()``: ``run()`` tears down.
+    private let stopSignal = WakeUpSignal()
     let state = Mutex(State())
     /// Held per recipient while a message to it is routed or its outbox entries flushed: keeps
     /// each recipient's messages in order.
@@ -151,9 +150,6 @@ public final class ParleyNode: Sendable {
             logger.info("delivering messages the last run did not see confirmed", metadata: ["count": "\(replayed)"])
         }
         (linkStream, linkContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1024))
-        (flushStream, flushContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
-        (presenceStream, presenceContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
-        (stopStream, stopContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         // The cached contact list, for LAN-derived presence before the server answers.
         do throws(ParleyError) {
             let cached = try registry.runBlocking { registry throws(ParleyError) in try registry.cachedContacts() }
@@ -309,7 +305,7 @@ public final class ParleyNode: Sendable {
             group.addTask { await self.serveLinks() }
             group.addTask { await self.runFlusher() }
             group.addTask { await self.runTicker() }
-            group.addTask { for await _ in self.presenceStream { self.publishContactPresence() } }
+            group.addTask { while await self.presenceSignal.wait() { self.publishContactPresence() } }
             group.addTask { await self.commands.runJobs() }
             if let discovery {
                 group.addTask { await self.runDiscovery(discovery, port: port) }
@@ -324,8 +320,8 @@ public final class ParleyNode: Sendable {
                 let address = listener.localAddress
                 group.addTask { await self.runServerClient(server, port: port, listener: address) }
             }
-            flushContinuation.yield()
-            for await _ in stopStream {}
+            flushSignal.signal()
+            while await stopSignal.wait() {}
             await tearDown()
             commands.finish()
             group.cancelAll()
@@ -343,7 +339,7 @@ public final class ParleyNode: Sendable {
             return !state.stopping
         }
         guard first else { return }
-        stopContinuation.finish()
+        stopSignal.finish()
         if state.withLock({ $0.phase == .idle }) { finishStopped(nil) }
     }
 
@@ -377,8 +373,8 @@ public final class ParleyNode: Sendable {
             ?? ParleyError(code: .notConnected, message: "the node stopped before it listened")
         for waiter in waiters { waiter.resume(returning: .failure(failure)) }
         linkContinuation.finish()
-        flushContinuation.finish()
-        presenceContinuation.finish()
+        flushSignal.finish()
+        presenceSignal.finish()
         eventQueue.finish()
         directoryLock.release()
         if let error { logger.debug("the node stopped", metadata: ["error": "\(error)"]) }
@@ -401,7 +397,7 @@ public final class ParleyNode: Sendable {
             } catch {
                 return
             }
-            flushContinuation.yield()
+            flushSignal.signal()
         }
     }
 
@@ -427,7 +423,7 @@ public final class ParleyNode: Sendable {
         for event in events { eventQueue.offer(event) }
         // Peers came, went or changed status: the LAN-derived presence of contacts may follow
         // (computed on its own task: callers hold the state lock).
-        if !events.isEmpty { presenceContinuation.yield() }
+        if !events.isEmpty { presenceSignal.signal() }
     }
 
     /// This node's user, as claimed on links and used as the sender of direct messages.
