@@ -21,7 +21,39 @@ extension ChannelPipeline.SynchronousOperations {
                 writeTimeout: TimeAmount(configuration.heartbeatInterval)
             )
         )
-        try addHandler(KeepAliveHandler(idleWhileNotReading: configuration.idleTimeoutWhileNotReading))
+        if configuration.idleTimeoutWhileNotReading {
+            try addHandler(KeepAliveHandler())
+        } else {
+            // Whether the socket waits for the peer's bytes is only known at the socket: first.
+            let reads = SocketReadTracker()
+            try addHandler(reads, position: .first)
+            try addHandler(KeepAliveHandler(judgingIdleBy: reads))
+        }
+    }
+}
+
+/// Mirrors whether the channel has a read outstanding at its socket: sits first in the pipeline,
+/// where every `read` that reaches the socket passes and every byte read arrives.
+///
+/// The channel does the same bookkeeping: a read asked for stays pending until bytes are read, and
+/// a read asked for while those bytes are being delivered is pending again. Handlers further in
+/// cannot tell: TLS may hand on decrypted bytes later, outside the socket's read (after its
+/// certificate check, say), and a read asked for meanwhile never passes again.
+final class SocketReadTracker: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+
+    /// The socket waits for the peer's bytes.
+    private(set) var readPending = false
+
+    func read(context: ChannelHandlerContext) {
+        readPending = true
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readPending = false
+        context.fireChannelRead(data)
     }
 }
 
@@ -34,40 +66,21 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
     public typealias OutboundOut = Frame
 
     private var nextNonce: UInt64 = 1
-    private let idleWhileNotReading: Bool
-    /// A read was asked for (it passed this handler towards the socket) and has not completed:
-    /// this side wants the peer's bytes.
-    private var wantsToRead = false
-    /// Bytes of a read are being delivered (between the first channelRead and channelReadComplete).
-    private var delivering = false
-    /// A read was asked for while one was being delivered: it is served after this one completes,
-    /// so that completion must not clear ``wantsToRead`` (a silent peer would never be judged idle).
-    private var askedWhileDelivering = false
+    /// When set, the read idle timeout closes the link only while its socket waits for the peer's
+    /// bytes, not while the handlers after this one hold its reads back
+    /// (``LinkConfiguration/idleTimeoutWhileNotReading`` false).
+    private let reads: SocketReadTracker?
 
-    /// - Parameter idleWhileNotReading: Whether the read idle timeout closes the link while the
-    ///   handlers after this one hold its reads back (``LinkConfiguration/idleTimeoutWhileNotReading``).
-    public init(idleWhileNotReading: Bool = true) {
-        self.idleWhileNotReading = idleWhileNotReading
+    /// A handler whose idle timeout closes the link whenever the peer was silent that long.
+    public init() {
+        self.reads = nil
     }
 
-    /// Notes that this side asks for the peer's bytes, and passes the read on.
-    public func read(context: ChannelHandlerContext) {
-        wantsToRead = true
-        if delivering { askedWhileDelivering = true }
-        context.read()
-    }
-
-    /// Notes that the read asked for is done; the next is asked for unless a handler after this
-    /// one holds it back.
-    public func channelReadComplete(context: ChannelHandlerContext) {
-        if !askedWhileDelivering { wantsToRead = false }
-        askedWhileDelivering = false
-        delivering = false
-        context.fireChannelReadComplete()
+    init(judgingIdleBy reads: SocketReadTracker) {
+        self.reads = reads
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delivering = true
         let frame = unwrapInboundIn(data)
         switch frame.type {
         case .ping:
@@ -97,7 +110,7 @@ public final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandl
             context.writeAndFlush(wrapOutboundOut(Frame(type: .ping, requestID: 0, message: ping)), promise: nil)
         case .read:
             // Nothing was read because nothing was asked for: the peer is not the silent one.
-            guard idleWhileNotReading || wantsToRead else { return }
+            guard reads?.readPending ?? true else { return }
             let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
             context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
             writeFinal(.error(error, requestID: 0, fatal: true), context: context)
