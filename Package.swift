@@ -166,11 +166,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
-        .target(name: "ParleyDiscovery", swiftSettings: strict),
+        .target(name: "ParleyDiscovery", dependencies: ["ParleyCore"], swiftSettings: strict),
         .target(
             name: "ParleyAvahi",
             dependencies: [
-                "CAvahi", "ParleyDiscovery", .product(name: "Logging", package: "swift-log"),
+                "CAvahi", "ParleyCore", "ParleyDiscovery", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -190,7 +190,9 @@ let package = Package(
         // Publishes a record and prints peer events as JSON lines; driven by the LAN-lab tests.
         .executableTarget(
             name: "ParleyDiscoveryProbe",
-            dependencies: ["ParleyDiscovery", "ParleyAvahi", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ParleyCore", "ParleyDiscovery", "ParleyAvahi", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // Examples use only public products, so they cannot rot.
@@ -241,7 +243,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LANTests",
-            dependencies: ["ParleyDiscovery", "ParleyAvahi", "ParleyTesting"],
+            dependencies: ["ParleyCore", "ParleyDiscovery", "ParleyAvahi", "ParleyTesting"],
             swiftSettings: strict
         ),
         .testTarget(

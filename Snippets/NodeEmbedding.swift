@@ -21,7 +21,7 @@ configuration.credentials = ParleyNode.Credentials(userID: 1000, password: "secr
 // from the node's key (made in the data directory if missing).
 let nodeID = try ParleyNode.nodeID(dataDirectory: dataDirectory)
 let discovery = try AvahiDiscovery(
-    configuration: .init(ownNodeID: nodeID.description),
+    configuration: .init(ownNodeID: nodeID),
     logger: Logger(label: "parley.discovery")
 )
 let node = try ParleyNode(configuration: configuration, discovery: discovery, logger: Logger(label: "parley.node"))

@@ -115,6 +115,10 @@ read_until() {
   done
 }
 
+# A probe's node ID for a readable label: the label's bytes padded with spaces to 32, in base32
+# (the LAN tests' Lab.nodeID does the same).
+lab_node_id() { printf '%-32s' "$1" | base32 -w0 | tr -d '=' | tr 'A-Z' 'a-z'; }
+
 WANT_NODE=""
 is_start() { [[ $1 == *'"event":"start"'* ]]; }
 is_up() { [[ $1 == *'"event":"up"'* && $1 == *"\"node\":\"$WANT_NODE\""* ]]; }
@@ -148,7 +152,7 @@ log "lab: $PARLEYLAB_PREFIX ($PARLEYLAB_SUBNET.0/24), $N samples each, browser a
 declare -A BUS=([h1]=$("$LAB" bus h1) [h2]=$("$LAB" bus h2))   # looked up once, outside the timed part
 
 # ---- 1. an already-running peer, resolved by a browser that starts now ----
-start_probe h1 "$WORK/publisher.out" --node bench-pub --instance "bench publisher" --port 7000
+start_probe h1 "$WORK/publisher.out" --node "$(lab_node_id bench-pub)" --instance "bench publisher" --port 7000
 PUBLISHER=$STARTED_PID
 wait_file "$WORK/publisher.out" '"advertised on the LAN"' 15 || die "publisher on h1 did not advertise: $(cat "$WORK/publisher.out" "$WORK/h1.stderr")"
 
@@ -159,7 +163,7 @@ measure_running() {
   local tag=$1 cold=$2 k fd t0 t_start deadline total startup probe browser failures=0
   printf '%-6s %9s %9s %9s\n' sample total startup probe
   : >"$WORK/$tag.total"; : >"$WORK/$tag.startup"; : >"$WORK/$tag.probe"
-  WANT_NODE=bench-pub
+  WANT_NODE=$(lab_node_id bench-pub)
   for (( k = 1; k <= N; k++ )); do
     if [[ $cold == 1 ]]; then
       "$LAB" avahi h2 stop 2>/dev/null && "$LAB" avahi h2 start 2>/dev/null || die "restarting avahi on h2 failed"
@@ -167,7 +171,7 @@ measure_running() {
     mkfifo "$WORK/browse.fifo"
     exec {fd}<>"$WORK/browse.fifo"
     t0=$(now_us)
-    start_probe h2 "$WORK/browse.fifo" --node bench-obs --instance "bench observer" "${BROWSE_FLAGS[@]}"
+    start_probe h2 "$WORK/browse.fifo" --node "$(lab_node_id bench-obs)" --instance "bench observer" "${BROWSE_FLAGS[@]}"
     browser=$STARTED_PID
     deadline=$(( t0 + TIMEOUT * 1000000 ))
     if read_until "$fd" "$deadline" is_start && t_start=$LINE_US && read_until "$fd" "$deadline" is_up; then
@@ -199,7 +203,7 @@ stop_probe "$PUBLISHER"
 # ---- 2. a node that starts while a browser runs ----
 mkfifo "$WORK/observer.fifo"
 exec {ofd}<>"$WORK/observer.fifo"
-start_probe h2 "$WORK/observer.fifo" --node bench-obs --instance "bench observer" "${BROWSE_FLAGS[@]}"
+start_probe h2 "$WORK/observer.fifo" --node "$(lab_node_id bench-obs)" --instance "bench observer" "${BROWSE_FLAGS[@]}"
 OBSERVER=$STARTED_PID
 read_until "$ofd" $(( $(now_us) + 15000000 )) is_start || die "observer on h2 did not start"
 if [[ $ADVERTISE == 1 ]]; then  # let its own name settle first
@@ -212,7 +216,7 @@ printf '%-6s %9s %11s\n' sample total advertised
 : >"$WORK/new.total"
 failures=0
 for (( k = 1; k <= N; k++ )); do
-  WANT_NODE=bench-new-$k
+  WANT_NODE=$(lab_node_id "bench-new-$k")
   t0=$(now_us)
   start_probe h1 "$WORK/new-$k.out" --node "$WANT_NODE" --instance "bench new $k" --port 7000
   publisher=$STARTED_PID

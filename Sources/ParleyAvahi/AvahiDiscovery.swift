@@ -1,4 +1,5 @@
 public import Logging
+public import ParleyCore
 public import ParleyDiscovery
 public import ServiceLifecycle
 import Synchronization
@@ -76,9 +77,6 @@ public final class AvahiDiscovery: Discovery {
     /// - Throws: ``/ParleyDiscovery/DiscoveryError`` if the configuration is invalid or the event
     ///   loop cannot be made.
     public init(configuration: Configuration, logger: Logger) throws(DiscoveryError) {
-        guard !configuration.ownNodeID.isEmpty else {
-            throw DiscoveryError(code: .invalidRecord, message: "own node ID must not be empty")
-        }
         guard (1...65_536).contains(configuration.maximumPeers) else {
             throw DiscoveryError(code: .invalidRecord, message: "maximumPeers must be in 1...65536")
         }

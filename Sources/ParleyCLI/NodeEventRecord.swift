@@ -99,7 +99,7 @@ struct NodeEventRecord: Encodable {
     /// `{"event":"peers","peers":[{"event":"peer",...}]}`
     static func peers(_ peers: [ParleyNode.PeerInfo]) -> NodeEventRecord {
         var record = NodeEventRecord(event: "peers")
-        record.peers = peers.sorted { $0.nodeID.description < $1.nodeID.description }.map { peer("peer", $0) }
+        record.peers = peers.sorted { $0.nodeID < $1.nodeID }.map { peer("peer", $0) }
         return record
     }
 

@@ -126,7 +126,7 @@ struct NodeSetup {
         let discovery: AvahiDiscovery
         do {
             discovery = try AvahiDiscovery(
-                configuration: .init(ownNodeID: nodeID.description),
+                configuration: .init(ownNodeID: nodeID),
                 logger: Logger(label: "parley.discovery")
             )
         } catch {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ParleyAvahi
+import ParleyCore
 import ParleyDiscovery
 
 /// `parley peers`: lists the Parley nodes on the LAN, as Avahi sees them, without publishing.
@@ -31,7 +32,7 @@ struct PeersCommand: AsyncParsableCommand, LoggingCommand {
     func run() async throws {
         let out = Output(json: output.json)
         // Nothing is advertised, so no node has this ID: every node found is listed.
-        let ownID = "parley-peers-\(UInt64.random(in: 0...UInt64.max))"
+        let ownID = NodeID(digest: (0..<NodeID.digestLength).map { _ in UInt8.random(in: 0...255) })!
         let discovery: AvahiDiscovery
         do {
             discovery = try AvahiDiscovery(
@@ -42,7 +43,7 @@ struct PeersCommand: AsyncParsableCommand, LoggingCommand {
             throw CommandFailure(message: "cannot set up LAN discovery: \(error)")
         }
         let timeout = self.timeout
-        var found: [String: Peer] = [:]
+        var found: [NodeID: Peer] = [:]
         // What kept discovery from looking, as the timer saw it before the shutdown (which ends
         // the session it comes from).
         let unavailability = try await withThrowingTaskGroup(of: DiscoveryError?.self) { group in
@@ -98,7 +99,7 @@ struct PeerRecord: Encodable {
     var addresses: [String]
 
     init(_ peer: Peer) {
-        nodeID = peer.nodeID
+        nodeID = peer.nodeID.description
         userID = peer.userID
         name = peer.userName
         instance = peer.instanceName

@@ -1,23 +1,26 @@
-import Crypto
-
 /// The identity of a node: the SHA-256 digest of its public key (the DER SubjectPublicKeyInfo).
 ///
 /// Because the ID is derived from the key, a peer can only present a node ID whose private key it
 /// holds; links check this during the TLS handshake (see ``NodeLinkRole``). The canonical text form
 /// is the digest in lowercase RFC 4648 base32 without padding: 52 characters from `a-z` and `2-7`.
 /// Parsing ignores case, and the dashes and spaces of ``groupedDescription``.
-public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, LosslessStringConvertible {
+///
+/// Every layer uses this one type: the links derive it from a key (ParleyLink's
+/// `init(subjectPublicKeyInfo:)`), discovery parses it from a TXT record, the node's registry
+/// stores its text form.
+public struct NodeID: Hashable, Comparable, Sendable, Codable, CustomStringConvertible, LosslessStringConvertible {
     /// The 32 bytes of the SHA-256 digest.
     public let digest: [UInt8]
 
     /// Characters in the canonical text form.
     public static let canonicalLength = 52
+    /// Bytes in a SHA-256 digest.
+    public static let digestLength = 32
 
-    /// The ID of the node whose public key is `subjectPublicKeyInfo` (DER).
-    public init(subjectPublicKeyInfo: some Sequence<UInt8>) {
-        var hasher = SHA256()
-        hasher.update(data: Array(subjectPublicKeyInfo))
-        self.digest = Array(hasher.finalize())
+    /// The ID whose digest is `digest`; `nil` unless it is 32 bytes.
+    public init?(digest: [UInt8]) {
+        guard digest.count == Self.digestLength else { return nil }
+        self.digest = digest
     }
 
     /// Parses the text form; `nil` unless it is exactly one digest in base32.
@@ -35,7 +38,7 @@ public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, Loss
         }
         guard values.count == Self.canonicalLength else { return nil }
         var digest: [UInt8] = []
-        digest.reserveCapacity(SHA256.byteCount)
+        digest.reserveCapacity(Self.digestLength)
         var accumulator: UInt32 = 0
         var bits = 0
         for value in values {
@@ -48,7 +51,7 @@ public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, Loss
             }
         }
         // 52 characters carry 260 bits: the 4 left over must be zero, so each ID has one spelling.
-        guard digest.count == SHA256.byteCount, accumulator == 0 else { return nil }
+        guard digest.count == Self.digestLength, accumulator == 0 else { return nil }
         self.digest = digest
     }
 
@@ -80,6 +83,12 @@ public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, Loss
         return stride(from: 0, to: characters.count, by: 4)
             .map { String(characters[$0..<min($0 + 4, characters.count)]) }
             .joined(separator: "-")
+    }
+
+    /// Node IDs are ordered by their text form: the smaller one opens the standing link between
+    /// two nodes (PROTOCOL.md, section 26). Base32 text does not sort as the digest's bytes do.
+    public static func < (lhs: NodeID, rhs: NodeID) -> Bool {
+        lhs.description < rhs.description
     }
 
     public init(from decoder: any Decoder) throws {

@@ -1,3 +1,5 @@
+public import ParleyCore
+
 /// Another Parley node seen on the LAN, merged from all its advertisements.
 ///
 /// One node seen on several interfaces, over IPv4 and IPv6, or under several instance names is

@@ -1,3 +1,5 @@
+import ParleyCore
+
 /// The pending peer events between a discovery backend and its consumer, coalesced per node.
 ///
 /// At most one entry is pending per node ID: a new event for a node that already has one is

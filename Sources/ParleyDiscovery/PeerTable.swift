@@ -1,3 +1,5 @@
+package import ParleyCore
+
 /// Merges DNS-SD service instances into peers keyed by node ID: pure state, no I/O.
 ///
 /// A browser reports each service once per interface and protocol, and the same node may also

@@ -1,5 +1,4 @@
-/// A node's identifier on the LAN: opaque, stable for the node's lifetime, unique per node.
-public typealias NodeID = String
+public import ParleyCore
 
 /// What a node advertises on the LAN.
 ///

@@ -1,3 +1,5 @@
+public import ParleyCore
+
 /// The TXT record of a Parley service (`_parley._tcp`), with pure encoding and decoding.
 ///
 /// Entries are RFC 6763 `key=value` strings of at most 255 bytes each; keys are compared
@@ -6,7 +8,7 @@
 /// | key    | value                                        |          |
 /// |--------|----------------------------------------------|----------|
 /// | `pv`   | record version, decimal (this code writes 1) | required |
-/// | `node` | node ID (UTF-8, no control characters)       | required |
+/// | `node` | node ID (52 base32 characters, `NodeID`)     | required |
 /// | `uid`  | user ID, decimal `UInt32`                    | optional |
 /// | `name` | user name (UTF-8)                            | optional |
 /// | `srv`  | the server the user belongs to (UTF-8)       | optional |
@@ -74,14 +76,8 @@ public struct TXTRecord: Hashable, Sendable {
         guard version >= 1 else {
             throw DiscoveryError(code: .invalidRecord, message: "record version must be at least 1, got \(version)")
         }
-        guard !nodeID.isEmpty else {
-            throw DiscoveryError(code: .invalidRecord, message: "node ID must not be empty")
-        }
-        guard !nodeID.unicodeScalars.contains(where: Self.isControl) else {
-            throw DiscoveryError(code: .invalidRecord, message: "node ID must not contain control characters")
-        }
         var entries: [[UInt8]] = [Self.entry(Self.versionKey, String(version))]
-        entries.append(try Self.exactEntry(Self.nodeKey, nodeID, field: "node ID"))
+        entries.append(Self.entry(Self.nodeKey, nodeID.description))
         if let userID {
             entries.append(Self.entry(Self.userIDKey, String(userID)))
         }
@@ -128,10 +124,6 @@ public struct TXTRecord: Hashable, Sendable {
         return String(value[..<end])
     }
 
-    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || scalar.value == 0x7F
-    }
-
     // MARK: - Decoding
 
     /// Decodes TXT strings as received, in any order; `nil` when they are not a Parley record.
@@ -156,9 +148,7 @@ public struct TXTRecord: Hashable, Sendable {
         guard let versionText = text(Self.versionKey), let version = Self.decimal(versionText, maximumDigits: 9),
             version >= 1
         else { return nil }
-        guard let nodeID = text(Self.nodeKey), !nodeID.unicodeScalars.contains(where: Self.isControl) else {
-            return nil
-        }
+        guard let nodeID = text(Self.nodeKey).flatMap(NodeID.init) else { return nil }
         let userID = text(Self.userIDKey).flatMap { Self.decimal($0, maximumDigits: 10) }.flatMap(UInt32.init(exactly:))
         self.init(
             version: version,

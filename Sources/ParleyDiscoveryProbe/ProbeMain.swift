@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Logging
 import ParleyAvahi
+import ParleyCore
 import ParleyDiscovery
 
 /// parley-discovery-probe: advertises one node with AvahiDiscovery and prints what it sees as
@@ -19,7 +20,13 @@ import ParleyDiscovery
 @main
 struct DiscoveryProbe {
     struct Options {
-        var record = ServiceRecord(instanceName: "", port: 7000, nodeID: "")
+        /// The node ID is a placeholder until `--node` gives one.
+        var record = ServiceRecord(
+            instanceName: "",
+            port: 7000,
+            nodeID: NodeID(digest: Array(repeating: 0, count: NodeID.digestLength))!
+        )
+        var nodeGiven = false
         var serviceType = "_parley._tcp"
         var retryDelay = Duration.seconds(1)
         var advertise = true
@@ -52,7 +59,7 @@ struct DiscoveryProbe {
             exit(1)
         }
         ProbeOutput.emit([
-            "event": "start", "node": options.record.nodeID, "instance": options.record.instanceName,
+            "event": "start", "node": options.record.nodeID.description, "instance": options.record.instanceName,
             "pid": Int(getpid()),
         ])
         let record = options.record
@@ -163,7 +170,12 @@ struct DiscoveryProbe {
         }
         while let flag = iterator.next() {
             switch flag {
-            case "--node": options.record.nodeID = try value(flag)
+            case "--node":
+                guard let nodeID = NodeID(try value(flag)) else {
+                    throw UsageError(description: "--node needs a node ID (52 base32 characters)")
+                }
+                options.record.nodeID = nodeID
+                options.nodeGiven = true
             case "--instance": options.record.instanceName = try value(flag)
             case "--port":
                 guard let port = UInt16(try value(flag)) else { throw UsageError(description: "bad --port") }
@@ -189,7 +201,7 @@ struct DiscoveryProbe {
             default: throw UsageError(description: "unknown argument \(flag)")
             }
         }
-        guard !options.record.nodeID.isEmpty else { throw UsageError(description: "--node is required") }
+        guard options.nodeGiven else { throw UsageError(description: "--node is required") }
         if options.record.instanceName.isEmpty { options.record.instanceName = "parley \(options.record.nodeID)" }
         return options
     }

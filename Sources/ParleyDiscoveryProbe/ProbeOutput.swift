@@ -32,13 +32,13 @@ enum ProbeOutput {
         switch event {
         case .up(let peer): emit(["event": "up", "peer": json(peer)])
         case .changed(let peer): emit(["event": "changed", "peer": json(peer)])
-        case .down(let nodeID): emit(["event": "down", "node": nodeID])
+        case .down(let nodeID): emit(["event": "down", "node": nodeID.description])
         }
     }
 
     static func json(_ peer: Peer) -> [String: Any] {
         var fields: [String: Any] = [
-            "node": peer.nodeID,
+            "node": peer.nodeID.description,
             "instance": peer.instanceName,
             "pv": peer.recordVersion,
             "addresses": peer.addresses.map { ["host": $0.host, "port": Int($0.port), "interface": $0.interface] },

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOSSL
+public import ParleyCore
 import SwiftASN1
 import X509
 

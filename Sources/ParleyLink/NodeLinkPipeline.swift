@@ -1,6 +1,7 @@
 public import NIOCore
 import NIOSSL
 import NIOTLS
+public import ParleyCore
 
 /// Which side of a node-to-node link this end is, and whom it accepts at the other end.
 public struct NodeLinkRole: Sendable {

@@ -1,5 +1,6 @@
 import Crypto
 import NIOSSL
+import ParleyCore
 import X509
 
 /// The TLS settings of node-to-node links, one context per side of the handshake.

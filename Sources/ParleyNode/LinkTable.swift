@@ -159,6 +159,6 @@ struct LinkTable<Link: TableLink>: Sendable {
     /// The standing links to open now: the requested peers without a ready link.
     mutating func takePendingDials() -> [ParleyNode.NodeID] {
         defer { pendingDials = [] }
-        return pendingDials.filter { !isLinked($0) }.sorted { $0.description < $1.description }
+        return pendingDials.filter { !isLinked($0) }.sorted()
     }
 }

@@ -1,10 +1,10 @@
 public import ParleyClient
 public import ParleyCore
-public import ParleyLink
+import ParleyLink
 
 extension ParleyNode {
-    /// The node's ID: SHA-256 of its public key, in base32 (see `ParleyLink.NodeID`).
-    public typealias NodeID = ParleyLink.NodeID
+    /// The node's ID: SHA-256 of its public key, in base32 (``ParleyCore/NodeID``).
+    public typealias NodeID = ParleyCore.NodeID
 
     /// How a node runs: where it keeps its data, who it is, and how it reaches others.
     public struct Configuration: Sendable {

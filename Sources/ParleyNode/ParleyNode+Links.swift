@@ -531,7 +531,7 @@ extension ParleyNode {
         var record = ServiceRecord(
             instanceName: Self.instanceName(configuration.name, nodeID: nodeID),
             port: UInt16(clamping: port),
-            nodeID: nodeID.description,
+            nodeID: nodeID,
             userID: ownUser?.rawValue,
             userName: configuration.name.isEmpty ? nil : String(configuration.name.prefix(UserInfo.maximumFieldLength)),
             server: configuration.server.map { Self.address(host: $0.host, port: $0.port) },
@@ -570,13 +570,14 @@ extension ParleyNode {
     }
 
     private func handleDiscovery(_ event: PeerEvent) {
-        guard let peerID = NodeID(event.nodeID), peerID != nodeID else { return }
+        let peerID = event.nodeID
+        guard peerID != nodeID else { return }
         switch event {
         case .up(let peer), .changed(let peer):
             let isNew: Bool
             if case .up = event { isNew = true } else { isNew = false }
             // The lower node ID opens the standing link (liveness); the other side waits for it.
-            let opensLink = nodeID.description < peerID.description && configuration.allowsDirectLinks
+            let opensLink = nodeID < peerID && configuration.allowsDirectLinks
             state.withLock { state in
                 // What discovery shows changed (or is new): dialling the peer may work now.
                 state.links.discovered(peerID, openLink: opensLink)

@@ -5,7 +5,7 @@ import NIOPosix
 import ParleyClient
 public import ParleyCore
 public import ParleyDiscovery
-public import ParleyLink
+import ParleyLink
 import ParleyNodeStore
 import ParleyWire
 public import ServiceLifecycle

@@ -37,7 +37,7 @@ struct PeerDirectory: Sendable {
     private(set) var entries: [ParleyNode.NodeID: Entry] = [:]
 
     var peers: [ParleyNode.PeerInfo] {
-        entries.values.map(\.info).sorted { $0.nodeID.description < $1.nodeID.description }
+        entries.values.map(\.info).sorted { $0.nodeID < $1.nodeID }
     }
 
     /// The online node of `user`, preferring a linked one.

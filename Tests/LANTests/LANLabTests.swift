@@ -14,7 +14,7 @@ import Testing
 )
 struct LANLabTests {
     private static let nodeArguments = [
-        "--node", "n1", "--instance", "alice's node", "--port", "7001", "--uid", "42",
+        "--node", Lab.nodeID("n1"), "--instance", "alice's node", "--port", "7001", "--uid", "42",
         "--user", "Alice Example", "--server", "srv-1", "--status", "online",
     ]
 
@@ -25,7 +25,7 @@ struct LANLabTests {
 
     @Test func peerOnAnotherHostSeesTheNodeWithItsTXTFields() async throws {
         try await Lab.with(hosts: 2) { lab in
-            let observer = try lab.probe("h2", ["--node", "n2", "--instance", "observer"])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("n2"), "--instance", "observer"])
             try await observer.waitFor("advertised") { $0.isAdvertised }
 
             let launched = ContinuousClock.now
@@ -47,8 +47,8 @@ struct LANLabTests {
 
             // both ways, and nobody reports itself
             try await node.waitFor("up n2") { $0.isPeer("up", "n2") }
-            #expect(!observer.lines.contains { $0.eventNode == "n2" })
-            #expect(!node.lines.contains { $0.eventNode == "n1" })
+            #expect(!observer.lines.contains { $0.eventNode == Lab.nodeID("n2") })
+            #expect(!node.lines.contains { $0.eventNode == Lab.nodeID("n1") })
 
             // a TXT update arrives as .changed
             let mark = observer.lines.count
@@ -63,8 +63,8 @@ struct LANLabTests {
 
     @Test func gracefulStopGivesDownOnTheOtherHost() async throws {
         try await Lab.with(hosts: 2) { lab in
-            let observer = try lab.probe("h2", ["--node", "n2"])
-            let node = try lab.probe("h1", ["--node", "n1"])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("n2")])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("n1")])
             try await observer.waitFor("up n1") { $0.isPeer("up", "n1") }
 
             let stoppedAt = ContinuousClock.now
@@ -79,10 +79,10 @@ struct LANLabTests {
 
     @Test func sameInstanceNameOnTwoHostsGivesTwoDistinctPeers() async throws {
         try await Lab.with(hosts: 3) { lab in
-            let observer = try lab.probe("h3", ["--node", "n3"])
-            let first = try lab.probe("h1", ["--node", "a", "--instance", "parley node"])
+            let observer = try lab.probe("h3", ["--node", Lab.nodeID("n3")])
+            let first = try lab.probe("h1", ["--node", Lab.nodeID("a"), "--instance", "parley node"])
             try await first.waitFor("advertised") { $0.isAdvertised }
-            let second = try lab.probe("h2", ["--node", "b", "--instance", "parley node"])
+            let second = try lab.probe("h2", ["--node", Lab.nodeID("b"), "--instance", "parley node"])
             // The newcomer normally loses the name (mDNS probing finds the first's record); on a
             // loaded machine their announcements can cross and the first renames instead. Either
             // way exactly one renames, to "parley node #2", and the observer ends with two peers.
@@ -122,10 +122,10 @@ struct LANLabTests {
     @Test func daemonAbsentAtStartWarnsOnceThenDiscoversWhenItStarts() async throws {
         try await Lab.with(hosts: 2) { lab in
             try await lab.avahi("h2", "stop")
-            let other = try lab.probe("h1", ["--node", "a"])
+            let other = try lab.probe("h1", ["--node", Lab.nodeID("a")])
             try await other.waitFor("advertised") { $0.isAdvertised }
 
-            let node = try lab.probe("h2", ["--node", "b"])
+            let node = try lab.probe("h2", ["--node", Lab.nodeID("b")])
             let warning = try await node.waitFor("warning") { $0.isWarning }
             #expect(warning.metadata?["discovery.error"]?.contains("not running") == true)
 
@@ -147,9 +147,9 @@ struct LANLabTests {
             let bus = try await lab.busAddress("h2")
             let socket = try #require(bus.split(separator: "=", maxSplits: 1).last.map(String.init))
             let late = URL(fileURLWithPath: socket).deletingLastPathComponent().appendingPathComponent("late.sock")
-            let other = try lab.probe("h1", ["--node", "a"])
+            let other = try lab.probe("h1", ["--node", Lab.nodeID("a")])
             let node = try lab.probe(
-                "h2", ["--node", "b", "--retry", "0.2", "--log-level", "debug"],
+                "h2", ["--node", Lab.nodeID("b"), "--retry", "0.2", "--log-level", "debug"],
                 prefix: ["env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=\(late.path)"])
             try await node.waitFor("warning") { $0.isWarning }
             // it keeps retrying quietly: two retries at debug level, no second warning
@@ -168,8 +168,8 @@ struct LANLabTests {
 
     @Test func daemonRestartRepublishesAndPeersComeBack() async throws {
         try await Lab.with(hosts: 2) { lab in
-            let node = try lab.probe("h1", ["--node", "a"])
-            let observer = try lab.probe("h2", ["--node", "b"])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("a")])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("b")])
             try await observer.waitFor("up a") { $0.isPeer("up", "a") }
             try await node.waitFor("up b") { $0.isPeer("up", "b") }
 
@@ -186,7 +186,7 @@ struct LANLabTests {
             try await node.waitFor("advertised again", from: markNode) { $0.isAdvertised }
 
             // browsing resumed too: a node that appears now is seen
-            let newcomer = try lab.probe("h2", ["--node", "c"])
+            let newcomer = try lab.probe("h2", ["--node", Lab.nodeID("c")])
             try await node.waitFor("up c", from: markNode) { $0.isPeer("up", "c") }
             try await newcomer.waitFor("up a") { $0.isPeer("up", "a") }
             // b was never lost from a's point of view: confirmed again after the reconnect
@@ -197,8 +197,8 @@ struct LANLabTests {
 
     @Test func daemonKilledAndRestartedRepublishesAndBrowsesAgain() async throws {
         try await Lab.with(hosts: 2) { lab in
-            let node = try lab.probe("h1", ["--node", "a"])
-            let observer = try lab.probe("h2", ["--node", "b"])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("a")])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("b")])
             try await observer.waitFor("up a") { $0.isPeer("up", "a") }
 
             let markNode = node.lines.count
@@ -214,7 +214,7 @@ struct LANLabTests {
             try await lab.avahi("h2", "stop")
             try await lab.avahi("h2", "start")
             try await observer.waitFor("advertised again", from: markObserver) { $0.isAdvertised }
-            let fresh = try lab.probe("h2", ["--node", "d"])
+            let fresh = try lab.probe("h2", ["--node", Lab.nodeID("d")])
             try await fresh.waitFor("up a") { $0.isPeer("up", "a") }
             try await node.waitFor("up d") { $0.isPeer("up", "d") }
         }
@@ -242,7 +242,8 @@ struct LANLabTests {
             #expect(fields[6] == "h1.local")
             #expect(fields[8] == "7001")
             let txt = fields.last ?? ""
-            for entry in ["pv=1", "node=n1", "uid=42", "name=Alice Example", "srv=srv-1", "st=online"] {
+            for entry in ["pv=1", "node=\(Lab.nodeID("n1"))", "uid=42", "name=Alice Example", "srv=srv-1", "st=online"]
+            {
                 #expect(txt.contains("\"\(entry)\""), "TXT \(txt) lacks \(entry)")
             }
         }
@@ -250,15 +251,17 @@ struct LANLabTests {
 
     @Test func probeFindsAServicePublishedWithAvahiPublishService() async throws {
         try await Lab.with(hosts: 2) { lab in
-            let node = try lab.probe("h1", ["--node", "a"])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("a")])
             try await node.waitFor("advertised") { $0.isAdvertised }
 
-            // not Parley records, and one that claims to be node a itself: all must be ignored
+            // not Parley records, one whose node is not a node ID, and one that claims to be node a
+            // itself: all must be ignored
             let ignored = [
                 ["garbage one", "7101", "foo=bar", "node"],
                 ["garbage two", "7102", "pv=1"],
-                ["garbage three", "7103", "pv=x", "node=zz"],
-                ["spoof of a", "7104", "pv=1", "node=a"],
+                ["garbage three", "7103", "pv=x", "node=\(Lab.nodeID("zz"))"],
+                ["not a node ID", "7105", "pv=1", "node=ext-1"],
+                ["spoof of a", "7104", "pv=1", "node=\(Lab.nodeID("a"))"],
             ]
             for service in ignored {
                 let publisher = try lab.start(
@@ -270,7 +273,7 @@ struct LANLabTests {
                 "h2",
                 [
                     "avahi-publish-service", "-s", "external node", "_parley._tcp", "7100",
-                    "pv=1", "node=ext-1", "uid=7", "name=Bob", "srv=s9", "st=busy",
+                    "pv=1", "node=\(Lab.nodeID("ext-1"))", "uid=7", "name=Bob", "srv=s9", "st=busy",
                 ],
                 name: "external")
             let up = try await node.waitFor("up ext-1") { $0.isPeer("up", "ext-1") }
@@ -284,14 +287,14 @@ struct LANLabTests {
 
             external.terminate()
             try await node.waitFor("down ext-1") { $0.isPeer("down", "ext-1") }
-            #expect(node.lines.compactMap { $0.event == "up" ? $0.eventNode : nil } == ["ext-1"])
+            #expect(node.lines.compactMap { $0.event == "up" ? $0.eventNode : nil } == [Lab.nodeID("ext-1")])
         }
     }
 
     @Test func ipv6LinkLocalAddressesKeepTheirScopeAndMergeIntoOnePeer() async throws {
         try await Lab.with(hosts: 2, ipv6: "ll") { lab in
-            let node = try lab.probe("h1", ["--node", "a", "--port", "7000"])
-            let observer = try lab.probe("h2", ["--node", "b"])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("a"), "--port", "7000"])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("b")])
             let both = try await observer.waitFor("a over IPv4 and scoped IPv6") { line in
                 guard line.isPeer("up", "a") || line.isPeer("changed", "a"),
                     let hosts = line.peer?.addresses.map(\.host)
@@ -331,15 +334,15 @@ struct LANLabTests {
         try await Lab.with(hosts: 2, nics: 2) { lab in
             let eth0 = ProbeLine.Address(host: "10.231.0.1", port: 7000, interface: "eth0")
             let eth1 = ProbeLine.Address(host: "10.241.0.1", port: 7000, interface: "eth1")
-            let node = try lab.probe("h1", ["--node", "a", "--port", "7000", "--status", "online"])
-            let observer = try lab.probe("h2", ["--node", "b"])
+            let node = try lab.probe("h1", ["--node", Lab.nodeID("a"), "--port", "7000", "--status", "online"])
+            let observer = try lab.probe("h2", ["--node", Lab.nodeID("b")])
             // the browser reports the service once per interface: up with one address, then
             // changed with both (or up with both, if both resolve before the first event)
             let both = try await observer.waitFor("a on eth0 and eth1") { line in
                 (line.isPeer("up", "a") || line.isPeer("changed", "a")) && line.peer?.addresses == [eth0, eth1]
             }
             #expect(observer.lines.filter { $0.isPeer("up", "a") }.count == 1)
-            #expect(both.peer?.instance == "parley a")
+            #expect(both.peer?.instance == "parley \(Lab.nodeID("a"))")
 
             // h1's eth0 goes down: no goodbye can cross a down link, so h2 keeps the eth0 records
             // cached until their TTL (120 s) and nothing changes; the peer stays up. A TXT update

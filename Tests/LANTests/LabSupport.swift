@@ -1,4 +1,5 @@
 import Foundation
+public import ParleyCore
 import ParleyTesting
 import Synchronization
 import Testing
@@ -17,6 +18,14 @@ enum Lab {
         }
         return "scripts/lan-lab.sh"
     }()
+
+    /// The node ID the lab's probes use for a readable label such as "n1": the label's bytes,
+    /// padded with spaces to a digest's 32 (scripts/bench-lan.sh derives the same with `base32`).
+    static func nodeID(_ label: String) -> String {
+        let bytes = Array(label.utf8.prefix(NodeID.digestLength))
+        let padded = bytes + Array(repeating: UInt8(ascii: " "), count: NodeID.digestLength - bytes.count)
+        return NodeID(digest: padded)!.description
+    }
 
     /// The probe executable: in the test binary's build folder, or `PARLEY_DISCOVERY_PROBE`.
     static let probe: String = {
@@ -185,7 +194,8 @@ struct ProbeLine: Decodable, Sendable {
     var isWarning: Bool { event == "log" && level == "warning" }
     var isAdvertised: Bool { event == "log" && message == "advertised on the LAN" }
 
-    func isPeer(_ event: String, _ node: String) -> Bool { self.event == event && eventNode == node }
+    /// Whether this is `event` for the probe labelled `label` (``Lab/nodeID(_:)``).
+    func isPeer(_ event: String, _ label: String) -> Bool { self.event == event && eventNode == Lab.nodeID(label) }
 }
 
 struct WaitTimeout: Error, CustomStringConvertible {
@@ -378,4 +388,12 @@ func seconds(_ duration: Duration) -> String {
     let (whole, atto) = duration.components
     let millis = Double(whole) * 1000 + Double(atto) / 1e15
     return String(format: "%.3f s", millis / 1000)
+}
+
+/// In these tests a string literal names a node by its lab label (``Lab/nodeID(_:)``), so that
+/// records and events read `"n1"` instead of 52 base32 characters.
+extension NodeID: ExpressibleByStringLiteral {
+    public init(stringLiteral label: String) {
+        self = NodeID(Lab.nodeID(label))!
+    }
 }

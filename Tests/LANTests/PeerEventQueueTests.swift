@@ -1,9 +1,10 @@
+import ParleyCore
 import ParleyDiscovery
 import Testing
 
 @Suite("Peer events: coalescing queue and async sequence")
 struct PeerEventQueueTests {
-    static func peer(_ node: String, status: String? = nil) -> Peer {
+    static func peer(_ node: NodeID, status: String? = nil) -> Peer {
         Peer(
             nodeID: node, status: status, addresses: [PeerAddress(host: "10.0.0.1", port: 7000, interface: "eth0")],
             instanceName: "parley \(node)")

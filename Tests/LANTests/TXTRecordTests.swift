@@ -1,3 +1,4 @@
+import ParleyCore
 import ParleyDiscovery
 import Testing
 
@@ -17,13 +18,13 @@ struct TXTRecordTests {
             server: "srv.example", status: "online")
         #expect(
             text(try TXTRecord(record).encoded()) == [
-                "pv=1", "node=n-1", "uid=42", "name=Alice Ex", "srv=srv.example", "st=online",
+                "pv=1", "node=\(Lab.nodeID("n-1"))", "uid=42", "name=Alice Ex", "srv=srv.example", "st=online",
             ])
     }
 
     @Test func leavesOutAbsentAndEmptyFields() throws {
         let record = ServiceRecord(instanceName: "x", port: 1, nodeID: "n", userName: "", server: nil, status: "")
-        #expect(text(try TXTRecord(record).encoded()) == ["pv=1", "node=n"])
+        #expect(text(try TXTRecord(record).encoded()) == ["pv=1", "node=\(Lab.nodeID("n"))"])
     }
 
     @Test(arguments: [
@@ -37,36 +38,41 @@ struct TXTRecordTests {
     }
 
     @Test func decodingIgnoresOrderAndKeyCase() {
-        let decoded = TXTRecord(decoding: bytes(["ST=away", "uid=7", "Node=abc", "PV=1"]))
+        let decoded = TXTRecord(decoding: bytes(["ST=away", "uid=7", "Node=\(Lab.nodeID("abc"))", "PV=1"]))
         #expect(decoded == TXTRecord(nodeID: "abc", userID: 7, status: "away"))
     }
 
     @Test func firstOccurrenceOfAKeyWins() {
-        let decoded = TXTRecord(decoding: bytes(["pv=1", "node=first", "node=second", "NODE=third"]))
+        let decoded = TXTRecord(
+            decoding: bytes([
+                "pv=1", "node=\(Lab.nodeID("first"))", "node=\(Lab.nodeID("second"))", "NODE=\(Lab.nodeID("third"))",
+            ]))
         #expect(decoded?.nodeID == "first")
     }
 
     @Test(arguments: [
         [String](),
-        ["node=a"],  // no version
+        ["node=\(Lab.nodeID("a"))"],  // no version
         ["pv=1"],  // no node
-        ["pv=0", "node=a"],
-        ["pv=-1", "node=a"],
-        ["pv= 1", "node=a"],
-        ["pv=1x", "node=a"],
-        ["pv=99999999999999999999", "node=a"],
-        ["pv", "node=a"],  // key without value
+        ["pv=0", "node=\(Lab.nodeID("a"))"],
+        ["pv=-1", "node=\(Lab.nodeID("a"))"],
+        ["pv= 1", "node=\(Lab.nodeID("a"))"],
+        ["pv=1x", "node=\(Lab.nodeID("a"))"],
+        ["pv=99999999999999999999", "node=\(Lab.nodeID("a"))"],
+        ["pv", "node=\(Lab.nodeID("a"))"],  // key without value
         ["pv=1", "node"],
         ["pv=1", "node="],
         ["pv=1", "node=a\u{1}b"],  // control character
-        ["node", "pv=1", "node=a"],  // the first "node" (no value) wins
+        ["pv=1", "node=n-1"],  // not a node ID
+        ["pv=1", "node=\(String(Lab.nodeID("a").dropLast()))"],  // one character short
+        ["node", "pv=1", "node=\(Lab.nodeID("a"))"],  // the first "node" (no value) wins
     ])
     func rejectsRecordsWithoutUsableVersionOrNode(strings: [String]) {
         #expect(TXTRecord(decoding: bytes(strings)) == nil)
     }
 
     @Test func toleratesGarbageAroundAValidRecord() {
-        var entries = bytes(["pv=1", "node=n", "uid=12"])
+        var entries = bytes(["pv=1", "node=\(Lab.nodeID("n"))", "uid=12"])
         entries.append([])  // empty string
         entries.append([0x3D, 0x78])  // "=x": empty key
         entries.append([0xFF, 0xFE, 0x3D, 0x31])  // non-ASCII key
@@ -80,12 +86,12 @@ struct TXTRecordTests {
 
     @Test(arguments: ["uid=", "uid=-1", "uid=4294967296", "uid=12a", "uid=+5", "uid= 5", "uid=0x10"])
     func unusableUserIDReadsAsNil(entry: String) {
-        let decoded = TXTRecord(decoding: bytes(["pv=1", "node=n", entry]))
+        let decoded = TXTRecord(decoding: bytes(["pv=1", "node=\(Lab.nodeID("n"))", entry]))
         #expect(decoded == TXTRecord(nodeID: "n"))
     }
 
     @Test func newerVersionsAreReadForTheKnownKeys() {
-        let decoded = TXTRecord(decoding: bytes(["pv=7", "node=n", "future=thing", "st=ok"]))
+        let decoded = TXTRecord(decoding: bytes(["pv=7", "node=\(Lab.nodeID("n"))", "future=thing", "st=ok"]))
         #expect(decoded == TXTRecord(version: 7, nodeID: "n", status: "ok"))
     }
 
@@ -99,7 +105,7 @@ struct TXTRecordTests {
                 entries.append((0..<length).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
             }
             if generator.next() % 2 == 0 { entries.append(Array("pv=1".utf8)) }
-            if generator.next() % 2 == 0 { entries.append(Array("node=z".utf8)) }
+            if generator.next() % 2 == 0 { entries.append(Array("node=\(Lab.nodeID("z"))".utf8)) }
             _ = TXTRecord(decoding: entries)
         }
     }
@@ -125,15 +131,17 @@ struct TXTRecordTests {
         #expect(decoded.userName == String(repeating: "a", count: 240))
     }
 
-    @Test func identityFieldsThatDoNotFitAreRejected() {
-        let fits = String(repeating: "n", count: 250)  // "node=" + 250 = 255
-        #expect(throws: Never.self) { try TXTRecord(nodeID: fits).encoded() }
-        #expect(throws: DiscoveryError.self) { try TXTRecord(nodeID: fits + "n").encoded() }
-        #expect(throws: DiscoveryError.self) {
-            try TXTRecord(nodeID: "n", server: String(repeating: "s", count: 252)).encoded()
-        }
-        #expect(throws: DiscoveryError.self) { try TXTRecord(nodeID: "").encoded() }
-        #expect(throws: DiscoveryError.self) { try TXTRecord(nodeID: "a\nb").encoded() }
+    @Test func aServerThatDoesNotFitIsRejected() {
+        let fits = String(repeating: "s", count: 251)  // "srv=" + 251 = 255
+        #expect(throws: Never.self) { try TXTRecord(nodeID: "n", server: fits).encoded() }
+        #expect(throws: DiscoveryError.self) { try TXTRecord(nodeID: "n", server: fits + "s").encoded() }
+    }
+
+    @Test func theNodeIDTravelsInItsCanonicalFormAndIsReadInAnyCase() throws {
+        let id = Lab.nodeID("n")
+        #expect(text(try TXTRecord(nodeID: "n").encoded()) == ["pv=1", "node=\(id)"])
+        let grouped = try #require(NodeID(id)).groupedDescription.uppercased()
+        #expect(TXTRecord(decoding: bytes(["pv=1", "node=\(grouped)"]))?.nodeID.description == id)
     }
 
     @Test func instanceNameMustBeOneDNSLabel() {

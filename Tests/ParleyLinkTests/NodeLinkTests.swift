@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ParleyCore
 import ParleyLink
 import ParleyWire
 import Synchronization

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ParleyCore
 import SwiftASN1
 import Testing
 import X509

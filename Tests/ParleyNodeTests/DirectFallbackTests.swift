@@ -27,7 +27,7 @@ import Testing
                     let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(proxy.port))
                     try await announcer.advertise(
                         ServiceRecord(
-                            instanceName: "bob", port: 1, nodeID: bob.nodeID.description, userID: users[1].rawValue,
+                            instanceName: "bob", port: 1, nodeID: bob.nodeID, userID: users[1].rawValue,
                             userName: "bob")
                     )
                     try await annEvents.wait("bob on the LAN") { $0.hasPeerUp(bob.nodeID) }

@@ -306,14 +306,14 @@ import Testing
                 // A node claiming bob on the LAN at a port where nothing listens any more.
                 let deadPort = proxy.port
                 try await proxy.freeze()
-                let deadNode = String(repeating: "b", count: 51) + "a"
+                let deadNode = ParleyNode.NodeID(String(repeating: "b", count: 51) + "a")!
                 let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(deadPort))
                 try await announcer.advertise(
                     ServiceRecord(
                         instanceName: "bob", port: 1, nodeID: deadNode, userID: users[1].rawValue, userName: "bob"))
                 try await annEvents.wait("bob's node on the LAN") { events in
                     events.contains {
-                        if case .peerUp(let info) = $0 { info.nodeID.description == deadNode } else { false }
+                        if case .peerUp(let info) = $0 { info.nodeID == deadNode } else { false }
                     }
                 }
                 let started = ContinuousClock.now
@@ -343,7 +343,7 @@ import Testing
                 proxy.forward(to: try await bob.listeningPort)
                 let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(proxy.port))
                 try await announcer.advertise(
-                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID.description))
+                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID))
                 try await annEvents.wait("bob on the LAN") { $0.contains { $0.isPeer(bob.nodeID) } }
                 try await body(ann, annEvents, bob, bobEvents, proxy)
             }

@@ -29,7 +29,7 @@ import Testing
                 proxy.forward(to: try await bob.listeningPort)
                 let announcer = FakeDiscovery(lan: lan, lingers: true, advertisedPort: UInt16(proxy.port))
                 try await announcer.advertise(
-                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID.description, userName: "bob")
+                    ServiceRecord(instanceName: "bob", port: 1, nodeID: bob.nodeID, userName: "bob")
                 )
                 try await annEvents.wait("bob on the LAN") { $0.hasPeerUp(bob.nodeID) }
                 let sent = try await ann.send(.text("through the proxy"), to: .node(bob.nodeID))

@@ -72,7 +72,7 @@ import Testing
     private let a = ParleyNode.NodeID(subjectPublicKeyInfo: [1])
     private func peer(_ id: ParleyNode.NodeID, user: UInt32? = 7) -> Peer {
         Peer(
-            nodeID: id.description,
+            nodeID: id,
             userID: user,
             userName: "ann",
             status: "online",

@@ -47,7 +47,7 @@ import Testing
                     lan: lan, lingers: true, advertisedPort: UInt16(try #require(blackhole.localAddress?.port)))
                 try await announcer.advertise(
                     ServiceRecord(
-                        instanceName: "bob", port: 1, nodeID: ghost.description, userID: users[1].rawValue,
+                        instanceName: "bob", port: 1, nodeID: ghost, userID: users[1].rawValue,
                         userName: "bob")
                 )
                 try await annEvents.wait("bob on the LAN") { $0.hasPeerUp(ghost) }
