@@ -249,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "ParleyStoreTests",
             dependencies: [
-                "ParleyCore", "ParleySQLite", "ParleyServerStore", "ParleyNodeStore",
+                "ParleyCore", "ParleySQLite", "ParleyServerStore", "ParleyNodeStore", "ParleyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict

@@ -91,7 +91,7 @@ extension ParleyNode {
                 throw ParleyError(code: .slowConsumer, message: "the node's event buffer is full")
             }
             let stored = try registry.receive(
-                message, sender: sender, fromNode: node?.description, route: route.rawValue, at: Date())
+                message, sender: sender, fromNode: node, route: route.rawValue, at: Date())
             guard let sequence = stored else {
                 logger.debug("dropping a duplicate", metadata: ["message.id": "\(message.id)", "sender": "\(sender)"])
                 return
@@ -109,7 +109,7 @@ extension ParleyNode {
     static func replayInbox(_ registry: NodeRegistry, into events: EventQueue) throws(ParleyError) -> Int {
         let entries = try registry.inbox()
         for entry in entries {
-            let node = entry.fromNode.flatMap { NodeID($0) }
+            let node = entry.fromNode
             let route = Route(rawValue: entry.route) ?? (node == nil ? .server : .direct)
             events.offer(
                 .messageReceived(entry.message, from: node, route: route), inboxSequence: entry.sequence,

@@ -30,7 +30,7 @@ extension ParleyNode {
     private static func unpin(_ subject: Recipient, in registry: NodeRegistry) throws(ParleyError) -> Bool {
         switch subject {
         case .user(let user): try registry.unpin(user: user)
-        case .node(let node): try registry.unpin(nodeID: node.description)
+        case .node(let node): try registry.unpin(nodeID: node)
         }
     }
 

@@ -302,7 +302,7 @@ extension ParleyNode {
         if cached {
             do {
                 let remembered = try await registry.run { registry throws(ParleyError) in
-                    try registry.node(peer.description)?.addresses ?? []
+                    try registry.node(peer)?.addresses ?? []
                 }
                 addresses += remembered.filter { !addresses.contains($0) }
             } catch {
@@ -444,7 +444,7 @@ extension ParleyNode {
             }
             try registry.checkKey(
                 forUser: user,
-                nodeID: peer.peer.description,
+                nodeID: peer.peer,
                 publicKey: peer.publicKeyDER,
                 vouchedByServer: true,
                 now: Date()
@@ -452,7 +452,7 @@ extension ParleyNode {
         } else {
             try registry.checkKey(
                 forUser: user,
-                nodeID: peer.peer.description,
+                nodeID: peer.peer,
                 publicKey: peer.publicKeyDER,
                 vouchedByServer: false,
                 now: Date()
@@ -466,7 +466,7 @@ extension ParleyNode {
         let logger = self.logger
         registry.submit { registry throws(ParleyError) in
             try registry.record(
-                node: peer.peer.description,
+                node: peer.peer,
                 publicKey: peer.publicKeyDER,
                 userID: user,
                 userName: name.isEmpty ? nil : name,
@@ -477,7 +477,7 @@ extension ParleyNode {
             if let user, !name.isEmpty {
                 try registry.record(
                     user: UserInfo(userID: user, userName: name),
-                    nodeID: peer.peer.description,
+                    nodeID: peer.peer,
                     source: .peer,
                     seenAt: Date()
                 )
@@ -516,7 +516,7 @@ extension ParleyNode {
                 sentAt: Date(timeIntervalSince1970: Double(meta.sentAtMs) / 1000),
                 deliveredAt: Date()
             )
-            let sender = hello.userID.map(MessageOrigin.user) ?? .node(hello.nodeID.description)
+            let sender = hello.userID.map(MessageOrigin.user) ?? .node(hello.nodeID)
             try await deliver(message, sender: sender, from: hello.nodeID, route: .direct)
             link.write(
                 Frame(type: FrameType.peerMessage.response, requestID: frame.requestID, message: Parley_V1_Empty()))
@@ -588,15 +588,15 @@ extension ParleyNode {
                 if let user = peer.userID, let name = peer.userName, !name.isEmpty {
                     try registry.record(
                         user: UserInfo(userID: UserID(user), userName: name),
-                        nodeID: peerID.description,
+                        nodeID: peerID,
                         source: .discovery,
                         seenAt: Date()
                     )
                 }
                 // A node met before (its key is cached): remember where it is now.
-                if let known = try registry.node(peerID.description), !peer.addresses.isEmpty {
+                if let known = try registry.node(peerID), !peer.addresses.isEmpty {
                     try registry.record(
-                        node: peerID.description,
+                        node: peerID,
                         publicKey: known.publicKey,
                         userID: nil,
                         userName: nil,

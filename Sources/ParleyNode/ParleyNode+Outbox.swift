@@ -85,17 +85,14 @@ extension ParleyNode {
     private static func queuedMessages(in registry: NodeRegistry, expiry: Duration) throws(ParleyError)
         -> [QueuedMessage]
     {
-        try registry.queuedMessages().compactMap { Self.queuedMessage($0, expiry: expiry) }
+        try registry.queuedMessages().map { Self.queuedMessage($0, expiry: expiry) }
     }
 
-    private static func queuedMessage(_ queued: ParleyNodeStore.QueuedMessage, expiry: Duration) -> QueuedMessage? {
+    private static func queuedMessage(_ queued: ParleyNodeStore.QueuedMessage, expiry: Duration) -> QueuedMessage {
         let recipient: Recipient
         switch queued.recipient {
-        case .user(let user):
-            recipient = .user(user)
-        case .node(let text):
-            guard let node = NodeID(text) else { return nil }
-            recipient = .node(node)
+        case .user(let user): recipient = .user(user)
+        case .node(let node): recipient = .node(node)
         }
         return QueuedMessage(
             messageID: queued.messageID,
@@ -115,7 +112,7 @@ extension ParleyNode {
                 try registry.expireQueued(createdBefore: cutoff)
             }
             for queued in expired {
-                guard let message = Self.queuedMessage(queued, expiry: configuration.outboxExpiry) else { continue }
+                let message = Self.queuedMessage(queued, expiry: configuration.outboxExpiry)
                 logger.debug(
                     "a queued message expired undelivered",
                     metadata: ["message.id": "\(message.messageID)", "recipient": "\(message.recipient)"])

@@ -68,7 +68,7 @@ extension ParleyNode {
             if lanNode == nil, serverAway {
                 do {
                     lanNode = try await registry.run { registry throws(ParleyError) in
-                        try registry.cachedUser(user)?.nodeID.flatMap(NodeID.init)
+                        try registry.cachedUser(user)?.nodeID
                     }
                 } catch {
                     logger.debug("cannot read the cached user", metadata: ["user.id": "\(user)", "error": "\(error)"])
@@ -79,7 +79,7 @@ extension ParleyNode {
                 let vouched = try await registry.run { registry throws(ParleyError) in
                     try registry.vouchedKey(forUser: user)
                 }
-                if let vouched, vouched.nodeID != node.description { return nil }
+                if let vouched, vouched.nodeID != node { return nil }
             } catch {
                 logger.warning("cannot read the vouched key", metadata: ["user.id": "\(user)", "error": "\(error)"])
                 return nil
@@ -180,7 +180,7 @@ extension ParleyNode {
             switch recipient {
             case .node(let node):
                 try registry.enqueue(
-                    forNode: node.description,
+                    forNode: node,
                     messageID: id,
                     sender: sender,
                     isText: body.isText,
@@ -298,7 +298,7 @@ extension ParleyNode {
         let recipients: [Recipient]
         do throws(ParleyError) {
             let waiting = try await registry.run { registry throws(ParleyError) in try registry.outboxRecipients() }
-            recipients = waiting.users.map { .user($0) } + waiting.nodes.compactMap { NodeID($0).map { .node($0) } }
+            recipients = waiting.users.map { .user($0) } + waiting.nodes.map { .node($0) }
         } catch {
             logger.warning("reading the outbox failed", metadata: ["error": "\(error)"])
             return
@@ -375,7 +375,7 @@ extension ParleyNode {
         case .node(let node):
             while true {
                 let entries = try await registry.run { registry throws(ParleyError) in
-                    try registry.pendingForNode(node.description, limit: 64)
+                    try registry.pendingForNode(node, limit: 64)
                 }
                 if entries.isEmpty { return false }
                 for entry in entries {

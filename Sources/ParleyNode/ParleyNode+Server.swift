@@ -163,9 +163,11 @@ extension ParleyNode {
     /// the key) for direct links.
     func cacheServerInfo(_ info: UserInfo) {
         let (now, logger) = (Date(), self.logger)
+        // The server sends the node's ID as text; one that is not a node ID names no node.
+        let nodeID = info.nodeID.flatMap { NodeID($0) }
         registry.submit { registry throws(ParleyError) in
-            try registry.record(user: info, nodeID: info.nodeID, source: .server, seenAt: now)
-            if let node = info.nodeID, let key = info.nodePublicKey, !key.isEmpty {
+            try registry.record(user: info, nodeID: nodeID, source: .server, seenAt: now)
+            if let node = nodeID, let key = info.nodePublicKey, !key.isEmpty {
                 try registry.record(
                     node: node,
                     publicKey: key,
@@ -179,7 +181,7 @@ extension ParleyNode {
         } failed: { error in
             logger.debug("cannot cache user info", metadata: ["user.id": "\(info.userID)", "error": "\(error)"])
         }
-        guard let node = info.nodeID.flatMap({ NodeID($0) }), let key = info.nodePublicKey else { return }
+        guard let node = nodeID, let key = info.nodePublicKey else { return }
         let known = ServerNode(
             nodeID: node,
             publicKey: key,

@@ -6,8 +6,8 @@ import ParleySQLite
 /// comes by two routes from the same user is the same message.
 package enum MessageOrigin: Sendable, Hashable, CustomStringConvertible {
     case user(UserID)
-    /// A node's ID, in its text form.
-    case node(String)
+    /// A node without a user.
+    case node(NodeID)
 
     /// The stored form: "user:<ID>" or "node:<node ID>".
     package var key: String {
@@ -21,8 +21,8 @@ package enum MessageOrigin: Sendable, Hashable, CustomStringConvertible {
     package init?(key: String) {
         if let user = key.wholeMatch(of: /user:([0-9]{1,10})/).flatMap({ UInt32($0.1) }) {
             self = .user(UserID(user))
-        } else if key.hasPrefix("node:"), key.count > 5 {
-            self = .node(String(key.dropFirst(5)))
+        } else if key.hasPrefix("node:"), let node = NodeID(String(key.dropFirst(5))) {
+            self = .node(node)
         } else {
             return nil
         }

@@ -13,11 +13,11 @@ extension NodeRegistry {
         package var sender: MessageOrigin
         package var message: Message
         /// The peer node it came from on a direct link; nil through the server.
-        package var fromNode: String?
+        package var fromNode: NodeID?
         /// The route it arrived on, as the node names it.
         package var route: String
 
-        package init(sequence: Int64, sender: MessageOrigin, message: Message, fromNode: String?, route: String) {
+        package init(sequence: Int64, sender: MessageOrigin, message: Message, fromNode: NodeID?, route: String) {
             self.sequence = sequence
             self.sender = sender
             self.message = message
@@ -37,7 +37,7 @@ extension NodeRegistry {
     package func receive(
         _ message: Message,
         sender: MessageOrigin,
-        fromNode: String?,
+        fromNode: NodeID?,
         route: String,
         at date: Date
     ) throws(ParleyError) -> Int64? {
@@ -56,7 +56,7 @@ extension NodeRegistry {
             ).execute(arguments: [
                 sender.key, message.id.storedValue, message.sender.storedValue, message.recipients.storedBlob,
                 message.body.isText, Data(message.body.bytes), message.sentAt.storedMilliseconds,
-                message.deliveredAt.storedMilliseconds, fromNode, route,
+                message.deliveredAt.storedMilliseconds, fromNode?.description, route,
             ])
             return db.lastInsertedRowID
         }
@@ -77,8 +77,7 @@ extension NodeRegistry {
                 arguments: [limit]
             )
             return try rows.map { row in
-                let fromNode: String? =
-                    row.hasNull(atIndex: 9) ? nil : try row.text(9, "node_inbox.from_node")
+                let fromNode = try row.nullableNodeID(9, "node_inbox.from_node")
                 let message = Message(
                     id: try row.messageID(2, "node_inbox.message_id"),
                     sender: try row.userID(3, "node_inbox.sender_user"),

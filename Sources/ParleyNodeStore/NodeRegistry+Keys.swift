@@ -18,7 +18,7 @@ extension NodeRegistry {
     /// A key pinned for a node or a user.
     package struct PinnedKey: Sendable, Hashable {
         /// The node that presented the key.
-        package var nodeID: String
+        package var nodeID: NodeID
         package var publicKey: [UInt8]
         package var pinnedAt: Date
         /// Whether the server vouched for the key (at pinning or since).
@@ -28,7 +28,7 @@ extension NodeRegistry {
         package var replacedAt: Date?
 
         package init(
-            nodeID: String,
+            nodeID: NodeID,
             publicKey: [UInt8],
             pinnedAt: Date,
             isVouchedByServer: Bool,
@@ -46,7 +46,7 @@ extension NodeRegistry {
 
     /// The registry's keys for pins: one namespace for nodes, one for users.
     private enum PinSubject {
-        case node(String)
+        case node(NodeID)
         case user(UserID)
 
         var key: String {
@@ -81,7 +81,7 @@ extension NodeRegistry {
     ///   fingerprints and how to unpin. Nothing is changed then.
     @discardableResult
     package func checkKey(
-        nodeID: String,
+        nodeID: NodeID,
         publicKey: [UInt8],
         vouchedByServer: Bool,
         now: Date
@@ -98,7 +98,7 @@ extension NodeRegistry {
     @discardableResult
     package func checkKey(
         forUser userID: UserID,
-        nodeID: String,
+        nodeID: NodeID,
         publicKey: [UInt8],
         vouchedByServer: Bool,
         now: Date
@@ -107,7 +107,7 @@ extension NodeRegistry {
     }
 
     /// The key pinned for a node ID, or nil.
-    package func pinnedKey(nodeID: String) throws(ParleyError) -> PinnedKey? {
+    package func pinnedKey(nodeID: NodeID) throws(ParleyError) -> PinnedKey? {
         try pinnedKey(.node(nodeID))
     }
 
@@ -120,7 +120,7 @@ extension NodeRegistry {
     ///
     /// - Returns: Whether a key was pinned.
     @discardableResult
-    package func unpin(nodeID: String) throws(ParleyError) -> Bool {
+    package func unpin(nodeID: NodeID) throws(ParleyError) -> Bool {
         try unpin(.node(nodeID))
     }
 
@@ -134,7 +134,7 @@ extension NodeRegistry {
 
     private func checkKey(
         _ subject: PinSubject,
-        nodeID: String,
+        nodeID: NodeID,
         publicKey: [UInt8],
         vouchedByServer: Bool,
         now: Date
@@ -153,7 +153,9 @@ extension NodeRegistry {
                         INSERT INTO pinned_key (subject, node_id, public_key, pinned_at, vouched_by_server)
                         VALUES (?, ?, ?, ?, ?)
                         """
-                ).execute(arguments: [subject.key, nodeID, Data(publicKey), now.storedMilliseconds, vouchedByServer])
+                ).execute(arguments: [
+                    subject.key, nodeID.description, Data(publicKey), now.storedMilliseconds, vouchedByServer,
+                ])
                 return .pinnedNow
             }
             let pinned = try row.bytes(0, "pinned_key.public_key")
@@ -194,7 +196,8 @@ extension NodeRegistry {
                     WHERE subject = ?
                     """
             ).execute(arguments: [
-                nodeID, Data(publicKey), now.storedMilliseconds, Data(pinned), now.storedMilliseconds, subject.key,
+                nodeID.description, Data(publicKey), now.storedMilliseconds, Data(pinned), now.storedMilliseconds,
+                subject.key,
             ])
             return .replacedByServer(previousKey: pinned)
         }
@@ -210,7 +213,7 @@ extension NodeRegistry {
             )
             guard let row = try Row.fetchOne(statement, arguments: [subject.key]) else { return nil }
             return PinnedKey(
-                nodeID: try row.text(0, "pinned_key.node_id"),
+                nodeID: try row.nodeID(0, "pinned_key.node_id"),
                 publicKey: try row.bytes(1, "pinned_key.public_key"),
                 pinnedAt: try row.date(2, "pinned_key.pinned_at"),
                 isVouchedByServer: try row.bool(3, "pinned_key.vouched_by_server"),

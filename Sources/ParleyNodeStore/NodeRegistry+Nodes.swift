@@ -6,7 +6,7 @@ import ParleySQLite
 extension NodeRegistry {
     /// What the registry remembers about a node.
     package struct CachedNode: Sendable, Hashable {
-        package var nodeID: String
+        package var nodeID: NodeID
         /// The key the node was last reported with. Not verified: ``NodeRegistry/checkKey(nodeID:publicKey:vouchedByServer:now:)``
         /// checks a key a peer presents against the pinned one.
         package var publicKey: [UInt8]
@@ -25,7 +25,7 @@ extension NodeRegistry {
         package var lastSeen: Date
 
         package init(
-            nodeID: String,
+            nodeID: NodeID,
             publicKey: [UInt8],
             userID: UserID?,
             userName: String?,
@@ -47,12 +47,12 @@ extension NodeRegistry {
 
     /// The node and key the server vouched for a user at its last logon.
     package struct VouchedKey: Sendable, Hashable {
-        package var nodeID: String
+        package var nodeID: NodeID
         package var publicKey: [UInt8]
         /// When the server's answer was recorded.
         package var vouchedAt: Date
 
-        package init(nodeID: String, publicKey: [UInt8], vouchedAt: Date) {
+        package init(nodeID: NodeID, publicKey: [UInt8], vouchedAt: Date) {
             self.nodeID = nodeID
             self.publicKey = publicKey
             self.vouchedAt = vouchedAt
@@ -87,7 +87,7 @@ extension NodeRegistry {
     ///   the LAN are untrusted), ``ParleyError/Code/storageError`` otherwise.
     @discardableResult
     package func record(
-        node nodeID: String,
+        node id: NodeID,
         publicKey: [UInt8],
         userID: UserID?,
         userName: String?,
@@ -95,9 +95,10 @@ extension NodeRegistry {
         source: FactSource,
         seenAt: Date
     ) throws(ParleyError) -> CachedNode {
-        guard !nodeID.isEmpty, !publicKey.isEmpty else {
-            throw ParleyError(code: .invalidRequest, message: "a node needs an ID and a public key")
+        guard !publicKey.isEmpty else {
+            throw ParleyError(code: .invalidRequest, message: "a node needs a public key")
         }
+        let nodeID = id.description
         if let userName, userName.count > UserInfo.maximumFieldLength {
             throw ParleyError(
                 code: .invalidRequest,
@@ -180,12 +181,12 @@ extension NodeRegistry {
     }
 
     /// The cache entry of the node with this ID, or nil.
-    package func node(_ nodeID: String) throws(ParleyError) -> CachedNode? {
+    package func node(_ nodeID: NodeID) throws(ParleyError) -> CachedNode? {
         try read("reading a cached node") { db in
             let statement = try db.cachedStatement(
                 sql: "SELECT \(Self.cachedNodeColumns) FROM cached_node WHERE node_id = ?"
             )
-            guard let row = try Row.fetchOne(statement, arguments: [nodeID]) else { return nil }
+            guard let row = try Row.fetchOne(statement, arguments: [nodeID.description]) else { return nil }
             return try Self.decodeCachedNode(row)
         }
     }
@@ -217,7 +218,7 @@ extension NodeRegistry {
             )
             guard let row = try Row.fetchOne(statement, arguments: [userID.storedValue]) else { return nil }
             return VouchedKey(
-                nodeID: try row.text(0, "vouched_key.node_id"),
+                nodeID: try row.nodeID(0, "vouched_key.node_id"),
                 publicKey: try row.bytes(1, "vouched_key.public_key"),
                 vouchedAt: try row.date(2, "vouched_key.vouched_at")
             )
@@ -246,7 +247,7 @@ extension NodeRegistry {
             )
         }
         return CachedNode(
-            nodeID: try row.text(0, "cached_node.node_id"),
+            nodeID: try row.nodeID(0, "cached_node.node_id"),
             publicKey: try row.bytes(1, "cached_node.public_key"),
             userID: try row.nullableUserID(2, "cached_node.user_id"),
             userName: try row.nullableText(3, "cached_node.user_name"),

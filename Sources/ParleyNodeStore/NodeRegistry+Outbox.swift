@@ -102,7 +102,7 @@ extension NodeRegistry {
 
     /// Everyone something waits for: the users of the outbox and the nodes of the node outbox,
     /// each list in the order of its oldest waiting message.
-    package func outboxRecipients() throws(ParleyError) -> (users: [UserID], nodes: [String]) {
+    package func outboxRecipients() throws(ParleyError) -> (users: [UserID], nodes: [NodeID]) {
         try read("listing the outbox's recipients") { db in
             var users: [UserID] = []
             let userRows = try Row.fetchCursor(
@@ -111,11 +111,11 @@ extension NodeRegistry {
                 )
             )
             while let row = try userRows.next() { users.append(try row.userID(0, "outbox_recipient.recipient")) }
-            var nodes: [String] = []
+            var nodes: [NodeID] = []
             let nodeRows = try Row.fetchCursor(
                 db.cachedStatement(sql: "SELECT node_id FROM node_outbox GROUP BY node_id ORDER BY MIN(sequence)")
             )
-            while let row = try nodeRows.next() { nodes.append(try row.text(0, "node_outbox.node_id")) }
+            while let row = try nodeRows.next() { nodes.append(try row.nodeID(0, "node_outbox.node_id")) }
             return (users, nodes)
         }
     }

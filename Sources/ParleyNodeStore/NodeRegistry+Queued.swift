@@ -76,7 +76,7 @@ extension NodeRegistry {
         var queued: [QueuedMessage] = []
         while let row = try rows.next() {
             let recipient: QueuedMessage.Recipient =
-                if let node = try row.nullableText(3, "node_outbox.node_id") {
+                if let node = try row.nullableNodeID(3, "node_outbox.node_id") {
                     .node(node)
                 } else {
                     .user(try row.userID(2, "outbox_recipient.recipient"))

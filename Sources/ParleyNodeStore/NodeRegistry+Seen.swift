@@ -8,7 +8,7 @@ extension NodeRegistry {
     package struct NodeOutboxEntry: Sendable, Hashable {
         /// The outbox order; never reused.
         package var sequence: Int64
-        package var nodeID: String
+        package var nodeID: NodeID
         package var messageID: MessageID
         package var sender: UserID
         package var isText: Bool
@@ -17,7 +17,7 @@ extension NodeRegistry {
 
         package init(
             sequence: Int64,
-            nodeID: String,
+            nodeID: NodeID,
             messageID: MessageID,
             sender: UserID,
             isText: Bool,
@@ -77,7 +77,7 @@ extension NodeRegistry {
     /// Puts a message for a node in the durable node outbox. Idempotent by (node, message ID).
     @discardableResult
     package func enqueue(
-        forNode nodeID: String,
+        forNode nodeID: NodeID,
         messageID: MessageID,
         sender: UserID,
         isText: Bool,
@@ -92,14 +92,15 @@ extension NodeRegistry {
                     VALUES (?, ?, ?, ?, ifnull(?, x''), ?) ON CONFLICT DO NOTHING
                     """
             ).execute(arguments: [
-                nodeID, messageID.storedValue, sender.storedValue, isText, Data(body), createdAt.storedMilliseconds,
+                nodeID.description, messageID.storedValue, sender.storedValue, isText, Data(body),
+                createdAt.storedMilliseconds,
             ])
             return db.changesCount > 0 ? .enqueued : .duplicate
         }
     }
 
     /// The messages waiting for `nodeID` (nil: for every node), oldest first.
-    package func pendingForNode(_ nodeID: String?, limit: Int = 1000) throws(ParleyError) -> [NodeOutboxEntry] {
+    package func pendingForNode(_ nodeID: NodeID?, limit: Int = 1000) throws(ParleyError) -> [NodeOutboxEntry] {
         if limit <= 0 { return [] }
         return try read("reading the node outbox") { db in
             let columns = "sequence, node_id, message_id, sender, is_text, body, created_at"
@@ -109,7 +110,7 @@ extension NodeRegistry {
                     db.cachedStatement(
                         sql: "SELECT \(columns) FROM node_outbox WHERE node_id = ? ORDER BY sequence LIMIT ?"
                     ),
-                    arguments: [nodeID, limit]
+                    arguments: [nodeID.description, limit]
                 )
             } else {
                 rows = try Row.fetchAll(
@@ -120,7 +121,7 @@ extension NodeRegistry {
             return try rows.map { row in
                 NodeOutboxEntry(
                     sequence: try row.int64(0, "node_outbox.sequence"),
-                    nodeID: try row.text(1, "node_outbox.node_id"),
+                    nodeID: try row.nodeID(1, "node_outbox.node_id"),
                     messageID: try row.messageID(2, "node_outbox.message_id"),
                     sender: try row.userID(3, "node_outbox.sender"),
                     isText: try row.bool(4, "node_outbox.is_text"),

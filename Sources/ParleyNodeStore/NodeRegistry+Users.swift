@@ -16,7 +16,7 @@ extension NodeRegistry {
         /// never knows.
         package var info: UserInfo
         /// The node the user was last known to use, if any.
-        package var nodeID: String?
+        package var nodeID: NodeID?
         /// Where the last recorded fact about this user came from (which may only have refreshed
         /// ``lastSeen`` when the stored fields are server-vouched).
         package var source: FactSource
@@ -26,7 +26,7 @@ extension NodeRegistry {
         /// The latest time any source reported this user.
         package var lastSeen: Date
 
-        package init(info: UserInfo, nodeID: String?, source: FactSource, isVouchedByServer: Bool, lastSeen: Date) {
+        package init(info: UserInfo, nodeID: NodeID?, source: FactSource, isVouchedByServer: Bool, lastSeen: Date) {
             self.info = info
             self.nodeID = nodeID
             self.source = source
@@ -78,7 +78,7 @@ extension NodeRegistry {
     @discardableResult
     package func record(
         user: UserInfo,
-        nodeID: String?,
+        nodeID: NodeID?,
         source: FactSource,
         seenAt: Date
     ) throws(ParleyError) -> CachedUser {
@@ -107,7 +107,8 @@ extension NodeRegistry {
                         info.userName, info.firstName, info.lastName, info.organization, info.department,
                         info.application, info.userName.folded, info.firstName.folded, info.lastName.folded,
                         info.organization.folded, info.department.folded, info.application.folded,
-                        info.registeredAt?.storedMilliseconds, nodeID, source.rawValue, vouched || wasVouched,
+                        info.registeredAt?.storedMilliseconds, nodeID?.description, source.rawValue,
+                        vouched || wasVouched,
                         lastSeen, info.userID.storedValue,
                     ])
                 } else {
@@ -128,7 +129,8 @@ extension NodeRegistry {
                     info.userID.storedValue, info.userName, info.firstName, info.lastName, info.organization,
                     info.department, info.application, info.userName.folded, info.firstName.folded,
                     info.lastName.folded, info.organization.folded, info.department.folded,
-                    info.application.folded, info.registeredAt?.storedMilliseconds, nodeID, source.rawValue,
+                    info.application.folded, info.registeredAt?.storedMilliseconds, nodeID?.description,
+                    source.rawValue,
                     vouched, seenAt.storedMilliseconds,
                 ])
             }
@@ -221,7 +223,7 @@ extension NodeRegistry {
         )
         return CachedUser(
             info: info,
-            nodeID: try row.nullableText(8, "cached_user.node_id"),
+            nodeID: try row.nullableNodeID(8, "cached_user.node_id"),
             source: try row.factSource(9, "cached_user.source"),
             isVouchedByServer: try row.bool(10, "cached_user.server_vouched"),
             lastSeen: try row.date(11, "cached_user.last_seen")
@@ -232,6 +234,20 @@ extension NodeRegistry {
 // Decoders for the registry's nullable and enumerated columns; as strict as those of the
 // server's store.
 extension Row {
+    /// A node ID stored in its text form; anything else is a corrupt row.
+    func nodeID(_ index: Int, _ column: StaticString) throws -> NodeID {
+        let text = try text(index, column)
+        guard let nodeID = NodeID(text) else {
+            throw ParleyError(code: .storageError, message: "the stored \(column) is not a node ID: \(text.prefix(64))")
+        }
+        return nodeID
+    }
+
+    func nullableNodeID(_ index: Int, _ column: StaticString) throws -> NodeID? {
+        if try decode(DatabaseValue.self, atIndex: index).isNull { return nil }
+        return try nodeID(index, column)
+    }
+
     func nullableText(_ index: Int, _ column: StaticString) throws -> String? {
         if try decode(DatabaseValue.self, atIndex: index).isNull { return nil }
         return try text(index, column)

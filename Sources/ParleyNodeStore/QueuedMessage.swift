@@ -9,7 +9,7 @@ package struct QueuedMessage: Sendable, Hashable {
     /// Whom it waits for: a user (the outbox) or a node (the node outbox).
     package enum Recipient: Sendable, Hashable {
         case user(UserID)
-        case node(String)
+        case node(NodeID)
     }
 
     package var messageID: MessageID

@@ -19,12 +19,9 @@ enum Lab {
         return "scripts/lan-lab.sh"
     }()
 
-    /// The node ID the lab's probes use for a readable label such as "n1": the label's bytes,
-    /// padded with spaces to a digest's 32 (scripts/bench-lan.sh derives the same with `base32`).
+    /// The node ID the lab's probes use for a readable label such as "n1" (``NodeID/named(_:)``).
     static func nodeID(_ label: String) -> String {
-        let bytes = Array(label.utf8.prefix(NodeID.digestLength))
-        let padded = bytes + Array(repeating: UInt8(ascii: " "), count: NodeID.digestLength - bytes.count)
-        return NodeID(digest: padded)!.description
+        NodeID.named(label).description
     }
 
     /// The probe executable: in the test binary's build folder, or `PARLEY_DISCOVERY_PROBE`.
@@ -394,6 +391,6 @@ func seconds(_ duration: Duration) -> String {
 /// records and events read `"n1"` instead of 52 base32 characters.
 extension NodeID: ExpressibleByStringLiteral {
     public init(stringLiteral label: String) {
-        self = NodeID(Lab.nodeID(label))!
+        self = .named(label)
     }
 }

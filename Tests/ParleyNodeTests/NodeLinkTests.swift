@@ -105,7 +105,7 @@ import Testing
         let real = try NodeIdentity(dataDirectory: directory.subdirectory("real"))
         try NodeRegistry(dataDirectory: annDirectory).checkKey(
             forUser: 42,
-            nodeID: real.nodeID.description,
+            nodeID: real.nodeID,
             publicKey: real.publicKeyDER,
             vouchedByServer: false,
             now: Date()

@@ -18,7 +18,7 @@ import Testing
         // Ann met user 42 on another node before.
         let oldNode = try ParleyNode.nodeID(dataDirectory: directory.subdirectory("old"))
         try NodeRegistry(dataDirectory: annDirectory).checkKey(
-            forUser: 42, nodeID: oldNode.description, publicKey: [1, 2, 3], vouchedByServer: false, now: Date())
+            forUser: 42, nodeID: oldNode, publicKey: [1, 2, 3], vouchedByServer: false, now: Date())
         let ann = try ParleyNode(
             configuration: makeNodeConfiguration(dataDirectory: annDirectory, name: "ann"),
             discovery: FakeDiscovery(lan: lan), logger: makeTestLogger("ann"))
@@ -62,7 +62,7 @@ import Testing
                 #expect(movedEvents.messages.map(\.body) == [.text("hello?"), .text("welcome back")])
                 #expect(
                     try NodeRegistry(dataDirectory: annDirectory).pinnedKey(forUser: 42)?.nodeID
-                        == moved.nodeID.description)
+                        == moved.nodeID)
             }
         }
     }

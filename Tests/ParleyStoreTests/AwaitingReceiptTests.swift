@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 /// Messages sent through the server, kept until their delivery receipts (for order across routes).
@@ -53,12 +54,12 @@ import Testing
                         messageID: id, sender: 1000, recipients: recipients, isText: true, body: [1], createdAt: now))
             }
             try registry.enqueue(
-                forNode: "node-b", messageID: 4, sender: 1000, isText: true, body: [1], createdAt: now)
+                forNode: .named("node-b"), messageID: 4, sender: 1000, isText: true, body: [1], createdAt: now)
             try registry.enqueue(
-                forNode: "node-a", messageID: 5, sender: 1000, isText: true, body: [1], createdAt: now)
+                forNode: .named("node-a"), messageID: 5, sender: 1000, isText: true, body: [1], createdAt: now)
             let waiting = try registry.outboxRecipients()
             #expect(waiting.users == [1043, 1042, 1044])
-            #expect(waiting.nodes == ["node-b", "node-a"])
+            #expect(waiting.nodes == [.named("node-b"), .named("node-a")])
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 /// Rows damaged on disk must surface as `.storageError`, never crash the node.
@@ -38,7 +39,7 @@ import Testing
         try withTemporaryRegistry { (registry, path) throws in
             for node in ["n1", "n2", "n3"] {
                 try registry.record(
-                    node: node,
+                    node: .named(node),
                     publicKey: [1],
                     userID: 1042,
                     userName: nil,
@@ -47,22 +48,47 @@ import Testing
                     seenAt: now
                 )
             }
-            try registry.checkKey(nodeID: "n1", publicKey: [1], vouchedByServer: false, now: now)
+            try registry.checkKey(nodeID: .named("n1"), publicKey: [1], vouchedByServer: false, now: now)
             try withRawDatabase(path) { db in
-                try db.execute(sql: "UPDATE cached_node SET addresses = '{\"not\": \"a list\"}' WHERE node_id = 'n1'")
-                try db.execute(sql: "UPDATE cached_node SET public_key = 'text' WHERE node_id = 'n2'")
-                try db.execute(sql: "UPDATE cached_node SET user_id = -1 WHERE node_id = 'n3'")
+                try db.execute(
+                    sql:
+                        "UPDATE cached_node SET addresses = '{\"not\": \"a list\"}' WHERE node_id = '\(NodeID.named("n1"))'"
+                )
+                try db.execute(
+                    sql: "UPDATE cached_node SET public_key = 'text' WHERE node_id = '\(NodeID.named("n2"))'")
+                try db.execute(sql: "UPDATE cached_node SET user_id = -1 WHERE node_id = '\(NodeID.named("n3"))'")
                 try db.execute(sql: "UPDATE vouched_key SET public_key = 'not a key'")
                 try db.execute(sql: "UPDATE pinned_key SET public_key = 42")
             }
-            expectStorageError { try registry.node("n1") }
-            expectStorageError { try registry.node("n2") }
-            expectStorageError { try registry.node("n3") }
+            expectStorageError { try registry.node(.named("n1")) }
+            expectStorageError { try registry.node(.named("n2")) }
+            expectStorageError { try registry.node(.named("n3")) }
             expectStorageError { try registry.nodes(forUser: 1042) }
             expectStorageError { try registry.vouchedKey(forUser: 1042) }
-            expectStorageError { try registry.pinnedKey(nodeID: "n1") }
+            expectStorageError { try registry.pinnedKey(nodeID: .named("n1")) }
             // A pin that cannot be read refuses, it does not pass.
-            expectStorageError { try registry.checkKey(nodeID: "n1", publicKey: [1], vouchedByServer: false, now: now) }
+            expectStorageError {
+                try registry.checkKey(nodeID: .named("n1"), publicKey: [1], vouchedByServer: false, now: now)
+            }
+        }
+    }
+
+    @Test func aStoredNodeIDThatIsNotOneIsACorruptRow() throws {
+        try withTemporaryRegistry { (registry, path) throws in
+            try registry.record(
+                node: .named("n1"), publicKey: [1], userID: 1042, userName: nil, addresses: [], source: .server,
+                seenAt: now)
+            try registry.enqueue(
+                forNode: .named("n1"), messageID: 4, sender: 1000, isText: true, body: [1], createdAt: now)
+            try withRawDatabase(path) { db in
+                try db.execute(sql: "UPDATE cached_node SET node_id = 'not a node ID'")
+                try db.execute(sql: "UPDATE vouched_key SET node_id = 'nope'")
+                try db.execute(sql: "UPDATE node_outbox SET node_id = 'n1'")
+            }
+            expectStorageError { try registry.nodes(forUser: 1042) }
+            expectStorageError { try registry.vouchedKey(forUser: 1042) }
+            expectStorageError { try registry.pendingForNode(nil) }
+            expectStorageError { try registry.outboxRecipients() }
         }
     }
 

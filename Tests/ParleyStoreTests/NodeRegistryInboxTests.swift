@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 @Suite struct NodeRegistryInboxTests {
@@ -20,7 +21,7 @@ import Testing
             let registry = try NodeRegistry(dataDirectory: directory)
             let first = try #require(
                 try registry.receive(
-                    message(7, "one"), sender: .user(2001), fromNode: "n1", route: "direct", at: Date()))
+                    message(7, "one"), sender: .user(2001), fromNode: .named("n1"), route: "direct", at: Date()))
             // a copy (any route) is a duplicate: nothing is written
             #expect(
                 try registry.receive(message(7, "one"), sender: .user(2001), fromNode: nil, route: "server", at: Date())
@@ -37,7 +38,7 @@ import Testing
             let entries = try reopened.inbox()
             #expect(entries.map(\.sequence) == [first, second])
             #expect(entries.map(\.message) == [message(7, "one"), binary])
-            #expect(entries.map(\.fromNode) == ["n1", nil])
+            #expect(entries.map(\.fromNode) == [.named("n1"), nil])
             #expect(entries.map(\.route) == ["direct", "server"])
             #expect(entries.map(\.sender) == [MessageOrigin.user(2001), .user(2001)])
 
@@ -53,7 +54,7 @@ import Testing
     }
 
     @Test func originsAreStoredAsKeysAndOnlyThoseAreRead() {
-        for origin in [MessageOrigin.user(1000), .user(UserID(UInt32.max)), .node("abc234")] {
+        for origin in [MessageOrigin.user(1000), .user(UserID(UInt32.max)), .node(.named("abc234"))] {
             #expect(MessageOrigin(key: origin.key) == origin)
         }
         for damaged in ["", "user:", "user:x", "user:99999999999", "node:", "nodes:a", "1000"] {

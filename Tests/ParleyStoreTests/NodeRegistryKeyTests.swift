@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 @Suite struct NodeRegistryKeyTests {
@@ -24,85 +25,88 @@ import Testing
 
     @Test func trustOnFirstUseThenMatchThenLoudMismatch() throws {
         try withTemporaryRegistry { (registry, _) throws in
-            #expect(try registry.pinnedKey(nodeID: "node-a") == nil)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a")) == nil)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: now)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: now)
                     == .pinnedNow)
             #expect(
-                try registry.pinnedKey(nodeID: "node-a")
+                try registry.pinnedKey(nodeID: .named("node-a"))
                     == NodeRegistry.PinnedKey(
-                        nodeID: "node-a",
+                        nodeID: .named("node-a"),
                         publicKey: pinned,
                         pinnedAt: now.roundedToMilliseconds,
                         isVouchedByServer: false
                     )
             )
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: later)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: later)
                     == .matches)
 
             let error = #expect(throws: ParleyError.self) {
-                try registry.checkKey(nodeID: "node-a", publicKey: presented, vouchedByServer: false, now: later)
+                try registry.checkKey(
+                    nodeID: .named("node-a"), publicKey: presented, vouchedByServer: false, now: later)
             }
             #expect(error?.code == .pinnedKeyMismatch)
             #expect(error?.code.wireValue == 60)
             let message = error?.message ?? ""
-            #expect(message.hasPrefix("the key of node node-a changed: "))
+            #expect(message.hasPrefix("the key of node \(NodeID.named("node-a")) changed: "))
             #expect(message.contains("pinned \(NodeRegistry.fingerprint(of: pinned))"))
             #expect(message.contains("presented \(NodeRegistry.fingerprint(of: presented))"))
             #expect(message.contains("refusing"))
-            #expect(message.contains("`parley unpin node node-a`"))
+            #expect(message.contains("`parley unpin node \(NodeID.named("node-a"))`"))
             // Refusing changes nothing.
-            #expect(try registry.pinnedKey(nodeID: "node-a")?.publicKey == pinned)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a"))?.publicKey == pinned)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: later)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: later)
                     == .matches)
         }
     }
 
     @Test func aServerVouchedKeyReplacesThePinnedOne() throws {
         try withTemporaryRegistry { (registry, _) throws in
-            try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: now)
+            try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: now)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: presented, vouchedByServer: true, now: later)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: presented, vouchedByServer: true, now: later)
                     == .replacedByServer(previousKey: pinned)
             )
-            let pin = try registry.pinnedKey(nodeID: "node-a")
+            let pin = try registry.pinnedKey(nodeID: .named("node-a"))
             #expect(pin?.publicKey == presented)
             #expect(pin?.isVouchedByServer == true)
             #expect(pin?.replacedKey == pinned)
             #expect(pin?.replacedAt == later.roundedToMilliseconds)
             // The old key is refused now, while the server cannot vouch.
             let error = #expect(throws: ParleyError.self) {
-                try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: later)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: later)
             }
             #expect(error?.code == .pinnedKeyMismatch)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: presented, vouchedByServer: false, now: later)
+                try registry.checkKey(
+                    nodeID: .named("node-a"), publicKey: presented, vouchedByServer: false, now: later)
                     == .matches)
         }
     }
 
     @Test func serverVouchingForThePinnedKeyIsRemembered() throws {
         try withTemporaryRegistry { (registry, _) throws in
-            try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: now)
-            #expect(try registry.pinnedKey(nodeID: "node-a")?.isVouchedByServer == false)
+            try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: now)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a"))?.isVouchedByServer == false)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: true, now: later)
+                try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: true, now: later)
                     == .matches)
-            #expect(try registry.pinnedKey(nodeID: "node-a")?.isVouchedByServer == true)
-            #expect(try registry.pinnedKey(nodeID: "node-a")?.pinnedAt == now.roundedToMilliseconds)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a"))?.isVouchedByServer == true)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a"))?.pinnedAt == now.roundedToMilliseconds)
         }
     }
 
     @Test func unpinningLetsTheNextKeyBePinned() throws {
         try withTemporaryRegistry { (registry, _) throws in
-            try registry.checkKey(nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: now)
-            #expect(try registry.unpin(nodeID: "node-a"))
-            #expect(try registry.unpin(nodeID: "node-a") == false)
-            #expect(try registry.pinnedKey(nodeID: "node-a") == nil)
+            try registry.checkKey(nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: now)
+            #expect(try registry.unpin(nodeID: .named("node-a")))
+            #expect(try registry.unpin(nodeID: .named("node-a")) == false)
+            #expect(try registry.pinnedKey(nodeID: .named("node-a")) == nil)
             #expect(
-                try registry.checkKey(nodeID: "node-a", publicKey: presented, vouchedByServer: false, now: later)
+                try registry.checkKey(
+                    nodeID: .named("node-a"), publicKey: presented, vouchedByServer: false, now: later)
                     == .pinnedNow)
         }
     }
@@ -111,29 +115,29 @@ import Testing
         try withTemporaryRegistry { (registry, _) throws in
             #expect(
                 try registry.checkKey(
-                    forUser: 1042, nodeID: "node-a", publicKey: pinned, vouchedByServer: false, now: now)
+                    forUser: 1042, nodeID: .named("node-a"), publicKey: pinned, vouchedByServer: false, now: now)
                     == .pinnedNow
             )
             // Another node claiming user 1042 with its own key: its node pin is new, the user pin refuses it.
             #expect(
-                try registry.checkKey(nodeID: "node-m", publicKey: presented, vouchedByServer: false, now: now)
+                try registry.checkKey(nodeID: .named("node-m"), publicKey: presented, vouchedByServer: false, now: now)
                     == .pinnedNow)
             let error = #expect(throws: ParleyError.self) {
                 try registry.checkKey(
-                    forUser: 1042, nodeID: "node-m", publicKey: presented, vouchedByServer: false, now: now)
+                    forUser: 1042, nodeID: .named("node-m"), publicKey: presented, vouchedByServer: false, now: now)
             }
             #expect(error?.code == .pinnedKeyMismatch)
-            #expect(error?.message.hasPrefix("user 1042's key changed: node node-m") == true)
+            #expect(error?.message.hasPrefix("user 1042's key changed: node \(NodeID.named("node-m"))") == true)
             #expect(error?.message.contains("`parley unpin user 1042`") == true)
-            #expect(try registry.pinnedKey(forUser: 1042)?.nodeID == "node-a")
+            #expect(try registry.pinnedKey(forUser: 1042)?.nodeID == .named("node-a"))
 
             // The user moved, and the server says so.
             #expect(
                 try registry.checkKey(
-                    forUser: 1042, nodeID: "node-b", publicKey: presented, vouchedByServer: true, now: later)
+                    forUser: 1042, nodeID: .named("node-b"), publicKey: presented, vouchedByServer: true, now: later)
                     == .replacedByServer(previousKey: pinned)
             )
-            #expect(try registry.pinnedKey(forUser: 1042)?.nodeID == "node-b")
+            #expect(try registry.pinnedKey(forUser: 1042)?.nodeID == .named("node-b"))
             #expect(try registry.unpin(user: 1042))
             #expect(try registry.pinnedKey(forUser: 1042) == nil)
         }
@@ -145,11 +149,14 @@ import Testing
                 dataDirectory: directory,
                 configuration: .init(unpinCommand: "myapp keys forget")
             )
-            try registry.checkKey(nodeID: "n", publicKey: pinned, vouchedByServer: false, now: now)
+            try registry.checkKey(nodeID: .named("n"), publicKey: pinned, vouchedByServer: false, now: now)
             let error = #expect(throws: ParleyError.self) {
-                try registry.checkKey(nodeID: "n", publicKey: presented, vouchedByServer: false, now: now)
+                try registry.checkKey(nodeID: .named("n"), publicKey: presented, vouchedByServer: false, now: now)
             }
-            #expect(error?.message.hasSuffix("(if this is expected, unpin it with `myapp keys forget node n`)") == true)
+            #expect(
+                error?.message.hasSuffix(
+                    "(if this is expected, unpin it with `myapp keys forget node \(NodeID.named("n"))`)")
+                    == true)
         }
     }
 }

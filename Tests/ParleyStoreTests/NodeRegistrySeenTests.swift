@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 @Suite struct NodeRegistrySeenTests {
@@ -25,34 +26,37 @@ import Testing
             let created = Date(timeIntervalSince1970: 1_700_000_000)
             #expect(
                 try registry.enqueue(
-                    forNode: "b", messageID: 1, sender: 0, isText: true, body: Array("one".utf8), createdAt: created)
-                    == .enqueued
-            )
-            #expect(
-                try registry.enqueue(forNode: "c", messageID: 2, sender: 0, isText: false, body: [], createdAt: created)
-                    == .enqueued
-            )
-            #expect(
-                try registry.enqueue(
-                    forNode: "b", messageID: 3, sender: 0, isText: false, body: [9], createdAt: created)
+                    forNode: .named("b"), messageID: 1, sender: 0, isText: true, body: Array("one".utf8),
+                    createdAt: created)
                     == .enqueued
             )
             #expect(
                 try registry.enqueue(
-                    forNode: "b", messageID: 1, sender: 0, isText: true, body: Array("one".utf8), createdAt: created)
+                    forNode: .named("c"), messageID: 2, sender: 0, isText: false, body: [], createdAt: created)
+                    == .enqueued
+            )
+            #expect(
+                try registry.enqueue(
+                    forNode: .named("b"), messageID: 3, sender: 0, isText: false, body: [9], createdAt: created)
+                    == .enqueued
+            )
+            #expect(
+                try registry.enqueue(
+                    forNode: .named("b"), messageID: 1, sender: 0, isText: true, body: Array("one".utf8),
+                    createdAt: created)
                     == .duplicate
             )
             let reopened = try NodeRegistry(dataDirectory: directory)
-            let forB = try reopened.pendingForNode("b")
+            let forB = try reopened.pendingForNode(.named("b"))
             #expect(forB.map(\.messageID) == [1, 3])
             #expect(forB.first?.body == Array("one".utf8))
             #expect(forB.first?.isText == true)
             #expect(forB.first?.createdAt == created)
             #expect(try reopened.pendingForNode(nil).map(\.messageID) == [1, 2, 3])
-            #expect(try reopened.pendingForNode("c").first?.body == [])
+            #expect(try reopened.pendingForNode(.named("c")).first?.body == [])
             #expect(try reopened.markDeliveredToNode(sequence: forB[0].sequence))
             #expect(try !reopened.markDeliveredToNode(sequence: forB[0].sequence))
-            #expect(try reopened.pendingForNode("b").map(\.messageID) == [3])
+            #expect(try reopened.pendingForNode(.named("b")).map(\.messageID) == [3])
         }
     }
 }

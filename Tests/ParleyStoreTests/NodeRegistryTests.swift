@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import ParleyCore
 import ParleyNodeStore
+import ParleyTesting
 import Testing
 
 /// A fresh temporary data directory for a node registry, removed afterwards. Tests open (and
@@ -74,10 +75,10 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
         try withTemporaryRegistry { (registry, _) throws in
             #expect(try registry.cachedUser(1042) == nil)
             var info = UserInfo(userID: 1042, userName: "  alice ", firstName: "Alice", isOnline: true)
-            let first = try registry.record(user: info, nodeID: "node-a", source: .discovery, seenAt: now)
+            let first = try registry.record(user: info, nodeID: .named("node-a"), source: .discovery, seenAt: now)
             #expect(first.info.userName == "alice")  // validated: trimmed
             #expect(first.info.isOnline == false)  // never cached
-            #expect(first.nodeID == "node-a")
+            #expect(first.nodeID == .named("node-a"))
             #expect(first.source == .discovery)
             #expect(first.isVouchedByServer == false)
             #expect(first.lastSeen == now.roundedToMilliseconds)
@@ -86,7 +87,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             info.firstName = "Alicia"
             let second = try registry.record(user: info, nodeID: nil, source: .peer, seenAt: later)
             #expect(second.info.firstName == "Alicia")
-            #expect(second.nodeID == "node-a")
+            #expect(second.nodeID == .named("node-a"))
             #expect(second.source == .peer)
             #expect(second.lastSeen == later.roundedToMilliseconds)
             #expect(try registry.cachedUser(1042) == second)
@@ -101,33 +102,33 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
         try withTemporaryRegistry { (registry, _) throws in
             try registry.record(
                 user: UserInfo(userID: 7, userName: "mallory-says-bob", firstName: "Fake"),
-                nodeID: "node-x",
+                nodeID: .named("node-x"),
                 source: .discovery,
                 seenAt: now
             )
             let registeredAt = Date(timeIntervalSince1970: 1_600_000_000)
             let vouched = try registry.record(
                 user: UserInfo(userID: 7, userName: "bob", firstName: "Bob", registeredAt: registeredAt),
-                nodeID: "node-b",
+                nodeID: .named("node-b"),
                 source: .server,
                 seenAt: now
             )
             #expect(vouched.info.userName == "bob")
             #expect(vouched.info.firstName == "Bob")
             #expect(vouched.info.registeredAt == registeredAt)
-            #expect(vouched.nodeID == "node-b")
+            #expect(vouched.nodeID == .named("node-b"))
             #expect(vouched.isVouchedByServer)
 
             // Discovery only refreshes last seen and the source now.
             let after = try registry.record(
                 user: UserInfo(userID: 7, userName: "mallory-says-bob"),
-                nodeID: "node-x",
+                nodeID: .named("node-x"),
                 source: .discovery,
                 seenAt: later
             )
             #expect(after.info.userName == "bob")
             #expect(after.info.firstName == "Bob")
-            #expect(after.nodeID == "node-b")
+            #expect(after.nodeID == .named("node-b"))
             #expect(after.source == .discovery)
             #expect(after.isVouchedByServer)
             #expect(after.lastSeen == later.roundedToMilliseconds)
@@ -142,7 +143,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(renamed.info.userName == "robert")
             #expect(renamed.info.firstName == "")
             #expect(renamed.info.registeredAt == registeredAt)  // nil keeps the stored one
-            #expect(renamed.nodeID == "node-b")
+            #expect(renamed.nodeID == .named("node-b"))
             #expect(try registry.cachedUserIDs(named: "bob") == [])
             #expect(try registry.cachedUserIDs(named: "ROBERT") == [7])
         }
@@ -207,7 +208,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
         try withTemporaryRegistry { (registry, _) throws in
             let addresses = ["192.168.1.20:4711", "[fe80::1c2b:3cff:fe4d:5e6f%eth0]:4711", "[2001:db8::7]:4711"]
             let node = try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [1, 2, 3],
                 userID: 1042,
                 userName: "alice",
@@ -219,12 +220,12 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(node.userID == 1042)
             #expect(node.userName == "alice")
             #expect(node.isVouchedByServer == false)
-            #expect(try registry.node("node-a") == node)
-            #expect(try registry.node("node-b") == nil)
+            #expect(try registry.node(.named("node-a")) == node)
+            #expect(try registry.node(.named("node-b")) == nil)
 
             // Empty addresses keep the last ones; new ones replace them.
             let refreshed = try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [1, 2, 3],
                 userID: nil,
                 userName: nil,
@@ -237,7 +238,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(refreshed.source == .peer)
             #expect(refreshed.lastSeen == later.roundedToMilliseconds)
             let moved = try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [1, 2, 3],
                 userID: nil,
                 userName: nil,
@@ -248,7 +249,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(moved.addresses == ["10.0.0.5:4711"])
 
             try registry.record(
-                node: "node-c",
+                node: .named("node-c"),
                 publicKey: [9],
                 userID: 1042,
                 userName: nil,
@@ -256,9 +257,9 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 source: .discovery,
                 seenAt: now
             )
-            #expect(try registry.nodes(forUser: 1042).map(\.nodeID) == ["node-a", "node-c"])
+            #expect(try registry.nodes(forUser: 1042).map(\.nodeID) == [.named("node-a"), .named("node-c")])
             #expect(try registry.nodes(forUser: 1043) == [])
-            #expect(try registry.node("node-c")?.addresses == [])
+            #expect(try registry.node(.named("node-c"))?.addresses == [])
         }
     }
 
@@ -266,7 +267,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
         try withTemporaryRegistry { (registry, _) throws in
             // Discovery claims first: no vouched key.
             try registry.record(
-                node: "node-evil",
+                node: .named("node-evil"),
                 publicKey: [6, 6, 6],
                 userID: 1042,
                 userName: "alice",
@@ -277,7 +278,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(try registry.vouchedKey(forUser: 1042) == nil)
 
             try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [1, 2, 3],
                 userID: 1042,
                 userName: "alice",
@@ -288,11 +289,11 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
             #expect(
                 try registry.vouchedKey(forUser: 1042)
                     == NodeRegistry.VouchedKey(
-                        nodeID: "node-a", publicKey: [1, 2, 3], vouchedAt: now.roundedToMilliseconds)
+                        nodeID: .named("node-a"), publicKey: [1, 2, 3], vouchedAt: now.roundedToMilliseconds)
             )
             // A server-vouched node's key and user are not replaced by discovery.
             let claimed = try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [6, 6, 6],
                 userID: 666,
                 userName: "mallory",
@@ -308,7 +309,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
 
             // The user moved to another node: the newer server answer wins, an older one does not.
             try registry.record(
-                node: "node-b",
+                node: .named("node-b"),
                 publicKey: [4, 5],
                 userID: 1042,
                 userName: "alice",
@@ -317,7 +318,7 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 seenAt: later
             )
             try registry.record(
-                node: "node-a",
+                node: .named("node-a"),
                 publicKey: [1, 2, 3],
                 userID: 1042,
                 userName: "alice",
@@ -325,28 +326,16 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 source: .server,
                 seenAt: now
             )
-            #expect(try registry.vouchedKey(forUser: 1042)?.nodeID == "node-b")
+            #expect(try registry.vouchedKey(forUser: 1042)?.nodeID == .named("node-b"))
             #expect(try registry.vouchedKey(forUser: 1042)?.publicKey == [4, 5])
         }
     }
 
     @Test func invalidNodesAreRefused() throws {
         try withTemporaryRegistry { (registry, _) throws in
-            let error = #expect(throws: ParleyError.self) {
-                try registry.record(
-                    node: "",
-                    publicKey: [1],
-                    userID: nil,
-                    userName: nil,
-                    addresses: [],
-                    source: .discovery,
-                    seenAt: now
-                )
-            }
-            #expect(error?.code == .invalidRequest)
             func record(key: [UInt8] = [1], userName: String? = nil, addresses: [String] = []) throws {
                 try registry.record(
-                    node: "node-a",
+                    node: .named("node-a"),
                     publicKey: key,
                     userID: nil,
                     userName: userName,
@@ -367,9 +356,9 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 let error = #expect(throws: ParleyError.self) { try attempt() }
                 #expect(error?.code == .invalidRequest)
             }
-            #expect(try registry.node("node-a") == nil)
+            #expect(try registry.node(.named("node-a")) == nil)
             try record(addresses: Array(tooMany.dropLast()))
-            #expect(try registry.node("node-a")?.addresses.count == NodeRegistry.maximumAddressCount)
+            #expect(try registry.node(.named("node-a"))?.addresses.count == NodeRegistry.maximumAddressCount)
         }
     }
 
@@ -381,12 +370,12 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                 let registry = try NodeRegistry(dataDirectory: directory)
                 try registry.record(
                     user: UserInfo(userID: 1042, userName: "alice"),
-                    nodeID: "node-a",
+                    nodeID: .named("node-a"),
                     source: .server,
                     seenAt: now
                 )
                 try registry.record(
-                    node: "node-a",
+                    node: .named("node-a"),
                     publicKey: [1, 2, 3],
                     userID: 1042,
                     userName: "alice",
@@ -395,17 +384,18 @@ func withTemporaryRegistry<T>(_ body: (_ registry: NodeRegistry, _ path: String)
                     seenAt: now
                 )
                 #expect(
-                    try registry.checkKey(nodeID: "node-a", publicKey: [1, 2, 3], vouchedByServer: true, now: now)
+                    try registry.checkKey(
+                        nodeID: .named("node-a"), publicKey: [1, 2, 3], vouchedByServer: true, now: now)
                         == .pinnedNow)
             }
             let reopened = try NodeRegistry(dataDirectory: directory)
             #expect(try reopened.cachedUser(1042)?.info.userName == "alice")
             #expect(try reopened.cachedUser(1042)?.isVouchedByServer == true)
-            #expect(try reopened.node("node-a")?.addresses == ["[fe80::1%en0]:4711"])
+            #expect(try reopened.node(.named("node-a"))?.addresses == ["[fe80::1%en0]:4711"])
             #expect(try reopened.vouchedKey(forUser: 1042)?.publicKey == [1, 2, 3])
-            #expect(try reopened.pinnedKey(nodeID: "node-a")?.isVouchedByServer == true)
+            #expect(try reopened.pinnedKey(nodeID: .named("node-a"))?.isVouchedByServer == true)
             #expect(
-                try reopened.checkKey(nodeID: "node-a", publicKey: [1, 2, 3], vouchedByServer: false, now: now)
+                try reopened.checkKey(nodeID: .named("node-a"), publicKey: [1, 2, 3], vouchedByServer: false, now: now)
                     == .matches)
         }
     }
