@@ -1,8 +1,9 @@
 /// The identity of a node: the SHA-256 digest of its public key (the DER SubjectPublicKeyInfo).
 ///
 /// Because the ID is derived from the key, a peer can only present a node ID whose private key it
-/// holds; links check this during the TLS handshake (see ``NodeLinkRole``). The canonical text form
-/// is the digest in lowercase RFC 4648 base32 without padding: 52 characters from `a-z` and `2-7`.
+/// holds; links check this during the TLS handshake (see ParleyLink's `NodeLinkRole`). The
+/// canonical text form is the digest in lowercase RFC 4648 base32 without padding: 52 characters
+/// from `a-z` and `2-7`.
 /// Parsing ignores case, and the dashes and spaces of ``groupedDescription``.
 ///
 /// Every layer uses this one type: the links derive it from a key (ParleyLink's

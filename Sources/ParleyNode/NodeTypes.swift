@@ -3,7 +3,7 @@ public import ParleyCore
 import ParleyLink
 
 extension ParleyNode {
-    /// The node's ID: SHA-256 of its public key, in base32 (``ParleyCore/NodeID``).
+    /// The node's ID: SHA-256 of its public key, in base32 (`ParleyCore.NodeID`).
     public typealias NodeID = ParleyCore.NodeID
 
     /// How a node runs: where it keeps its data, who it is, and how it reaches others.
