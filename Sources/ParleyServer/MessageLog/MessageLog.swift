@@ -90,6 +90,9 @@ final class MessageLog: Sendable {
         var knownUsers: Set<UserID> = []
         /// Oldest first; the last one is written to.
         var segments: [MessageLogSegment] = []
+        /// The sealed segment whose live records are being written again at the end of the log,
+        /// a slice per committer round (``MessageLog/compact(budget:)``).
+        var compacting: MessageLogSegment?
         var nextSequence: Int64 = 1
 
         var active: MessageLogSegment { segments[segments.count - 1] }
@@ -336,7 +339,7 @@ final class MessageLog: Sendable {
             }
             return removed
         }
-        try compact()
+        try compact(budget: Self.compactionSlice)
         return removed
     }
 
@@ -355,11 +358,23 @@ final class MessageLog: Sendable {
         index.knownUsers.remove(recipient)
     }
 
+    /// Live records (messages and acknowledgements) one committer round writes again at most
+    /// while compacting (``MessageStore/maintain()``): a whole 8 MiB segment at once stalled
+    /// the message path for tens of milliseconds.
+    static let compactionSlice = 2048
+
     /// Removes the oldest sealed segments nothing needs, and compacts the oldest one when at
     /// least half of it is dead or the sealed segments hold more than twice what they need.
-    func compact() throws(ParleyError) {
-        while true {
+    ///
+    /// Compacting writes the segment's live records again at the end of the log, at most
+    /// `budget` of them per call: a segment compacted in slices stays in the log until its last
+    /// slice is written, and the next call goes on with it. (A crash in between leaves two copies
+    /// of some records; reading the log back, the newer place wins.)
+    func compact(budget: Int = .max) throws(ParleyError) {
+        var budget = budget
+        while budget > 0 {
             let next = index.withLock { index -> (MessageLogSegment, copy: Bool)? in
+                if let segment = index.compacting { return (segment, true) }
                 guard index.segments.count >= 2 else { return nil }
                 let oldest = index.segments[0]
                 if oldest.liveBytes <= 0 && oldest.liveMessages == 0 {
@@ -372,10 +387,22 @@ final class MessageLog: Sendable {
                 guard oldest.liveBytes * 2 <= oldest.size || size > 2 * live + configuration.segmentSize else {
                     return nil
                 }
+                index.compacting = oldest
                 return (oldest, true)
             }
             guard let (segment, copy) = next else { return }
-            if copy { try copyForward(segment) }
+            if copy {
+                let slice = try copySlice(of: segment, budget: budget)
+                budget -= slice.copied
+                guard slice.done else { return }
+                index.withLock { index in
+                    segment.messages = []
+                    segment.liveMessages = 0
+                    segment.liveBytes = 0
+                    index.segments.removeAll { $0 === segment }
+                    index.compacting = nil
+                }
+            }
             segment.remove()
             logger.debug(
                 "message log segment compacted",
@@ -383,20 +410,34 @@ final class MessageLog: Sendable {
         }
     }
 
-    /// Writes `segment`'s live records again at the end of the log and takes the segment out.
-    private func copyForward(_ segment: MessageLogSegment) throws(ParleyError) {
+    /// Writes up to `budget` of `segment`'s live records again at the end of the log, from
+    /// where the last slice stopped: messages with pending deliveries in slot order, then
+    /// acknowledgements within the window.
+    ///
+    /// - Returns: How many records it went through (at least one unless it is done), and whether
+    ///   nothing of the segment is left to copy.
+    private func copySlice(of segment: MessageLogSegment, budget: Int) throws(ParleyError) -> (copied: Int, done: Bool)
+    {
         try rotateIfFull()
         // Only this thread changes the index: what is read under one lock holds under the next.
-        let (entries, tombstones) = index.withLock { index in
+        let (entries, tombstones, firstSlot, nextSlot, acknowledgementsSeen) = index.withLock { index in
+            var entries: [MessageLogEntry] = []
+            let firstSlot = segment.compactedSlots
+            var slot = firstSlot
+            while slot < segment.messages.count && entries.count < budget {
+                if let entry = segment.messages[slot] { entries.append(entry) }
+                slot += 1
+            }
+            let seen = min(segment.acknowledgements.count, budget - entries.count)
             var tombstones: [(DeliveryKey, sequence: Int64, at: Int64)] = []
-            for key in segment.acknowledgements {
+            for key in segment.acknowledgements.prefix(seen) {
                 if let delivery = index.deliveries[key], case .acknowledged(let holder) = delivery.state,
                     holder === segment
                 {
                     tombstones.append((key, delivery.sequence, delivery.at))
                 }
             }
-            return (segment.messages.compactMap { $0 }, tombstones)
+            return (entries, tombstones, firstSlot, slot, seen)
         }
         var records: [MessageLogRecord.Stored] = []
         records.reserveCapacity(entries.count)
@@ -430,19 +471,21 @@ final class MessageLog: Sendable {
         let active = index.withLock { $0.active }
         let base = active.size
         if buffer.readableBytes > 0 { try write(&buffer, to: active) }
-        index.withLock { index in
+        return index.withLock { index in
             for (entry, offset, length) in moved {
+                segment.letGo(entry)
                 entry.offset = base + Int64(offset)
                 entry.length = Int32(length)
                 active.hold(entry)
             }
             for (key, sequence, at) in tombstones {
+                segment.liveBytes -= Int64(MessageLogRecord.acknowledgementLength)
                 index.addTombstone(key, sequence: sequence, at: at, segment: active)
             }
-            segment.messages = []
-            segment.liveMessages = 0
-            segment.liveBytes = 0
-            index.segments.removeAll { $0 === segment }
+            segment.compactedSlots = nextSlot
+            segment.acknowledgements.removeFirst(acknowledgementsSeen)
+            let done = nextSlot >= segment.messages.count && segment.acknowledgements.isEmpty
+            return (nextSlot - firstSlot + acknowledgementsSeen, done)
         }
     }
 
@@ -538,6 +581,8 @@ final class MessageLog: Sendable {
         var liveBytes: Int64
         var pendingDeliveries: Int
         var rememberedDeliveries: Int
+        /// A segment is being compacted in slices.
+        var compacting: Bool
     }
 
     var statistics: Statistics {
@@ -548,7 +593,8 @@ final class MessageLog: Sendable {
                 bytes: index.segments.reduce(0) { $0 + $1.size },
                 liveBytes: index.segments.reduce(0) { $0 + $1.liveBytes },
                 pendingDeliveries: pending,
-                rememberedDeliveries: index.deliveries.count - pending
+                rememberedDeliveries: index.deliveries.count - pending,
+                compacting: index.compacting != nil
             )
         }
     }

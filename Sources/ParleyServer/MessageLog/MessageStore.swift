@@ -35,7 +35,7 @@ protocol MessageStore: Sendable {
 }
 
 extension MessageLog: MessageStore {
-    func maintain() throws(ParleyError) { try compact() }
+    func maintain() throws(ParleyError) { try compact(budget: Self.compactionSlice) }
 }
 
 extension ServerStore: MessageStore {
