@@ -3,6 +3,7 @@ import GRDB
 import ParleyCore
 import ParleyNode
 import ParleyNodeStore
+import ParleyTesting
 import Synchronization
 import Testing
 

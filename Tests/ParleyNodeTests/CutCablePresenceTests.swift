@@ -1,6 +1,7 @@
 import ParleyClient
 import ParleyCore
 import ParleyServer
+import ParleyTesting
 import Testing
 
 /// docs/PROTOCOL.md section 23.4: a connection that goes silent without closing (a cut cable, a

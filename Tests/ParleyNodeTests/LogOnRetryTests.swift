@@ -2,6 +2,7 @@ import Foundation
 import ParleyClient
 import ParleyCore
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct LogOnRetryTests {

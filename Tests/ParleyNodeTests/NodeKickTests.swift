@@ -3,6 +3,7 @@ import ParleyClient
 import ParleyCore
 import ParleyNode
 import ParleyServer
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct NodeKickTests {

@@ -12,43 +12,37 @@ import Testing
     @Test func twoNodesExchangeTextAndBinaryDirectly() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let lan = FakeLAN()
-        let ann = try makeLANNode("ann", in: directory, lan: lan)
-        let bob = try makeLANNode("bob", in: directory, lan: lan)
-        try await withRunningNode(ann) { annEvents in
-            try await withRunningNode(bob) { bobEvents in
-                try await annEvents.wait("bob to show up") { $0.hasPeerUp(bob.nodeID) }
-                let text = try await ann.send(.text("hello bob"), to: .node(bob.nodeID))
-                #expect(text.route == .direct)
-                let binary = try await ann.send(.binary([0, 1, 2, 255]), to: .node(bob.nodeID))
-                #expect(binary.route == .direct)
-                let reply = try await bob.send(.text("hi ann"), to: .node(ann.nodeID))
-                #expect(reply.route == .direct)
-                try await bobEvents.wait("two messages") { _ in bobEvents.messages.count == 2 }
-                #expect(bobEvents.messages.map(\.body) == [.text("hello bob"), .binary([0, 1, 2, 255])])
-                #expect(bobEvents.messages.map(\.id) == [text.messageID, binary.messageID])
-                try await annEvents.wait("the reply") { _ in annEvents.messages.count == 1 }
-                #expect(annEvents.messages.first?.body == .text("hi ann"))
-                #expect(
-                    annEvents.all.contains { event in
-                        if case .messageReceived(_, let from, let route) = event {
-                            return from == bob.nodeID && route == .direct
-                        }
-                        return false
+        try await withTwoLANNodes(in: directory) { ann, annEvents, bob, bobEvents in
+            let text = try await ann.send(.text("hello bob"), to: .node(bob.nodeID))
+            #expect(text.route == .direct)
+            let binary = try await ann.send(.binary([0, 1, 2, 255]), to: .node(bob.nodeID))
+            #expect(binary.route == .direct)
+            let reply = try await bob.send(.text("hi ann"), to: .node(ann.nodeID))
+            #expect(reply.route == .direct)
+            try await bobEvents.wait("two messages") { _ in bobEvents.messages.count == 2 }
+            #expect(bobEvents.messages.map(\.body) == [.text("hello bob"), .binary([0, 1, 2, 255])])
+            #expect(bobEvents.messages.map(\.id) == [text.messageID, binary.messageID])
+            try await annEvents.wait("the reply") { _ in annEvents.messages.count == 1 }
+            #expect(annEvents.messages.first?.body == .text("hi ann"))
+            #expect(
+                annEvents.all.contains { event in
+                    if case .messageReceived(_, let from, let route) = event {
+                        return from == bob.nodeID && route == .direct
                     }
-                )
-                let bobInfo = ann.peers().first { $0.nodeID == bob.nodeID }
-                #expect(bobInfo?.name == "bob")
-                #expect(bobInfo?.online == true)
-                // Resending with the same ID is acknowledged but not delivered again.
-                let again = try await ann.send(.text("hello bob"), to: .node(bob.nodeID), id: text.messageID)
-                #expect(again.route == .direct)
-                let last = try await ann.send(.text("last"), to: .node(bob.nodeID))
-                #expect(last.route == .direct)
-                try await bobEvents.wait("the last message") { _ in bobEvents.messages.count >= 3 }
-                #expect(
-                    bobEvents.messages.map(\.body) == [.text("hello bob"), .binary([0, 1, 2, 255]), .text("last")])
-            }
+                    return false
+                }
+            )
+            let bobInfo = ann.peers().first { $0.nodeID == bob.nodeID }
+            #expect(bobInfo?.name == "bob")
+            #expect(bobInfo?.online == true)
+            // Resending with the same ID is acknowledged but not delivered again.
+            let again = try await ann.send(.text("hello bob"), to: .node(bob.nodeID), id: text.messageID)
+            #expect(again.route == .direct)
+            let last = try await ann.send(.text("last"), to: .node(bob.nodeID))
+            #expect(last.route == .direct)
+            try await bobEvents.wait("the last message") { _ in bobEvents.messages.count >= 3 }
+            #expect(
+                bobEvents.messages.map(\.body) == [.text("hello bob"), .binary([0, 1, 2, 255]), .text("last")])
         }
     }
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import ParleyCore
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct NodeStartTests {

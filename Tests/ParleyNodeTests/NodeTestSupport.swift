@@ -8,38 +8,6 @@ import ParleyTesting
 import Synchronization
 import Testing
 
-/// A logger that is silent unless PARLEY_TEST_LOGS is set (then it logs at debug level).
-func makeTestLogger(_ label: String) -> Logger {
-    guard ProcessInfo.processInfo.environment["PARLEY_TEST_LOGS"] != nil else {
-        return Logger(label: label, factory: { _ in SwiftLogNoOpLogHandler() })
-    }
-    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
-    logger.logLevel = .debug
-    return logger
-}
-
-/// A fresh directory under the system's temporary directory, removed by ``remove()``.
-struct TemporaryDirectory: Sendable {
-    let path: String
-
-    init() throws {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "parley-node-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        path = url.path
-    }
-
-    func subdirectory(_ name: String) -> String { path + "/" + name }
-
-    func remove() {
-        do {
-            try FileManager.default.removeItem(atPath: path)
-        } catch {
-            print("could not remove \(path): \(error)")
-        }
-    }
-}
-
 /// A loopback node configuration with short timers.
 func makeNodeConfiguration(dataDirectory: String, name: String) -> ParleyNode.Configuration {
     var configuration = ParleyNode.Configuration(dataDirectory: dataDirectory, name: name)
@@ -176,11 +144,7 @@ func withServer<T: Sendable>(
     isolation: isolated (any Actor)? = #isolation,
     _ body: (ParleyServer, ParleyClient.Configuration) async throws -> T
 ) async throws -> T {
-    var configuration = ParleyServer.Configuration(dataDirectory: dataDirectory)
-    configuration.host = "127.0.0.1"
-    configuration.port = port
-    configuration.portSearchLimit = 1
-    configuration.passwordCost = .insecureFastForTesting
+    var configuration = makeServerConfiguration(dataDirectory: dataDirectory, port: port)
     configure(&configuration)
     let server = ParleyServer(configuration: configuration, logger: makeTestLogger("server"))
     return try await withThrowingTaskGroup(of: Void.self) { group in

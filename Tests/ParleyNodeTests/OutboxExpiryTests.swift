@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyNode
+import ParleyTesting
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct OutboxExpiryTests {
