@@ -20,13 +20,12 @@ import ParleyDiscovery
 @main
 struct DiscoveryProbe {
     struct Options {
-        /// The node ID is a placeholder until `--node` gives one.
+        /// The node ID is a placeholder until ``parse(_:)`` sets `--node`'s.
         var record = ServiceRecord(
             instanceName: "",
             port: 7000,
             nodeID: NodeID(digest: Array(repeating: 0, count: NodeID.digestLength))!
         )
-        var nodeGiven = false
         var serviceType = "_parley._tcp"
         var retryDelay = Duration.seconds(1)
         var advertise = true
@@ -163,6 +162,7 @@ struct DiscoveryProbe {
 
     static func parse(_ arguments: [String]) throws -> Options {
         var options = Options()
+        var nodeID: NodeID?
         var iterator = arguments.makeIterator()
         func value(_ flag: String) throws -> String {
             guard let value = iterator.next() else { throw UsageError(description: "\(flag) needs a value") }
@@ -171,11 +171,10 @@ struct DiscoveryProbe {
         while let flag = iterator.next() {
             switch flag {
             case "--node":
-                guard let nodeID = NodeID(try value(flag)) else {
+                guard let given = NodeID(try value(flag)) else {
                     throw UsageError(description: "--node needs a node ID (52 base32 characters)")
                 }
-                options.record.nodeID = nodeID
-                options.nodeGiven = true
+                nodeID = given
             case "--instance": options.record.instanceName = try value(flag)
             case "--port":
                 guard let port = UInt16(try value(flag)) else { throw UsageError(description: "bad --port") }
@@ -201,7 +200,8 @@ struct DiscoveryProbe {
             default: throw UsageError(description: "unknown argument \(flag)")
             }
         }
-        guard options.nodeGiven else { throw UsageError(description: "--node is required") }
+        guard let nodeID else { throw UsageError(description: "--node is required") }
+        options.record.nodeID = nodeID
         if options.record.instanceName.isEmpty { options.record.instanceName = "parley \(options.record.nodeID)" }
         return options
     }

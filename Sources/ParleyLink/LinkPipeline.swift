@@ -39,7 +39,7 @@ extension ChannelPipeline.SynchronousOperations {
 /// a read asked for while those bytes are being delivered is pending again. Handlers further in
 /// cannot tell: TLS may hand on decrypted bytes later, outside the socket's read (after its
 /// certificate check, say), and a read asked for meanwhile never passes again.
-final class SocketReadTracker: ChannelDuplexHandler, RemovableChannelHandler {
+final class SocketReadTracker: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
 

@@ -109,10 +109,9 @@ extension ParleyNode {
     static func replayInbox(_ registry: NodeRegistry, into events: EventQueue) throws(ParleyError) -> Int {
         let entries = try registry.inbox()
         for entry in entries {
-            let node = entry.fromNode
-            let route = Route(rawValue: entry.route) ?? (node == nil ? .server : .direct)
+            let route = Route(rawValue: entry.route) ?? (entry.fromNode == nil ? .server : .direct)
             events.offer(
-                .messageReceived(entry.message, from: node, route: route), inboxSequence: entry.sequence,
+                .messageReceived(entry.message, from: entry.fromNode, route: route), inboxSequence: entry.sequence,
                 isRedelivery: true, pastLimit: true)
         }
         return entries.count

@@ -81,6 +81,13 @@ final class MessageLog: Sendable {
         }
     }
 
+    /// A segment compacted in slices, and where the next slice starts in its messages.
+    private struct Compaction {
+        let segment: MessageLogSegment
+        /// The slots of `segment.messages` before this one were written again already.
+        var nextSlot = 0
+    }
+
     private struct Index {
         var deliveries: [DeliveryKey: Delivery] = [:]
         var queues: [UserID: RecipientQueue] = [:]
@@ -92,7 +99,7 @@ final class MessageLog: Sendable {
         var segments: [MessageLogSegment] = []
         /// The sealed segment whose live records are being written again at the end of the log,
         /// a slice per committer round (``MessageLog/compact(budget:)``).
-        var compacting: MessageLogSegment?
+        var compaction: Compaction?
         var nextSequence: Int64 = 1
 
         var active: MessageLogSegment { segments[segments.count - 1] }
@@ -374,7 +381,7 @@ final class MessageLog: Sendable {
         var budget = budget
         while budget > 0 {
             let next = index.withLock { index -> (MessageLogSegment, copy: Bool)? in
-                if let segment = index.compacting { return (segment, true) }
+                if let compaction = index.compaction { return (compaction.segment, true) }
                 guard index.segments.count >= 2 else { return nil }
                 let oldest = index.segments[0]
                 if oldest.liveBytes <= 0 && oldest.liveMessages == 0 {
@@ -387,7 +394,7 @@ final class MessageLog: Sendable {
                 guard oldest.liveBytes * 2 <= oldest.size || size > 2 * live + configuration.segmentSize else {
                     return nil
                 }
-                index.compacting = oldest
+                index.compaction = Compaction(segment: oldest)
                 return (oldest, true)
             }
             guard let (segment, copy) = next else { return }
@@ -400,7 +407,7 @@ final class MessageLog: Sendable {
                     segment.liveMessages = 0
                     segment.liveBytes = 0
                     index.segments.removeAll { $0 === segment }
-                    index.compacting = nil
+                    index.compaction = nil
                 }
             }
             segment.remove()
@@ -422,7 +429,7 @@ final class MessageLog: Sendable {
         // Only this thread changes the index: what is read under one lock holds under the next.
         let (entries, tombstones, firstSlot, nextSlot, acknowledgementsSeen) = index.withLock { index in
             var entries: [MessageLogEntry] = []
-            let firstSlot = segment.compactedSlots
+            let firstSlot = index.compaction?.nextSlot ?? 0
             var slot = firstSlot
             while slot < segment.messages.count && entries.count < budget {
                 if let entry = segment.messages[slot] { entries.append(entry) }
@@ -482,7 +489,7 @@ final class MessageLog: Sendable {
                 segment.liveBytes -= Int64(MessageLogRecord.acknowledgementLength)
                 index.addTombstone(key, sequence: sequence, at: at, segment: active)
             }
-            segment.compactedSlots = nextSlot
+            index.compaction?.nextSlot = nextSlot
             segment.acknowledgements.removeFirst(acknowledgementsSeen)
             let done = nextSlot >= segment.messages.count && segment.acknowledgements.isEmpty
             return (nextSlot - firstSlot + acknowledgementsSeen, done)
@@ -594,7 +601,7 @@ final class MessageLog: Sendable {
                 liveBytes: index.segments.reduce(0) { $0 + $1.liveBytes },
                 pendingDeliveries: pending,
                 rememberedDeliveries: index.deliveries.count - pending,
-                compacting: index.compacting != nil
+                compacting: index.compaction != nil
             )
         }
     }

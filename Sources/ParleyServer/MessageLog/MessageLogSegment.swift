@@ -26,9 +26,6 @@ final class MessageLogSegment: @unchecked Sendable {
     var liveMessages = 0
     /// Acknowledgements written to this segment (some may have expired or moved since).
     var acknowledgements: [MessageLog.DeliveryKey] = []
-    /// While the segment is compacted in slices: the slots of ``messages`` before this one were
-    /// written again at the end of the log.
-    var compactedSlots = 0
 
     /// The magic bytes at the start of every segment file.
     static let magic: [UInt8] = Array("PARLEYLOG1\n".utf8)
