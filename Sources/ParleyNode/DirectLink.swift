@@ -154,8 +154,8 @@ final class DirectLink: RequestSending {
     }
 
     /// The link is gone: fails everything still waiting on it. On the channel's event loop.
-    func closed() {
-        let error = ParleyError(code: .notConnected, message: "the direct link closed")
+    /// The link closed, or is closing for `error`: whatever waits fails with it.
+    func closed(_ error: ParleyError = ParleyError(code: .notConnected, message: "the direct link closed")) {
         requests.close(error)
         let waiters = state.withLock { state in
             state.closed = true
@@ -199,6 +199,11 @@ final class DirectLinkHandler: ChannelInboundHandler {
         if let authenticated = event as? LinkAuthenticated {
             link?.setAuthenticated(authenticated)
             context.writeAndFlush(wrapOutboundOut(hello), promise: nil)
+        } else if case .idleTimeout? = event as? LinkEvent {
+            // The peer is silent: what waits on it times out, as it would at its own deadline,
+            // rather than failing as on a link that merely closed (which a send tries again at
+            // once on a fresh link).
+            link?.closed(ParleyError(code: .timedOut, message: "the peer sent nothing within the peer timeout"))
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -386,25 +386,13 @@ public final class ParleyServer: Service, Sendable {
                         return
                     }
                     self.metrics.connectionsOpened.increment()
-                    let handler = ServerConnectionHandler(server: context, logger: logger)
-                    let id = handler.connectionID
-                    // The address text is made again at close rather than kept for the
-                    // connection's lifetime (the channel keeps the address itself).
-                    @Sendable func connection() -> ServerConnection {
-                        ServerConnection(
-                            id: id,
-                            address: channel.remoteAddress.map { ListeningAddress($0, requestedHost: "").description }
-                                ?? ""
-                        )
-                    }
-                    context.hooks.notify(.connectionOpened(connection()))
-                    channel.closeFuture.whenComplete { _ in
-                        context.registry.removeConnection(channel)
-                        context.hooks.notify(.connectionClosed(connection()))
-                    }
+                    // The handler leaves the registry and reports the close when its channel goes
+                    // inactive (no close callback held per connection).
+                    let handler = ServerConnectionHandler(server: context)
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)
                     try sync.addHandler(handler)
+                    context.hooks.notify(.connectionOpened(handler.connection))
                 }
             }
         var port = configuration.port

@@ -7,13 +7,14 @@ import ParleyWire
 ///
 /// The session core (``ServerConnectionHandler`` carrying out ``SessionStateMachine``) does the
 /// handshake, the one-session rule, flow control and closing; it routes each request frame to
-/// the one family that declared its type. A family is made per connection, lives on the
-/// connection's event loop and keeps that connection's state for its requests. It answers,
-/// pushes and runs blocking work through the ``SessionContext`` it is handed with each call.
+/// the one family that declared its type. A family that keeps a connection's state (messages,
+/// contacts) is made per connection and lives on its event loop; one without state of its own
+/// is made once and serves every connection. It answers, pushes and runs blocking work through
+/// the ``SessionContext`` it is handed with each call.
 ///
 /// A new family (contacts, presence, commands, history, transfers) is a type conforming to this
-/// protocol, added to ``ServerConnectionHandler/makeFamilies(server:)``; the session core does
-/// not change.
+/// protocol, added to `ServerConnectionHandler`'s layout of families; the session core does not
+/// change.
 protocol RequestFamily: AnyObject {
     /// The request frame types this family handles. No two families of a connection may
     /// declare the same type.

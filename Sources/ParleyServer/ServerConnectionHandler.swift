@@ -25,14 +25,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     typealias OutboundOut = Frame
 
     let server: ServerContext
-    private let baseLogger: Logger
     private var remoteAddress: SocketAddress?
 
     /// This connection's logger: the server's, with the peer's address and the logged-on user.
     /// Made when used (rarely: errors, debug lines), so that an idle connection holds no copy of
-    /// its metadata (about 0.6 KB each).
+    /// the logger or its metadata (about 0.6 KB each).
     var logger: Logger {
-        var logger = baseLogger
+        var logger = server.logger
         if let remoteAddress { logger[metadataKey: "peer.address"] = "\(remoteAddress)" }
         if let user = machine.identity.user { logger[metadataKey: "user.id"] = "\(user)" }
         return logger
@@ -47,9 +46,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private let lifetime = ConnectionLifetime()
     private var flushScheduled = false
     private var slowConsumerTimer: Scheduled<Void>?
-    /// The request families, in the order of ``router``'s indices.
-    private let families: [any RequestFamily]
-    private let router: RequestRouter
     /// The messages family, which the committer reaches directly (live deliveries, receipts).
     private let messages: MessagesFamily
     private let contacts: ContactsFamily
@@ -70,9 +66,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
 
-    init(server: ServerContext, logger: Logger) {
+    init(server: ServerContext) {
         self.server = server
-        self.baseLogger = logger
         self.connectionID = server.nextConnectionID()
         self.machine = SessionStateMachine(
             flow: RequestFlow(
@@ -80,39 +75,59 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 maximumQueries: Self.maximumQueries
             )
         )
-        let families = Self.makeFamilies(server: server)
-        self.messages = families.messages
-        self.contacts = families.contacts
-        self.families = families.all
-        self.router = Self.sharedRouter(for: families.all)
+        self.messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
+        self.contacts = ContactsFamily()
     }
 
-    /// The router of every connection: it depends only on the families' types, so the first
-    /// connection makes it and the others share its table.
-    private static let routerCache = Mutex<RequestRouter?>(nil)
+    /// The router of every connection: it depends only on the families' types.
+    private static let router = RequestRouter(
+        makeFamilies(messages: MessagesFamily(deliveryWindow: 1), contacts: ContactsFamily())
+    )
 
-    private static func sharedRouter(for families: [any RequestFamily]) -> RequestRouter {
-        routerCache.withLock { cached in
-            if let cached { return cached }
-            let router = RequestRouter(families)
-            cached = router
-            return router
+    /// Where each request family of a connection lives, in the order of ``router``'s indices. A
+    /// new family is added here. One that keeps no state of its own is made once and serves
+    /// every connection; the messages and contacts families keep the connection's state (its
+    /// delivery window, its presence subscriptions) and are made per connection.
+    private enum FamilySlot: Sendable {
+        case shared(any RequestFamily & Sendable)
+        case messages
+        case contacts
+
+        func family(messages: MessagesFamily, contacts: ContactsFamily) -> any RequestFamily {
+            switch self {
+            case .shared(let family): family
+            case .messages: messages
+            case .contacts: contacts
+            }
         }
     }
 
-    /// The request families every connection serves. A new family is added here.
+    private static let layout: [FamilySlot] = [
+        .shared(AccountsFamily()), .shared(DirectoryFamily()), .messages, .contacts, .shared(CommandsFamily()),
+        .shared(HistoryFamily()), .shared(TransfersFamily()),
+    ]
+
+    /// The family at `index` of ``layout``.
+    private func family(at index: Int) -> any RequestFamily {
+        Self.layout[index].family(messages: messages, contacts: contacts)
+    }
+
+    /// Calls `body` with every family of this connection, in ``layout``'s order.
+    private func forEachFamily(_ body: (any RequestFamily) -> Void) {
+        for index in Self.layout.indices { body(family(at: index)) }
+    }
+
+    /// The request families of a connection on `server`, in ``layout``'s order.
     static func makeFamilies(
         server: ServerContext
     ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
         let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
         let contacts = ContactsFamily()
-        return (
-            messages, contacts,
-            [
-                AccountsFamily(), DirectoryFamily(), messages, contacts, CommandsFamily(), HistoryFamily(),
-                TransfersFamily(),
-            ]
-        )
+        return (messages, contacts, makeFamilies(messages: messages, contacts: contacts))
+    }
+
+    private static func makeFamilies(messages: MessagesFamily, contacts: ContactsFamily) -> [any RequestFamily] {
+        layout.map { $0.family(messages: messages, contacts: contacts) }
     }
 
     /// What the families may do on this connection.
@@ -139,6 +154,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         machine.close()
         lifetime.close()
         slowConsumerTimer?.cancel()
+        server.registry.removeConnection(context.channel)
+        server.hooks.notify(.connectionClosed(connection))
         context.fireChannelInactive()
     }
 
@@ -178,7 +195,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 )
             }
         }
-        for family in families { family.writabilityChanged(writable, in: session) }
+        forEachFamily { $0.writabilityChanged(writable, in: session) }
         machine.writabilityChanged(writable)
         if writable { proceed() }
         context.fireChannelWritabilityChanged()
@@ -272,10 +289,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func route(_ frame: Frame) {
         do throws(ParleyError) {
-            guard let index = router.family(for: frame.type) else {
+            guard let index = Self.router.family(for: frame.type) else {
                 throw Self.unroutable(frame.type)
             }
-            try families[index].handle(frame, in: session)
+            try family(at: index).handle(frame, in: session)
         } catch {
             if error.code == .invalidRequest {
                 logger.debug(
@@ -555,7 +572,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             response.resumptionTokenExpiresAtMs = token.expiresAt.millisecondsSince1970
         }
         respond(to: frame, with: response)
-        for family in families { family.sessionStarted(in: session) }
+        forEachFamily { $0.sessionStarted(in: session) }
         let described = ServerSession(
             id: connectionID,
             user: user.userID,
@@ -567,10 +584,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         server.hooks.notify(.loggedOn(described))
     }
 
-    /// The peer's "IP:port", or "" when unknown.
+    /// The peer's "IP:port", or "" when unknown. Made when asked for (rarely), not kept.
     var remoteAddressText: String {
-        guard let remote = context?.remoteAddress else { return "" }
-        return ListeningAddress(remote, requestedHost: "").description
+        guard let remoteAddress else { return "" }
+        return ListeningAddress(remoteAddress, requestedHost: "").description
+    }
+
+    /// This connection, as the application's hooks see it.
+    var connection: ServerConnection {
+        ServerConnection(id: connectionID, address: remoteAddressText)
     }
 
     /// Leaves the registry and tells the families a logged-on session ended.
@@ -579,7 +601,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         server.registry.release(ended.user, for: handle.id)
         logger.debug("logged off", metadata: ["user.id": "\(ended.user)"])
         if ended.wasLoggedOn {
-            for family in families { family.sessionEnded(ended.user, in: session) }
+            forEachFamily { $0.sessionEnded(ended.user, in: session) }
             server.hooks.notify(.loggedOff(ended.user, session: connectionID))
         }
     }

@@ -109,19 +109,26 @@ public final class FrameEncoder: ChannelOutboundHandler, RemovableChannelHandler
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var frame = unwrapOutboundIn(data)
-        let coalesce = frame.payload.readableBytes <= Self.coalescingLimit
+        Self.write(unwrapOutboundIn(data), context: context, promise: promise)
+    }
+
+    /// Hands `frame`'s wire bytes to the handler before `context`: one buffer with the header,
+    /// and the payload in it when it is small or as its own buffer when not. `promise` completes
+    /// with the last of them.
+    public static func write(_ frame: Frame, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        var frame = frame
+        let coalesce = frame.payload.readableBytes <= coalescingLimit
         let headerBytes = Frame.lengthFieldSize + Frame.headerSize + frame.meta.readableBytes
         var buffer = context.channel.allocator.buffer(
             capacity: headerBytes + (coalesce ? frame.payload.readableBytes : 0)
         )
-        Self.writeHeader(of: &frame, into: &buffer)
+        writeHeader(of: &frame, into: &buffer)
         if coalesce {
             buffer.writeBuffer(&frame.payload)
-            context.write(wrapOutboundOut(buffer), promise: promise)
+            context.write(NIOAny(buffer), promise: promise)
         } else {
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            context.write(wrapOutboundOut(frame.payload), promise: promise)
+            context.write(NIOAny(buffer), promise: nil)
+            context.write(NIOAny(frame.payload), promise: promise)
         }
     }
 

@@ -89,10 +89,14 @@ struct OverloadTests {
                 )
                 // What the flooder got into the socket: the kernel's buffers (6-8 MiB measured
                 // on loopback: a receive buffer does not grow while its reader does not read)
-                // plus what the server read. A server that kept reading took 22-25 MiB in 3 s.
-                #expect(written < 16 << 20, "the server read \(written >> 20) MiB from a client that does not read")
+                // plus what the server read, which it reads only as fast as it answers (the small
+                // answers fit in the socket buffers for longer than the test runs): 10-20 MiB,
+                // more the faster the server is. With the holding back disabled (2026-12-04) the
+                // server read 59-82 MiB in the 3 s and its process grew by 622 MiB.
+                #expect(written < 40 << 20, "the server read \(written >> 20) MiB from a client that does not read")
                 #expect(slowest < .seconds(1))
-                // The server runs in this process, with other tests: a loose bound.
+                // The server runs in this process, with other tests: a loose bound (11 MiB measured
+                // held back, 622 MiB not).
                 #expect(grown < 128 << 20, "RSS grew by \(grown >> 20) MiB")
                 // The flooder's remaining work was dropped: the server answers at once.
                 let started = clock.now

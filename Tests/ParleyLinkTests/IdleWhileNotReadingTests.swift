@@ -9,21 +9,21 @@ import Testing
 /// idle for that: with `idleTimeoutWhileNotReading` false, only a peer that stays silent while
 /// this side's socket waits for its bytes is closed.
 @Suite struct IdleWhileNotReadingTests {
-    // IdleStateHandler measures wall-clock time, which EmbeddedEventLoop cannot advance: the
-    // tests fire its event directly, as KeepAliveHandlerTests do.
+    // LinkHandler keeps the event loop's time: the tests advance the EmbeddedEventLoop's clock by
+    // the idle timeout (1 s).
 
     @Test func aLinkThatHoldsItsReadsBackIsNotClosedAsIdle() throws {
         let (channel, hold) = try makeChannel(idleWhileNotReading: false)
         hold.holding = true
         try channel.writeInbound(Self.someFrame)  // the last read is done; the next is held back
         channel.read()
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         #expect(channel.isActive)
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
         // Reading again: a peer silent for the idle timeout now is closed.
         hold.holding = false
         channel.read()
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         try expectClosedAsIdle(channel)
     }
 
@@ -33,7 +33,7 @@ import Testing
         // The frame's handler asks for the next read before the delivery completes, as a channel
         // does when its reader keeps up; nothing asks again after the completion.
         try channel.writeInbound(Self.someFrame)
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         try expectClosedAsIdle(channel)
     }
 
@@ -57,7 +57,7 @@ import Testing
         channel.read()  // the channel asks for the next read once this one completed
         late.handOn()
         #expect(try channel.readInbound(as: Frame.self)?.type == .userExists)
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         try expectClosedAsIdle(channel)
     }
 
@@ -66,7 +66,7 @@ import Testing
         hold.holding = true
         try channel.writeInbound(Self.someFrame)
         channel.read()
-        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         #expect(!channel.isActive)
     }
 

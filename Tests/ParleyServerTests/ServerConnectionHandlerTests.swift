@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import NIOEmbedded
 import ParleyCore
@@ -14,7 +13,7 @@ struct ServerConnectionHandlerTests {
         let context = server.context
         try await channel.eventLoop.submit {
             try channel.pipeline.syncOperations.addHandler(
-                ServerConnectionHandler(server: context, logger: Logger(label: "parley.test")))
+                ServerConnectionHandler(server: context))
         }.get()
         return channel
     }

@@ -11,7 +11,7 @@ import ParleyWire
 ///
 /// This family checks credentials and the logon throttle; the session core applies the
 /// one-session rule and makes the connection logged on (``SessionContext/claimSession(_:_:node:)``).
-final class AccountsFamily: RequestFamily {
+final class AccountsFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [.register, .logOn, .logOff, .updateUserInfo, .changePassword]
     /// How long a failed logon waits before it is answered.
     private static let failedLogonDelay = TimeAmount.milliseconds(100)
@@ -306,9 +306,6 @@ final class AccountsFamily: RequestFamily {
         }
     }
 }
-
-@available(*, unavailable)
-extension AccountsFamily: Sendable {}
 
 /// The node fields REGISTER and LOGON share (docs/PROTOCOL.md section 17.5).
 private protocol DeclaresNode {

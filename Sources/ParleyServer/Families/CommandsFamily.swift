@@ -13,7 +13,7 @@ import ParleyWire
 /// to that user's session as a COMMAND event and the reply, a COMMAND_REPLY from that session,
 /// is correlated back through the server-wide ``CommandTable``, which also applies the caller's
 /// timeout. A waiting SEND_COMMAND counts as one of the connection's unanswered requests.
-final class CommandsFamily: RequestFamily {
+final class CommandsFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [.sendCommand, .commandReply]
 
     var requestTypes: [FrameType] { Self.types }

@@ -4,7 +4,7 @@ import ParleyWire
 
 /// The user directory: USER_EXISTS, FIND_USER_ID, FIND_USERS, USER_ONLINE, GET_USER_INFO
 /// (docs/PROTOCOL.md section 10). Read-only queries, run on the blocking pool side by side.
-final class DirectoryFamily: RequestFamily {
+final class DirectoryFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [.userExists, .findUserID, .findUsers, .userOnline, .getUserInfo]
 
     var requestTypes: [FrameType] { Self.types }
@@ -90,6 +90,3 @@ final class DirectoryFamily: RequestFamily {
         return response
     }
 }
-
-@available(*, unavailable)
-extension DirectoryFamily: Sendable {}

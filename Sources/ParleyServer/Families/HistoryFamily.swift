@@ -8,7 +8,7 @@ import ParleyWire
 /// query); the search runs off the loop on the blocking pool, once the history writer has
 /// written what was queued before it (so a user finds the message it just sent), against the
 /// history file's reader connections: it never waits for the message path nor holds it up.
-final class HistoryFamily: RequestFamily {
+final class HistoryFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [.searchHistory]
 
     var requestTypes: [FrameType] { Self.types }
@@ -27,6 +27,3 @@ final class HistoryFamily: RequestFamily {
         }
     }
 }
-
-@available(*, unavailable)
-extension HistoryFamily: Sendable {}

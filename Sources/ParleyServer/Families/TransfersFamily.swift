@@ -12,7 +12,7 @@ import ParleyWire
 /// pool, one after the other (a chunk is handled as a session-changing request, so a connection's
 /// chunks stay in order); the row in the store says how far the transfer has come. Reads run in
 /// parallel, as directory queries do. No file is ever held in memory: one chunk per request.
-final class TransfersFamily: RequestFamily {
+final class TransfersFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [
         .transferStart, .transferChunk, .transferEnd, .transferRead, .transferClose, .listTransfers,
     ]

@@ -1,0 +1,285 @@
+public import NIOCore
+import NIOSSL
+import ParleyCore
+public import ParleyWire
+
+/// The one handler every Parley link has: it cuts the byte stream into ``Frame``s and writes
+/// frames with their length prefix, answers PINGs, sends PINGs when the link is quiet, closes it
+/// when the peer goes silent, and answers a byte stream that cannot be framed with a fatal ERROR
+/// frame before closing.
+///
+/// One handler rather than a chain of NIO's (a `ByteToMessageHandler`, an encoder, an
+/// `IdleStateHandler`, a keep-alive handler): an idle connection then holds one pipeline context,
+/// no buffer while no frame is half received, and one timer instead of two scheduled tasks with
+/// their promises; and a write costs no promise for the idle bookkeeping (`IdleStateHandler`
+/// makes one per write to see it complete). The server holds tens of thousands of such
+/// connections.
+///
+/// Time is the event loop's (`EventLoop.now`), so an `EmbeddedEventLoop` drives the timers in
+/// tests. A write counts when it is flushed; a read when its bytes were delivered
+/// (`channelReadComplete`), as with `IdleStateHandler`.
+public final class LinkHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = Frame
+    public typealias OutboundIn = Frame
+    public typealias OutboundOut = ByteBuffer
+
+    private var decoder: FrameDecoder
+    /// The start of a frame whose remaining bytes have not arrived yet; nil between frames.
+    private var partial: ByteBuffer?
+    private var state = State.active
+    /// Frames are being handed on; bytes arriving meanwhile (re-entrantly) wait in `partial`.
+    private var decoding = false
+    /// Between a read's bytes and its `channelReadComplete`.
+    private var reading = false
+
+    private let idleTimeout: TimeAmount?
+    private let heartbeatInterval: TimeAmount?
+    /// When set, the idle timeout closes the link only while its socket waits for the peer's
+    /// bytes, not while the handlers after this one hold its reads back
+    /// (``LinkConfiguration/idleTimeoutWhileNotReading`` false).
+    private let reads: SocketReadTracker?
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    private var lastWrite = NIODeadline.uptimeNanoseconds(0)
+    /// Something was written since the last flush.
+    private var wrote = false
+    private var timer: NIOScheduledCallback?
+    private var nextNonce: UInt64 = 1
+    private var context: ChannelHandlerContext?
+
+    private enum State {
+        case active
+        /// A framing error or the idle timeout closed the link: nothing more is decoded.
+        case failed
+        case inactive
+    }
+
+    /// A handler whose idle timeout closes the link whenever the peer was silent that long.
+    public convenience init(configuration: LinkConfiguration) {
+        self.init(configuration: configuration, judgingIdleBy: nil)
+    }
+
+    init(configuration: LinkConfiguration, judgingIdleBy reads: SocketReadTracker?) {
+        self.decoder = FrameDecoder(maximumFrameSize: configuration.maximumFrameSize)
+        self.idleTimeout = configuration.idleTimeout > .zero ? TimeAmount(configuration.idleTimeout) : nil
+        self.heartbeatInterval =
+            configuration.heartbeatInterval > .zero ? TimeAmount(configuration.heartbeatInterval) : nil
+        self.reads = reads
+    }
+
+    // MARK: Lifecycle
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { start(context: context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        stopTimer(context: context)
+        self.context = nil
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let wasActive = state == .active
+        state = .inactive
+        stopTimer(context: context)
+        if wasActive, let partial, partial.readableBytes > 0 {
+            // The peer closed in the middle of a frame.
+            context.fireUserInboundEventTriggered(
+                LinkEvent.framingError(FrameDecodingError(.truncatedFrame(bufferedBytes: partial.readableBytes)))
+            )
+        }
+        partial = nil
+        context.fireChannelInactive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard timer == nil, state == .active else { return }
+        let now = context.eventLoop.now
+        lastRead = now
+        lastWrite = now
+        scheduleTimer(context: context, now: now)
+    }
+
+    // MARK: Reading
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
+        guard state == .active else { return }
+        var bytes = unwrapInboundIn(data)
+        if var partial {
+            self.partial = nil
+            partial.writeBuffer(&bytes)
+            bytes = partial
+        }
+        if decoding {
+            // A handler after this one made the channel read while frames are handed on: the
+            // loop below takes these bytes in turn.
+            partial = bytes
+            return
+        }
+        decoding = true
+        defer { decoding = false }
+        while state == .active {
+            let frame: Frame?
+            do {
+                frame = try decoder.decode(buffer: &bytes)
+            } catch let error as FrameDecodingError {
+                fail(error, context: context)
+                return
+            } catch {
+                context.fireErrorCaught(error)
+                return
+            }
+            if let frame {
+                handle(frame, context: context)
+                continue
+            }
+            // Bytes that came in while the frames were handed on.
+            guard var more = partial else { break }
+            partial = nil
+            bytes.writeBuffer(&more)
+        }
+        if state == .active, bytes.readableBytes > 0 {
+            partial = bytes
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if reading {
+            reading = false
+            lastRead = context.eventLoop.now
+        }
+        context.fireChannelReadComplete()
+    }
+
+    private func handle(_ frame: Frame, context: ChannelHandlerContext) {
+        switch frame.type {
+        case .ping:
+            // Echo the nonce; a PING with an unreadable meta still proves liveness.
+            let ping = (try? frame.decodeMeta(as: Parley_V1_Ping.self)) ?? Parley_V1_Ping()
+            writeAndFlush(Frame(type: .pong, requestID: frame.requestID, message: ping), context: context)
+        case .pong:
+            break
+        default:
+            context.fireChannelRead(wrapInboundOut(frame))
+        }
+    }
+
+    /// The stream can no longer be trusted: say why, then close.
+    private func fail(_ error: FrameDecodingError, context: ChannelHandlerContext) {
+        state = .failed
+        partial = nil
+        context.fireUserInboundEventTriggered(LinkEvent.framingError(error))
+        writeFinal(.error(error.parleyError, requestID: 0, fatal: true), context: context)
+    }
+
+    // MARK: Writing
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        wrote = true
+        FrameEncoder.write(unwrapOutboundIn(data), context: context, promise: promise)
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        if wrote {
+            wrote = false
+            lastWrite = context.eventLoop.now
+        }
+        context.flush()
+    }
+
+    /// Writes a frame of this handler's own (PONG, PING, a last ERROR) and flushes it.
+    private func writeAndFlush(_ frame: Frame, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(frame.encoded(allocator: context.channel.allocator)), promise: nil)
+        wrote = true
+        flush(context: context)
+    }
+
+    /// Sends a last frame and closes at once. The flush hands the frame to the socket right away
+    /// when it can take it; a peer that stops reading would keep the write, and so the close,
+    /// pending forever.
+    private func writeFinal(_ frame: Frame, context: ChannelHandlerContext) {
+        writeAndFlush(frame, context: context)
+        context.close(promise: nil)
+    }
+
+    /// Closes a link whose peer went silent. Behind TLS, a close waits for the peer's close_notify
+    /// (up to the TLS shutdown timeout, 5 s) and a silent peer sends none: the close is issued
+    /// below the TLS handler instead, so the link ends at the idle timeout. The ERROR frame was
+    /// flushed first and goes out if the socket takes it.
+    private func closeWithoutTheSilentPeer(context: ChannelHandlerContext) {
+        if let tls = try? context.pipeline.syncOperations.context(handlerType: NIOSSLHandler.self) {
+            tls.close(promise: nil)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Timers
+
+    /// One timer for both timeouts, set for whichever falls due first. A read or write moves a
+    /// deadline later without touching the timer: when it fires early, it is set again.
+    private func scheduleTimer(context: ChannelHandlerContext, now: NIODeadline) {
+        var deadline: NIODeadline?
+        if let idleTimeout { deadline = lastRead + idleTimeout }
+        if let heartbeatInterval { deadline = min(deadline ?? .distantFuture, lastWrite + heartbeatInterval) }
+        guard var deadline else { return }
+        // Never in the past: a deadline just missed fires on the next tick.
+        deadline = max(deadline, now)
+        timer = try? context.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: self)
+    }
+
+    private func stopTimer(context: ChannelHandlerContext) {
+        if let timer {
+            context.eventLoop.assumeIsolated().cancelScheduledCallback(timer)
+        }
+        timer = nil
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard let context, state == .active else { return }
+        let now = context.eventLoop.now
+        if let idleTimeout, !reading, now - lastRead >= idleTimeout {
+            if reads?.readPending ?? true {
+                let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
+                state = .failed
+                context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
+                writeAndFlush(.error(error, requestID: 0, fatal: true), context: context)
+                closeWithoutTheSilentPeer(context: context)
+                return
+            }
+            // Nothing was read because nothing was asked for: the peer is not the silent one.
+            // The peer gets a whole idle timeout again from now.
+            lastRead = now
+        }
+        if let heartbeatInterval, now - lastWrite >= heartbeatInterval {
+            var ping = Parley_V1_Ping()
+            ping.nonce = nextNonce
+            nextNonce &+= 1
+            writeAndFlush(Frame(type: .ping, requestID: 0, message: ping), context: context)
+        }
+        guard state == .active, context.channel.isActive else { return }
+        scheduleTimer(context: context, now: now)
+    }
+}
+
+extension LinkHandler: NIOScheduledCallbackHandler {
+    public func handleScheduledCallback(eventLoop: some EventLoop) {
+        timerFired()
+    }
+}
+
+/// Events ``LinkHandler`` passes on to the handlers after it.
+public enum LinkEvent: Sendable {
+    /// The peer sent nothing within the idle timeout; the link is being closed.
+    case idleTimeout
+    /// The byte stream could not be framed; the link is being closed.
+    case framingError(FrameDecodingError)
+}
