@@ -8,6 +8,9 @@
 #
 #   ./scripts/bench-reconnect.sh                  # N=10000, lean generator, plaintext, release build
 #   N=1000 ./scripts/bench-reconnect.sh
+#   TLS=1 ./scripts/bench-reconnect.sh            # the lean generator over TLS 1.3 (one TLS context for
+#       all its connections, the server's certificate pinned by fingerprint): the storm then includes
+#       10,000 TLS handshakes on the server
 #   REGISTER_COST=4 ./scripts/bench-reconnect.sh  # registers with cheap password hashes: saves the
 #       ~3 minutes 10,000 registrations take at the default cost; tokens do not depend on it, and the
 #       restarted server runs at the default cost (14) either way
@@ -27,6 +30,7 @@ REGISTER_COST=${REGISTER_COST:-14}
 GENERATOR=${GENERATOR:-lean}
 SIGNAL=${SIGNAL:-KILL}
 RETRY=${RETRY:-local}
+TLS=${TLS:-0}
 
 if [ "$BUILD" = release ] && [ "${NO_BUILD:-}" != 1 ]; then swift build -c release --product parley >/dev/null; fi
 parley="$PWD/.build/$BUILD/parley"
@@ -46,7 +50,9 @@ ulimit -n "$(ulimit -Hn)"
 
 transport=()
 bench_transport=()
-if [ "$GENERATOR" = lean ]; then
+if [ "$GENERATOR" = lean ] && [ "$TLS" = 1 ]; then
+    bench_transport=(--lean --server-pid-file "$work/server.pid")
+elif [ "$GENERATOR" = lean ]; then
     transport=(--insecure-plaintext)
     bench_transport=(--lean --insecure-plaintext --server-pid-file "$work/server.pid")
 fi

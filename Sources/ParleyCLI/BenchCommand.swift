@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import ParleyClient
 import ParleyCore
+import ParleyLink
 
 /// `parley bench`: a load generator that measures delivered messages per second and
 /// end-to-end latency, or logons per second.
@@ -21,8 +23,8 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             waits until the server was restarted (by whoever waits for PATH: \
             scripts/bench-reconnect.sh) and every client logged on again by itself (with its \
             resumption token, docs/PROTOCOL.md section 9.2.1); with --lean as well, the clients \
-            are raw plaintext connections on one thread that wait for every connection to close \
-            and the server to accept again, then all connect and log on with their tokens at once \
+            are raw connections on one thread (plaintext, or TLS without --insecure-plaintext) \
+            that wait for every connection to close and the server to accept again, then all connect and log on with their tokens at once \
             (the storm; --server-pid-file for the server's CPU). With --presence-logon N, measures how \
             long a user whose N contacts are all online waits after LOGON until it knows every \
             contact's presence; with --presence-fanout M, how long a presence change of one user \
@@ -141,7 +143,14 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             deadline: deadline
         )
         if lean, let reconnectReadyFile {
-            let configuration = try Self.leanConfiguration(connection)
+            let configuration = try connection.clientConfiguration()
+            // The storm over TLS: one TLS context for every connection, each checking the server's
+            // certificate as ParleyClient would.
+            var tls: (@Sendable (ChannelPipeline.SynchronousOperations) throws -> Void)?
+            if case .tls(let trust) = configuration.security {
+                tls = try ServerTrustVerifier(trust: trust, host: configuration.host, port: configuration.port)
+                    .handlerMaker()
+            }
             let report = try await LeanReconnect.run(
                 LeanReconnect.Plan(
                     host: configuration.host,
@@ -149,7 +158,8 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
                     clients: clients,
                     readyFile: reconnectReadyFile,
                     serverPIDFile: serverPIDFile,
-                    deadline: deadline
+                    deadline: deadline,
+                    tls: tls
                 )
             )
             try out.emit(report, text: report.summary)
@@ -239,11 +249,12 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
         if report.delivered < report.messages { throw ExitStatus.incomplete }
     }
 
-    /// The server's address for the lean generator, which speaks plaintext only.
+    /// The server's address for the lean message load, which speaks plaintext only.
     private static func leanConfiguration(_ options: ServerOptions) throws -> ParleyClient.Configuration {
         let configuration = try options.clientConfiguration()
         guard configuration.security == .insecurePlaintext else {
-            throw ValidationError("--lean speaks plaintext only: add --insecure-plaintext (and run the server so)")
+            throw ValidationError(
+                "--lean messages are plaintext only: add --insecure-plaintext (and run the server so)")
         }
         return configuration
     }

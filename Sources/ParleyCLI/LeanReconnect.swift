@@ -5,8 +5,9 @@ import ParleyCore
 import ParleyWire
 
 /// The mass reconnect of `parley bench --lean --reconnect-ready-file PATH` (issue 8 item 5):
-/// raw plaintext connections on one event-loop thread, like the lean message load, so that the
-/// server and not the generator limits the figures.
+/// raw connections on one event-loop thread, like the lean message load, so that the server and
+/// not the generator limits the figures. Plaintext, or TLS with one TLS context for all the
+/// connections (`tls`), so that the storm includes the server's TLS handshakes.
 ///
 /// Every client registers (a bounded number of REGISTERs in flight: the server hashes each
 /// password) and keeps the resumption token the answer carries (docs/PROTOCOL.md section
@@ -29,6 +30,8 @@ final class LeanReconnect: @unchecked Sendable {
         /// the storm: the report then has the server's CPU time during the storm.
         var serverPIDFile: String?
         var deadline: ContinuousClock.Instant
+        /// Adds TLS in front of each connection's handlers; nil for plaintext.
+        var tls: (@Sendable (ChannelPipeline.SynchronousOperations) throws -> Void)?
     }
 
     /// `{"clients":..,"loggedOn":..,"seconds":..,"logonsPerSecond":..,"p50Ms":..,...}`
@@ -160,9 +163,13 @@ final class LeanReconnect: @unchecked Sendable {
         self.done = done
         // The kernel retries a SYN the listener's full backlog dropped (1 s, then 3 s, ...):
         // a long connect timeout leaves that to it.
+        let tls = plan.tls
         self.bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(30))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try tls?(channel.pipeline.syncOperations) }
+            }
     }
 
     private func start() {

@@ -50,9 +50,15 @@ public final class ServerTrustVerifier: Sendable {
 
     /// Adds TLS (1.3 only) in front of the channel's other handlers.
     public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        try handlerMaker()(pipeline)
+    }
+
+    /// Adds TLS as ``addHandlers(to:)`` does, to many connections to the same server (a load
+    /// generator's): the TLS context is made once, and each call adds a handler that checks the
+    /// server's certificate as this verifier does.
+    public func handlerMaker() throws -> @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv13
-        let handler: NIOSSLClientHandler
         switch trust {
         case .certificateAuthorities(let file):
             configuration.trustRoots = .file(file)
@@ -61,17 +67,23 @@ public final class ServerTrustVerifier: Sendable {
             // SNI carries host names only; an IP address is checked against the certificate's
             // IP address entries from the socket's peer address.
             let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
-            handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
+            let serverHostname = isAddress ? nil : host
+            return { pipeline in
+                try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+            }
         case .fingerprint, .trustOnFirstUse:
             // A mode that verifies, with the callback replacing BoringSSL's chain checks.
             configuration.certificateVerification = .noHostnameVerification
             configuration.trustRoots = .certificates([])
             let context = try NIOSSLContext(configuration: configuration)
-            handler = try NIOSSLClientHandler(context: context, serverHostname: nil) { [self] certificates, promise in
-                promise.succeed(verify(certificates))
+            return { [self] pipeline in
+                let handler = try NIOSSLClientHandler(context: context, serverHostname: nil) {
+                    [self] certificates, promise in
+                    promise.succeed(verify(certificates))
+                }
+                try pipeline.addHandler(handler)
             }
         }
-        try pipeline.addHandler(handler)
     }
 
     /// Explains a TLS failure of this connection: the refusal if the certificate was refused,
