@@ -76,13 +76,13 @@ final class MessageCommitter: Sendable {
 
     /// The work of one round for one event loop, run there in one task.
     private enum LoopWork: Sendable {
-        case answer(NIOLoopBound<ServerConnectionHandler>, @Sendable (ServerConnectionHandler, Result) -> Void, Result)
-        case live(NIOLoopBound<ServerConnectionHandler>, LiveDelivery)
+        case answer(SessionHandle, @Sendable (ServerConnectionHandler, Result) -> Void, Result)
+        case live(SessionHandle, LiveDelivery)
 
         func run() {
             switch self {
-            case .answer(let handler, let body, let result): body(handler.value, result)
-            case .live(let handler, let delivery): handler.value.liveDelivery(delivery)
+            case .answer(let session, let body, let result): body(session.handlerOnLoop, result)
+            case .live(let session, let delivery): session.handlerOnLoop.liveDelivery(delivery)
             }
         }
     }
@@ -319,7 +319,7 @@ final class MessageCommitter: Sendable {
             switch submission.answer {
             case .direct(let completion): completion(.success(outcomes))
             case .session(let sender, let body):
-                work.add(.answer(sender.handler, body, .success(outcomes)), on: sender.eventLoop)
+                work.add(.answer(sender, body, .success(outcomes)), on: sender.eventLoop)
             }
         }
         metrics?.messagesStored(live.count)
@@ -328,7 +328,7 @@ final class MessageCommitter: Sendable {
             let sessions = registry.sessions(for: live.lazy.map(\.recipient))
             for (delivery, session) in zip(live, sessions) {
                 guard let session else { continue }
-                work.add(.live(session.handler, delivery), on: session.eventLoop)
+                work.add(.live(session, delivery), on: session.eventLoop)
             }
         }
         work.run { $0.run() }

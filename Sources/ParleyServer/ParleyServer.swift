@@ -360,7 +360,7 @@ public final class ParleyServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
                 .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65536)
             )
             .childChannelOption(
                 .writeBufferWaterMark,

@@ -137,11 +137,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        handle = SessionHandle(
-            id: ObjectIdentifier(self),
-            eventLoop: context.eventLoop,
-            handler: NIOLoopBound(self, eventLoop: context.eventLoop)
-        )
+        handle = SessionHandle(eventLoop: context.eventLoop, handler: self)
         remoteAddress = context.remoteAddress
     }
 

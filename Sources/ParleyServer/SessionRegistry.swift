@@ -4,15 +4,31 @@ import ParleyServerStore
 import Synchronization
 
 /// A logged-on session as other parts of the server see it: where to reach its handler.
-struct SessionHandle: Sendable {
-    let id: ObjectIdentifier
+///
+/// `@unchecked Sendable`: the handler is touched only on its event loop, in ``execute(_:)``
+/// (an `NIOLoopBound` would check that at run time, but it holds a second copy of the event loop;
+/// a handle is kept by every connection and every registry entry). Its identity is read anywhere.
+struct SessionHandle: @unchecked Sendable {
     let eventLoop: any EventLoop
-    let handler: NIOLoopBound<ServerConnectionHandler>
+    private let handler: ServerConnectionHandler
+
+    init(eventLoop: any EventLoop, handler: ServerConnectionHandler) {
+        self.eventLoop = eventLoop
+        self.handler = handler
+    }
+
+    /// The session's identity (its handler's).
+    var id: ObjectIdentifier { ObjectIdentifier(handler) }
 
     /// Runs `body` with the session's handler on its event loop.
     func execute(_ body: @escaping @Sendable (ServerConnectionHandler) -> Void) {
-        let handler = self.handler
-        eventLoop.execute { body(handler.value) }
+        eventLoop.execute { [self] in body(handlerOnLoop) }
+    }
+
+    /// The handler, for code running on its event loop (checked, as `NIOLoopBound` checks).
+    var handlerOnLoop: ServerConnectionHandler {
+        eventLoop.preconditionInEventLoop()
+        return handler
     }
 }
 
