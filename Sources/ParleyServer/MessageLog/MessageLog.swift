@@ -89,7 +89,7 @@ final class MessageLog: Sendable {
     }
 
     private struct Index {
-        var deliveries: [DeliveryKey: Delivery] = [:]
+        var deliveries = DeliveryTable<Delivery>()
         var queues: [UserID: RecipientQueue] = [:]
         /// Recipients the directory confirmed (a user can only go away through
         /// ``MessageLog/dropMessages(for:)``, which forgets them): most rounds need no directory
@@ -215,13 +215,14 @@ final class MessageLog: Sendable {
         var stored: [[StoredDelivery]] = []
         stored.reserveCapacity(messages.count)
         let nextSequence = index.withLock { index -> Int64 in
-            var acknowledgedNow: Set<DeliveryKey> = []
+            var acknowledgedNow = DeliveryTable<Void>(minimumCapacity: acknowledgements.count)
             for (recipient, references) in acknowledgements {
                 for (sender, messageID) in references {
                     let key = DeliveryKey(recipient: recipient, sender: sender, messageID: messageID)
                     guard let delivery = index.deliveries[key], let entry = delivery.entry,
-                        acknowledgedNow.insert(key).inserted
+                        !acknowledgedNow.contains(key)
                     else { continue }
+                    acknowledgedNow[key] = ()
                     let record = MessageLogRecord.acknowledged(
                         .init(
                             recipient: recipient, sender: sender, messageID: messageID, sequence: delivery.sequence,
@@ -238,7 +239,7 @@ final class MessageLog: Sendable {
                 }
             }
             var next = index.nextSequence
-            var newInRound: [DeliveryKey: Int64] = [:]
+            var newInRound = DeliveryTable<Int64>(minimumCapacity: messages.count)
             for message in messages {
                 var results: [StoredDelivery] = []
                 var deliveries: [MessageLogRecord.Delivery] = []

@@ -1,0 +1,62 @@
+import ParleyCore
+import Testing
+
+@testable import ParleyServer
+
+@Suite("The message log's delivery table")
+struct DeliveryTableTests {
+    typealias Key = MessageLog.DeliveryKey
+
+    @Test("inserts, updates, lookups and removals agree with a Dictionary throughout, across growth")
+    func agreesWithDictionary() {
+        var generator = SystemRandomNumberGenerator()
+        var table = DeliveryTable<Int>()
+        var reference: [Key: Int] = [:]
+        // Few recipients and senders and small message IDs: many keys share parts, and removals
+        // happen in the middle of long runs.
+        func randomKey() -> Key {
+            Key(
+                recipient: UserID(UInt32.random(in: 1000...1003, using: &generator)),
+                sender: UserID(UInt32.random(in: 1000...1003, using: &generator)),
+                messageID: MessageID(UInt64.random(in: 1...3000, using: &generator))
+            )
+        }
+        for step in 0..<200_000 {
+            let key = randomKey()
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<5:
+                table[key] = step
+                reference[key] = step
+            case 5..<8:
+                #expect(table.removeValue(forKey: key) == reference.removeValue(forKey: key))
+            default:
+                #expect(table[key] == reference[key])
+                #expect(table.contains(key) == (reference[key] != nil))
+            }
+            if step % 20_000 == 0 { #expect(table.count == reference.count) }
+        }
+        #expect(table.count == reference.count)
+        for (key, value) in reference { #expect(table[key] == value) }
+        var seen: [Key: Int] = [:]
+        for (key, value) in table {
+            #expect(seen[key] == nil, "a key came twice")
+            seen[key] = value
+        }
+        #expect(seen == reference)
+        #expect(Set(table.keys) == Set(reference.keys))
+    }
+
+    @Test("removing everything, in any order, leaves an empty table that still finds nothing")
+    func removeAll() {
+        var table = DeliveryTable<Int>(minimumCapacity: 5)
+        let keys = (1...5000).map {
+            Key(recipient: UserID(UInt32($0 % 7 + 1000)), sender: UserID(1000), messageID: MessageID(UInt64($0)))
+        }
+        for (value, key) in keys.enumerated() { table[key] = value }
+        #expect(table.count == keys.count)
+        for key in keys.shuffled() { #expect(table.removeValue(forKey: key) != nil) }
+        #expect(table.count == 0)
+        #expect(keys.allSatisfy { table[$0] == nil })
+        #expect(table.keys.isEmpty)
+    }
+}
