@@ -186,6 +186,20 @@ public final class LinkHandler: ChannelDuplexHandler {
         FrameEncoder.write(unwrapOutboundIn(data), context: context, promise: promise)
     }
 
+    /// Writes bytes that are already whole frames (``Frame/encoded(allocator:)``, or a frame a
+    /// handler after this one laid out itself) as if they had passed through ``write(context:data:promise:)``.
+    /// A `Frame` written through the pipeline is boxed on its way (it is too large for `NIOAny`'s
+    /// inline storage) and encoded here into a buffer of its own; a hot path that writes its
+    /// frames' bytes directly saves both. Only on the channel's event loop.
+    public func write(encoded bytes: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        wrote = true
+        context.write(wrapOutboundOut(bytes), promise: promise)
+    }
+
     public func flush(context: ChannelHandlerContext) {
         if wrote {
             wrote = false

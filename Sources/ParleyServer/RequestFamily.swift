@@ -114,11 +114,6 @@ struct SessionContext {
         connection.respond(to: request, with: meta, payload: payload)
     }
 
-    /// Answers `request` with a meta section coded already (``/ParleyWire/HotMeta``).
-    func respond(to request: Frame, meta: ByteBuffer) {
-        connection.respond(to: request, meta: meta)
-    }
-
     /// Answers `request` with an ERROR frame.
     func respond(to request: Frame, with error: ParleyError) {
         connection.respond(to: request, with: error)
@@ -127,6 +122,19 @@ struct SessionContext {
     /// Writes a frame the server sends on its own (a push: MESSAGE, DELIVERY_RECEIPT...).
     func push(_ frame: Frame) {
         connection.write(frame)
+    }
+
+    /// Answers `request` with a meta section that `meta` writes straight into the answer's
+    /// bytes (``/ParleyWire/HotMeta``); nothing for a request ID of 0.
+    func respond(to request: Frame, metaCapacity: Int, meta: (inout ByteBuffer) -> Void) {
+        guard request.requestID != 0 else { return }
+        connection.write(
+            type: request.type.response, requestID: request.requestID, metaCapacity: metaCapacity, meta: meta)
+    }
+
+    /// Pushes an event (request ID 0) whose meta section `meta` writes straight into its bytes.
+    func push(type: FrameType, payload: ByteBuffer, metaCapacity: Int, meta: (inout ByteBuffer) -> Void) {
+        connection.write(type: type, requestID: 0, payload: payload, metaCapacity: metaCapacity, meta: meta)
     }
 
     /// Sends a fatal error and closes the connection.

@@ -39,6 +39,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// The session protocol's state and the request flow.
     private(set) var machine: SessionStateMachine
     private(set) var context: ChannelHandlerContext?
+    /// The link's handler before this one, which takes frames already laid out as bytes
+    /// (``write(_:)``, ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that
+    /// run this handler alone.
+    private var link: LinkHandler?
     private(set) var handle: SessionHandle?
     /// The channel asked for a read that the flow held back.
     private var readHeld = false
@@ -137,6 +141,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        link = try? context.pipeline.syncOperations.handler(type: LinkHandler.self)
         handle = SessionHandle(eventLoop: context.eventLoop, handler: self)
         remoteAddress = context.remoteAddress
     }
@@ -223,7 +228,38 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func write(_ frame: Frame) {
         guard let context else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
+        if let link, frame.payload.readableBytes <= FrameEncoder.coalescingLimit {
+            // Laid out here and handed to the link as bytes: no box for the frame on its way.
+            link.write(encoded: frame.encoded(allocator: context.channel.allocator))
+        } else {
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
+        scheduleFlush()
+    }
+
+    /// Writes a frame whose meta section `meta` writes straight into the frame's bytes (the
+    /// message path's answers and pushes: one buffer per frame, no copy of the meta).
+    func write(
+        type: FrameType,
+        requestID: UInt32,
+        payload: ByteBuffer = ByteBuffer(),
+        metaCapacity: Int,
+        meta writeMeta: (inout ByteBuffer) -> Void
+    ) {
+        guard let context else { return }
+        guard let link, payload.readableBytes <= FrameEncoder.coalescingLimit else {
+            var meta = ByteBuffer()
+            meta.reserveCapacity(metaCapacity)
+            writeMeta(&meta)
+            write(Frame(type: type, requestID: requestID, meta: meta, payload: payload))
+            return
+        }
+        link.write(
+            encoded: Frame.encoded(
+                type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity,
+                allocator: context.channel.allocator, meta: writeMeta
+            )
+        )
         scheduleFlush()
     }
 
@@ -244,12 +280,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func respond(to request: Frame, with error: ParleyError) {
         write(.error(error, requestID: request.requestID))
-    }
-
-    /// Answers `request` with a meta section coded already (``/ParleyWire/HotMeta``).
-    func respond(to request: Frame, meta: ByteBuffer) {
-        guard request.requestID != 0 else { return }
-        write(Frame(type: request.type.response, requestID: request.requestID, meta: meta, payload: ByteBuffer()))
     }
 
     /// Sends a fatal error and closes the connection.

@@ -144,6 +144,39 @@ public final class FrameEncoder: ChannelOutboundHandler, RemovableChannelHandler
 }
 
 extension Frame {
+    /// Lays out a frame whose meta section `writeMeta` writes straight into the frame's buffer,
+    /// with `payload` after it: the wire bytes of ``Frame/init(type:flags:requestID:meta:payload:)``
+    /// with that meta, without a buffer of its own for the meta or a copy of it.
+    ///
+    /// - Parameter metaCapacity: About how many bytes the meta takes (room is made up front).
+    public static func encoded(
+        type: FrameType,
+        flags: UInt16 = 0,
+        requestID: UInt32,
+        payload: ByteBuffer = ByteBuffer(),
+        metaCapacity: Int,
+        allocator: ByteBufferAllocator,
+        meta writeMeta: (inout ByteBuffer) -> Void
+    ) -> ByteBuffer {
+        var payload = payload
+        var buffer = allocator.buffer(
+            capacity: lengthFieldSize + headerSize + metaCapacity + payload.readableBytes
+        )
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))  // the length, set below
+        buffer.writeInteger(type.rawValue)
+        buffer.writeInteger(flags)
+        buffer.writeInteger(requestID)
+        buffer.writeInteger(UInt32(0))  // the meta length, set below
+        let metaStart = buffer.writerIndex
+        writeMeta(&buffer)
+        let metaLength = buffer.writerIndex - metaStart
+        buffer.writeBuffer(&payload)
+        buffer.setInteger(UInt32(truncatingIfNeeded: buffer.writerIndex - start - lengthFieldSize), at: start)
+        buffer.setInteger(UInt32(truncatingIfNeeded: metaLength), at: metaStart - 4)
+        return buffer
+    }
+
     /// The complete wire form of this frame (length prefix included).
     public func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         var copy = self

@@ -28,6 +28,20 @@ struct FrameEncoderTests {
         return frames
     }
 
+    @Test("a frame laid out with its meta written in place has the bytes of the same frame encoded")
+    func metaWrittenInPlace() {
+        for (metaBytes, payloadBytes) in [(0, 0), (2, 0), (0, 5), (300, 1024)] {
+            let meta = ByteBuffer(repeating: 0x5A, count: metaBytes)
+            let payload = ByteBuffer(repeating: 0x33, count: payloadBytes)
+            let inPlace = Frame.encoded(
+                type: .message, flags: 3, requestID: 99, payload: payload, metaCapacity: 1,
+                allocator: ByteBufferAllocator()
+            ) { $0.writeImmutableBuffer(meta) }
+            let reference = Frame(type: .message, flags: 3, requestID: 99, meta: meta, payload: payload).encoded()
+            #expect(inPlace == reference, "meta \(metaBytes), payload \(payloadBytes)")
+        }
+    }
+
     @Test("a small payload is coalesced with the header into one buffer")
     func coalescesSmallPayload() throws {
         let frame = Frame(

@@ -313,10 +313,9 @@ final class MessagesFamily: RequestFamily {
     ) {
         switch result {
         case .success(.accepted(let results)):
-            var meta = ByteBuffer()
-            meta.reserveCapacity(8 * results.count)
-            HotMeta.writeAcceptedResponse(results, to: &meta)
-            session.respond(to: frame, meta: meta)
+            session.respond(to: frame, metaCapacity: 8 * results.count) {
+                HotMeta.writeAcceptedResponse(results, to: &$0)
+            }
         case .success(.response(let response)): session.respond(to: frame, with: response)
         case .failure(let error): session.respond(to: frame, with: error)
         }
@@ -440,19 +439,19 @@ final class MessagesFamily: RequestFamily {
         storedAt: Date,
         in session: SessionContext
     ) {
-        var meta = ByteBuffer()
-        meta.reserveCapacity(32 + 5 * recipients.count)
-        HotMeta.writeMessageEvent(
-            messageID: messageID.rawValue,
-            sender: sender.rawValue,
-            recipients: recipients,
-            kind: isText ? 0 : 1,
-            sentAtMs: sentAt.millisecondsSince1970,
-            deliveredAtMs: Date().millisecondsSince1970,
-            storedAtMs: storedAt.millisecondsSince1970,
-            to: &meta
-        )
-        session.push(Frame(type: .message, requestID: 0, meta: meta, payload: payload))
+        let deliveredAt = Date().millisecondsSince1970
+        session.push(type: .message, payload: payload, metaCapacity: 32 + 5 * recipients.count) {
+            HotMeta.writeMessageEvent(
+                messageID: messageID.rawValue,
+                sender: sender.rawValue,
+                recipients: recipients,
+                kind: isText ? 0 : 1,
+                sentAtMs: sentAt.millisecondsSince1970,
+                deliveredAtMs: deliveredAt,
+                storedAtMs: storedAt.millisecondsSince1970,
+                to: &$0
+            )
+        }
         session.server.metrics.messageDelivered()
     }
 }
