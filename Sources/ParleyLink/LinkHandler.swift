@@ -182,15 +182,24 @@ public final class LinkHandler: ChannelDuplexHandler {
     // MARK: Writing
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        wrote = true
-        FrameEncoder.write(unwrapOutboundIn(data), context: context, promise: promise)
+        write(unwrapOutboundIn(data), promise: promise)
     }
 
-    /// Writes bytes that are already whole frames (``Frame/encoded(allocator:)``, or a frame a
-    /// handler after this one laid out itself) as if they had passed through ``write(context:data:promise:)``.
-    /// A `Frame` written through the pipeline is boxed on its way (it is too large for `NIOAny`'s
-    /// inline storage) and encoded here into a buffer of its own; a hot path that writes its
-    /// frames' bytes directly saves both. Only on the channel's event loop.
+    /// Writes `frame` as if it had passed through ``write(context:data:promise:)``, for a handler
+    /// after this one that holds this handler: a `Frame` written through the pipeline is boxed on
+    /// its way (it is too large for `NIOAny`'s inline storage). Only on the channel's event loop.
+    public func write(_ frame: Frame, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        wrote = true
+        FrameEncoder.write(frame, context: context, promise: promise)
+    }
+
+    /// Writes bytes that are already whole frames (a frame a handler after this one laid out
+    /// itself, ``/ParleyWire/Frame/encoded(type:flags:requestID:payload:metaCapacity:allocator:meta:)``),
+    /// as ``write(_:promise:)`` writes a frame. Only on the channel's event loop.
     public func write(encoded bytes: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
         guard let context else {
             promise?.fail(ChannelError.ioOnClosedChannel)
@@ -210,8 +219,7 @@ public final class LinkHandler: ChannelDuplexHandler {
 
     /// Writes a frame of this handler's own (PONG, PING, a last ERROR) and flushes it.
     private func writeAndFlush(_ frame: Frame, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(frame.encoded(allocator: context.channel.allocator)), promise: nil)
-        wrote = true
+        write(frame)
         flush(context: context)
     }
 

@@ -39,9 +39,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// The session protocol's state and the request flow.
     private(set) var machine: SessionStateMachine
     private(set) var context: ChannelHandlerContext?
-    /// The link's handler before this one, which takes frames already laid out as bytes
-    /// (``write(_:)``, ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that
-    /// run this handler alone.
+    /// The link's handler before this one, which takes this handler's frames directly, also
+    /// frames already laid out as bytes (``write(_:)``,
+    /// ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that run this handler
+    /// alone.
     private var link: LinkHandler?
     private(set) var handle: SessionHandle?
     /// The channel asked for a read that the flow held back.
@@ -228,9 +229,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func write(_ frame: Frame) {
         guard let context else { return }
-        if let link, frame.payload.readableBytes <= FrameEncoder.coalescingLimit {
-            // Laid out here and handed to the link as bytes: no box for the frame on its way.
-            link.write(encoded: frame.encoded(allocator: context.channel.allocator))
+        if let link {
+            // Handed to the link directly: no box for the frame on its way down the pipeline.
+            link.write(frame)
         } else {
             context.write(wrapOutboundOut(frame), promise: nil)
         }

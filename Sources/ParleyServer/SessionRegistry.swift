@@ -5,9 +5,10 @@ import Synchronization
 
 /// A logged-on session as other parts of the server see it: where to reach its handler.
 ///
-/// `@unchecked Sendable`: the handler is touched only on its event loop, in ``execute(_:)``
-/// (an `NIOLoopBound` would check that at run time, but it holds a second copy of the event loop;
-/// a handle is kept by every connection and every registry entry). Its identity is read anywhere.
+/// `@unchecked Sendable`: the handler is reached only on its event loop, through
+/// ``handlerOnLoop``, which checks that at run time as an `NIOLoopBound` would (one holds a
+/// second copy of the event loop; a handle is kept by every connection and every registry
+/// entry). Its identity is read anywhere.
 struct SessionHandle: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let handler: ServerConnectionHandler

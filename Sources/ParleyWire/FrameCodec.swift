@@ -134,12 +134,27 @@ public final class FrameEncoder: ChannelOutboundHandler, RemovableChannelHandler
 
     /// Appends the length field, the fixed header and the meta section of `frame` to `buffer`.
     public static func writeHeader(of frame: inout Frame, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt32(truncatingIfNeeded: frame.length))
-        buffer.writeInteger(frame.type.rawValue)
-        buffer.writeInteger(frame.flags)
-        buffer.writeInteger(frame.requestID)
-        buffer.writeInteger(UInt32(truncatingIfNeeded: frame.meta.readableBytes))
+        writeFixedHeader(
+            length: frame.length, type: frame.type, flags: frame.flags, requestID: frame.requestID,
+            metaLength: frame.meta.readableBytes, into: &buffer
+        )
         buffer.writeBuffer(&frame.meta)
+    }
+
+    /// Appends the length field and the fixed header (docs/PROTOCOL.md section 2).
+    static func writeFixedHeader(
+        length: Int,
+        type: FrameType,
+        flags: UInt16,
+        requestID: UInt32,
+        metaLength: Int,
+        into buffer: inout ByteBuffer
+    ) {
+        buffer.writeInteger(UInt32(truncatingIfNeeded: length))
+        buffer.writeInteger(type.rawValue)
+        buffer.writeInteger(flags)
+        buffer.writeInteger(requestID)
+        buffer.writeInteger(UInt32(truncatingIfNeeded: metaLength))
     }
 }
 
@@ -163,11 +178,9 @@ extension Frame {
             capacity: lengthFieldSize + headerSize + metaCapacity + payload.readableBytes
         )
         let start = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))  // the length, set below
-        buffer.writeInteger(type.rawValue)
-        buffer.writeInteger(flags)
-        buffer.writeInteger(requestID)
-        buffer.writeInteger(UInt32(0))  // the meta length, set below
+        // Both lengths are set once the meta is written.
+        FrameEncoder.writeFixedHeader(
+            length: 0, type: type, flags: flags, requestID: requestID, metaLength: 0, into: &buffer)
         let metaStart = buffer.writerIndex
         writeMeta(&buffer)
         let metaLength = buffer.writerIndex - metaStart

@@ -61,22 +61,29 @@ struct DeliveryTable<Value>: Sequence {
             return found ? slots[index]?.value : nil
         }
         set {
-            guard let newValue else {
+            if let newValue {
+                updateValue(newValue, forKey: key)
+            } else {
                 removeValue(forKey: key)
-                return
             }
-            var (index, found) = find(key)
-            if found {
-                slots[index]?.value = newValue
-                return
-            }
-            if (count + 1) * 4 > slots.count * 3 {
-                grow()
-                index = find(key).index
-            }
-            slots[index] = Slot(key: key, value: newValue)
-            count += 1
         }
+    }
+
+    /// Sets `key`'s value, returning the one it replaced (nil when the key is new).
+    @discardableResult
+    mutating func updateValue(_ value: Value, forKey key: Key) -> Value? {
+        var (index, found) = find(key)
+        if found {
+            defer { slots[index]?.value = value }
+            return slots[index]?.value
+        }
+        if (count + 1) * 4 > slots.count * 3 {
+            grow()
+            index = find(key).index
+        }
+        slots[index] = Slot(key: key, value: value)
+        count += 1
+        return nil
     }
 
     /// Whether the table holds `key`.

@@ -220,9 +220,8 @@ final class MessageLog: Sendable {
                 for (sender, messageID) in references {
                     let key = DeliveryKey(recipient: recipient, sender: sender, messageID: messageID)
                     guard let delivery = index.deliveries[key], let entry = delivery.entry,
-                        !acknowledgedNow.contains(key)
+                        acknowledgedNow.updateValue((), forKey: key) == nil
                     else { continue }
-                    acknowledgedNow[key] = ()
                     let record = MessageLogRecord.acknowledged(
                         .init(
                             recipient: recipient, sender: sender, messageID: messageID, sequence: delivery.sequence,
