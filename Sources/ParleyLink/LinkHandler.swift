@@ -43,6 +43,11 @@ public final class LinkHandler: ChannelDuplexHandler {
     private var lastWrite = NIODeadline.uptimeNanoseconds(0)
     /// Something was written since the last flush.
     private var wrote = false
+    /// The frames written since the last flush, one after another, for one write at the flush
+    /// (nil: none, or all were handed to the channel already). From ``OutboundBufferPool``.
+    private var outbound: ByteBuffer?
+    /// Takes the decoded frames instead of the next handler's `channelRead` (set by that handler).
+    private var receiver: (any LinkFrameReceiver)?
     private var timer: NIOScheduledCallback?
     private var nextNonce: UInt64 = 1
     private var context: ChannelHandlerContext?
@@ -76,7 +81,19 @@ public final class LinkHandler: ChannelDuplexHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         stopTimer(context: context)
+        outbound = nil
+        receiver = nil
         self.context = nil
+    }
+
+    /// Hands the frames this handler decodes to `receiver` (the handler right after this one)
+    /// instead of passing them on with `fireChannelRead`, which boxes every `Frame` on its way
+    /// (a frame is too large for `NIOAny`'s inline storage). Everything else (the read's end,
+    /// user events, the close) still goes through the pipeline. This handler holds `receiver`
+    /// until it is removed from the pipeline; nil: back to `fireChannelRead`. Only on the
+    /// channel's event loop.
+    public func deliverFrames(to receiver: (any LinkFrameReceiver)?) {
+        self.receiver = receiver
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -95,6 +112,7 @@ public final class LinkHandler: ChannelDuplexHandler {
             )
         }
         partial = nil
+        outbound = nil
         context.fireChannelInactive()
     }
 
@@ -167,7 +185,11 @@ public final class LinkHandler: ChannelDuplexHandler {
         case .pong:
             break
         default:
-            context.fireChannelRead(wrapInboundOut(frame))
+            if let receiver {
+                receiver.linkReceived(frame)
+            } else {
+                context.fireChannelRead(wrapInboundOut(frame))
+            }
         }
     }
 
@@ -188,13 +210,56 @@ public final class LinkHandler: ChannelDuplexHandler {
     /// Writes `frame` as if it had passed through ``write(context:data:promise:)``, for a handler
     /// after this one that holds this handler: a `Frame` written through the pipeline is boxed on
     /// its way (it is too large for `NIOAny`'s inline storage). Only on the channel's event loop.
+    ///
+    /// Frames without a promise and with a small payload are laid out one after another in one
+    /// buffer that the flush writes; the others are handed to the channel at once, after what
+    /// was laid out before them.
     public func write(_ frame: Frame, promise: EventLoopPromise<Void>? = nil) {
         guard let context else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
         wrote = true
-        FrameEncoder.write(frame, context: context, promise: promise)
+        var frame = frame
+        guard promise == nil, frame.payload.readableBytes <= FrameEncoder.coalescingLimit else {
+            handOverOutbound(context: context)
+            FrameEncoder.write(frame, context: context, promise: promise)
+            return
+        }
+        appendOutbound(context: context) { buffer in
+            buffer.reserveCapacity(minimumWritableBytes: Frame.lengthFieldSize + frame.length)
+            FrameEncoder.writeHeader(of: &frame, into: &buffer)
+            buffer.writeBuffer(&frame.payload)
+        }
+    }
+
+    /// Writes a frame whose meta section `writeMeta` writes in place, as
+    /// ``/ParleyWire/Frame/append(type:flags:requestID:payload:metaCapacity:to:meta:)`` lays it
+    /// out: straight into the buffer the flush writes when the payload is small, so the frame
+    /// costs no buffer of its own. Only on the channel's event loop.
+    public func write(
+        type: FrameType,
+        flags: UInt16 = 0,
+        requestID: UInt32,
+        payload: ByteBuffer = ByteBuffer(),
+        metaCapacity: Int,
+        meta writeMeta: (inout ByteBuffer) -> Void
+    ) {
+        guard let context else { return }
+        guard payload.readableBytes <= FrameEncoder.coalescingLimit else {
+            var meta = ByteBuffer()
+            meta.reserveCapacity(metaCapacity)
+            writeMeta(&meta)
+            write(Frame(type: type, flags: flags, requestID: requestID, meta: meta, payload: payload))
+            return
+        }
+        wrote = true
+        appendOutbound(context: context) { buffer in
+            Frame.append(
+                type: type, flags: flags, requestID: requestID, payload: payload, metaCapacity: metaCapacity,
+                to: &buffer, meta: writeMeta
+            )
+        }
     }
 
     /// Writes bytes that are already whole frames (a frame a handler after this one laid out
@@ -206,6 +271,7 @@ public final class LinkHandler: ChannelDuplexHandler {
             return
         }
         wrote = true
+        handOverOutbound(context: context)
         context.write(wrapOutboundOut(bytes), promise: promise)
     }
 
@@ -214,7 +280,32 @@ public final class LinkHandler: ChannelDuplexHandler {
             wrote = false
             lastWrite = context.eventLoop.now
         }
+        guard var buffer = outbound else {
+            context.flush()
+            return
+        }
+        outbound = nil
+        context.write(wrapOutboundOut(buffer), promise: nil)
         context.flush()
+        // Written out by now, unless the socket is full: then the channel keeps it.
+        OutboundBufferPool.current.give(&buffer)
+    }
+
+    /// Runs `body` on the buffer of frames waiting for the flush (a pooled one if there is none
+    /// yet), which is uniquely held meanwhile, so writing to it copies nothing.
+    private func appendOutbound(context: ChannelHandlerContext, _ body: (inout ByteBuffer) -> Void) {
+        var buffer = outbound ?? OutboundBufferPool.current.take(allocator: context.channel.allocator)
+        outbound = nil
+        body(&buffer)
+        outbound = buffer
+    }
+
+    /// Hands the frames waiting for the flush to the channel now, ahead of a write that cannot
+    /// join them (one with a promise or a large payload), so the order holds.
+    private func handOverOutbound(context: ChannelHandlerContext) {
+        guard let buffer = outbound else { return }
+        outbound = nil
+        context.write(wrapOutboundOut(buffer), promise: nil)
     }
 
     /// Writes a frame of this handler's own (PONG, PING, a last ERROR) and flushes it.
@@ -304,4 +395,11 @@ public enum LinkEvent: Sendable {
     case idleTimeout
     /// The byte stream could not be framed; the link is being closed.
     case framingError(FrameDecodingError)
+}
+
+/// Takes the frames a ``LinkHandler`` decodes, when given to ``LinkHandler/deliverFrames(to:)``.
+public protocol LinkFrameReceiver: AnyObject {
+    /// A frame from the peer (not PING or PONG, which the link answers itself), on the channel's
+    /// event loop, as `channelRead` would have had it.
+    func linkReceived(_ frame: Frame)
 }

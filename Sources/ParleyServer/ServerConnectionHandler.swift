@@ -19,7 +19,7 @@ import Synchronization
 /// The handler does the handshake, the one-session rule (claiming the registry entry, taking a
 /// session over, releasing it), flow control, writing and closing. What a request means is up to
 /// the ``RequestFamily`` that declared its frame type (``makeFamilies(server:)``).
-final class ServerConnectionHandler: ChannelDuplexHandler {
+final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     typealias InboundIn = Frame
     typealias OutboundIn = Frame
     typealias OutboundOut = Frame
@@ -143,11 +143,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         link = try? context.pipeline.syncOperations.handler(type: LinkHandler.self)
+        // Frames come straight from the link, not boxed through the pipeline (the link is the
+        // handler right before this one).
+        link?.deliverFrames(to: self)
         handle = SessionHandle(eventLoop: context.eventLoop, handler: self)
         remoteAddress = context.remoteAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        link?.deliverFrames(to: nil)
         self.context = nil
     }
 
@@ -163,6 +167,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         perform(machine.received(unwrapInboundIn(data)))
+    }
+
+    func linkReceived(_ frame: Frame) {
+        perform(machine.received(frame))
     }
 
     /// Reads only while this connection's requests may be handled: a client that pipelines
@@ -239,7 +247,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Writes a frame whose meta section `meta` writes straight into the frame's bytes (the
-    /// message path's answers and pushes: one buffer per frame, no copy of the meta).
+    /// message path's answers and pushes: laid out in the link's buffer for the flush, no buffer
+    /// of their own, no copy of the meta).
     func write(
         type: FrameType,
         requestID: UInt32,
@@ -247,20 +256,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         metaCapacity: Int,
         meta writeMeta: (inout ByteBuffer) -> Void
     ) {
-        guard let context else { return }
-        guard let link, payload.readableBytes <= FrameEncoder.coalescingLimit else {
+        guard context != nil else { return }
+        guard let link else {
             var meta = ByteBuffer()
             meta.reserveCapacity(metaCapacity)
             writeMeta(&meta)
             write(Frame(type: type, requestID: requestID, meta: meta, payload: payload))
             return
         }
-        link.write(
-            encoded: Frame.encoded(
-                type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity,
-                allocator: context.channel.allocator, meta: writeMeta
-            )
-        )
+        link.write(type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity, meta: writeMeta)
         scheduleFlush()
     }
 

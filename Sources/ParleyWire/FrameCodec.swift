@@ -173,9 +173,30 @@ extension Frame {
         allocator: ByteBufferAllocator,
         meta writeMeta: (inout ByteBuffer) -> Void
     ) -> ByteBuffer {
-        var payload = payload
         var buffer = allocator.buffer(
             capacity: lengthFieldSize + headerSize + metaCapacity + payload.readableBytes
+        )
+        append(
+            type: type, flags: flags, requestID: requestID, payload: payload, metaCapacity: metaCapacity,
+            to: &buffer, meta: writeMeta
+        )
+        return buffer
+    }
+
+    /// Appends the frame ``encoded(type:flags:requestID:payload:metaCapacity:allocator:meta:)``
+    /// lays out to `buffer` (several frames in one buffer: one write for all of them).
+    public static func append(
+        type: FrameType,
+        flags: UInt16 = 0,
+        requestID: UInt32,
+        payload: ByteBuffer = ByteBuffer(),
+        metaCapacity: Int,
+        to buffer: inout ByteBuffer,
+        meta writeMeta: (inout ByteBuffer) -> Void
+    ) {
+        var payload = payload
+        buffer.reserveCapacity(
+            minimumWritableBytes: lengthFieldSize + headerSize + metaCapacity + payload.readableBytes
         )
         let start = buffer.writerIndex
         // Both lengths are set once the meta is written.
@@ -187,7 +208,6 @@ extension Frame {
         buffer.writeBuffer(&payload)
         buffer.setInteger(UInt32(truncatingIfNeeded: buffer.writerIndex - start - lengthFieldSize), at: start)
         buffer.setInteger(UInt32(truncatingIfNeeded: metaLength), at: metaStart - 4)
-        return buffer
     }
 
     /// The complete wire form of this frame (length prefix included).
