@@ -339,7 +339,7 @@ private final class LeanConnection: ChannelInboundHandler {
         load.issuedOne()
         let meta = HotMeta.SendMessage(
             messageID: UInt64(sent),
-            recipients: [target],
+            recipients: [UserID(rawValue: target)],
             kind: 0,
             sentAtMs: 0,
             wantReceipt: false

@@ -16,8 +16,8 @@ struct DeliveryStateMachine {
 
     enum Action: Equatable {
         case none
-        /// Push these messages, in order.
-        case push([Int64])
+        /// Push this live message.
+        case push(Int64)
         /// Read pending messages with sequence > `after`, at most `limit`.
         case load(after: Int64, limit: Int)
     }
@@ -59,7 +59,7 @@ struct DeliveryStateMachine {
         }
         lastPushedSequence = sequence
         inFlight[key] = sequence
-        return .push([sequence])
+        return .push(sequence)
     }
 
     /// A load finished with these messages (ascending sequence), of at most `limit` asked for.

@@ -20,12 +20,27 @@ final class MessageCommitter: Sendable {
     }
 
     /// What happened to each recipient of a message, in the message's order (usually one or
-    /// a few: a list, not a dictionary).
+    /// a few: lists, not a dictionary). Made of the arrays the round has anyway: no allocation.
     struct Outcomes: Sendable {
-        var byRecipient: [(recipient: UserID, outcome: Outcome)] = []
+        /// The message's recipients (registered or not), in its order.
+        var recipients: [UserID] = []
+        /// What the store kept, for the recipients that are users.
+        var stored: [StoredDelivery] = []
+
+        var count: Int { recipients.count }
+
+        /// The outcome of the message's `index`th recipient.
+        subscript(position index: Int) -> (recipient: UserID, outcome: Outcome) {
+            let recipient = recipients[index]
+            return (recipient, outcome(of: recipient))
+        }
 
         subscript(recipient: UserID) -> Outcome? {
-            byRecipient.first { $0.recipient == recipient }?.outcome
+            recipients.contains(recipient) ? outcome(of: recipient) : nil
+        }
+
+        private func outcome(of recipient: UserID) -> Outcome {
+            stored.first { $0.recipient == recipient }.map { .stored($0) } ?? .recipientNotFound
         }
     }
 
@@ -297,12 +312,7 @@ final class MessageCommitter: Sendable {
         var work = LoopBatches<LoopWork>()
         var live: [LiveDelivery] = []
         for (index, submission) in submissions.enumerated() {
-            var outcomes = Outcomes()
-            outcomes.byRecipient.reserveCapacity(submission.message.recipients.count)
-            for recipient in submission.message.recipients {
-                let delivery = stored[index].first { $0.recipient == recipient }
-                outcomes.byRecipient.append((recipient, delivery.map { .stored($0) } ?? .recipientNotFound))
-            }
+            let outcomes = Outcomes(recipients: submission.message.recipients, stored: stored[index])
             for delivery in stored[index] {
                 if !delivery.duplicate {
                     live.append(

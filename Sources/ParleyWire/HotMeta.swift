@@ -19,13 +19,15 @@ public enum HotMeta {
     /// The meta section of a SEND_MESSAGE request.
     public struct SendMessage: Sendable, Hashable {
         public var messageID: UInt64
-        public var recipients: [UInt32]
+        /// As the sender listed them (duplicates included); typed as users so that the server
+        /// takes the list as it is, without a copy.
+        public var recipients: [UserID]
         /// 0 text, 1 binary (`PayloadKind`).
         public var kind: Int32
         public var sentAtMs: Int64
         public var wantReceipt: Bool
 
-        public init(messageID: UInt64, recipients: [UInt32], kind: Int32, sentAtMs: Int64, wantReceipt: Bool) {
+        public init(messageID: UInt64, recipients: [UserID], kind: Int32, sentAtMs: Int64, wantReceipt: Bool) {
             self.messageID = messageID
             self.recipients = recipients
             self.kind = kind
@@ -37,7 +39,7 @@ public enum HotMeta {
         public init?(meta: ByteBuffer) {
             var reader = Reader(meta)
             var messageID: UInt64 = 0
-            var recipients: [UInt32] = []
+            var recipients: [UserID] = []
             var kind: Int32 = 0
             var sentAtMs: Int64 = 0
             var wantReceipt = false
@@ -57,7 +59,7 @@ public enum HotMeta {
                     recipients.reserveCapacity(Int(length))
                     while !packed.isAtEnd {
                         guard let value = packed.varint(), value <= UInt64(UInt32.max) else { return nil }
-                        recipients.append(UInt32(value))
+                        recipients.append(UserID(rawValue: UInt32(value)))
                     }
                 case (3, 0):
                     // Only the two defined kinds; anything else goes to the generic path's error.
@@ -85,7 +87,7 @@ public enum HotMeta {
         /// Appends the encoded meta section to `buffer`.
         public func write(to buffer: inout ByteBuffer) {
             buffer.writeVarintField(1, messageID)
-            buffer.writePackedField(2, recipients)
+            buffer.writePackedField(2, recipients.lazy.map(\.rawValue))
             buffer.writeVarintField(3, UInt64(UInt32(bitPattern: kind)))
             buffer.writeVarintField(4, UInt64(bitPattern: sentAtMs))
             buffer.writeVarintField(5, wantReceipt ? 1 : 0)
@@ -98,16 +100,22 @@ public enum HotMeta {
     /// (`status`: 1 accepted online, 2 accepted offline, 3 accepted by the server). Answers
     /// with failures or duplicates are rare and written by the generic encoder.
     public static func writeAcceptedResponse(
-        _ results: some Sequence<(recipient: UInt32, status: UInt8)>,
+        _ results: [(recipient: UInt32, status: UInt8)],
         to buffer: inout ByteBuffer
     ) {
         for result in results {
-            let inner = varintFieldSize(1, UInt64(result.recipient)) + varintFieldSize(2, UInt64(result.status))
-            buffer.writeInteger(UInt8(1 << 3 | 2))
-            buffer.writeVarint(UInt64(inner))
-            buffer.writeVarintField(1, UInt64(result.recipient))
-            buffer.writeVarintField(2, UInt64(result.status))
+            writeAcceptedResponse(recipient: result.recipient, status: result.status, to: &buffer)
         }
+    }
+
+    /// Appends the one result of a SendMessageResponse to a message for one recipient (or one
+    /// more result of a longer answer), as ``writeAcceptedResponse(_:to:)`` writes each.
+    public static func writeAcceptedResponse(recipient: UInt32, status: UInt8, to buffer: inout ByteBuffer) {
+        let inner = varintFieldSize(1, UInt64(recipient)) + varintFieldSize(2, UInt64(status))
+        buffer.writeInteger(UInt8(1 << 3 | 2))
+        buffer.writeVarint(UInt64(inner))
+        buffer.writeVarintField(1, UInt64(recipient))
+        buffer.writeVarintField(2, UInt64(status))
     }
 
     // MARK: MESSAGE
@@ -297,7 +305,7 @@ extension ByteBuffer {
     }
 
     /// Appends a packed `repeated uint32` field; an empty list is left out.
-    mutating func writePackedField(_ field: Int, _ values: [UInt32]) {
+    mutating func writePackedField(_ field: Int, _ values: some Collection<UInt32>) {
         guard !values.isEmpty else { return }
         var length = 0
         for value in values { length += HotMeta.varintSize(UInt64(value)) }

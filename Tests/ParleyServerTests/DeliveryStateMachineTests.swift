@@ -49,8 +49,8 @@ struct DeliveryStateMachineTests {
         var machine = DeliveryStateMachine(window: 4)
         _ = machine.start()
         _ = machine.loaded([], limit: 4)
-        #expect(machine.liveMessage(sequence: 10, key: Self.key(10)) == .push([10]))
-        #expect(machine.liveMessage(sequence: 11, key: Self.key(11)) == .push([11]))
+        #expect(machine.liveMessage(sequence: 10, key: Self.key(10)) == .push(10))
+        #expect(machine.liveMessage(sequence: 11, key: Self.key(11)) == .push(11))
         #expect(machine.lastPushedSequence == 11)
         #expect(machine.inFlight.count == 2)
     }
@@ -61,7 +61,7 @@ struct DeliveryStateMachineTests {
         _ = machine.start()
         _ = machine.loaded([], limit: 4)
         for sequence in Int64(1)...4 {
-            #expect(machine.liveMessage(sequence: sequence, key: Self.key(sequence)) == .push([sequence]))
+            #expect(machine.liveMessage(sequence: sequence, key: Self.key(sequence)) == .push(sequence))
         }
         // The fifth finds the window full.
         #expect(machine.liveMessage(sequence: 5, key: Self.key(5)) == .none)
@@ -89,7 +89,7 @@ struct DeliveryStateMachineTests {
         #expect(rest.isEmpty)
         #expect(done == .none)
         #expect(!machine.backlog)
-        #expect(machine.liveMessage(sequence: 7, key: Self.key(7)) == .push([7]))
+        #expect(machine.liveMessage(sequence: 7, key: Self.key(7)) == .push(7))
     }
 
     @Test("a live message during a load triggers another load")
@@ -115,7 +115,7 @@ struct DeliveryStateMachineTests {
         #expect(machine.liveMessage(sequence: 5, key: Self.key(5)) == .none)
         #expect(machine.liveMessage(sequence: 2, key: Self.key(2)) == .none)
         #expect(machine.inFlight.count == 5)
-        #expect(machine.liveMessage(sequence: 6, key: Self.key(6)) == .push([6]))
+        #expect(machine.liveMessage(sequence: 6, key: Self.key(6)) == .push(6))
     }
 
     @Test("an unwritable connection stops pushes; writable again resumes with a load")

@@ -25,7 +25,7 @@ struct HotMetaTests {
     func sendMessageRoundTrip(_ meta: HotMeta.SendMessage) throws {
         var generic = Parley_V1_SendMessageRequest()
         generic.messageID = meta.messageID
-        generic.recipients = meta.recipients
+        generic.recipients = meta.recipients.map(\.rawValue)
         generic.kind = meta.kind == 0 ? .text : .binary
         generic.sentAtMs = meta.sentAtMs
         generic.wantReceipt = meta.wantReceipt
@@ -110,5 +110,11 @@ struct HotMetaTests {
             return result
         }
         #expect(bytes { HotMeta.writeAcceptedResponse(results, to: &$0) } == (try generic.serializedBytes()))
+
+        // The one-recipient form writes what the list form writes for a list of one.
+        generic.results = [generic.results[1]]
+        #expect(
+            bytes { HotMeta.writeAcceptedResponse(recipient: 1001, status: 2, to: &$0) }
+                == (try generic.serializedBytes()))
     }
 }

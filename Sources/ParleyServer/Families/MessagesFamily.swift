@@ -62,10 +62,10 @@ final class MessagesFamily: RequestFamily {
         }
         let recipients: [UserID]
         if request.recipients.count == 1 {
-            recipients = [UserID(rawValue: request.recipients[0])]
+            recipients = request.recipients
         } else {
-            var seen = Set<UInt32>()
-            recipients = request.recipients.filter { seen.insert($0).inserted }.map(UserID.init(rawValue:))
+            var seen = Set<UserID>()
+            recipients = request.recipients.filter { seen.insert($0).inserted }
         }
         guard !recipients.isEmpty else {
             throw ParleyError(code: .invalidRequest, message: "a message needs at least one recipient")
@@ -78,7 +78,14 @@ final class MessagesFamily: RequestFamily {
         }
         let isText = request.kind == 0
         if isText {
-            let valid = frame.payload.withUnsafeReadableBytes { String(validating: $0, as: UTF8.self) != nil }
+            let valid = frame.payload.withUnsafeReadableBytes { bytes in
+                // Validated in place: a String of the body would cost an allocation per message.
+                if #available(macOS 26, *) {
+                    (try? UTF8Span(validating: bytes.assumingMemoryBound(to: UInt8.self).span)) != nil
+                } else {
+                    String(validating: bytes, as: UTF8.self) != nil
+                }
+            }
             guard valid else {
                 throw ParleyError(code: .invalidUTF8, message: "a text message must be valid UTF-8")
             }
@@ -115,7 +122,8 @@ final class MessagesFamily: RequestFamily {
     ) {
         let server = session.server
         var results: [UserID: DeliveryResult.Status] = [:]
-        if recipients.contains(.server) {
+        let toServer = recipients.contains(.server)
+        if toServer {
             let body = MessageBody(isText: isText, bytes: Array(payload.readableBytesView))
             results[.server] = server.applicationInbox.offer(
                 Message(
@@ -128,7 +136,7 @@ final class MessagesFamily: RequestFamily {
                 )
             )
         }
-        let users = recipients.filter { $0 != .server }
+        let users = toServer ? recipients.filter { $0 != .server } : recipients
         guard !users.isEmpty else {
             session.respond(to: frame, with: Self.sendResponse(recipients, results))
             return
@@ -168,11 +176,17 @@ final class MessagesFamily: RequestFamily {
         case .success(let value): outcomes = value
         case .failure(let error): return .failure(error)
         }
-        // The usual case: only users, each stored for the first time.
+        // The usual case: only users, each stored for the first time; most often one.
+        if serverResults.isEmpty, recipients.count == 1, outcomes.count == 1,
+            case (let user, .stored(let delivery)) = outcomes[position: 0], !delivery.duplicate
+        {
+            return .success(.acceptedOne(recipient: user.rawValue, status: registry.isOnline(user) ? 1 : 2))
+        }
         if serverResults.isEmpty {
             var accepted: [(recipient: UInt32, status: UInt8)] = []
-            accepted.reserveCapacity(outcomes.byRecipient.count)
-            for (user, outcome) in outcomes.byRecipient {
+            accepted.reserveCapacity(outcomes.count)
+            for position in 0..<outcomes.count {
+                let (user, outcome) = outcomes[position: position]
                 guard case .stored(let delivery) = outcome, !delivery.duplicate else { break }
                 accepted.append((user.rawValue, registry.isOnline(user) ? 1 : 2))
             }
@@ -195,6 +209,7 @@ final class MessagesFamily: RequestFamily {
     /// The answer to a SEND_MESSAGE. The usual one (every recipient accepted, none a duplicate)
     /// is written by hand (``/ParleyWire/HotMeta``), the others by the generic encoder.
     enum SendAnswer: Sendable {
+        case acceptedOne(recipient: UInt32, status: UInt8)
         case accepted([(recipient: UInt32, status: UInt8)])
         case response(Parley_V1_SendMessageResponse)
     }
@@ -280,7 +295,7 @@ final class MessagesFamily: RequestFamily {
         }
         return HotMeta.SendMessage(
             messageID: request.messageID,
-            recipients: request.recipients,
+            recipients: request.recipients.map(UserID.init(rawValue:)),
             kind: kind,
             sentAtMs: request.sentAtMs,
             wantReceipt: request.wantReceipt
@@ -312,6 +327,10 @@ final class MessagesFamily: RequestFamily {
         in session: SessionContext
     ) {
         switch result {
+        case .success(.acceptedOne(let recipient, let status)):
+            session.respond(to: frame, metaCapacity: 8) {
+                HotMeta.writeAcceptedResponse(recipient: recipient, status: status, to: &$0)
+            }
         case .success(.accepted(let results)):
             session.respond(to: frame, metaCapacity: 8 * results.count) {
                 HotMeta.writeAcceptedResponse(results, to: &$0)
