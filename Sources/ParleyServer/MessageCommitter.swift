@@ -224,8 +224,16 @@ final class MessageCommitter: Sendable {
     private func drain() {
         while true {
             let (submissions, acknowledgements) = queue.withLock { queue -> ([Submission], [Acknowledgement]) in
-                let submissions = Array(queue.submissions.prefix(maximumBatch))
-                queue.submissions.removeFirst(submissions.count)
+                let submissions: [Submission]
+                if queue.submissions.count <= maximumBatch {
+                    // The usual case: take the whole queue (no copy of each submission).
+                    submissions = queue.submissions
+                    queue.submissions = []
+                    queue.submissions.reserveCapacity(submissions.count)
+                } else {
+                    submissions = Array(queue.submissions.prefix(maximumBatch))
+                    queue.submissions.removeFirst(submissions.count)
+                }
                 metrics?.commitQueueDepth.record(queue.submissions.count)
                 let acknowledgements = queue.acknowledgements
                 queue.acknowledgements = []

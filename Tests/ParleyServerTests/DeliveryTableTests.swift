@@ -13,12 +13,12 @@ struct DeliveryTableTests {
         var table = DeliveryTable<Int>()
         var reference: [Key: Int] = [:]
         // Few recipients and senders and small message IDs: many keys share parts, and removals
-        // happen in the middle of long runs.
+        // happen in the middle of long runs. Message ID 0 (reserved, kept beside the slots) too.
         func randomKey() -> Key {
             Key(
                 recipient: UserID(UInt32.random(in: 1000...1003, using: &generator)),
                 sender: UserID(UInt32.random(in: 1000...1003, using: &generator)),
-                messageID: MessageID(UInt64.random(in: 1...3000, using: &generator))
+                messageID: MessageID(UInt64.random(in: 0...3000, using: &generator))
             )
         }
         for step in 0..<200_000 {

@@ -1,7 +1,7 @@
 import ParleyCore
 
 /// The message log's deliveries by (recipient, sender, message ID): open addressing with linear
-/// probing in one flat array, instead of a Swift `Dictionary`.
+/// probing in flat arrays, instead of a Swift `Dictionary`.
 ///
 /// The message path looks keys up several times per message (the de-duplication check, the
 /// store, the acknowledgement, the recipient's queue), and a `Dictionary` seeds, feeds and
@@ -13,25 +13,37 @@ import ParleyCore
 ///
 /// Removal shifts the following entries back instead of leaving tombstones, so a table that
 /// has seen many removals probes no further than a fresh one.
+///
+/// Keys and values are kept in two arrays: a probe reads only keys, four to a cache line, and
+/// copies no value (the log's values hold class references, which a copy retains and releases).
+/// A key with message ID 0 marks an empty slot; message ID 0 is reserved (docs/PROTOCOL.md), so
+/// such keys only come from a damaged or hand-made log, and they live in a small side table.
 struct DeliveryTable<Value>: Sequence {
     typealias Key = MessageLog.DeliveryKey
 
-    private struct Slot {
-        var key: Key
-        var value: Value
-    }
-
-    private var slots: [Slot?]
+    /// Message ID 0 marks the slot empty.
+    private var slotKeys: [Key]
+    private var slotValues: [Value?]
+    /// Keys with message ID 0 (never sent by a conforming client), out of the way of the slots.
+    private var reservedKeys: [Key: Value] = [:]
     private var mask: Int
     private let secret0: UInt64
     private let secret1: UInt64
+    /// How many keys the slots hold.
+    private var slotCount = 0
+
     /// How many keys the table holds.
-    private(set) var count = 0
+    var count: Int { slotCount + reservedKeys.count }
+
+    private static var empty: Key {
+        Key(recipient: UserID(rawValue: 0), sender: UserID(rawValue: 0), messageID: MessageID(0))
+    }
 
     init(minimumCapacity: Int = 0) {
         var capacity = 16
         while capacity * 3 < minimumCapacity * 4 { capacity *= 2 }
-        slots = Array(repeating: nil, count: capacity)
+        slotKeys = Array(repeating: Self.empty, count: capacity)
+        slotValues = Array(repeating: nil, count: capacity)
         mask = capacity - 1
         var random = SystemRandomNumberGenerator()
         secret0 = random.next() | 1
@@ -45,20 +57,26 @@ struct DeliveryTable<Value>: Sequence {
         return Int(truncatingIfNeeded: product.high ^ product.low) & mask
     }
 
-    /// The slot holding `key`, or the empty slot where it would go.
+    /// The slot holding `key`, or the empty slot where it would go (`key`'s message ID is not 0).
     private func find(_ key: Key) -> (index: Int, found: Bool) {
-        var index = slot(for: key)
-        while let slot = slots[index] {
-            if slot.key == key { return (index, true) }
-            index = (index &+ 1) & mask
+        let start = slot(for: key)
+        let mask = mask
+        return slotKeys.withUnsafeBufferPointer { keys in
+            var index = start
+            while true {
+                let candidate = keys[index]
+                if candidate == key { return (index, true) }
+                if candidate.messageID.rawValue == 0 { return (index, false) }
+                index = (index &+ 1) & mask
+            }
         }
-        return (index, false)
     }
 
     subscript(key: Key) -> Value? {
         get {
+            guard key.messageID.rawValue != 0 else { return reservedKeys[key] }
             let (index, found) = find(key)
-            return found ? slots[index]?.value : nil
+            return found ? slotValues[index] : nil
         }
         set {
             if let newValue {
@@ -72,39 +90,47 @@ struct DeliveryTable<Value>: Sequence {
     /// Sets `key`'s value, returning the one it replaced (nil when the key is new).
     @discardableResult
     mutating func updateValue(_ value: Value, forKey key: Key) -> Value? {
+        guard key.messageID.rawValue != 0 else { return reservedKeys.updateValue(value, forKey: key) }
         var (index, found) = find(key)
         if found {
-            defer { slots[index]?.value = value }
-            return slots[index]?.value
+            defer { slotValues[index] = value }
+            return slotValues[index]
         }
-        if (count + 1) * 4 > slots.count * 3 {
+        if (slotCount + 1) * 4 > slotKeys.count * 3 {
             grow()
             index = find(key).index
         }
-        slots[index] = Slot(key: key, value: value)
-        count += 1
+        slotKeys[index] = key
+        slotValues[index] = value
+        slotCount += 1
         return nil
     }
 
     /// Whether the table holds `key`.
-    func contains(_ key: Key) -> Bool { find(key).found }
+    func contains(_ key: Key) -> Bool {
+        key.messageID.rawValue == 0 ? reservedKeys[key] != nil : find(key).found
+    }
 
     /// Removes `key`, returning its value if it was there.
     @discardableResult
     mutating func removeValue(forKey key: Key) -> Value? {
+        guard key.messageID.rawValue != 0 else { return reservedKeys.removeValue(forKey: key) }
         var (hole, found) = find(key)
-        guard found, let removed = slots[hole]?.value else { return nil }
-        slots[hole] = nil
-        count -= 1
+        guard found, let removed = slotValues[hole] else { return nil }
+        slotKeys[hole] = Self.empty
+        slotValues[hole] = nil
+        slotCount -= 1
         // Shift back the entries of the run after the hole that may sit in it: an entry stays
         // where it is only if its home slot lies cyclically after the hole and up to its place.
         var next = (hole &+ 1) & mask
-        while let moving = slots[next] {
-            let home = slot(for: moving.key)
+        while slotKeys[next].messageID.rawValue != 0 {
+            let home = slot(for: slotKeys[next])
             let staysPut = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next)
             if !staysPut {
-                slots[hole] = moving
-                slots[next] = nil
+                slotKeys[hole] = slotKeys[next]
+                slotValues[hole] = slotValues[next]
+                slotKeys[next] = Self.empty
+                slotValues[next] = nil
                 hole = next
             }
             next = (next &+ 1) & mask
@@ -113,18 +139,41 @@ struct DeliveryTable<Value>: Sequence {
     }
 
     private mutating func grow() {
-        let old = slots
-        slots = Array(repeating: nil, count: old.count * 2)
-        mask = slots.count - 1
-        for case let slot? in old {
-            slots[find(slot.key).index] = slot
+        let oldKeys = slotKeys
+        let oldValues = slotValues
+        slotKeys = Array(repeating: Self.empty, count: oldKeys.count * 2)
+        slotValues = Array(repeating: nil, count: oldKeys.count * 2)
+        mask = slotKeys.count - 1
+        for (key, value) in zip(oldKeys, oldValues) where key.messageID.rawValue != 0 {
+            let index = find(key).index
+            slotKeys[index] = key
+            slotValues[index] = value
         }
     }
 
     /// Every key, in no particular order (a copy: the table may change while it is walked).
-    var keys: [Key] { compactMap { $0.key } }
+    var keys: [Key] { map(\.key) }
 
-    func makeIterator() -> some IteratorProtocol<(key: Key, value: Value)> {
-        slots.lazy.compactMap { $0.map { (key: $0.key, value: $0.value) } }.makeIterator()
+    func makeIterator() -> Iterator {
+        Iterator(table: self)
+    }
+
+    struct Iterator: IteratorProtocol {
+        private let table: DeliveryTable
+        private var position = 0
+        private var reserved: Dictionary<Key, Value>.Iterator
+
+        fileprivate init(table: DeliveryTable) {
+            self.table = table
+            self.reserved = table.reservedKeys.makeIterator()
+        }
+
+        mutating func next() -> (key: Key, value: Value)? {
+            while position < table.slotKeys.count {
+                defer { position += 1 }
+                if let value = table.slotValues[position] { return (table.slotKeys[position], value) }
+            }
+            return reserved.next().map { (key: $0.key, value: $0.value) }
+        }
     }
 }
