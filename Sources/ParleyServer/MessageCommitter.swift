@@ -89,15 +89,50 @@ final class MessageCommitter: Sendable {
         }
     }
 
+    /// One committed round, shared read-only by the event loops that answer and push it: each
+    /// loop's work refers into it by position, so the round's messages are not copied per item.
+    private final class Round: Sendable {
+        let submissions: [Submission]
+        let stored: [[StoredDelivery]]
+        let storedAt: Date
+
+        init(submissions: [Submission], stored: [[StoredDelivery]], storedAt: Date) {
+            self.submissions = submissions
+            self.stored = stored
+            self.storedAt = storedAt
+        }
+
+        func outcomes(of submission: Int) -> Outcomes {
+            Outcomes(recipients: submissions[submission].message.recipients, stored: stored[submission])
+        }
+
+        func liveDelivery(submission: Int, delivery: Int) -> LiveDelivery {
+            let stored = stored[submission][delivery]
+            return LiveDelivery(
+                recipient: stored.recipient,
+                sequence: stored.sequence,
+                message: submissions[submission].message,
+                payload: submissions[submission].payload,
+                storedAt: storedAt
+            )
+        }
+    }
+
     /// The work of one round for one event loop, run there in one task.
     private enum LoopWork: Sendable {
-        case answer(SessionHandle, @Sendable (ServerConnectionHandler, Result) -> Void, Result)
-        case live(SessionHandle, LiveDelivery)
+        /// Answer the round's `submission`th message (its sender is a session on this loop).
+        case answer(submission: Int)
+        /// Push a delivery of the round to its recipient's session on this loop.
+        case live(SessionHandle, submission: Int32, delivery: Int32)
 
-        func run() {
+        func run(_ round: Round) {
             switch self {
-            case .answer(let session, let body, let result): body(session.handlerOnLoop, result)
-            case .live(let session, let delivery): session.handlerOnLoop.liveDelivery(delivery)
+            case .answer(let index):
+                guard case .session(let session, let body) = round.submissions[index].answer else { return }
+                body(session.handlerOnLoop, .success(round.outcomes(of: index)))
+            case .live(let session, let submission, let delivery):
+                session.handlerOnLoop.liveDelivery(
+                    round.liveDelivery(submission: Int(submission), delivery: Int(delivery)))
             }
         }
     }
@@ -317,39 +352,34 @@ final class MessageCommitter: Sendable {
         if !acknowledged.isEmpty { self.acknowledged(acknowledged) }
         // One task per event loop for the whole round: answers first, then live deliveries, in
         // commit order, so every session still sees its messages in sequence order.
+        let round = Round(submissions: submissions, stored: stored, storedAt: now)
         var work = LoopBatches<LoopWork>()
-        var live: [LiveDelivery] = []
+        var newDeliveries: [(submission: Int32, delivery: Int32, recipient: UserID)] = []
+        newDeliveries.reserveCapacity(submissions.count)
         for (index, submission) in submissions.enumerated() {
-            let outcomes = Outcomes(recipients: submission.message.recipients, stored: stored[index])
-            for delivery in stored[index] {
-                if !delivery.duplicate {
-                    live.append(
-                        LiveDelivery(
-                            recipient: delivery.recipient,
-                            sequence: delivery.sequence,
-                            message: messages[index],
-                            payload: submission.payload,
-                            storedAt: now
-                        )
-                    )
-                }
+            for (position, delivery) in stored[index].enumerated() where !delivery.duplicate {
+                newDeliveries.append((Int32(index), Int32(position), delivery.recipient))
             }
             switch submission.answer {
-            case .direct(let completion): completion(.success(outcomes))
-            case .session(let sender, let body):
-                work.add(.answer(sender, body, .success(outcomes)), on: sender.eventLoop)
+            case .direct(let completion): completion(.success(round.outcomes(of: index)))
+            case .session(let sender, _): work.add(.answer(submission: index), on: sender.eventLoop)
             }
         }
-        metrics?.messagesStored(live.count)
-        if !live.isEmpty {
-            accepted?(live)
-            let sessions = registry.sessions(for: live.lazy.map(\.recipient))
-            for (delivery, session) in zip(live, sessions) {
+        metrics?.messagesStored(newDeliveries.count)
+        if !newDeliveries.isEmpty {
+            if let accepted {
+                accepted(
+                    newDeliveries.map { round.liveDelivery(submission: Int($0.submission), delivery: Int($0.delivery)) }
+                )
+            }
+            let sessions = registry.sessions(for: newDeliveries.lazy.map(\.recipient))
+            for (delivery, session) in zip(newDeliveries, sessions) {
                 guard let session else { continue }
-                work.add(.live(session, delivery), on: session.eventLoop)
+                work.add(
+                    .live(session, submission: delivery.submission, delivery: delivery.delivery), on: session.eventLoop)
             }
         }
-        work.run { $0.run() }
+        work.run { $0.run(round) }
     }
 
     /// Forgets acknowledged messages older than the de-duplication window.
