@@ -150,11 +150,13 @@ public final class FrameEncoder: ChannelOutboundHandler, RemovableChannelHandler
         metaLength: Int,
         into buffer: inout ByteBuffer
     ) {
-        buffer.writeInteger(UInt32(truncatingIfNeeded: length))
-        buffer.writeInteger(type.rawValue)
-        buffer.writeInteger(flags)
-        buffer.writeInteger(requestID)
-        buffer.writeInteger(UInt32(truncatingIfNeeded: metaLength))
+        buffer.writeRaw(reserving: Frame.lengthFieldSize + Frame.headerSize) { writer in
+            writer.integer(UInt32(truncatingIfNeeded: length))
+            writer.integer(type.rawValue)
+            writer.integer(flags)
+            writer.integer(requestID)
+            writer.integer(UInt32(truncatingIfNeeded: metaLength))
+        }
     }
 }
 
@@ -206,8 +208,15 @@ extension Frame {
         writeMeta(&buffer)
         let metaLength = buffer.writerIndex - metaStart
         buffer.writeBuffer(&payload)
-        buffer.setInteger(UInt32(truncatingIfNeeded: buffer.writerIndex - start - lengthFieldSize), at: start)
-        buffer.setInteger(UInt32(truncatingIfNeeded: metaLength), at: metaStart - 4)
+        let length = UInt32(truncatingIfNeeded: buffer.writerIndex - start - lengthFieldSize)
+        let readerIndex = buffer.readerIndex
+        // Both lengths in one access to the bytes (two setIntegers check the storage twice).
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            bytes.storeBytes(of: length.bigEndian, toByteOffset: start - readerIndex, as: UInt32.self)
+            bytes.storeBytes(
+                of: UInt32(truncatingIfNeeded: metaLength).bigEndian, toByteOffset: metaStart - 4 - readerIndex,
+                as: UInt32.self)
+        }
     }
 
     /// The complete wire form of this frame (length prefix included).

@@ -112,10 +112,12 @@ public enum HotMeta {
     /// more result of a longer answer), as ``writeAcceptedResponse(_:to:)`` writes each.
     public static func writeAcceptedResponse(recipient: UInt32, status: UInt8, to buffer: inout ByteBuffer) {
         let inner = varintFieldSize(1, UInt64(recipient)) + varintFieldSize(2, UInt64(status))
-        buffer.writeInteger(UInt8(1 << 3 | 2))
-        buffer.writeVarint(UInt64(inner))
-        buffer.writeVarintField(1, UInt64(recipient))
-        buffer.writeVarintField(2, UInt64(status))
+        buffer.writeRaw(reserving: 2 + inner) { writer in
+            writer.integer(UInt8(1 << 3 | 2))
+            writer.varint(UInt64(inner))
+            writer.varintField(1, UInt64(recipient))
+            writer.varintField(2, UInt64(status))
+        }
     }
 
     // MARK: MESSAGE
@@ -131,21 +133,25 @@ public enum HotMeta {
         storedAtMs: Int64,
         to buffer: inout ByteBuffer
     ) {
-        buffer.writeVarintField(1, messageID)
-        buffer.writeVarintField(2, UInt64(sender))
-        // Not generic: this runs once per message pushed, and an unspecialized generic call
-        // looks up type metadata at run time.
-        if !recipients.isEmpty {
-            var length = 0
-            for recipient in recipients { length += varintSize(UInt64(recipient.rawValue)) }
-            buffer.writeVarint(UInt64(3 << 3 | 2))
-            buffer.writeVarint(UInt64(length))
-            for recipient in recipients { buffer.writeVarint(UInt64(recipient.rawValue)) }
+        // One reservation for all fields (RawWriter): 6 varint fields of at most 11 bytes, the
+        // packed recipients of at most 5 bytes each with their tag and length.
+        buffer.writeRaw(reserving: 6 * 11 + 11 + 5 * recipients.count) { writer in
+            writer.varintField(1, messageID)
+            writer.varintField(2, UInt64(sender))
+            // Not generic: this runs once per message pushed, and an unspecialized generic call
+            // looks up type metadata at run time.
+            if !recipients.isEmpty {
+                var length = 0
+                for recipient in recipients { length += varintSize(UInt64(recipient.rawValue)) }
+                writer.varint(UInt64(3 << 3 | 2))
+                writer.varint(UInt64(length))
+                for recipient in recipients { writer.varint(UInt64(recipient.rawValue)) }
+            }
+            writer.varintField(4, UInt64(UInt32(bitPattern: kind)))
+            writer.varintField(5, UInt64(bitPattern: sentAtMs))
+            writer.varintField(6, UInt64(bitPattern: deliveredAtMs))
+            writer.varintField(7, UInt64(bitPattern: storedAtMs))
         }
-        buffer.writeVarintField(4, UInt64(UInt32(bitPattern: kind)))
-        buffer.writeVarintField(5, UInt64(bitPattern: sentAtMs))
-        buffer.writeVarintField(6, UInt64(bitPattern: deliveredAtMs))
-        buffer.writeVarintField(7, UInt64(bitPattern: storedAtMs))
     }
 
     /// The fields of a MESSAGE event a receiver needs to acknowledge and time it.
@@ -288,20 +294,14 @@ extension ByteBuffer {
     /// Appends `value` as a protobuf varint.
 
     mutating func writeVarint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        writeInteger(UInt8(value))
+        writeRaw(reserving: 10) { $0.varint(value) }
     }
 
     /// Appends a varint field; a 0 (the default) is left out, as proto3 does.
 
     mutating func writeVarintField(_ field: Int, _ value: UInt64) {
         guard value != 0 else { return }
-        writeVarint(UInt64(field << 3))
-        writeVarint(value)
+        writeRaw(reserving: 20) { $0.varintField(field, value) }
     }
 
     /// Appends a packed `repeated uint32` field; an empty list is left out.

@@ -61,45 +61,60 @@ enum MessageLogRecord: Equatable {
     @discardableResult
     func write(to buffer: inout ByteBuffer) -> Int {
         let start = buffer.writerIndex
-        buffer.writeInteger(UInt32(0), endianness: .little)
-        buffer.writeInteger(UInt32(0), endianness: .little)
+        // The fixed fields and lists through one reservation (RawWriter), the body after them.
         switch self {
         case .header(let next):
-            buffer.writeInteger(Kind.header.rawValue)
-            buffer.writeInteger(next, endianness: .little)
-        case .stored(let stored):
-            buffer.writeInteger(Kind.stored.rawValue)
-            buffer.writeInteger(stored.sender.rawValue, endianness: .little)
-            buffer.writeInteger(stored.messageID.rawValue, endianness: .little)
-            buffer.writeInteger(UInt8((stored.isText ? 1 : 0) | (stored.wantsReceipt ? 2 : 0)))
-            buffer.writeInteger(stored.sentAt, endianness: .little)
-            buffer.writeInteger(stored.storedAt, endianness: .little)
-            buffer.writeInteger(UInt32(stored.allRecipients.count), endianness: .little)
-            for recipient in stored.allRecipients { buffer.writeInteger(recipient.rawValue, endianness: .little) }
-            buffer.writeInteger(UInt32(stored.deliveries.count), endianness: .little)
-            for delivery in stored.deliveries {
-                buffer.writeInteger(delivery.recipient.rawValue, endianness: .little)
-                buffer.writeInteger(delivery.sequence, endianness: .little)
+            buffer.writeRaw(reserving: Self.framing + 1 + 8) { writer in
+                writer.integer(UInt64(0))
+                writer.integer(Kind.header.rawValue)
+                writer.integer(next, endianness: .little)
             }
-            buffer.writeInteger(UInt32(stored.body.count), endianness: .little)
+        case .stored(let stored):
+            let fixed = Self.framing + 1 + 4 + 8 + 1 + 8 + 8 + 4 + 4 + 4
+            buffer.writeRaw(reserving: fixed + 4 * stored.allRecipients.count + 12 * stored.deliveries.count) {
+                writer in
+                writer.integer(UInt64(0))
+                writer.integer(Kind.stored.rawValue)
+                writer.integer(stored.sender.rawValue, endianness: .little)
+                writer.integer(stored.messageID.rawValue, endianness: .little)
+                writer.integer(UInt8((stored.isText ? 1 : 0) | (stored.wantsReceipt ? 2 : 0)))
+                writer.integer(stored.sentAt, endianness: .little)
+                writer.integer(stored.storedAt, endianness: .little)
+                writer.integer(UInt32(stored.allRecipients.count), endianness: .little)
+                for recipient in stored.allRecipients { writer.integer(recipient.rawValue, endianness: .little) }
+                writer.integer(UInt32(stored.deliveries.count), endianness: .little)
+                for delivery in stored.deliveries {
+                    writer.integer(delivery.recipient.rawValue, endianness: .little)
+                    writer.integer(delivery.sequence, endianness: .little)
+                }
+                writer.integer(UInt32(stored.body.count), endianness: .little)
+            }
             buffer.writeBytes(stored.body)
         case .acknowledged(let ack):
-            buffer.writeInteger(Kind.acknowledged.rawValue)
-            buffer.writeInteger(ack.recipient.rawValue, endianness: .little)
-            buffer.writeInteger(ack.sender.rawValue, endianness: .little)
-            buffer.writeInteger(ack.messageID.rawValue, endianness: .little)
-            buffer.writeInteger(ack.sequence, endianness: .little)
-            buffer.writeInteger(ack.at, endianness: .little)
+            buffer.writeRaw(reserving: Self.acknowledgementLength) { writer in
+                writer.integer(UInt64(0))
+                writer.integer(Kind.acknowledged.rawValue)
+                writer.integer(ack.recipient.rawValue, endianness: .little)
+                writer.integer(ack.sender.rawValue, endianness: .little)
+                writer.integer(ack.messageID.rawValue, endianness: .little)
+                writer.integer(ack.sequence, endianness: .little)
+                writer.integer(ack.at, endianness: .little)
+            }
         case .dropped(let recipient):
-            buffer.writeInteger(Kind.dropped.rawValue)
-            buffer.writeInteger(recipient.rawValue, endianness: .little)
+            buffer.writeRaw(reserving: Self.framing + 1 + 4) { writer in
+                writer.integer(UInt64(0))
+                writer.integer(Kind.dropped.rawValue)
+                writer.integer(recipient.rawValue, endianness: .little)
+            }
         }
         let payloadLength = buffer.writerIndex - start - Self.framing
-        let checksum = buffer.withUnsafeReadableBytes { bytes in
-            CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[(start + Self.framing - buffer.readerIndex)...]))
+        let offset = start - buffer.readerIndex
+        // The length and the checksum of what follows them, in one access to the bytes.
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            let checksum = CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[(offset + Self.framing)...]))
+            bytes.storeBytes(of: UInt32(payloadLength).littleEndian, toByteOffset: offset, as: UInt32.self)
+            bytes.storeBytes(of: checksum.littleEndian, toByteOffset: offset + 4, as: UInt32.self)
         }
-        buffer.setInteger(UInt32(payloadLength), at: start, endianness: .little)
-        buffer.setInteger(checksum, at: start + 4, endianness: .little)
         return payloadLength + Self.framing
     }
 
