@@ -46,11 +46,14 @@ final class MessageCommitter: Sendable {
 
     typealias Result = Swift.Result<Outcomes, ParleyError>
 
-    struct Submission: Sendable {
-        var message: NewMessage
+    /// A reference, not a value: a submission passes from its event loop to the committer and
+    /// on to the loops that answer and push it, and a copy of a value this size retains each
+    /// of its seven references (recipient lists, body, payload, session, closure) every time.
+    final class Submission: Sendable {
+        let message: NewMessage
         /// The body as it arrived, forwarded to online recipients without another copy.
-        var payload: ByteBuffer
-        var answer: Answer
+        let payload: ByteBuffer
+        let answer: Answer
 
         /// Who waits for the outcome.
         enum Answer: Sendable {
