@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ParleyCore
 import ParleyServerStore
+import ParleyWire
 import Synchronization
 
 /// Group commit for the message path: every SEND_MESSAGE and ACK_MESSAGES is queued here, and
@@ -57,9 +58,12 @@ final class MessageCommitter: Sendable {
 
         /// Who waits for the outcome.
         enum Answer: Sendable {
-            /// A session: `body` runs on its event loop, in one task with the round's other
-            /// work for that loop (answers and live deliveries), not in one task per message.
-            case session(SessionHandle, @Sendable (ServerConnectionHandler, Result) -> Void)
+            /// A session's SEND_MESSAGE (`request`, with what the server application already
+            /// answered for itself): answered on the session's event loop
+            /// (``ServerConnectionHandler/messageStored(_:_:)``), in one task with the round's
+            /// other work for that loop, not in one task per message. Data, not a closure: no
+            /// closure context to allocate per message.
+            case session(SessionHandle, request: Frame, serverResults: [UserID: DeliveryResult.Status])
             /// Anyone else (the server application): called on the committer's thread.
             case direct(@Sendable (Result) -> Void)
         }
@@ -71,23 +75,24 @@ final class MessageCommitter: Sendable {
             self.answer = .direct(completion)
         }
 
-        /// A submission a session waits for: `body` runs on the session's event loop.
+        /// A session's SEND_MESSAGE, answered on the session's event loop.
         init(
             message: NewMessage,
             payload: ByteBuffer,
             sender: SessionHandle,
-            body: @escaping @Sendable (ServerConnectionHandler, Result) -> Void
+            request: Frame,
+            serverResults: [UserID: DeliveryResult.Status]
         ) {
             self.message = message
             self.payload = payload
-            self.answer = .session(sender, body)
+            self.answer = .session(sender, request: request, serverResults: serverResults)
         }
 
         /// Answers at once, for a submission that is not committed (the server is stopping).
         func fail(_ error: ParleyError) {
             switch answer {
             case .direct(let completion): completion(.failure(error))
-            case .session(let sender, let body): sender.execute { body($0, .failure(error)) }
+            case .session(let sender, _, _): sender.execute { $0.messageStored(self, .failure(error)) }
             }
         }
     }
@@ -131,8 +136,9 @@ final class MessageCommitter: Sendable {
         func run(_ round: Round) {
             switch self {
             case .answer(let index):
-                guard case .session(let session, let body) = round.submissions[index].answer else { return }
-                body(session.handlerOnLoop, .success(round.outcomes(of: index)))
+                let submission = round.submissions[index]
+                guard case .session(let session, _, _) = submission.answer else { return }
+                session.handlerOnLoop.messageStored(submission, .success(round.outcomes(of: index)))
             case .live(let session, let submission, let delivery):
                 session.handlerOnLoop.liveDelivery(
                     round.liveDelivery(submission: Int(submission), delivery: Int(delivery)))
@@ -365,7 +371,7 @@ final class MessageCommitter: Sendable {
             }
             switch submission.answer {
             case .direct(let completion): completion(.success(round.outcomes(of: index)))
-            case .session(let sender, _): work.add(.answer(submission: index), on: sender.eventLoop)
+            case .session(let sender, _, _): work.add(.answer(submission: index), on: sender.eventLoop)
             }
         }
         metrics?.messagesStored(newDeliveries.count)

@@ -665,8 +665,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     // MARK: Messages (from the committer)
 
     /// A SEND_MESSAGE this connection submitted was stored (or failed).
-    func messageStored(_ frame: Frame, _ result: Result<MessagesFamily.SendAnswer, ParleyError>) {
-        messages.stored(frame, result, in: session)
+    /// A SEND_MESSAGE of this session was committed (or failed).
+    func messageStored(_ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result) {
+        messages.stored(submission, outcome, in: session)
     }
 
     /// A message for this session was just committed.

@@ -152,13 +152,10 @@ final class MessagesFamily: RequestFamily {
             wantsReceipt: request.wantReceipt
         )
         guard let handle = session.handle else { return }
-        let registry = server.registry
-        let serverResults = results
         session.requestStarted(query: false)
         server.committer.submit(
-            MessageCommitter.Submission(message: message, payload: payload, sender: handle) { handler, outcome in
-                handler.messageStored(frame, Self.sendResponse(to: outcome, users, recipients, serverResults, registry))
-            }
+            MessageCommitter.Submission(
+                message: message, payload: payload, sender: handle, request: frame, serverResults: results)
         )
     }
 
@@ -318,6 +315,18 @@ final class MessagesFamily: RequestFamily {
     /// The longest text a rewrite may have: what fits in a MESSAGE frame beside its meta.
     static func maximumRewrittenText(_ maximumFrameSize: Int) -> Int {
         max(maximumFrameSize - 4096, maximumFrameSize / 2)
+    }
+
+    /// A SEND_MESSAGE was committed (or failed): answers it with the recipients' online status
+    /// as it is now, right after the commit.
+    func stored(
+        _ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result, in session: SessionContext
+    ) {
+        guard case .session(_, let request, let serverResults) = submission.answer else { return }
+        let answer = Self.sendResponse(
+            to: outcome, submission.message.recipients, submission.message.allRecipients, serverResults,
+            session.server.registry)
+        stored(request, answer, in: session)
     }
 
     /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
