@@ -202,8 +202,11 @@ final class MessageLog: Sendable {
             var entry: MessageLogEntry
         }
         struct PlannedStore {
-            var message: NewMessage
-            var deliveries: [MessageLogRecord.Delivery]
+            var sender: UserID
+            var messageID: MessageID
+            var wantsReceipt: Bool
+            /// Its deliveries in `plannedDeliveries`.
+            var deliveries: Range<Int>
             var offset: Int
             var length: Int
         }
@@ -211,6 +214,9 @@ final class MessageLog: Sendable {
         buffer.reserveCapacity(messages.count * 160 + acknowledgements.count * 48)
         var acks: [PlannedAck] = []
         var stores: [PlannedStore] = []
+        // The round's new deliveries, message after message: one array, not one per message.
+        var plannedDeliveries: [MessageLogRecord.Delivery] = []
+        plannedDeliveries.reserveCapacity(messages.count)
         var acknowledged: [AcknowledgedMessage] = []
         var stored: [[StoredDelivery]] = []
         stored.reserveCapacity(messages.count)
@@ -241,7 +247,8 @@ final class MessageLog: Sendable {
             var newInRound = DeliveryTable<Int64>(minimumCapacity: messages.count)
             for message in messages {
                 var results: [StoredDelivery] = []
-                var deliveries: [MessageLogRecord.Delivery] = []
+                results.reserveCapacity(message.recipients.count)
+                let first = plannedDeliveries.count
                 for recipient in message.recipients where index.knownUsers.contains(recipient) {
                     let key = DeliveryKey(recipient: recipient, sender: message.sender, messageID: message.messageID)
                     if let existing = index.deliveries[key] {
@@ -258,7 +265,7 @@ final class MessageLog: Sendable {
                         )
                     } else {
                         newInRound[key] = next
-                        deliveries.append(MessageLogRecord.Delivery(recipient: recipient, sequence: next))
+                        plannedDeliveries.append(MessageLogRecord.Delivery(recipient: recipient, sequence: next))
                         results.append(
                             StoredDelivery(
                                 recipient: recipient, sequence: next, duplicate: false, alreadyAcknowledged: false)
@@ -267,16 +274,19 @@ final class MessageLog: Sendable {
                     }
                 }
                 stored.append(results)
+                let deliveries = first..<plannedDeliveries.count
                 guard !deliveries.isEmpty else { continue }
                 let offset = buffer.writerIndex
-                let length = MessageLogRecord.stored(
-                    .init(
-                        sender: message.sender, messageID: message.messageID, isText: message.isText,
-                        wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.millisecondsSince1970, storedAt: at,
-                        allRecipients: message.allRecipients, deliveries: deliveries, body: message.body
-                    )
-                ).write(to: &buffer)
-                stores.append(PlannedStore(message: message, deliveries: deliveries, offset: offset, length: length))
+                let length = MessageLogRecord.writeStored(
+                    sender: message.sender, messageID: message.messageID, isText: message.isText,
+                    wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.millisecondsSince1970, storedAt: at,
+                    allRecipients: message.allRecipients, deliveries: plannedDeliveries[deliveries], body: message.body,
+                    to: &buffer
+                )
+                stores.append(
+                    PlannedStore(
+                        sender: message.sender, messageID: message.messageID, wantsReceipt: message.wantsReceipt,
+                        deliveries: deliveries, offset: offset, length: length))
             }
             return next
         }
@@ -293,14 +303,14 @@ final class MessageLog: Sendable {
             }
             for store in stores {
                 let entry = MessageLogEntry(
-                    sender: store.message.sender, messageID: store.message.messageID,
-                    wantsReceipt: store.message.wantsReceipt, pending: store.deliveries.count,
+                    sender: store.sender, messageID: store.messageID,
+                    wantsReceipt: store.wantsReceipt, pending: store.deliveries.count,
                     segment: active, offset: base + Int64(store.offset), length: store.length
                 )
                 active.hold(entry)
-                for delivery in store.deliveries {
+                for delivery in plannedDeliveries[store.deliveries] {
                     let key = DeliveryKey(
-                        recipient: delivery.recipient, sender: store.message.sender, messageID: store.message.messageID)
+                        recipient: delivery.recipient, sender: store.sender, messageID: store.messageID)
                     index.deliveries[key] = Delivery(sequence: delivery.sequence, state: .pending(entry))
                     let queue: RecipientQueue
                     if let existing = index.queues[delivery.recipient] {

@@ -70,26 +70,10 @@ enum MessageLogRecord: Equatable {
                 writer.integer(next, endianness: .little)
             }
         case .stored(let stored):
-            let fixed = Self.framing + 1 + 4 + 8 + 1 + 8 + 8 + 4 + 4 + 4
-            buffer.writeRaw(reserving: fixed + 4 * stored.allRecipients.count + 12 * stored.deliveries.count) {
-                writer in
-                writer.integer(UInt64(0))
-                writer.integer(Kind.stored.rawValue)
-                writer.integer(stored.sender.rawValue, endianness: .little)
-                writer.integer(stored.messageID.rawValue, endianness: .little)
-                writer.integer(UInt8((stored.isText ? 1 : 0) | (stored.wantsReceipt ? 2 : 0)))
-                writer.integer(stored.sentAt, endianness: .little)
-                writer.integer(stored.storedAt, endianness: .little)
-                writer.integer(UInt32(stored.allRecipients.count), endianness: .little)
-                for recipient in stored.allRecipients { writer.integer(recipient.rawValue, endianness: .little) }
-                writer.integer(UInt32(stored.deliveries.count), endianness: .little)
-                for delivery in stored.deliveries {
-                    writer.integer(delivery.recipient.rawValue, endianness: .little)
-                    writer.integer(delivery.sequence, endianness: .little)
-                }
-                writer.integer(UInt32(stored.body.count), endianness: .little)
-            }
-            buffer.writeBytes(stored.body)
+            return Self.writeStored(
+                sender: stored.sender, messageID: stored.messageID, isText: stored.isText,
+                wantsReceipt: stored.wantsReceipt, sentAt: stored.sentAt, storedAt: stored.storedAt,
+                allRecipients: stored.allRecipients, deliveries: stored.deliveries[...], body: stored.body, to: &buffer)
         case .acknowledged(let ack):
             buffer.writeRaw(reserving: Self.acknowledgementLength) { writer in
                 writer.integer(UInt64(0))
@@ -107,6 +91,51 @@ enum MessageLogRecord: Equatable {
                 writer.integer(recipient.rawValue, endianness: .little)
             }
         }
+        return Self.frame(from: start, in: &buffer)
+    }
+
+    /// Appends a `stored` record made of these fields, as ``write(to:)`` writes
+    /// `.stored(Stored(...))`, without making the record first (the committer's round has the
+    /// fields at hand, its deliveries in one array for all its messages); returns its length.
+    @discardableResult
+    static func writeStored(
+        sender: UserID,
+        messageID: MessageID,
+        isText: Bool,
+        wantsReceipt: Bool,
+        sentAt: Int64,
+        storedAt: Int64,
+        allRecipients: [UserID],
+        deliveries: ArraySlice<Delivery>,
+        body: [UInt8],
+        to buffer: inout ByteBuffer
+    ) -> Int {
+        let start = buffer.writerIndex
+        let fixed = Self.framing + 1 + 4 + 8 + 1 + 8 + 8 + 4 + 4 + 4
+        buffer.writeRaw(reserving: fixed + 4 * allRecipients.count + 12 * deliveries.count) { writer in
+            writer.integer(UInt64(0))
+            writer.integer(Kind.stored.rawValue)
+            writer.integer(sender.rawValue, endianness: .little)
+            writer.integer(messageID.rawValue, endianness: .little)
+            writer.integer(UInt8((isText ? 1 : 0) | (wantsReceipt ? 2 : 0)))
+            writer.integer(sentAt, endianness: .little)
+            writer.integer(storedAt, endianness: .little)
+            writer.integer(UInt32(allRecipients.count), endianness: .little)
+            for recipient in allRecipients { writer.integer(recipient.rawValue, endianness: .little) }
+            writer.integer(UInt32(deliveries.count), endianness: .little)
+            for delivery in deliveries {
+                writer.integer(delivery.recipient.rawValue, endianness: .little)
+                writer.integer(delivery.sequence, endianness: .little)
+            }
+            writer.integer(UInt32(body.count), endianness: .little)
+        }
+        buffer.writeBytes(body)
+        return frame(from: start, in: &buffer)
+    }
+
+    /// Sets the length and checksum of the record written from `start` to the end of `buffer`;
+    /// returns the record's length on disk.
+    private static func frame(from start: Int, in buffer: inout ByteBuffer) -> Int {
         let payloadLength = buffer.writerIndex - start - Self.framing
         let offset = start - buffer.readerIndex
         // The length and the checksum of what follows them, in one access to the bytes.
