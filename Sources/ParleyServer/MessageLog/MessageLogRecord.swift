@@ -245,17 +245,19 @@ enum MessageLogRecord: Equatable {
 
 /// CRC-32 (the IEEE polynomial, as zlib computes it), eight bytes at a time.
 enum CRC32 {
-    private static let tables: [[UInt32]] = {
-        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+    /// The eight slicing tables of 256 entries, one after another in one array: a checksum
+    /// reads them through one pointer (eight arrays cost eight retains and releases per call).
+    private static let tables: [UInt32] = {
+        var tables = [UInt32](repeating: 0, count: 8 * 256)
         for index in 0..<256 {
             var value = UInt32(index)
             for _ in 0..<8 { value = value & 1 != 0 ? (value >> 1) ^ 0xEDB8_8320 : value >> 1 }
-            tables[0][index] = value
+            tables[index] = value
         }
         for index in 0..<256 {
             for table in 1..<8 {
-                let previous = tables[table - 1][index]
-                tables[table][index] = (previous >> 8) ^ tables[0][Int(previous & 0xFF)]
+                let previous = tables[(table - 1) * 256 + index]
+                tables[table * 256 + index] = (previous >> 8) ^ tables[Int(previous & 0xFF)]
             }
         }
         return tables
@@ -264,26 +266,21 @@ enum CRC32 {
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
         tables.withUnsafeBufferPointer { tables in
-            let t0 = tables[0]
-            let t1 = tables[1]
-            let t2 = tables[2]
-            let t3 = tables[3]
-            let t4 = tables[4]
-            let t5 = tables[5]
-            let t6 = tables[6]
-            let t7 = tables[7]
+            // Every index below is a byte (0...255) plus a table's start: within the 2,048.
+            let t = tables.baseAddress!
             var offset = 0
             while bytes.count - offset >= 8 {
                 let low = bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self).littleEndian ^ crc
                 let high = bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self).littleEndian
                 crc =
-                    t7[Int(low & 0xFF)] ^ t6[Int((low >> 8) & 0xFF)] ^ t5[Int((low >> 16) & 0xFF)]
-                    ^ t4[Int(low >> 24)] ^ t3[Int(high & 0xFF)] ^ t2[Int((high >> 8) & 0xFF)]
-                    ^ t1[Int((high >> 16) & 0xFF)] ^ t0[Int(high >> 24)]
+                    t[7 * 256 + Int(low & 0xFF)] ^ t[6 * 256 + Int((low >> 8) & 0xFF)]
+                    ^ t[5 * 256 + Int((low >> 16) & 0xFF)] ^ t[4 * 256 + Int(low >> 24)]
+                    ^ t[3 * 256 + Int(high & 0xFF)] ^ t[2 * 256 + Int((high >> 8) & 0xFF)]
+                    ^ t[256 + Int((high >> 16) & 0xFF)] ^ t[Int(high >> 24)]
                 offset += 8
             }
             while offset < bytes.count {
-                crc = (crc >> 8) ^ t0[Int((crc ^ UInt32(bytes[offset])) & 0xFF)]
+                crc = (crc >> 8) ^ t[Int((crc ^ UInt32(bytes[offset])) & 0xFF)]
                 offset += 1
             }
         }
