@@ -10,18 +10,30 @@ struct DeliveryTableTests {
     @Test("inserts, updates, lookups and removals agree with a Dictionary throughout, across growth")
     func agreesWithDictionary() {
         var generator = SystemRandomNumberGenerator()
-        var table = DeliveryTable<Int>()
-        var reference: [Key: Int] = [:]
         // Few recipients and senders and small message IDs: many keys share parts, and removals
         // happen in the middle of long runs. Message ID 0 (reserved, kept beside the slots) too.
-        func randomKey() -> Key {
+        Self.exercise(steps: 200_000) {
             Key(
                 recipient: UserID(UInt32.random(in: 1000...1003, using: &generator)),
                 sender: UserID(UInt32.random(in: 1000...1003, using: &generator)),
                 messageID: MessageID(UInt64.random(in: 0...3000, using: &generator))
             )
         }
-        for step in 0..<200_000 {
+    }
+
+    @Test("keyed by user ID (the log's queues and known users): agrees with a Dictionary, user 0 included")
+    func userKeys() {
+        var generator = SystemRandomNumberGenerator()
+        Self.exercise(steps: 100_000) { UserID(UInt32.random(in: 0...2000, using: &generator)) }
+    }
+
+    /// Random inserts, updates, removals and lookups of `randomKey()`s on a table and a
+    /// `Dictionary`, which must agree throughout and at the end, walked or looked up.
+    private static func exercise<K: FlatTableKey>(steps: Int, randomKey: () -> K) {
+        var generator = SystemRandomNumberGenerator()
+        var table = FlatTable<K, Int>()
+        var reference: [K: Int] = [:]
+        for step in 0..<steps {
             let key = randomKey()
             switch Int.random(in: 0..<10, using: &generator) {
             case 0..<5:
@@ -37,7 +49,7 @@ struct DeliveryTableTests {
         }
         #expect(table.count == reference.count)
         for (key, value) in reference { #expect(table[key] == value) }
-        var seen: [Key: Int] = [:]
+        var seen: [K: Int] = [:]
         for (key, value) in table {
             #expect(seen[key] == nil, "a key came twice")
             seen[key] = value

@@ -90,11 +90,11 @@ final class MessageLog: Sendable {
 
     private struct Index {
         var deliveries = DeliveryTable<Delivery>()
-        var queues: [UserID: RecipientQueue] = [:]
+        var queues = FlatTable<UserID, RecipientQueue>()
         /// Recipients the directory confirmed (a user can only go away through
         /// ``MessageLog/dropMessages(for:)``, which forgets them): most rounds need no directory
         /// read at all.
-        var knownUsers: Set<UserID> = []
+        var knownUsers = FlatTable<UserID, Void>()
         /// Oldest first; the last one is written to.
         var segments: [MessageLogSegment] = []
         /// The sealed segment whose live records are being written again at the end of the log,
@@ -190,7 +190,9 @@ final class MessageLog: Sendable {
         }
         if !unconfirmed.isEmpty {
             let found = try existingUsers(Array(unconfirmed))
-            index.withLock { $0.knownUsers.formUnion(found) }
+            index.withLock { index in
+                for user in found { index.knownUsers[user] = () }
+            }
         }
         try rotateIfFull()
 
@@ -372,7 +374,7 @@ final class MessageLog: Sendable {
     private static func drop(_ recipient: UserID, in index: inout Index) {
         for key in index.deliveries.keys where key.recipient == recipient { index.forget(key) }
         index.queues[recipient] = nil
-        index.knownUsers.remove(recipient)
+        index.knownUsers[recipient] = nil
     }
 
     /// Live records (messages and acknowledgements) one committer round writes again at most
@@ -604,7 +606,7 @@ final class MessageLog: Sendable {
 
     var statistics: Statistics {
         index.withLock { index in
-            let pending = index.queues.values.reduce(0) { $0 + $1.count }
+            let pending = index.queues.reduce(0) { $0 + $1.value.count }
             return Statistics(
                 segments: index.segments.count,
                 bytes: index.segments.reduce(0) { $0 + $1.size },
@@ -695,7 +697,7 @@ final class MessageLog: Sendable {
                 break
             }
         }
-        index.queues = [:]
+        index.queues = FlatTable()
         for (recipient, sequences) in queues {
             let queue = RecipientQueue()
             queue.sequences = CircularBuffer(sequences.sorted { $0.sequence < $1.sequence })

@@ -1,7 +1,8 @@
 import ParleyCore
 
-/// The message log's deliveries by (recipient, sender, message ID): open addressing with linear
-/// probing in flat arrays, instead of a Swift `Dictionary`.
+/// The message log's hash tables (its deliveries by (recipient, sender, message ID), its
+/// recipients' queues and known users by user ID): open addressing with linear probing in flat
+/// arrays, instead of a Swift `Dictionary` or `Set`.
 ///
 /// The message path looks keys up several times per message (the de-duplication check, the
 /// store, the acknowledgement, the recipient's queue), and a `Dictionary` seeds, feeds and
@@ -16,12 +17,11 @@ import ParleyCore
 ///
 /// Keys and values are kept in two arrays: a probe reads only keys, four to a cache line, and
 /// copies no value (the log's values hold class references, which a copy retains and releases).
-/// A key with message ID 0 marks an empty slot; message ID 0 is reserved (docs/PROTOCOL.md), so
-/// such keys only come from a damaged or hand-made log, and they live in a small side table.
-struct DeliveryTable<Value>: Sequence {
-    typealias Key = MessageLog.DeliveryKey
-
-    /// Message ID 0 marks the slot empty.
+/// One key value marks an empty slot (``FlatTableKey/emptyMarker``: message ID 0 for deliveries,
+/// reserved by docs/PROTOCOL.md; user ID 0, the server's own address, for users): such keys only
+/// come from a damaged or hand-made log, and they live in a small side table.
+struct FlatTable<Key: FlatTableKey, Value>: Sequence {
+    /// `Key.emptyMarker` marks the slot empty.
     private var slotKeys: [Key]
     private var slotValues: [Value?]
     /// Keys with message ID 0 (never sent by a conforming client), out of the way of the slots.
@@ -35,9 +35,7 @@ struct DeliveryTable<Value>: Sequence {
     /// How many keys the table holds.
     var count: Int { slotCount + reservedKeys.count }
 
-    private static var empty: Key {
-        Key(recipient: UserID(rawValue: 0), sender: UserID(rawValue: 0), messageID: MessageID(0))
-    }
+    private static var empty: Key { Key.emptyMarker }
 
     init(minimumCapacity: Int = 0) {
         var capacity = 16
@@ -51,13 +49,12 @@ struct DeliveryTable<Value>: Sequence {
     }
 
     private func slot(for key: Key) -> Int {
-        let a = key.messageID.rawValue ^ secret0
-        let b = (UInt64(key.sender.rawValue) << 32 | UInt64(key.recipient.rawValue)) ^ secret1
-        let product = a.multipliedFullWidth(by: b)
+        let (first, second) = key.hashHalves
+        let product = (first ^ secret0).multipliedFullWidth(by: second ^ secret1)
         return Int(truncatingIfNeeded: product.high ^ product.low) & mask
     }
 
-    /// The slot holding `key`, or the empty slot where it would go (`key`'s message ID is not 0).
+    /// The slot holding `key`, or the empty slot where it would go (`key` is not the marker).
     private func find(_ key: Key) -> (index: Int, found: Bool) {
         let start = slot(for: key)
         let mask = mask
@@ -66,7 +63,7 @@ struct DeliveryTable<Value>: Sequence {
             while true {
                 let candidate = keys[index]
                 if candidate == key { return (index, true) }
-                if candidate.messageID.rawValue == 0 { return (index, false) }
+                if candidate == Key.emptyMarker { return (index, false) }
                 index = (index &+ 1) & mask
             }
         }
@@ -74,7 +71,7 @@ struct DeliveryTable<Value>: Sequence {
 
     subscript(key: Key) -> Value? {
         get {
-            guard key.messageID.rawValue != 0 else { return reservedKeys[key] }
+            guard key != Key.emptyMarker else { return reservedKeys[key] }
             let (index, found) = find(key)
             return found ? slotValues[index] : nil
         }
@@ -90,7 +87,7 @@ struct DeliveryTable<Value>: Sequence {
     /// Sets `key`'s value, returning the one it replaced (nil when the key is new).
     @discardableResult
     mutating func updateValue(_ value: Value, forKey key: Key) -> Value? {
-        guard key.messageID.rawValue != 0 else { return reservedKeys.updateValue(value, forKey: key) }
+        guard key != Key.emptyMarker else { return reservedKeys.updateValue(value, forKey: key) }
         var (index, found) = find(key)
         if found {
             defer { slotValues[index] = value }
@@ -108,13 +105,13 @@ struct DeliveryTable<Value>: Sequence {
 
     /// Whether the table holds `key`.
     func contains(_ key: Key) -> Bool {
-        key.messageID.rawValue == 0 ? reservedKeys[key] != nil : find(key).found
+        key == Key.emptyMarker ? reservedKeys[key] != nil : find(key).found
     }
 
     /// Removes `key`, returning its value if it was there.
     @discardableResult
     mutating func removeValue(forKey key: Key) -> Value? {
-        guard key.messageID.rawValue != 0 else { return reservedKeys.removeValue(forKey: key) }
+        guard key != Key.emptyMarker else { return reservedKeys.removeValue(forKey: key) }
         var (hole, found) = find(key)
         guard found, let removed = slotValues[hole] else { return nil }
         slotKeys[hole] = Self.empty
@@ -123,7 +120,7 @@ struct DeliveryTable<Value>: Sequence {
         // Shift back the entries of the run after the hole that may sit in it: an entry stays
         // where it is only if its home slot lies cyclically after the hole and up to its place.
         var next = (hole &+ 1) & mask
-        while slotKeys[next].messageID.rawValue != 0 {
+        while slotKeys[next] != Key.emptyMarker {
             let home = slot(for: slotKeys[next])
             let staysPut = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next)
             if !staysPut {
@@ -144,7 +141,7 @@ struct DeliveryTable<Value>: Sequence {
         slotKeys = Array(repeating: Self.empty, count: oldKeys.count * 2)
         slotValues = Array(repeating: nil, count: oldKeys.count * 2)
         mask = slotKeys.count - 1
-        for (key, value) in zip(oldKeys, oldValues) where key.messageID.rawValue != 0 {
+        for (key, value) in zip(oldKeys, oldValues) where key != Key.emptyMarker {
             let index = find(key).index
             slotKeys[index] = key
             slotValues[index] = value
@@ -159,11 +156,11 @@ struct DeliveryTable<Value>: Sequence {
     }
 
     struct Iterator: IteratorProtocol {
-        private let table: DeliveryTable
+        private let table: FlatTable
         private var position = 0
         private var reserved: Dictionary<Key, Value>.Iterator
 
-        fileprivate init(table: DeliveryTable) {
+        fileprivate init(table: FlatTable) {
             self.table = table
             self.reserved = table.reservedKeys.makeIterator()
         }
@@ -176,4 +173,31 @@ struct DeliveryTable<Value>: Sequence {
             return reserved.next().map { (key: $0.key, value: $0.value) }
         }
     }
+}
+
+/// A key of a ``FlatTable``.
+protocol FlatTableKey: Hashable {
+    /// The value that marks an empty slot; a real key equal to it lives in a side table.
+    static var emptyMarker: Self { get }
+    /// The key as two words, which the table mixes with its secrets and multiplies.
+    var hashHalves: (UInt64, UInt64) { get }
+}
+
+/// The message log's deliveries by (recipient, sender, message ID).
+typealias DeliveryTable<Value> = FlatTable<MessageLog.DeliveryKey, Value>
+
+extension MessageLog.DeliveryKey: FlatTableKey {
+    /// Message ID 0 is reserved (docs/PROTOCOL.md).
+    static let emptyMarker = Self(recipient: UserID(rawValue: 0), sender: UserID(rawValue: 0), messageID: MessageID(0))
+
+    var hashHalves: (UInt64, UInt64) {
+        (messageID.rawValue, UInt64(sender.rawValue) << 32 | UInt64(recipient.rawValue))
+    }
+}
+
+extension UserID: FlatTableKey {
+    /// User ID 0 is the server's own address, never a recipient's queue or a registered user.
+    static let emptyMarker = UserID(rawValue: 0)
+
+    var hashHalves: (UInt64, UInt64) { (UInt64(rawValue), UInt64(rawValue) << 32 | 0x9E37_79B9) }
 }
