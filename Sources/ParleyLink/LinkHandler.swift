@@ -247,10 +247,10 @@ public final class LinkHandler: ChannelDuplexHandler {
     ) {
         guard let context else { return }
         guard payload.readableBytes <= FrameEncoder.coalescingLimit else {
-            var meta = ByteBuffer()
-            meta.reserveCapacity(metaCapacity)
-            writeMeta(&meta)
-            write(Frame(type: type, flags: flags, requestID: requestID, meta: meta, payload: payload))
+            write(
+                Frame(
+                    type: type, flags: flags, requestID: requestID, payload: payload, metaCapacity: metaCapacity,
+                    meta: writeMeta))
             return
         }
         wrote = true

@@ -258,10 +258,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     ) {
         guard context != nil else { return }
         guard let link else {
-            var meta = ByteBuffer()
-            meta.reserveCapacity(metaCapacity)
-            writeMeta(&meta)
-            write(Frame(type: type, requestID: requestID, meta: meta, payload: payload))
+            write(
+                Frame(type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity, meta: writeMeta))
             return
         }
         link.write(type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity, meta: writeMeta)
@@ -664,7 +662,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
 
     // MARK: Messages (from the committer)
 
-    /// A SEND_MESSAGE this connection submitted was stored (or failed).
     /// A SEND_MESSAGE of this session was committed (or failed).
     func messageStored(_ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result) {
         messages.stored(submission, outcome, in: session)

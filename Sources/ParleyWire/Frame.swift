@@ -34,6 +34,23 @@ public struct Frame: Sendable, Hashable {
         self.payload = payload
     }
 
+    /// A frame whose meta section `writeMeta` writes into a buffer of its own (about
+    /// `metaCapacity` bytes): the value form of what
+    /// ``append(type:flags:requestID:payload:metaCapacity:to:meta:)`` lays out in place.
+    public init(
+        type: FrameType,
+        flags: UInt16 = 0,
+        requestID: UInt32,
+        payload: ByteBuffer = ByteBuffer(),
+        metaCapacity: Int,
+        meta writeMeta: (inout ByteBuffer) -> Void
+    ) {
+        var meta = ByteBuffer()
+        meta.reserveCapacity(metaCapacity)
+        writeMeta(&meta)
+        self.init(type: type, flags: flags, requestID: requestID, meta: meta, payload: payload)
+    }
+
     /// Bytes in the fixed header after the length field: type, flags, request ID, meta length.
     public static let headerSize = 12
     /// Bytes of the length field itself.

@@ -138,15 +138,7 @@ public enum HotMeta {
         buffer.writeRaw(reserving: 6 * 11 + 11 + 5 * recipients.count) { writer in
             writer.varintField(1, messageID)
             writer.varintField(2, UInt64(sender))
-            // Not generic: this runs once per message pushed, and an unspecialized generic call
-            // looks up type metadata at run time.
-            if !recipients.isEmpty {
-                var length = 0
-                for recipient in recipients { length += varintSize(UInt64(recipient.rawValue)) }
-                writer.varint(UInt64(3 << 3 | 2))
-                writer.varint(UInt64(length))
-                for recipient in recipients { writer.varint(UInt64(recipient.rawValue)) }
-            }
+            writer.packedField(3, recipients.lazy.map(\.rawValue))
             writer.varintField(4, UInt64(UInt32(bitPattern: kind)))
             writer.varintField(5, UInt64(bitPattern: sentAtMs))
             writer.varintField(6, UInt64(bitPattern: deliveredAtMs))
@@ -238,6 +230,7 @@ public enum HotMeta {
 
     // MARK: Helpers
 
+    @inlinable
     static func varintSize(_ value: UInt64) -> Int {
         // 1 byte per started group of 7 bits, at least 1.
         (64 - value.leadingZeroBitCount + 6) / 7 + (value == 0 ? 1 : 0)
@@ -306,11 +299,6 @@ extension ByteBuffer {
 
     /// Appends a packed `repeated uint32` field; an empty list is left out.
     mutating func writePackedField(_ field: Int, _ values: some Collection<UInt32>) {
-        guard !values.isEmpty else { return }
-        var length = 0
-        for value in values { length += HotMeta.varintSize(UInt64(value)) }
-        writeVarint(UInt64(field << 3 | 2))
-        writeVarint(UInt64(length))
-        for value in values { writeVarint(UInt64(value)) }
+        writeRaw(reserving: 11 + 5 * values.count) { $0.packedField(field, values) }
     }
 }

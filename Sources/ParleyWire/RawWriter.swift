@@ -43,8 +43,7 @@ public struct RawWriter {
     /// Appends `value` as a protobuf varint (at most 10 bytes).
     @inlinable
     public mutating func varint(_ value: UInt64) {
-        // 1 byte per started group of 7 bits, at least 1.
-        room((64 - value.leadingZeroBitCount + 6) / 7 + (value == 0 ? 1 : 0))
+        room(HotMeta.varintSize(value))
         var value = value
         while value >= 0x80 {
             (base + written).storeBytes(of: UInt8(truncatingIfNeeded: value) | 0x80, as: UInt8.self)
@@ -61,6 +60,18 @@ public struct RawWriter {
         guard value != 0 else { return }
         varint(UInt64(field << 3))
         varint(value)
+    }
+
+    /// Appends a packed `repeated uint32` field (at most 11 + 5 per value bytes); an empty list
+    /// is left out, as proto3 does.
+    @inlinable
+    public mutating func packedField(_ field: Int, _ values: some Collection<UInt32>) {
+        guard !values.isEmpty else { return }
+        var length = 0
+        for value in values { length += HotMeta.varintSize(UInt64(value)) }
+        varint(UInt64(field << 3 | 2))
+        varint(UInt64(length))
+        for value in values { varint(UInt64(value)) }
     }
 
     /// Appends `bytes` as they are.

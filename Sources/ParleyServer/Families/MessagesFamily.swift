@@ -159,58 +159,6 @@ final class MessagesFamily: RequestFamily {
         )
     }
 
-    /// The answer to a SEND_MESSAGE from what the commit did for each of its users, with the
-    /// recipients' online status as it is now, right after the commit.
-    private static func sendResponse(
-        to outcome: Result<MessageCommitter.Outcomes, ParleyError>,
-        _ users: [UserID],
-        _ recipients: [UserID],
-        _ serverResults: [UserID: DeliveryResult.Status],
-        _ registry: SessionRegistry
-    ) -> Result<SendAnswer, ParleyError> {
-        let outcomes: MessageCommitter.Outcomes
-        switch outcome {
-        case .success(let value): outcomes = value
-        case .failure(let error): return .failure(error)
-        }
-        // The usual case: only users, each stored for the first time; most often one.
-        if serverResults.isEmpty, recipients.count == 1, outcomes.count == 1,
-            case (let user, .stored(let delivery)) = outcomes[position: 0], !delivery.duplicate
-        {
-            return .success(.acceptedOne(recipient: user.rawValue, status: registry.isOnline(user) ? 1 : 2))
-        }
-        if serverResults.isEmpty {
-            var accepted: [(recipient: UInt32, status: UInt8)] = []
-            accepted.reserveCapacity(outcomes.count)
-            for position in 0..<outcomes.count {
-                let (user, outcome) = outcomes[position: position]
-                guard case .stored(let delivery) = outcome, !delivery.duplicate else { break }
-                accepted.append((user.rawValue, registry.isOnline(user) ? 1 : 2))
-            }
-            if accepted.count == recipients.count { return .success(.accepted(accepted)) }
-        }
-        var statuses = serverResults
-        var duplicates = Set<UserID>()
-        for user in users {
-            switch outcomes[user] {
-            case .stored(let delivery)?:
-                statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
-                if delivery.duplicate { duplicates.insert(user) }
-            case .recipientNotFound?, nil:
-                statuses[user] = .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
-            }
-        }
-        return .success(.response(sendResponse(recipients, statuses, duplicates: duplicates)))
-    }
-
-    /// The answer to a SEND_MESSAGE. The usual one (every recipient accepted, none a duplicate)
-    /// is written by hand (``/ParleyWire/HotMeta``), the others by the generic encoder.
-    enum SendAnswer: Sendable {
-        case acceptedOne(recipient: UInt32, status: UInt8)
-        case accepted([(recipient: UInt32, status: UInt8)])
-        case response(Parley_V1_SendMessageResponse)
-    }
-
     /// Hands a checked SEND_MESSAGE to the application's ``ParleyServerApplication/inspect(_:server:)``
     /// and carries out its decision. Later frames of the connection wait meanwhile, so messages
     /// keep their order.
@@ -317,37 +265,54 @@ final class MessagesFamily: RequestFamily {
         max(maximumFrameSize - 4096, maximumFrameSize / 2)
     }
 
-    /// A SEND_MESSAGE was committed (or failed): answers it with the recipients' online status
-    /// as it is now, right after the commit.
+    /// A SEND_MESSAGE was committed (or failed): answers it, with the recipients' online status
+    /// as it is now, right after the commit, and lets waiting frames go on. The usual answer
+    /// (every recipient a user, each stored for the first time) is written by hand straight into
+    /// the frame (``/ParleyWire/HotMeta``), the others by the generic encoder.
     func stored(
         _ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result, in session: SessionContext
     ) {
         guard case .session(_, let request, let serverResults) = submission.answer else { return }
-        let answer = Self.sendResponse(
-            to: outcome, submission.message.recipients, submission.message.allRecipients, serverResults,
-            session.server.registry)
-        stored(request, answer, in: session)
-    }
-
-    /// A SEND_MESSAGE was stored (or failed): answers it and lets waiting frames go on.
-    func stored(
-        _ frame: Frame,
-        _ result: Result<SendAnswer, ParleyError>,
-        in session: SessionContext
-    ) {
-        switch result {
-        case .success(.acceptedOne(let recipient, let status)):
-            session.respond(to: frame, metaCapacity: 8) {
-                HotMeta.writeAcceptedResponse(recipient: recipient, status: status, to: &$0)
-            }
-        case .success(.accepted(let results)):
-            session.respond(to: frame, metaCapacity: 8 * results.count) {
-                HotMeta.writeAcceptedResponse(results, to: &$0)
-            }
-        case .success(.response(let response)): session.respond(to: frame, with: response)
-        case .failure(let error): session.respond(to: frame, with: error)
+        defer { session.requestAnswered(query: false) }
+        let outcomes: MessageCommitter.Outcomes
+        switch outcome {
+        case .success(let value): outcomes = value
+        case .failure(let error):
+            session.respond(to: request, with: error)
+            return
         }
-        session.requestAnswered(query: false)
+        let registry = session.server.registry
+        let allFirstStores =
+            serverResults.isEmpty
+            && (0..<outcomes.count).allSatisfy { position in
+                guard case .stored(let delivery) = outcomes[position: position].outcome else { return false }
+                return !delivery.duplicate
+            }
+        if allFirstStores {
+            session.respond(to: request, metaCapacity: 8 * outcomes.count) { meta in
+                for position in 0..<outcomes.count {
+                    let user = outcomes[position: position].recipient
+                    HotMeta.writeAcceptedResponse(
+                        recipient: user.rawValue, status: registry.isOnline(user) ? 1 : 2, to: &meta)
+                }
+            }
+            return
+        }
+        var statuses = serverResults
+        var duplicates = Set<UserID>()
+        for position in 0..<outcomes.count {
+            let (user, outcome) = outcomes[position: position]
+            switch outcome {
+            case .stored(let delivery):
+                statuses[user] = registry.isOnline(user) ? .acceptedOnline : .acceptedOffline
+                if delivery.duplicate { duplicates.insert(user) }
+            case .recipientNotFound:
+                statuses[user] = .failed(ParleyError(code: .recipientNotFound, message: "no user \(user)"))
+            }
+        }
+        session.respond(
+            to: request,
+            with: Self.sendResponse(submission.message.allRecipients, statuses, duplicates: duplicates))
     }
 
     private static func sendResponse(

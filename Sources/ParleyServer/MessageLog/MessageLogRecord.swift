@@ -1,5 +1,6 @@
 import NIOCore
 import ParleyCore
+import ParleyWire
 
 /// One record of the message log (``MessageLog``), as written to a segment file.
 ///
@@ -43,7 +44,7 @@ enum MessageLogRecord: Equatable {
         var at: Int64
     }
 
-    private enum Kind: UInt8 {
+    fileprivate enum Kind: UInt8 {
         case header = 1
         case stored = 2
         case acknowledged = 3
@@ -65,8 +66,7 @@ enum MessageLogRecord: Equatable {
         switch self {
         case .header(let next):
             buffer.writeRaw(reserving: Self.framing + 1 + 8) { writer in
-                writer.integer(UInt64(0))
-                writer.integer(Kind.header.rawValue)
+                writer.recordHead(.header)
                 writer.integer(next, endianness: .little)
             }
         case .stored(let stored):
@@ -76,8 +76,7 @@ enum MessageLogRecord: Equatable {
                 allRecipients: stored.allRecipients, deliveries: stored.deliveries[...], body: stored.body, to: &buffer)
         case .acknowledged(let ack):
             buffer.writeRaw(reserving: Self.acknowledgementLength) { writer in
-                writer.integer(UInt64(0))
-                writer.integer(Kind.acknowledged.rawValue)
+                writer.recordHead(.acknowledged)
                 writer.integer(ack.recipient.rawValue, endianness: .little)
                 writer.integer(ack.sender.rawValue, endianness: .little)
                 writer.integer(ack.messageID.rawValue, endianness: .little)
@@ -86,8 +85,7 @@ enum MessageLogRecord: Equatable {
             }
         case .dropped(let recipient):
             buffer.writeRaw(reserving: Self.framing + 1 + 4) { writer in
-                writer.integer(UInt64(0))
-                writer.integer(Kind.dropped.rawValue)
+                writer.recordHead(.dropped)
                 writer.integer(recipient.rawValue, endianness: .little)
             }
         }
@@ -113,8 +111,7 @@ enum MessageLogRecord: Equatable {
         let start = buffer.writerIndex
         let fixed = Self.framing + 1 + 4 + 8 + 1 + 8 + 8 + 4 + 4 + 4
         buffer.writeRaw(reserving: fixed + 4 * allRecipients.count + 12 * deliveries.count) { writer in
-            writer.integer(UInt64(0))
-            writer.integer(Kind.stored.rawValue)
+            writer.recordHead(.stored)
             writer.integer(sender.rawValue, endianness: .little)
             writer.integer(messageID.rawValue, endianness: .little)
             writer.integer(UInt8((isText ? 1 : 0) | (wantsReceipt ? 2 : 0)))
@@ -285,5 +282,14 @@ enum CRC32 {
             }
         }
         return crc ^ 0xFFFF_FFFF
+    }
+}
+
+extension RawWriter {
+    /// Starts a record: room for its length and checksum (set when the record is complete),
+    /// then its kind.
+    fileprivate mutating func recordHead(_ kind: MessageLogRecord.Kind) {
+        integer(UInt64(0))
+        integer(kind.rawValue)
     }
 }
