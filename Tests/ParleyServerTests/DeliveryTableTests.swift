@@ -58,6 +58,57 @@ struct DeliveryTableTests {
         #expect(Set(table.keys) == Set(reference.keys))
     }
 
+    @Test("while a growth drains, keys in the outgrown slots are found, replaced, removed and walked, each once")
+    func changesWhileGrowing() {
+        var table = FlatTable<UserID, Int>()
+        var reference: [UserID: Int] = [:]
+        // 12 keys fill 16 slots to three quarters: the 13th doubles them, and the next changes
+        // (64 slots each) drain the old ones. Repeated up to 49,152 keys, with changes of old
+        // keys right after every growth.
+        var next: UInt32 = 1
+        var generator = SystemRandomNumberGenerator()
+        while next < 49_152 {
+            let target = Int(next) * 2
+            while Int(next) < target {
+                table[UserID(next)] = Int(next)
+                reference[UserID(next)] = Int(next)
+                next += 1
+                // An old key replaced, one removed, one looked up: most still wait in old slots.
+                let old = UserID(UInt32.random(in: 1..<next, using: &generator))
+                switch Int.random(in: 0..<3, using: &generator) {
+                case 0:
+                    #expect(table.updateValue(-1, forKey: old) == reference.updateValue(-1, forKey: old))
+                case 1:
+                    #expect(table.removeValue(forKey: old) == reference.removeValue(forKey: old))
+                default:
+                    #expect(table[old] == reference[old])
+                }
+                #expect(table.count == reference.count)
+            }
+            var walked: [UserID: Int] = [:]
+            for (key, value) in table {
+                #expect(walked[key] == nil, "a key came twice")
+                walked[key] = value
+            }
+            #expect(walked == reference)
+        }
+        for (key, value) in reference { #expect(table[key] == value && table.contains(key)) }
+    }
+
+    @Test("a copy keeps its keys and values when the original changes, also in the middle of a growth")
+    func copyOnWrite() {
+        var table = FlatTable<UserID, String>()
+        for user in 1...25 { table[UserID(UInt32(user))] = "v\(user)" }  // grew at 13 and 25: draining
+        let copy = table
+        table[UserID(3)] = "changed"
+        table.removeValue(forKey: UserID(4))
+        for user in 26...40_000 { table[UserID(UInt32(user))] = "w" }
+        #expect(copy.count == 25)
+        #expect(copy[UserID(3)] == "v3" && copy[UserID(4)] == "v4" && copy[UserID(26)] == nil)
+        #expect(Dictionary(uniqueKeysWithValues: copy.map { ($0.key, $0.value) }).count == 25)
+        #expect(table.count == 39_999 && table[UserID(3)] == "changed" && table[UserID(4)] == nil)
+    }
+
     @Test("removing everything, in any order, leaves an empty table that still finds nothing")
     func removeAll() {
         var table = DeliveryTable<Int>(minimumCapacity: 5)
