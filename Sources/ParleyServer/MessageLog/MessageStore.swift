@@ -30,12 +30,18 @@ protocol MessageStore: Sendable {
     /// Drops everything kept for a deleted user.
     func dropMessages(for recipient: UserID) throws(ParleyError)
 
-    /// Upkeep between rounds (the log compacts its oldest segment when enough of it is dead).
-    func maintain() throws(ParleyError)
+    /// Upkeep between rounds (the log compacts its oldest segment when enough of it is dead),
+    /// after a round that wrote `records` messages and acknowledgements.
+    func maintain(afterWriting records: Int) throws(ParleyError)
 }
 
 extension MessageLog: MessageStore {
-    func maintain() throws(ParleyError) { try compact(budget: Self.compactionSlice) }
+    /// Compacts up to twice what the round wrote (at least ``compactionSlice`` records): small
+    /// slices while rounds are small keep each round short, and under heavy load the slices grow
+    /// with the rounds, so compaction keeps up with any rate of writing.
+    func maintain(afterWriting records: Int) throws(ParleyError) {
+        try compact(budget: Swift.max(Self.compactionSlice, 2 * records))
+    }
 }
 
 extension ServerStore: MessageStore {
@@ -43,7 +49,7 @@ extension ServerStore: MessageStore {
         // deleteUser already deleted the user's deliveries, in the same transaction.
     }
 
-    func maintain() throws(ParleyError) {}
+    func maintain(afterWriting records: Int) throws(ParleyError) {}
 }
 
 extension ParleyServer {
