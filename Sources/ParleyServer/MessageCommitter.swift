@@ -160,6 +160,19 @@ final class MessageCommitter: Sendable {
         var storedAt: Date
     }
 
+    /// What one event loop submitted in its current tick. A session's SEND_MESSAGE or
+    /// ACK_MESSAGES is staged here, and the whole tick's work goes to the committer at the end
+    /// of the tick (one lock, at most one wake-up of the worker), not message by message: the
+    /// worker then commits the wave of messages the loop read in one round rather than waking at
+    /// the first and taking the rest in several small rounds, and the round's answers and
+    /// pushes reach each connection together (fewer socket writes at moderate rates).
+    /// Touched only on its loop.
+    private final class LoopStaging: @unchecked Sendable {
+        var submissions: [Submission] = []
+        var acknowledgements: [Acknowledgement] = []
+        var handOverScheduled = false
+    }
+
     private struct Queue {
         var submissions: [Submission] = []
         var acknowledgements: [Acknowledgement] = []
@@ -170,6 +183,8 @@ final class MessageCommitter: Sendable {
     private let store: any MessageStore
     private let worker: NIOThreadPool
     private let queue = Mutex(Queue())
+    /// One staging area per event loop that submitted (a server has a few loops).
+    private let stagings = Mutex<[(loop: ObjectIdentifier, staging: LoopStaging)]>([])
     private let logger: Logger
     private let registry: SessionRegistry
     /// Called with every round's new deliveries (the message history's hook); nil: nothing to call.
@@ -197,6 +212,70 @@ final class MessageCommitter: Sendable {
         worker.start()
     }
 
+    /// Submits from `loop`'s thread (a session's SEND_MESSAGE): staged with the rest of the
+    /// loop's current tick and handed over in one go when the tick's reads are done (see
+    /// ``LoopStaging``).
+    func submit(_ submission: Submission, on loop: any EventLoop) {
+        let staging = staging(for: loop)
+        staging.submissions.append(submission)
+        scheduleHandOver(staging, on: loop)
+    }
+
+    /// Acknowledges from `loop`'s thread, staged like ``submit(_:on:)``.
+    func acknowledge(_ acknowledgement: Acknowledgement, on loop: any EventLoop) {
+        let staging = staging(for: loop)
+        staging.acknowledgements.append(acknowledgement)
+        scheduleHandOver(staging, on: loop)
+    }
+
+    private func staging(for loop: any EventLoop) -> LoopStaging {
+        loop.preconditionInEventLoop()
+        let identifier = ObjectIdentifier(loop)
+        return stagings.withLock { stagings in
+            if let found = stagings.first(where: { $0.loop == identifier }) { return found.staging }
+            let staging = LoopStaging()
+            stagings.append((identifier, staging))
+            return staging
+        }
+    }
+
+    private func scheduleHandOver(_ staging: LoopStaging, on loop: any EventLoop) {
+        guard !staging.handOverScheduled else { return }
+        staging.handOverScheduled = true
+        loop.execute { [self] in
+            staging.handOverScheduled = false
+            let submissions = staging.submissions
+            let acknowledgements = staging.acknowledgements
+            staging.submissions = []
+            staging.acknowledgements = []
+            enqueue(submissions, acknowledgements)
+        }
+    }
+
+    private func enqueue(_ submissions: [Submission], _ acknowledgements: [Acknowledgement]) {
+        let start = queue.withLock { queue -> Bool? in
+            guard !queue.stopped else { return nil }
+            if queue.submissions.isEmpty {
+                queue.submissions = submissions
+            } else {
+                queue.submissions.append(contentsOf: submissions)
+            }
+            queue.acknowledgements.append(contentsOf: acknowledgements)
+            return startIfIdle(&queue)
+        }
+        switch start {
+        case nil:
+            for submission in submissions {
+                submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
+            }
+        case true?:
+            scheduleWork()
+        case false?:
+            break
+        }
+    }
+
+    /// Submits from any thread (the server application's messages).
     func submit(_ submission: Submission) {
         let start = queue.withLock { queue -> Bool? in
             guard !queue.stopped else { return nil }
@@ -288,14 +367,15 @@ final class MessageCommitter: Sendable {
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
             commit(acknowledgements, submissions)
-            maintain()
+            maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
         }
     }
 
-    /// The store's upkeep between rounds (the message log's compaction).
-    private func maintain() {
+    /// The store's upkeep between rounds (the message log's compaction), in proportion to what
+    /// the round wrote.
+    private func maintain(afterWriting records: Int) {
         do {
-            try store.maintain()
+            try store.maintain(afterWriting: records)
         } catch {
             metrics?.storageErrors.increment()
             logger.error("message store upkeep failed", metadata: ["error": "\(error)"])

@@ -155,7 +155,8 @@ final class MessagesFamily: RequestFamily {
         session.requestStarted(query: false)
         server.committer.submit(
             MessageCommitter.Submission(
-                message: message, payload: payload, sender: handle, request: frame, serverResults: results)
+                message: message, payload: payload, sender: handle, request: frame, serverResults: results),
+            on: handle.eventLoop
         )
     }
 
@@ -336,12 +337,15 @@ final class MessagesFamily: RequestFamily {
 
     private func acknowledge(_ keys: [DeliveryStateMachine.Key], recipient: UserID, in session: SessionContext) {
         guard !keys.isEmpty else { return }
-        session.server.committer.acknowledge(
-            MessageCommitter.Acknowledgement(
-                recipient: recipient,
-                messages: keys.map { (sender: $0.sender, messageID: $0.messageID) }
-            )
+        let acknowledgement = MessageCommitter.Acknowledgement(
+            recipient: recipient,
+            messages: keys.map { (sender: $0.sender, messageID: $0.messageID) }
         )
+        if let loop = session.handle?.eventLoop {
+            session.server.committer.acknowledge(acknowledgement, on: loop)
+        } else {
+            session.server.committer.acknowledge(acknowledgement)
+        }
         perform(delivery.acknowledged(keys).next, in: session)
     }
 
