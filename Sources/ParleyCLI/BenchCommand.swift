@@ -53,6 +53,15 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
     @Option(help: "Sends in flight per client at most.")
     var window = 64
 
+    @Flag(
+        help: """
+            With --lean and --rate: receivers acknowledge at the next tick of the pacer (at most 1 ms \
+            later), in the same write as their sends, instead of after every read (as ParleyClient \
+            does): fewer system calls on both sides.
+            """
+    )
+    var ackWithSends = false
+
     @Option(
         name: [.customLong("logons"), .customLong("password-cost-logons")],
         help: "Measure logons per second with this many logons instead of messages."
@@ -221,6 +230,7 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
                     size: size,
                     window: window,
                     rate: rate > 0 ? rate : nil,
+                    acksWithSends: ackWithSends,
                     deadline: deadline,
                     serverPID: serverPID
                 )

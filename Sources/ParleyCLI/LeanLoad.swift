@@ -23,6 +23,9 @@ final class LeanLoad: @unchecked Sendable {
         var window: Int
         /// Offered messages per second over all clients; nil sends as fast as the window allows.
         var rate: Double?
+        /// In a paced run: acknowledgements wait for the pacer's next tick and go out with the
+        /// sends, instead of after every read.
+        var acksWithSends = false
         var deadline: ContinuousClock.Instant
         var serverPID: Int32?
 
@@ -167,6 +170,7 @@ final class LeanLoad: @unchecked Sendable {
 
     /// Sends round robin until `due` messages were issued in all (or no sender has room).
     private func pace(due: Int) {
+        if deferredAcks { for connection in connections { connection.appendAcks() } }
         var idle = 0
         while issued < due, idle < connections.count {
             let connection = connections[nextPaced]
@@ -181,6 +185,9 @@ final class LeanLoad: @unchecked Sendable {
     }
 
     fileprivate var isPaced: Bool { plan.rate != nil }
+
+    /// Whether acknowledgements wait for the pacer (see ``Plan/acksWithSends``).
+    fileprivate var deferredAcks: Bool { plan.rate != nil && plan.acksWithSends && start != nil }
 
     fileprivate func issuedOne() { issued += 1 }
 
@@ -374,13 +381,17 @@ private final class LeanConnection: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if !acks.isEmpty {
-            framing.appendFrame(type: FrameType.ackMessages.rawValue, requestID: 0) { [acks] buffer in
-                HotMeta.writeAck(acks, to: &buffer)
-            }
-            acks.removeAll(keepingCapacity: true)
-        }
+        if !load.deferredAcks { appendAcks() }
         flush()
+    }
+
+    /// Appends one ACK_MESSAGES for what was received since the last one.
+    func appendAcks() {
+        guard !acks.isEmpty else { return }
+        framing.appendFrame(type: FrameType.ackMessages.rawValue, requestID: 0) { [acks] buffer in
+            HotMeta.writeAck(acks, to: &buffer)
+        }
+        acks.removeAll(keepingCapacity: true)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
