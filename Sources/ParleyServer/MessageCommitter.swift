@@ -171,6 +171,8 @@ final class MessageCommitter: Sendable {
         var submissions: [Submission] = []
         var acknowledgements: [Acknowledgement] = []
         var handOverScheduled = false
+
+        var isEmpty: Bool { submissions.isEmpty && acknowledgements.isEmpty }
     }
 
     private struct Queue {
@@ -183,6 +185,8 @@ final class MessageCommitter: Sendable {
     private let store: any MessageStore
     private let worker: NIOThreadPool
     private let queue = Mutex(Queue())
+    /// `queue.running`, readable without the lock: whether the worker is in a round.
+    private let isBusy = Atomic<Bool>(false)
     /// One staging area per event loop that submitted (a server has a few loops).
     private let stagings = Mutex<[(loop: ObjectIdentifier, staging: LoopStaging)]>([])
     private let logger: Logger
@@ -217,13 +221,28 @@ final class MessageCommitter: Sendable {
     /// ``LoopStaging``).
     func submit(_ submission: Submission, on loop: any EventLoop) {
         let staging = staging(for: loop)
+        if staging.isEmpty, isBusy.load(ordering: .relaxed) {
+            // The worker is in a round: it takes this one when the round ends, without waiting
+            // for the end of the loop's tick (under heavy load the tick reads thousands).
+            // Nothing of this loop is staged, so nothing staged earlier can fall behind it.
+            submit(submission)
+            return
+        }
         staging.submissions.append(submission)
-        scheduleHandOver(staging, on: loop)
+        if staging.submissions.count >= Self.largestStage {
+            handOver(staging)
+        } else {
+            scheduleHandOver(staging, on: loop)
+        }
     }
 
     /// Acknowledges from `loop`'s thread, staged like ``submit(_:on:)``.
     func acknowledge(_ acknowledgement: Acknowledgement, on loop: any EventLoop) {
         let staging = staging(for: loop)
+        if staging.isEmpty, isBusy.load(ordering: .relaxed) {
+            acknowledge(acknowledgement)
+            return
+        }
         staging.acknowledgements.append(acknowledgement)
         scheduleHandOver(staging, on: loop)
     }
@@ -244,12 +263,21 @@ final class MessageCommitter: Sendable {
         staging.handOverScheduled = true
         loop.execute { [self] in
             staging.handOverScheduled = false
-            let submissions = staging.submissions
-            let acknowledgements = staging.acknowledgements
-            staging.submissions = []
-            staging.acknowledgements = []
-            enqueue(submissions, acknowledgements)
+            handOver(staging)
         }
+    }
+
+    /// Submissions staged in one tick at most before they go to the worker anyway: under heavy
+    /// load a tick reads thousands, and the worker should not wait idle for the end of it.
+    private static var largestStage: Int { 128 }
+
+    private func handOver(_ staging: LoopStaging) {
+        guard !staging.isEmpty else { return }
+        let submissions = staging.submissions
+        let acknowledgements = staging.acknowledgements
+        staging.submissions = []
+        staging.acknowledgements = []
+        enqueue(submissions, acknowledgements)
     }
 
     private func enqueue(_ submissions: [Submission], _ acknowledgements: [Acknowledgement]) {
@@ -317,6 +345,7 @@ final class MessageCommitter: Sendable {
     private func startIfIdle(_ queue: inout Queue) -> Bool {
         guard !queue.running else { return false }
         queue.running = true
+        isBusy.store(true, ordering: .relaxed)
         return true
     }
 
@@ -336,6 +365,7 @@ final class MessageCommitter: Sendable {
                 queue.submissions = []
                 queue.acknowledgements = []
                 queue.running = false
+                isBusy.store(false, ordering: .relaxed)
             }
             return queue.submissions
         }
@@ -362,6 +392,7 @@ final class MessageCommitter: Sendable {
                 queue.acknowledgements = []
                 if submissions.isEmpty && acknowledgements.isEmpty {
                     queue.running = false
+                    isBusy.store(false, ordering: .relaxed)
                 }
                 return (submissions, acknowledgements)
             }

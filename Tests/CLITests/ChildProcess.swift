@@ -107,9 +107,9 @@ final class ChildProcess: Sendable {
         // each process trusts on first use from its own empty known-servers file, unless the
         // test names one (--known-servers) or pins the fingerprint.
         var environment = ProcessInfo.processInfo.environment
-        environment["PARLEY_KNOWN_SERVERS"] =
-            FileManager.default.temporaryDirectory
+        let knownServers = FileManager.default.temporaryDirectory
             .appendingPathComponent("parley-cli-known-servers-\(UUID().uuidString)").path
+        environment["PARLEY_KNOWN_SERVERS"] = knownServers
         let child = try SpawnedProcess(
             Self.executable.path,
             arguments,
@@ -121,6 +121,8 @@ final class ChildProcess: Sendable {
         let termination = self.termination
         Task {
             let ended = await child.waitForExit()
+            // Its own known-servers file: nothing left behind in /tmp (thousands per test run).
+            try? FileManager.default.removeItem(atPath: knownServers)
             termination.update { $0 = ended }
         }
         Self.collect(child.standardOutput, into: standardOutput)

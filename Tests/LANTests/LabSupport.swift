@@ -141,6 +141,10 @@ final class LabSession: Sendable {
         let all = processes.withLock { $0 }
         for process in all { process.terminate() }
         for process in all { _ = try? await process.waitForExit(timeout: .seconds(5)) }
+        // The session's known-servers file: nothing left behind in /tmp.
+        if let knownServers = environment["PARLEY_KNOWN_SERVERS"] {
+            try? FileManager.default.removeItem(atPath: knownServers)
+        }
     }
 
     func dumpOutput() {

@@ -36,11 +36,11 @@ protocol MessageStore: Sendable {
 }
 
 extension MessageLog: MessageStore {
-    /// Compacts up to twice what the round wrote (at least ``compactionSlice`` records): small
-    /// slices while rounds are small keep each round short, and under heavy load the slices grow
-    /// with the rounds, so compaction keeps up with any rate of writing.
+    /// Compacts up to twice what the round wrote, at least ``compactionSlice`` and at most
+    /// ``largestCompactionSlice`` records: small slices while rounds are small keep each round
+    /// short (a round of a dozen messages takes a fraction of a millisecond).
     func maintain(afterWriting records: Int) throws(ParleyError) {
-        try compact(budget: Swift.max(Self.compactionSlice, 2 * records))
+        try compact(budget: Swift.min(Swift.max(Self.compactionSlice, 2 * records), Self.largestCompactionSlice))
     }
 }
 
