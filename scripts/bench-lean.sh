@@ -50,6 +50,8 @@ for rate in 10000 20000 50000; do
     echo "== 100 clients, $rate messages/s offered for 10 s"
     lean --clients 100 --messages $((rate * 10)) --rate "$rate"
 done
+echo "== 100 clients, 50000 messages/s offered, acknowledgements with the next sends (--ack-with-sends)"
+lean --clients 100 --messages 500000 --rate 50000 --ack-with-sends
 echo "== overload: 1,000 clients, each with up to 5,000 sends unanswered (serverPeakRSSMiB)"
 lean --clients 1000 --messages "$MESSAGES" --window 5000
 echo "== memory per idle logged-on connection ($IDLE connections)"
