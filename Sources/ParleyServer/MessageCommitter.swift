@@ -220,31 +220,30 @@ final class MessageCommitter: Sendable {
     /// loop's current tick and handed over in one go when the tick's reads are done (see
     /// ``LoopStaging``).
     func submit(_ submission: Submission, on loop: any EventLoop) {
+        stage(on: loop, direct: { submit(submission) }, add: { $0.submissions.append(submission) })
+    }
+
+    /// Acknowledges from `loop`'s thread, staged like ``submit(_:on:)``.
+    func acknowledge(_ acknowledgement: Acknowledgement, on loop: any EventLoop) {
+        stage(on: loop, direct: { acknowledge(acknowledgement) }, add: { $0.acknowledgements.append(acknowledgement) })
+    }
+
+    /// Stages work of `loop` (`add`), or does `direct` when the worker is in a round and nothing
+    /// of the loop is staged: the worker takes it when the round ends, without waiting for the
+    /// end of the loop's tick (under heavy load the tick reads thousands), and nothing staged
+    /// earlier can fall behind it.
+    private func stage(on loop: any EventLoop, direct: () -> Void, add: (LoopStaging) -> Void) {
         let staging = staging(for: loop)
         if staging.isEmpty, isBusy.load(ordering: .relaxed) {
-            // The worker is in a round: it takes this one when the round ends, without waiting
-            // for the end of the loop's tick (under heavy load the tick reads thousands).
-            // Nothing of this loop is staged, so nothing staged earlier can fall behind it.
-            submit(submission)
+            direct()
             return
         }
-        staging.submissions.append(submission)
+        add(staging)
         if staging.submissions.count >= Self.largestStage {
             handOver(staging)
         } else {
             scheduleHandOver(staging, on: loop)
         }
-    }
-
-    /// Acknowledges from `loop`'s thread, staged like ``submit(_:on:)``.
-    func acknowledge(_ acknowledgement: Acknowledgement, on loop: any EventLoop) {
-        let staging = staging(for: loop)
-        if staging.isEmpty, isBusy.load(ordering: .relaxed) {
-            acknowledge(acknowledgement)
-            return
-        }
-        staging.acknowledgements.append(acknowledgement)
-        scheduleHandOver(staging, on: loop)
     }
 
     private func staging(for loop: any EventLoop) -> LoopStaging {
@@ -281,56 +280,46 @@ final class MessageCommitter: Sendable {
     }
 
     private func enqueue(_ submissions: [Submission], _ acknowledgements: [Acknowledgement]) {
-        let start = queue.withLock { queue -> Bool? in
-            guard !queue.stopped else { return nil }
+        let accepted = enqueue { queue in
             if queue.submissions.isEmpty {
                 queue.submissions = submissions
             } else {
                 queue.submissions.append(contentsOf: submissions)
             }
             queue.acknowledgements.append(contentsOf: acknowledgements)
-            return startIfIdle(&queue)
         }
-        switch start {
-        case nil:
-            for submission in submissions {
-                submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
-            }
-        case true?:
-            scheduleWork()
-        case false?:
-            break
+        if !accepted {
+            for submission in submissions { submission.fail(Self.shuttingDown) }
         }
     }
 
     /// Submits from any thread (the server application's messages).
     func submit(_ submission: Submission) {
+        if !enqueue({ $0.submissions.append(submission) }) { submission.fail(Self.shuttingDown) }
+    }
+
+    func acknowledge(_ acknowledgement: Acknowledgement) {
+        _ = enqueue { $0.acknowledgements.append(acknowledgement) }
+    }
+
+    /// Adds to the worker's queue (`add`, under its lock) and wakes the worker if it is idle;
+    /// false when the server is stopping and nothing was added.
+    private func enqueue(_ add: (inout Queue) -> Void) -> Bool {
         let start = queue.withLock { queue -> Bool? in
             guard !queue.stopped else { return nil }
-            queue.submissions.append(submission)
+            add(&queue)
             return startIfIdle(&queue)
         }
-        switch start {
-        case nil:
-            submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
-        case true?:
-            scheduleWork()
-        case false?:
-            break
-        }
+        if start == true { scheduleWork() }
+        return start != nil
+    }
+
+    private static var shuttingDown: ParleyError {
+        ParleyError(code: .shuttingDown, message: "the server is shutting down")
     }
 
     /// Messages waiting to be written.
     var queueDepth: Int { queue.withLock { $0.submissions.count } }
-
-    func acknowledge(_ acknowledgement: Acknowledgement) {
-        let start = queue.withLock { queue -> Bool in
-            guard !queue.stopped else { return false }
-            queue.acknowledgements.append(acknowledgement)
-            return startIfIdle(&queue)
-        }
-        if start { scheduleWork() }
-    }
 
     /// Finishes what is queued, then refuses new work.
     func shutdown() async {
@@ -370,7 +359,7 @@ final class MessageCommitter: Sendable {
             return queue.submissions
         }
         for submission in pending {
-            submission.fail(ParleyError(code: .shuttingDown, message: "the server is shutting down"))
+            submission.fail(Self.shuttingDown)
         }
     }
 
@@ -421,7 +410,7 @@ final class MessageCommitter: Sendable {
         worker.submit { [store] state in
             defer { done.signal() }
             guard state == .active else {
-                outcome.withLock { $0 = ParleyError(code: .shuttingDown, message: "the server is shutting down") }
+                outcome.withLock { $0 = Self.shuttingDown }
                 return
             }
             do throws(ParleyError) {

@@ -379,10 +379,10 @@ final class MessageLog: Sendable {
 
     /// Live records (messages and acknowledgements) a small committer round writes again at
     /// most while compacting (``MessageStore/maintain(afterWriting:)``; a larger round, twice
-    /// what it wrote, up to ``largestCompactionSlice``): a whole 8 MiB segment at once stalled the message path for tens of
-    /// milliseconds, and fixed slices of 2,048 records still for up to 20 ms, when rounds of a
-    /// dozen messages take a fraction of a millisecond (at 50,000 messages per second: most of
-    /// the p99 latency beside the delivery table's growth).
+    /// what it wrote, up to ``largestCompactionSlice``): a whole 8 MiB segment at once stalled
+    /// the message path for tens of milliseconds, and fixed slices of 2,048 records still for
+    /// up to 20 ms, when rounds of a dozen messages take a fraction of a millisecond (at 50,000
+    /// messages per second: most of the p99 latency beside the delivery table's growth).
     static let compactionSlice = 256
     /// Records a large round writes again at most while compacting.
     static let largestCompactionSlice = 2048
