@@ -24,33 +24,51 @@ public final class LinkHandler: ChannelDuplexHandler {
     public typealias OutboundIn = Frame
     public typealias OutboundOut = ByteBuffer
 
+    // Stored properties in an order that packs them (a server holds tens of thousands of
+    // links): the word-sized ones first, the flags last.
+
     private var decoder: FrameDecoder
     /// The start of a frame whose remaining bytes have not arrived yet; nil between frames.
     private var partial: ByteBuffer?
-    private var state = State.active
-    /// Frames are being handed on; bytes arriving meanwhile (re-entrantly) wait in `partial`.
-    private var decoding = false
-    /// Between a read's bytes and its `channelReadComplete`.
-    private var reading = false
-
-    private let idleTimeout: TimeAmount?
-    private let heartbeatInterval: TimeAmount?
+    /// The frames written since the last flush, one after another, for one write at the flush
+    /// (nil: none, or all were handed to the channel already). From ``OutboundBufferPool``.
+    private var outbound: ByteBuffer?
+    /// Takes the decoded frames instead of the next handler's `channelRead` (set by that handler).
+    private var receiver: (any LinkFrameReceiver)?
+    /// Where the link's deadline is kept (set while it is in a pipeline).
+    private var timers: LinkTimers?
+    private var context: ChannelHandlerContext?
     /// When set, the idle timeout closes the link only while its socket waits for the peer's
     /// bytes, not while the handlers after this one hold its reads back
     /// (``LinkConfiguration/idleTimeoutWhileNotReading`` false).
     private let reads: SocketReadTracker?
     private var lastRead = NIODeadline.uptimeNanoseconds(0)
     private var lastWrite = NIODeadline.uptimeNanoseconds(0)
+    /// Zero: none.
+    private let idleTimeoutOrZero: TimeAmount
+    /// Zero: none.
+    private let heartbeatIntervalOrZero: TimeAmount
+    private var state = State.active
+    /// Frames are being handed on; bytes arriving meanwhile (re-entrantly) wait in `partial`.
+    private var decoding = false
+    /// Between a read's bytes and its `channelReadComplete`.
+    private var reading = false
     /// Something was written since the last flush.
     private var wrote = false
-    /// The frames written since the last flush, one after another, for one write at the flush
-    /// (nil: none, or all were handed to the channel already). From ``OutboundBufferPool``.
-    private var outbound: ByteBuffer?
-    /// Takes the decoded frames instead of the next handler's `channelRead` (set by that handler).
-    private var receiver: (any LinkFrameReceiver)?
-    private var timer: NIOScheduledCallback?
-    private var nextNonce: UInt64 = 1
-    private var context: ChannelHandlerContext?
+    /// The index of this link's entry in ``timers`` (-1: none).
+    private var timerIndex: Int32 = -1
+    /// The nonce of the next PING: 1, 2, 3... (docs/PROTOCOL.md section 12).
+    private var nextNonce: UInt32 = 1
+
+    /// The index of this link's entry in its ``LinkTimers``, nil when it has no deadline; kept
+    /// by ``LinkTimers``.
+    var timerSlot: Int? {
+        get { timerIndex < 0 ? nil : Int(timerIndex) }
+        set { timerIndex = newValue.map { Int32($0) } ?? -1 }
+    }
+
+    private var idleTimeout: TimeAmount? { idleTimeoutOrZero > .zero ? idleTimeoutOrZero : nil }
+    private var heartbeatInterval: TimeAmount? { heartbeatIntervalOrZero > .zero ? heartbeatIntervalOrZero : nil }
 
     private enum State {
         case active
@@ -64,11 +82,13 @@ public final class LinkHandler: ChannelDuplexHandler {
         self.init(configuration: configuration, judgingIdleBy: nil)
     }
 
-    init(configuration: LinkConfiguration, judgingIdleBy reads: SocketReadTracker?) {
+    /// - Parameter timers: where the deadline is kept; by default the event loop's
+    ///   (``LinkTimers/for(_:)``).
+    init(configuration: LinkConfiguration, judgingIdleBy reads: SocketReadTracker?, timers: LinkTimers? = nil) {
+        self.timers = timers
         self.decoder = FrameDecoder(maximumFrameSize: configuration.maximumFrameSize)
-        self.idleTimeout = configuration.idleTimeout > .zero ? TimeAmount(configuration.idleTimeout) : nil
-        self.heartbeatInterval =
-            configuration.heartbeatInterval > .zero ? TimeAmount(configuration.heartbeatInterval) : nil
+        self.idleTimeoutOrZero = max(TimeAmount(configuration.idleTimeout), .zero)
+        self.heartbeatIntervalOrZero = max(TimeAmount(configuration.heartbeatInterval), .zero)
         self.reads = reads
     }
 
@@ -76,6 +96,7 @@ public final class LinkHandler: ChannelDuplexHandler {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if timers == nil { timers = LinkTimers.for(context.eventLoop) }
         if context.channel.isActive { start(context: context) }
     }
 
@@ -117,7 +138,7 @@ public final class LinkHandler: ChannelDuplexHandler {
     }
 
     private func start(context: ChannelHandlerContext) {
-        guard timer == nil, state == .active else { return }
+        guard timerSlot == nil, state == .active else { return }
         let now = context.eventLoop.now
         lastRead = now
         lastWrite = now
@@ -345,18 +366,15 @@ public final class LinkHandler: ChannelDuplexHandler {
         guard var deadline else { return }
         // Never in the past: a deadline just missed fires on the next tick.
         deadline = max(deadline, now)
-        timer = try? context.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: self)
+        timers?.set(self, at: deadline)
     }
 
     private func stopTimer(context: ChannelHandlerContext) {
-        if let timer {
-            context.eventLoop.assumeIsolated().cancelScheduledCallback(timer)
-        }
-        timer = nil
+        timers?.remove(self)
     }
 
-    private func timerFired() {
-        timer = nil
+    /// This link's deadline passed (called by ``LinkTimers``, which removed it first).
+    func timerFired() {
         guard let context, state == .active else { return }
         let now = context.eventLoop.now
         if let idleTimeout, !reading, now - lastRead >= idleTimeout {
@@ -374,18 +392,12 @@ public final class LinkHandler: ChannelDuplexHandler {
         }
         if let heartbeatInterval, now - lastWrite >= heartbeatInterval {
             var ping = Parley_V1_Ping()
-            ping.nonce = nextNonce
+            ping.nonce = UInt64(nextNonce)
             nextNonce &+= 1
             writeAndFlush(Frame(type: .ping, requestID: 0, message: ping), context: context)
         }
         guard state == .active, context.channel.isActive else { return }
         scheduleTimer(context: context, now: now)
-    }
-}
-
-extension LinkHandler: NIOScheduledCallbackHandler {
-    public func handleScheduledCallback(eventLoop: some EventLoop) {
-        timerFired()
     }
 }
 

@@ -12,24 +12,30 @@ import ParleyWire
 ///
 /// A pure value: the connection handler feeds it events and carries out what it returns.
 struct RequestFlow {
-    /// Requests handled but not answered yet (queries off the loop, messages being stored).
-    private(set) var unanswered = 0
-    /// Of those, queries running on the shared blocking pool.
-    private(set) var queries = 0
+    // Stored narrow and smallest last: a server holds one per connection.
+
+    /// Made at the first frame that has to wait: most connections never need it, and an empty
+    /// `CircularBuffer` already holds room for 16 frames (about 1 KB per connection).
+    private var queued: CircularBuffer<Frame>?
+    private var unansweredCount: Int32 = 0
+    private var queryCount: Int32 = 0
+    private let unansweredLimit: Int32
+    private let queryLimit: Int32
     /// A session-changing request (REGISTER, LOGON...) is being processed.
     private(set) var busy = false
     /// The connection's outbound queue is under its limit.
     private(set) var writable = true
-    /// Made at the first frame that has to wait: most connections never need it, and an empty
-    /// `CircularBuffer` already holds room for 16 frames (about 1 KB per connection).
-    private var queued: CircularBuffer<Frame>?
 
-    let maximumUnanswered: Int
-    let maximumQueries: Int
+    /// Requests handled but not answered yet (queries off the loop, messages being stored).
+    var unanswered: Int { Int(unansweredCount) }
+    /// Of those, queries running on the shared blocking pool.
+    var queries: Int { Int(queryCount) }
+    var maximumUnanswered: Int { Int(unansweredLimit) }
+    var maximumQueries: Int { Int(queryLimit) }
 
     init(maximumUnanswered: Int, maximumQueries: Int) {
-        self.maximumUnanswered = max(maximumUnanswered, 1)
-        self.maximumQueries = max(maximumQueries, 1)
+        self.unansweredLimit = Int32(clamping: max(maximumUnanswered, 1))
+        self.queryLimit = Int32(clamping: max(maximumQueries, 1))
     }
 
     /// Frames waiting to be handled.
@@ -39,7 +45,7 @@ struct RequestFlow {
 
     /// Whether a new frame may be handled now.
     private var mayHandle: Bool {
-        !busy && writable && unanswered < maximumUnanswered && queries < maximumQueries
+        !busy && writable && unansweredCount < unansweredLimit && queryCount < queryLimit
     }
 
     /// Whether the handler may ask the socket for more bytes.
@@ -62,14 +68,14 @@ struct RequestFlow {
 
     /// A request was handed to work that answers it later.
     mutating func started(query: Bool) {
-        unanswered += 1
-        if query { queries += 1 }
+        unansweredCount += 1
+        if query { queryCount += 1 }
     }
 
     /// A request started with ``started(query:)`` was answered.
     mutating func answered(query: Bool) {
-        unanswered = max(unanswered - 1, 0)
-        if query { queries = max(queries - 1, 0) }
+        unansweredCount = max(unansweredCount - 1, 0)
+        if query { queryCount = max(queryCount - 1, 0) }
     }
 
     mutating func sessionChangeStarted() { busy = true }

@@ -24,8 +24,46 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     typealias OutboundIn = Frame
     typealias OutboundOut = Frame
 
+    // Stored properties in an order that packs them (a server holds tens of thousands of
+    // these): the word-sized ones first, the flags last.
+
     let server: ServerContext
+    /// This connection's number (``ServerConnection/id``, the session's ID for the admin).
+    let connectionID: UInt64
+    /// When the connection was accepted.
+    let connectedAt = Date()
+    /// The channel's, kept for the logger and the admin.
     private var remoteAddress: SocketAddress?
+    private(set) var context: ChannelHandlerContext?
+    /// The link's handler before this one, which takes this handler's frames directly, also
+    /// frames already laid out as bytes (``write(_:)``,
+    /// ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that run this handler
+    /// alone.
+    private var link: LinkHandler?
+    /// The messages family, which the committer reaches directly (live deliveries, receipts).
+    private let messages: MessagesFamily
+    private let contacts: ContactsFamily
+    /// The client's agent from its HELLO.
+    private var agent = ""
+    private var slowConsumerTimer: Scheduled<Void>?
+    /// The session protocol's state and the request flow.
+    private(set) var machine: SessionStateMachine
+    /// The channel asked for a read that the flow held back.
+    private var readHeld = false
+    private var flushScheduled = false
+    /// HELLO negotiated the `presence` capability: the session gets PRESENCE events.
+    private(set) var negotiatedPresence = false
+    /// HELLO negotiated the `commands` capability: the session takes COMMAND events.
+    private(set) var negotiatedCommands = false
+    /// HELLO negotiated the `files` capability: the session takes TRANSFER_OFFER and
+    /// TRANSFER_STATUS events (docs/PROTOCOL.md section 26).
+    private(set) var negotiatedFiles = false
+
+    /// Where the session can be reached from other threads; nil while the handler is not in a
+    /// pipeline. Made when asked for rather than kept.
+    var handle: SessionHandle? {
+        context.map { SessionHandle(eventLoop: $0.eventLoop, handler: self) }
+    }
 
     /// This connection's logger: the server's, with the peer's address and the logged-on user.
     /// Made when used (rarely: errors, debug lines), so that an idle connection holds no copy of
@@ -36,40 +74,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         if let user = machine.identity.user { logger[metadataKey: "user.id"] = "\(user)" }
         return logger
     }
-    /// The session protocol's state and the request flow.
-    private(set) var machine: SessionStateMachine
-    private(set) var context: ChannelHandlerContext?
-    /// The link's handler before this one, which takes this handler's frames directly, also
-    /// frames already laid out as bytes (``write(_:)``,
-    /// ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that run this handler
-    /// alone.
-    private var link: LinkHandler?
-    private(set) var handle: SessionHandle?
-    /// The channel asked for a read that the flow held back.
-    private var readHeld = false
-    /// Closed with the connection, so blocking work still queued for it is skipped.
-    private let lifetime = ConnectionLifetime()
-    private var flushScheduled = false
-    private var slowConsumerTimer: Scheduled<Void>?
-    /// The messages family, which the committer reaches directly (live deliveries, receipts).
-    private let messages: MessagesFamily
-    private let contacts: ContactsFamily
-    /// HELLO negotiated the `presence` capability: the session gets PRESENCE events.
-    private(set) var negotiatedPresence = false
-    /// This connection's number (``ServerConnection/id``, the session's ID for the admin).
-    let connectionID: UInt64
-    /// When the connection was accepted.
-    let connectedAt = Date()
-    /// The client's agent from its HELLO.
-    private var agent = ""
-    /// HELLO negotiated the `commands` capability: the session takes COMMAND events.
-    private(set) var negotiatedCommands = false
-    /// HELLO negotiated the `files` capability: the session takes TRANSFER_OFFER and
-    /// TRANSFER_STATUS events (docs/PROTOCOL.md section 26).
-    private(set) var negotiatedFiles = false
 
     /// Directory queries one connection may have on the shared blocking pool at once.
     private static let maximumQueries = 8
+
+    /// The agents of all connections, one copy of each (most connections of a server run one of
+    /// a few clients, and an agent longer than 15 bytes is a heap string of its own).
+    private static let agents = InternedStrings(limit: 64)
 
     init(server: ServerContext) {
         self.server = server
@@ -146,8 +157,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         // Frames come straight from the link, not boxed through the pipeline (the link is the
         // handler right before this one).
         link?.deliverFrames(to: self)
-        handle = SessionHandle(eventLoop: context.eventLoop, handler: self)
-        remoteAddress = context.remoteAddress
+        // The channel's own copy (`context.remoteAddress` asks the socket and makes a new one).
+        remoteAddress = context.channel.remoteAddress
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -158,7 +169,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     func channelInactive(context: ChannelHandlerContext) {
         endSession()
         machine.close()
-        lifetime.close()
         slowConsumerTimer?.cancel()
         server.registry.removeConnection(context.channel)
         server.hooks.notify(.connectionClosed(connection))
@@ -350,11 +360,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     ) {
         guard let context else { return }
         let server = self.server
-        let lifetime = self.lifetime
+        // Read from the blocking pool: a channel's `isActive` is safe to read from any thread.
+        let channel = context.channel
         machine.started(query: true)
         server.blocking(on: context.eventLoop) { () throws(ParleyError) in
             // Queued work of a connection that closed meanwhile is dropped.
-            guard !lifetime.isClosed else {
+            guard channel.isActive else {
                 throw ParleyError(code: .cancelled, message: "the connection closed")
             }
             return try work(server)
@@ -483,7 +494,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         machine.helloAccepted()
         logger.debug("handshake done", metadata: ["client.agent": "\(hello.agent)"])
         // Shown to the admin; bounded so a client cannot make the session list large.
-        agent = String(hello.agent.prefix(128))
+        agent = Self.agents.intern(String(hello.agent.prefix(128)))
         write(Frame(type: FrameType.hello.response, requestID: frame.requestID, message: ok))
     }
 
@@ -714,12 +725,3 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
 
 @available(*, unavailable)
 extension ServerConnectionHandler: Sendable {}
-
-/// Whether a connection is still open, readable from the blocking pool.
-private final class ConnectionLifetime: Sendable {
-    private let closed = Atomic<Bool>(false)
-
-    var isClosed: Bool { closed.load(ordering: .relaxed) }
-
-    func close() { closed.store(true, ordering: .relaxed) }
-}

@@ -167,9 +167,11 @@ final class ContactsFamily: RequestFamily {
                 guard wantsEvents else { return nil }
                 return try Self.snapshot(of: user, server)
             },
-            then: { [weak self] result in
+            // `self` held strongly: the connection holds this family anyway, and a weak
+            // reference would give it a side table for the rest of its life (32 bytes).
+            then: { [self] result in
                 switch result {
-                case .success(let snapshot?): self?.pushSnapshot(snapshot, in: session)
+                case .success(let snapshot?): pushSnapshot(snapshot, in: session)
                 case .success(nil): break
                 case .failure(let error):
                     session.logger.warning("presence at logon failed", metadata: ["error": "\(error)"])

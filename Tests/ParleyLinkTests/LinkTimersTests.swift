@@ -1,0 +1,90 @@
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import ParleyCore
+import ParleyWire
+import Testing
+
+@testable import ParleyLink
+
+/// Links on one event loop keep their deadlines in one ``LinkTimers`` heap: each is told at its
+/// own deadline, in order, and a closed link leaves the heap at once.
+@Suite struct LinkTimersTests {
+    @Test func linksSharingOneHeapAreClosedEachAtItsOwnIdleTimeout() throws {
+        let loop = EmbeddedEventLoop()
+        let timers = LinkTimers(eventLoop: loop)
+        // Idle timeouts of 1 to 7 s, in an order that is not the deadlines' order.
+        let timeouts = (0..<70).map { ($0 * 3) % 7 + 1 }
+        var channels: [EmbeddedChannel] = []
+        for seconds in timeouts {
+            let configuration = LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .seconds(Int64(seconds)))
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.pipeline.syncOperations.addHandler(
+                LinkHandler(configuration: configuration, judgingIdleBy: nil, timers: timers))
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            channels.append(channel)
+        }
+        #expect(timers.count == 70)
+
+        // Ten links close before their deadline: they leave the heap.
+        for channel in channels[20..<30] { try channel.close().wait() }
+        #expect(timers.count == 60)
+
+        for second in 1...7 {
+            loop.advanceTime(by: .seconds(1))
+            for (index, channel) in channels.enumerated() where !(20..<30).contains(index) {
+                #expect(channel.isActive == (timeouts[index] > second), "link \(index) at \(second) s")
+            }
+            let open = channels.indices.filter { !(20..<30).contains($0) && timeouts[$0] > second }.count
+            #expect(timers.count == open)
+        }
+        #expect(timers.count == 0)
+    }
+
+    @Test func aHeartbeatMovesItsLinksDeadlineWithoutDisturbingTheOthers() throws {
+        let loop = EmbeddedEventLoop()
+        let timers = LinkTimers(eventLoop: loop)
+        let beating = EmbeddedChannel(loop: loop)
+        try beating.pipeline.syncOperations.addHandler(
+            LinkHandler(
+                configuration: LinkConfiguration(heartbeatInterval: .seconds(1), idleTimeout: .seconds(10)),
+                judgingIdleBy: nil, timers: timers))
+        let quiet = EmbeddedChannel(loop: loop)
+        try quiet.pipeline.syncOperations.addHandler(
+            LinkHandler(
+                configuration: LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .seconds(3)),
+                judgingIdleBy: nil, timers: timers))
+        for channel in [beating, quiet] {
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        }
+
+        var pings = 0
+        for _ in 1...5 {
+            loop.advanceTime(by: .seconds(1))
+            while let bytes = try beating.readOutbound(as: ByteBuffer.self) {
+                var bytes = bytes
+                var decoder = FrameDecoder(maximumFrameSize: 1 << 20)
+                while let frame = try decoder.decode(buffer: &bytes) {
+                    #expect(frame.type == .ping)
+                    pings += 1
+                }
+            }
+        }
+        #expect(pings == 5)
+        #expect(beating.isActive)
+        #expect(!quiet.isActive)
+        #expect(timers.count == 1)
+    }
+
+    @Test func theLinksOfAMultiThreadedLoopShareItsTimers() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let loop = group.next()
+        let same = try loop.submit {
+            LinkTimers.for(loop) === LinkTimers.for(loop)
+        }.wait()
+        #expect(same)
+        let embedded = EmbeddedEventLoop()
+        #expect(LinkTimers.for(embedded) !== LinkTimers.for(embedded))
+    }
+}
