@@ -46,13 +46,16 @@ public struct Presence: Hashable, Sendable, Codable, CustomStringConvertible {
         case lan
     }
 
-    public var state: PresenceState
+    // Stored in this order (the word-sized ones first), so that a presence takes 32 bytes
+    // instead of 48: the server holds one per online user.
+
     /// Free text chosen by the user ("at lunch"), at most ``Presence/maximumTextBytes`` bytes of
     /// valid UTF-8; empty when none.
     public var text: String
-    public var source: Source
     /// When the state last changed, as the source saw it.
     public var since: Date?
+    public var state: PresenceState
+    public var source: Source
 
     /// The longest status text, in UTF-8 bytes.
     public static let maximumTextBytes = 256

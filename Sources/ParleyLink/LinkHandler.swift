@@ -103,18 +103,58 @@ public final class LinkHandler: ChannelDuplexHandler {
     public func handlerRemoved(context: ChannelHandlerContext) {
         stopTimer(context: context)
         outbound = nil
-        receiver = nil
+        let receiver = self.receiver
+        self.receiver = nil
         self.context = nil
+        receiver?.linkRemoved()
     }
 
-    /// Hands the frames this handler decodes to `receiver` (the handler right after this one)
-    /// instead of passing them on with `fireChannelRead`, which boxes every `Frame` on its way
-    /// (a frame is too large for `NIOAny`'s inline storage). Everything else (the read's end,
-    /// user events, the close) still goes through the pipeline. This handler holds `receiver`
-    /// until it is removed from the pipeline; nil: back to `fireChannelRead`. Only on the
-    /// channel's event loop.
+    /// Hands the frames this handler decodes to `receiver` instead of passing them on with
+    /// `fireChannelRead`, which boxes every `Frame` on its way (a frame is too large for
+    /// `NIOAny`'s inline storage), and tells it of the link's other events (the read's end,
+    /// writability, ``LinkEvent``s, errors, the close, the handler's removal) before passing them
+    /// on; it also decides whether a read may go on to the socket
+    /// (``LinkFrameReceiver/linkShouldRead()``). So the receiver, a connection's session, needs
+    /// no place in the pipeline of its own (a pipeline context per connection). This handler
+    /// holds `receiver` until it is removed from the pipeline; nil: back to `fireChannelRead`.
+    /// Only on the channel's event loop.
     public func deliverFrames(to receiver: (any LinkFrameReceiver)?) {
         self.receiver = receiver
+    }
+
+    /// What ``deliverFrames(to:)`` gave this handler, if anything.
+    public var frameReceiver: (any LinkFrameReceiver)? { receiver }
+
+    /// This handler's context, for a receiver (``deliverFrames(to:)``) that acts on the channel
+    /// from the link's place: a read or a close it issues goes on towards the socket. Nil while
+    /// the handler is not in a pipeline.
+    public var channelContext: ChannelHandlerContext? { context }
+
+    /// Writes out what was written since the last flush, as a flush through the pipeline would.
+    public func flush() {
+        guard let context else { return }
+        flush(context: context)
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if let receiver, !receiver.linkShouldRead() { return }
+        context.read()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        receiver?.linkWritabilityChanged(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        receiver?.linkErrorCaught(error)
+        context.fireErrorCaught(error)
+    }
+
+    /// Passes `event` to the receiver and on through the pipeline.
+    private func raise(_ event: LinkEvent, context: ChannelHandlerContext) {
+        receiver?.linkEvent(event)
+        context.fireUserInboundEventTriggered(event)
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -128,12 +168,13 @@ public final class LinkHandler: ChannelDuplexHandler {
         stopTimer(context: context)
         if wasActive, let partial, partial.readableBytes > 0 {
             // The peer closed in the middle of a frame.
-            context.fireUserInboundEventTriggered(
-                LinkEvent.framingError(FrameDecodingError(.truncatedFrame(bufferedBytes: partial.readableBytes)))
-            )
+            raise(
+                .framingError(FrameDecodingError(.truncatedFrame(bufferedBytes: partial.readableBytes))),
+                context: context)
         }
         partial = nil
         outbound = nil
+        receiver?.linkInactive()
         context.fireChannelInactive()
     }
 
@@ -172,7 +213,7 @@ public final class LinkHandler: ChannelDuplexHandler {
                 fail(error, context: context)
                 return
             } catch {
-                context.fireErrorCaught(error)
+                errorCaught(context: context, error: error)
                 return
             }
             if let frame {
@@ -194,6 +235,7 @@ public final class LinkHandler: ChannelDuplexHandler {
             reading = false
             lastRead = context.eventLoop.now
         }
+        receiver?.linkReadComplete()
         context.fireChannelReadComplete()
     }
 
@@ -218,7 +260,7 @@ public final class LinkHandler: ChannelDuplexHandler {
     private func fail(_ error: FrameDecodingError, context: ChannelHandlerContext) {
         state = .failed
         partial = nil
-        context.fireUserInboundEventTriggered(LinkEvent.framingError(error))
+        raise(.framingError(error), context: context)
         writeFinal(.error(error.parleyError, requestID: 0, fatal: true), context: context)
     }
 
@@ -381,7 +423,7 @@ public final class LinkHandler: ChannelDuplexHandler {
             if reads?.readPending ?? true {
                 let error = ParleyError(code: .idleTimeout, message: "nothing received within the idle timeout")
                 state = .failed
-                context.fireUserInboundEventTriggered(LinkEvent.idleTimeout)
+                raise(.idleTimeout, context: context)
                 writeAndFlush(.error(error, requestID: 0, fatal: true), context: context)
                 closeWithoutTheSilentPeer(context: context)
                 return
@@ -409,9 +451,37 @@ public enum LinkEvent: Sendable {
     case framingError(FrameDecodingError)
 }
 
-/// Takes the frames a ``LinkHandler`` decodes, when given to ``LinkHandler/deliverFrames(to:)``.
+/// Takes the frames a ``LinkHandler`` decodes, and hears of the link's other events, when given
+/// to ``LinkHandler/deliverFrames(to:)``. Everything is called on the channel's event loop, before
+/// the event goes on through the pipeline; all but ``linkReceived(_:)`` have defaults that do
+/// nothing (and let every read through).
 public protocol LinkFrameReceiver: AnyObject {
-    /// A frame from the peer (not PING or PONG, which the link answers itself), on the channel's
-    /// event loop, as `channelRead` would have had it.
+    /// A frame from the peer (not PING or PONG, which the link answers itself), as
+    /// `channelRead` would have had it.
     func linkReceived(_ frame: Frame)
+    /// The channel's read completed (its frames were handed over).
+    func linkReadComplete()
+    /// The channel's outbound queue went over (false) or under (true) its high-water mark.
+    func linkWritabilityChanged(_ writable: Bool)
+    /// The link closes: the peer was silent, or its bytes could not be framed.
+    func linkEvent(_ event: LinkEvent)
+    /// An error reached the link from the channel, or a frame could not be decoded.
+    func linkErrorCaught(_ error: any Error)
+    /// The channel went inactive.
+    func linkInactive()
+    /// The link's handler left the pipeline (after the close); it holds the receiver no longer.
+    func linkRemoved()
+    /// Whether a read the channel asks for may go on to the socket now. A receiver that says
+    /// no asks for it later itself (`read()` on ``LinkHandler/channelContext``).
+    func linkShouldRead() -> Bool
+}
+
+extension LinkFrameReceiver {
+    public func linkReadComplete() {}
+    public func linkWritabilityChanged(_ writable: Bool) {}
+    public func linkEvent(_ event: LinkEvent) {}
+    public func linkErrorCaught(_ error: any Error) {}
+    public func linkInactive() {}
+    public func linkRemoved() {}
+    public func linkShouldRead() -> Bool { true }
 }

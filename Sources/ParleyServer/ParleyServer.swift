@@ -322,7 +322,10 @@ public final class ParleyServer: Service, Sendable {
         let closed = connections.map { connection in
             connection.eventLoop.flatSubmit {
                 do {
-                    let handler = try connection.pipeline.syncOperations.handler(type: ServerConnectionHandler.self)
+                    let link = try connection.pipeline.syncOperations.handler(type: LinkHandler.self)
+                    guard let handler = link.frameReceiver as? ServerConnectionHandler else {
+                        throw ChannelError.ioOnClosedChannel
+                    }
                     handler.serverShuttingDown(reason: "the server is shutting down")
                 } catch {
                     // No Parley handler (the connection is being torn down): just close it.
@@ -391,7 +394,8 @@ public final class ParleyServer: Service, Sendable {
                     let handler = ServerConnectionHandler(server: context)
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)
-                    try sync.addHandler(handler)
+                    // The session is the link's receiver, not a handler of the pipeline.
+                    handler.attach(to: try sync.handler(type: LinkHandler.self))
                     context.hooks.notify(.connectionOpened(handler.connection))
                 }
             }

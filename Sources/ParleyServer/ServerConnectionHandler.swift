@@ -19,11 +19,12 @@ import Synchronization
 /// The handler does the handshake, the one-session rule (claiming the registry entry, taking a
 /// session over, releasing it), flow control, writing and closing. What a request means is up to
 /// the ``RequestFamily`` that declared its frame type (``makeFamilies(server:)``).
-final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
-    typealias InboundIn = Frame
-    typealias OutboundIn = Frame
-    typealias OutboundOut = Frame
-
+///
+/// It is not a handler of the channel's pipeline: the connection's ``LinkHandler`` hands it
+/// every frame and event (``attach(to:)``, ``LinkFrameReceiver``), and it writes through the
+/// link. A pipeline context per connection less (about 120 bytes of an idle connection), and no
+/// pass through a second handler for each read, flush and read request.
+final class ServerConnectionHandler: LinkFrameReceiver {
     // Stored properties in an order that packs them (a server holds tens of thousands of
     // these): the word-sized ones first, the flags last.
 
@@ -34,11 +35,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     let connectedAt = Date()
     /// The channel's, kept for the logger and the admin.
     private var remoteAddress: SocketAddress?
+    /// The link's context: this handler has no place in the pipeline of its own (the link hands
+    /// it every event, ``attach(to:)``), so what it does to the channel it does from the link's.
     private(set) var context: ChannelHandlerContext?
-    /// The link's handler before this one, which takes this handler's frames directly, also
-    /// frames already laid out as bytes (``write(_:)``,
-    /// ``write(type:requestID:payload:metaCapacity:meta:)``); nil in tests that run this handler
-    /// alone.
+    /// The connection's link, which hands this handler its frames and events and takes its
+    /// frames (also frames already laid out as bytes: ``write(_:)``,
+    /// ``write(type:requestID:payload:metaCapacity:meta:)``).
     private var link: LinkHandler?
     /// The messages family, which the committer reaches directly (live deliveries, receipts).
     private let messages: MessagesFamily
@@ -151,32 +153,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
 
     // MARK: Channel events
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// Makes this handler `link`'s session: the link (already in its channel's pipeline) hands
+    /// it every frame and event from now on. On the channel's event loop.
+    func attach(to link: LinkHandler) {
+        guard let context = link.channelContext else { return }
         self.context = context
-        link = try? context.pipeline.syncOperations.handler(type: LinkHandler.self)
-        // Frames come straight from the link, not boxed through the pipeline (the link is the
-        // handler right before this one).
-        link?.deliverFrames(to: self)
+        self.link = link
+        link.deliverFrames(to: self)
         // The channel's own copy (`context.remoteAddress` asks the socket and makes a new one).
         remoteAddress = context.channel.remoteAddress
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        link?.deliverFrames(to: nil)
-        self.context = nil
+    func linkRemoved() {
+        context = nil
+        link = nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    func linkInactive() {
         endSession()
         machine.close()
         slowConsumerTimer?.cancel()
-        server.registry.removeConnection(context.channel)
+        if let context { server.registry.removeConnection(context.channel) }
         server.hooks.notify(.connectionClosed(connection))
-        context.fireChannelInactive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        perform(machine.received(unwrapInboundIn(data)))
     }
 
     func linkReceived(_ frame: Frame) {
@@ -185,21 +183,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
 
     /// Reads only while this connection's requests may be handled: a client that pipelines
     /// without reading its answers, or faster than they are worked off, is not read from.
-    func read(context: ChannelHandlerContext) {
+    func linkShouldRead() -> Bool {
         guard machine.mayRead else {
             readHeld = true
-            return
+            return false
         }
-        context.read()
+        return true
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
-        context.fireChannelReadComplete()
+    func linkReadComplete() {
+        link?.flush()
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        let writable = context.channel.isWritable
+    func linkWritabilityChanged(_ writable: Bool) {
+        guard let context else { return }
         if writable {
             slowConsumerTimer?.cancel()
             slowConsumerTimer = nil
@@ -218,41 +215,33 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         forEachFamily { $0.writabilityChanged(writable, in: session) }
         machine.writabilityChanged(writable)
         if writable { proceed() }
-        context.fireChannelWritabilityChanged()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? LinkEvent {
-            switch event {
-            case .idleTimeout:
-                logger.debug("closing an idle connection")
-            case .framingError(let error):
-                logger.debug("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
-            }
-            // The session ends now, not when the close completes: closing TLS towards a peer that
-            // went silent waits for its close_notify, and its contacts must see it offline at the
-            // idle timeout (docs/PROTOCOL.md section 23.4).
-            endSession()
-            machine.close()
+    func linkEvent(_ event: LinkEvent) {
+        switch event {
+        case .idleTimeout:
+            logger.debug("closing an idle connection")
+        case .framingError(let error):
+            logger.debug("closing a connection with a broken byte stream", metadata: ["error": "\(error)"])
         }
-        context.fireUserInboundEventTriggered(event)
+        // The session ends now, not when the close completes: closing TLS towards a peer that
+        // went silent waits for its close_notify, and its contacts must see it offline at the
+        // idle timeout (docs/PROTOCOL.md section 23.4).
+        endSession()
+        machine.close()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    func linkErrorCaught(_ error: any Error) {
         logger.debug("connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
+        context?.close(promise: nil)
     }
 
     // MARK: Writing
 
     func write(_ frame: Frame) {
-        guard let context else { return }
-        if let link {
-            // Handed to the link directly: no box for the frame on its way down the pipeline.
-            link.write(frame)
-        } else {
-            context.write(wrapOutboundOut(frame), promise: nil)
-        }
+        guard let link else { return }
+        // Handed to the link directly: no box for the frame on its way down the pipeline.
+        link.write(frame)
         scheduleFlush()
     }
 
@@ -266,12 +255,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         metaCapacity: Int,
         meta writeMeta: (inout ByteBuffer) -> Void
     ) {
-        guard context != nil else { return }
-        guard let link else {
-            write(
-                Frame(type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity, meta: writeMeta))
-            return
-        }
+        guard let link else { return }
         link.write(type: type, requestID: requestID, payload: payload, metaCapacity: metaCapacity, meta: writeMeta)
         scheduleFlush()
     }
@@ -282,7 +266,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
-            self.context?.flush()
+            link?.flush()
         }
     }
 
@@ -305,8 +289,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
     /// when it can take them; waiting for the write instead would keep a connection whose peer
     /// stopped reading (a slow consumer) open forever.
     private func writeFinal(_ frames: [Frame], context: ChannelHandlerContext) {
-        for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-        context.flush()
+        for frame in frames { link?.write(frame) }
+        link?.flush()
         context.close(promise: nil)
     }
 
@@ -620,7 +604,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler, LinkFrameReceiver {
             connectedAt: connectedAt,
             agent: agent
         )
-        if let handle { server.registry.describe(user.userID, for: handle.id, as: described) }
+        if let handle {
+            server.registry.describe(user.userID, for: handle.id, as: described, address: remoteAddress)
+        }
         server.hooks.notify(.loggedOn(described))
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import ParleyCore
 import ParleyServerStore
@@ -66,7 +67,29 @@ final class SessionRegistry: Sendable {
         /// The node ID the session declared at logon, if any.
         var nodeID: String?
         /// What the admin sees of it, once its logon completed.
-        var description: ServerSession?
+        var description: Description?
+    }
+
+    /// A ``ServerSession`` without what the entry knows already (the user) and with the peer's
+    /// address as the channel keeps it (formatted when asked for): one entry per online user.
+    private struct Description {
+        var agent: String
+        var id: UInt64
+        var connectedAt: Date
+        var address: SocketAddress?
+
+        init(_ session: ServerSession, address: SocketAddress?) {
+            agent = session.agent
+            id = session.id
+            connectedAt = session.connectedAt
+            self.address = address
+        }
+
+        func session(of user: UserID) -> ServerSession {
+            ServerSession(
+                id: id, user: user, address: address.map { ListeningAddress($0, requestedHost: "").description } ?? "",
+                connectedAt: connectedAt, agent: agent)
+        }
     }
 
     private struct State {
@@ -153,15 +176,22 @@ final class SessionRegistry: Sendable {
     }
 
     /// Records what the admin sees of `user`'s session, if it is still `handle`'s.
-    func describe(_ user: UserID, for handle: ObjectIdentifier, as description: ServerSession) {
+    ///
+    /// - Parameter address: the peer's address, which `description` has formatted.
+    func describe(_ user: UserID, for handle: ObjectIdentifier, as description: ServerSession, address: SocketAddress?)
+    {
         state.withLock { state in
-            if state.sessions[user]?.handle.id == handle { state.sessions[user]?.description = description }
+            if state.sessions[user]?.handle.id == handle {
+                state.sessions[user]?.description = Description(description, address: address)
+            }
         }
     }
 
     /// The logged-on sessions whose logon completed, by user ID.
     var sessionDescriptions: [ServerSession] {
-        state.withLock { state in state.sessions.values.compactMap(\.description) }.sorted { $0.user < $1.user }
+        state.withLock { state in
+            state.sessions.compactMap { user, session in session.description?.session(of: user) }
+        }.sorted { $0.user < $1.user }
     }
 
     /// The session with this ID (``ServerSession/id``), if it is logged on.

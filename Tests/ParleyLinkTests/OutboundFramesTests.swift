@@ -97,6 +97,46 @@ struct OutboundFramesTests {
         _ = try channel.finish()
     }
 
+    @Test("a receiver hears of the link's events, holds reads back, and is let go with the handler")
+    func receiverHearsEventsAndHoldsReads() throws {
+        let channel = EmbeddedChannel()
+        let reads = ReadCounter()
+        try channel.pipeline.syncOperations.addHandler(reads)
+        let configuration = LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .seconds(1))
+        try channel.pipeline.syncOperations.addParleyLinkHandlers(configuration: configuration)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let link = try channel.pipeline.syncOperations.handler(type: LinkHandler.self)
+        let receiver = EventRecorder()
+        link.deliverFrames(to: receiver)
+        #expect(link.frameReceiver === receiver)
+        #expect(link.channelContext != nil)
+
+        // Reads go on to the socket only while the receiver lets them.
+        channel.read()
+        #expect(reads.count == 1)
+        receiver.mayRead = false
+        channel.read()
+        #expect(reads.count == 1)
+        receiver.mayRead = true
+
+        try channel.writeInbound(Frame(type: .userExists, requestID: 1, meta: ByteBuffer()).encoded())
+        #expect(receiver.events == ["frame 1", "read complete"])
+
+        // What the receiver writes goes out at its flush, not before.
+        link.write(Frame(type: .userExists, requestID: 2, meta: ByteBuffer()))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        link.flush()
+        let written = try frames(in: try #require(try channel.readOutbound(as: ByteBuffer.self)))
+        #expect(written.map(\.requestID) == [2])
+
+        // The idle timeout: the event, then the close, then the handler's removal.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!channel.isActive)
+        #expect(receiver.events.suffix(3) == ["idle timeout", "inactive", "removed"])
+        #expect(link.frameReceiver == nil)
+        _ = try? channel.finish()
+    }
+
     @Test("the pool keeps buffers nothing else holds, up to its limits, and hands them back empty")
     func poolKeepsOnlyFreeBuffers() {
         let pool = OutboundBufferPool()
@@ -134,5 +174,28 @@ private final class PipelineFrames: ChannelInboundHandler {
     var requestIDs: [UInt32] = []
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         requestIDs.append(unwrapInboundIn(data).requestID)
+    }
+}
+
+private final class EventRecorder: LinkFrameReceiver {
+    var events: [String] = []
+    var mayRead = true
+    func linkReceived(_ frame: Frame) { events.append("frame \(frame.requestID)") }
+    func linkReadComplete() { events.append("read complete") }
+    func linkEvent(_ event: LinkEvent) {
+        if case .idleTimeout = event { events.append("idle timeout") } else { events.append("framing error") }
+    }
+    func linkInactive() { events.append("inactive") }
+    func linkRemoved() { events.append("removed") }
+    func linkShouldRead() -> Bool { mayRead }
+}
+
+/// Counts the reads that reach the socket's end of the pipeline.
+private final class ReadCounter: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    var count = 0
+    func read(context: ChannelHandlerContext) {
+        count += 1
+        context.read()
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import ParleyCore
+import ParleyLink
 import ParleyWire
 import Testing
 
@@ -8,12 +9,16 @@ import Testing
 
 @Suite("The connection handler on a testing channel")
 struct ServerConnectionHandlerTests {
+    /// A channel as the server sets one up (its link handler, the session attached to it),
+    /// behind a codec that lets the test write and read whole frames.
     private func makeChannel(_ server: TestServer) async throws -> NIOAsyncTestingChannel {
         let channel = NIOAsyncTestingChannel()
         let context = server.context
         try await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.addHandler(
-                ServerConnectionHandler(server: context))
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(FramesAsBytes())
+            try sync.addParleyLinkHandlers(configuration: context.configuration.link)
+            ServerConnectionHandler(server: context).attach(to: try sync.handler(type: LinkHandler.self))
         }.get()
         return channel
     }
@@ -156,5 +161,35 @@ struct ServerConnectionHandlerTests {
         #expect(server.context.registry.isOnline(UserID(user)), "the session is the second connection's")
         _ = try await second.finish()
         await server.close()
+    }
+}
+
+/// The test's side of the byte stream: frames it writes reach the link as their bytes, and the
+/// bytes the link writes come out as frames, one outbound write each.
+private final class FramesAsBytes: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = Frame
+
+    private var decoder = FrameDecoder(maximumFrameSize: 1 << 24)
+    private var pending = ByteBuffer()
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(unwrapInboundIn(data).encoded()))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var bytes = unwrapOutboundIn(data)
+        pending.writeBuffer(&bytes)
+        do {
+            while let frame = try decoder.decode(buffer: &pending) {
+                context.write(wrapOutboundOut(frame), promise: nil)
+            }
+            promise?.succeed()
+        } catch {
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+        }
     }
 }
