@@ -33,7 +33,8 @@ public final class LinkHandler: ChannelDuplexHandler {
     /// The frames written since the last flush, one after another, for one write at the flush
     /// (nil: none, or all were handed to the channel already). From ``OutboundBufferPool``.
     private var outbound: ByteBuffer?
-    /// Takes the decoded frames instead of the next handler's `channelRead` (set by that handler).
+    /// Takes the decoded frames instead of the next handler's `channelRead`, and hears of the
+    /// link's events (``deliverFrames(to:)``).
     private var receiver: (any LinkFrameReceiver)?
     /// Where the link's deadline is kept (set while it is in a pipeline).
     private var timers: LinkTimers?
@@ -101,7 +102,7 @@ public final class LinkHandler: ChannelDuplexHandler {
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
-        stopTimer(context: context)
+        stopTimer()
         outbound = nil
         let receiver = self.receiver
         self.receiver = nil
@@ -165,7 +166,7 @@ public final class LinkHandler: ChannelDuplexHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         let wasActive = state == .active
         state = .inactive
-        stopTimer(context: context)
+        stopTimer()
         if wasActive, let partial, partial.readableBytes > 0 {
             // The peer closed in the middle of a frame.
             raise(
@@ -183,7 +184,7 @@ public final class LinkHandler: ChannelDuplexHandler {
         let now = context.eventLoop.now
         lastRead = now
         lastWrite = now
-        scheduleTimer(context: context, now: now)
+        scheduleTimer(now: now)
     }
 
     // MARK: Reading
@@ -401,7 +402,7 @@ public final class LinkHandler: ChannelDuplexHandler {
 
     /// One timer for both timeouts, set for whichever falls due first. A read or write moves a
     /// deadline later without touching the timer: when it fires early, it is set again.
-    private func scheduleTimer(context: ChannelHandlerContext, now: NIODeadline) {
+    private func scheduleTimer(now: NIODeadline) {
         var deadline: NIODeadline?
         if let idleTimeout { deadline = lastRead + idleTimeout }
         if let heartbeatInterval { deadline = min(deadline ?? .distantFuture, lastWrite + heartbeatInterval) }
@@ -411,7 +412,7 @@ public final class LinkHandler: ChannelDuplexHandler {
         timers?.set(self, at: deadline)
     }
 
-    private func stopTimer(context: ChannelHandlerContext) {
+    private func stopTimer() {
         timers?.remove(self)
     }
 
@@ -439,7 +440,7 @@ public final class LinkHandler: ChannelDuplexHandler {
             writeAndFlush(Frame(type: .ping, requestID: 0, message: ping), context: context)
         }
         guard state == .active, context.channel.isActive else { return }
-        scheduleTimer(context: context, now: now)
+        scheduleTimer(now: now)
     }
 }
 

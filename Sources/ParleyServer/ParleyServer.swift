@@ -321,14 +321,11 @@ public final class ParleyServer: Service, Sendable {
         // The handlers live on their connections' event loops: tell each one there.
         let closed = connections.map { connection in
             connection.eventLoop.flatSubmit {
-                do {
-                    let link = try connection.pipeline.syncOperations.handler(type: LinkHandler.self)
-                    guard let handler = link.frameReceiver as? ServerConnectionHandler else {
-                        throw ChannelError.ioOnClosedChannel
-                    }
-                    handler.serverShuttingDown(reason: "the server is shutting down")
-                } catch {
-                    // No Parley handler (the connection is being torn down): just close it.
+                let link = try? connection.pipeline.syncOperations.handler(type: LinkHandler.self)
+                if let session = link?.frameReceiver as? ServerConnectionHandler {
+                    session.serverShuttingDown(reason: "the server is shutting down")
+                } else {
+                    // No session (the connection is being torn down): just close it.
                     connection.close(promise: nil)
                 }
                 return connection.closeFuture
@@ -497,6 +494,11 @@ public struct ListeningAddress: Sendable, Hashable, CustomStringConvertible {
     init(_ address: SocketAddress?, requestedHost: String) {
         self.host = address?.ipAddress ?? requestedHost
         self.port = address?.port ?? 0
+    }
+
+    /// A peer's address as the admin and the hooks show it ("IP:port"), or "" when unknown.
+    static func text(of address: SocketAddress?) -> String {
+        address.map { ListeningAddress($0, requestedHost: "").description } ?? ""
     }
 
     /// "HOST:PORT", with brackets around IPv6 hosts.

@@ -85,6 +85,13 @@ struct SessionContext {
     /// Where the connection can be reached from other threads (the committer, the registry).
     var handle: SessionHandle? { connection.handle }
 
+    /// The session's identity (its handle's ``SessionHandle/id``), known whether or not the
+    /// connection is still attached to its link.
+    var sessionID: ObjectIdentifier { connection.sessionID }
+
+    /// The connection's event loop, while it is attached to its link.
+    var eventLoop: (any EventLoop)? { connection.context?.eventLoop }
+
     /// Whether HELLO negotiated the `presence` capability (PRESENCE events are wanted).
     var negotiatedPresence: Bool { connection.negotiatedPresence }
 

@@ -61,11 +61,14 @@ final class ServerConnectionHandler: LinkFrameReceiver {
     /// TRANSFER_STATUS events (docs/PROTOCOL.md section 26).
     private(set) var negotiatedFiles = false
 
-    /// Where the session can be reached from other threads; nil while the handler is not in a
-    /// pipeline. Made when asked for rather than kept.
+    /// Where the session can be reached from other threads; nil while the handler is not
+    /// attached to its link. Made when asked for rather than kept.
     var handle: SessionHandle? {
         context.map { SessionHandle(eventLoop: $0.eventLoop, handler: self) }
     }
+
+    /// The session's identity, as its handle has it (``SessionHandle/id``), attached or not.
+    var sessionID: ObjectIdentifier { ObjectIdentifier(self) }
 
     /// This connection's logger: the server's, with the peer's address and the logged-on user.
     /// Made when used (rarely: errors, debug lines), so that an idle connection holds no copy of
@@ -604,17 +607,12 @@ final class ServerConnectionHandler: LinkFrameReceiver {
             connectedAt: connectedAt,
             agent: agent
         )
-        if let handle {
-            server.registry.describe(user.userID, for: handle.id, as: described, address: remoteAddress)
-        }
+        server.registry.describe(user.userID, for: sessionID, as: described, address: remoteAddress)
         server.hooks.notify(.loggedOn(described))
     }
 
     /// The peer's "IP:port", or "" when unknown. Made when asked for (rarely), not kept.
-    var remoteAddressText: String {
-        guard let remoteAddress else { return "" }
-        return ListeningAddress(remoteAddress, requestedHost: "").description
-    }
+    var remoteAddressText: String { ListeningAddress.text(of: remoteAddress) }
 
     /// This connection, as the application's hooks see it.
     var connection: ServerConnection {
@@ -623,8 +621,8 @@ final class ServerConnectionHandler: LinkFrameReceiver {
 
     /// Leaves the registry and tells the families a logged-on session ended.
     func endSession() {
-        guard let ended = machine.endSession(), let handle else { return }
-        server.registry.release(ended.user, for: handle.id)
+        guard let ended = machine.endSession() else { return }
+        server.registry.release(ended.user, for: sessionID)
         logger.debug("logged off", metadata: ["user.id": "\(ended.user)"])
         if ended.wasLoggedOn {
             forEachFamily { $0.sessionEnded(ended.user, in: session) }

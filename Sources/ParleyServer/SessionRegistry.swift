@@ -87,8 +87,7 @@ final class SessionRegistry: Sendable {
 
         func session(of user: UserID) -> ServerSession {
             ServerSession(
-                id: id, user: user, address: address.map { ListeningAddress($0, requestedHost: "").description } ?? "",
-                connectedAt: connectedAt, agent: agent)
+                id: id, user: user, address: ListeningAddress.text(of: address), connectedAt: connectedAt, agent: agent)
         }
     }
 

@@ -26,8 +26,8 @@ final class CommandsFamily: RequestFamily, Sendable {
         case .commandReply:
             let reply: Parley_V1_CommandReply = try frame.decodeMeta()
             let result = try reply.outcome(payload: frame.payload)
-            guard let id = session.handle?.id else { return }
-            guard session.server.pendingCommands.complete(reply.commandID, from: id, with: result) else {
+            guard session.server.pendingCommands.complete(reply.commandID, from: session.sessionID, with: result)
+            else {
                 session.logger.debug("dropped a late command reply", metadata: ["command.id": "\(reply.commandID)"])
                 throw ParleyError(
                     code: .commandNotPending,
@@ -49,8 +49,7 @@ final class CommandsFamily: RequestFamily, Sendable {
     }
 
     func sessionEnded(_ user: UserID, in session: SessionContext) {
-        guard let id = session.handle?.id else { return }
-        session.server.pendingCommands.recipientLeft(id, user: user)
+        session.server.pendingCommands.recipientLeft(session.sessionID, user: user)
     }
 
     private func send(_ frame: Frame, from user: UserID, in session: SessionContext) throws(ParleyError) {
@@ -213,8 +212,8 @@ extension ServerConnectionHandler {
             write(Frame(type: .command, requestID: 0, message: event, payload: payload))
             return
         }
-        if event.commandID != 0, let id = handle?.id {
-            server.pendingCommands.complete(event.commandID, from: id, with: .failure(failure))
+        if event.commandID != 0 {
+            server.pendingCommands.complete(event.commandID, from: sessionID, with: .failure(failure))
         }
     }
 }

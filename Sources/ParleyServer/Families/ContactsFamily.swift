@@ -64,7 +64,7 @@ final class ContactsFamily: RequestFamily {
             }
         case .setPresence:
             let choice = try frame.decodeMeta(as: Parley_V1_PresenceRequest.self).choice()
-            guard let id = session.handle?.id else { return }
+            let id = session.sessionID
             session.query(frame) { server throws(ParleyError) in
                 try server.store.setPresenceChoice(PresenceChoice(state: choice.state, text: choice.text), for: user)
                 let presence = Presence(state: choice.state, text: choice.text, since: Date())
@@ -144,7 +144,8 @@ final class ContactsFamily: RequestFamily {
     }
 
     func sessionStarted(in session: SessionContext) {
-        guard let user = session.identity.user, let id = session.handle?.id else { return }
+        guard let user = session.identity.user else { return }
+        let id = session.sessionID
         reset()
         let requested = requestedPresence
         requestedPresence = nil
@@ -183,9 +184,8 @@ final class ContactsFamily: RequestFamily {
     func sessionEnded(_ user: UserID, in session: SessionContext) {
         reset()
         requestedPresence = nil
-        guard let id = session.handle?.id else { return }
         let server = session.server
-        guard let change = server.presence.offline(user, session: id, at: Date()) else { return }
+        guard let change = server.presence.offline(user, session: session.sessionID, at: Date()) else { return }
         server.blockingPool.submit { _ in
             server.announce(change)
             do {

@@ -341,7 +341,7 @@ final class MessagesFamily: RequestFamily {
             recipient: recipient,
             messages: keys.map { (sender: $0.sender, messageID: $0.messageID) }
         )
-        if let loop = session.handle?.eventLoop {
+        if let loop = session.eventLoop {
             session.server.committer.acknowledge(acknowledgement, on: loop)
         } else {
             session.server.committer.acknowledge(acknowledgement)

@@ -214,7 +214,7 @@ struct FlatTable<Key: FlatTableKey, Value>: Sequence {
     private mutating func drainSome() {
         guard let old = draining else { return }
         let end = Swift.min(drainingCursor + Self.drainStep, old.capacity)
-        for index in drainingCursor..<end where old.keys[index] != Key.emptyMarker && !old.hasLeft(index) {
+        for index in drainingCursor..<end where old.holdsEntry(at: index) {
             let key = old.keys[index]
             let slot = find(key, hash: hash(key)).index
             slotKeys[slot] = key
@@ -256,7 +256,7 @@ struct FlatTable<Key: FlatTableKey, Value>: Sequence {
             if let draining = table.draining {
                 while drainingPosition < draining.capacity {
                     defer { drainingPosition += 1 }
-                    if draining.keys[drainingPosition] != Key.emptyMarker, !draining.hasLeft(drainingPosition) {
+                    if draining.holdsEntry(at: drainingPosition) {
                         return (draining.keys[drainingPosition], draining.values[drainingPosition])
                     }
                 }
@@ -329,7 +329,7 @@ final class FlatTableSlots<Key: FlatTableKey, Value> {
     deinit {
         // Trivial values (the rounds' small tables of Void and Int64) need no walk of the slots.
         if !isEmpty, !_isPOD(Value.self) {
-            for index in 0..<capacity where keys[index] != Key.emptyMarker && !hasLeft(index) {
+            for index in 0..<capacity where holdsEntry(at: index) {
                 (values + index).deinitialize(count: 1)
             }
         }
@@ -342,7 +342,7 @@ final class FlatTableSlots<Key: FlatTableKey, Value> {
         let copy = FlatTableSlots(capacity: capacity)
         copy.keys.update(from: keys, count: capacity)
         copy.left = left
-        for index in 0..<capacity where keys[index] != Key.emptyMarker && !hasLeft(index) {
+        for index in 0..<capacity where holdsEntry(at: index) {
             (copy.values + index).initialize(to: values[index])
         }
         return copy
@@ -376,6 +376,11 @@ final class FlatTableSlots<Key: FlatTableKey, Value> {
     /// From now on entries leave these slots (``leave(at:)``), keeping their keys.
     func startDraining() {
         left = Array(repeating: 0, count: (capacity + 63) / 64)
+    }
+
+    /// Whether slot `index` holds an entry: a key, and a value that did not leave.
+    func holdsEntry(at index: Int) -> Bool {
+        keys[index] != Key.emptyMarker && !hasLeft(index)
     }
 
     func hasLeft(_ index: Int) -> Bool {
