@@ -22,21 +22,26 @@ struct DeliveryStateMachine {
         case load(after: Int64, limit: Int)
     }
 
-    /// How many pushed messages may wait for an acknowledgement.
-    let window: Int
+    // Stored narrow, in this order (the word-sized ones first), so that the state takes 24
+    // bytes instead of 41: every connection keeps one.
+
+    private(set) var lastPushedSequence: Int64 = 0
+    private(set) var inFlight: [Key: Int64] = [:]
+    private let windowSize: Int32
     /// Messages in the store that may not have been pushed yet.
     private(set) var backlog = true
     private(set) var loading = false
     /// A live notification came while a load was under way: load again afterwards.
     private var liveDuringLoad = false
-    private(set) var lastPushedSequence: Int64 = 0
-    private(set) var inFlight: [Key: Int64] = [:]
     private var writable: Bool
 
     init(window: Int, writable: Bool = true) {
-        self.window = max(window, 1)
+        self.windowSize = Int32(clamping: max(window, 1))
         self.writable = writable
     }
+
+    /// How many pushed messages may wait for an acknowledgement.
+    var window: Int { Int(windowSize) }
 
     private var hasRoom: Bool { writable && inFlight.count < window }
 

@@ -95,7 +95,7 @@ struct LogonThrottle: Sendable {
         var lastFailure: ContinuousClock.Instant
     }
 
-    private enum Source: Hashable {
+    fileprivate enum Source: Hashable {
         case address(UserID, String)
         case node(UserID, String)
     }
@@ -109,7 +109,7 @@ struct LogonThrottle: Sendable {
     private let policy: Policy
     private var users: [UserID: Failures] = [:]
     private var addresses: [String: Failures] = [:]
-    private var trustedUntil: [Source: ContinuousClock.Instant] = [:]
+    private var trustedUntil = TrustTable()
     private var checksInFlight: [CheckKey: Int] = [:]
 
     init(policy: Policy = Policy()) {
@@ -164,8 +164,8 @@ struct LogonThrottle: Sendable {
             trust(attempt, now: now)
             return []
         case .failed:
-            trustedUntil[.address(attempt.user, attempt.address)] = nil
-            if let node = attempt.nodeID { trustedUntil[.node(attempt.user, node)] = nil }
+            trustedUntil.forget(.address(attempt.user, attempt.address))
+            if let node = attempt.nodeID { trustedUntil.forget(.node(attempt.user, node)) }
             var blocks: [Block] = []
             if let wait = Self.countFailure(in: &users[attempt.user], free: policy.freeAttempts, policy, now) {
                 blocks.append(
@@ -205,16 +205,16 @@ struct LogonThrottle: Sendable {
     /// Trusts the attempt's sources for its user: a successful logon, or the registration that
     /// created the user.
     mutating func trust(_ attempt: Attempt, now: ContinuousClock.Instant) {
-        trustedUntil[.address(attempt.user, attempt.address)] = now + policy.trustLifetime
-        if let node = attempt.nodeID { trustedUntil[.node(attempt.user, node)] = now + policy.trustLifetime }
+        trustedUntil.trust(.address(attempt.user, attempt.address), until: now + policy.trustLifetime)
+        if let node = attempt.nodeID {
+            trustedUntil.trust(.node(attempt.user, node), until: now + policy.trustLifetime)
+        }
         prune(now: now)
     }
 
     private func isTrusted(_ attempt: Attempt, now: ContinuousClock.Instant) -> Bool {
-        if let until = trustedUntil[.address(attempt.user, attempt.address)], until > now { return true }
-        if let node = attempt.nodeID, let until = trustedUntil[.node(attempt.user, node)], until > now {
-            return true
-        }
+        if trustedUntil.trusts(.address(attempt.user, attempt.address), now: now) { return true }
+        if let node = attempt.nodeID, trustedUntil.trusts(.node(attempt.user, node), now: now) { return true }
         return false
     }
 
@@ -255,6 +255,49 @@ struct LogonThrottle: Sendable {
         }
         if users.count > policy.maximumEntries { users = users.filter { !stale($0.value) } }
         if addresses.count > policy.maximumEntries { addresses = addresses.filter { !stale($0.value) } }
-        if trustedUntil.count > policy.maximumEntries { trustedUntil = trustedUntil.filter { $0.value > now } }
+        if trustedUntil.count > policy.maximumEntries { trustedUntil.dropExpired(now: now) }
+    }
+}
+
+extension LogonThrottle {
+    /// The trusted sources and until when, in 12 bytes an entry instead of 40 (a server keeps
+    /// one for every user that registered or logged on, for 30 days).
+    ///
+    /// A source is kept as a 64-bit hash of itself (Swift's `Hasher`, whose seed is chosen at
+    /// random for each process, so no one can pick a source that collides with a trusted one),
+    /// and its expiry as whole seconds (rounded up) after the table's first entry.
+    fileprivate struct TrustTable {
+        private var until: [UInt64: UInt32] = [:]
+        private var epoch: ContinuousClock.Instant?
+
+        var count: Int { until.count }
+
+        private static func key(_ source: Source) -> UInt64 {
+            var hasher = Hasher()
+            hasher.combine(source)
+            return UInt64(bitPattern: Int64(hasher.finalize()))
+        }
+
+        mutating func trust(_ source: Source, until instant: ContinuousClock.Instant) {
+            let epoch = self.epoch ?? instant
+            self.epoch = epoch
+            let (seconds, attoseconds) = (instant - epoch).components
+            let rounded = seconds + (attoseconds > 0 ? 1 : 0)
+            until[Self.key(source)] = UInt32(clamping: max(rounded, 0))
+        }
+
+        func trusts(_ source: Source, now: ContinuousClock.Instant) -> Bool {
+            guard let epoch, let seconds = until[Self.key(source)] else { return false }
+            return epoch + .seconds(Int64(seconds)) > now
+        }
+
+        mutating func forget(_ source: Source) {
+            until[Self.key(source)] = nil
+        }
+
+        mutating func dropExpired(now: ContinuousClock.Instant) {
+            guard let epoch else { return }
+            until = until.filter { epoch + .seconds(Int64($0.value)) > now }
+        }
     }
 }

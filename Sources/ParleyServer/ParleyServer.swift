@@ -360,7 +360,7 @@ public final class ParleyServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
                 .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 64, maximum: 65536)
+                value: CompactRecvAllocator(minimum: 64, initial: 64, maximum: 65536)
             )
             .childChannelOption(
                 .writeBufferWaterMark,
@@ -388,7 +388,9 @@ public final class ParleyServer: Service, Sendable {
                     self.metrics.connectionsOpened.increment()
                     // The handler leaves the registry and reports the close when its channel goes
                     // inactive (no close callback held per connection).
-                    let handler = ServerConnectionHandler(server: context)
+                    // The channel's cached address (`channel.remoteAddress`; the context's asks the
+                    // socket and makes a new one).
+                    let handler = ServerConnectionHandler(server: context, remoteAddress: channel.remoteAddress)
                     let sync = channel.pipeline.syncOperations
                     try sync.addParleyLinkHandlers(configuration: configuration.link)
                     // The session is the link's receiver, not a handler of the pipeline.

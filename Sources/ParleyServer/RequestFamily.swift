@@ -7,13 +7,14 @@ import ParleyWire
 ///
 /// The session core (``ServerConnectionHandler`` carrying out ``SessionStateMachine``) does the
 /// handshake, the one-session rule, flow control and closing; it routes each request frame to
-/// the one family that declared its type. A family that keeps a connection's state (messages,
-/// contacts) is made per connection and lives on its event loop; one without state of its own
-/// is made once and serves every connection. It answers, pushes and runs blocking work through
-/// the ``SessionContext`` it is handed with each call.
+/// the one family that declared its type. One instance of each family serves every
+/// connection; what a family keeps of a connection (the messages family's delivery window, the
+/// contacts family's presence ordering) is stored in the connection and used on its event
+/// loop. It answers, pushes and runs blocking work through the ``SessionContext`` it is handed
+/// with each call.
 ///
 /// A new family (contacts, presence, commands, history, transfers) is a type conforming to this
-/// protocol, added to `ServerConnectionHandler`'s layout of families; the session core does not
+/// protocol, added to `ServerConnectionHandler`'s list of families; the session core does not
 /// change.
 protocol RequestFamily: AnyObject {
     /// The request frame types this family handles. No two families of a connection may
@@ -91,6 +92,18 @@ struct SessionContext {
 
     /// The connection's event loop, while it is attached to its link.
     var eventLoop: (any EventLoop)? { connection.context?.eventLoop }
+
+    /// Runs `body` on the connection's delivery state (``MessagesFamily``), in place.
+    func withDelivery<Result>(_ body: (inout DeliveryStateMachine) -> Result) -> Result {
+        body(&connection.delivery)
+    }
+
+    /// The contacts family's state of this connection (``ContactsFamily``), nil while it keeps
+    /// none.
+    var presenceWatch: PresenceWatch? {
+        get { connection.presenceWatch }
+        nonmutating set { connection.presenceWatch = newValue }
+    }
 
     /// Whether HELLO negotiated the `presence` capability (PRESENCE events are wanted).
     var negotiatedPresence: Bool { connection.negotiatedPresence }

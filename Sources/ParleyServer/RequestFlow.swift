@@ -1,4 +1,4 @@
-import NIOCore
+import DequeModule
 import ParleyWire
 
 /// What one connection may make the server hold: backpressure by not reading
@@ -14,9 +14,9 @@ import ParleyWire
 struct RequestFlow {
     // Stored narrow and smallest last: a server holds one per connection.
 
-    /// Made at the first frame that has to wait: most connections never need it, and an empty
-    /// `CircularBuffer` already holds room for 16 frames (about 1 KB per connection).
-    private var queued: CircularBuffer<Frame>?
+    /// Made at the first frame that has to wait: most connections never need it. A `Deque` is
+    /// one reference (a `CircularBuffer` three words).
+    private var queued: Deque<Frame>?
     private var unansweredCount: Int32 = 0
     private var queryCount: Int32 = 0
     private let unansweredLimit: Int32
@@ -92,8 +92,8 @@ struct RequestFlow {
 extension Optional {
     /// Appends `element` to the buffer, making one with room for `capacity` first if there is none.
     fileprivate mutating func append<Element>(_ element: Element, orMakeWith capacity: Int)
-    where Wrapped == CircularBuffer<Element> {
-        if self == nil { self = CircularBuffer(initialCapacity: capacity) }
+    where Wrapped == Deque<Element> {
+        if self == nil { self = Deque(minimumCapacity: capacity) }
         self!.append(element)
     }
 }

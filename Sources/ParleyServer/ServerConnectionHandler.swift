@@ -18,7 +18,7 @@ import Synchronization
 ///
 /// The handler does the handshake, the one-session rule (claiming the registry entry, taking a
 /// session over, releasing it), flow control, writing and closing. What a request means is up to
-/// the ``RequestFamily`` that declared its frame type (``makeFamilies(server:)``).
+/// the ``RequestFamily`` that declared its frame type (``families``).
 ///
 /// It is not a handler of the channel's pipeline: the connection's ``LinkHandler`` hands it
 /// every frame and event (``attach(to:)``, ``LinkFrameReceiver``), and it writes through the
@@ -33,21 +33,22 @@ final class ServerConnectionHandler: LinkFrameReceiver {
     let connectionID: UInt64
     /// When the connection was accepted.
     let connectedAt = Date()
-    /// The channel's, kept for the logger and the admin.
-    private var remoteAddress: SocketAddress?
-    /// The link's context: this handler has no place in the pipeline of its own (the link hands
-    /// it every event, ``attach(to:)``), so what it does to the channel it does from the link's.
-    private(set) var context: ChannelHandlerContext?
+    /// The channel's (its cached copy), for the logger, the throttle and the admin; also read
+    /// from other threads (``SessionHandle``), as are the other constants.
+    let remoteAddress: SocketAddress?
     /// The connection's link, which hands this handler its frames and events and takes its
     /// frames (also frames already laid out as bytes: ``write(_:)``,
     /// ``write(type:requestID:payload:metaCapacity:meta:)``).
     private var link: LinkHandler?
-    /// The messages family, which the committer reaches directly (live deliveries, receipts).
-    private let messages: MessagesFamily
-    private let contacts: ContactsFamily
+    /// The contacts family's state of this connection; nil while it keeps none.
+    var presenceWatch: PresenceWatch?
     /// The client's agent from its HELLO.
     private var agent = ""
-    private var slowConsumerTimer: Scheduled<Void>?
+    /// Set while the outbound queue is over its limit (boxed: a `Scheduled` is three words,
+    /// and most connections never need one).
+    private var slowConsumerTimer: ScheduledBox?
+    /// What the messages family pushes to this session and when (``MessagesFamily``).
+    var delivery = DeliveryStateMachine(window: 1)
     /// The session protocol's state and the request flow.
     private(set) var machine: SessionStateMachine
     /// The channel asked for a read that the flow held back.
@@ -87,8 +88,10 @@ final class ServerConnectionHandler: LinkFrameReceiver {
     /// a few clients, and an agent longer than 15 bytes is a heap string of its own).
     private static let agents = InternedStrings(limit: 64)
 
-    init(server: ServerContext) {
+    /// - Parameter remoteAddress: the channel's `remoteAddress` (its cached copy).
+    init(server: ServerContext, remoteAddress: SocketAddress?) {
         self.server = server
+        self.remoteAddress = remoteAddress
         self.connectionID = server.nextConnectionID()
         self.machine = SessionStateMachine(
             flow: RequestFlow(
@@ -96,86 +99,64 @@ final class ServerConnectionHandler: LinkFrameReceiver {
                 maximumQueries: Self.maximumQueries
             )
         )
-        self.messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
-        self.contacts = ContactsFamily()
     }
 
-    /// The router of every connection: it depends only on the families' types.
-    private static let router = RequestRouter(
-        makeFamilies(messages: MessagesFamily(deliveryWindow: 1), contacts: ContactsFamily())
-    )
+    /// The messages family, which the committer reaches through the connection (live
+    /// deliveries, receipts).
+    private static let messages = MessagesFamily()
 
-    /// Where each request family of a connection lives, in the order of ``router``'s indices. A
-    /// new family is added here. One that keeps no state of its own is made once and serves
-    /// every connection; the messages and contacts families keep the connection's state (its
-    /// delivery window, its presence subscriptions) and are made per connection.
-    private enum FamilySlot: Sendable {
-        case shared(any RequestFamily & Sendable)
-        case messages
-        case contacts
-
-        func family(messages: MessagesFamily, contacts: ContactsFamily) -> any RequestFamily {
-            switch self {
-            case .shared(let family): family
-            case .messages: messages
-            case .contacts: contacts
-            }
-        }
-    }
-
-    private static let layout: [FamilySlot] = [
-        .shared(AccountsFamily()), .shared(DirectoryFamily()), .messages, .contacts, .shared(CommandsFamily()),
-        .shared(HistoryFamily()), .shared(TransfersFamily()),
+    /// The request families, in the order of ``router``'s indices. A new family is added here.
+    /// One instance of each serves every connection: what a family keeps of a connection lives
+    /// in the connection (``delivery``, ``presenceWatch``), so that an idle connection holds no
+    /// object of any family.
+    private static let families: [any RequestFamily & Sendable] = [
+        AccountsFamily(), DirectoryFamily(), messages, ContactsFamily(), CommandsFamily(), HistoryFamily(),
+        TransfersFamily(),
     ]
 
-    /// The family at `index` of ``layout``.
+    /// The router of every connection.
+    private static let router = RequestRouter(families)
+
+    /// The family at `index` of ``families``.
     private func family(at index: Int) -> any RequestFamily {
-        Self.layout[index].family(messages: messages, contacts: contacts)
+        Self.families[index]
     }
 
-    /// Calls `body` with every family of this connection, in ``layout``'s order.
+    /// Calls `body` with every family, in ``families``' order.
     private func forEachFamily(_ body: (any RequestFamily) -> Void) {
-        for index in Self.layout.indices { body(family(at: index)) }
+        for family in Self.families { body(family) }
     }
 
-    /// The request families of a connection on `server`, in ``layout``'s order.
-    static func makeFamilies(
-        server: ServerContext
-    ) -> (messages: MessagesFamily, contacts: ContactsFamily, all: [any RequestFamily]) {
-        let messages = MessagesFamily(deliveryWindow: server.configuration.deliveryWindow)
-        let contacts = ContactsFamily()
-        return (messages, contacts, makeFamilies(messages: messages, contacts: contacts))
-    }
-
-    private static func makeFamilies(messages: MessagesFamily, contacts: ContactsFamily) -> [any RequestFamily] {
-        layout.map { $0.family(messages: messages, contacts: contacts) }
-    }
+    /// The request families of every connection, in ``families``' order, and the messages family
+    /// among them.
+    static var requestFamilies: (messages: MessagesFamily, all: [any RequestFamily]) { (messages, families) }
 
     /// What the families may do on this connection.
     private var session: SessionContext { SessionContext(connection: self) }
+
+    /// The link's context, while attached: this handler has no place in the pipeline of its own
+    /// (the link hands it every event, ``attach(to:)``), so what it does to the channel it does
+    /// from the link's.
+    var context: ChannelHandlerContext? { link?.channelContext }
 
     // MARK: Channel events
 
     /// Makes this handler `link`'s session: the link (already in its channel's pipeline) hands
     /// it every frame and event from now on. On the channel's event loop.
     func attach(to link: LinkHandler) {
-        guard let context = link.channelContext else { return }
-        self.context = context
+        guard link.channelContext != nil else { return }
         self.link = link
         link.deliverFrames(to: self)
-        // The channel's own copy (`context.remoteAddress` asks the socket and makes a new one).
-        remoteAddress = context.channel.remoteAddress
     }
 
     func linkRemoved() {
-        context = nil
         link = nil
     }
 
     func linkInactive() {
         endSession()
         machine.close()
-        slowConsumerTimer?.cancel()
+        slowConsumerTimer?.scheduled.cancel()
         if let context { server.registry.removeConnection(context.channel) }
         server.hooks.notify(.connectionClosed(connection))
     }
@@ -201,12 +182,12 @@ final class ServerConnectionHandler: LinkFrameReceiver {
     func linkWritabilityChanged(_ writable: Bool) {
         guard let context else { return }
         if writable {
-            slowConsumerTimer?.cancel()
+            slowConsumerTimer?.scheduled.cancel()
             slowConsumerTimer = nil
         } else if slowConsumerTimer == nil {
             let timeout = TimeAmount.nanoseconds(
                 Int64(server.configuration.slowConsumerTimeout.wireMilliseconds) * 1_000_000)
-            slowConsumerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            let scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 // Per connection: info (the library's ceiling), and counted in the metrics.
                 logger.debug("closing a slow consumer")
                 server.metrics.slowConsumerCloses.increment()
@@ -214,6 +195,7 @@ final class ServerConnectionHandler: LinkFrameReceiver {
                     ParleyError(code: .slowConsumer, message: "the connection did not read what was sent to it in time")
                 )
             }
+            slowConsumerTimer = ScheduledBox(scheduled)
         }
         forEachFamily { $0.writabilityChanged(writable, in: session) }
         machine.writabilityChanged(writable)
@@ -489,7 +471,7 @@ final class ServerConnectionHandler: LinkFrameReceiver {
 
     /// The source address the logon throttle counts: the peer's IP without its port.
     var peerAddress: String {
-        context?.remoteAddress?.ipAddress ?? ""
+        remoteAddress?.ipAddress ?? ""
     }
 
     /// Records the node an authenticated user declared, if any.
@@ -607,7 +589,7 @@ final class ServerConnectionHandler: LinkFrameReceiver {
             connectedAt: connectedAt,
             agent: agent
         )
-        server.registry.describe(user.userID, for: sessionID, as: described, address: remoteAddress)
+        server.registry.describe(user.userID, for: sessionID, agent: agent)
         server.hooks.notify(.loggedOn(described))
     }
 
@@ -659,32 +641,32 @@ final class ServerConnectionHandler: LinkFrameReceiver {
 
     /// A SEND_MESSAGE of this session was committed (or failed).
     func messageStored(_ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result) {
-        messages.stored(submission, outcome, in: session)
+        Self.messages.stored(submission, outcome, in: session)
     }
 
     /// A message for this session was just committed.
     func liveDelivery(_ live: MessageCommitter.LiveDelivery) {
-        messages.liveDelivery(live, in: session)
+        Self.messages.liveDelivery(live, in: session)
     }
 
     /// A message this session's user sent, wanting a receipt, was acknowledged.
     func deliveryReceipt(_ ack: AcknowledgedMessage) {
-        messages.deliveryReceipt(ack, in: session)
+        Self.messages.deliveryReceipt(ack, in: session)
     }
 
     /// The presence of a user in this session's contact list changed.
     func presenceChanged(_ change: PresenceHub.Change) {
-        contacts.presenceChanged(change, in: session)
+        ContactsFamily.presenceChanged(change, in: session)
     }
 
     /// A contact was just added by this session: its current presence, whatever the sequence.
     func presenceOfNewContact(_ change: PresenceHub.Change) {
-        contacts.presenceOfNewContact(change, in: session)
+        ContactsFamily.presenceOfNewContact(change, in: session)
     }
 
     /// The presence this session's logon asked for instead of the stored choice.
     func requestPresence(_ choice: PresenceChoice?) {
-        contacts.requestedPresence = choice
+        ContactsFamily.requestPresence(choice, in: session)
     }
 
     // MARK: Admin
@@ -709,3 +691,12 @@ final class ServerConnectionHandler: LinkFrameReceiver {
 
 @available(*, unavailable)
 extension ServerConnectionHandler: Sendable {}
+
+/// A scheduled task kept behind one reference.
+private final class ScheduledBox {
+    let scheduled: Scheduled<Void>
+
+    init(_ scheduled: Scheduled<Void>) {
+        self.scheduled = scheduled
+    }
+}

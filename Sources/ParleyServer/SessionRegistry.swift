@@ -9,7 +9,8 @@ import Synchronization
 /// `@unchecked Sendable`: the handler is reached only on its event loop, through
 /// ``handlerOnLoop``, which checks that at run time as an `NIOLoopBound` would (one holds a
 /// second copy of the event loop; a handle is kept by every connection and every registry
-/// entry). Its identity is read anywhere.
+/// entry). Its identity, and the handler's constants (connection number, time, peer), are read
+/// anywhere.
 struct SessionHandle: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let handler: ServerConnectionHandler
@@ -21,6 +22,11 @@ struct SessionHandle: @unchecked Sendable {
 
     /// The session's identity (its handler's).
     var id: ObjectIdentifier { ObjectIdentifier(handler) }
+
+    /// The connection's number, when it was accepted and its peer (constants of the handler).
+    var connectionID: UInt64 { handler.connectionID }
+    var connectedAt: Date { handler.connectedAt }
+    var remoteAddress: SocketAddress? { handler.remoteAddress }
 
     /// Runs `body` with the session's handler on its event loop.
     func execute(_ body: @escaping @Sendable (ServerConnectionHandler) -> Void) {
@@ -62,38 +68,40 @@ final class SessionRegistry: Sendable {
         return replaceExisting ? .newerSession : nil
     }
 
+    /// One per online user: what the admin sees of it is the handle's constants (connection
+    /// number, time, peer) and the agent, recorded once its logon completed.
     private struct Session {
         var handle: SessionHandle
         /// The node ID the session declared at logon, if any.
         var nodeID: String?
-        /// What the admin sees of it, once its logon completed.
-        var description: Description?
+        /// The client's agent; nil until the logon completed (``describe(_:for:agent:)``).
+        var agent: String?
+
+        func description(of user: UserID) -> ServerSession? {
+            agent.map {
+                ServerSession(
+                    id: handle.connectionID,
+                    user: user,
+                    address: ListeningAddress.text(of: handle.remoteAddress),
+                    connectedAt: handle.connectedAt,
+                    agent: $0
+                )
+            }
+        }
     }
 
-    /// A ``ServerSession`` without what the entry knows already (the user) and with the peer's
-    /// address as the channel keeps it (formatted when asked for): one entry per online user.
-    private struct Description {
-        var agent: String
-        var id: UInt64
-        var connectedAt: Date
-        var address: SocketAddress?
+    /// An open connection, equal to another only if it is the same channel (a set of these
+    /// takes 16 bytes a connection; a dictionary by `ObjectIdentifier` 24).
+    private struct Connection: Hashable {
+        let channel: any Channel
 
-        init(_ session: ServerSession, address: SocketAddress?) {
-            agent = session.agent
-            id = session.id
-            connectedAt = session.connectedAt
-            self.address = address
-        }
-
-        func session(of user: UserID) -> ServerSession {
-            ServerSession(
-                id: id, user: user, address: ListeningAddress.text(of: address), connectedAt: connectedAt, agent: agent)
-        }
+        static func == (lhs: Connection, rhs: Connection) -> Bool { lhs.channel === rhs.channel }
+        func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(channel)) }
     }
 
     private struct State {
         var sessions: [UserID: Session] = [:]
-        var connections: [ObjectIdentifier: any Channel] = [:]
+        var connections: Set<Connection> = []
         var accepting = true
     }
 
@@ -110,8 +118,8 @@ final class SessionRegistry: Sendable {
         metrics?.update(connections: state.connections.count, sessions: state.sessions.count)
     }
 
-    /// Registers a new connection; false when the server is full or shutting down.
-    /// Registers a new connection, or says why it cannot be taken.
+    /// Registers a new connection, or says why it cannot be taken (the server is full or
+    /// shutting down).
     func addConnection(_ channel: any Channel, limit: Int) -> ParleyError? {
         state.withLock { state in
             guard state.accepting else {
@@ -120,7 +128,7 @@ final class SessionRegistry: Sendable {
             guard state.connections.count < limit else {
                 return ParleyError(code: .tooManyConnections, message: "the server is full; try again later")
             }
-            state.connections[ObjectIdentifier(channel)] = channel
+            state.connections.insert(Connection(channel: channel))
             measure(state)
             return nil
         }
@@ -128,7 +136,7 @@ final class SessionRegistry: Sendable {
 
     func removeConnection(_ channel: any Channel) {
         state.withLock { state in
-            state.connections[ObjectIdentifier(channel)] = nil
+            state.connections.remove(Connection(channel: channel))
             measure(state)
         }
     }
@@ -139,7 +147,7 @@ final class SessionRegistry: Sendable {
     func closeForShutdown() -> [any Channel] {
         state.withLock { state in
             state.accepting = false
-            return Array(state.connections.values)
+            return state.connections.map(\.channel)
         }
     }
 
@@ -174,14 +182,12 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    /// Records what the admin sees of `user`'s session, if it is still `handle`'s.
-    ///
-    /// - Parameter address: the peer's address, which `description` has formatted.
-    func describe(_ user: UserID, for handle: ObjectIdentifier, as description: ServerSession, address: SocketAddress?)
-    {
+    /// Records that the logon of `user`'s session completed, with the client's agent, if the
+    /// session is still `handle`'s: the admin sees it from now on.
+    func describe(_ user: UserID, for handle: ObjectIdentifier, agent: String) {
         state.withLock { state in
             if state.sessions[user]?.handle.id == handle {
-                state.sessions[user]?.description = Description(description, address: address)
+                state.sessions[user]?.agent = agent
             }
         }
     }
@@ -189,13 +195,15 @@ final class SessionRegistry: Sendable {
     /// The logged-on sessions whose logon completed, by user ID.
     var sessionDescriptions: [ServerSession] {
         state.withLock { state in
-            state.sessions.compactMap { user, session in session.description?.session(of: user) }
+            state.sessions.compactMap { user, session in session.description(of: user) }
         }.sorted { $0.user < $1.user }
     }
 
     /// The session with this ID (``ServerSession/id``), if it is logged on.
     func session(numbered id: UInt64) -> SessionHandle? {
-        state.withLock { state in state.sessions.values.first { $0.description?.id == id }?.handle }
+        state.withLock { state in
+            state.sessions.values.first { $0.agent != nil && $0.handle.connectionID == id }?.handle
+        }
     }
 
     func session(for user: UserID) -> SessionHandle? {

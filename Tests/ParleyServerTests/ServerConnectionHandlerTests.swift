@@ -18,18 +18,28 @@ struct ServerConnectionHandlerTests {
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(FramesAsBytes())
             try sync.addParleyLinkHandlers(configuration: context.configuration.link)
-            ServerConnectionHandler(server: context).attach(to: try sync.handler(type: LinkHandler.self))
+            let handler = ServerConnectionHandler(server: context, remoteAddress: channel.remoteAddress)
+            handler.attach(to: try sync.handler(type: LinkHandler.self))
         }.get()
         return channel
     }
 
-    private func hello() -> Frame {
+    private func hello(capabilities: [String] = []) -> Frame {
         var hello = Parley_V1_Hello()
         hello.magic = WireProtocol.magic
         hello.minVersion = WireProtocol.version
         hello.maxVersion = WireProtocol.version
         hello.agent = "session-test"
+        hello.capabilities = capabilities
         return Frame(type: .hello, requestID: 1, message: hello)
+    }
+
+    /// Whether the channel's session keeps a ``PresenceWatch`` (read on its loop).
+    private func hasPresenceWatch(_ channel: NIOAsyncTestingChannel) async throws -> Bool {
+        try await channel.eventLoop.submit {
+            let link = try channel.pipeline.syncOperations.handler(type: LinkHandler.self)
+            return (link.frameReceiver as? ServerConnectionHandler)?.presenceWatch != nil
+        }.get()
     }
 
     private func errorCode(_ frame: Frame) -> ParleyError.Code? {
@@ -132,6 +142,31 @@ struct ServerConnectionHandlerTests {
         logOn.password = "secret"
         try await channel.writeInbound(Frame(type: .logOn, requestID: 2, message: logOn))
         return try await channel.waitForOutboundWrite(as: Frame.self)
+    }
+
+    @Test("only a session that asked for PRESENCE events keeps their order; none after it ends")
+    func presenceWatchOnlyWhenAsked() async throws {
+        let server = try TestServer()
+        let (plain, _) = try await registered(server, name: "Ada")
+        #expect(try await !hasPresenceWatch(plain))
+
+        let watching = try await makeChannel(server)
+        try await watching.writeInbound(hello(capabilities: ["presence"]))
+        _ = try await watching.waitForOutboundWrite(as: Frame.self)
+        var register = Parley_V1_RegisterRequest()
+        register.info = Parley_V1_UserInfo(UserInfo(userName: "Grace"))
+        register.password = "secret"
+        try await watching.writeInbound(Frame(type: .register, requestID: 2, message: register))
+        #expect(try await watching.waitForOutboundWrite(as: Frame.self).type == FrameType.register.response)
+        #expect(try await hasPresenceWatch(watching))
+        #expect(try await watching.waitForOutboundWrite(as: Frame.self).type == .presence, "the logon snapshot")
+
+        try await watching.writeInbound(Frame(type: .logOff, requestID: 3, message: Parley_V1_Empty()))
+        #expect(try await watching.waitForOutboundWrite(as: Frame.self).type == FrameType.logOff.response)
+        #expect(try await !hasPresenceWatch(watching))
+        _ = try await plain.finish()
+        _ = try await watching.finish()
+        await server.close()
     }
 
     @Test("a second logon of a logged-on user is refused while the first session holds")

@@ -10,24 +10,16 @@ import ParleyWire
 /// The first is the snapshot taken after logon (contact list and presences); changes that arrive
 /// before it was pushed wait for it, and each contact's changes are applied in the hub's order
 /// (``PresenceHub``), whatever thread announced them.
-final class ContactsFamily: RequestFamily {
+///
+/// One instance serves every connection: what it keeps of a connection (the presence its logon
+/// asked for, the order of its PRESENCE events) is the connection's ``PresenceWatch``, made only
+/// when there is something to keep, so that a connection without PRESENCE events holds nothing.
+final class ContactsFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [
         .getContacts, .addContact, .updateContact, .removeContact, .setPresence,
     ]
 
     var requestTypes: [FrameType] { Self.types }
-
-    /// The presence the logon asked for, instead of the stored choice (set by the accounts
-    /// family before the session starts).
-    var requestedPresence: PresenceChoice?
-    /// The hub sequence the logon snapshot reflects; nil until it was pushed.
-    private var snapshotSequence: UInt64?
-    /// Changes that arrived before the snapshot: the latest per contact.
-    private var waiting: [UserID: PresenceHub.Change] = [:]
-    /// Contacts added before the snapshot was pushed: their presence follows it.
-    private var waitingNew: [PresenceHub.Change] = []
-    /// The sequence of the last change pushed for each contact.
-    private var applied: [UserID: UInt64] = [:]
 
     func handle(_ frame: Frame, in session: SessionContext) throws(ParleyError) {
         let user = try session.requireUser()
@@ -146,10 +138,10 @@ final class ContactsFamily: RequestFamily {
     func sessionStarted(in session: SessionContext) {
         guard let user = session.identity.user else { return }
         let id = session.sessionID
-        reset()
-        let requested = requestedPresence
-        requestedPresence = nil
-        let wantsEvents = session.negotiatedPresence
+        let requested = session.presenceWatch?.requestedPresence
+        let watch = session.negotiatedPresence ? PresenceWatch() : nil
+        session.presenceWatch = watch
+        let wantsEvents = watch != nil
         let server = session.server
         // Reserved here, on the loop, so that this session's end (also on the loop) always
         // comes after: a session that closes before its state is read never shows online.
@@ -168,11 +160,12 @@ final class ContactsFamily: RequestFamily {
                 guard wantsEvents else { return nil }
                 return try Self.snapshot(of: user, server)
             },
-            // `self` held strongly: the connection holds this family anyway, and a weak
-            // reference would give it a side table for the rest of its life (32 bytes).
-            then: { [self] result in
+            then: { result in
                 switch result {
-                case .success(let snapshot?): pushSnapshot(snapshot, in: session)
+                case .success(let snapshot?):
+                    // Not for a session that ended (or was followed by another) meanwhile.
+                    guard let watch, session.presenceWatch === watch else { return }
+                    Self.pushSnapshot(snapshot, to: watch, in: session)
                 case .success(nil): break
                 case .failure(let error):
                     session.logger.warning("presence at logon failed", metadata: ["error": "\(error)"])
@@ -182,8 +175,7 @@ final class ContactsFamily: RequestFamily {
     }
 
     func sessionEnded(_ user: UserID, in session: SessionContext) {
-        reset()
-        requestedPresence = nil
+        session.presenceWatch = nil
         let server = session.server
         guard let change = server.presence.offline(user, session: session.sessionID, at: Date()) else { return }
         server.blockingPool.submit { _ in
@@ -196,53 +188,62 @@ final class ContactsFamily: RequestFamily {
         }
     }
 
+    /// The presence the logon asks for instead of the stored choice (set before the session
+    /// starts, read when it starts).
+    static func requestPresence(_ choice: PresenceChoice?, in session: SessionContext) {
+        if let choice {
+            let watch = session.presenceWatch ?? PresenceWatch()
+            watch.requestedPresence = choice
+            session.presenceWatch = watch
+        } else {
+            session.presenceWatch?.requestedPresence = nil
+        }
+    }
+
     /// A contact's presence changed (on this connection's loop).
-    func presenceChanged(_ change: PresenceHub.Change, in session: SessionContext) {
-        guard session.negotiatedPresence, session.identity.user != nil else { return }
-        guard let snapshot = snapshotSequence else {
-            if (waiting[change.user]?.sequence ?? 0) < change.sequence { waiting[change.user] = change }
+    static func presenceChanged(_ change: PresenceHub.Change, in session: SessionContext) {
+        guard session.negotiatedPresence, session.identity.user != nil, let watch = session.presenceWatch else {
             return
         }
-        guard change.sequence > max(snapshot, applied[change.user] ?? 0) else { return }
-        push(change, in: session)
+        guard let snapshot = watch.snapshotSequence else {
+            if (watch.waiting[change.user]?.sequence ?? 0) < change.sequence { watch.waiting[change.user] = change }
+            return
+        }
+        guard change.sequence > max(snapshot, watch.applied[change.user] ?? 0) else { return }
+        push(change, to: watch, in: session)
     }
 
     /// A contact this session just added: its current presence, even if it did not change since
     /// the snapshot.
-    func presenceOfNewContact(_ change: PresenceHub.Change, in session: SessionContext) {
-        guard session.negotiatedPresence, session.identity.user != nil else { return }
-        guard snapshotSequence != nil else {
-            waitingNew.append(change)
+    static func presenceOfNewContact(_ change: PresenceHub.Change, in session: SessionContext) {
+        guard session.negotiatedPresence, session.identity.user != nil, let watch = session.presenceWatch else {
             return
         }
-        guard change.sequence >= (applied[change.user] ?? 0) else { return }
-        push(change, in: session)
+        guard watch.snapshotSequence != nil else {
+            watch.waitingNew.append(change)
+            return
+        }
+        guard change.sequence >= (watch.applied[change.user] ?? 0) else { return }
+        push(change, to: watch, in: session)
     }
 
-    private func push(_ change: PresenceHub.Change, in session: SessionContext) {
-        applied[change.user] = change.sequence
+    private static func push(_ change: PresenceHub.Change, to watch: PresenceWatch, in session: SessionContext) {
+        watch.applied[change.user] = change.sequence
         var event = Parley_V1_PresenceEvent()
         event.presences = [Parley_V1_PresenceInfo(user: change.user, presence: change.presence)]
         session.push(Frame(type: .presence, requestID: 0, message: event))
     }
 
-    private func pushSnapshot(_ snapshot: Snapshot, in session: SessionContext) {
+    private static func pushSnapshot(_ snapshot: Snapshot, to watch: PresenceWatch, in session: SessionContext) {
         guard session.identity.user != nil else { return }
-        snapshotSequence = snapshot.sequence
+        watch.snapshotSequence = snapshot.sequence
         session.push(Frame(type: .presence, requestID: 0, message: snapshot.event))
-        let late = waiting.values.sorted { $0.sequence < $1.sequence }
-        let added = waitingNew
-        waiting = [:]
-        waitingNew = []
+        let late = watch.waiting.values.sorted { $0.sequence < $1.sequence }
+        let added = watch.waitingNew
+        watch.waiting = [:]
+        watch.waitingNew = []
         for change in late { presenceChanged(change, in: session) }
         for change in added { presenceOfNewContact(change, in: session) }
-    }
-
-    private func reset() {
-        snapshotSequence = nil
-        waiting = [:]
-        waitingNew = []
-        applied = [:]
     }
 
     /// The logon snapshot: the contact list and each contact's presence, with the hub sequence
@@ -274,3 +275,22 @@ final class ContactsFamily: RequestFamily {
         return list
     }
 }
+
+/// What ``ContactsFamily`` keeps of one connection, on its event loop: the presence its logon
+/// asked for until the session starts, then (only if HELLO negotiated PRESENCE events) the order
+/// of those events. A new session starts with a new one.
+final class PresenceWatch {
+    /// The presence the logon asked for, instead of the stored choice.
+    var requestedPresence: PresenceChoice?
+    /// The hub sequence the logon snapshot reflects; nil until it was pushed.
+    var snapshotSequence: UInt64?
+    /// Changes that arrived before the snapshot: the latest per contact.
+    var waiting: [UserID: PresenceHub.Change] = [:]
+    /// Contacts added before the snapshot was pushed: their presence follows it.
+    var waitingNew: [PresenceHub.Change] = []
+    /// The sequence of the last change pushed for each contact.
+    var applied: [UserID: UInt64] = [:]
+}
+
+@available(*, unavailable)
+extension PresenceWatch: Sendable {}

@@ -9,15 +9,11 @@ import ParleyWire
 ///
 /// Sends go through the server's ``MessageCommitter`` (group commit); what this session is
 /// pushed is decided by its ``DeliveryStateMachine``.
-final class MessagesFamily: RequestFamily {
+///
+/// One instance serves every connection; a connection's ``DeliveryStateMachine`` is kept in the
+/// connection (``SessionContext/withDelivery(_:)``).
+final class MessagesFamily: RequestFamily, Sendable {
     private static let types: [FrameType] = [.sendMessage, .ackMessages]
-
-    private let deliveryWindow: Int
-    private var delivery = DeliveryStateMachine(window: 1)
-
-    init(deliveryWindow: Int) {
-        self.deliveryWindow = deliveryWindow
-    }
 
     var requestTypes: [FrameType] { Self.types }
 
@@ -37,18 +33,23 @@ final class MessagesFamily: RequestFamily {
     // MARK: Session lifecycle
 
     func sessionStarted(in session: SessionContext) {
-        delivery = DeliveryStateMachine(window: deliveryWindow, writable: session.isWritable)
-        perform(delivery.start(), in: session)
+        let window = session.server.configuration.deliveryWindow
+        let writable = session.isWritable
+        let start = session.withDelivery { delivery in
+            delivery = DeliveryStateMachine(window: window, writable: writable)
+            return delivery.start()
+        }
+        perform(start, in: session)
     }
 
     /// Stored messages that were pushed but not acknowledged stay stored.
     func sessionEnded(_ user: UserID, in session: SessionContext) {
-        delivery = DeliveryStateMachine(window: 1)
+        session.withDelivery { $0 = DeliveryStateMachine(window: 1) }
     }
 
     func writabilityChanged(_ writable: Bool, in session: SessionContext) {
         guard session.identity.user != nil else { return }
-        perform(delivery.writabilityChanged(writable), in: session)
+        perform(session.withDelivery { $0.writabilityChanged(writable) }, in: session)
     }
 
     // MARK: Sending
@@ -346,14 +347,14 @@ final class MessagesFamily: RequestFamily {
         } else {
             session.server.committer.acknowledge(acknowledgement)
         }
-        perform(delivery.acknowledged(keys).next, in: session)
+        perform(session.withDelivery { $0.acknowledged(keys).next }, in: session)
     }
 
     /// A message for this session was just committed.
     func liveDelivery(_ live: MessageCommitter.LiveDelivery, in session: SessionContext) {
         guard session.identity.user == live.recipient else { return }
         let key = DeliveryStateMachine.Key(sender: live.message.sender, messageID: live.message.messageID)
-        let action = delivery.liveMessage(sequence: live.sequence, key: key)
+        let action = session.withDelivery { $0.liveMessage(sequence: live.sequence, key: key) }
         if case .push = action {
             push(
                 messageID: live.message.messageID,
@@ -402,7 +403,7 @@ final class MessagesFamily: RequestFamily {
                 let keyed = messages.map {
                     (sequence: $0.sequence, key: DeliveryStateMachine.Key(sender: $0.sender, messageID: $0.messageID))
                 }
-                let (pushed, next) = delivery.loaded(keyed, limit: limit)
+                let (pushed, next) = session.withDelivery { $0.loaded(keyed, limit: limit) }
                 let wanted = Set(pushed)
                 for message in messages where wanted.contains(message.sequence) {
                     push(
@@ -421,7 +422,7 @@ final class MessagesFamily: RequestFamily {
                 session.server.metrics.storageErrors.increment()
                 session.logger.debug("loading stored messages failed", metadata: ["error": "\(error)"])
                 session.server.hooks.notify(.error(ServerConnectionHandler.parleyError(error)))
-                delivery.loadFailed()
+                session.withDelivery { $0.loadFailed() }
             }
         }
     }
@@ -452,6 +453,3 @@ final class MessagesFamily: RequestFamily {
         session.server.metrics.messageDelivered()
     }
 }
-
-@available(*, unavailable)
-extension MessagesFamily: Sendable {}
