@@ -8,9 +8,8 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: the handler is reached only on its event loop, through
 /// ``handlerOnLoop``, which checks that at run time as an `NIOLoopBound` would (one holds a
-/// second copy of the event loop; a handle is kept by every connection and every registry
-/// entry). Its identity, and the handler's constants (connection number, time, peer), are read
-/// anywhere.
+/// second copy of the event loop; a handle is kept by every registry entry). Its identity, and
+/// the handler's constants (connection number, time, peer), are read anywhere.
 struct SessionHandle: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let handler: ServerConnectionHandler
