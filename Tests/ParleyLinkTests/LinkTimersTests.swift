@@ -41,6 +41,35 @@ import Testing
         #expect(timers.count == 0)
     }
 
+    @Test func timeoutsAreKeptInWholeMillisecondsRoundedUpAndHugeOnesClamped() throws {
+        let loop = EmbeddedEventLoop()
+        let timers = LinkTimers(eventLoop: loop)
+        // 1.5 ms is kept as 2 ms: the link is still open after 1.9 ms, closed at 2 ms.
+        let short = EmbeddedChannel(loop: loop)
+        try short.pipeline.syncOperations.addHandler(
+            LinkHandler(
+                configuration: LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .microseconds(1_500)),
+                judgingIdleBy: nil, timers: timers))
+        // A timeout beyond what 32 bits of milliseconds hold (49 days) is clamped, not a trap.
+        let long = EmbeddedChannel(loop: loop)
+        try long.pipeline.syncOperations.addHandler(
+            LinkHandler(
+                configuration: LinkConfiguration(
+                    heartbeatInterval: .seconds(Int64.max / 2), idleTimeout: .seconds(Int64.max / 2)),
+                judgingIdleBy: nil, timers: timers))
+        for channel in [short, long] {
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        }
+        loop.advanceTime(by: .microseconds(1_900))
+        #expect(short.isActive)
+        loop.advanceTime(by: .microseconds(100))
+        #expect(!short.isActive)
+        loop.advanceTime(by: .hours(24 * 40))
+        #expect(long.isActive)
+        #expect(timers.count == 1)
+        _ = try long.finish()
+    }
+
     @Test func aHeartbeatMovesItsLinksDeadlineWithoutDisturbingTheOthers() throws {
         let loop = EmbeddedEventLoop()
         let timers = LinkTimers(eventLoop: loop)
