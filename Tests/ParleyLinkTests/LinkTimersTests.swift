@@ -17,10 +17,7 @@ import Testing
         let timeouts = (0..<70).map { ($0 * 3) % 7 + 1 }
         var channels: [EmbeddedChannel] = []
         for seconds in timeouts {
-            let configuration = LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .seconds(Int64(seconds)))
-            let channel = EmbeddedChannel(loop: loop)
-            try channel.pipeline.syncOperations.addHandler(
-                LinkHandler(configuration: configuration, judgingIdleBy: nil, timers: timers))
+            let channel = try link(on: loop, heartbeat: .zero, idle: .seconds(Int64(seconds)), timers: timers)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
             channels.append(channel)
         }
@@ -45,18 +42,10 @@ import Testing
         let loop = EmbeddedEventLoop()
         let timers = LinkTimers(eventLoop: loop)
         // 1.5 ms is kept as 2 ms: the link is still open after 1.9 ms, closed at 2 ms.
-        let short = EmbeddedChannel(loop: loop)
-        try short.pipeline.syncOperations.addHandler(
-            LinkHandler(
-                configuration: LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .microseconds(1_500)),
-                judgingIdleBy: nil, timers: timers))
+        let short = try link(on: loop, heartbeat: .zero, idle: .microseconds(1_500), timers: timers)
         // A timeout beyond what 32 bits of milliseconds hold (49 days) is clamped, not a trap.
-        let long = EmbeddedChannel(loop: loop)
-        try long.pipeline.syncOperations.addHandler(
-            LinkHandler(
-                configuration: LinkConfiguration(
-                    heartbeatInterval: .seconds(Int64.max / 2), idleTimeout: .seconds(Int64.max / 2)),
-                judgingIdleBy: nil, timers: timers))
+        let huge = Duration.seconds(Int64.max / 2)
+        let long = try link(on: loop, heartbeat: huge, idle: huge, timers: timers)
         for channel in [short, long] {
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
@@ -73,16 +62,8 @@ import Testing
     @Test func aHeartbeatMovesItsLinksDeadlineWithoutDisturbingTheOthers() throws {
         let loop = EmbeddedEventLoop()
         let timers = LinkTimers(eventLoop: loop)
-        let beating = EmbeddedChannel(loop: loop)
-        try beating.pipeline.syncOperations.addHandler(
-            LinkHandler(
-                configuration: LinkConfiguration(heartbeatInterval: .seconds(1), idleTimeout: .seconds(10)),
-                judgingIdleBy: nil, timers: timers))
-        let quiet = EmbeddedChannel(loop: loop)
-        try quiet.pipeline.syncOperations.addHandler(
-            LinkHandler(
-                configuration: LinkConfiguration(heartbeatInterval: .zero, idleTimeout: .seconds(3)),
-                judgingIdleBy: nil, timers: timers))
+        let beating = try link(on: loop, heartbeat: .seconds(1), idle: .seconds(10), timers: timers)
+        let quiet = try link(on: loop, heartbeat: .zero, idle: .seconds(3), timers: timers)
         for channel in [beating, quiet] {
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
@@ -115,5 +96,17 @@ import Testing
         #expect(same)
         let embedded = EmbeddedEventLoop()
         #expect(LinkTimers.for(embedded) !== LinkTimers.for(embedded))
+    }
+
+    /// A channel on `loop` with a link handler whose deadline is kept in `timers` (not connected).
+    private func link(
+        on loop: EmbeddedEventLoop, heartbeat: Duration, idle: Duration, timers: LinkTimers
+    ) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(
+            LinkHandler(
+                configuration: LinkConfiguration(heartbeatInterval: heartbeat, idleTimeout: idle),
+                judgingIdleBy: nil, timers: timers))
+        return channel
     }
 }
