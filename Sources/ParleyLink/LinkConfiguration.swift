@@ -27,8 +27,6 @@ public struct LinkConfiguration: Sendable, Hashable {
 extension Duration {
     /// Whole milliseconds, clamped to UInt32 (wire fields carry milliseconds).
     public var wireMilliseconds: UInt32 {
-        let (seconds, attoseconds) = components
-        let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-        return UInt32(clamping: ms)
+        UInt32(clamping: nanoseconds / 1_000_000)
     }
 }

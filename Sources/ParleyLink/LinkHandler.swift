@@ -77,14 +77,12 @@ public final class LinkHandler: ChannelDuplexHandler {
         heartbeatIntervalMilliseconds > 0 ? .milliseconds(Int64(heartbeatIntervalMilliseconds)) : nil
     }
 
-    /// `duration` in whole milliseconds (a positive one at least 1), clamped to `UInt32`.
+    /// `duration` in whole milliseconds, rounded up (a positive one at least 1), clamped to
+    /// `UInt32`.
     private static func milliseconds(_ duration: Duration) -> UInt32 {
         guard duration > .zero else { return 0 }
-        let (seconds, attoseconds) = duration.components
-        guard seconds < Int64(UInt32.max / 1_000) else { return .max }
-        // Whole milliseconds, rounded up (a millisecond is 10^15 attoseconds).
-        let milliseconds = seconds * 1_000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return UInt32(clamping: max(milliseconds, 1))
+        // Saturating (ParleyCore), so no duration traps; `- 1 ... + 1` rounds up.
+        return UInt32(clamping: (duration.nanoseconds - 1) / 1_000_000 + 1)
     }
 
     private enum State {

@@ -582,15 +582,15 @@ final class ServerConnectionHandler: LinkFrameReceiver {
         }
         respond(to: frame, with: response)
         forEachFamily { $0.sessionStarted(in: session) }
-        let described = ServerSession(
-            id: connectionID,
-            user: user.userID,
-            address: remoteAddressText,
-            connectedAt: connectedAt,
-            agent: agent
-        )
+        let described = description(of: user.userID, agent: agent)
         server.registry.describe(user.userID, for: sessionID, agent: agent)
         server.hooks.notify(.loggedOn(described))
+    }
+
+    /// What the admin and the hooks see of this connection's session of `user`. Reads only the
+    /// handler's constants, so the registry asks for it from any thread (``SessionHandle``).
+    func description(of user: UserID, agent: String) -> ServerSession {
+        ServerSession(id: connectionID, user: user, address: remoteAddressText, connectedAt: connectedAt, agent: agent)
     }
 
     /// The peer's "IP:port", or "" when unknown. Made when asked for (rarely), not kept.

@@ -22,10 +22,13 @@ struct SessionHandle: @unchecked Sendable {
     /// The session's identity (its handler's).
     var id: ObjectIdentifier { ObjectIdentifier(handler) }
 
-    /// The connection's number, when it was accepted and its peer (constants of the handler).
+    /// The connection's number (a constant of the handler).
     var connectionID: UInt64 { handler.connectionID }
-    var connectedAt: Date { handler.connectedAt }
-    var remoteAddress: SocketAddress? { handler.remoteAddress }
+
+    /// What the admin sees of this session of `user` (``ServerConnectionHandler/description(of:agent:)``).
+    func description(of user: UserID, agent: String) -> ServerSession {
+        handler.description(of: user, agent: agent)
+    }
 
     /// Runs `body` with the session's handler on its event loop.
     func execute(_ body: @escaping @Sendable (ServerConnectionHandler) -> Void) {
@@ -77,15 +80,7 @@ final class SessionRegistry: Sendable {
         var agent: String?
 
         func description(of user: UserID) -> ServerSession? {
-            agent.map {
-                ServerSession(
-                    id: handle.connectionID,
-                    user: user,
-                    address: ListeningAddress.text(of: handle.remoteAddress),
-                    connectedAt: handle.connectedAt,
-                    agent: $0
-                )
-            }
+            agent.map { handle.description(of: user, agent: $0) }
         }
     }
 
