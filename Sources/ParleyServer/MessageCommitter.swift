@@ -8,11 +8,13 @@ import ParleyWire
 import Synchronization
 
 /// Group commit for the message path: every SEND_MESSAGE and ACK_MESSAGES is queued here, and
-/// one worker thread writes whatever has accumulated in one transaction per kind. Senders get
-/// their answer only after the commit, so an acknowledged message survives a crash.
+/// whatever has accumulated is written in one round. Senders get their answer only after the
+/// commit, so an acknowledged message survives a crash.
 ///
-/// Commits run strictly in queue order on one thread, and live notifications are issued from
-/// that thread in commit order, so every session sees its messages in sequence order.
+/// Rounds run one at a time, strictly in queue order: on the committer's worker thread, or, for
+/// a small wave while the worker is idle, on the event loop that read it (see
+/// ``handOver(_:atEndOfTick:)``). Live notifications are issued by the round in commit order, so
+/// every session sees its messages in sequence order.
 final class MessageCommitter: Sendable {
     /// What happened to one recipient of a submitted message.
     enum Outcome: Sendable {
@@ -64,11 +66,12 @@ final class MessageCommitter: Sendable {
             /// other work for that loop, not in one task per message. Data, not a closure: no
             /// closure context to allocate per message.
             case session(SessionHandle, request: Frame, serverResults: [UserID: DeliveryResult.Status])
-            /// Anyone else (the server application): called on the committer's thread.
+            /// Anyone else (the server application): called on the thread that ran the round
+            /// (the committer's worker, or an event loop).
             case direct(@Sendable (Result) -> Void)
         }
 
-        /// A submission whose outcome `completion` takes on the committer's thread.
+        /// A submission whose outcome `completion` takes on the thread that ran its round.
         init(message: NewMessage, payload: ByteBuffer, completion: @escaping @Sendable (Result) -> Void) {
             self.message = message
             self.payload = payload
@@ -184,6 +187,12 @@ final class MessageCommitter: Sendable {
 
     private let store: any MessageStore
     private let worker: NIOThreadPool
+    /// Held while the store is written (a round, its upkeep, a prune, a user's drop): rounds
+    /// run on the worker or on an event loop (``handOver(_:atEndOfTick:)``), the rest on the worker.
+    private let storeAccess = Mutex(())
+    /// Whether small rounds may run on the event loop that handed them over: the store's rounds
+    /// do not wait for the disk (``MessageStore/roundsAreBrief``).
+    private let roundsOnLoops: Bool
     private let queue = Mutex(Queue())
     /// `queue.running`, readable without the lock: whether the worker is in a round.
     private let isBusy = Atomic<Bool>(false)
@@ -212,6 +221,7 @@ final class MessageCommitter: Sendable {
         self.registry = registry
         self.accepted = accepted
         self.acknowledged = acknowledged
+        self.roundsOnLoops = store.roundsAreBrief
         self.worker = NIOThreadPool(numberOfThreads: 1)
         worker.start()
     }
@@ -240,7 +250,7 @@ final class MessageCommitter: Sendable {
         }
         add(staging)
         if staging.submissions.count >= Self.largestStage {
-            handOver(staging)
+            handOver(staging, atEndOfTick: false)
         } else {
             scheduleHandOver(staging, on: loop)
         }
@@ -262,7 +272,7 @@ final class MessageCommitter: Sendable {
         staging.handOverScheduled = true
         loop.execute { [self] in
             staging.handOverScheduled = false
-            handOver(staging)
+            handOver(staging, atEndOfTick: true)
         }
     }
 
@@ -270,27 +280,75 @@ final class MessageCommitter: Sendable {
     /// load a tick reads thousands, and the worker should not wait idle for the end of it.
     private static var largestStage: Int { 128 }
 
-    private func handOver(_ staging: LoopStaging) {
+    /// Rounds of at most this many messages may run on the event loop that handed them over
+    /// (see ``handOver(_:atEndOfTick:)``).
+    private static var largestRoundOnLoop: Int { largestStage }
+
+    /// Hands the staged work to the committer. At the end of a tick that read a small wave
+    /// (``largestRoundOnLoop``) while the worker is idle, and if the store's rounds do not wait
+    /// for the disk, the round runs right here on the event loop instead: at moderate rates
+    /// that saves two thread wake-ups per round and, above all, a third busy thread on a
+    /// machine of two cores, where the worker had to wait for a core (at 50,000 messages per
+    /// second: p99 latency 2.7-3.6 ms instead of 5.2-5.6, the server's CPU 6 % less). Under
+    /// heavy load a tick reads more than that (and hands over before its end), so rounds stay
+    /// on the worker, beside the loop.
+    private func handOver(_ staging: LoopStaging, atEndOfTick: Bool) {
         guard !staging.isEmpty else { return }
         let submissions = staging.submissions
         let acknowledgements = staging.acknowledgements
         staging.submissions = []
         staging.acknowledgements = []
-        enqueue(submissions, acknowledgements)
-    }
-
-    private func enqueue(_ submissions: [Submission], _ acknowledgements: [Acknowledgement]) {
-        let accepted = enqueue { queue in
+        let start = queue.withLock { queue -> Bool? in
+            guard !queue.stopped else { return nil }
             if queue.submissions.isEmpty {
                 queue.submissions = submissions
             } else {
                 queue.submissions.append(contentsOf: submissions)
             }
             queue.acknowledgements.append(contentsOf: acknowledgements)
+            return startIfIdle(&queue)
         }
-        if !accepted {
+        switch start {
+        case nil:
             for submission in submissions { submission.fail(Self.shuttingDown) }
+        case true?:
+            let here = atEndOfTick && roundsOnLoops && submissions.count <= Self.largestRoundOnLoop
+            if !(here && runRoundHere()) { scheduleWork() }
+        case false?:
+            break  // the worker is in a round and takes it next
         }
+    }
+
+    /// Runs what is queued as one round on the calling thread (an event loop that found the
+    /// worker idle and took its place: `queue.running` is set), unless it is more than a small
+    /// round or the store is busy (a prune, a user's drop on the worker): false, and the
+    /// worker must take it.
+    private func runRoundHere() -> Bool {
+        let ran = storeAccess.withLockIfAvailable { _ -> Bool in
+            let taken = queue.withLock { queue -> ([Submission], [Acknowledgement])? in
+                guard queue.submissions.count <= Self.largestRoundOnLoop else { return nil }
+                metrics?.commitQueueDepth.record(0)
+                defer {
+                    queue.submissions = []
+                    queue.acknowledgements = []
+                }
+                return (queue.submissions, queue.acknowledgements)
+            }
+            guard let (submissions, acknowledgements) = taken else { return false }
+            commit(acknowledgements, submissions)
+            maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
+            return true
+        }
+        guard ran == true else { return false }
+        // What arrived meanwhile (from other loops, the server application) goes to the worker.
+        let more = queue.withLock { queue -> Bool in
+            guard queue.submissions.isEmpty && queue.acknowledgements.isEmpty else { return true }
+            queue.running = false
+            isBusy.store(false, ordering: .relaxed)
+            return false
+        }
+        if more { scheduleWork() }
+        return true
     }
 
     /// Submits from any thread (the server application's messages).
@@ -386,8 +444,10 @@ final class MessageCommitter: Sendable {
                 return (submissions, acknowledgements)
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
-            commit(acknowledgements, submissions)
-            maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
+            storeAccess.withLock { _ in
+                commit(acknowledgements, submissions)
+                maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
+            }
         }
     }
 
@@ -407,14 +467,14 @@ final class MessageCommitter: Sendable {
     func dropMessages(for user: UserID) throws(ParleyError) {
         let done = DispatchSemaphore(value: 0)
         let outcome = Mutex<ParleyError?>(nil)
-        worker.submit { [store] state in
+        worker.submit { [self] state in
             defer { done.signal() }
             guard state == .active else {
                 outcome.withLock { $0 = Self.shuttingDown }
                 return
             }
             do throws(ParleyError) {
-                try store.dropMessages(for: user)
+                try storeAccess.withLock { _ throws(ParleyError) in try store.dropMessages(for: user) }
             } catch {
                 outcome.withLock { $0 = error }
             }
@@ -493,10 +553,12 @@ final class MessageCommitter: Sendable {
 
     /// Forgets acknowledged messages older than the de-duplication window.
     func prune() {
-        worker.submit { [store, logger, metrics] state in
+        worker.submit { [self] state in
             guard state == .active else { return }
-            do {
-                let removed = try store.pruneAcknowledged(now: Date())
+            do throws(ParleyError) {
+                let removed = try storeAccess.withLock { _ throws(ParleyError) in
+                    try store.pruneAcknowledged(now: Date())
+                }
                 if removed > 0 { logger.debug("pruned acknowledged messages", metadata: ["count": "\(removed)"]) }
             } catch {
                 metrics?.storageErrors.increment()

@@ -18,10 +18,10 @@ import Synchronization
 /// log and the old file is removed, so the disk holds what is pending plus the window's
 /// tombstones, not the traffic.
 ///
-/// One thread writes (the committer's): ``acknowledgeAndStore(acknowledgements:messages:now:)``,
-/// ``pruneAcknowledged(now:)``, ``dropMessages(for:)`` and ``compact()`` must be called from it,
-/// one at a time. ``pendingMessages(for:after:limit:)`` and ``pendingMessageCount(for:)`` may
-/// be called from anywhere.
+/// One writer at a time (the committer, under its lock, from its worker or an event loop):
+/// ``acknowledgeAndStore(acknowledgements:messages:now:)``, ``pruneAcknowledged(now:)``,
+/// ``dropMessages(for:)`` and ``compact()`` must not overlap. ``pendingMessages(for:after:limit:)``
+/// and ``pendingMessageCount(for:)`` may be called from anywhere.
 final class MessageLog: Sendable {
     struct Configuration: Sendable {
         /// The directory of the segment files (created if missing).
@@ -165,7 +165,7 @@ final class MessageLog: Sendable {
         self.index = Mutex(try Self.replay(configuration, logger: logger, now: now))
     }
 
-    // MARK: - Writing (the committer's thread)
+    // MARK: - Writing (one writer at a time)
 
     /// Acknowledges `acknowledgements`, then stores `messages`, in one write at the end of the
     /// log: one round of the message path's group commit.
@@ -196,7 +196,7 @@ final class MessageLog: Sendable {
         }
         try rotateIfFull()
 
-        // Plan under the lock; only this thread changes the index, so the plan holds until it
+        // Plan under the lock; only the one writer changes the index, so the plan holds until it
         // is applied after the write.
         struct PlannedAck {
             var key: DeliveryKey
@@ -443,7 +443,7 @@ final class MessageLog: Sendable {
     private func copySlice(of segment: MessageLogSegment, budget: Int) throws(ParleyError) -> (copied: Int, done: Bool)
     {
         try rotateIfFull()
-        // Only this thread changes the index: what is read under one lock holds under the next.
+        // Only the one writer changes the index: what is read under one lock holds under the next.
         let (entries, tombstones, firstSlot, nextSlot, acknowledgementsSeen) = index.withLock { index in
             var entries: [MessageLogEntry] = []
             let firstSlot = index.compaction?.nextSlot ?? 0

@@ -7,8 +7,9 @@ import ParleyServerStore
 /// second implementation fills (``MessageLog``, the default; the SQLite tables of
 /// ``/ParleyServerStore/ServerStore``; next, a database several servers share).
 ///
-/// The committer's thread calls the writing methods one at a time, in round order; the
-/// reading ones are called from anywhere.
+/// The committer calls the writing methods one at a time, in round order (from its worker
+/// thread, or a small round from an event loop: ``roundsAreBrief``); the reading ones are
+/// called from anywhere.
 protocol MessageStore: Sendable {
     /// One round of group commit: acknowledgements first, then new messages, durable when it
     /// returns. Recipients that are not registered users are left out of their message.
@@ -33,9 +34,16 @@ protocol MessageStore: Sendable {
     /// Upkeep between rounds (the log compacts its oldest segment when enough of it is dead),
     /// after a round that wrote `records` messages and acknowledgements.
     func maintain(afterWriting records: Int) throws(ParleyError)
+
+    /// Whether a small round returns without waiting for the disk (no `fdatasync`, no database
+    /// transaction), so that it may run on an event loop between its reads and writes.
+    var roundsAreBrief: Bool { get }
 }
 
 extension MessageLog: MessageStore {
+    /// A round is one `write` to the page cache, unless every write is synchronized.
+    var roundsAreBrief: Bool { !configuration.synchronizes }
+
     /// Compacts up to twice what the round wrote, at least ``compactionSlice`` and at most
     /// ``largestCompactionSlice`` records: small slices while rounds are small keep each round
     /// short (a round of a dozen messages takes a fraction of a millisecond).
@@ -50,6 +58,9 @@ extension ServerStore: MessageStore {
     }
 
     func maintain(afterWriting records: Int) throws(ParleyError) {}
+
+    /// A round is a SQLite transaction.
+    var roundsAreBrief: Bool { false }
 }
 
 extension ParleyServer {
