@@ -289,7 +289,7 @@ final class MessageCommitter: Sendable {
     /// for the disk, the round runs right here on the event loop instead: at moderate rates
     /// that saves two thread wake-ups per round and, above all, a third busy thread on a
     /// machine of two cores, where the worker had to wait for a core (at 50,000 messages per
-    /// second: p99 latency 2.7-3.6 ms instead of 5.2-5.6, the server's CPU 6 % less). Under
+    /// second: p99 latency 2.9-4.0 ms instead of 4.9-5.5, the server's CPU 6 % less). Under
     /// heavy load a tick reads more than that (and hands over before its end), so rounds stay
     /// on the worker, beside the loop.
     private func handOver(_ staging: LoopStaging, atEndOfTick: Bool) {
