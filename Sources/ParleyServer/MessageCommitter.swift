@@ -122,8 +122,7 @@ final class MessageCommitter: Sendable {
             return LiveDelivery(
                 recipient: stored.recipient,
                 sequence: stored.sequence,
-                message: submissions[submission].message,
-                payload: submissions[submission].payload,
+                submission: submissions[submission],
                 storedAt: storedAt
             )
         }
@@ -158,9 +157,14 @@ final class MessageCommitter: Sendable {
     struct LiveDelivery: Sendable {
         var recipient: UserID
         var sequence: Int64
-        var message: NewMessage
-        var payload: ByteBuffer
+        /// The message and its payload, by one reference: a copy of the message retained and
+        /// released its three arrays and the payload per push (about 3 % of the event loop's
+        /// time at saturation).
+        var submission: Submission
         var storedAt: Date
+
+        var message: NewMessage { submission.message }
+        var payload: ByteBuffer { submission.payload }
     }
 
     /// What one event loop submitted in its current tick. A session's SEND_MESSAGE or
