@@ -68,15 +68,15 @@ final class LeanLoad: @unchecked Sendable {
     // The measurement.
     private var start: ContinuousClock.Instant?
     private var cpu: CPUWindow?
-    private var delivered = 0
-    private var failed = 0
-    private var outOfOrder = 0
-    private var firstFailure: String?
-    private var lastDelivery: ContinuousClock.Instant?
-    private var issued = 0
-    private var pacer: RepeatedTask?
-    private var nextPaced = 0
-    private var finished = false
+    @exclusivity(unchecked) private var delivered = 0
+    @exclusivity(unchecked) private var failed = 0
+    @exclusivity(unchecked) private var outOfOrder = 0
+    @exclusivity(unchecked) private var firstFailure: String?
+    @exclusivity(unchecked) private var lastDelivery: ContinuousClock.Instant?
+    @exclusivity(unchecked) private var issued = 0
+    @exclusivity(unchecked) private var pacer: RepeatedTask?
+    @exclusivity(unchecked) private var nextPaced = 0
+    @exclusivity(unchecked) private var finished = false
 
     private init(plan: Plan, loop: any EventLoop, done: EventLoopPromise<BenchCommand.MessageReport>) {
         self.plan = plan
@@ -172,10 +172,11 @@ final class LeanLoad: @unchecked Sendable {
     private func pace(due: Int) {
         if deferredAcks { for connection in connections { connection.appendAcks() } }
         var idle = 0
+        let stamp = elapsedNanoseconds
         while issued < due, idle < connections.count {
             let connection = connections[nextPaced]
             nextPaced = (nextPaced + 1) % connections.count
-            if connection.sendOne() {
+            if connection.sendOne(stamp: stamp) {
                 idle = 0
             } else {
                 idle += 1
@@ -191,7 +192,11 @@ final class LeanLoad: @unchecked Sendable {
 
     fileprivate func issuedOne() { issued += 1 }
 
-    fileprivate var elapsedNanoseconds: Int64 { start.map { (ContinuousClock.now - $0).nanoseconds } ?? 0 }
+    fileprivate var elapsedNanoseconds: Int64 { elapsedNanoseconds(at: .now) }
+
+    fileprivate func elapsedNanoseconds(at instant: ContinuousClock.Instant) -> Int64 {
+        start.map { (instant - $0).nanoseconds } ?? 0
+    }
 
     fileprivate func sendFailed(_ reason: String) {
         failed += 1
@@ -199,10 +204,10 @@ final class LeanLoad: @unchecked Sendable {
         checkFinished()
     }
 
-    fileprivate func deliveredOne(inOrder: Bool) {
+    fileprivate func deliveredOne(inOrder: Bool, at instant: ContinuousClock.Instant) {
         delivered += 1
         if !inOrder { outOfOrder += 1 }
-        lastDelivery = .now
+        lastDelivery = instant
         checkFinished()
     }
 
@@ -273,25 +278,26 @@ private final class LeanConnection: ChannelInboundHandler {
     }
 
     let index: Int
-    private unowned let load: LeanLoad
+    /// The load outlives its connections (it closes them before it goes): no strong load per access.
+    private unowned(unsafe) let load: LeanLoad
     private let channel: any Channel
-    private var state = State.hello
-    private var framing: LeanFraming
-    private(set) var user: UInt32 = 0
+    @exclusivity(unchecked) private var state = State.hello
+    @exclusivity(unchecked) private var framing: LeanFraming
+    @exclusivity(unchecked) private(set) var user: UInt32 = 0
 
     // Sending.
-    private var target: UInt32 = 0
-    private var quota = 0
-    private var sent = 0
-    private var inFlight = 0
-    private var window = 1
-    private var size = 0
+    @exclusivity(unchecked) private var target: UInt32 = 0
+    @exclusivity(unchecked) private var quota = 0
+    @exclusivity(unchecked) private var sent = 0
+    @exclusivity(unchecked) private var inFlight = 0
+    @exclusivity(unchecked) private var window = 1
+    @exclusivity(unchecked) private var size = 0
 
     // Receiving.
-    private var expectedSender: UInt32 = 0
-    private var lastMessageID: UInt64 = 0
-    private var acks: [(sender: UInt32, messageID: UInt64)] = []
-    var latency = LatencySummary()
+    @exclusivity(unchecked) private var expectedSender: UInt32 = 0
+    @exclusivity(unchecked) private var lastMessageID: UInt64 = 0
+    @exclusivity(unchecked) private var acks: [(sender: UInt32, messageID: UInt64)] = []
+    @exclusivity(unchecked) var latency = LatencySummary()
 
     init(index: Int, load: LeanLoad, channel: any Channel) {
         self.index = index
@@ -335,11 +341,14 @@ private final class LeanConnection: ChannelInboundHandler {
 
     /// Sends until the window is full or the quota is used up.
     func sendWhileRoom() {
-        while sendOne() {}
+        // One clock read for the burst (written together at the next flush).
+        let stamp = load.elapsedNanoseconds
+        while sendOne(stamp: stamp) {}
     }
 
-    /// Sends one message if the window and the quota allow.
-    func sendOne() -> Bool {
+    /// Sends one message if the window and the quota allow; `stamp` is the send time its body
+    /// carries (nanoseconds since the load started).
+    func sendOne(stamp: Int64) -> Bool {
         guard sent < quota, inFlight < window else { return false }
         sent += 1
         inFlight += 1
@@ -351,7 +360,6 @@ private final class LeanConnection: ChannelInboundHandler {
             sentAtMs: 0,
             wantReceipt: false
         )
-        let stamp = load.elapsedNanoseconds
         framing.appendFrame(type: FrameType.sendMessage.rawValue, requestID: UInt32(truncatingIfNeeded: sent)) {
             buffer in
             meta.write(to: &buffer)
@@ -373,8 +381,10 @@ private final class LeanConnection: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         framing.received(unwrapInboundIn(data))
+        // One clock read for what arrived together, not one per message.
+        let now = ContinuousClock.now
         do {
-            while let frame = try framing.nextFrame() { handle(frame) }
+            while let frame = try framing.nextFrame() { handle(frame, at: now) }
         } catch {
             load.fail("connection \(index): the server sent a malformed frame")
         }
@@ -403,10 +413,10 @@ private final class LeanConnection: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func handle(_ frame: LeanFraming.RawFrame) {
+    private func handle(_ frame: LeanFraming.RawFrame, at now: ContinuousClock.Instant) {
         switch FrameType(rawValue: frame.type) {
         case .message:
-            received(frame)
+            received(frame, at: now)
         case FrameType.sendMessage.response:
             inFlight -= 1
             // A paced run sends from its timer; this only freed room in the window.
@@ -439,13 +449,13 @@ private final class LeanConnection: ChannelInboundHandler {
         }
     }
 
-    private func received(_ frame: LeanFraming.RawFrame) {
+    private func received(_ frame: LeanFraming.RawFrame, at instant: ContinuousClock.Instant) {
         guard let event = HotMeta.MessageEvent(meta: frame.meta) else {
             load.fail("connection \(index): an unreadable MESSAGE event")
             return
         }
         acks.append((event.sender, event.messageID))
-        let now = load.elapsedNanoseconds
+        let now = load.elapsedNanoseconds(at: instant)
         var sentAt: Int64 = 0
         frame.payload.withUnsafeReadableBytes { bytes in
             for byte in bytes {
@@ -456,6 +466,6 @@ private final class LeanConnection: ChannelInboundHandler {
         latency.record(nanoseconds: now - sentAt)
         let inOrder = event.sender == expectedSender && event.messageID > lastMessageID
         lastMessageID = max(lastMessageID, event.messageID)
-        load.deliveredOne(inOrder: inOrder)
+        load.deliveredOne(inOrder: inOrder, at: instant)
     }
 }
