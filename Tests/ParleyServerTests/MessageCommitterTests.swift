@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 import ParleyCore
 import ParleyServerStore
-import Synchronization
+import ParleyTesting
 import Testing
 
 @testable import ParleyServer
@@ -17,9 +17,9 @@ import Testing
     static let sender = UserID(1)
     static let recipient = UserID(2)
 
-    func log(synchronizes: Bool) throws -> MessageLog {
+    func log(synchronizes: Bool, segmentSize: Int64 = 8 << 20) throws -> MessageLog {
         try MessageLog(
-            configuration: .init(directory: directory, synchronizes: synchronizes),
+            configuration: .init(directory: directory, synchronizes: synchronizes, segmentSize: segmentSize),
             logger: Logger(label: "parley.test.committer"),
             existingUsers: { ids throws(ParleyError) in Set(ids) }
         )
@@ -73,11 +73,12 @@ import Testing
     /// Runs `body` with a committer over a fresh log and one event loop, then stops both.
     func withCommitter(
         synchronizes: Bool,
+        segmentSize: Int64 = 8 << 20,
         _ body: (MessageLog, MessageCommitter, any EventLoop) async throws -> Void
     ) async throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let log = try log(synchronizes: synchronizes)
+        let log = try log(synchronizes: synchronizes, segmentSize: segmentSize)
         let committer = committer(log)
         let outcome: Result<Void, any Error>
         do {
@@ -124,6 +125,36 @@ import Testing
             #expect((small + large + after).map(\.sequence) == Array(1...410))
             let pending = log.pendingMessageCount(for: Self.recipient)
             #expect(pending == 410)
+        }
+    }
+
+    /// Rounds on the loop leave the log's upkeep (compaction reads records back from the
+    /// files) to the worker: the segments their acknowledgements made dead go away.
+    @Test func theUpkeepOfRoundsOnTheLoopIsTheWorkers() async throws {
+        try await withCommitter(synchronizes: false, segmentSize: 4096) { log, committer, loop in
+            for wave in 0..<30 {
+                let first = UInt64(wave * 10 + 1)
+                let committed = try await stage(first...first + 9, on: loop, with: committer)
+                #expect(committed.allSatisfy { $0.onLoop })
+            }
+            #expect(log.statistics.segments > 3)
+            for wave in 0..<30 {
+                let ids = (1...10).map { MessageID(UInt64(wave * 10 + $0)) }
+                try await loop.submit {
+                    committer.acknowledge(
+                        .init(recipient: Self.recipient, messages: ids.map { (Self.sender, $0) }), on: loop)
+                }.get()
+            }
+            try await eventually("every acknowledgement committed") {
+                log.pendingMessageCount(for: Self.recipient) == 0
+            }
+            // The first segment holds messages only, all acknowledged now (their
+            // acknowledgements are in later segments): nothing in it is needed any more.
+            let first = directory + "/" + MessageLogSegment.fileName(1)
+            try await eventually("the first segment removed", timeout: .seconds(10)) {
+                !FileManager.default.fileExists(atPath: first)
+            }
+            #expect(log.statistics.rememberedDeliveries == 300)
         }
     }
 }
