@@ -194,8 +194,6 @@ final class MessageCommitter: Sendable {
     /// Held while the store is written (a round, its upkeep, a prune, a user's drop): rounds
     /// run on the worker or on an event loop (``handOver(_:atEndOfTick:)``), the rest on the worker.
     private let storeAccess = Mutex(())
-    /// Records written by rounds on event loops whose upkeep the worker has not done yet.
-    private let upkeepOwed = Atomic<Int>(0)
     /// Whether small rounds may run on the event loop that handed them over: the store's rounds
     /// do not wait for the disk (``MessageStore/roundsAreBrief``).
     private let roundsOnLoops: Bool
@@ -330,7 +328,7 @@ final class MessageCommitter: Sendable {
     /// round or the store is busy (a prune, a user's drop on the worker): false, and the
     /// worker must take it.
     private func runRoundHere() -> Bool {
-        let ran = storeAccess.withLockIfAvailable { _ -> Int? in
+        let ran = storeAccess.withLockIfAvailable { _ -> Bool in
             let taken = queue.withLock { queue -> ([Submission], [Acknowledgement])? in
                 guard queue.submissions.count <= Self.largestRoundOnLoop else { return nil }
                 metrics?.commitQueueDepth.record(0)
@@ -340,12 +338,12 @@ final class MessageCommitter: Sendable {
                 }
                 return (queue.submissions, queue.acknowledgements)
             }
-            guard let (submissions, acknowledgements) = taken else { return nil }
+            guard let (submissions, acknowledgements) = taken else { return false }
             commit(acknowledgements, submissions)
-            return submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count }
+            maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
+            return true
         }
-        guard case let written?? = ran else { return false }
-        owe(upkeepAfterWriting: written)
+        guard ran == true else { return false }
         // What arrived meanwhile (from other loops, the server application) goes to the worker.
         let more = queue.withLock { queue -> Bool in
             guard queue.submissions.isEmpty && queue.acknowledgements.isEmpty else { return true }
@@ -454,20 +452,6 @@ final class MessageCommitter: Sendable {
                 commit(acknowledgements, submissions)
                 maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
             }
-        }
-    }
-
-    /// Hands the upkeep of a round that ran on an event loop to the worker: compacting reads
-    /// records back from the segment files, and file reads stay off the event loops (they also
-    /// run beside the loop's next reads rather than before them). One task at a time is
-    /// scheduled; it does the upkeep of every round since.
-    private func owe(upkeepAfterWriting records: Int) {
-        guard store.hasUpkeep else { return }
-        guard upkeepOwed.add(records, ordering: .relaxed).oldValue == 0 else { return }
-        worker.submit { [self] state in
-            guard state == .active else { return }
-            let records = upkeepOwed.exchange(0, ordering: .relaxed)
-            storeAccess.withLock { _ in maintain(afterWriting: records) }
         }
     }
 

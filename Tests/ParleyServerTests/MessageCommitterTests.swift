@@ -128,9 +128,9 @@ import Testing
         }
     }
 
-    /// Rounds on the loop leave the log's upkeep (compaction reads records back from the
-    /// files) to the worker: the segments their acknowledgements made dead go away.
-    @Test func theUpkeepOfRoundsOnTheLoopIsTheWorkers() async throws {
+    /// Rounds on the loop keep up the log's upkeep (compaction), as the worker's do: the
+    /// segments their acknowledgements made dead go away.
+    @Test func roundsOnTheLoopKeepUpTheLogsUpkeep() async throws {
         try await withCommitter(synchronizes: false, segmentSize: 4096) { log, committer, loop in
             for wave in 0..<30 {
                 let first = UInt64(wave * 10 + 1)

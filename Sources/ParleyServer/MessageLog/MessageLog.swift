@@ -399,16 +399,20 @@ final class MessageLog: Sendable {
         while budget > 0 {
             let next = index.withLock { index -> (MessageLogSegment, copy: Bool)? in
                 if let compaction = index.compaction { return (compaction.segment, true) }
-                switch upkeep(of: index) {
-                case nil:
-                    return nil
-                case .remove(let oldest):
+                guard index.segments.count >= 2 else { return nil }
+                let oldest = index.segments[0]
+                if oldest.liveBytes <= 0 && oldest.liveMessages == 0 {
                     index.segments.removeFirst()
                     return (oldest, false)
-                case .compact(let oldest):
-                    index.compaction = Compaction(segment: oldest)
-                    return (oldest, true)
                 }
+                let sealed = index.segments.dropLast()
+                let size = sealed.reduce(0) { $0 + $1.size }
+                let live = sealed.reduce(0) { $0 + $1.liveBytes }
+                guard oldest.liveBytes * 2 <= oldest.size || size > 2 * live + configuration.segmentSize else {
+                    return nil
+                }
+                index.compaction = Compaction(segment: oldest)
+                return (oldest, true)
             }
             guard let (segment, copy) = next else { return }
             if copy {
@@ -428,30 +432,6 @@ final class MessageLog: Sendable {
                 "message log segment compacted",
                 metadata: ["segment": "\(segment.number)", "copied": "\(copy)"])
         }
-    }
-
-    /// What ``compact(budget:)`` would start with (a compaction under way aside): removing the
-    /// oldest sealed segment when nothing in it is needed, compacting it when at least half of
-    /// it is dead or the sealed segments hold more than twice what they need, or nothing.
-    private enum Upkeep {
-        case remove(MessageLogSegment)
-        case compact(MessageLogSegment)
-    }
-
-    private func upkeep(of index: Index) -> Upkeep? {
-        guard index.segments.count >= 2 else { return nil }
-        let oldest = index.segments[0]
-        if oldest.liveBytes <= 0 && oldest.liveMessages == 0 { return .remove(oldest) }
-        let sealed = index.segments.dropLast()
-        let size = sealed.reduce(0) { $0 + $1.size }
-        let live = sealed.reduce(0) { $0 + $1.liveBytes }
-        guard oldest.liveBytes * 2 <= oldest.size || size > 2 * live + configuration.segmentSize else { return nil }
-        return .compact(oldest)
-    }
-
-    /// Whether ``compact(budget:)`` has work to do (a compaction under way, or one to start).
-    var hasUpkeep: Bool {
-        index.withLock { index in index.compaction != nil || upkeep(of: index) != nil }
     }
 
     /// Writes up to `budget` of `segment`'s live records again at the end of the log, from

@@ -38,9 +38,6 @@ protocol MessageStore: Sendable {
     /// Whether a small round returns without waiting for the disk (no `fdatasync`, no database
     /// transaction), so that it may run on an event loop between its reads and writes.
     var roundsAreBrief: Bool { get }
-
-    /// Whether ``maintain(afterWriting:)`` has work to do now (cheap to ask).
-    var hasUpkeep: Bool { get }
 }
 
 extension MessageLog: MessageStore {
@@ -64,8 +61,6 @@ extension ServerStore: MessageStore {
 
     /// A round is a SQLite transaction.
     var roundsAreBrief: Bool { false }
-
-    var hasUpkeep: Bool { false }
 }
 
 extension ParleyServer {
