@@ -2,6 +2,7 @@ public import Logging
 public import ParleyClient
 import ParleyCore
 public import ParleyServer
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -105,13 +106,19 @@ public func withTestServer<T: Sendable>(
     }
 }
 
+/// The ports ``portForRestartTests()`` handed out in this process.
+private let restartTestPorts = Mutex<Set<Int>>([])
+
 /// A free loopback port below the kernel's ephemeral range (32768-60999 here), for tests that
 /// restart a server on the same port. Ports handed out by `bind(port: 0)` elsewhere in the suite,
 /// and local ports of connecting clients (a loopback self-connect), always come from the
-/// ephemeral range, so they can never take this port during the restart.
+/// ephemeral range, so they can never take this port during the restart. A port is handed out
+/// once per process: two tests running at the same time could otherwise draw the same free port
+/// and take it from each other between their restarts (seen once in a full CI run).
 public func portForRestartTests() throws -> Int {
     for _ in 0..<200 {
         let port = Int.random(in: 20_000..<32_000)
+        guard restartTestPorts.withLock({ $0.insert(port).inserted }) else { continue }
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { continue }
         defer { close(socket) }
