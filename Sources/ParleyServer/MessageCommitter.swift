@@ -302,24 +302,17 @@ final class MessageCommitter: Sendable {
         let acknowledgements = staging.acknowledgements
         staging.submissions = []
         staging.acknowledgements = []
-        let start = queue.withLock { queue -> Bool? in
-            guard !queue.stopped else { return nil }
+        // A stage ends its tick below `largestStage` (it is handed over on reaching it).
+        let accepted = enqueue(runningHere: atEndOfTick && roundsOnLoops) { queue in
             if queue.submissions.isEmpty {
                 queue.submissions = submissions
             } else {
                 queue.submissions.append(contentsOf: submissions)
             }
             queue.acknowledgements.append(contentsOf: acknowledgements)
-            return startIfIdle(&queue)
         }
-        switch start {
-        case nil:
+        if !accepted {
             for submission in submissions { submission.fail(Self.shuttingDown) }
-        case true?:
-            let here = atEndOfTick && roundsOnLoops && submissions.count <= Self.largestRoundOnLoop
-            if !(here && runRoundHere()) { scheduleWork() }
-        case false?:
-            break  // the worker is in a round and takes it next
         }
     }
 
@@ -339,8 +332,7 @@ final class MessageCommitter: Sendable {
                 return (queue.submissions, queue.acknowledgements)
             }
             guard let (submissions, acknowledgements) = taken else { return false }
-            commit(acknowledgements, submissions)
-            maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
+            round(acknowledgements, submissions)
             return true
         }
         guard ran == true else { return false }
@@ -364,15 +356,16 @@ final class MessageCommitter: Sendable {
         _ = enqueue { $0.acknowledgements.append(acknowledgement) }
     }
 
-    /// Adds to the worker's queue (`add`, under its lock) and wakes the worker if it is idle;
-    /// false when the server is stopping and nothing was added.
-    private func enqueue(_ add: (inout Queue) -> Void) -> Bool {
+    /// Adds to the worker's queue (`add`, under its lock) and, if no round is running, starts
+    /// one: here when `runningHere` allows and it is a small round (``runRoundHere()``), on the
+    /// worker otherwise; false when the server is stopping and nothing was added.
+    private func enqueue(runningHere: Bool = false, _ add: (inout Queue) -> Void) -> Bool {
         let start = queue.withLock { queue -> Bool? in
             guard !queue.stopped else { return nil }
             add(&queue)
             return startIfIdle(&queue)
         }
-        if start == true { scheduleWork() }
+        if start == true, !(runningHere && runRoundHere()) { scheduleWork() }
         return start != nil
     }
 
@@ -448,11 +441,14 @@ final class MessageCommitter: Sendable {
                 return (submissions, acknowledgements)
             }
             if submissions.isEmpty && acknowledgements.isEmpty { return }
-            storeAccess.withLock { _ in
-                commit(acknowledgements, submissions)
-                maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
-            }
+            storeAccess.withLock { _ in round(acknowledgements, submissions) }
         }
+    }
+
+    /// One round and the store's upkeep after it (the caller holds `storeAccess`).
+    private func round(_ acknowledgements: [Acknowledgement], _ submissions: [Submission]) {
+        commit(acknowledgements, submissions)
+        maintain(afterWriting: submissions.count + acknowledgements.reduce(0) { $0 + $1.messages.count })
     }
 
     /// The store's upkeep between rounds (the message log's compaction), in proportion to what

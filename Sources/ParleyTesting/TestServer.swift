@@ -73,6 +73,10 @@ public struct ServerChanges {
 }
 
 /// Runs a real server (own data directory unless one is given) for the duration of `body`.
+///
+/// On a given port, a server that finds the port taken is started again, a few times: the
+/// port can be briefly taken after the server before it on that port stopped (seen once in a
+/// full CI run; see also ``restartTestServer(dataDirectory:port:logger:in:servers:)``).
 public func withTestServer<T: Sendable>(
     dataDirectory: TemporaryDirectory? = nil,
     port: Int = 0,
@@ -84,6 +88,28 @@ public func withTestServer<T: Sendable>(
     defer { if dataDirectory == nil { directory.remove() } }
     var configuration = makeServerConfiguration(dataDirectory: directory.path, port: port)
     changes.apply(&configuration)
+    var attempt = 1
+    while true {
+        do {
+            return try await runTestServer(configuration, body)
+        } catch let taken as PortTaken {
+            guard port != 0, attempt < 20 else { throw taken.error }
+            attempt += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
+
+/// A server could not listen on its given port: another socket holds it.
+private struct PortTaken: Error {
+    var error: ParleyError
+}
+
+private func runTestServer<T: Sendable>(
+    _ configuration: ParleyServer.Configuration,
+    isolation: isolated (any Actor)? = #isolation,
+    _ body: (TestServer) async throws -> T
+) async throws -> T {
     let server = ParleyServer(configuration: configuration, logger: makeTestLogger("parley.server"))
     let stopped = Mailbox<Never>()
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -92,7 +118,12 @@ public func withTestServer<T: Sendable>(
             try await server.run()
         }
         do {
-            let address = try await withTimeout("the server to listen") { try await server.listeningAddress }
+            let address: ListeningAddress
+            do {
+                address = try await withTimeout("the server to listen") { try await server.listeningAddress }
+            } catch let error as ParleyError where error.message.hasPrefix("address in use") {
+                throw PortTaken(error: error)
+            }
             let result = try await body(TestServer(server: server, address: address))
             await server.shutdown()
             try await stopped.waitUntilFinished("the server to stop")
@@ -114,7 +145,7 @@ private let restartTestPorts = Mutex<Set<Int>>([])
 /// and local ports of connecting clients (a loopback self-connect), always come from the
 /// ephemeral range, so they can never take this port during the restart. A port is handed out
 /// once per process: two tests running at the same time could otherwise draw the same free port
-/// and take it from each other between their restarts (seen once in a full CI run).
+/// and take it from each other between their restarts.
 public func portForRestartTests() throws -> Int {
     for _ in 0..<200 {
         let port = Int.random(in: 20_000..<32_000)
