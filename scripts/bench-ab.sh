@@ -14,6 +14,7 @@
 # printed after the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/release-build.sh
 label=$1; shift
 RUNS=${RUNS:-4}
 CLIENTS=${CLIENTS:-100}
@@ -23,7 +24,7 @@ LEAN=${LEAN:-1}
 if [ -n "${PARLEY:-}" ]; then
     parley=$(realpath "$PARLEY")
 else
-    swift build -c release --product parley >/dev/null
+    parley_release_build --product parley >/dev/null
     parley="$PWD/.build/release/parley"
 fi
 work=$(mktemp -d /tmp/parley-bench-ab.XXXXXX)

@@ -14,6 +14,7 @@
 #   SKIP_SEARCH=1 PARLEY=.build/debug/parley ./scripts/bench-history.sh   # throughput only, this binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/release-build.sh
 SEARCH_MESSAGES=${SEARCH_MESSAGES:-1000000}
 
 if [ -z "${SKIP_THROUGHPUT:-}" ]; then
@@ -25,7 +26,7 @@ fi
 if [ -n "${PARLEY:-}" ]; then
     parley=$(realpath "$PARLEY")
 else
-    swift build -c release --product parley >/dev/null
+    parley_release_build --product parley >/dev/null
     parley="$PWD/.build/release/parley"
 fi
 work=$(mktemp -d /tmp/parley-bench-history.XXXXXX)

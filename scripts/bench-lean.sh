@@ -15,7 +15,8 @@ SIZE=${SIZE:-64}
 WINDOW=${WINDOW:-256}
 IDLE=${IDLE:-10000}
 
-[ "${NO_BUILD:-}" = 1 ] || swift build -c release --product parley >/dev/null
+source scripts/release-build.sh
+[ "${NO_BUILD:-}" = 1 ] || parley_release_build --product parley >/dev/null
 parley="$PWD/.build/release/parley"
 work=$(mktemp -d /tmp/parley-bench-lean.XXXXXX)
 server_pid=

@@ -23,6 +23,7 @@
 #   SERVER_PARLEY=/path/to/parley ...             # another build's server (a before/after comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/release-build.sh
 N=${N:-10000}
 BUILD=${BUILD:-release}
 TIMEOUT=${TIMEOUT:-1200}
@@ -32,7 +33,7 @@ SIGNAL=${SIGNAL:-KILL}
 RETRY=${RETRY:-local}
 TLS=${TLS:-0}
 
-if [ "$BUILD" = release ] && [ "${NO_BUILD:-}" != 1 ]; then swift build -c release --product parley >/dev/null; fi
+if [ "$BUILD" = release ] && [ "${NO_BUILD:-}" != 1 ]; then parley_release_build --product parley >/dev/null; fi
 parley="$PWD/.build/$BUILD/parley"
 server_parley=${SERVER_PARLEY:-$parley}
 work=$(mktemp -d /tmp/parley-reconnect.XXXXXX)

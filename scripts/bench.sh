@@ -13,7 +13,8 @@ RATE=${RATE:-50000}
 IDLE=${IDLE:-10000}
 LOGONS=${LOGONS:-200}
 
-swift build -c release --product parley >/dev/null
+source scripts/release-build.sh
+parley_release_build --product parley >/dev/null
 parley="$PWD/.build/release/parley"
 work=$(mktemp -d /tmp/parley-bench.XXXXXX)
 pids=()

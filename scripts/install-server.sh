@@ -24,8 +24,9 @@ if [ -n "${PARLEY_BINARY:-}" ]; then
     binary=$PARLEY_BINARY
 else
     echo "== building the release binary"
-    swift build -c release --product parley
-    binary=$(swift build -c release --show-bin-path)/parley
+    source scripts/release-build.sh
+    parley_release_build --product parley
+    binary=$(parley_release_bin_path)/parley
 fi
 [ -x "$binary" ] || { echo "install-server.sh: no executable at $binary" >&2; exit 1; }
 

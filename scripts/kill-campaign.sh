@@ -26,7 +26,12 @@ UP_MIN_MS=${UP_MIN_MS:-100}
 UP_MAX_MS=${UP_MAX_MS:-2500}
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
-    swift build -c "$BUILD" --product parley >/dev/null
+    if [ "$BUILD" = release ]; then
+        source scripts/release-build.sh
+        parley_release_build --product parley >/dev/null
+    else
+        swift build -c "$BUILD" --product parley >/dev/null
+    fi
 fi
 parley="$PWD/.build/$BUILD/parley"
 work=$(mktemp -d /tmp/parley-kill.XXXXXX)
