@@ -160,4 +160,31 @@ struct DeliveryStateMachineTests {
         #expect(machine.window == 1)
         #expect(machine.start() == .load(after: 0, limit: 1))
     }
+
+    @Test("the messages in flight: a copy is independent, message ID 0 is kept, an unknown key is not removed")
+    func inFlightMessages() {
+        var first = InFlightMessages()
+        #expect(first.count == 0)
+        let removed1 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(1)))
+        #expect(!removed1)
+        for id in UInt64(0)..<300 {
+            first.insert(Key(sender: UserID(rawValue: 7), messageID: MessageID(id)), sequence: Int64(id) + 1)
+        }
+        #expect(first.count == 300)
+        var second = first
+        let removed2 = second.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(0)))
+        #expect(removed2)
+        let removed3 = second.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
+        #expect(removed3)
+        let removed4 = second.remove(Key(sender: UserID(rawValue: 8), messageID: MessageID(1)))
+        #expect(!removed4)
+        #expect(second.count == 298)
+        #expect(first.count == 300)
+        let removed5 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
+        #expect(removed5)
+        let removed6 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
+        #expect(!removed6)
+        #expect(first.count == 299)
+        #expect(second.count == 298)
+    }
 }
