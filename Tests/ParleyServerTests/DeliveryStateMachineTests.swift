@@ -163,28 +163,21 @@ struct DeliveryStateMachineTests {
 
     @Test("the messages in flight: a copy is independent, message ID 0 is kept, an unknown key is not removed")
     func inFlightMessages() {
-        var first = InFlightMessages()
-        #expect(first.count == 0)
-        let removed1 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(1)))
-        #expect(!removed1)
-        for id in UInt64(0)..<300 {
-            first.insert(Key(sender: UserID(rawValue: 7), messageID: MessageID(id)), sequence: Int64(id) + 1)
+        func key(_ sender: UInt32, _ id: UInt64) -> Key {
+            Key(sender: UserID(rawValue: sender), messageID: MessageID(id))
         }
-        #expect(first.count == 300)
+        var first = InFlightMessages()
+        var removals: [Bool] = []
+        removals.append(first.remove(key(7, 1)))
+        for id in UInt64(0)..<300 { first.insert(key(7, id), sequence: Int64(id) + 1) }
         var second = first
-        let removed2 = second.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(0)))
-        #expect(removed2)
-        let removed3 = second.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
-        #expect(removed3)
-        let removed4 = second.remove(Key(sender: UserID(rawValue: 8), messageID: MessageID(1)))
-        #expect(!removed4)
-        #expect(second.count == 298)
-        #expect(first.count == 300)
-        let removed5 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
-        #expect(removed5)
-        let removed6 = first.remove(Key(sender: UserID(rawValue: 7), messageID: MessageID(299)))
-        #expect(!removed6)
-        #expect(first.count == 299)
-        #expect(second.count == 298)
+        for (sender, id) in [(7, 0), (7, 299), (8, 1)] as [(UInt32, UInt64)] {
+            removals.append(second.remove(key(sender, id)))
+        }
+        let countsAfterSecond = (first.count, second.count)
+        for _ in 0..<2 { removals.append(first.remove(key(7, 299))) }
+        #expect(removals == [false, true, true, false, true, false])
+        #expect(countsAfterSecond == (300, 298))
+        #expect((first.count, second.count) == (299, 298))
     }
 }
