@@ -26,12 +26,8 @@ UP_MIN_MS=${UP_MIN_MS:-100}
 UP_MAX_MS=${UP_MAX_MS:-2500}
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
-    if [ "$BUILD" = release ]; then
-        source scripts/release-build.sh
-        parley_release_build --product parley >/dev/null
-    else
-        swift build -c "$BUILD" --product parley >/dev/null
-    fi
+    source scripts/release-build.sh
+    parley_build "$BUILD" --product parley >/dev/null
 fi
 parley="$PWD/.build/$BUILD/parley"
 work=$(mktemp -d /tmp/parley-kill.XXXXXX)

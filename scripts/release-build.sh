@@ -13,6 +13,12 @@
 #
 #   parley_release_build [swift build args...]    # e.g. --product parley
 #   parley_release_bin_path                       # the directory of the built products
+#   parley_build CONFIGURATION [swift build args...]  # release as above, debug as it is
 PARLEY_RELEASE_FLAGS=(-c release -Xswiftc -enforce-exclusivity=unchecked)
 parley_release_build() { swift build "${PARLEY_RELEASE_FLAGS[@]}" "$@"; }
 parley_release_bin_path() { swift build "${PARLEY_RELEASE_FLAGS[@]}" --show-bin-path; }
+parley_build() {
+    local configuration=$1
+    shift
+    if [ "$configuration" = release ]; then parley_release_build "$@"; else swift build -c "$configuration" "$@"; fi
+}
