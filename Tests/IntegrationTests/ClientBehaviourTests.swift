@@ -80,7 +80,11 @@ struct ClientBehaviourTests {
             let results = try await test.client.send(.text("again"), to: [1001], id: 555)
             #expect(results == [DeliveryResult(recipient: 1001, status: .acceptedOnline, duplicate: true)])
             let sent = server.received.items.filter { $0.frame.type == .sendMessage }
-            #expect(sent.map(\.connection) == [0, 1])
+            // First on the connection that died, then once on a later one (under a full CI run's
+            // load a reconnect can itself fail before it sends, so not necessarily the second).
+            #expect(sent.count == 2)
+            #expect(sent.first?.connection == 0)
+            #expect((sent.last?.connection ?? 0) > 0)
             let ids = try sent.map { try $0.frame.decodeMeta(as: Parley_V1_SendMessageRequest.self).messageID }
             #expect(ids == [555, 555])
             #expect(sent.map { $0.frame.payload } == [ByteBuffer(string: "again"), ByteBuffer(string: "again")])
