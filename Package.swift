@@ -93,6 +93,7 @@ let package = Package(
             dependencies: [
                 "ParleyCore", "ParleySQLite",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -254,6 +255,7 @@ let package = Package(
             dependencies: [
                 "ParleyCore", "ParleySQLite", "ParleyServerStore", "ParleyNodeStore", "ParleyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

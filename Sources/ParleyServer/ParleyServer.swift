@@ -437,13 +437,13 @@ public final class ParleyServer: Service, Sendable {
             recipients: users,
             allRecipients: users,
             isText: body.isText,
-            body: body.bytes,
+            body: ByteBuffer(bytes: body.bytes),
             sentAt: Date(),
             wantsReceipt: false
         )
         let outcome = await withCheckedContinuation { continuation in
             context.committer.submit(
-                MessageCommitter.Submission(message: message, payload: ByteBuffer(bytes: message.body)) {
+                MessageCommitter.Submission(message: message) {
                     continuation.resume(returning: $0)
                 }
             )

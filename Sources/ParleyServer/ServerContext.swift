@@ -94,7 +94,8 @@ final class ServerContext: Sendable {
                 deliveries.lazy.map {
                     HistoryRecorder.Accepted(
                         sender: $0.message.sender, recipient: $0.recipient, messageID: $0.message.messageID,
-                        sentAt: $0.message.sentAt, isText: $0.message.isText, body: $0.message.body)
+                        sentAt: $0.message.sentAt, isText: $0.message.isText,
+                        body: Array($0.message.body.readableBytesView))
                 })
         }
     }

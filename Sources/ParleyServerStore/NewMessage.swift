@@ -1,3 +1,4 @@
+package import NIOCore
 package import ParleyCore
 import ParleySQLite
 
@@ -13,7 +14,9 @@ package struct NewMessage: Sendable, Hashable {
     /// Everyone the message was addressed to, as its recipients are shown.
     package var allRecipients: [UserID]
     package var isText: Bool
-    package var body: [UInt8]
+    /// The body as it arrived (a slice of the read buffer on the message path: no copy, and
+    /// online recipients get the same bytes).
+    package var body: ByteBuffer
     /// The sender's clock when it sent the message.
     package var sentAt: Date
     /// Whether the sender asked for a receipt when a recipient acknowledges.
@@ -25,7 +28,7 @@ package struct NewMessage: Sendable, Hashable {
         recipients: [UserID],
         allRecipients: [UserID],
         isText: Bool,
-        body: [UInt8],
+        body: ByteBuffer,
         sentAt: Date,
         wantsReceipt: Bool
     ) {
@@ -41,5 +44,5 @@ package struct NewMessage: Sendable, Hashable {
 }
 
 extension NewMessage {
-    var storedBody: Data { Data(body) }
+    var storedBody: Data { Data(body.readableBytesView) }
 }

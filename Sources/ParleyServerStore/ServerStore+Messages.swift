@@ -75,7 +75,7 @@ extension ServerStore {
             insertMessage.bind(2, message.messageID.storedValue)
             insertMessage.bind(3, bytes: message.allRecipients.storedBytes)
             insertMessage.bind(4, message.isText)
-            insertMessage.bind(5, bytes: message.body)
+            insertMessage.bind(5, bytes: Array(message.body.readableBytesView))
             insertMessage.bind(6, message.sentAt.storedMilliseconds)
             insertMessage.bind(7, storedAt)
             insertMessage.bind(8, message.wantsReceipt)

@@ -47,11 +47,10 @@ import Testing
                 let promise = loop.makePromise(of: Committed.self)
                 let message = NewMessage(
                     messageID: MessageID(id), sender: Self.sender, recipients: [Self.recipient],
-                    allRecipients: [Self.recipient], isText: true, body: Array("message \(id)".utf8), sentAt: Date(),
+                    allRecipients: [Self.recipient], isText: true, body: ByteBuffer(string: "message \(id)"),
+                    sentAt: Date(),
                     wantsReceipt: false)
-                let submission = MessageCommitter.Submission(
-                    message: message, payload: ByteBuffer(bytes: message.body)
-                ) { result in
+                let submission = MessageCommitter.Submission(message: message) { result in
                     switch result {
                     case .success(let outcomes):
                         guard case .stored(let delivery)? = outcomes[Self.recipient], !delivery.duplicate else {

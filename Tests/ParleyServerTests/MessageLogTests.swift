@@ -28,7 +28,7 @@ import Testing
         let ids = recipients.map { UserID($0) }
         return NewMessage(
             messageID: MessageID(id), sender: UserID(sender), recipients: ids, allRecipients: ids, isText: true,
-            body: Array((body ?? "message \(id)").utf8), sentAt: Date(timeIntervalSince1970: 1_700_000_000),
+            body: ByteBuffer(string: body ?? "message \(id)"), sentAt: Date(timeIntervalSince1970: 1_700_000_000),
             wantsReceipt: id % 2 == 0
         )
     }
@@ -306,10 +306,10 @@ import Testing
             [
                 NewMessage(
                     messageID: MessageID(1), sender: alice, recipients: [bob], allRecipients: [bob], isText: true,
-                    body: [1], sentAt: Date(), wantsReceipt: false),
+                    body: ByteBuffer(bytes: [1]), sentAt: Date(), wantsReceipt: false),
                 NewMessage(
                     messageID: MessageID(2), sender: alice, recipients: [bob], allRecipients: [bob], isText: true,
-                    body: [2], sentAt: Date(), wantsReceipt: false),
+                    body: ByteBuffer(bytes: [2]), sentAt: Date(), wantsReceipt: false),
             ],
             now: Date()
         )
@@ -326,7 +326,7 @@ import Testing
             messages: [
                 NewMessage(
                     messageID: MessageID(1), sender: alice, recipients: [bob], allRecipients: [bob], isText: true,
-                    body: [1], sentAt: Date(), wantsReceipt: false)
+                    body: ByteBuffer(bytes: [1]), sentAt: Date(), wantsReceipt: false)
             ],
             now: Date()
         ).stored

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOCore
 import ParleyCore
 import ParleyServerStore
 import Testing
@@ -67,7 +68,7 @@ import Testing
                     recipients: [recipient],
                     allRecipients: [recipient],
                     isText: true,
-                    body: [1],
+                    body: ByteBuffer(bytes: [1]),
                     sentAt: now,
                     wantsReceipt: false
                 )

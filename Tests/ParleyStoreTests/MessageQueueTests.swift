@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOCore
 import ParleyCore
 import ParleyServerStore
 import Synchronization
@@ -19,7 +20,7 @@ import Testing
             recipients: recipients,
             allRecipients: recipients,
             isText: true,
-            body: Array(body.utf8),
+            body: ByteBuffer(string: body),
             sentAt: now.addingTimeInterval(-1),
             wantsReceipt: wantsReceipt
         )
@@ -39,7 +40,7 @@ import Testing
                 recipients: [c],
                 allRecipients: [c, 424_242],
                 isText: false,
-                body: [0, 255, 1],
+                body: ByteBuffer(bytes: [0, 255, 1]),
                 sentAt: now,
                 wantsReceipt: true
             )

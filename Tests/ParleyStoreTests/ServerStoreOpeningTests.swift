@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOCore
 import ParleyCore
 import ParleyServerStore
 import Testing
@@ -51,7 +52,7 @@ import Testing
                         recipients: [bob.userID],
                         allRecipients: [bob.userID],
                         isText: true,
-                        body: Array("hello".utf8),
+                        body: ByteBuffer(string: "hello"),
                         sentAt: now,
                         wantsReceipt: true
                     )

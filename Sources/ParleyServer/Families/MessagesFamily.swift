@@ -148,7 +148,7 @@ final class MessagesFamily: RequestFamily, Sendable {
             recipients: users,
             allRecipients: recipients,
             isText: isText,
-            body: Array(payload.readableBytesView),
+            body: payload,
             sentAt: sentAt,
             wantsReceipt: request.wantReceipt
         )
@@ -156,7 +156,7 @@ final class MessagesFamily: RequestFamily, Sendable {
         session.requestStarted(query: false)
         server.committer.submit(
             MessageCommitter.Submission(
-                message: message, payload: payload, sender: handle, request: frame, serverResults: results),
+                message: message, sender: handle, request: frame, serverResults: results),
             on: handle.eventLoop
         )
     }
@@ -274,7 +274,8 @@ final class MessagesFamily: RequestFamily, Sendable {
     func stored(
         _ submission: MessageCommitter.Submission, _ outcome: MessageCommitter.Result, in session: SessionContext
     ) {
-        guard case .session(_, let request, let serverResults) = submission.answer else { return }
+        guard let request = submission.request else { return }
+        let serverResults = submission.serverResults
         defer { session.requestAnswered(query: false) }
         let outcomes: MessageCommitter.Outcomes
         switch outcome {

@@ -282,7 +282,8 @@ final class MessageLog: Sendable {
                 let length = MessageLogRecord.writeStored(
                     sender: message.sender, messageID: message.messageID, isText: message.isText,
                     wantsReceipt: message.wantsReceipt, sentAt: message.sentAt.millisecondsSince1970, storedAt: at,
-                    allRecipients: message.allRecipients, deliveries: plannedDeliveries[deliveries], body: message.body,
+                    allRecipients: message.allRecipients, deliveries: plannedDeliveries[deliveries],
+                    body: message.body.readableBytesView,
                     to: &buffer
                 )
                 stores.append(

@@ -105,7 +105,7 @@ enum MessageLogRecord: Equatable {
         storedAt: Int64,
         allRecipients: [UserID],
         deliveries: ArraySlice<Delivery>,
-        body: [UInt8],
+        body: some Collection<UInt8>,
         to buffer: inout ByteBuffer
     ) -> Int {
         let start = buffer.writerIndex
