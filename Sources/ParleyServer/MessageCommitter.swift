@@ -504,13 +504,12 @@ final class MessageCommitter: Sendable {
             if !submissions.isEmpty { metrics?.commitBatchSize.record(submissions.count) }
             metrics?.commitDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
         }
-        let messages = submissions.map(\.message)
         let acknowledged: [AcknowledgedMessage]
         let stored: [[StoredDelivery]]
         do {
             (acknowledged, stored) = try store.acknowledgeAndStore(
                 acknowledgements: acknowledgements.map { ($0.recipient, $0.messages) },
-                messages: messages,
+                submissions: submissions,
                 now: now
             )
         } catch {

@@ -323,10 +323,12 @@ import Testing
         #expect(try store.pendingMessageCount(for: bob) == 0)
         let resent = try log.acknowledgeAndStore(
             acknowledgements: [],
-            messages: [
-                NewMessage(
-                    messageID: MessageID(1), sender: alice, recipients: [bob], allRecipients: [bob], isText: true,
-                    body: ByteBuffer(bytes: [1]), sentAt: Date(), wantsReceipt: false)
+            submissions: [
+                MessageCommitter.Submission(
+                    message: NewMessage(
+                        messageID: MessageID(1), sender: alice, recipients: [bob], allRecipients: [bob], isText: true,
+                        body: ByteBuffer(bytes: [1]), sentAt: Date(), wantsReceipt: false)
+                ) { _ in }
             ],
             now: Date()
         ).stored

@@ -178,11 +178,47 @@ final class MessageLog: Sendable {
         messages: [NewMessage],
         now: Date
     ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]]) {
+        try round(acknowledgements, messages, now: now)
+    }
+
+    /// ``acknowledgeAndStore(acknowledgements:messages:now:)`` with the committer's submissions.
+    func acknowledgeAndStore(
+        acknowledgements: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
+        submissions: [MessageCommitter.Submission],
+        now: Date
+    ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]]) {
+        try round(acknowledgements, submissions, now: now)
+    }
+
+    /// An acknowledgement a round plans under the lock and applies after its write.
+    private struct PlannedAck {
+        var key: DeliveryKey
+        var sequence: Int64
+        var entry: MessageLogEntry
+    }
+
+    /// A message a round plans under the lock and applies after its write.
+    private struct PlannedStore {
+        var sender: UserID
+        var messageID: MessageID
+        var wantsReceipt: Bool
+        /// Its deliveries in `plannedDeliveries`.
+        var deliveries: Range<Int>
+        var offset: Int
+        var length: Int
+    }
+
+    /// One round, for either kind of message (specialized for each).
+    private func round<Message: RoundMessage>(
+        _ acknowledgements: [(recipient: UserID, messages: [(sender: UserID, messageID: MessageID)])],
+        _ messages: [Message],
+        now: Date
+    ) throws(ParleyError) -> (acknowledged: [AcknowledgedMessage], stored: [[StoredDelivery]]) {
         let at = now.millisecondsSince1970
         let unconfirmed = index.withLock { index in
             var unconfirmed: Set<UserID> = []
-            for message in messages {
-                for recipient in message.recipients where !index.knownUsers.contains(recipient) {
+            for held in messages {
+                for recipient in held.message.recipients where !index.knownUsers.contains(recipient) {
                     unconfirmed.insert(recipient)
                 }
             }
@@ -198,20 +234,6 @@ final class MessageLog: Sendable {
 
         // Plan under the lock; only the one writer changes the index, so the plan holds until it
         // is applied after the write.
-        struct PlannedAck {
-            var key: DeliveryKey
-            var sequence: Int64
-            var entry: MessageLogEntry
-        }
-        struct PlannedStore {
-            var sender: UserID
-            var messageID: MessageID
-            var wantsReceipt: Bool
-            /// Its deliveries in `plannedDeliveries`.
-            var deliveries: Range<Int>
-            var offset: Int
-            var length: Int
-        }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(messages.count * 160 + acknowledgements.count * 48)
         var acks: [PlannedAck] = []
@@ -247,7 +269,8 @@ final class MessageLog: Sendable {
             }
             var next = index.nextSequence
             var newInRound = DeliveryTable<Int64>(minimumCapacity: messages.count)
-            for message in messages {
+            for held in messages {
+                let message = held.message
                 var results: [StoredDelivery] = []
                 results.reserveCapacity(message.recipients.count)
                 let first = plannedDeliveries.count
