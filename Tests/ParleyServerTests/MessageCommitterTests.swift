@@ -117,13 +117,13 @@ import Testing
         try await withCommitter(synchronizes: false) { log, committer, loop in
             let small = try await stage(1...5, on: loop, with: committer)
             committer.prune()
-            let large = try await stage(6...405, on: loop, with: committer)
-            let after = try await stage(406...410, on: loop, with: committer)
+            let large = try await stage(6...1205, on: loop, with: committer)
+            let after = try await stage(1206...1210, on: loop, with: committer)
             #expect(small.allSatisfy { $0.onLoop })
-            #expect(large.prefix(128).allSatisfy { !$0.onLoop })
-            #expect((small + large + after).map(\.sequence) == Array(1...410))
+            #expect(large.prefix(512).allSatisfy { !$0.onLoop })
+            #expect((small + large + after).map(\.sequence) == Array(1...1210))
             let pending = log.pendingMessageCount(for: Self.recipient)
-            #expect(pending == 410)
+            #expect(pending == 1210)
         }
     }
 
