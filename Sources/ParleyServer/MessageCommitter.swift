@@ -71,9 +71,6 @@ final class MessageCommitter: Sendable {
         /// (the committer's worker, or an event loop). Nil for a session's submissions.
         let completion: (@Sendable (Result) -> Void)?
 
-        /// The body as it arrived, forwarded to online recipients without another copy.
-        var payload: ByteBuffer { message.body }
-
         /// A submission whose outcome `completion` takes on the thread that ran its round.
         init(message: NewMessage, completion: @escaping @Sendable (Result) -> Void) {
             self.message = message
@@ -97,18 +94,13 @@ final class MessageCommitter: Sendable {
             self.completion = nil
         }
 
-        /// Answers `result` where it is awaited: the completion at once, a session on its loop.
-        func answer(_ result: Result) {
-            if let completion {
-                completion(result)
-            } else if let sender {
-                sender.execute { $0.messageStored(self, result) }
-            }
-        }
-
         /// Answers at once, for a submission that is not committed (the server is stopping).
         func fail(_ error: ParleyError) {
-            answer(.failure(error))
+            if let completion {
+                completion(.failure(error))
+            } else if let sender {
+                sender.execute { $0.messageStored(self, .failure(error)) }
+            }
         }
     }
 
@@ -175,7 +167,8 @@ final class MessageCommitter: Sendable {
         var storedAt: Date
 
         var message: NewMessage { submission.message }
-        var payload: ByteBuffer { submission.payload }
+        /// The body as it arrived, forwarded without another copy.
+        var payload: ByteBuffer { submission.message.body }
     }
 
     /// What one event loop submitted in its current tick. A session's SEND_MESSAGE or

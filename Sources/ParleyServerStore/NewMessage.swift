@@ -2,7 +2,6 @@ package import NIOCore
 package import ParleyCore
 import ParleySQLite
 
-package import struct Foundation.Data
 package import struct Foundation.Date
 
 /// One message for ``ServerStore/storeMessages(_:now:)``.
@@ -41,8 +40,4 @@ package struct NewMessage: Sendable, Hashable {
         self.sentAt = sentAt
         self.wantsReceipt = wantsReceipt
     }
-}
-
-extension NewMessage {
-    var storedBody: Data { Data(body.readableBytesView) }
 }
