@@ -16,7 +16,9 @@ struct BenchCommand: AsyncParsableCommand, LoggingCommand {
             Registers --clients fresh users and connects one logged-on client each. Client i sends \
             its share of --messages text messages of --size bytes to client (i+1) % N, with at most \
             --window sends in flight per client; each body carries its send time, so the receiver \
-            measures end-to-end latency. Throughput counts from the first send to the last delivery. \
+            measures end-to-end latency (with --lean and --rate, a pacer hands out the offered load \
+            every millisecond, round robin, and the send time is when each client writes its share). \
+            Throughput counts from the first send to the last delivery. \
             With --logons K, measures logons per second instead (K logons spread over the clients, at \
             the server's password cost, each followed by a log-off). With --reconnect-ready-file PATH, \
             measures a mass reconnect instead: once every client is logged on it writes PATH, then \

@@ -169,18 +169,30 @@ final class LeanLoad: @unchecked Sendable {
     }
 
     /// Sends round robin until `due` messages were issued in all (or no sender has room).
+    ///
+    /// Each connection writes what it took as soon as its turn comes, and its messages carry
+    /// the time of that write: the latency starts when the client hands the message to the
+    /// kernel, as it would for 100 separate clients. (One stamp for the whole tick counted this
+    /// thread's own writes to the other connections: about 50 writes, 0.5 ms, per tick at
+    /// 50,000 msg/s.)
     private func pace(due: Int) {
         if deferredAcks { for connection in connections { connection.appendAcks() } }
+        let first = nextPaced
         var idle = 0
-        let stamp = elapsedNanoseconds
         while issued < due, idle < connections.count {
             let connection = connections[nextPaced]
             nextPaced = (nextPaced + 1) % connections.count
-            if connection.sendOne(stamp: stamp) {
+            if connection.takeOne() {
                 idle = 0
             } else {
                 idle += 1
             }
+        }
+        for offset in 0..<connections.count {
+            let connection = connections[(first + offset) % connections.count]
+            guard connection.hasTaken else { continue }
+            connection.appendTaken(stamp: elapsedNanoseconds)
+            connection.flush()
         }
         for connection in connections { connection.flush() }
     }
@@ -290,6 +302,8 @@ private final class LeanConnection: ChannelInboundHandler {
     @exclusivity(unchecked) private var quota = 0
     @exclusivity(unchecked) private var sent = 0
     @exclusivity(unchecked) private var inFlight = 0
+    /// Messages taken from the quota and not yet appended (``takeOne()``).
+    @exclusivity(unchecked) private var taken = 0
     @exclusivity(unchecked) private var window = 1
     @exclusivity(unchecked) private var size = 0
 
@@ -341,26 +355,40 @@ private final class LeanConnection: ChannelInboundHandler {
 
     /// Sends until the window is full or the quota is used up.
     func sendWhileRoom() {
+        while takeOne() {}
         // One clock read for the burst (written together at the next flush).
-        let stamp = load.elapsedNanoseconds
-        while sendOne(stamp: stamp) {}
+        appendTaken(stamp: load.elapsedNanoseconds)
     }
 
-    /// Sends one message if the window and the quota allow; `stamp` is the send time its body
-    /// carries (nanoseconds since the load started).
-    func sendOne(stamp: Int64) -> Bool {
+    /// Takes one message of the quota if the window allows; ``appendTaken(stamp:)`` writes it.
+    func takeOne() -> Bool {
         guard sent < quota, inFlight < window else { return false }
         sent += 1
         inFlight += 1
+        taken += 1
         load.issuedOne()
+        return true
+    }
+
+    var hasTaken: Bool { taken > 0 }
+
+    /// Appends the messages taken since the last call; `stamp` is the send time their bodies
+    /// carry (nanoseconds since the load started).
+    func appendTaken(stamp: Int64) {
+        guard taken > 0 else { return }
+        for messageID in (sent - taken + 1)...sent { append(messageID: messageID, stamp: stamp) }
+        taken = 0
+    }
+
+    private func append(messageID: Int, stamp: Int64) {
         let meta = HotMeta.SendMessage(
-            messageID: UInt64(sent),
+            messageID: UInt64(messageID),
             recipients: [UserID(rawValue: target)],
             kind: 0,
             sentAtMs: 0,
             wantReceipt: false
         )
-        framing.appendFrame(type: FrameType.sendMessage.rawValue, requestID: UInt32(truncatingIfNeeded: sent)) {
+        framing.appendFrame(type: FrameType.sendMessage.rawValue, requestID: UInt32(truncatingIfNeeded: messageID)) {
             buffer in
             meta.write(to: &buffer)
         } payload: { buffer in
@@ -370,7 +398,6 @@ private final class LeanConnection: ChannelInboundHandler {
             let padding = max(0, size - (buffer.writerIndex - start))
             buffer.writeRepeatingByte(UInt8(ascii: "x"), count: padding)
         }
-        return true
     }
 
     func flush() {
