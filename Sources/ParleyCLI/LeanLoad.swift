@@ -194,6 +194,7 @@ final class LeanLoad: @unchecked Sendable {
             connection.appendTaken(stamp: elapsedNanoseconds)
             connection.flush()
         }
+        // Then the acknowledgements of those that sent nothing this tick (`--ack-with-sends`).
         for connection in connections { connection.flush() }
     }
 
